@@ -1,0 +1,293 @@
+//! Typed, layered configuration: defaults, then an optional TOML file, then the environment.
+//!
+//! This is the only module that reads environment variables. Everything below `run` receives a
+//! `Config` value; tests build one directly instead of setting variables.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::Context as _;
+use figment::Figment;
+use figment::providers::{Env, Format as _, Serialized, Toml};
+use secrecy::{ExposeSecret as _, SecretString};
+use serde::{Deserialize, Deserializer, Serialize};
+
+/// Deployment environment, from `MOLECULE_ENV`.
+///
+/// `development`/`dev` (any case) opens the development doors (fail-open auth when no admin
+/// token is set, no rate limit); `production`/`prod` closes every test-only door and refuses to
+/// start without an encryption key. Anything else is the ordinary self-hosted default.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Environment {
+    Development,
+    #[default]
+    Default,
+    Production,
+}
+
+impl Environment {
+    pub fn parse(raw: &str) -> Self {
+        match raw.trim().to_ascii_lowercase().as_str() {
+            "development" | "dev" => Self::Development,
+            "production" | "prod" => Self::Production,
+            _ => Self::Default,
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for Environment {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let raw = String::deserialize(deserializer)?;
+        Ok(Self::parse(&raw))
+    }
+}
+
+/// Liveness: how long a workspace may go without a heartbeat, and how often that is checked.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct LivenessConfig {
+    /// Seconds without a heartbeat after which an online workspace is marked offline.
+    pub heartbeat_ttl_secs: u64,
+    /// Seconds between liveness sweeps.
+    pub sweep_interval_secs: u64,
+}
+
+impl Default for LivenessConfig {
+    fn default() -> Self {
+        Self { heartbeat_ttl_secs: 180, sweep_interval_secs: 15 }
+    }
+}
+
+impl LivenessConfig {
+    pub fn heartbeat_ttl(&self) -> Duration {
+        Duration::from_secs(self.heartbeat_ttl_secs)
+    }
+    pub fn sweep_interval(&self) -> Duration {
+        Duration::from_millis((self.sweep_interval_secs * 1000).max(100))
+    }
+}
+
+/// The whole host configuration.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Config {
+    /// `MOLECULE_ENV` (or the original's `MOLECULE_ENV`).
+    pub env: Environment,
+    /// Address to listen on: `host` or `host:port` (`BIND_ADDR`, `MOLECULE_BIND_ADDR`).
+    pub bind_addr: String,
+    /// Port used when `bind_addr` carries none (`PORT`, `MOLECULE_PORT`).
+    pub port: u16,
+    /// Where the embedded database and other host state live.
+    pub data_dir: PathBuf,
+    /// `sqlite://...` or `postgres://...`; defaults to a SQLite file under `data_dir`.
+    #[serde(skip_serializing)]
+    pub database_url: Option<SecretString>,
+    /// Upper bound of pooled database connections.
+    pub database_max_connections: u32,
+    /// `ADMIN_TOKEN`: the operator's bearer for admin routes.
+    #[serde(skip_serializing)]
+    pub admin_token: Option<SecretString>,
+    /// `SECRETS_ENCRYPTION_KEY`: base64 of 32 bytes, or a raw 32-character string.
+    #[serde(skip_serializing)]
+    pub secrets_encryption_key: Option<SecretString>,
+    /// `CORS_ORIGINS`: comma-separated list of allowed browser origins.
+    #[serde(deserialize_with = "comma_list")]
+    pub cors_origins: Vec<String>,
+    /// `MOLECULE_ENABLE_TEST_TOKENS=1` keeps the test-token route open in production.
+    #[serde(deserialize_with = "loose_bool")]
+    pub enable_test_tokens: bool,
+    /// `RATE_LIMIT`: requests per minute per client.
+    pub rate_limit_per_minute: u32,
+    /// Largest request body accepted on any route, in bytes.
+    pub max_body_bytes: usize,
+    pub liveness: LivenessConfig,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            env: Environment::Default,
+            bind_addr: "127.0.0.1".into(),
+            port: 8080,
+            data_dir: PathBuf::from("data"),
+            database_url: None,
+            database_max_connections: 16,
+            admin_token: None,
+            secrets_encryption_key: None,
+            cors_origins: vec!["http://localhost:3000".into(), "http://localhost:3001".into()],
+            enable_test_tokens: false,
+            rate_limit_per_minute: 600,
+            max_body_bytes: 1024 * 1024,
+            liveness: LivenessConfig::default(),
+        }
+    }
+}
+
+/// Names the original platform's operators know, mapped onto our keys. `MOLECULE_*` variables
+/// are read after these, so they win when both are set.
+const LEGACY_ENV: &[(&str, &str)] = &[
+    ("ADMIN_TOKEN", "admin_token"),
+    ("SECRETS_ENCRYPTION_KEY", "secrets_encryption_key"),
+    ("CORS_ORIGINS", "cors_origins"),
+    ("PORT", "port"),
+    ("BIND_ADDR", "bind_addr"),
+    ("RATE_LIMIT", "rate_limit_per_minute"),
+    ("DATABASE_URL", "database_url"),
+];
+
+impl Config {
+    /// Defaults, then `file` when given, then the process environment.
+    pub fn load(file: Option<&Path>) -> anyhow::Result<Self> {
+        let mut figment = Figment::from(Serialized::defaults(Config::default()));
+        if let Some(path) = file {
+            anyhow::ensure!(path.is_file(), "config file {} does not exist", path.display());
+            figment = figment.merge(Toml::file(path));
+        }
+        let legacy_names: Vec<&str> = LEGACY_ENV.iter().map(|(name, _)| *name).collect();
+        figment = figment
+            .merge(Env::raw().only(&legacy_names).map(|name| {
+                let key = LEGACY_ENV
+                    .iter()
+                    .find(|(legacy, _)| name.as_str().eq_ignore_ascii_case(legacy))
+                    .map_or(name.as_str(), |(_, key)| key);
+                key.to_owned().into()
+            }))
+            .merge(Env::prefixed("MOLECULE_").split("__"));
+        let config: Config = figment.extract().context("reading configuration")?;
+        Ok(config)
+    }
+
+    /// The socket address to bind, combining `bind_addr` and `port`.
+    pub fn listen_addr(&self) -> anyhow::Result<SocketAddr> {
+        if let Ok(addr) = self.bind_addr.parse::<SocketAddr>() {
+            return Ok(addr);
+        }
+        let host = self.bind_addr.trim_start_matches('[').trim_end_matches(']');
+        let ip: std::net::IpAddr =
+            host.parse().with_context(|| format!("bind_addr {:?} is not an IP address", self.bind_addr))?;
+        Ok(SocketAddr::new(ip, self.port))
+    }
+
+    /// The database URL in effect: the configured one, or the embedded SQLite file.
+    pub fn database_url(&self) -> String {
+        match &self.database_url {
+            Some(url) => url.expose_secret().to_owned(),
+            None => format!("sqlite://{}", self.data_dir.join("molecule.db").display()),
+        }
+    }
+
+    pub fn is_production(&self) -> bool {
+        self.env == Environment::Production
+    }
+
+    /// Development fail-open: development environment and no admin token configured.
+    pub fn dev_fail_open(&self) -> bool {
+        self.env == Environment::Development && self.admin_token().is_none()
+    }
+
+    /// The admin token, treating an empty value as unset.
+    pub fn admin_token(&self) -> Option<&str> {
+        self.admin_token.as_ref().map(|t| t.expose_secret()).filter(|t| !t.is_empty())
+    }
+
+    /// Whether `GET /admin/workspaces/:id/test-token` answers at all.
+    pub fn test_tokens_enabled(&self) -> bool {
+        !self.is_production() || self.enable_test_tokens
+    }
+}
+
+/// Where integration tests and benchmarks find the private PostgreSQL server `make test` starts.
+pub fn test_postgres_url() -> Option<String> {
+    std::env::var("MOLECULE_TEST_PG_URL").ok().filter(|url| !url.is_empty())
+}
+
+/// Whether this process runs in CI, where a missing service is a failure rather than a skip.
+pub fn running_in_ci() -> bool {
+    std::env::var("CI").is_ok_and(|v| v == "true" || v == "1")
+}
+
+fn comma_list<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Vec<String>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Raw {
+        List(Vec<String>),
+        Text(String),
+    }
+    let items = match Raw::deserialize(deserializer)? {
+        Raw::List(items) => items,
+        Raw::Text(text) => text.split(',').map(str::to_owned).collect(),
+    };
+    Ok(items.into_iter().map(|s| s.trim().to_owned()).filter(|s| !s.is_empty()).collect())
+}
+
+fn loose_bool<'de, D: Deserializer<'de>>(deserializer: D) -> Result<bool, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Raw {
+        Bool(bool),
+        Int(i64),
+        Text(String),
+    }
+    Ok(match Raw::deserialize(deserializer)? {
+        Raw::Bool(b) => b,
+        Raw::Int(i) => i != 0,
+        Raw::Text(t) => matches!(t.trim().to_ascii_lowercase().as_str(), "1" | "true" | "yes" | "on"),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn environment_names_are_case_insensitive() {
+        assert_eq!(Environment::parse("DEV"), Environment::Development);
+        assert_eq!(Environment::parse("Production"), Environment::Production);
+        assert_eq!(Environment::parse("prod"), Environment::Production);
+        assert_eq!(Environment::parse("staging"), Environment::Default);
+    }
+
+    #[test]
+    fn layers_apply_in_order_and_molecule_names_win() {
+        figment::Jail::expect_with(|jail| {
+            jail.create_file("host.toml", "port = 9000\nrate_limit_per_minute = 5\n")?;
+            jail.set_env("PORT", "9100");
+            jail.set_env("CORS_ORIGINS", "http://a.test, http://b.test");
+            jail.set_env("ADMIN_TOKEN", "legacy");
+            jail.set_env("MOLECULE_ADMIN_TOKEN", "modern");
+            jail.set_env("MOLECULE_LIVENESS__HEARTBEAT_TTL_SECS", "7");
+            jail.set_env("MOLECULE_ENABLE_TEST_TOKENS", "1");
+            let config = Config::load(Some(Path::new("host.toml"))).expect("config loads");
+            assert_eq!(config.port, 9100);
+            assert_eq!(config.rate_limit_per_minute, 5);
+            assert_eq!(config.cors_origins, vec!["http://a.test", "http://b.test"]);
+            assert_eq!(config.admin_token(), Some("modern"));
+            assert_eq!(config.liveness.heartbeat_ttl_secs, 7);
+            assert!(config.enable_test_tokens);
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn bind_addr_takes_a_host_or_a_socket_address() {
+        let mut config = Config { port: 9001, ..Config::default() };
+        assert_eq!(config.listen_addr().unwrap().to_string(), "127.0.0.1:9001");
+        config.bind_addr = "0.0.0.0:7000".into();
+        assert_eq!(config.listen_addr().unwrap().to_string(), "0.0.0.0:7000");
+        config.bind_addr = "not an address".into();
+        assert!(config.listen_addr().is_err());
+    }
+
+    #[test]
+    fn debug_output_never_shows_secrets() {
+        let config = Config {
+            admin_token: Some("very-secret-admin".to_owned().into()),
+            secrets_encryption_key: Some("very-secret-key".to_owned().into()),
+            ..Config::default()
+        };
+        let printed = format!("{config:?}");
+        assert!(!printed.contains("very-secret"), "{printed}");
+    }
+}

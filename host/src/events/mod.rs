@@ -1,0 +1,143 @@
+//! The event bus: one `record_and_broadcast` path that appends to `structure_events` and fans the
+//! event out to every subscriber (WebSocket and SSE clients).
+//!
+//! Publishing never waits for subscribers. Each subscriber reads from a bounded broadcast channel;
+//! one that falls behind by more than the channel holds is dropped (its stream ends with
+//! [`Lagged`]) rather than slowing anyone else down.
+
+use std::sync::Arc;
+
+use chrono::{DateTime, SecondsFormat, Utc};
+use serde_json::{Value, json};
+use tokio::sync::broadcast;
+use uuid::Uuid;
+
+use crate::store::{self, Db, StoreError};
+
+/// How many events a subscriber may fall behind before it is dropped.
+pub const SUBSCRIBER_BUFFER: usize = 256;
+
+/// Event names the canvas and agents rely on.
+pub mod names {
+    pub const WORKSPACE_PROVISIONING: &str = "WORKSPACE_PROVISIONING";
+    pub const WORKSPACE_ONLINE: &str = "WORKSPACE_ONLINE";
+    pub const WORKSPACE_OFFLINE: &str = "WORKSPACE_OFFLINE";
+    pub const WORKSPACE_DEGRADED: &str = "WORKSPACE_DEGRADED";
+    pub const WORKSPACE_REMOVED: &str = "WORKSPACE_REMOVED";
+    pub const WORKSPACE_UPDATED: &str = "WORKSPACE_UPDATED";
+    pub const WORKSPACE_HEARTBEAT: &str = "WORKSPACE_HEARTBEAT";
+    pub const WORKSPACE_RESTART_REQUESTED: &str = "WORKSPACE_RESTART_REQUESTED";
+    pub const AGENT_CARD_UPDATED: &str = "AGENT_CARD_UPDATED";
+    pub const TASK_UPDATED: &str = "TASK_UPDATED";
+    pub const AGENT_MESSAGE: &str = "AGENT_MESSAGE";
+    pub const ACTIVITY_LOGGED: &str = "ACTIVITY_LOGGED";
+}
+
+/// One event as delivered to subscribers.
+#[derive(Debug, Clone)]
+pub struct Event {
+    pub event: String,
+    pub workspace_id: Option<Uuid>,
+    pub timestamp: DateTime<Utc>,
+    pub payload: Value,
+}
+
+impl Event {
+    /// The WebSocket frame: `{event, workspace_id, timestamp (RFC 3339), payload}`.
+    pub fn ws_frame(&self) -> Value {
+        json!({
+            "event": self.event,
+            "workspace_id": self.workspace_id,
+            "timestamp": self.timestamp.to_rfc3339_opts(SecondsFormat::Millis, true),
+            "payload": self.payload,
+        })
+    }
+
+    /// The SSE data line: `{type, timestamp (unix ms), data}`.
+    pub fn sse_data(&self) -> Value {
+        json!({ "type": self.event, "timestamp": self.timestamp.timestamp_millis(), "data": self.payload })
+    }
+}
+
+/// The in-process bus. Cloning shares it.
+#[derive(Debug, Clone)]
+pub struct EventBus {
+    db: Db,
+    tx: broadcast::Sender<Arc<Event>>,
+}
+
+/// A subscriber fell too far behind and was dropped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("subscriber fell behind and was dropped")]
+pub struct Lagged;
+
+/// A live subscription; see [`Subscription::next`].
+#[derive(Debug)]
+pub struct Subscription {
+    rx: broadcast::Receiver<Arc<Event>>,
+}
+
+impl Subscription {
+    /// The next event; `Err(Lagged)` once this subscriber has fallen behind, `Ok(None)` when the
+    /// bus is gone.
+    pub async fn next(&mut self) -> Result<Option<Arc<Event>>, Lagged> {
+        match self.rx.recv().await {
+            Ok(event) => Ok(Some(event)),
+            Err(broadcast::error::RecvError::Closed) => Ok(None),
+            Err(broadcast::error::RecvError::Lagged(_)) => Err(Lagged),
+        }
+    }
+}
+
+impl EventBus {
+    pub fn new(db: Db) -> Self {
+        let (tx, _) = broadcast::channel(SUBSCRIBER_BUFFER);
+        EventBus { db, tx }
+    }
+
+    pub fn subscribe(&self) -> Subscription {
+        Subscription { rx: self.tx.subscribe() }
+    }
+
+    /// Appends the event to `structure_events`, then publishes it. If the write fails nothing is
+    /// published, so subscribers never see an event the log does not have.
+    pub async fn record_and_broadcast(
+        &self,
+        event: &str,
+        workspace_id: Option<Uuid>,
+        payload: Value,
+    ) -> Result<(), StoreError> {
+        let timestamp = Utc::now();
+        store::events::insert(
+            &self.db,
+            &store::events::EventRow {
+                id: Uuid::new_v4(),
+                event_type: event.to_owned(),
+                workspace_id,
+                payload: Some(payload.clone()),
+                created_at: timestamp,
+            },
+        )
+        .await?;
+        self.publish(Event { event: event.to_owned(), workspace_id, timestamp, payload });
+        Ok(())
+    }
+
+    /// Publishes without recording: for high-frequency or transient events (heartbeats, chat).
+    pub fn broadcast_only(&self, event: &str, workspace_id: Option<Uuid>, payload: Value) {
+        self.publish(Event { event: event.to_owned(), workspace_id, timestamp: Utc::now(), payload });
+    }
+
+    fn publish(&self, event: Event) {
+        // An error only means nobody is listening right now.
+        let _ = self.tx.send(Arc::new(event));
+    }
+
+    /// Records an event on a best-effort basis: a failure is logged, not returned. For events
+    /// that follow a change already committed, where failing the request would mislead.
+    pub async fn emit(&self, event: &str, workspace_id: Option<Uuid>, payload: Value) {
+        if let Err(err) = self.record_and_broadcast(event, workspace_id, payload).await {
+            tracing::error!(event, ?workspace_id, error = ?err, "recording event failed");
+        }
+    }
+}

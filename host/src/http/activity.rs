@@ -1,0 +1,201 @@
+//! `/workspaces/:id/activity` and `/notify`: what agents report, and messages to the user.
+
+use axum::Router;
+use axum::extract::{Query, State};
+use axum::response::IntoResponse;
+use axum::routing::{get, post};
+use chrono::Utc;
+use serde::Deserialize;
+use serde_json::{Value, json};
+use uuid::Uuid;
+
+use super::AppState;
+use super::error::{ApiError, ApiResult};
+use super::extract::{ApiJson, WorkspaceAuth};
+use crate::events::names;
+use crate::store::activity::{ActivityRow, SourceFilter};
+use crate::store::{self, Constraint, StoreError};
+use crate::workspaces::get_live;
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/workspaces/{id}/activity", get(list).post(report))
+        .route("/workspaces/{id}/notify", post(notify))
+}
+
+/// The activity types an agent may report; the host writes others (`delegation`, ...) itself.
+const REPORTABLE_TYPES: &[&str] =
+    &["a2a_send", "a2a_receive", "task_update", "agent_log", "skill_promotion", "memory_write", "error"];
+
+fn row_json(row: &ActivityRow) -> Value {
+    json!({
+        "id": row.id,
+        "workspace_id": row.workspace_id,
+        "activity_type": row.activity_type,
+        "source_id": row.source_id,
+        "target_id": row.target_id,
+        "method": row.method,
+        "summary": row.summary,
+        "request_body": row.request_body,
+        "response_body": row.response_body,
+        "tool_trace": row.tool_trace,
+        "duration_ms": row.duration_ms,
+        "status": row.status,
+        "error_detail": row.error_detail,
+        "created_at": row.created_at,
+    })
+}
+
+#[derive(Debug, Deserialize)]
+struct ListQuery {
+    #[serde(rename = "type")]
+    activity_type: Option<String>,
+    source: Option<String>,
+    limit: Option<i64>,
+}
+
+async fn list(State(state): State<AppState>, WorkspaceAuth(id): WorkspaceAuth, Query(q): Query<ListQuery>) -> ApiResult<impl IntoResponse> {
+    let source = match q.source.as_deref() {
+        None | Some("") => None,
+        Some("canvas") => Some(SourceFilter::Canvas),
+        Some("agent") => Some(SourceFilter::Agent),
+        Some(_) => return Err(ApiError::bad_request("source must be canvas or agent")),
+    };
+    let limit = q.limit.unwrap_or(100);
+    if !(1..=500).contains(&limit) {
+        return Err(ApiError::bad_request("limit must be 1-500"));
+    }
+    get_live(&state.svc, id).await?;
+    let kind = q.activity_type.as_deref().filter(|t| !t.is_empty());
+    let rows = store::activity::list(&state.svc.db, id, kind, source, limit).await?;
+    Ok(axum::Json(Value::Array(rows.iter().map(row_json).collect())))
+}
+
+#[derive(Debug, Deserialize)]
+struct ReportBody {
+    activity_type: String,
+    method: Option<String>,
+    summary: Option<String>,
+    target_id: Option<Uuid>,
+    source_id: Option<Uuid>,
+    status: Option<String>,
+    error_detail: Option<String>,
+    duration_ms: Option<i32>,
+    request_body: Option<Value>,
+    metadata: Option<Value>,
+    response_body: Option<Value>,
+    tool_trace: Option<Value>,
+    idempotency_key: Option<String>,
+}
+
+async fn report(State(state): State<AppState>, WorkspaceAuth(id): WorkspaceAuth, ApiJson(body): ApiJson<ReportBody>) -> ApiResult<impl IntoResponse> {
+    if !REPORTABLE_TYPES.contains(&body.activity_type.as_str()) {
+        return Err(ApiError::bad_request("activity_type is not one of the reportable types"));
+    }
+    if body.source_id.is_some_and(|source| source != id) {
+        return Err(ApiError::forbidden("source_id must be the reporting workspace"));
+    }
+    if body.idempotency_key.as_ref().is_some_and(|k| k.is_empty() || k.len() > 200) {
+        return Err(ApiError::bad_request("invalid idempotency_key"));
+    }
+    get_live(&state.svc, id).await?;
+    let row = ActivityRow {
+        id: Uuid::new_v4(),
+        workspace_id: id,
+        activity_type: body.activity_type,
+        source_id: body.source_id,
+        target_id: body.target_id,
+        method: body.method,
+        summary: body.summary,
+        request_body: body.request_body.or(body.metadata),
+        response_body: body.response_body,
+        tool_trace: body.tool_trace,
+        duration_ms: body.duration_ms,
+        status: body.status.filter(|s| !s.is_empty()).unwrap_or_else(|| "ok".to_owned()),
+        error_detail: body.error_detail,
+        idempotency_key: body.idempotency_key,
+        created_at: Utc::now(),
+    };
+    match store::activity::insert(&state.svc.db, &row).await {
+        Ok(()) => {}
+        // The same report delivered twice is recorded once; the retry is told it landed.
+        Err(StoreError::Constraint(Constraint::ActivityDuplicate)) => {
+            return Ok(axum::Json(json!({ "status": "logged", "duplicate": true })));
+        }
+        Err(err) => return Err(err.into()),
+    }
+    state.svc.events.broadcast_only(
+        names::ACTIVITY_LOGGED,
+        Some(id),
+        json!({
+            "id": row.id,
+            "activity_type": row.activity_type,
+            "method": row.method,
+            "status": row.status,
+            "source_id": row.source_id,
+            "target_id": row.target_id,
+            "duration_ms": row.duration_ms,
+            "summary": row.summary,
+        }),
+    );
+    Ok(axum::Json(json!({ "status": "logged" })))
+}
+
+#[derive(Debug, Deserialize)]
+struct Attachment {
+    uri: String,
+    name: String,
+    #[serde(rename = "mimeType")]
+    mime_type: Option<String>,
+    size: Option<u64>,
+}
+
+#[derive(Debug, Deserialize)]
+struct NotifyBody {
+    message: String,
+    #[serde(default)]
+    attachments: Vec<Attachment>,
+}
+
+async fn notify(State(state): State<AppState>, WorkspaceAuth(id): WorkspaceAuth, ApiJson(body): ApiJson<NotifyBody>) -> ApiResult<impl IntoResponse> {
+    if body.message.trim().is_empty() {
+        return Err(ApiError::bad_request("message is required"));
+    }
+    if body.attachments.iter().any(|a| a.uri.is_empty() || a.name.is_empty()) {
+        return Err(ApiError::bad_request("attachments need a uri and a name"));
+    }
+    let workspace = get_live(&state.svc, id).await.map_err(|_| ApiError::not_found("workspace not found"))?;
+    let files: Vec<Value> = body
+        .attachments
+        .iter()
+        .map(|a| json!({ "uri": a.uri, "name": a.name, "mimeType": a.mime_type, "size": a.size }))
+        .collect();
+    let parts: Vec<Value> = files.iter().map(|f| json!({ "kind": "file", "file": f })).collect();
+    store::activity::insert(
+        &state.svc.db,
+        &ActivityRow {
+            id: Uuid::new_v4(),
+            workspace_id: id,
+            activity_type: "a2a_receive".to_owned(),
+            source_id: None,
+            target_id: None,
+            method: Some("notify".to_owned()),
+            summary: Some(body.message.chars().take(200).collect()),
+            request_body: None,
+            response_body: Some(json!({ "result": body.message, "parts": parts })),
+            tool_trace: None,
+            duration_ms: None,
+            status: "ok".to_owned(),
+            error_detail: None,
+            idempotency_key: None,
+            created_at: Utc::now(),
+        },
+    )
+    .await?;
+    let mut payload = json!({ "message": body.message, "workspace_id": id, "name": workspace.name });
+    if !files.is_empty() {
+        payload["attachments"] = Value::Array(files);
+    }
+    state.svc.events.broadcast_only(names::AGENT_MESSAGE, Some(id), payload);
+    Ok(axum::Json(json!({ "status": "sent" })))
+}

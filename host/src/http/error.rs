@@ -1,0 +1,112 @@
+//! The one error type of the HTTP edge and its single mapping to status codes and bodies.
+//!
+//! Messages are `&'static str`, so no error can echo user input back. A 5xx body only ever says
+//! `internal error` (plus a code where the client must react); the cause goes to the log.
+
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde_json::{Value, json};
+
+use crate::auth::AuthError;
+use crate::store::StoreError;
+use crate::workspaces::WorkspaceError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error("{1}")]
+    Status(StatusCode, &'static str),
+    /// A designed answer whose body carries more than a message (409 confirmation, 410 gone).
+    #[error("structured error {0}")]
+    Body(StatusCode, Value),
+    #[error("rate limited")]
+    RateLimited { retry_after_secs: u64 },
+    #[error("internal error")]
+    Internal(#[source] anyhow::Error),
+}
+
+pub type ApiResult<T> = Result<T, ApiError>;
+
+impl ApiError {
+    pub fn bad_request(message: &'static str) -> Self {
+        ApiError::Status(StatusCode::BAD_REQUEST, message)
+    }
+    pub fn not_found(message: &'static str) -> Self {
+        ApiError::Status(StatusCode::NOT_FOUND, message)
+    }
+    pub fn forbidden(message: &'static str) -> Self {
+        ApiError::Status(StatusCode::FORBIDDEN, message)
+    }
+    pub fn internal(err: impl Into<anyhow::Error>) -> Self {
+        ApiError::Internal(err.into())
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        match self {
+            ApiError::Status(status, message) => (status, axum::Json(json!({ "error": message }))).into_response(),
+            ApiError::Body(status, body) => (status, axum::Json(body)).into_response(),
+            ApiError::RateLimited { retry_after_secs } => {
+                let mut response = (
+                    StatusCode::TOO_MANY_REQUESTS,
+                    axum::Json(json!({ "error": "rate limit exceeded", "retry_after": retry_after_secs })),
+                )
+                    .into_response();
+                response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(retry_after_secs));
+                response
+            }
+            ApiError::Internal(err) => {
+                tracing::error!(error = ?err, "request failed");
+                (StatusCode::INTERNAL_SERVER_ERROR, axum::Json(json!({ "error": "internal error" }))).into_response()
+            }
+        }
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(err: StoreError) -> Self {
+        ApiError::Internal(err.into())
+    }
+}
+
+impl From<AuthError> for ApiError {
+    fn from(err: AuthError) -> Self {
+        let status = StatusCode::UNAUTHORIZED;
+        match err {
+            AuthError::AdminRequired => ApiError::Status(status, "admin auth required"),
+            AuthError::InvalidAdmin => ApiError::Status(status, "invalid admin auth token"),
+            AuthError::MissingWorkspace => ApiError::Status(status, "missing workspace auth token"),
+            AuthError::InvalidWorkspace => ApiError::Status(status, "invalid workspace auth token"),
+            AuthError::Required => ApiError::Status(status, "auth required"),
+            AuthError::Unavailable(cause) => {
+                tracing::error!(error = ?cause, "auth check could not reach the database");
+                ApiError::Body(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    json!({ "error": "platform datastore unavailable — retry shortly", "code": "platform_unavailable" }),
+                )
+            }
+        }
+    }
+}
+
+impl From<WorkspaceError> for ApiError {
+    fn from(err: WorkspaceError) -> Self {
+        match err {
+            WorkspaceError::NotFound => ApiError::not_found("workspace not found"),
+            WorkspaceError::Removed(row) => ApiError::Body(
+                StatusCode::GONE,
+                json!({
+                    "error": "workspace removed",
+                    "id": row.id,
+                    "removed_at": row.removed_at,
+                    "hint": "this workspace was deleted; pass ?include_removed=true to read its tombstone",
+                }),
+            ),
+            WorkspaceError::Invalid(message) => ApiError::bad_request(message),
+            WorkspaceError::NameTaken => ApiError::Status(StatusCode::CONFLICT, "workspace name already in use under this parent"),
+            WorkspaceError::ParentNotFound => ApiError::bad_request("parent workspace not found"),
+            WorkspaceError::Cycle => ApiError::bad_request("parent_id would make the workspace its own ancestor"),
+            WorkspaceError::Store(err) => err.into(),
+        }
+    }
+}

@@ -1,0 +1,209 @@
+//! Event history (`/events`), the live streams (`/ws` WebSocket, per-workspace SSE) and the canvas
+//! viewport.
+
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use futures::{Stream, StreamExt as _};
+use serde::Deserialize;
+use serde_json::{Value, json};
+use uuid::Uuid;
+
+use super::AppState;
+use super::error::{ApiError, ApiResult};
+use super::extract::{AdminAuth, ApiJson, CanvasOrBearer, Caller, WorkspaceAuth, parse_workspace_id};
+use crate::events::{Event, Lagged, Subscription};
+use crate::store;
+use crate::workspaces::access::can_communicate;
+use crate::workspaces::get_live;
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/events", get(recent))
+        .route("/events/{workspace_id}", get(recent_for_workspace))
+        .route("/ws", get(websocket))
+        .route("/workspaces/{id}/events/stream", get(sse))
+        .route("/canvas/viewport", get(get_viewport).put(put_viewport))
+}
+
+/// How many events the history routes return.
+const HISTORY_LIMIT: i64 = 100;
+
+fn history_json(rows: &[store::events::EventRow]) -> Value {
+    Value::Array(
+        rows.iter()
+            .map(|r| {
+                json!({ "id": r.id, "event_type": r.event_type, "workspace_id": r.workspace_id,
+                        "payload": r.payload, "created_at": r.created_at })
+            })
+            .collect(),
+    )
+}
+
+async fn recent(State(state): State<AppState>, _: AdminAuth) -> ApiResult<impl IntoResponse> {
+    let rows = store::events::recent(&state.svc.db, None, HISTORY_LIMIT).await?;
+    Ok(axum::Json(history_json(&rows)))
+}
+
+async fn recent_for_workspace(State(state): State<AppState>, _: AdminAuth, Path(raw): Path<String>) -> ApiResult<impl IntoResponse> {
+    let id = parse_workspace_id(&raw)?;
+    let rows = store::events::recent(&state.svc.db, Some(id), HISTORY_LIMIT).await?;
+    Ok(axum::Json(history_json(&rows)))
+}
+
+#[derive(Debug, Deserialize)]
+struct WsQuery {
+    /// Browsers cannot set headers on a WebSocket; they may pass the bearer here instead.
+    token: Option<String>,
+}
+
+async fn websocket(
+    State(state): State<AppState>,
+    caller: Caller,
+    headers: HeaderMap,
+    Query(q): Query<WsQuery>,
+    upgrade: WebSocketUpgrade,
+) -> ApiResult<Response> {
+    let cors = &state.svc.config.cors_origins;
+    if let Some(origin) = headers.get(header::ORIGIN).and_then(|o| o.to_str().ok())
+        && !cors.is_empty()
+        && !cors.iter().any(|allowed| allowed == origin)
+    {
+        return Err(ApiError::forbidden("origin not allowed"));
+    }
+    let token = crate::auth::bearer(&headers).or(q.token.as_deref());
+    match caller {
+        Caller::Workspace(id) => state.svc.guard.workspace_self(token, id).await?,
+        Caller::Canvas => state.svc.guard.admin_with(token).await?,
+    }
+    let subscription = state.svc.events.subscribe();
+    Ok(upgrade.on_upgrade(move |socket| serve_socket(state, caller, subscription, socket)))
+}
+
+/// Remembers recent access decisions so a busy stream does not query the tree per event.
+struct AccessCache {
+    client: Uuid,
+    decisions: HashMap<Uuid, (bool, Instant)>,
+}
+
+const ACCESS_TTL: Duration = Duration::from_secs(5);
+
+impl AccessCache {
+    async fn allows(&mut self, state: &AppState, event: &Event) -> bool {
+        let Some(target) = event.workspace_id else { return false };
+        if let Some((allowed, at)) = self.decisions.get(&target)
+            && at.elapsed() < ACCESS_TTL
+        {
+            return *allowed;
+        }
+        let allowed = can_communicate(&state.svc.db, self.client, target).await.unwrap_or(false);
+        self.decisions.insert(target, (allowed, Instant::now()));
+        allowed
+    }
+}
+
+async fn serve_socket(state: AppState, caller: Caller, mut subscription: Subscription, mut socket: WebSocket) {
+    let mut access = match caller {
+        Caller::Workspace(client) => Some(AccessCache { client, decisions: HashMap::new() }),
+        Caller::Canvas => None,
+    };
+    loop {
+        tokio::select! {
+            () = state.shutdown.cancelled() => {
+                let _ = socket.send(Message::Close(Some(CloseFrame { code: 1001, reason: "host shutting down".into() }))).await;
+                break;
+            }
+            inbound = socket.recv() => match inbound {
+                // Inbound frames carry nothing for the host; they are read so pings and closes work.
+                Some(Ok(Message::Close(_))) | None | Some(Err(_)) => break,
+                Some(Ok(_)) => {}
+            },
+            next = subscription.next() => match next {
+                Ok(Some(event)) => {
+                    if let Some(cache) = access.as_mut() && !cache.allows(&state, &event).await {
+                        continue;
+                    }
+                    if socket.send(Message::Text(event.ws_frame().to_string().into())).await.is_err() {
+                        break;
+                    }
+                }
+                Ok(None) => break,
+                Err(Lagged) => {
+                    tracing::warn!("dropping a WebSocket subscriber that fell behind");
+                    let _ = socket.send(Message::Close(Some(CloseFrame { code: 1008, reason: "subscriber too slow".into() }))).await;
+                    break;
+                }
+            }
+        }
+    }
+}
+
+async fn sse(State(state): State<AppState>, WorkspaceAuth(id): WorkspaceAuth) -> ApiResult<Response> {
+    get_live(&state.svc, id).await.map_err(|_| ApiError::not_found("workspace not found"))?;
+    let stream = workspace_stream(state.svc.events.subscribe(), id, state.shutdown.clone());
+    let first = futures::stream::once(async { Ok::<_, Infallible>(SseEvent::default().comment("ping")) });
+    let mut response = Sse::new(first.chain(stream)).keep_alive(KeepAlive::new().interval(Duration::from_secs(15))).into_response();
+    let headers = response.headers_mut();
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    headers.insert("x-accel-buffering", HeaderValue::from_static("no"));
+    Ok(response)
+}
+
+/// The events of one workspace as SSE frames, until shutdown or until the subscriber lags.
+fn workspace_stream(
+    subscription: Subscription,
+    workspace_id: Uuid,
+    shutdown: tokio_util::sync::CancellationToken,
+) -> impl Stream<Item = Result<SseEvent, Infallible>> {
+    futures::stream::unfold(subscription, move |mut subscription| {
+        let shutdown = shutdown.clone();
+        async move {
+            loop {
+                let next = tokio::select! {
+                    () = shutdown.cancelled() => return None,
+                    next = subscription.next() => next,
+                };
+                match next {
+                    Ok(Some(event)) if event.workspace_id == Some(workspace_id) => {
+                        let frame = SseEvent::default().data(event.sse_data().to_string());
+                        return Some((Ok(frame), subscription));
+                    }
+                    Ok(Some(_)) => continue,
+                    Ok(None) => return None,
+                    Err(Lagged) => {
+                        tracing::warn!(%workspace_id, "dropping an SSE subscriber that fell behind");
+                        return None;
+                    }
+                }
+            }
+        }
+    })
+}
+
+async fn get_viewport(State(state): State<AppState>) -> ApiResult<impl IntoResponse> {
+    let (x, y, zoom) = store::canvas::viewport(&state.svc.db).await?.unwrap_or((0.0, 0.0, 1.0));
+    Ok(axum::Json(json!({ "x": x, "y": y, "zoom": zoom })))
+}
+
+#[derive(Debug, Deserialize)]
+struct ViewportBody {
+    x: f64,
+    y: f64,
+    zoom: f64,
+}
+
+async fn put_viewport(State(state): State<AppState>, _: CanvasOrBearer, ApiJson(body): ApiJson<ViewportBody>) -> ApiResult<impl IntoResponse> {
+    if !(body.x.is_finite() && body.y.is_finite() && body.zoom.is_finite() && body.zoom > 0.0) {
+        return Err(ApiError::bad_request("x, y and zoom must be finite and zoom positive"));
+    }
+    store::canvas::save_viewport(&state.svc.db, body.x, body.y, body.zoom).await?;
+    Ok((StatusCode::OK, axum::Json(json!({ "status": "saved" }))))
+}

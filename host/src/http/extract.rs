@@ -1,0 +1,131 @@
+//! Extractors that parse and authorise at the edge, so handlers receive typed, checked values.
+
+use std::collections::HashMap;
+
+use axum::extract::rejection::JsonRejection;
+use axum::extract::{FromRequest, FromRequestParts, Path, Request};
+use axum::http::StatusCode;
+use axum::http::request::Parts;
+use serde::de::DeserializeOwned;
+use uuid::Uuid;
+
+use super::AppState;
+use super::error::ApiError;
+
+/// A JSON body whose rejections are mapped to our error bodies (never axum's plain text, which
+/// quotes the offending input).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ApiJson<T>(pub T);
+
+impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for ApiJson<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        match axum::Json::<T>::from_request(req, state).await {
+            Ok(axum::Json(value)) => Ok(ApiJson(value)),
+            Err(rejection) => Err(json_rejection(&rejection)),
+        }
+    }
+}
+
+pub fn json_rejection(rejection: &JsonRejection) -> ApiError {
+    match rejection {
+        JsonRejection::MissingJsonContentType(_) => {
+            ApiError::Status(StatusCode::UNSUPPORTED_MEDIA_TYPE, "expected Content-Type: application/json")
+        }
+        other if other.status() == StatusCode::PAYLOAD_TOO_LARGE => {
+            ApiError::Status(StatusCode::PAYLOAD_TOO_LARGE, "request body too large")
+        }
+        _ => ApiError::bad_request("invalid request body"),
+    }
+}
+
+/// Parses a workspace id from the `id` path segment (lowercase or uppercase UUID).
+pub fn parse_workspace_id(raw: &str) -> Result<Uuid, ApiError> {
+    Uuid::parse_str(raw).map_err(|_| ApiError::bad_request("invalid workspace ID"))
+}
+
+async fn path_param(parts: &mut Parts, state: &AppState, name: &str) -> Result<String, ApiError> {
+    let Path(params) = Path::<HashMap<String, String>>::from_request_parts(parts, state)
+        .await
+        .map_err(|_| ApiError::bad_request("invalid path"))?;
+    params.get(name).cloned().ok_or_else(|| ApiError::bad_request("invalid path"))
+}
+
+/// The `{id}` of a workspace route, after WorkspaceAuth for that workspace passed.
+#[derive(Debug, Clone, Copy)]
+pub struct WorkspaceAuth(pub Uuid);
+
+impl FromRequestParts<AppState> for WorkspaceAuth {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
+        let id = parse_workspace_id(&path_param(parts, state, "id").await?)?;
+        state.svc.guard.workspace(&parts.headers, id).await?;
+        Ok(WorkspaceAuth(id))
+    }
+}
+
+/// The `{id}` of a workspace route without any auth (open routes and "self" checks).
+#[derive(Debug, Clone, Copy)]
+pub struct WorkspacePath(pub Uuid);
+
+impl FromRequestParts<AppState> for WorkspacePath {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
+        Ok(WorkspacePath(parse_workspace_id(&path_param(parts, state, "id").await?)?))
+    }
+}
+
+/// Proof that AdminAuth passed.
+#[derive(Debug, Clone, Copy)]
+pub struct AdminAuth;
+
+impl FromRequestParts<AppState> for AdminAuth {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
+        state.svc.guard.admin(&parts.headers).await?;
+        Ok(AdminAuth)
+    }
+}
+
+/// Proof that CanvasOrBearer passed.
+#[derive(Debug, Clone, Copy)]
+pub struct CanvasOrBearer;
+
+impl FromRequestParts<AppState> for CanvasOrBearer {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
+        state.svc.guard.canvas_or_bearer(&parts.headers).await?;
+        Ok(CanvasOrBearer)
+    }
+}
+
+/// The optional `X-Workspace-ID` of an agent calling on its own behalf.
+#[derive(Debug, Clone)]
+pub enum Caller {
+    /// No header: the canvas or an operator.
+    Canvas,
+    Workspace(Uuid),
+}
+
+/// Caller ids with these prefixes belong to the host itself and are refused from outside.
+const RESERVED_CALLER_PREFIXES: &[&str] = &["webhook:", "system:", "test:", "channel:"];
+
+impl FromRequestParts<AppState> for Caller {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &AppState) -> Result<Self, Self::Rejection> {
+        let Some(raw) = parts.headers.get("x-workspace-id") else {
+            return Ok(Caller::Canvas);
+        };
+        let raw = raw.to_str().map_err(|_| ApiError::bad_request("invalid X-Workspace-ID"))?.trim();
+        if RESERVED_CALLER_PREFIXES.iter().any(|p| raw.starts_with(p)) {
+            return Err(ApiError::forbidden("reserved caller id"));
+        }
+        Uuid::parse_str(raw).map(Caller::Workspace).map_err(|_| ApiError::bad_request("invalid X-Workspace-ID"))
+    }
+}

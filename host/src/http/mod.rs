@@ -1,0 +1,160 @@
+//! The HTTP API: one router per resource, merged here with the cross-cutting layers (CORS,
+//! security headers, rate limit, metrics, body limits, tracing).
+//!
+//! Handlers parse, authorise, call one domain function and format. They never touch SQL,
+//! runtimes or the wasm engine.
+
+mod activity;
+pub mod error;
+mod events;
+mod extract;
+mod metrics;
+mod ratelimit;
+mod registry;
+mod secrets;
+mod tokens;
+mod workspaces;
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::Router;
+use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
+use axum::http::{HeaderName, HeaderValue, Method, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use serde_json::json;
+use tokio_util::sync::CancellationToken;
+use tower_http::cors::{AllowOrigin, CorsLayer};
+use tower_http::trace::TraceLayer;
+
+pub use self::metrics::Metrics;
+use self::ratelimit::RateLimiter;
+use crate::Services;
+
+/// What every handler can reach. Cheap to clone: every field is shared.
+#[derive(Debug, Clone)]
+pub struct AppState {
+    pub svc: Services,
+    pub metrics: Arc<Metrics>,
+    limiter: Arc<RateLimiter>,
+    org_mints: Arc<tokens::MintLimiter>,
+    /// Cancelled when the host stops; long-lived streams end on it.
+    pub shutdown: CancellationToken,
+}
+
+impl AppState {
+    pub fn new(svc: Services, metrics: Arc<Metrics>, shutdown: CancellationToken) -> Self {
+        let limiter = Arc::new(RateLimiter::new(&svc.config));
+        AppState { svc, metrics, limiter, org_mints: Arc::default(), shutdown }
+    }
+
+    /// Forgets rate-limit buckets of clients that have gone quiet.
+    pub fn housekeep(&self) {
+        self.limiter.retain_recent();
+    }
+}
+
+/// The whole API with its layers.
+pub fn router(state: AppState) -> Router {
+    let api = Router::new()
+        .route("/health", get(health))
+        .route("/metrics", get(metrics::render))
+        .merge(workspaces::router())
+        .merge(registry::router())
+        .merge(secrets::router())
+        .merge(tokens::router())
+        .merge(activity::router())
+        .merge(events::router())
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed);
+
+    api.layer(DefaultBodyLimit::max(state.svc.config.max_body_bytes))
+        .layer(middleware::from_fn_with_state(state.clone(), ratelimit::layer))
+        .layer(middleware::from_fn_with_state(state.clone(), record_metrics))
+        .layer(middleware::from_fn(security_headers))
+        .layer(cors(&state.svc.config.cors_origins))
+        .layer(
+            // The span carries the path only: query strings may hold tokens (`/ws?token=`).
+            TraceLayer::new_for_http().make_span_with(|req: &Request| {
+                tracing::info_span!("request", method = %req.method(), path = %req.uri().path())
+            }),
+        )
+        .with_state(state)
+}
+
+async fn health() -> impl IntoResponse {
+    axum::Json(json!({ "status": "ok" }))
+}
+
+async fn not_found() -> error::ApiError {
+    error::ApiError::not_found("not found")
+}
+
+async fn method_not_allowed() -> error::ApiError {
+    error::ApiError::Status(axum::http::StatusCode::METHOD_NOT_ALLOWED, "method not allowed")
+}
+
+fn cors(origins: &[String]) -> CorsLayer {
+    let allowed: Vec<HeaderValue> = origins
+        .iter()
+        .filter_map(|origin| match HeaderValue::from_str(origin) {
+            Ok(value) => Some(value),
+            Err(_) => {
+                tracing::warn!("ignoring a CORS origin that is not a valid header value");
+                None
+            }
+        })
+        .collect();
+    CorsLayer::new()
+        .allow_origin(AllowOrigin::list(allowed))
+        .allow_methods([Method::GET, Method::POST, Method::PUT, Method::PATCH, Method::DELETE, Method::OPTIONS])
+        .allow_headers([
+            header::ORIGIN,
+            header::CONTENT_TYPE,
+            header::AUTHORIZATION,
+            HeaderName::from_static("x-workspace-id"),
+        ])
+        .allow_credentials(true)
+}
+
+/// Path prefixes that only ever serve JSON; they get the strictest content security policy.
+const API_PREFIXES: &[&str] = &[
+    "/workspaces", "/registry", "/health", "/admin", "/metrics", "/settings", "/bundles", "/org", "/orgs",
+    "/templates", "/plugins", "/webhooks", "/channels", "/ws", "/events", "/approvals", "/canvas",
+];
+
+async fn security_headers(req: Request, next: Next) -> Response {
+    let path = req.uri().path().to_owned();
+    let mut response = next.run(req).await;
+    let headers = response.headers_mut();
+    let set = |headers: &mut axum::http::HeaderMap, name: HeaderName, value: &'static str| {
+        headers.insert(name, HeaderValue::from_static(value));
+    };
+    set(headers, header::X_CONTENT_TYPE_OPTIONS, "nosniff");
+    set(headers, header::X_FRAME_OPTIONS, "DENY");
+    set(headers, header::STRICT_TRANSPORT_SECURITY, "max-age=31536000; includeSubDomains");
+    set(headers, header::REFERRER_POLICY, "strict-origin-when-cross-origin");
+    set(headers, HeaderName::from_static("permissions-policy"), "camera=(), microphone=(), geolocation=()");
+    let api = API_PREFIXES.iter().any(|p| path == *p || path.starts_with(&format!("{p}/")));
+    let csp = if api {
+        "default-src 'self'"
+    } else {
+        "default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data:; connect-src 'self' ws: wss:"
+    };
+    set(headers, header::CONTENT_SECURITY_POLICY, csp);
+    response
+}
+
+async fn record_metrics(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    let method = req.method().as_str().to_owned();
+    let route = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or_else(|| "unmatched".to_owned(), |p| p.as_str().to_owned());
+    let started = Instant::now();
+    let response = next.run(req).await;
+    state.metrics.observe_request(&method, &route, response.status().as_u16(), started.elapsed());
+    response
+}

@@ -1,0 +1,110 @@
+//! Molecule host: the control plane for organisations of AI agents.
+//!
+//! [`run`] wires configuration, storage, the event bus, background sweepers and the HTTP API, and
+//! serves until the shutdown future resolves. `main.rs` only parses arguments and calls it.
+
+pub mod auth;
+pub mod config;
+pub mod events;
+pub mod http;
+pub mod secrets;
+pub mod store;
+pub mod sweepers;
+pub mod workspaces;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+pub use crate::config::Config;
+use crate::events::EventBus;
+use crate::secrets::Cipher;
+use crate::store::Db;
+
+/// The domain services every operation needs. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct Services {
+    pub config: Arc<Config>,
+    pub db: Db,
+    pub events: EventBus,
+    pub cipher: Cipher,
+    pub guard: auth::Guard,
+}
+
+impl Services {
+    /// Checks the configuration, connects to and migrates the database.
+    pub async fn start(config: Config) -> anyhow::Result<Self> {
+        let cipher = Cipher::new(config.secrets_encryption_key.as_ref())?;
+        if config.is_production() && !cipher.encrypts() {
+            anyhow::bail!("MOLECULE_ENV=production requires SECRETS_ENCRYPTION_KEY (base64 of 32 bytes)");
+        }
+        if !cipher.encrypts() {
+            tracing::warn!("no SECRETS_ENCRYPTION_KEY configured: secrets are stored unencrypted (encryption_version 0)");
+        }
+        let db = Db::connect(&config.database_url(), config.database_max_connections).await?;
+        db.migrate().await.context("migrating the database")?;
+        let events = EventBus::new(db.clone());
+        let guard = auth::Guard::new(&config, db.clone());
+        Ok(Services { config: Arc::new(config), db, events, cipher, guard })
+    }
+}
+
+/// Serves the host on `listener` until `shutdown` resolves, then drains in-flight requests, ends
+/// live streams and stops every background loop before returning.
+pub async fn run(config: Config, listener: TcpListener, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
+    let svc = Services::start(config).await?;
+    log_startup(&svc, &listener);
+
+    let stop = CancellationToken::new();
+    let tracker = TaskTracker::new();
+    let state = http::AppState::new(svc.clone(), Arc::new(http::Metrics::new()), stop.clone());
+    sweepers::spawn_all(&svc, &tracker, &stop);
+    let housekeeping = state.clone();
+    sweepers::spawn_loop(&tracker, &stop, "rate-limit-housekeeping", Duration::from_secs(60), move || {
+        let state = housekeeping.clone();
+        async move { state.housekeep() }
+    });
+
+    let app = http::router(state).into_make_service_with_connect_info::<SocketAddr>();
+    let signal = stop.clone();
+    let served = axum::serve(listener, app)
+        .with_graceful_shutdown(async move {
+            shutdown.await;
+            tracing::info!("shutting down: draining requests and stopping background work");
+            // Long-lived streams and sweepers watch this token; requests in flight finish.
+            signal.cancel();
+        })
+        .await
+        .context("serving http");
+    stop.cancel();
+    tracker.close();
+    tracker.wait().await;
+    svc.db.close().await;
+    tracing::info!("host stopped");
+    served
+}
+
+fn log_startup(svc: &Services, listener: &TcpListener) {
+    let addr = listener.local_addr().map(|a| a.to_string()).unwrap_or_default();
+    tracing::info!(
+        addr,
+        database = svc.db.backend().name(),
+        env = ?svc.config.env,
+        encryption = svc.cipher.encrypts(),
+        "molecule host listening"
+    );
+    if svc.config.test_tokens_enabled() {
+        tracing::info!("test-token route enabled: GET /admin/workspaces/:id/test-token mints workspace tokens");
+    }
+    if svc.config.dev_fail_open() {
+        tracing::warn!("development mode without ADMIN_TOKEN: authentication and rate limits are open");
+    } else if svc.config.admin_token().is_none() {
+        tracing::warn!("no ADMIN_TOKEN configured: admin routes stay open until the first token is minted");
+    }
+}

@@ -1,0 +1,57 @@
+//! `structure_events`: the append-only log behind `record_and_broadcast`.
+
+use chrono::{DateTime, Utc};
+use serde_json::Value;
+use sqlx::types::Json;
+use uuid::Uuid;
+
+use super::{Db, StoreResult, on_db};
+
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct EventRow {
+    pub id: Uuid,
+    pub event_type: String,
+    pub workspace_id: Option<Uuid>,
+    pub payload: Option<Value>,
+    pub created_at: DateTime<Utc>,
+}
+
+pub async fn insert(db: &Db, row: &EventRow) -> StoreResult<()> {
+    on_db!(db, pool => {
+        sqlx::query(
+            "INSERT INTO structure_events (id, event_type, workspace_id, payload, created_at) VALUES ($1, $2, $3, $4, $5)",
+        )
+        .bind(row.id)
+        .bind(&row.event_type)
+        .bind(row.workspace_id)
+        .bind(row.payload.as_ref().map(Json))
+        .bind(row.created_at)
+        .execute(pool)
+        .await?;
+        Ok(())
+    })
+}
+
+/// The newest `limit` events, for one workspace or all, newest first.
+pub async fn recent(db: &Db, workspace_id: Option<Uuid>, limit: i64) -> StoreResult<Vec<EventRow>> {
+    on_db!(db, pool => {
+        let rows = match workspace_id {
+            Some(id) => sqlx::query_as(
+                "SELECT id, event_type, workspace_id, payload, created_at FROM structure_events
+                 WHERE workspace_id = $1 ORDER BY created_at DESC, id DESC LIMIT $2",
+            )
+            .bind(id)
+            .bind(limit)
+            .fetch_all(pool)
+            .await?,
+            None => sqlx::query_as(
+                "SELECT id, event_type, workspace_id, payload, created_at FROM structure_events
+                 ORDER BY created_at DESC, id DESC LIMIT $1",
+            )
+            .bind(limit)
+            .fetch_all(pool)
+            .await?,
+        };
+        Ok(rows)
+    })
+}

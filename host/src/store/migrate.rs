@@ -1,0 +1,165 @@
+//! The migrator: one set of SQL files in `migrations/`, applied at start on either backend.
+//!
+//! The files are embedded by `sqlx::migrate!` and written in PostgreSQL's dialect. For SQLite the
+//! column type names are rewritten word by word through [`SQLITE_TYPES`]; everything else in the
+//! files is syntax both engines accept. Applied versions and their checksums are recorded in
+//! `schema_migrations`, so editing a released migration is caught at the next start.
+
+use anyhow::Context as _;
+use sqlx::migrate::Migrator;
+
+use super::{Db, on_db};
+
+static MIGRATOR: Migrator = sqlx::migrate!("../migrations");
+
+/// PostgreSQL type name -> SQLite type name. SQLite would accept the PostgreSQL names too, but
+/// give them NUMERIC affinity, which turns JSON text such as `123` into an integer.
+pub const SQLITE_TYPES: &[(&str, &str)] = &[
+    ("DOUBLE PRECISION", "REAL"),
+    ("TIMESTAMPTZ", "TEXT"),
+    ("JSONB", "TEXT"),
+    ("UUID", "BLOB"),
+    ("BYTEA", "BLOB"),
+    ("BIGINT", "INTEGER"),
+    ("BOOLEAN", "INTEGER"),
+];
+
+/// Serialises migrations across host replicas sharing one PostgreSQL database.
+const PG_MIGRATION_LOCK: i64 = 0x6d6f_6c65_6375_6c65; // "molecule"
+
+const CREATE_LEDGER: &str = "CREATE TABLE IF NOT EXISTS schema_migrations (
+    version BIGINT NOT NULL PRIMARY KEY,
+    description TEXT NOT NULL,
+    checksum BYTEA NOT NULL,
+    applied_at TIMESTAMPTZ NOT NULL
+)";
+
+pub async fn run(db: &Db) -> anyhow::Result<()> {
+    let backend = db.backend();
+    on_db!(db, pool => {
+        let mut conn = pool.acquire().await.context("acquiring a connection for migrations")?;
+        if backend == super::Backend::Postgres {
+            sqlx::query("SELECT pg_advisory_lock($1)")
+                .bind(PG_MIGRATION_LOCK)
+                .execute(&mut *conn)
+                .await
+                .context("taking the migration lock")?;
+        }
+        let ledger = translate(backend, CREATE_LEDGER);
+        sqlx::raw_sql(&ledger).execute(&mut *conn).await.context("creating schema_migrations")?;
+        let applied: Vec<(i64, Vec<u8>)> =
+            sqlx::query_as("SELECT version, checksum FROM schema_migrations ORDER BY version")
+                .fetch_all(&mut *conn)
+                .await
+                .context("reading schema_migrations")?;
+        let mut result = Ok(());
+        for migration in MIGRATOR.iter().filter(|m| !m.migration_type.is_down_migration()) {
+            if let Some((_, checksum)) = applied.iter().find(|(v, _)| *v == migration.version) {
+                if checksum.as_slice() != migration.checksum.as_ref() {
+                    result = Err(anyhow::anyhow!(
+                        "migration {} ({}) was changed after it was applied; released migrations are frozen",
+                        migration.version,
+                        migration.description
+                    ));
+                    break;
+                }
+                continue;
+            }
+            let sql = translate(backend, &migration.sql);
+            let mut tx = sqlx::Connection::begin(&mut *conn).await?;
+            let applied = async {
+                sqlx::raw_sql(&sql).execute(&mut *tx).await?;
+                sqlx::query(
+                    "INSERT INTO schema_migrations (version, description, checksum, applied_at) VALUES ($1, $2, $3, $4)",
+                )
+                .bind(migration.version)
+                .bind(migration.description.as_ref())
+                .bind(migration.checksum.as_ref())
+                .bind(chrono::Utc::now())
+                .execute(&mut *tx)
+                .await?;
+                Ok::<_, sqlx::Error>(())
+            }
+            .await;
+            match applied {
+                Ok(()) => tx.commit().await.with_context(|| format!("committing migration {}", migration.version))?,
+                Err(err) => {
+                    result = Err(anyhow::Error::new(err)
+                        .context(format!("applying migration {} ({})", migration.version, migration.description)));
+                    break;
+                }
+            }
+            tracing::info!(version = migration.version, description = %migration.description, "migration applied");
+        }
+        if backend == super::Backend::Postgres {
+            sqlx::query("SELECT pg_advisory_unlock($1)").bind(PG_MIGRATION_LOCK).execute(&mut *conn).await?;
+        }
+        result
+    })
+}
+
+/// Rewrites PostgreSQL column type names for `backend`; whole words only, so identifiers such as
+/// `uuid_col` or `gen_random_uuid` are never touched.
+pub fn translate(backend: super::Backend, sql: &str) -> String {
+    if backend == super::Backend::Postgres {
+        return sql.to_owned();
+    }
+    let mut out = sql.to_owned();
+    for (pg, sqlite) in SQLITE_TYPES {
+        out = replace_word(&out, pg, sqlite);
+    }
+    out
+}
+
+fn replace_word(text: &str, word: &str, replacement: &str) -> String {
+    let is_ident = |c: char| c.is_ascii_alphanumeric() || c == '_';
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(pos) = rest.find(word) {
+        let before_ok = rest[..pos].chars().next_back().is_none_or(|c| !is_ident(c));
+        let after = &rest[pos + word.len()..];
+        let after_ok = after.chars().next().is_none_or(|c| !is_ident(c));
+        out.push_str(&rest[..pos]);
+        out.push_str(if before_ok && after_ok { replacement } else { word });
+        rest = after;
+    }
+    out.push_str(rest);
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::Backend;
+
+    #[test]
+    fn sqlite_translation_replaces_whole_type_words_only() {
+        let sql = "id UUID, t TIMESTAMPTZ, p JSONB, uuid_col TEXT, f DOUBLE PRECISION, x gen_random_uuid()";
+        assert_eq!(
+            translate(Backend::Sqlite, sql),
+            "id BLOB, t TEXT, p TEXT, uuid_col TEXT, f REAL, x gen_random_uuid()"
+        );
+        assert_eq!(translate(Backend::Postgres, sql), sql);
+    }
+
+    #[test]
+    fn every_column_type_in_the_migrations_has_a_sqlite_mapping() {
+        // A type name outside this list would silently get NUMERIC affinity on SQLite.
+        let known = ["TEXT", "INTEGER", "BLOB", "REAL"];
+        for migration in MIGRATOR.iter() {
+            let sql = translate(Backend::Sqlite, &migration.sql);
+            for (pg, _) in SQLITE_TYPES {
+                assert!(!sql.contains(&format!(" {pg} ")), "{pg} left untranslated");
+            }
+            for line in sql.lines().map(str::trim) {
+                let mut words = line.split_whitespace();
+                let (Some(first), Some(second)) = (words.next(), words.next()) else { continue };
+                let is_column = first.chars().all(|c| c.is_ascii_lowercase() || c == '_')
+                    && second.chars().all(|c| c.is_ascii_uppercase());
+                if is_column && !matches!(second, "ON" | "WHERE") {
+                    assert!(known.contains(&second.trim_end_matches(',')), "unmapped column type in: {line}");
+                }
+            }
+        }
+    }
+}

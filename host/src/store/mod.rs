@@ -1,0 +1,206 @@
+//! Persistence: sqlx queries grouped per table family, on SQLite or PostgreSQL.
+//!
+//! The backend is chosen by the database URL. Each query is written once in SQL both engines
+//! accept and compiled for both pools through [`on_db!`]; the few places where the dialects
+//! differ say so next to the query. The store knows no lifecycle: it reads and writes rows.
+
+pub mod activity;
+pub mod canvas;
+pub mod events;
+mod migrate;
+pub mod secrets;
+pub mod testing;
+pub mod tokens;
+pub mod workspace_config;
+pub mod workspaces;
+
+use std::str::FromStr as _;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::{PgPool, SqlitePool};
+
+/// Runs `$body` with `$pool` bound to the concrete pool of whichever backend `$db` is.
+///
+/// The body is compiled once per backend, so the same query text and row types serve both.
+macro_rules! on_db {
+    ($db:expr, $pool:ident => $body:expr) => {
+        match $db {
+            $crate::store::Db::Sqlite($pool) => $body,
+            $crate::store::Db::Postgres($pool) => $body,
+        }
+    };
+}
+pub(crate) use on_db;
+
+/// Which engine a [`Db`] talks to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+impl Backend {
+    pub fn name(self) -> &'static str {
+        match self {
+            Backend::Sqlite => "sqlite",
+            Backend::Postgres => "postgres",
+        }
+    }
+}
+
+/// A connection pool on one of the two supported backends.
+#[derive(Debug, Clone)]
+pub enum Db {
+    Sqlite(SqlitePool),
+    Postgres(PgPool),
+}
+
+impl Db {
+    /// Connects to `url` (`sqlite:` or `postgres:`/`postgresql:`), creating a SQLite file and its
+    /// directory on first start.
+    pub async fn connect(url: &str, max_connections: u32) -> anyhow::Result<Self> {
+        if url.starts_with("sqlite:") {
+            let options = SqliteConnectOptions::from_str(url)
+                .context("parsing the sqlite database url")?
+                .create_if_missing(true)
+                .journal_mode(SqliteJournalMode::Wal)
+                .synchronous(SqliteSynchronous::Normal)
+                .foreign_keys(true)
+                .busy_timeout(Duration::from_secs(10));
+            if let Some(dir) = options.get_filename().parent().filter(|d| !d.as_os_str().is_empty()) {
+                std::fs::create_dir_all(dir)
+                    .with_context(|| format!("creating the database directory {}", dir.display()))?;
+            }
+            let pool = SqlitePoolOptions::new()
+                .max_connections(max_connections.max(1))
+                .connect_with(options)
+                .await
+                .context("opening the sqlite database")?;
+            Ok(Db::Sqlite(pool))
+        } else if url.starts_with("postgres:") || url.starts_with("postgresql:") {
+            let options = PgConnectOptions::from_str(url).context("parsing the postgres database url")?;
+            let pool = PgPoolOptions::new()
+                .max_connections(max_connections.max(1))
+                .acquire_timeout(Duration::from_secs(10))
+                .connect_with(options)
+                .await
+                .context("connecting to postgres")?;
+            Ok(Db::Postgres(pool))
+        } else {
+            anyhow::bail!("unsupported database url scheme: expected sqlite: or postgres:")
+        }
+    }
+
+    pub fn backend(&self) -> Backend {
+        match self {
+            Db::Sqlite(_) => Backend::Sqlite,
+            Db::Postgres(_) => Backend::Postgres,
+        }
+    }
+
+    /// Applies every migration in `migrations/` that has not run yet.
+    pub async fn migrate(&self) -> anyhow::Result<()> {
+        migrate::run(self).await
+    }
+
+    /// Whether the database answers at all (used by health checks and tests).
+    pub async fn ping(&self) -> Result<(), StoreError> {
+        on_db!(self, pool => sqlx::query("SELECT 1").execute(pool).await.map(|_| ()).map_err(StoreError::from))
+    }
+
+    pub async fn close(&self) {
+        on_db!(self, pool => pool.close().await)
+    }
+}
+
+/// A named constraint the HTTP layer turns into a client error.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Constraint {
+    /// `workspaces_parent_name_uniq`: a live sibling already has this name.
+    WorkspaceNameTaken,
+    /// `workspaces_parent_fkey`: the parent does not exist.
+    WorkspaceParentMissing,
+    /// `workspaces_tier_check`, `..._status_check`, `..._workspace_access_check`, ...
+    WorkspaceFieldInvalid,
+    /// `activity_logs_idempotency_uniq`: this activity was already recorded.
+    ActivityDuplicate,
+    /// Any other named constraint; carries the name for the log.
+    Other(&'static str),
+}
+
+impl Constraint {
+    fn from_name(name: &str) -> Self {
+        match name {
+            "workspaces_parent_name_uniq" => Constraint::WorkspaceNameTaken,
+            "workspaces_parent_fkey" => Constraint::WorkspaceParentMissing,
+            "workspaces_tier_check"
+            | "workspaces_status_check"
+            | "workspaces_workspace_access_check"
+            | "workspaces_max_concurrent_tasks_check"
+            | "workspaces_update_tier_check" => Constraint::WorkspaceFieldInvalid,
+            "activity_logs_idempotency_uniq" => Constraint::ActivityDuplicate,
+            _ => Constraint::Other("unmapped"),
+        }
+    }
+}
+
+/// Errors from the store. Callers match on [`StoreError::Constraint`]; everything else is a
+/// server fault whose detail only goes to the log.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("constraint violated: {0:?}")]
+    Constraint(Constraint),
+    #[error("database error")]
+    Database(#[source] sqlx::Error),
+}
+
+impl From<sqlx::Error> for StoreError {
+    fn from(err: sqlx::Error) -> Self {
+        if let sqlx::Error::Database(db_err) = &err
+            && let Some(name) = constraint_name(db_err.as_ref())
+        {
+            return StoreError::Constraint(Constraint::from_name(&name));
+        }
+        StoreError::Database(err)
+    }
+}
+
+/// The violated constraint's name. PostgreSQL reports it directly. SQLite only names it in the
+/// message, and for a unique index over plain columns it names the columns instead, so those are
+/// mapped back through [`SQLITE_UNIQUE_COLUMNS`]. This is the one place that reads SQLite's text.
+fn constraint_name(err: &dyn sqlx::error::DatabaseError) -> Option<String> {
+    if let Some(name) = err.constraint() {
+        return Some(name.to_owned());
+    }
+    let message = err.message();
+    if let Some(rest) = message.strip_prefix("UNIQUE constraint failed: ") {
+        if let Some(index) = rest.strip_prefix("index '").and_then(|r| r.strip_suffix('\'')) {
+            return Some(index.to_owned());
+        }
+        return SQLITE_UNIQUE_COLUMNS
+            .iter()
+            .find(|(columns, _)| *columns == rest)
+            .map(|(_, name)| (*name).to_owned());
+    }
+    if let Some(rest) = message.strip_prefix("CHECK constraint failed: ") {
+        return Some(rest.trim().to_owned());
+    }
+    if message == "FOREIGN KEY constraint failed" {
+        // SQLite does not say which key; only the workspace parent is ever violated by input.
+        return Some("workspaces_parent_fkey".to_owned());
+    }
+    None
+}
+
+/// SQLite names the columns of a violated unique index over plain columns; these are ours.
+const SQLITE_UNIQUE_COLUMNS: &[(&str, &str)] = &[
+    ("activity_logs.workspace_id, activity_logs.idempotency_key", "activity_logs_idempotency_uniq"),
+    ("workspace_secrets.workspace_id, workspace_secrets.key", "workspace_secrets_workspace_key_uniq"),
+    ("workspace_auth_tokens.token_hash", "workspace_auth_tokens_hash_uniq"),
+    ("org_api_tokens.token_hash", "org_api_tokens_hash_uniq"),
+];
+
+pub type StoreResult<T> = Result<T, StoreError>;

@@ -1,0 +1,161 @@
+//! `workspace_auth_tokens` and `org_api_tokens`: only hashes and short prefixes are stored.
+
+use chrono::{DateTime, Utc};
+use uuid::Uuid;
+
+use super::{Db, StoreResult, on_db};
+
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct WorkspaceTokenRow {
+    pub id: Uuid,
+    pub prefix: String,
+    pub created_at: DateTime<Utc>,
+    pub last_used_at: Option<DateTime<Utc>>,
+}
+
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct OrgTokenRow {
+    pub id: Uuid,
+    pub prefix: String,
+    pub name: Option<String>,
+    pub org_id: Option<Uuid>,
+    pub created_by: Option<String>,
+    pub created_at: DateTime<Utc>,
+    pub last_used_at: Option<DateTime<Utc>>,
+}
+
+pub async fn insert_workspace_token(db: &Db, id: Uuid, workspace_id: Uuid, hash: &[u8], prefix: &str) -> StoreResult<()> {
+    on_db!(db, pool => {
+        sqlx::query(
+            "INSERT INTO workspace_auth_tokens (id, workspace_id, token_hash, prefix, created_at) VALUES ($1, $2, $3, $4, $5)",
+        )
+        .bind(id)
+        .bind(workspace_id)
+        .bind(hash)
+        .bind(prefix)
+        .bind(Utc::now())
+        .execute(pool)
+        .await?;
+        Ok(())
+    })
+}
+
+/// The live tokens of one workspace, newest first.
+pub async fn list_workspace_tokens(db: &Db, workspace_id: Uuid, limit: i64, offset: i64) -> StoreResult<Vec<WorkspaceTokenRow>> {
+    on_db!(db, pool => Ok(sqlx::query_as(
+        "SELECT id, prefix, created_at, last_used_at FROM workspace_auth_tokens
+         WHERE workspace_id = $1 AND revoked_at IS NULL ORDER BY created_at DESC, id LIMIT $2 OFFSET $3",
+    )
+    .bind(workspace_id)
+    .bind(limit)
+    .bind(offset)
+    .fetch_all(pool)
+    .await?))
+}
+
+pub async fn count_live_workspace_tokens(db: &Db, workspace_id: Uuid) -> StoreResult<i64> {
+    on_db!(db, pool => Ok(sqlx::query_scalar(
+        "SELECT COUNT(*) FROM workspace_auth_tokens WHERE workspace_id = $1 AND revoked_at IS NULL",
+    )
+    .bind(workspace_id)
+    .fetch_one(pool)
+    .await?))
+}
+
+/// Whether any live workspace token or org token exists at all (the fresh-install test).
+pub async fn any_live_token(db: &Db) -> StoreResult<bool> {
+    on_db!(db, pool => Ok(sqlx::query_scalar(
+        "SELECT EXISTS (SELECT 1 FROM workspace_auth_tokens t JOIN workspaces w ON w.id = t.workspace_id
+                        WHERE t.revoked_at IS NULL AND w.status <> 'removed')
+             OR EXISTS (SELECT 1 FROM org_api_tokens WHERE revoked_at IS NULL)",
+    )
+    .fetch_one(pool)
+    .await?))
+}
+
+/// The workspace a live token belongs to (the workspace must not be removed); marks it used.
+pub async fn workspace_for_token(db: &Db, hash: &[u8]) -> StoreResult<Option<Uuid>> {
+    on_db!(db, pool => {
+        let found: Option<(Uuid, Uuid)> = sqlx::query_as(
+            "SELECT t.id, t.workspace_id FROM workspace_auth_tokens t JOIN workspaces w ON w.id = t.workspace_id
+             WHERE t.token_hash = $1 AND t.revoked_at IS NULL AND w.status <> 'removed'",
+        )
+        .bind(hash)
+        .fetch_optional(pool)
+        .await?;
+        if let Some((token_id, _)) = found {
+            sqlx::query("UPDATE workspace_auth_tokens SET last_used_at = $2 WHERE id = $1")
+                .bind(token_id)
+                .bind(Utc::now())
+                .execute(pool)
+                .await?;
+        }
+        Ok(found.map(|(_, workspace)| workspace))
+    })
+}
+
+pub async fn revoke_workspace_token(db: &Db, workspace_id: Uuid, token_id: Uuid) -> StoreResult<bool> {
+    on_db!(db, pool => Ok(sqlx::query(
+        "UPDATE workspace_auth_tokens SET revoked_at = $3 WHERE id = $1 AND workspace_id = $2 AND revoked_at IS NULL",
+    )
+    .bind(token_id)
+    .bind(workspace_id)
+    .bind(Utc::now())
+    .execute(pool)
+    .await?
+    .rows_affected() > 0))
+}
+
+pub async fn insert_org_token(
+    db: &Db,
+    id: Uuid,
+    hash: &[u8],
+    prefix: &str,
+    name: Option<&str>,
+    created_by: Option<&str>,
+) -> StoreResult<()> {
+    on_db!(db, pool => {
+        sqlx::query(
+            "INSERT INTO org_api_tokens (id, token_hash, prefix, name, created_by, created_at) VALUES ($1, $2, $3, $4, $5, $6)",
+        )
+        .bind(id)
+        .bind(hash)
+        .bind(prefix)
+        .bind(name)
+        .bind(created_by)
+        .bind(Utc::now())
+        .execute(pool)
+        .await?;
+        Ok(())
+    })
+}
+
+pub async fn list_org_tokens(db: &Db) -> StoreResult<Vec<OrgTokenRow>> {
+    on_db!(db, pool => Ok(sqlx::query_as(
+        "SELECT id, prefix, name, org_id, created_by, created_at, last_used_at FROM org_api_tokens
+         WHERE revoked_at IS NULL ORDER BY created_at DESC, id",
+    )
+    .fetch_all(pool)
+    .await?))
+}
+
+/// Whether `hash` is a live org token; marks it used.
+pub async fn org_token_valid(db: &Db, hash: &[u8]) -> StoreResult<bool> {
+    on_db!(db, pool => Ok(sqlx::query(
+        "UPDATE org_api_tokens SET last_used_at = $2 WHERE token_hash = $1 AND revoked_at IS NULL",
+    )
+    .bind(hash)
+    .bind(Utc::now())
+    .execute(pool)
+    .await?
+    .rows_affected() > 0))
+}
+
+pub async fn revoke_org_token(db: &Db, id: Uuid) -> StoreResult<bool> {
+    on_db!(db, pool => Ok(sqlx::query("UPDATE org_api_tokens SET revoked_at = $2 WHERE id = $1 AND revoked_at IS NULL")
+        .bind(id)
+        .bind(Utc::now())
+        .execute(pool)
+        .await?
+        .rows_affected() > 0))
+}

@@ -1,0 +1,480 @@
+//! `workspaces` and `canvas_layouts`: the org tree, its hierarchy queries and registry columns.
+
+use chrono::{DateTime, Utc};
+use serde_json::Value;
+use sqlx::QueryBuilder;
+use sqlx::types::Json;
+use uuid::Uuid;
+
+use super::{Db, StoreResult, on_db};
+
+/// Binding lists longer than this are split; SQLite caps the variables of one statement.
+const ID_CHUNK: usize = 500;
+
+/// A workspace row joined with its canvas layout.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct WorkspaceRow {
+    pub id: Uuid,
+    pub name: String,
+    pub role: Option<String>,
+    pub tier: i32,
+    pub status: String,
+    pub agent_card: Option<Value>,
+    pub url: Option<String>,
+    pub parent_id: Option<Uuid>,
+    pub forwarded_to: Option<Uuid>,
+    pub last_heartbeat_at: Option<DateTime<Utc>>,
+    pub last_error_rate: f64,
+    pub last_sample_error: Option<String>,
+    pub active_tasks: i32,
+    pub uptime_seconds: i64,
+    pub current_task: Option<String>,
+    pub awareness_namespace: Option<String>,
+    pub runtime: String,
+    pub workspace_dir: Option<String>,
+    pub workspace_access: String,
+    pub budget_limit: Option<i64>,
+    pub monthly_spend: i64,
+    pub last_outbound_at: Option<DateTime<Utc>>,
+    pub max_concurrent_tasks: i32,
+    pub update_tier: String,
+    pub removed_at: Option<DateTime<Utc>>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+    pub x: f64,
+    pub y: f64,
+    pub collapsed: bool,
+}
+
+const SELECT_WORKSPACE: &str = "SELECT w.id, w.name, w.role, w.tier, w.status, w.agent_card, w.url, w.parent_id,
+    w.forwarded_to, w.last_heartbeat_at, w.last_error_rate, w.last_sample_error, w.active_tasks,
+    w.uptime_seconds, w.current_task, w.awareness_namespace, w.runtime, w.workspace_dir,
+    w.workspace_access, w.budget_limit, w.monthly_spend, w.last_outbound_at, w.max_concurrent_tasks,
+    w.update_tier, w.removed_at, w.created_at, w.updated_at,
+    COALESCE(c.x, 0.0) AS x, COALESCE(c.y, 0.0) AS y, COALESCE(c.collapsed, FALSE) AS collapsed
+    FROM workspaces w LEFT JOIN canvas_layouts c ON c.workspace_id = w.id";
+
+/// Everything needed to insert a workspace.
+#[derive(Debug, Clone)]
+pub struct NewWorkspace {
+    pub id: Uuid,
+    pub name: String,
+    pub role: Option<String>,
+    pub tier: i32,
+    pub status: &'static str,
+    pub runtime: String,
+    pub url: Option<String>,
+    pub parent_id: Option<Uuid>,
+    pub workspace_dir: Option<String>,
+    pub workspace_access: String,
+    pub budget_limit: Option<i64>,
+    pub max_concurrent_tasks: i32,
+    pub x: f64,
+    pub y: f64,
+}
+
+/// An already-encrypted secret to store with a new workspace.
+#[derive(Debug, Clone)]
+pub struct SealedSecret {
+    pub key: String,
+    pub ciphertext: Vec<u8>,
+    pub version: i32,
+}
+
+/// Inserts the workspace, its canvas layout, its config row and its initial secrets in one
+/// transaction: either all of it exists afterwards or none of it.
+pub async fn insert(db: &Db, ws: &NewWorkspace, secrets: &[SealedSecret], config: &Value) -> StoreResult<()> {
+    let now = Utc::now();
+    on_db!(db, pool => {
+        let mut tx = pool.begin().await?;
+        sqlx::query(
+            "INSERT INTO workspaces (id, name, role, tier, status, runtime, url, parent_id, workspace_dir,
+                workspace_access, budget_limit, max_concurrent_tasks, awareness_namespace, created_at, updated_at)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $14)",
+        )
+        .bind(ws.id)
+        .bind(&ws.name)
+        .bind(&ws.role)
+        .bind(ws.tier)
+        .bind(ws.status)
+        .bind(&ws.runtime)
+        .bind(&ws.url)
+        .bind(ws.parent_id)
+        .bind(&ws.workspace_dir)
+        .bind(&ws.workspace_access)
+        .bind(ws.budget_limit)
+        .bind(ws.max_concurrent_tasks)
+        .bind(format!("workspace:{}", ws.id))
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query("INSERT INTO canvas_layouts (workspace_id, x, y, collapsed) VALUES ($1, $2, $3, FALSE)")
+            .bind(ws.id)
+            .bind(ws.x)
+            .bind(ws.y)
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query("INSERT INTO workspace_config (workspace_id, data, updated_at) VALUES ($1, $2, $3)")
+            .bind(ws.id)
+            .bind(Json(config))
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+        for secret in secrets {
+            sqlx::query(
+                "INSERT INTO workspace_secrets (id, workspace_id, key, encrypted_value, encryption_version, created_at, updated_at)
+                 VALUES ($1, $2, $3, $4, $5, $6, $6)",
+            )
+            .bind(Uuid::new_v4())
+            .bind(ws.id)
+            .bind(&secret.key)
+            .bind(&secret.ciphertext)
+            .bind(secret.version)
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    })
+}
+
+/// Every workspace that is not removed, oldest first.
+pub async fn list_live(db: &Db) -> StoreResult<Vec<WorkspaceRow>> {
+    let sql = format!("{SELECT_WORKSPACE} WHERE w.status <> 'removed' ORDER BY w.created_at, w.id");
+    on_db!(db, pool => Ok(sqlx::query_as::<_, WorkspaceRow>(&sql).fetch_all(pool).await?))
+}
+
+/// One workspace, removed or not.
+pub async fn get(db: &Db, id: Uuid) -> StoreResult<Option<WorkspaceRow>> {
+    let sql = format!("{SELECT_WORKSPACE} WHERE w.id = $1");
+    on_db!(db, pool => Ok(sqlx::query_as::<_, WorkspaceRow>(&sql).bind(id).fetch_optional(pool).await?))
+}
+
+/// Direct children that are not removed: `(id, name)`, oldest first.
+pub async fn live_children(db: &Db, id: Uuid) -> StoreResult<Vec<(Uuid, String)>> {
+    on_db!(db, pool => Ok(sqlx::query_as(
+        "SELECT id, name FROM workspaces WHERE parent_id = $1 AND status <> 'removed' ORDER BY created_at, id",
+    )
+    .bind(id)
+    .fetch_all(pool)
+    .await?))
+}
+
+/// `(id, parent_id)` for `id` and its ancestors, nearest first, at most `max_depth` rows.
+pub async fn ancestry(db: &Db, id: Uuid, max_depth: i64) -> StoreResult<Vec<(Uuid, Option<Uuid>)>> {
+    on_db!(db, pool => Ok(sqlx::query_as(
+        "WITH RECURSIVE chain(id, parent_id, depth) AS (
+             SELECT id, parent_id, 0 FROM workspaces WHERE id = $1
+             UNION ALL
+             SELECT w.id, w.parent_id, chain.depth + 1 FROM workspaces w
+             JOIN chain ON w.id = chain.parent_id WHERE chain.depth < $2
+         )
+         SELECT id, parent_id FROM chain ORDER BY depth",
+    )
+    .bind(id)
+    .bind(max_depth - 1)
+    .fetch_all(pool)
+    .await?))
+}
+
+/// `root` and every descendant, whatever their status, root first. A `UNION` (not `UNION ALL`)
+/// keeps the walk finite even if a cycle ever reached the table.
+pub async fn subtree(db: &Db, root: Uuid) -> StoreResult<Vec<Uuid>> {
+    on_db!(db, pool => Ok(sqlx::query_scalar(
+        "WITH RECURSIVE tree(id, depth) AS (
+             SELECT id, 0 FROM workspaces WHERE id = $1
+             UNION
+             SELECT w.id, tree.depth + 1 FROM workspaces w JOIN tree ON w.parent_id = tree.id
+             WHERE tree.depth < 10000
+         )
+         SELECT id FROM tree GROUP BY id ORDER BY MIN(depth)",
+    )
+    .bind(root)
+    .fetch_all(pool)
+    .await?))
+}
+
+/// Marks `ids` removed in one transaction: status, tombstone time, canvas layout dropped, every
+/// live token revoked. Returns the ids that were live before (those that changed).
+pub async fn mark_removed(db: &Db, ids: &[Uuid]) -> StoreResult<Vec<Uuid>> {
+    let now = Utc::now();
+    on_db!(db, pool => {
+        let mut tx = pool.begin().await?;
+        let mut changed = Vec::new();
+        for chunk in ids.chunks(ID_CHUNK) {
+            let mut q = QueryBuilder::new("UPDATE workspaces SET status = 'removed', removed_at = ");
+            q.push_bind(now).push(", updated_at = ").push_bind(now);
+            q.push(", url = NULL WHERE status <> 'removed' AND id IN (");
+            let mut list = q.separated(", ");
+            for id in chunk { list.push_bind(*id); }
+            q.push(") RETURNING id");
+            let rows: Vec<Uuid> = q.build_query_scalar().fetch_all(&mut *tx).await?;
+            changed.extend(rows);
+
+            let mut q = QueryBuilder::new("DELETE FROM canvas_layouts WHERE workspace_id IN (");
+            let mut list = q.separated(", ");
+            for id in chunk { list.push_bind(*id); }
+            q.push(")");
+            q.build().execute(&mut *tx).await?;
+
+            let mut q = QueryBuilder::new("UPDATE workspace_auth_tokens SET revoked_at = ");
+            q.push_bind(now).push(" WHERE revoked_at IS NULL AND workspace_id IN (");
+            let mut list = q.separated(", ");
+            for id in chunk { list.push_bind(*id); }
+            q.push(")");
+            q.build().execute(&mut *tx).await?;
+        }
+        tx.commit().await?;
+        Ok(changed)
+    })
+}
+
+/// Hard-deletes `ids` (rows of dependent tables go with them through `ON DELETE CASCADE`).
+/// References from outside the set are cleared first so no foreign key blocks the delete.
+pub async fn purge(db: &Db, ids: &[Uuid]) -> StoreResult<u64> {
+    on_db!(db, pool => {
+        let mut tx = pool.begin().await?;
+        let mut deleted = 0;
+        for column in ["forwarded_to", "parent_id"] {
+            for chunk in ids.chunks(ID_CHUNK) {
+                let mut q = QueryBuilder::new(format!("UPDATE workspaces SET {column} = NULL WHERE {column} IN ("));
+                let mut list = q.separated(", ");
+                for id in chunk { list.push_bind(*id); }
+                q.push(")");
+                q.build().execute(&mut *tx).await?;
+            }
+        }
+        for chunk in ids.chunks(ID_CHUNK) {
+            let mut q = QueryBuilder::new("DELETE FROM workspaces WHERE id IN (");
+            let mut list = q.separated(", ");
+            for id in chunk { list.push_bind(*id); }
+            q.push(")");
+            deleted += q.build().execute(&mut *tx).await?.rows_affected();
+        }
+        tx.commit().await?;
+        Ok(deleted)
+    })
+}
+
+/// The fields PATCH may change; `None` leaves a field alone.
+#[derive(Debug, Clone, Default)]
+pub struct WorkspacePatch {
+    pub name: Option<String>,
+    pub role: Option<Option<String>>,
+    pub tier: Option<i32>,
+    pub runtime: Option<String>,
+    pub parent_id: Option<Option<Uuid>>,
+    pub workspace_dir: Option<Option<String>>,
+    pub position: Option<(f64, f64)>,
+    pub collapsed: Option<bool>,
+}
+
+/// Applies every field of `patch` in one transaction. Returns false when no live row matched.
+pub async fn update(db: &Db, id: Uuid, patch: &WorkspacePatch) -> StoreResult<bool> {
+    let now = Utc::now();
+    on_db!(db, pool => {
+        let mut tx = pool.begin().await?;
+        let mut q = QueryBuilder::new("UPDATE workspaces SET updated_at = ");
+        q.push_bind(now);
+        if let Some(name) = &patch.name { q.push(", name = ").push_bind(name.clone()); }
+        if let Some(role) = &patch.role { q.push(", role = ").push_bind(role.clone()); }
+        if let Some(tier) = patch.tier { q.push(", tier = ").push_bind(tier); }
+        if let Some(runtime) = &patch.runtime { q.push(", runtime = ").push_bind(runtime.clone()); }
+        if let Some(parent) = patch.parent_id { q.push(", parent_id = ").push_bind(parent); }
+        if let Some(dir) = &patch.workspace_dir { q.push(", workspace_dir = ").push_bind(dir.clone()); }
+        q.push(" WHERE id = ").push_bind(id).push(" AND status <> 'removed'");
+        let matched = q.build().execute(&mut *tx).await?.rows_affected() > 0;
+        if matched && (patch.position.is_some() || patch.collapsed.is_some()) {
+            // Upsert the layout; fields not in the patch keep their stored value.
+            sqlx::query(
+                "INSERT INTO canvas_layouts (workspace_id, x, y, collapsed) VALUES ($1, 0, 0, FALSE)
+                 ON CONFLICT (workspace_id) DO NOTHING",
+            )
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+            if let Some((x, y)) = patch.position {
+                sqlx::query("UPDATE canvas_layouts SET x = $2, y = $3 WHERE workspace_id = $1")
+                    .bind(id).bind(x).bind(y).execute(&mut *tx).await?;
+            }
+            if let Some(collapsed) = patch.collapsed {
+                sqlx::query("UPDATE canvas_layouts SET collapsed = $2 WHERE workspace_id = $1")
+                    .bind(id).bind(collapsed).execute(&mut *tx).await?;
+            }
+        }
+        tx.commit().await?;
+        Ok(matched)
+    })
+}
+
+/// Sets `status` unless the row is removed. Returns the previous status when it changed.
+pub async fn set_status(db: &Db, id: Uuid, status: &str) -> StoreResult<Option<String>> {
+    let now = Utc::now();
+    on_db!(db, pool => {
+        let mut tx = pool.begin().await?;
+        let previous: Option<String> = sqlx::query_scalar("SELECT status FROM workspaces WHERE id = $1")
+            .bind(id)
+            .fetch_optional(&mut *tx)
+            .await?;
+        let changed = match previous {
+            Some(prev) if prev != status && prev != "removed" => {
+                sqlx::query("UPDATE workspaces SET status = $2, updated_at = $3 WHERE id = $1")
+                    .bind(id).bind(status).bind(now).execute(&mut *tx).await?;
+                Some(prev)
+            }
+            _ => None,
+        };
+        tx.commit().await?;
+        Ok(changed)
+    })
+}
+
+/// A registration: the agent's URL and card, and the moment it registered.
+#[derive(Debug, Clone)]
+pub struct Registration {
+    pub url: String,
+    pub agent_card: Option<Value>,
+}
+
+/// Records a registration on a live row: URL (unless the host already stored the runtime's own
+/// loopback URL for it), card, `online`, heartbeat time. Returns the stored URL, or `None` when
+/// the row is missing or removed.
+pub async fn register(db: &Db, id: Uuid, reg: &Registration) -> StoreResult<Option<String>> {
+    let now = Utc::now();
+    on_db!(db, pool => {
+        let url: Option<Option<String>> = sqlx::query_scalar(
+            "UPDATE workspaces SET
+                 url = CASE WHEN url LIKE 'http://127.0.0.1:%' THEN url ELSE $2 END,
+                 agent_card = $3, status = 'online', last_heartbeat_at = $4, updated_at = $4
+             WHERE id = $1 AND status <> 'removed'
+             RETURNING url",
+        )
+        .bind(id)
+        .bind(&reg.url)
+        .bind(reg.agent_card.as_ref().map(Json))
+        .bind(now)
+        .fetch_optional(pool)
+        .await?;
+        Ok(url.map(|u| u.unwrap_or_default()))
+    })
+}
+
+/// What an agent reports in a heartbeat.
+#[derive(Debug, Clone, Default)]
+pub struct HeartbeatReport {
+    pub error_rate: f64,
+    pub sample_error: Option<String>,
+    pub active_tasks: i32,
+    pub current_task: Option<String>,
+    pub uptime_seconds: i64,
+    pub monthly_spend: Option<i64>,
+}
+
+/// The row before and after a heartbeat was applied.
+#[derive(Debug, Clone)]
+pub struct HeartbeatOutcome {
+    pub status_before: String,
+    pub task_before: Option<String>,
+}
+
+/// Stores a heartbeat's counters and time on a live row. Returns what the row held before, or
+/// `None` when the row is missing or removed.
+pub async fn record_heartbeat(db: &Db, id: Uuid, report: &HeartbeatReport) -> StoreResult<Option<HeartbeatOutcome>> {
+    let now = Utc::now();
+    on_db!(db, pool => {
+        let mut tx = pool.begin().await?;
+        let before: Option<(String, Option<String>)> =
+            sqlx::query_as("SELECT status, current_task FROM workspaces WHERE id = $1 AND status <> 'removed'")
+                .bind(id)
+                .fetch_optional(&mut *tx)
+                .await?;
+        let Some((status_before, task_before)) = before else {
+            return Ok(None);
+        };
+        sqlx::query(
+            "UPDATE workspaces SET last_heartbeat_at = $2, last_error_rate = $3, last_sample_error = $4,
+                 active_tasks = $5, current_task = $6, uptime_seconds = $7,
+                 monthly_spend = COALESCE($8, monthly_spend), updated_at = $2
+             WHERE id = $1",
+        )
+        .bind(id)
+        .bind(now)
+        .bind(report.error_rate)
+        .bind(&report.sample_error)
+        .bind(report.active_tasks)
+        .bind(&report.current_task)
+        .bind(report.uptime_seconds)
+        .bind(report.monthly_spend)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(Some(HeartbeatOutcome { status_before, task_before }))
+    })
+}
+
+/// Moves `id` from one of `from` to `to` atomically; true when it moved.
+pub async fn transition(db: &Db, id: Uuid, from: &[&str], to: &str) -> StoreResult<bool> {
+    let now = Utc::now();
+    on_db!(db, pool => {
+        let mut q = QueryBuilder::new("UPDATE workspaces SET status = ");
+        q.push_bind(to).push(", updated_at = ").push_bind(now).push(" WHERE id = ").push_bind(id);
+        q.push(" AND status IN (");
+        let mut list = q.separated(", ");
+        for status in from { list.push_bind(*status); }
+        q.push(")");
+        Ok(q.build().execute(pool).await?.rows_affected() > 0)
+    })
+}
+
+/// Marks online or degraded workspaces whose last heartbeat is older than `cutoff` (or that never
+/// sent one since going online before `cutoff`) offline. Returns the ids it changed.
+pub async fn mark_stale_offline(db: &Db, cutoff: DateTime<Utc>) -> StoreResult<Vec<Uuid>> {
+    let now = Utc::now();
+    on_db!(db, pool => Ok(sqlx::query_scalar(
+        "UPDATE workspaces SET status = 'offline', updated_at = $2
+         WHERE status IN ('online', 'degraded') AND COALESCE(last_heartbeat_at, updated_at) < $1
+         RETURNING id",
+    )
+    .bind(cutoff)
+    .bind(now)
+    .fetch_all(pool)
+    .await?))
+}
+
+/// Stores a new agent card on a live row; false when no live row matched.
+pub async fn update_card(db: &Db, id: Uuid, card: &Value) -> StoreResult<bool> {
+    let now = Utc::now();
+    on_db!(db, pool => Ok(sqlx::query(
+        "UPDATE workspaces SET agent_card = $2, updated_at = $3 WHERE id = $1 AND status <> 'removed'",
+    )
+    .bind(id)
+    .bind(Json(card))
+    .bind(now)
+    .execute(pool)
+    .await?
+    .rows_affected() > 0))
+}
+
+/// Live workspaces that share `parent` (roots when `None`), including `exclude` unless filtered.
+pub async fn live_with_parent(db: &Db, parent: Option<Uuid>) -> StoreResult<Vec<WorkspaceRow>> {
+    let sql = match parent {
+        Some(_) => format!("{SELECT_WORKSPACE} WHERE w.status <> 'removed' AND w.parent_id = $1 ORDER BY w.created_at, w.id"),
+        None => format!("{SELECT_WORKSPACE} WHERE w.status <> 'removed' AND w.parent_id IS NULL ORDER BY w.created_at, w.id"),
+    };
+    on_db!(db, pool => {
+        let q = sqlx::query_as::<_, WorkspaceRow>(&sql);
+        let q = match parent { Some(p) => q.bind(p), None => q };
+        Ok(q.fetch_all(pool).await?)
+    })
+}
+
+/// Ids of live workspaces that are not paused or external (the ones a restart would touch).
+pub async fn restartable_ids(db: &Db) -> StoreResult<Vec<Uuid>> {
+    on_db!(db, pool => Ok(sqlx::query_scalar(
+        "SELECT id FROM workspaces WHERE status NOT IN ('removed', 'paused', 'hibernated', 'hibernating')
+             AND runtime <> 'external' ORDER BY created_at, id",
+    )
+    .fetch_all(pool)
+    .await?))
+}

@@ -1,0 +1,75 @@
+//! Background loops. Each runs on the host's task tracker, checks the shutdown token before every
+//! pass and between passes, and is joined when the host stops.
+
+use std::future::Future;
+use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::Services;
+
+/// Starts every sweeper on `tracker`.
+pub fn spawn_all(svc: &Services, tracker: &TaskTracker, shutdown: &CancellationToken) {
+    let liveness = svc.clone();
+    spawn_loop(tracker, shutdown, "liveness", svc.config.liveness.sweep_interval(), move || {
+        let svc = liveness.clone();
+        async move {
+            if let Err(err) = crate::workspaces::registry::sweep_liveness(&svc).await {
+                tracing::warn!(error = ?err, "liveness sweep failed; retrying next interval");
+            }
+        }
+    });
+}
+
+/// Runs `pass` every `interval` until `shutdown` is cancelled. A pass in progress is finished,
+/// never cut off halfway, so a sweep's writes and events always arrive together.
+pub fn spawn_loop<F, Fut>(tracker: &TaskTracker, shutdown: &CancellationToken, name: &'static str, interval: Duration, mut pass: F)
+where
+    F: FnMut() -> Fut + Send + 'static,
+    Fut: Future<Output = ()> + Send + 'static,
+{
+    let shutdown = shutdown.clone();
+    tracker.spawn(async move {
+        let mut ticker = tokio::time::interval(interval);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                biased;
+                () = shutdown.cancelled() => break,
+                _ = ticker.tick() => {}
+            }
+            pass().await;
+        }
+        tracing::debug!(sweeper = name, "sweeper stopped");
+    });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    #[tokio::test(start_paused = true)]
+    async fn a_loop_runs_each_interval_and_stops_on_shutdown() {
+        let tracker = TaskTracker::new();
+        let shutdown = CancellationToken::new();
+        let passes = Arc::new(AtomicUsize::new(0));
+        let counter = passes.clone();
+        spawn_loop(&tracker, &shutdown, "test", Duration::from_secs(10), move || {
+            let counter = counter.clone();
+            async move {
+                counter.fetch_add(1, Ordering::SeqCst);
+            }
+        });
+        tokio::time::sleep(Duration::from_secs(35)).await;
+        assert_eq!(passes.load(Ordering::SeqCst), 4, "at 0, 10, 20 and 30 seconds");
+        shutdown.cancel();
+        tracker.close();
+        tracker.wait().await;
+        let after = passes.load(Ordering::SeqCst);
+        tokio::time::sleep(Duration::from_secs(60)).await;
+        assert_eq!(passes.load(Ordering::SeqCst), after, "no pass after shutdown");
+    }
+}

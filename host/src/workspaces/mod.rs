@@ -1,0 +1,470 @@
+//! Workspaces: the org tree's nodes, their lifecycle statuses, creation, edits and cascade delete.
+
+pub mod access;
+pub mod registry;
+
+use serde_json::{Value, json};
+use uuid::Uuid;
+
+use crate::Services;
+use crate::events::names;
+use crate::secrets::{self, SecretKey};
+use crate::store::{self, Constraint, StoreError, workspaces::WorkspaceRow};
+
+/// The ten statuses a workspace can be in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Status {
+    Provisioning,
+    Online,
+    Offline,
+    Degraded,
+    Failed,
+    Removed,
+    Paused,
+    Hibernated,
+    AwaitingAgent,
+    Hibernating,
+}
+
+impl Status {
+    pub const ALL: [Status; 10] = [
+        Status::Provisioning,
+        Status::Online,
+        Status::Offline,
+        Status::Degraded,
+        Status::Failed,
+        Status::Removed,
+        Status::Paused,
+        Status::Hibernated,
+        Status::AwaitingAgent,
+        Status::Hibernating,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::Provisioning => "provisioning",
+            Status::Online => "online",
+            Status::Offline => "offline",
+            Status::Degraded => "degraded",
+            Status::Failed => "failed",
+            Status::Removed => "removed",
+            Status::Paused => "paused",
+            Status::Hibernated => "hibernated",
+            Status::AwaitingAgent => "awaiting_agent",
+            Status::Hibernating => "hibernating",
+        }
+    }
+
+    pub fn parse(raw: &str) -> Option<Self> {
+        Status::ALL.into_iter().find(|s| s.as_str() == raw)
+    }
+}
+
+/// Errors of workspace operations; the HTTP layer maps each once.
+#[derive(Debug, thiserror::Error)]
+pub enum WorkspaceError {
+    #[error("workspace not found")]
+    NotFound,
+    #[error("workspace removed")]
+    Removed(Box<WorkspaceRow>),
+    #[error("{0}")]
+    Invalid(&'static str),
+    #[error("workspace name already in use under this parent")]
+    NameTaken,
+    #[error("parent workspace not found")]
+    ParentNotFound,
+    #[error("parent_id would make the workspace its own ancestor")]
+    Cycle,
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+impl WorkspaceError {
+    fn from_constraint(err: StoreError) -> Self {
+        match err {
+            StoreError::Constraint(Constraint::WorkspaceNameTaken) => WorkspaceError::NameTaken,
+            StoreError::Constraint(Constraint::WorkspaceParentMissing) => WorkspaceError::ParentNotFound,
+            StoreError::Constraint(Constraint::WorkspaceFieldInvalid) => WorkspaceError::Invalid("invalid workspace fields"),
+            other => WorkspaceError::Store(other),
+        }
+    }
+}
+
+/// Characters the original platform refuses in names and roles (they break YAML and prompts).
+const FORBIDDEN_NAME_CHARS: &[char] = &['{', '}', '[', ']', '|', '>', '*', '&', '!'];
+
+/// Validates a free-text field: no control characters, optional forbidden characters, a length cap.
+fn check_text(value: &str, max_len: usize, forbid_special: bool) -> Result<(), WorkspaceError> {
+    let bad_char = |c: char| c.is_control() || (forbid_special && FORBIDDEN_NAME_CHARS.contains(&c));
+    if value.chars().count() > max_len || value.chars().any(bad_char) {
+        return Err(WorkspaceError::Invalid("invalid workspace fields"));
+    }
+    Ok(())
+}
+
+fn check_name(name: &str) -> Result<(), WorkspaceError> {
+    if name.trim().is_empty() {
+        return Err(WorkspaceError::Invalid("name is required"));
+    }
+    check_text(name, 255, true)
+}
+
+fn check_tier(tier: i64) -> Result<i32, WorkspaceError> {
+    match tier {
+        0 => Ok(3),
+        1..=4 => Ok(tier as i32),
+        _ => Err(WorkspaceError::Invalid("tier must be between 1 and 4")),
+    }
+}
+
+/// Directories a workspace may never mount from the host.
+const SYSTEM_DIRS: &[&str] = &["/etc", "/var", "/proc", "/sys", "/dev", "/boot", "/sbin", "/bin", "/lib", "/usr"];
+
+fn check_workspace_dir(dir: &str) -> Result<(), WorkspaceError> {
+    let path = std::path::Path::new(dir);
+    let escapes = path.components().any(|c| matches!(c, std::path::Component::ParentDir));
+    let system = SYSTEM_DIRS.iter().any(|sys| dir == *sys || dir.starts_with(&format!("{sys}/")));
+    if !path.is_absolute() || escapes || system || dir.chars().any(char::is_control) {
+        return Err(WorkspaceError::Invalid("workspace_dir must be an absolute path outside system directories"));
+    }
+    Ok(())
+}
+
+/// A validated request to create a workspace.
+#[derive(Debug, Clone, Default)]
+pub struct CreateRequest {
+    pub name: String,
+    pub role: Option<String>,
+    pub template: Option<String>,
+    pub tier: i64,
+    pub model: Option<String>,
+    pub runtime: Option<String>,
+    pub external: bool,
+    pub url: Option<String>,
+    pub workspace_dir: Option<String>,
+    pub workspace_access: Option<String>,
+    pub parent_id: Option<Uuid>,
+    pub budget_limit: Option<i64>,
+    pub secrets: Vec<(String, String)>,
+    pub max_concurrent_tasks: i64,
+    pub canvas: Option<(f64, f64)>,
+}
+
+/// What creation produced.
+#[derive(Debug)]
+pub struct Created {
+    pub id: Uuid,
+    pub status: Status,
+    pub awareness_namespace: String,
+    pub workspace_access: String,
+    pub external: bool,
+    /// For an external workspace without a URL: the token its agent will register with.
+    pub auth_token: Option<secrecy::SecretString>,
+}
+
+const DEFAULT_RUNTIME: &str = "langgraph";
+const EXTERNAL_RUNTIME: &str = "external";
+/// Suffixes tried when a sibling already has the requested name: "name (2)" .. "name (20)".
+const NAME_ATTEMPTS: usize = 20;
+
+/// Creates a workspace with its layout, config row and initial secrets in one transaction, then
+/// announces it. A name already used by a live sibling gets a numbered suffix.
+pub async fn create(svc: &Services, req: CreateRequest) -> Result<Created, WorkspaceError> {
+    check_name(&req.name)?;
+    if let Some(role) = &req.role {
+        check_text(role, 1000, true)?;
+    }
+    if let Some(model) = &req.model {
+        check_text(model, 100, false)?;
+    }
+    if let Some(runtime) = &req.runtime {
+        check_text(runtime, 100, false)?;
+    }
+    if let Some(template) = &req.template {
+        check_text(template, 255, false)?;
+    }
+    let tier = check_tier(req.tier)?;
+    let access = req.workspace_access.clone().unwrap_or_else(|| "none".to_owned());
+    if !matches!(access.as_str(), "none" | "read_only" | "read_write") {
+        return Err(WorkspaceError::Invalid("workspace_access must be none, read_only or read_write"));
+    }
+    if let Some(dir) = &req.workspace_dir {
+        check_workspace_dir(dir)?;
+    } else if access != "none" {
+        return Err(WorkspaceError::Invalid("workspace_access requires workspace_dir"));
+    }
+    if req.budget_limit.is_some_and(|b| b < 0) {
+        return Err(WorkspaceError::Invalid("budget_limit must not be negative"));
+    }
+    let mut sealed = Vec::with_capacity(req.secrets.len() + 1);
+    for (key, value) in &req.secrets {
+        let key = SecretKey::parse(key).ok_or(WorkspaceError::Invalid("secret keys must be environment variable names"))?;
+        if value.len() > secrets::MAX_VALUE_BYTES {
+            return Err(WorkspaceError::Invalid("secret value too large"));
+        }
+        let (ciphertext, version) = svc.cipher.seal(value);
+        sealed.push(store::workspaces::SealedSecret { key: key.as_str().to_owned(), ciphertext, version });
+    }
+    if let Some(model) = req.model.as_deref().filter(|m| !m.is_empty()) {
+        let (ciphertext, version) = svc.cipher.seal(model);
+        sealed.retain(|s| s.key != secrets::MODEL_KEY);
+        sealed.push(store::workspaces::SealedSecret { key: secrets::MODEL_KEY.to_owned(), ciphertext, version });
+    }
+    if let Some(parent) = req.parent_id {
+        match store::workspaces::get(&svc.db, parent).await? {
+            Some(row) if row.status != Status::Removed.as_str() => {}
+            _ => return Err(WorkspaceError::ParentNotFound),
+        }
+    }
+    let external = req.external || req.runtime.as_deref() == Some(EXTERNAL_RUNTIME);
+    if external && let Some(url) = &req.url {
+        registry::AgentUrl::parse(url, &svc.config).map_err(WorkspaceError::Invalid)?;
+    }
+    let runtime = if external {
+        EXTERNAL_RUNTIME.to_owned()
+    } else {
+        req.runtime.clone().filter(|r| !r.is_empty()).unwrap_or_else(|| DEFAULT_RUNTIME.to_owned())
+    };
+    let status = match (external, &req.url) {
+        (true, Some(_)) => Status::Online,
+        (true, None) => Status::AwaitingAgent,
+        (false, _) => Status::Provisioning,
+    };
+    let (x, y) = req.canvas.unwrap_or((0.0, 0.0));
+    let config = match &req.template {
+        Some(template) => json!({ "template": template }),
+        None => json!({}),
+    };
+
+    let id = Uuid::new_v4();
+    let mut new = store::workspaces::NewWorkspace {
+        id,
+        name: req.name.trim().to_owned(),
+        role: req.role.clone(),
+        tier,
+        status: status.as_str(),
+        runtime: runtime.clone(),
+        url: if external { req.url.clone() } else { None },
+        parent_id: req.parent_id,
+        workspace_dir: req.workspace_dir.clone(),
+        workspace_access: access.clone(),
+        budget_limit: req.budget_limit,
+        max_concurrent_tasks: req.max_concurrent_tasks.clamp(1, i32::MAX as i64) as i32,
+        x,
+        y,
+    };
+    let base_name = new.name.clone();
+    let mut attempt = 1;
+    loop {
+        match store::workspaces::insert(&svc.db, &new, &sealed, &config).await {
+            Ok(()) => break,
+            Err(StoreError::Constraint(Constraint::WorkspaceNameTaken)) if attempt < NAME_ATTEMPTS => {
+                attempt += 1;
+                new.name = format!("{base_name} ({attempt})");
+            }
+            Err(err) => return Err(WorkspaceError::from_constraint(err)),
+        }
+    }
+
+    let mut auth_token = None;
+    match status {
+        Status::Online => {
+            svc.events
+                .emit(names::WORKSPACE_ONLINE, Some(id), json!({ "name": new.name, "external": true, "url": new.url }))
+                .await;
+        }
+        Status::AwaitingAgent => {
+            auth_token = crate::auth::issue_workspace_token(&svc.db, id).await?.map(|t| t.plaintext);
+            svc.events.emit("WORKSPACE_AWAITING_AGENT", Some(id), json!({ "name": new.name, "external": true })).await;
+        }
+        _ => {
+            svc.events
+                .emit(
+                    names::WORKSPACE_PROVISIONING,
+                    Some(id),
+                    json!({ "name": new.name, "tier": tier, "runtime": runtime, "parent_id": req.parent_id, "x": x, "y": y }),
+                )
+                .await;
+        }
+    }
+    tracing::info!(workspace_id = %id, status = status.as_str(), "workspace created");
+    Ok(Created {
+        id,
+        status,
+        awareness_namespace: format!("workspace:{id}"),
+        workspace_access: access,
+        external,
+        auth_token,
+    })
+}
+
+/// A live workspace, or the reason there is none.
+pub async fn get_live(svc: &Services, id: Uuid) -> Result<WorkspaceRow, WorkspaceError> {
+    match store::workspaces::get(&svc.db, id).await? {
+        None => Err(WorkspaceError::NotFound),
+        Some(row) if row.status == Status::Removed.as_str() => Err(WorkspaceError::Removed(Box::new(row))),
+        Some(row) => Ok(row),
+    }
+}
+
+/// A validated PATCH: `None` leaves the field alone.
+#[derive(Debug, Clone, Default)]
+pub struct PatchRequest {
+    pub name: Option<String>,
+    pub role: Option<Option<String>>,
+    pub tier: Option<i64>,
+    pub runtime: Option<String>,
+    pub parent_id: Option<Option<Uuid>>,
+    pub position: Option<(f64, f64)>,
+    pub collapsed: Option<bool>,
+    pub workspace_dir: Option<Option<String>>,
+}
+
+/// What a PATCH changed that the caller should know.
+#[derive(Debug, Clone, Copy)]
+pub struct Patched {
+    pub needs_restart: bool,
+}
+
+/// Applies a PATCH in one transaction; re-parenting is refused when it would create a cycle.
+pub async fn patch(svc: &Services, id: Uuid, req: PatchRequest) -> Result<Patched, WorkspaceError> {
+    get_live(svc, id).await?;
+    if let Some(name) = &req.name {
+        check_name(name)?;
+    }
+    if let Some(Some(role)) = &req.role {
+        check_text(role, 1000, true)?;
+    }
+    if let Some(runtime) = &req.runtime {
+        check_text(runtime, 100, false)?;
+        if runtime.trim().is_empty() {
+            return Err(WorkspaceError::Invalid("runtime must not be empty"));
+        }
+    }
+    let tier = req.tier.map(check_tier).transpose()?;
+    if let Some(Some(dir)) = &req.workspace_dir {
+        check_workspace_dir(dir)?;
+    }
+    if let Some(Some(parent)) = req.parent_id {
+        if parent == id {
+            return Err(WorkspaceError::Cycle);
+        }
+        match store::workspaces::get(&svc.db, parent).await? {
+            Some(row) if row.status != Status::Removed.as_str() => {}
+            _ => return Err(WorkspaceError::ParentNotFound),
+        }
+        // The new parent must not sit below the workspace being moved.
+        let chain = store::workspaces::ancestry(&svc.db, parent, i64::from(u16::MAX)).await?;
+        if chain.iter().any(|(ancestor, _)| *ancestor == id) {
+            return Err(WorkspaceError::Cycle);
+        }
+    }
+    let store_patch = store::workspaces::WorkspacePatch {
+        name: req.name.as_ref().map(|n| n.trim().to_owned()),
+        role: req.role.clone(),
+        tier,
+        runtime: req.runtime.clone(),
+        parent_id: req.parent_id,
+        workspace_dir: req.workspace_dir.clone(),
+        position: req.position,
+        collapsed: req.collapsed,
+    };
+    if !store::workspaces::update(&svc.db, id, &store_patch).await.map_err(WorkspaceError::from_constraint)? {
+        return Err(WorkspaceError::NotFound);
+    }
+    let mut changed = serde_json::Map::new();
+    if let Some(name) = &store_patch.name {
+        changed.insert("name".into(), json!(name));
+    }
+    if let Some(role) = &store_patch.role {
+        changed.insert("role".into(), json!(role));
+    }
+    if let Some(tier) = tier {
+        changed.insert("tier".into(), json!(tier));
+    }
+    if let Some(runtime) = &store_patch.runtime {
+        changed.insert("runtime".into(), json!(runtime));
+    }
+    if let Some(parent) = store_patch.parent_id {
+        changed.insert("parent_id".into(), json!(parent));
+    }
+    if !changed.is_empty() {
+        svc.events.emit(names::WORKSPACE_UPDATED, Some(id), Value::Object(changed)).await;
+    }
+    Ok(Patched { needs_restart: req.workspace_dir.is_some() })
+}
+
+/// What a cascade delete touched.
+#[derive(Debug, Clone)]
+pub struct CascadeOutcome {
+    /// Every id in the subtree, root first.
+    pub subtree: Vec<Uuid>,
+    /// Descendants (not counting the root) that this call moved to `removed`.
+    pub descendants_removed: usize,
+    /// Whether the rows were hard-deleted.
+    pub purged: bool,
+}
+
+/// Removes `root` and its whole subtree: the database is marked first (status, layout, tokens),
+/// then each removal is announced, leaves before the root; with `purge` the rows are then
+/// deleted. Calling it again on a removed subtree is harmless. Later callers (org reconcile,
+/// runtimes stopping containers) build on this one function.
+pub async fn cascade_delete(svc: &Services, root: Uuid, purge: bool) -> Result<CascadeOutcome, WorkspaceError> {
+    if store::workspaces::get(&svc.db, root).await?.is_none() {
+        return Err(WorkspaceError::NotFound);
+    }
+    let subtree = store::workspaces::subtree(&svc.db, root).await?;
+    let changed = store::workspaces::mark_removed(&svc.db, &subtree).await?;
+    let descendants_removed = changed.iter().filter(|id| **id != root).count();
+    for id in subtree.iter().rev().filter(|id| **id != root && changed.contains(id)) {
+        svc.events.emit(names::WORKSPACE_REMOVED, Some(*id), json!({})).await;
+    }
+    if changed.contains(&root) {
+        svc.events
+            .emit(names::WORKSPACE_REMOVED, Some(root), json!({ "cascade_deleted": descendants_removed }))
+            .await;
+    }
+    if purge {
+        store::workspaces::purge(&svc.db, &subtree).await?;
+    }
+    tracing::info!(workspace_id = %root, subtree = subtree.len(), purge, "workspace subtree removed");
+    Ok(CascadeOutcome { subtree, descendants_removed, purged: purge })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn statuses_round_trip_and_match_the_schema_check() {
+        let migration = include_str!("../../../migrations/0001_foundation.sql");
+        for status in Status::ALL {
+            assert_eq!(Status::parse(status.as_str()), Some(status));
+            assert!(migration.contains(&format!("'{}'", status.as_str())), "{status:?} missing from the CHECK");
+        }
+    }
+
+    #[test]
+    fn names_with_control_or_template_characters_are_refused() {
+        assert!(check_name("Dev Lead").is_ok());
+        for bad in ["", "  ", "a\nb", "a\rb", "a\u{0}b", "a{b", "a|b", "a!b", &"x".repeat(256)] {
+            assert!(check_name(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn tier_zero_means_the_default_and_out_of_range_is_refused() {
+        assert_eq!(check_tier(0).unwrap(), 3);
+        assert_eq!(check_tier(4).unwrap(), 4);
+        assert!(check_tier(5).is_err() && check_tier(-1).is_err());
+    }
+
+    #[test]
+    fn workspace_dir_must_be_absolute_and_outside_system_directories() {
+        assert!(check_workspace_dir("/home/me/project").is_ok());
+        for bad in ["relative", "/etc", "/usr/lib/x", "/home/../etc", "/var/lib"] {
+            assert!(check_workspace_dir(bad).is_err(), "{bad}");
+        }
+        assert!(check_workspace_dir("/variable").is_ok(), "prefix match is by path component");
+    }
+}
