@@ -56,7 +56,10 @@ pub struct LivenessConfig {
 
 impl Default for LivenessConfig {
     fn default() -> Self {
-        Self { heartbeat_ttl_secs: 180, sweep_interval_secs: 15 }
+        Self {
+            heartbeat_ttl_secs: 180,
+            sweep_interval_secs: 15,
+        }
     }
 }
 
@@ -116,7 +119,10 @@ impl Default for Config {
             database_max_connections: 16,
             admin_token: None,
             secrets_encryption_key: None,
-            cors_origins: vec!["http://localhost:3000".into(), "http://localhost:3001".into()],
+            cors_origins: vec![
+                "http://localhost:3000".into(),
+                "http://localhost:3001".into(),
+            ],
             enable_test_tokens: false,
             rate_limit_per_minute: 600,
             max_body_bytes: 1024 * 1024,
@@ -142,7 +148,11 @@ impl Config {
     pub fn load(file: Option<&Path>) -> anyhow::Result<Self> {
         let mut figment = Figment::from(Serialized::defaults(Config::default()));
         if let Some(path) = file {
-            anyhow::ensure!(path.is_file(), "config file {} does not exist", path.display());
+            anyhow::ensure!(
+                path.is_file(),
+                "config file {} does not exist",
+                path.display()
+            );
             figment = figment.merge(Toml::file(path));
         }
         let legacy_names: Vec<&str> = LEGACY_ENV.iter().map(|(name, _)| *name).collect();
@@ -165,8 +175,9 @@ impl Config {
             return Ok(addr);
         }
         let host = self.bind_addr.trim_start_matches('[').trim_end_matches(']');
-        let ip: std::net::IpAddr =
-            host.parse().with_context(|| format!("bind_addr {:?} is not an IP address", self.bind_addr))?;
+        let ip: std::net::IpAddr = host
+            .parse()
+            .with_context(|| format!("bind_addr {:?} is not an IP address", self.bind_addr))?;
         Ok(SocketAddr::new(ip, self.port))
     }
 
@@ -189,7 +200,10 @@ impl Config {
 
     /// The admin token, treating an empty value as unset.
     pub fn admin_token(&self) -> Option<&str> {
-        self.admin_token.as_ref().map(|t| t.expose_secret()).filter(|t| !t.is_empty())
+        self.admin_token
+            .as_ref()
+            .map(|t| t.expose_secret())
+            .filter(|t| !t.is_empty())
     }
 
     /// Whether `GET /admin/workspaces/:id/test-token` answers at all.
@@ -200,7 +214,9 @@ impl Config {
 
 /// Where integration tests and benchmarks find the private PostgreSQL server `make test` starts.
 pub fn test_postgres_url() -> Option<String> {
-    std::env::var("MOLECULE_TEST_PG_URL").ok().filter(|url| !url.is_empty())
+    std::env::var("MOLECULE_TEST_PG_URL")
+        .ok()
+        .filter(|url| !url.is_empty())
 }
 
 /// Whether this process runs in CI, where a missing service is a failure rather than a skip.
@@ -219,7 +235,11 @@ fn comma_list<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Vec<String>,
         Raw::List(items) => items,
         Raw::Text(text) => text.split(',').map(str::to_owned).collect(),
     };
-    Ok(items.into_iter().map(|s| s.trim().to_owned()).filter(|s| !s.is_empty()).collect())
+    Ok(items
+        .into_iter()
+        .map(|s| s.trim().to_owned())
+        .filter(|s| !s.is_empty())
+        .collect())
 }
 
 fn loose_bool<'de, D: Deserializer<'de>>(deserializer: D) -> Result<bool, D::Error> {
@@ -233,7 +253,10 @@ fn loose_bool<'de, D: Deserializer<'de>>(deserializer: D) -> Result<bool, D::Err
     Ok(match Raw::deserialize(deserializer)? {
         Raw::Bool(b) => b,
         Raw::Int(i) => i != 0,
-        Raw::Text(t) => matches!(t.trim().to_ascii_lowercase().as_str(), "1" | "true" | "yes" | "on"),
+        Raw::Text(t) => matches!(
+            t.trim().to_ascii_lowercase().as_str(),
+            "1" | "true" | "yes" | "on"
+        ),
     })
 }
 
@@ -272,7 +295,10 @@ mod tests {
 
     #[test]
     fn bind_addr_takes_a_host_or_a_socket_address() {
-        let mut config = Config { port: 9001, ..Config::default() };
+        let mut config = Config {
+            port: 9001,
+            ..Config::default()
+        };
         assert_eq!(config.listen_addr().unwrap().to_string(), "127.0.0.1:9001");
         config.bind_addr = "0.0.0.0:7000".into();
         assert_eq!(config.listen_addr().unwrap().to_string(), "0.0.0.0:7000");

@@ -42,22 +42,36 @@ impl Services {
     pub async fn start(config: Config) -> anyhow::Result<Self> {
         let cipher = Cipher::new(config.secrets_encryption_key.as_ref())?;
         if config.is_production() && !cipher.encrypts() {
-            anyhow::bail!("MOLECULE_ENV=production requires SECRETS_ENCRYPTION_KEY (base64 of 32 bytes)");
+            anyhow::bail!(
+                "MOLECULE_ENV=production requires SECRETS_ENCRYPTION_KEY (base64 of 32 bytes)"
+            );
         }
         if !cipher.encrypts() {
-            tracing::warn!("no SECRETS_ENCRYPTION_KEY configured: secrets are stored unencrypted (encryption_version 0)");
+            tracing::warn!(
+                "no SECRETS_ENCRYPTION_KEY configured: secrets are stored unencrypted (encryption_version 0)"
+            );
         }
         let db = Db::connect(&config.database_url(), config.database_max_connections).await?;
         db.migrate().await.context("migrating the database")?;
         let events = EventBus::new(db.clone());
         let guard = auth::Guard::new(&config, db.clone());
-        Ok(Services { config: Arc::new(config), db, events, cipher, guard })
+        Ok(Services {
+            config: Arc::new(config),
+            db,
+            events,
+            cipher,
+            guard,
+        })
     }
 }
 
 /// Serves the host on `listener` until `shutdown` resolves, then drains in-flight requests, ends
 /// live streams and stops every background loop before returning.
-pub async fn run(config: Config, listener: TcpListener, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
+pub async fn run(
+    config: Config,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
     let svc = Services::start(config).await?;
     log_startup(&svc, &listener);
 
@@ -66,10 +80,16 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: impl Future<Ou
     let state = http::AppState::new(svc.clone(), Arc::new(http::Metrics::new()), stop.clone());
     sweepers::spawn_all(&svc, &tracker, &stop);
     let housekeeping = state.clone();
-    sweepers::spawn_loop(&tracker, &stop, "rate-limit-housekeeping", Duration::from_secs(60), move || {
-        let state = housekeeping.clone();
-        async move { state.housekeep() }
-    });
+    sweepers::spawn_loop(
+        &tracker,
+        &stop,
+        "rate-limit-housekeeping",
+        Duration::from_secs(60),
+        move || {
+            let state = housekeeping.clone();
+            async move { state.housekeep() }
+        },
+    );
 
     let app = http::router(state).into_make_service_with_connect_info::<SocketAddr>();
     let signal = stop.clone();
@@ -91,7 +111,10 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: impl Future<Ou
 }
 
 fn log_startup(svc: &Services, listener: &TcpListener) {
-    let addr = listener.local_addr().map(|a| a.to_string()).unwrap_or_default();
+    let addr = listener
+        .local_addr()
+        .map(|a| a.to_string())
+        .unwrap_or_default();
     tracing::info!(
         addr,
         database = svc.db.backend().name(),
@@ -100,11 +123,17 @@ fn log_startup(svc: &Services, listener: &TcpListener) {
         "molecule host listening"
     );
     if svc.config.test_tokens_enabled() {
-        tracing::info!("test-token route enabled: GET /admin/workspaces/:id/test-token mints workspace tokens");
+        tracing::info!(
+            "test-token route enabled: GET /admin/workspaces/:id/test-token mints workspace tokens"
+        );
     }
     if svc.config.dev_fail_open() {
-        tracing::warn!("development mode without ADMIN_TOKEN: authentication and rate limits are open");
+        tracing::warn!(
+            "development mode without ADMIN_TOKEN: authentication and rate limits are open"
+        );
     } else if svc.config.admin_token().is_none() {
-        tracing::warn!("no ADMIN_TOKEN configured: admin routes stay open until the first token is minted");
+        tracing::warn!(
+            "no ADMIN_TOKEN configured: admin routes stay open until the first token is minted"
+        );
     }
 }

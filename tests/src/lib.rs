@@ -1,1 +1,313 @@
-//! placeholder
+//! The end-to-end harness: a real host (`molecule_host::run`) on `127.0.0.1:0`, a fresh database on
+//! the chosen backend, and an HTTP client with one method per verb.
+
+use std::time::Duration;
+
+use molecule_host::Config;
+use molecule_host::store::Backend;
+use molecule_host::store::testing::TestDatabase;
+use reqwest::{Method, StatusCode};
+use serde_json::Value;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+pub use molecule_host::store::Backend as DbBackend;
+
+/// A client of one running host; cheap to clone, with or without a bearer token.
+#[derive(Debug, Clone)]
+pub struct Api {
+    pub base: String,
+    pub addr: std::net::SocketAddr,
+    pub client: reqwest::Client,
+    /// Sent as the bearer on every request when set.
+    pub token: Option<String>,
+}
+
+/// A running host and the database it owns. Dereferences to its [`Api`] client.
+#[allow(missing_debug_implementations)]
+pub struct TestApp {
+    pub api: Api,
+    pub config: Config,
+    db: TestDatabase,
+    data_dir: tempfile::TempDir,
+    stop: CancellationToken,
+    handle: Option<JoinHandle<anyhow::Result<()>>>,
+}
+
+/// A response: status and parsed JSON body (`Value::Null` when the body is not JSON).
+#[derive(Debug)]
+pub struct Reply {
+    pub status: StatusCode,
+    pub headers: reqwest::header::HeaderMap,
+    pub text: String,
+    pub body: Value,
+}
+
+impl Reply {
+    #[track_caller]
+    pub fn expect(self, status: u16) -> Value {
+        assert_eq!(
+            self.status.as_u16(),
+            status,
+            "unexpected status; body: {}",
+            self.text
+        );
+        self.body
+    }
+}
+
+/// The admin token test hosts are configured with; [`TestApp`]'s client sends it by default.
+pub const ADMIN_TOKEN: &str = "test-admin-token-0123456789";
+
+fn base_config(db_url: &str, data_dir: &std::path::Path) -> Config {
+    Config {
+        admin_token: Some(ADMIN_TOKEN.to_owned().into()),
+        database_url: Some(db_url.to_owned().into()),
+        data_dir: data_dir.to_path_buf(),
+        rate_limit_per_minute: 1_000_000,
+        ..Config::default()
+    }
+}
+
+impl TestApp {
+    pub async fn spawn(backend: Backend) -> Self {
+        Self::spawn_with(backend, |_| {}).await
+    }
+
+    /// Starts a host whose configuration `tweak` may change.
+    pub async fn spawn_with(backend: Backend, tweak: impl FnOnce(&mut Config)) -> Self {
+        let db = TestDatabase::create(backend).await;
+        let data_dir = tempfile::tempdir().expect("creating a data dir");
+        let mut config = base_config(&db.url, data_dir.path());
+        tweak(&mut config);
+        let token = config.admin_token().map(str::to_owned);
+        let mut app = TestApp {
+            api: Api {
+                base: String::new(),
+                addr: "127.0.0.1:0".parse().expect("an address"),
+                client: reqwest::Client::builder()
+                    .timeout(Duration::from_secs(30))
+                    .build()
+                    .expect("a client"),
+                token,
+            },
+            config,
+            db,
+            data_dir,
+            stop: CancellationToken::new(),
+            handle: None,
+        };
+        app.start().await.expect("host starts");
+        app
+    }
+
+    async fn start(&mut self) -> anyhow::Result<()> {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        self.api.addr = listener.local_addr()?;
+        self.api.base = format!("http://{}", self.api.addr);
+        self.stop = CancellationToken::new();
+        let stop = self.stop.clone();
+        let config = self.config.clone();
+        self.handle = Some(tokio::spawn(async move {
+            molecule_host::run(config, listener, stop.cancelled_owned()).await
+        }));
+        // Ready once /health answers (the host migrates before it serves).
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Ok(r) = self
+                .api
+                .client
+                .get(format!("{}/health", self.api.base))
+                .send()
+                .await
+                && r.status().is_success()
+            {
+                return Ok(());
+            }
+            if self.handle.as_ref().is_some_and(|h| h.is_finished()) {
+                let result = self.handle.take().expect("handle").await?;
+                anyhow::bail!("host exited during start: {result:?}");
+            }
+            anyhow::ensure!(
+                tokio::time::Instant::now() < deadline,
+                "host did not become healthy"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Stops the host gracefully and returns what `run` returned.
+    pub async fn stop(&mut self) -> anyhow::Result<()> {
+        self.stop.cancel();
+        match self.handle.take() {
+            Some(handle) => tokio::time::timeout(Duration::from_secs(30), handle).await??,
+            None => Ok(()),
+        }
+    }
+
+    /// Stops the host and starts it again on the same database with a changed configuration.
+    pub async fn restart_with(&mut self, tweak: impl FnOnce(&mut Config)) -> anyhow::Result<()> {
+        self.stop().await?;
+        tweak(&mut self.config);
+        self.start().await
+    }
+
+    /// Runs the host with this configuration on the same database and returns its result;
+    /// for configurations that must be refused at start.
+    pub async fn run_once_with(&self, tweak: impl FnOnce(&mut Config)) -> anyhow::Result<()> {
+        let mut config = base_config(&self.db.url, self.data_dir.path());
+        tweak(&mut config);
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        tokio::time::timeout(
+            Duration::from_secs(30),
+            molecule_host::run(config, listener, async {}),
+        )
+        .await?
+    }
+}
+
+impl std::ops::Deref for TestApp {
+    type Target = Api;
+    fn deref(&self) -> &Api {
+        &self.api
+    }
+}
+
+impl Api {
+    /// The same host, calling without any bearer.
+    pub fn anonymous(&self) -> Api {
+        Api {
+            token: None,
+            ..self.clone()
+        }
+    }
+
+    /// The same host, calling with `token` as the bearer.
+    pub fn with_token(&self, token: &str) -> Api {
+        Api {
+            token: Some(token.to_owned()),
+            ..self.clone()
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{}", self.base, path)
+    }
+
+    pub fn ws_url(&self, path: &str) -> String {
+        format!("ws://{}{}", self.addr, path)
+    }
+
+    /// A request with the app's bearer (if any) and extra headers.
+    pub async fn call(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<Value>,
+        headers: &[(&str, &str)],
+    ) -> Reply {
+        let mut request = self.client.request(method, self.url(path));
+        if let Some(token) = &self.token {
+            request = request.bearer_auth(token);
+        }
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        let response = request.send().await.expect("request sent");
+        let status = response.status();
+        let headers = response.headers().clone();
+        let text = response.text().await.expect("body read");
+        let body = serde_json::from_str(&text).unwrap_or(Value::Null);
+        Reply {
+            status,
+            headers,
+            text,
+            body,
+        }
+    }
+
+    pub async fn get(&self, path: &str) -> Reply {
+        self.call(Method::GET, path, None, &[]).await
+    }
+    pub async fn post(&self, path: &str, body: Value) -> Reply {
+        self.call(Method::POST, path, Some(body), &[]).await
+    }
+    pub async fn put(&self, path: &str, body: Value) -> Reply {
+        self.call(Method::PUT, path, Some(body), &[]).await
+    }
+    pub async fn patch(&self, path: &str, body: Value) -> Reply {
+        self.call(Method::PATCH, path, Some(body), &[]).await
+    }
+    pub async fn delete(&self, path: &str) -> Reply {
+        self.call(Method::DELETE, path, None, &[]).await
+    }
+
+    /// Creates a workspace and returns its id.
+    pub async fn create_workspace(&self, name: &str, parent: Option<&str>) -> String {
+        let mut body = serde_json::json!({ "name": name });
+        if let Some(parent) = parent {
+            body["parent_id"] = Value::String(parent.to_owned());
+        }
+        let created = self.post("/workspaces", body).await.expect(201);
+        created["id"].as_str().expect("an id").to_owned()
+    }
+
+    /// Registers the agent of `id` and returns the token minted for it, if any.
+    pub async fn register(&self, id: &str) -> Option<String> {
+        let body = serde_json::json!({
+            "id": id,
+            "url": "http://127.0.0.1:9/a2a",
+            "agent_card": { "name": "agent", "skills": [] },
+        });
+        let reply = self.post("/registry/register", body).await.expect(200);
+        reply["auth_token"].as_str().map(str::to_owned)
+    }
+}
+
+/// Polls `check` until it returns `Some`, or panics after `timeout`.
+pub async fn eventually<T, F, Fut>(timeout: Duration, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        if let Some(value) = check().await {
+            return value;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "condition not reached within {timeout:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        self.stop.cancel();
+    }
+}
+
+/// Defines one test per backend from `async fn name(backend: Backend)`:
+/// `on_both_backends!(creates_a_workspace);` gives `creates_a_workspace::sqlite` and `::postgres`.
+#[macro_export]
+macro_rules! on_both_backends {
+    ($($name:ident),+ $(,)?) => {
+        $(
+            mod $name {
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn sqlite() {
+                    super::$name($crate::DbBackend::Sqlite).await;
+                }
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn postgres() {
+                    super::$name($crate::DbBackend::Postgres).await;
+                }
+            }
+        )+
+    };
+}

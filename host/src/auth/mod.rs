@@ -52,7 +52,9 @@ pub struct MintedToken {
 
 impl std::fmt::Debug for MintedToken {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("MintedToken").field("prefix", &self.prefix).finish_non_exhaustive()
+        f.debug_struct("MintedToken")
+            .field("prefix", &self.prefix)
+            .finish_non_exhaustive()
     }
 }
 
@@ -61,7 +63,11 @@ pub fn mint() -> MintedToken {
     rand::rngs::OsRng.fill_bytes(&mut bytes);
     let plaintext = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes);
     let prefix = plaintext[..8].to_owned();
-    MintedToken { hash: hash(&plaintext), prefix, plaintext: plaintext.into() }
+    MintedToken {
+        hash: hash(&plaintext),
+        prefix,
+        plaintext: plaintext.into(),
+    }
 }
 
 pub fn hash(token: &str) -> [u8; 32] {
@@ -80,16 +86,32 @@ pub fn bearer(headers: &HeaderMap) -> Option<&str> {
 }
 
 /// Issues a new token for `workspace_id`; refuses when it already holds the maximum.
-pub async fn issue_workspace_token(db: &Db, workspace_id: Uuid) -> Result<Option<MintedToken>, StoreError> {
-    if store::tokens::count_live_workspace_tokens(db, workspace_id).await? >= MAX_LIVE_WORKSPACE_TOKENS {
+pub async fn issue_workspace_token(
+    db: &Db,
+    workspace_id: Uuid,
+) -> Result<Option<MintedToken>, StoreError> {
+    if store::tokens::count_live_workspace_tokens(db, workspace_id).await?
+        >= MAX_LIVE_WORKSPACE_TOKENS
+    {
         return Ok(None);
     }
     let token = mint();
-    store::tokens::insert_workspace_token(db, Uuid::new_v4(), workspace_id, &token.hash, &token.prefix).await?;
+    store::tokens::insert_workspace_token(
+        db,
+        Uuid::new_v4(),
+        workspace_id,
+        &token.hash,
+        &token.prefix,
+    )
+    .await?;
     Ok(Some(token))
 }
 
-pub async fn issue_org_token(db: &Db, name: Option<&str>, created_by: Option<&str>) -> Result<(Uuid, MintedToken), StoreError> {
+pub async fn issue_org_token(
+    db: &Db,
+    name: Option<&str>,
+    created_by: Option<&str>,
+) -> Result<(Uuid, MintedToken), StoreError> {
     let token = mint();
     let id = Uuid::new_v4();
     store::tokens::insert_org_token(db, id, &token.hash, &token.prefix, name, created_by).await?;
@@ -109,16 +131,18 @@ impl Guard {
     pub fn new(config: &Config, db: Db) -> Self {
         Guard {
             db,
-            admin_token: config.admin_token().map(|t| SecretString::from(t.to_owned())),
+            admin_token: config
+                .admin_token()
+                .map(|t| SecretString::from(t.to_owned())),
             dev_fail_open: config.dev_fail_open(),
             cors_origins: config.cors_origins.clone(),
         }
     }
 
     fn is_admin_token(&self, token: &str) -> bool {
-        self.admin_token
-            .as_ref()
-            .is_some_and(|admin| bool::from(admin.expose_secret().as_bytes().ct_eq(token.as_bytes())))
+        self.admin_token.as_ref().is_some_and(|admin| {
+            bool::from(admin.expose_secret().as_bytes().ct_eq(token.as_bytes()))
+        })
     }
 
     /// Fresh install: no admin token configured and no live token of any kind exists yet.
@@ -137,18 +161,28 @@ impl Guard {
             return Ok(());
         }
         if let Some(token) = token {
-            if self.is_admin_token(token) || store::tokens::org_token_valid(&self.db, &hash(token)).await? {
+            if self.is_admin_token(token)
+                || store::tokens::org_token_valid(&self.db, &hash(token)).await?
+            {
                 return Ok(());
             }
         }
         if self.fresh_install().await? {
             return Ok(());
         }
-        Err(if token.is_some() { AuthError::InvalidAdmin } else { AuthError::AdminRequired })
+        Err(if token.is_some() {
+            AuthError::InvalidAdmin
+        } else {
+            AuthError::AdminRequired
+        })
     }
 
     /// WorkspaceAuth bound to `workspace_id`: admin token, org token or that workspace's token.
-    pub async fn workspace(&self, headers: &HeaderMap, workspace_id: Uuid) -> Result<(), AuthError> {
+    pub async fn workspace(
+        &self,
+        headers: &HeaderMap,
+        workspace_id: Uuid,
+    ) -> Result<(), AuthError> {
         if self.dev_fail_open {
             return Ok(());
         }
@@ -156,7 +190,8 @@ impl Guard {
             Some(token) => {
                 if self.is_admin_token(token)
                     || store::tokens::org_token_valid(&self.db, &hash(token)).await?
-                    || store::tokens::workspace_for_token(&self.db, &hash(token)).await? == Some(workspace_id)
+                    || store::tokens::workspace_for_token(&self.db, &hash(token)).await?
+                        == Some(workspace_id)
                 {
                     Ok(())
                 } else {
@@ -177,13 +212,17 @@ impl Guard {
             let hashed = hash(token);
             if self.is_admin_token(token)
                 || store::tokens::org_token_valid(&self.db, &hashed).await?
-                || store::tokens::workspace_for_token(&self.db, &hashed).await?.is_some()
+                || store::tokens::workspace_for_token(&self.db, &hashed)
+                    .await?
+                    .is_some()
             {
                 return Ok(());
             }
             return Err(AuthError::InvalidWorkspace);
         }
-        let origin = headers.get(axum::http::header::ORIGIN).and_then(|o| o.to_str().ok());
+        let origin = headers
+            .get(axum::http::header::ORIGIN)
+            .and_then(|o| o.to_str().ok());
         if origin.is_some_and(|o| self.cors_origins.iter().any(|allowed| allowed == o)) {
             return Ok(());
         }
@@ -193,7 +232,11 @@ impl Guard {
     /// The "self" check of agent-facing routes: a workspace that holds live tokens must present
     /// one of its own (or the admin token); one that holds none is let through, so an agent can
     /// register before it has a token.
-    pub async fn workspace_self(&self, token: Option<&str>, workspace_id: Uuid) -> Result<(), AuthError> {
+    pub async fn workspace_self(
+        &self,
+        token: Option<&str>,
+        workspace_id: Uuid,
+    ) -> Result<(), AuthError> {
         if self.dev_fail_open {
             return Ok(());
         }
@@ -203,10 +246,12 @@ impl Guard {
         match token {
             None => Err(AuthError::MissingWorkspace),
             Some(token) if self.is_admin_token(token) => Ok(()),
-            Some(token) => match store::tokens::workspace_for_token(&self.db, &hash(token)).await? {
-                Some(owner) if owner == workspace_id => Ok(()),
-                _ => Err(AuthError::InvalidWorkspace),
-            },
+            Some(token) => {
+                match store::tokens::workspace_for_token(&self.db, &hash(token)).await? {
+                    Some(owner) if owner == workspace_id => Ok(()),
+                    _ => Err(AuthError::InvalidWorkspace),
+                }
+            }
         }
     }
 
@@ -231,7 +276,11 @@ mod tests {
         let token = mint();
         let plain = token.plaintext.expose_secret();
         assert_eq!(plain.len(), 43);
-        assert!(plain.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_'));
+        assert!(
+            plain
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+        );
         assert_eq!(token.prefix, &plain[..8]);
         assert_eq!(token.hash, hash(plain));
         assert_ne!(mint().hash, token.hash);

@@ -96,7 +96,9 @@ impl EventBus {
     }
 
     pub fn subscribe(&self) -> Subscription {
-        Subscription { rx: self.tx.subscribe() }
+        Subscription {
+            rx: self.tx.subscribe(),
+        }
     }
 
     /// Appends the event to `structure_events`, then publishes it. If the write fails nothing is
@@ -119,13 +121,23 @@ impl EventBus {
             },
         )
         .await?;
-        self.publish(Event { event: event.to_owned(), workspace_id, timestamp, payload });
+        self.publish(Event {
+            event: event.to_owned(),
+            workspace_id,
+            timestamp,
+            payload,
+        });
         Ok(())
     }
 
     /// Publishes without recording: for high-frequency or transient events (heartbeats, chat).
     pub fn broadcast_only(&self, event: &str, workspace_id: Option<Uuid>, payload: Value) {
-        self.publish(Event { event: event.to_owned(), workspace_id, timestamp: Utc::now(), payload });
+        self.publish(Event {
+            event: event.to_owned(),
+            workspace_id,
+            timestamp: Utc::now(),
+            payload,
+        });
     }
 
     fn publish(&self, event: Event) {
@@ -136,7 +148,10 @@ impl EventBus {
     /// Records an event on a best-effort basis: a failure is logged, not returned. For events
     /// that follow a change already committed, where failing the request would mislead.
     pub async fn emit(&self, event: &str, workspace_id: Option<Uuid>, payload: Value) {
-        if let Err(err) = self.record_and_broadcast(event, workspace_id, payload).await {
+        if let Err(err) = self
+            .record_and_broadcast(event, workspace_id, payload)
+            .await
+        {
             tracing::error!(event, ?workspace_id, error = ?err, "recording event failed");
         }
     }

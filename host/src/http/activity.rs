@@ -24,8 +24,15 @@ pub fn router() -> Router<AppState> {
 }
 
 /// The activity types an agent may report; the host writes others (`delegation`, ...) itself.
-const REPORTABLE_TYPES: &[&str] =
-    &["a2a_send", "a2a_receive", "task_update", "agent_log", "skill_promotion", "memory_write", "error"];
+const REPORTABLE_TYPES: &[&str] = &[
+    "a2a_send",
+    "a2a_receive",
+    "task_update",
+    "agent_log",
+    "skill_promotion",
+    "memory_write",
+    "error",
+];
 
 fn row_json(row: &ActivityRow) -> Value {
     json!({
@@ -54,7 +61,11 @@ struct ListQuery {
     limit: Option<i64>,
 }
 
-async fn list(State(state): State<AppState>, WorkspaceAuth(id): WorkspaceAuth, Query(q): Query<ListQuery>) -> ApiResult<impl IntoResponse> {
+async fn list(
+    State(state): State<AppState>,
+    WorkspaceAuth(id): WorkspaceAuth,
+    Query(q): Query<ListQuery>,
+) -> ApiResult<impl IntoResponse> {
     let source = match q.source.as_deref() {
         None | Some("") => None,
         Some("canvas") => Some(SourceFilter::Canvas),
@@ -68,7 +79,9 @@ async fn list(State(state): State<AppState>, WorkspaceAuth(id): WorkspaceAuth, Q
     get_live(&state.svc, id).await?;
     let kind = q.activity_type.as_deref().filter(|t| !t.is_empty());
     let rows = store::activity::list(&state.svc.db, id, kind, source, limit).await?;
-    Ok(axum::Json(Value::Array(rows.iter().map(row_json).collect())))
+    Ok(axum::Json(Value::Array(
+        rows.iter().map(row_json).collect(),
+    )))
 }
 
 #[derive(Debug, Deserialize)]
@@ -88,14 +101,26 @@ struct ReportBody {
     idempotency_key: Option<String>,
 }
 
-async fn report(State(state): State<AppState>, WorkspaceAuth(id): WorkspaceAuth, ApiJson(body): ApiJson<ReportBody>) -> ApiResult<impl IntoResponse> {
+async fn report(
+    State(state): State<AppState>,
+    WorkspaceAuth(id): WorkspaceAuth,
+    ApiJson(body): ApiJson<ReportBody>,
+) -> ApiResult<impl IntoResponse> {
     if !REPORTABLE_TYPES.contains(&body.activity_type.as_str()) {
-        return Err(ApiError::bad_request("activity_type is not one of the reportable types"));
+        return Err(ApiError::bad_request(
+            "activity_type is not one of the reportable types",
+        ));
     }
     if body.source_id.is_some_and(|source| source != id) {
-        return Err(ApiError::forbidden("source_id must be the reporting workspace"));
+        return Err(ApiError::forbidden(
+            "source_id must be the reporting workspace",
+        ));
     }
-    if body.idempotency_key.as_ref().is_some_and(|k| k.is_empty() || k.len() > 200) {
+    if body
+        .idempotency_key
+        .as_ref()
+        .is_some_and(|k| k.is_empty() || k.len() > 200)
+    {
         return Err(ApiError::bad_request("invalid idempotency_key"));
     }
     get_live(&state.svc, id).await?;
@@ -111,7 +136,10 @@ async fn report(State(state): State<AppState>, WorkspaceAuth(id): WorkspaceAuth,
         response_body: body.response_body,
         tool_trace: body.tool_trace,
         duration_ms: body.duration_ms,
-        status: body.status.filter(|s| !s.is_empty()).unwrap_or_else(|| "ok".to_owned()),
+        status: body
+            .status
+            .filter(|s| !s.is_empty())
+            .unwrap_or_else(|| "ok".to_owned()),
         error_detail: body.error_detail,
         idempotency_key: body.idempotency_key,
         created_at: Utc::now(),
@@ -157,20 +185,33 @@ struct NotifyBody {
     attachments: Vec<Attachment>,
 }
 
-async fn notify(State(state): State<AppState>, WorkspaceAuth(id): WorkspaceAuth, ApiJson(body): ApiJson<NotifyBody>) -> ApiResult<impl IntoResponse> {
+async fn notify(
+    State(state): State<AppState>,
+    WorkspaceAuth(id): WorkspaceAuth,
+    ApiJson(body): ApiJson<NotifyBody>,
+) -> ApiResult<impl IntoResponse> {
     if body.message.trim().is_empty() {
         return Err(ApiError::bad_request("message is required"));
     }
-    if body.attachments.iter().any(|a| a.uri.is_empty() || a.name.is_empty()) {
+    if body
+        .attachments
+        .iter()
+        .any(|a| a.uri.is_empty() || a.name.is_empty())
+    {
         return Err(ApiError::bad_request("attachments need a uri and a name"));
     }
-    let workspace = get_live(&state.svc, id).await.map_err(|_| ApiError::not_found("workspace not found"))?;
+    let workspace = get_live(&state.svc, id)
+        .await
+        .map_err(|_| ApiError::not_found("workspace not found"))?;
     let files: Vec<Value> = body
         .attachments
         .iter()
         .map(|a| json!({ "uri": a.uri, "name": a.name, "mimeType": a.mime_type, "size": a.size }))
         .collect();
-    let parts: Vec<Value> = files.iter().map(|f| json!({ "kind": "file", "file": f })).collect();
+    let parts: Vec<Value> = files
+        .iter()
+        .map(|f| json!({ "kind": "file", "file": f }))
+        .collect();
     store::activity::insert(
         &state.svc.db,
         &ActivityRow {
@@ -192,10 +233,14 @@ async fn notify(State(state): State<AppState>, WorkspaceAuth(id): WorkspaceAuth,
         },
     )
     .await?;
-    let mut payload = json!({ "message": body.message, "workspace_id": id, "name": workspace.name });
+    let mut payload =
+        json!({ "message": body.message, "workspace_id": id, "name": workspace.name });
     if !files.is_empty() {
         payload["attachments"] = Value::Array(files);
     }
-    state.svc.events.broadcast_only(names::AGENT_MESSAGE, Some(id), payload);
+    state
+        .svc
+        .events
+        .broadcast_only(names::AGENT_MESSAGE, Some(id), payload);
     Ok(axum::Json(json!({ "status": "sent" })))
 }

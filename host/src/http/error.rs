@@ -44,20 +44,30 @@ impl ApiError {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         match self {
-            ApiError::Status(status, message) => (status, axum::Json(json!({ "error": message }))).into_response(),
+            ApiError::Status(status, message) => {
+                (status, axum::Json(json!({ "error": message }))).into_response()
+            }
             ApiError::Body(status, body) => (status, axum::Json(body)).into_response(),
             ApiError::RateLimited { retry_after_secs } => {
                 let mut response = (
                     StatusCode::TOO_MANY_REQUESTS,
-                    axum::Json(json!({ "error": "rate limit exceeded", "retry_after": retry_after_secs })),
+                    axum::Json(
+                        json!({ "error": "rate limit exceeded", "retry_after": retry_after_secs }),
+                    ),
                 )
                     .into_response();
-                response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(retry_after_secs));
+                response
+                    .headers_mut()
+                    .insert(header::RETRY_AFTER, HeaderValue::from(retry_after_secs));
                 response
             }
             ApiError::Internal(err) => {
                 tracing::error!(error = ?err, "request failed");
-                (StatusCode::INTERNAL_SERVER_ERROR, axum::Json(json!({ "error": "internal error" }))).into_response()
+                (
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    axum::Json(json!({ "error": "internal error" })),
+                )
+                    .into_response()
             }
         }
     }
@@ -103,9 +113,14 @@ impl From<WorkspaceError> for ApiError {
                 }),
             ),
             WorkspaceError::Invalid(message) => ApiError::bad_request(message),
-            WorkspaceError::NameTaken => ApiError::Status(StatusCode::CONFLICT, "workspace name already in use under this parent"),
+            WorkspaceError::NameTaken => ApiError::Status(
+                StatusCode::CONFLICT,
+                "workspace name already in use under this parent",
+            ),
             WorkspaceError::ParentNotFound => ApiError::bad_request("parent workspace not found"),
-            WorkspaceError::Cycle => ApiError::bad_request("parent_id would make the workspace its own ancestor"),
+            WorkspaceError::Cycle => {
+                ApiError::bad_request("parent_id would make the workspace its own ancestor")
+            }
             WorkspaceError::Store(err) => err.into(),
         }
     }

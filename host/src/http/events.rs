@@ -19,7 +19,9 @@ use uuid::Uuid;
 
 use super::AppState;
 use super::error::{ApiError, ApiResult};
-use super::extract::{AdminAuth, ApiJson, CanvasOrBearer, Caller, WorkspaceAuth, parse_workspace_id};
+use super::extract::{
+    AdminAuth, ApiJson, Caller, CanvasOrBearer, WorkspaceAuth, parse_workspace_id,
+};
 use crate::events::{Event, Lagged, Subscription};
 use crate::store;
 use crate::workspaces::access::can_communicate;
@@ -53,7 +55,11 @@ async fn recent(State(state): State<AppState>, _: AdminAuth) -> ApiResult<impl I
     Ok(axum::Json(history_json(&rows)))
 }
 
-async fn recent_for_workspace(State(state): State<AppState>, _: AdminAuth, Path(raw): Path<String>) -> ApiResult<impl IntoResponse> {
+async fn recent_for_workspace(
+    State(state): State<AppState>,
+    _: AdminAuth,
+    Path(raw): Path<String>,
+) -> ApiResult<impl IntoResponse> {
     let id = parse_workspace_id(&raw)?;
     let rows = store::events::recent(&state.svc.db, Some(id), HISTORY_LIMIT).await?;
     Ok(axum::Json(history_json(&rows)))
@@ -98,21 +104,33 @@ const ACCESS_TTL: Duration = Duration::from_secs(5);
 
 impl AccessCache {
     async fn allows(&mut self, state: &AppState, event: &Event) -> bool {
-        let Some(target) = event.workspace_id else { return false };
+        let Some(target) = event.workspace_id else {
+            return false;
+        };
         if let Some((allowed, at)) = self.decisions.get(&target)
             && at.elapsed() < ACCESS_TTL
         {
             return *allowed;
         }
-        let allowed = can_communicate(&state.svc.db, self.client, target).await.unwrap_or(false);
+        let allowed = can_communicate(&state.svc.db, self.client, target)
+            .await
+            .unwrap_or(false);
         self.decisions.insert(target, (allowed, Instant::now()));
         allowed
     }
 }
 
-async fn serve_socket(state: AppState, caller: Caller, mut subscription: Subscription, mut socket: WebSocket) {
+async fn serve_socket(
+    state: AppState,
+    caller: Caller,
+    mut subscription: Subscription,
+    mut socket: WebSocket,
+) {
     let mut access = match caller {
-        Caller::Workspace(client) => Some(AccessCache { client, decisions: HashMap::new() }),
+        Caller::Workspace(client) => Some(AccessCache {
+            client,
+            decisions: HashMap::new(),
+        }),
         Caller::Canvas => None,
     };
     loop {
@@ -146,11 +164,19 @@ async fn serve_socket(state: AppState, caller: Caller, mut subscription: Subscri
     }
 }
 
-async fn sse(State(state): State<AppState>, WorkspaceAuth(id): WorkspaceAuth) -> ApiResult<Response> {
-    get_live(&state.svc, id).await.map_err(|_| ApiError::not_found("workspace not found"))?;
+async fn sse(
+    State(state): State<AppState>,
+    WorkspaceAuth(id): WorkspaceAuth,
+) -> ApiResult<Response> {
+    get_live(&state.svc, id)
+        .await
+        .map_err(|_| ApiError::not_found("workspace not found"))?;
     let stream = workspace_stream(state.svc.events.subscribe(), id, state.shutdown.clone());
-    let first = futures::stream::once(async { Ok::<_, Infallible>(SseEvent::default().comment("ping")) });
-    let mut response = Sse::new(first.chain(stream)).keep_alive(KeepAlive::new().interval(Duration::from_secs(15))).into_response();
+    let first =
+        futures::stream::once(async { Ok::<_, Infallible>(SseEvent::default().comment("ping")) });
+    let mut response = Sse::new(first.chain(stream))
+        .keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
+        .into_response();
     let headers = response.headers_mut();
     headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
     headers.insert("x-accel-buffering", HeaderValue::from_static("no"));
@@ -189,7 +215,9 @@ fn workspace_stream(
 }
 
 async fn get_viewport(State(state): State<AppState>) -> ApiResult<impl IntoResponse> {
-    let (x, y, zoom) = store::canvas::viewport(&state.svc.db).await?.unwrap_or((0.0, 0.0, 1.0));
+    let (x, y, zoom) = store::canvas::viewport(&state.svc.db)
+        .await?
+        .unwrap_or((0.0, 0.0, 1.0));
     Ok(axum::Json(json!({ "x": x, "y": y, "zoom": zoom })))
 }
 
@@ -200,9 +228,15 @@ struct ViewportBody {
     zoom: f64,
 }
 
-async fn put_viewport(State(state): State<AppState>, _: CanvasOrBearer, ApiJson(body): ApiJson<ViewportBody>) -> ApiResult<impl IntoResponse> {
+async fn put_viewport(
+    State(state): State<AppState>,
+    _: CanvasOrBearer,
+    ApiJson(body): ApiJson<ViewportBody>,
+) -> ApiResult<impl IntoResponse> {
     if !(body.x.is_finite() && body.y.is_finite() && body.zoom.is_finite() && body.zoom > 0.0) {
-        return Err(ApiError::bad_request("x, y and zoom must be finite and zoom positive"));
+        return Err(ApiError::bad_request(
+            "x, y and zoom must be finite and zoom positive",
+        ));
     }
     store::canvas::save_viewport(&state.svc.db, body.x, body.y, body.zoom).await?;
     Ok((StatusCode::OK, axum::Json(json!({ "status": "saved" }))))

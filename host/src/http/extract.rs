@@ -30,9 +30,10 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for ApiJson<T> {
 
 pub fn json_rejection(rejection: &JsonRejection) -> ApiError {
     match rejection {
-        JsonRejection::MissingJsonContentType(_) => {
-            ApiError::Status(StatusCode::UNSUPPORTED_MEDIA_TYPE, "expected Content-Type: application/json")
-        }
+        JsonRejection::MissingJsonContentType(_) => ApiError::Status(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "expected Content-Type: application/json",
+        ),
         other if other.status() == StatusCode::PAYLOAD_TOO_LARGE => {
             ApiError::Status(StatusCode::PAYLOAD_TOO_LARGE, "request body too large")
         }
@@ -49,7 +50,10 @@ async fn path_param(parts: &mut Parts, state: &AppState, name: &str) -> Result<S
     let Path(params) = Path::<HashMap<String, String>>::from_request_parts(parts, state)
         .await
         .map_err(|_| ApiError::bad_request("invalid path"))?;
-    params.get(name).cloned().ok_or_else(|| ApiError::bad_request("invalid path"))
+    params
+        .get(name)
+        .cloned()
+        .ok_or_else(|| ApiError::bad_request("invalid path"))
 }
 
 /// The `{id}` of a workspace route, after WorkspaceAuth for that workspace passed.
@@ -59,7 +63,10 @@ pub struct WorkspaceAuth(pub Uuid);
 impl FromRequestParts<AppState> for WorkspaceAuth {
     type Rejection = ApiError;
 
-    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
         let id = parse_workspace_id(&path_param(parts, state, "id").await?)?;
         state.svc.guard.workspace(&parts.headers, id).await?;
         Ok(WorkspaceAuth(id))
@@ -73,8 +80,13 @@ pub struct WorkspacePath(pub Uuid);
 impl FromRequestParts<AppState> for WorkspacePath {
     type Rejection = ApiError;
 
-    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
-        Ok(WorkspacePath(parse_workspace_id(&path_param(parts, state, "id").await?)?))
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
+        Ok(WorkspacePath(parse_workspace_id(
+            &path_param(parts, state, "id").await?,
+        )?))
     }
 }
 
@@ -85,7 +97,10 @@ pub struct AdminAuth;
 impl FromRequestParts<AppState> for AdminAuth {
     type Rejection = ApiError;
 
-    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
         state.svc.guard.admin(&parts.headers).await?;
         Ok(AdminAuth)
     }
@@ -98,7 +113,10 @@ pub struct CanvasOrBearer;
 impl FromRequestParts<AppState> for CanvasOrBearer {
     type Rejection = ApiError;
 
-    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
         state.svc.guard.canvas_or_bearer(&parts.headers).await?;
         Ok(CanvasOrBearer)
     }
@@ -118,14 +136,22 @@ const RESERVED_CALLER_PREFIXES: &[&str] = &["webhook:", "system:", "test:", "cha
 impl FromRequestParts<AppState> for Caller {
     type Rejection = ApiError;
 
-    async fn from_request_parts(parts: &mut Parts, _state: &AppState) -> Result<Self, Self::Rejection> {
+    async fn from_request_parts(
+        parts: &mut Parts,
+        _state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
         let Some(raw) = parts.headers.get("x-workspace-id") else {
             return Ok(Caller::Canvas);
         };
-        let raw = raw.to_str().map_err(|_| ApiError::bad_request("invalid X-Workspace-ID"))?.trim();
+        let raw = raw
+            .to_str()
+            .map_err(|_| ApiError::bad_request("invalid X-Workspace-ID"))?
+            .trim();
         if RESERVED_CALLER_PREFIXES.iter().any(|p| raw.starts_with(p)) {
             return Err(ApiError::forbidden("reserved caller id"));
         }
-        Uuid::parse_str(raw).map(Caller::Workspace).map_err(|_| ApiError::bad_request("invalid X-Workspace-ID"))
+        Uuid::parse_str(raw)
+            .map(Caller::Workspace)
+            .map_err(|_| ApiError::bad_request("invalid X-Workspace-ID"))
     }
 }

@@ -47,7 +47,13 @@ pub struct AppState {
 impl AppState {
     pub fn new(svc: Services, metrics: Arc<Metrics>, shutdown: CancellationToken) -> Self {
         let limiter = Arc::new(RateLimiter::new(&svc.config));
-        AppState { svc, metrics, limiter, org_mints: Arc::default(), shutdown }
+        AppState {
+            svc,
+            metrics,
+            limiter,
+            org_mints: Arc::default(),
+            shutdown,
+        }
     }
 
     /// Forgets rate-limit buckets of clients that have gone quiet.
@@ -93,7 +99,10 @@ async fn not_found() -> error::ApiError {
 }
 
 async fn method_not_allowed() -> error::ApiError {
-    error::ApiError::Status(axum::http::StatusCode::METHOD_NOT_ALLOWED, "method not allowed")
+    error::ApiError::Status(
+        axum::http::StatusCode::METHOD_NOT_ALLOWED,
+        "method not allowed",
+    )
 }
 
 fn cors(origins: &[String]) -> CorsLayer {
@@ -109,7 +118,14 @@ fn cors(origins: &[String]) -> CorsLayer {
         .collect();
     CorsLayer::new()
         .allow_origin(AllowOrigin::list(allowed))
-        .allow_methods([Method::GET, Method::POST, Method::PUT, Method::PATCH, Method::DELETE, Method::OPTIONS])
+        .allow_methods([
+            Method::GET,
+            Method::POST,
+            Method::PUT,
+            Method::PATCH,
+            Method::DELETE,
+            Method::OPTIONS,
+        ])
         .allow_headers([
             header::ORIGIN,
             header::CONTENT_TYPE,
@@ -121,8 +137,23 @@ fn cors(origins: &[String]) -> CorsLayer {
 
 /// Path prefixes that only ever serve JSON; they get the strictest content security policy.
 const API_PREFIXES: &[&str] = &[
-    "/workspaces", "/registry", "/health", "/admin", "/metrics", "/settings", "/bundles", "/org", "/orgs",
-    "/templates", "/plugins", "/webhooks", "/channels", "/ws", "/events", "/approvals", "/canvas",
+    "/workspaces",
+    "/registry",
+    "/health",
+    "/admin",
+    "/metrics",
+    "/settings",
+    "/bundles",
+    "/org",
+    "/orgs",
+    "/templates",
+    "/plugins",
+    "/webhooks",
+    "/channels",
+    "/ws",
+    "/events",
+    "/approvals",
+    "/canvas",
 ];
 
 async fn security_headers(req: Request, next: Next) -> Response {
@@ -134,10 +165,24 @@ async fn security_headers(req: Request, next: Next) -> Response {
     };
     set(headers, header::X_CONTENT_TYPE_OPTIONS, "nosniff");
     set(headers, header::X_FRAME_OPTIONS, "DENY");
-    set(headers, header::STRICT_TRANSPORT_SECURITY, "max-age=31536000; includeSubDomains");
-    set(headers, header::REFERRER_POLICY, "strict-origin-when-cross-origin");
-    set(headers, HeaderName::from_static("permissions-policy"), "camera=(), microphone=(), geolocation=()");
-    let api = API_PREFIXES.iter().any(|p| path == *p || path.starts_with(&format!("{p}/")));
+    set(
+        headers,
+        header::STRICT_TRANSPORT_SECURITY,
+        "max-age=31536000; includeSubDomains",
+    );
+    set(
+        headers,
+        header::REFERRER_POLICY,
+        "strict-origin-when-cross-origin",
+    );
+    set(
+        headers,
+        HeaderName::from_static("permissions-policy"),
+        "camera=(), microphone=(), geolocation=()",
+    );
+    let api = API_PREFIXES
+        .iter()
+        .any(|p| path == *p || path.starts_with(&format!("{p}/")));
     let csp = if api {
         "default-src 'self'"
     } else {
@@ -155,6 +200,11 @@ async fn record_metrics(State(state): State<AppState>, req: Request, next: Next)
         .map_or_else(|| "unmatched".to_owned(), |p| p.as_str().to_owned());
     let started = Instant::now();
     let response = next.run(req).await;
-    state.metrics.observe_request(&method, &route, response.status().as_u16(), started.elapsed());
+    state.metrics.observe_request(
+        &method,
+        &route,
+        response.status().as_u16(),
+        started.elapsed(),
+    );
     response
 }

@@ -17,7 +17,8 @@ use super::AppState;
 use super::error::ApiError;
 use crate::config::Config;
 
-type Buckets = Gcra<String, DefaultKeyedStateStore<String>, DefaultClock, StateInformationMiddleware>;
+type Buckets =
+    Gcra<String, DefaultKeyedStateStore<String>, DefaultClock, StateInformationMiddleware>;
 
 pub struct RateLimiter {
     /// `None` when limiting is off (development fail-open, or a limit of 0).
@@ -28,7 +29,9 @@ pub struct RateLimiter {
 
 impl std::fmt::Debug for RateLimiter {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("RateLimiter").field("limit", &self.limit).finish_non_exhaustive()
+        f.debug_struct("RateLimiter")
+            .field("limit", &self.limit)
+            .finish_non_exhaustive()
     }
 }
 
@@ -37,8 +40,15 @@ impl RateLimiter {
         let limit = config.rate_limit_per_minute;
         let buckets = NonZeroU32::new(limit)
             .filter(|_| !config.dev_fail_open())
-            .map(|per_minute| Gcra::keyed(Quota::per_minute(per_minute)).with_middleware::<StateInformationMiddleware>());
-        RateLimiter { buckets, limit, clock: DefaultClock::default() }
+            .map(|per_minute| {
+                Gcra::keyed(Quota::per_minute(per_minute))
+                    .with_middleware::<StateInformationMiddleware>()
+            });
+        RateLimiter {
+            buckets,
+            limit,
+            clock: DefaultClock::default(),
+        }
     }
 
     pub fn retain_recent(&self) {
@@ -52,7 +62,13 @@ impl RateLimiter {
 fn client_key(req: &Request) -> String {
     if let Some(token) = crate::auth::bearer(req.headers()) {
         let digest = crate::auth::hash(token);
-        return format!("tok:{}", digest[..12].iter().map(|b| format!("{b:02x}")).collect::<String>());
+        return format!(
+            "tok:{}",
+            digest[..12]
+                .iter()
+                .map(|b| format!("{b:02x}"))
+                .collect::<String>()
+        );
     }
     match req.extensions().get::<ConnectInfo<SocketAddr>>() {
         Some(ConnectInfo(addr)) => format!("ip:{}", addr.ip()),
@@ -64,7 +80,9 @@ pub async fn layer(State(state): State<AppState>, req: Request, next: Next) -> R
     let limiter = &state.limiter;
     let Some(buckets) = &limiter.buckets else {
         let mut response = next.run(req).await;
-        response.headers_mut().insert("x-ratelimit-limit", HeaderValue::from_static("unlimited"));
+        response
+            .headers_mut()
+            .insert("x-ratelimit-limit", HeaderValue::from_static("unlimited"));
         return response;
     };
     match buckets.check_key(&client_key(&req)) {
@@ -72,7 +90,10 @@ pub async fn layer(State(state): State<AppState>, req: Request, next: Next) -> R
             let mut response = next.run(req).await;
             let headers = response.headers_mut();
             headers.insert("x-ratelimit-limit", HeaderValue::from(limiter.limit));
-            headers.insert("x-ratelimit-remaining", HeaderValue::from(snapshot.remaining_burst_capacity()));
+            headers.insert(
+                "x-ratelimit-remaining",
+                HeaderValue::from(snapshot.remaining_burst_capacity()),
+            );
             response
         }
         Err(not_until) => {

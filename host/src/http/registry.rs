@@ -36,8 +36,16 @@ struct RegisterBody {
     agent_card: Option<Value>,
 }
 
-async fn register(State(state): State<AppState>, headers: HeaderMap, ApiJson(body): ApiJson<RegisterBody>) -> ApiResult<impl IntoResponse> {
-    state.svc.guard.workspace_self(auth::bearer(&headers), body.id).await?;
+async fn register(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    ApiJson(body): ApiJson<RegisterBody>,
+) -> ApiResult<impl IntoResponse> {
+    state
+        .svc
+        .guard
+        .workspace_self(auth::bearer(&headers), body.id)
+        .await?;
     let url = AgentUrl::parse(&body.url, &state.svc.config).map_err(ApiError::bad_request)?;
     if body.agent_card.as_ref().is_some_and(|c| !c.is_object()) {
         return Err(ApiError::bad_request("agent_card must be an object"));
@@ -65,8 +73,16 @@ struct HeartbeatBody {
     runtime_state: Option<String>,
 }
 
-async fn heartbeat(State(state): State<AppState>, headers: HeaderMap, ApiJson(body): ApiJson<HeartbeatBody>) -> ApiResult<impl IntoResponse> {
-    state.svc.guard.workspace_self(auth::bearer(&headers), body.workspace_id).await?;
+async fn heartbeat(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    ApiJson(body): ApiJson<HeartbeatBody>,
+) -> ApiResult<impl IntoResponse> {
+    state
+        .svc
+        .guard
+        .workspace_self(auth::bearer(&headers), body.workspace_id)
+        .await?;
     if !(0.0..=1.0).contains(&body.error_rate) {
         return Err(ApiError::bad_request("error_rate must be between 0 and 1"));
     }
@@ -81,7 +97,10 @@ async fn heartbeat(State(state): State<AppState>, headers: HeaderMap, ApiJson(bo
             active_tasks: body.active_tasks as i32,
             current_task: cap(body.current_task).filter(|t| !t.is_empty()),
             uptime_seconds: body.uptime_seconds,
-            monthly_spend: body.monthly_spend.filter(|s| *s > 0).map(|s| s.min(1_000_000_000_000)),
+            monthly_spend: body
+                .monthly_spend
+                .filter(|s| *s > 0)
+                .map(|s| s.min(1_000_000_000_000)),
         },
         wedged: body.runtime_state.as_deref() == Some("wedged"),
     };
@@ -95,8 +114,16 @@ struct UpdateCardBody {
     agent_card: Value,
 }
 
-async fn update_card(State(state): State<AppState>, headers: HeaderMap, ApiJson(body): ApiJson<UpdateCardBody>) -> ApiResult<impl IntoResponse> {
-    state.svc.guard.workspace_self(auth::bearer(&headers), body.workspace_id).await?;
+async fn update_card(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    ApiJson(body): ApiJson<UpdateCardBody>,
+) -> ApiResult<impl IntoResponse> {
+    state
+        .svc
+        .guard
+        .workspace_self(auth::bearer(&headers), body.workspace_id)
+        .await?;
     if !body.agent_card.is_object() {
         return Err(ApiError::bad_request("agent_card must be an object"));
     }
@@ -120,15 +147,26 @@ fn peer_json(row: &WorkspaceRow) -> Value {
 /// Forwarding hops discovery follows before giving up.
 const MAX_FORWARD_HOPS: usize = 5;
 
-async fn discover(State(state): State<AppState>, WorkspacePath(target): WorkspacePath, caller: Caller, headers: HeaderMap) -> ApiResult<impl IntoResponse> {
+async fn discover(
+    State(state): State<AppState>,
+    WorkspacePath(target): WorkspacePath,
+    caller: Caller,
+    headers: HeaderMap,
+) -> ApiResult<impl IntoResponse> {
     let Caller::Workspace(caller) = caller else {
         return Err(ApiError::bad_request("X-Workspace-ID header is required"));
     };
-    state.svc.guard.workspace_self(auth::bearer(&headers), caller).await?;
+    state
+        .svc
+        .guard
+        .workspace_self(auth::bearer(&headers), caller)
+        .await?;
     if !can_communicate(&state.svc.db, caller, target).await? {
         return Err(ApiError::forbidden("workspaces may not communicate"));
     }
-    let mut row = get_live(&state.svc, target).await.map_err(|_| ApiError::not_found("workspace not found"))?;
+    let mut row = get_live(&state.svc, target)
+        .await
+        .map_err(|_| ApiError::not_found("workspace not found"))?;
     for _ in 0..MAX_FORWARD_HOPS {
         let Some(next) = row.forwarded_to else { break };
         match get_live(&state.svc, next).await {
@@ -140,10 +178,19 @@ async fn discover(State(state): State<AppState>, WorkspacePath(target): Workspac
 }
 
 /// The workspaces `id` may talk to: its parent, its children and its siblings.
-async fn peers(State(state): State<AppState>, WorkspacePath(id): WorkspacePath, caller: Caller, headers: HeaderMap) -> ApiResult<impl IntoResponse> {
+async fn peers(
+    State(state): State<AppState>,
+    WorkspacePath(id): WorkspacePath,
+    caller: Caller,
+    headers: HeaderMap,
+) -> ApiResult<impl IntoResponse> {
     match caller {
         Caller::Workspace(caller) => {
-            state.svc.guard.workspace_self(auth::bearer(&headers), caller).await?;
+            state
+                .svc
+                .guard
+                .workspace_self(auth::bearer(&headers), caller)
+                .await?;
             if !can_communicate(&state.svc.db, caller, id).await? {
                 return Err(ApiError::forbidden("workspaces may not communicate"));
             }
@@ -159,8 +206,15 @@ async fn peers(State(state): State<AppState>, WorkspacePath(id): WorkspacePath, 
         peers.push(row);
     }
     peers.extend(store::workspaces::live_with_parent(&state.svc.db, Some(id)).await?);
-    peers.extend(store::workspaces::live_with_parent(&state.svc.db, me.parent_id).await?.into_iter().filter(|r| r.id != id));
-    Ok(axum::Json(Value::Array(peers.iter().map(peer_json).collect())))
+    peers.extend(
+        store::workspaces::live_with_parent(&state.svc.db, me.parent_id)
+            .await?
+            .into_iter()
+            .filter(|r| r.id != id),
+    );
+    Ok(axum::Json(Value::Array(
+        peers.iter().map(peer_json).collect(),
+    )))
 }
 
 #[derive(Debug, Deserialize)]
@@ -169,7 +223,10 @@ struct CheckAccessBody {
     target_id: Uuid,
 }
 
-async fn check_access(State(state): State<AppState>, ApiJson(body): ApiJson<CheckAccessBody>) -> ApiResult<impl IntoResponse> {
+async fn check_access(
+    State(state): State<AppState>,
+    ApiJson(body): ApiJson<CheckAccessBody>,
+) -> ApiResult<impl IntoResponse> {
     let allowed = can_communicate(&state.svc.db, body.caller_id, body.target_id).await?;
     Ok(axum::Json(json!({ "allowed": allowed })))
 }

@@ -50,17 +50,24 @@ struct SecretBody {
 
 impl std::fmt::Debug for SecretBody {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("SecretBody").field("key", &self.key).finish_non_exhaustive()
+        f.debug_struct("SecretBody")
+            .field("key", &self.key)
+            .finish_non_exhaustive()
     }
 }
 
 fn parse_secret(body: &SecretBody) -> ApiResult<SecretKey> {
-    let key = SecretKey::parse(&body.key).ok_or(ApiError::bad_request("key must be an environment variable name"))?;
+    let key = SecretKey::parse(&body.key).ok_or(ApiError::bad_request(
+        "key must be an environment variable name",
+    ))?;
     if body.value.is_empty() {
         return Err(ApiError::bad_request("value is required"));
     }
     if body.value.len() > secrets::MAX_VALUE_BYTES {
-        return Err(ApiError::Status(StatusCode::PAYLOAD_TOO_LARGE, "secret value too large"));
+        return Err(ApiError::Status(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "secret value too large",
+        ));
     }
     Ok(key)
 }
@@ -70,41 +77,67 @@ async fn request_restart(state: &AppState, workspace_id: Uuid, reason: &str, key
     state
         .svc
         .events
-        .emit(names::WORKSPACE_RESTART_REQUESTED, Some(workspace_id), json!({ "reason": reason, "key": key }))
+        .emit(
+            names::WORKSPACE_RESTART_REQUESTED,
+            Some(workspace_id),
+            json!({ "reason": reason, "key": key }),
+        )
         .await;
 }
 
-async fn list(State(state): State<AppState>, WorkspaceAuth(id): WorkspaceAuth) -> ApiResult<impl IntoResponse> {
+async fn list(
+    State(state): State<AppState>,
+    WorkspaceAuth(id): WorkspaceAuth,
+) -> ApiResult<impl IntoResponse> {
     get_live(&state.svc, id).await?;
     let listed = secrets::list_for_workspace(&state.svc.db, id).await?;
-    Ok(axum::Json(Value::Array(listed.iter().map(info_json).collect())))
+    Ok(axum::Json(Value::Array(
+        listed.iter().map(info_json).collect(),
+    )))
 }
 
-async fn set(State(state): State<AppState>, WorkspaceAuth(id): WorkspaceAuth, ApiJson(body): ApiJson<SecretBody>) -> ApiResult<impl IntoResponse> {
+async fn set(
+    State(state): State<AppState>,
+    WorkspaceAuth(id): WorkspaceAuth,
+    ApiJson(body): ApiJson<SecretBody>,
+) -> ApiResult<impl IntoResponse> {
     let key = parse_secret(&body)?;
     get_live(&state.svc, id).await?;
     secrets::set_workspace(&state.svc.db, &state.svc.cipher, id, &key, &body.value).await?;
     request_restart(&state, id, "secret_changed", key.as_str()).await;
-    Ok(axum::Json(json!({ "status": "saved", "key": key.as_str() })))
+    Ok(axum::Json(
+        json!({ "status": "saved", "key": key.as_str() }),
+    ))
 }
 
-async fn remove(State(state): State<AppState>, WorkspaceAuth(id): WorkspaceAuth, Path((_, key)): Path<(String, String)>) -> ApiResult<impl IntoResponse> {
+async fn remove(
+    State(state): State<AppState>,
+    WorkspaceAuth(id): WorkspaceAuth,
+    Path((_, key)): Path<(String, String)>,
+) -> ApiResult<impl IntoResponse> {
     let key = SecretKey::parse(&key).ok_or(ApiError::not_found("secret not found"))?;
     get_live(&state.svc, id).await?;
     if !crate::store::secrets::delete_workspace(&state.svc.db, id, key.as_str()).await? {
         return Err(ApiError::not_found("secret not found"));
     }
     request_restart(&state, id, "secret_deleted", key.as_str()).await;
-    Ok(axum::Json(json!({ "status": "deleted", "key": key.as_str() })))
+    Ok(axum::Json(
+        json!({ "status": "deleted", "key": key.as_str() }),
+    ))
 }
 
 /// Every secret the workspace would receive, decrypted; all or nothing.
-async fn values(State(state): State<AppState>, WorkspaceAuth(id): WorkspaceAuth) -> ApiResult<impl IntoResponse> {
+async fn values(
+    State(state): State<AppState>,
+    WorkspaceAuth(id): WorkspaceAuth,
+) -> ApiResult<impl IntoResponse> {
     get_live(&state.svc, id).await?;
     match secrets::bundle(&state.svc.db, &state.svc.cipher, id).await? {
         Bundle::Complete(values) => {
-            let map: Map<String, Value> =
-                values.into_iter().map(|(k, v)| (k, Value::String(v.expose_secret().to_owned()))).collect();
+            let map: Map<String, Value> = values
+                .into_iter()
+                .map(|(k, v)| (k, Value::String(v.expose_secret().to_owned())))
+                .collect();
             Ok(axum::Json(Value::Object(map)))
         }
         Bundle::Refused { failed_keys } => Err(ApiError::Body(
@@ -119,10 +152,17 @@ async fn values(State(state): State<AppState>, WorkspaceAuth(id): WorkspaceAuth)
     }
 }
 
-async fn get_model(State(state): State<AppState>, WorkspaceAuth(id): WorkspaceAuth) -> ApiResult<impl IntoResponse> {
+async fn get_model(
+    State(state): State<AppState>,
+    WorkspaceAuth(id): WorkspaceAuth,
+) -> ApiResult<impl IntoResponse> {
     get_live(&state.svc, id).await?;
-    match secrets::get_workspace_value(&state.svc.db, &state.svc.cipher, id, secrets::MODEL_KEY).await? {
-        Some(Ok(model)) => Ok(axum::Json(json!({ "model": model, "source": "workspace_secrets" }))),
+    match secrets::get_workspace_value(&state.svc.db, &state.svc.cipher, id, secrets::MODEL_KEY)
+        .await?
+    {
+        Some(Ok(model)) => Ok(axum::Json(
+            json!({ "model": model, "source": "workspace_secrets" }),
+        )),
         Some(Err(err)) => Err(ApiError::internal(err)),
         None => Ok(axum::Json(json!({ "model": "", "source": "default" }))),
     }
@@ -134,7 +174,11 @@ struct ModelBody {
     model: String,
 }
 
-async fn put_model(State(state): State<AppState>, WorkspaceAuth(id): WorkspaceAuth, ApiJson(body): ApiJson<ModelBody>) -> ApiResult<impl IntoResponse> {
+async fn put_model(
+    State(state): State<AppState>,
+    WorkspaceAuth(id): WorkspaceAuth,
+    ApiJson(body): ApiJson<ModelBody>,
+) -> ApiResult<impl IntoResponse> {
     let model = body.model.trim();
     if model.chars().count() > 100 || model.chars().any(char::is_control) {
         return Err(ApiError::bad_request("invalid model"));
@@ -154,29 +198,49 @@ async fn put_model(State(state): State<AppState>, WorkspaceAuth(id): WorkspaceAu
 
 async fn list_global(State(state): State<AppState>, _: AdminAuth) -> ApiResult<impl IntoResponse> {
     let listed = secrets::list_global(&state.svc.db).await?;
-    Ok(axum::Json(Value::Array(listed.iter().map(info_json).collect())))
+    Ok(axum::Json(Value::Array(
+        listed.iter().map(info_json).collect(),
+    )))
 }
 
 /// Every live workspace that inherits global `key` (no own override) needs a restart.
-async fn request_restarts_for_global(state: &AppState, key: &SecretKey, reason: &str) -> ApiResult<()> {
-    for workspace in crate::store::secrets::workspaces_inheriting_global(&state.svc.db, key.as_str()).await? {
+async fn request_restarts_for_global(
+    state: &AppState,
+    key: &SecretKey,
+    reason: &str,
+) -> ApiResult<()> {
+    for workspace in
+        crate::store::secrets::workspaces_inheriting_global(&state.svc.db, key.as_str()).await?
+    {
         request_restart(state, workspace, reason, key.as_str()).await;
     }
     Ok(())
 }
 
-async fn set_global(State(state): State<AppState>, _: AdminAuth, ApiJson(body): ApiJson<SecretBody>) -> ApiResult<impl IntoResponse> {
+async fn set_global(
+    State(state): State<AppState>,
+    _: AdminAuth,
+    ApiJson(body): ApiJson<SecretBody>,
+) -> ApiResult<impl IntoResponse> {
     let key = parse_secret(&body)?;
     secrets::set_global(&state.svc.db, &state.svc.cipher, &key, &body.value).await?;
     request_restarts_for_global(&state, &key, "global_secret_changed").await?;
-    Ok(axum::Json(json!({ "status": "saved", "key": key.as_str(), "scope": "global" })))
+    Ok(axum::Json(
+        json!({ "status": "saved", "key": key.as_str(), "scope": "global" }),
+    ))
 }
 
-async fn remove_global(State(state): State<AppState>, _: AdminAuth, Path(key): Path<String>) -> ApiResult<impl IntoResponse> {
+async fn remove_global(
+    State(state): State<AppState>,
+    _: AdminAuth,
+    Path(key): Path<String>,
+) -> ApiResult<impl IntoResponse> {
     let key = SecretKey::parse(&key).ok_or(ApiError::not_found("secret not found"))?;
     if !crate::store::secrets::delete_global(&state.svc.db, key.as_str()).await? {
         return Err(ApiError::not_found("secret not found"));
     }
     request_restarts_for_global(&state, &key, "global_secret_deleted").await?;
-    Ok(axum::Json(json!({ "status": "deleted", "key": key.as_str(), "scope": "global" })))
+    Ok(axum::Json(
+        json!({ "status": "deleted", "key": key.as_str(), "scope": "global" }),
+    ))
 }

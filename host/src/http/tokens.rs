@@ -31,11 +31,17 @@ struct Page {
     offset: Option<i64>,
 }
 
-async fn list(State(state): State<AppState>, WorkspaceAuth(id): WorkspaceAuth, Query(page): Query<Page>) -> ApiResult<impl IntoResponse> {
+async fn list(
+    State(state): State<AppState>,
+    WorkspaceAuth(id): WorkspaceAuth,
+    Query(page): Query<Page>,
+) -> ApiResult<impl IntoResponse> {
     let limit = page.limit.unwrap_or(50);
     let offset = page.offset.unwrap_or(0);
     if !(1..=200).contains(&limit) || offset < 0 {
-        return Err(ApiError::bad_request("limit must be 1-200 and offset not negative"));
+        return Err(ApiError::bad_request(
+            "limit must be 1-200 and offset not negative",
+        ));
     }
     get_live(&state.svc, id).await?;
     let rows = store::tokens::list_workspace_tokens(&state.svc.db, id, limit, offset).await?;
@@ -43,13 +49,21 @@ async fn list(State(state): State<AppState>, WorkspaceAuth(id): WorkspaceAuth, Q
         .iter()
         .map(|t| json!({ "id": t.id, "prefix": t.prefix, "created_at": t.created_at, "last_used_at": t.last_used_at }))
         .collect();
-    Ok(axum::Json(json!({ "count": tokens.len(), "tokens": tokens })))
+    Ok(axum::Json(
+        json!({ "count": tokens.len(), "tokens": tokens }),
+    ))
 }
 
-async fn create(State(state): State<AppState>, WorkspaceAuth(id): WorkspaceAuth) -> ApiResult<impl IntoResponse> {
+async fn create(
+    State(state): State<AppState>,
+    WorkspaceAuth(id): WorkspaceAuth,
+) -> ApiResult<impl IntoResponse> {
     get_live(&state.svc, id).await?;
     let Some(token) = auth::issue_workspace_token(&state.svc.db, id).await? else {
-        return Err(ApiError::Status(StatusCode::TOO_MANY_REQUESTS, "too many live tokens for this workspace; revoke some first"));
+        return Err(ApiError::Status(
+            StatusCode::TOO_MANY_REQUESTS,
+            "too many live tokens for this workspace; revoke some first",
+        ));
     };
     Ok((
         StatusCode::CREATED,
@@ -61,8 +75,13 @@ async fn create(State(state): State<AppState>, WorkspaceAuth(id): WorkspaceAuth)
     ))
 }
 
-async fn revoke(State(state): State<AppState>, WorkspaceAuth(id): WorkspaceAuth, Path((_, token_id)): Path<(String, String)>) -> ApiResult<impl IntoResponse> {
-    let token_id = Uuid::parse_str(&token_id).map_err(|_| ApiError::not_found("token not found"))?;
+async fn revoke(
+    State(state): State<AppState>,
+    WorkspaceAuth(id): WorkspaceAuth,
+    Path((_, token_id)): Path<(String, String)>,
+) -> ApiResult<impl IntoResponse> {
+    let token_id =
+        Uuid::parse_str(&token_id).map_err(|_| ApiError::not_found("token not found"))?;
     if !store::tokens::revoke_workspace_token(&state.svc.db, id, token_id).await? {
         return Err(ApiError::not_found("token not found"));
     }
@@ -80,7 +99,9 @@ async fn list_org(State(state): State<AppState>, _: AdminAuth) -> ApiResult<impl
             })
         })
         .collect();
-    Ok(axum::Json(json!({ "count": tokens.len(), "tokens": tokens })))
+    Ok(axum::Json(
+        json!({ "count": tokens.len(), "tokens": tokens }),
+    ))
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -97,8 +118,14 @@ async fn create_org(
     ConnectInfo(peer): ConnectInfo<std::net::SocketAddr>,
     ApiJson(body): ApiJson<OrgTokenBody>,
 ) -> ApiResult<impl IntoResponse> {
-    let name = body.name.map(|n| n.trim().to_owned()).filter(|n| !n.is_empty());
-    if name.as_deref().is_some_and(|n| n.chars().count() > 100 || n.chars().any(char::is_control)) {
+    let name = body
+        .name
+        .map(|n| n.trim().to_owned())
+        .filter(|n| !n.is_empty());
+    if name
+        .as_deref()
+        .is_some_and(|n| n.chars().count() > 100 || n.chars().any(char::is_control))
+    {
         return Err(ApiError::bad_request("invalid token name"));
     }
     let client = peer.ip().to_string();
@@ -132,21 +159,33 @@ impl std::fmt::Debug for MintLimiter {
 impl Default for MintLimiter {
     fn default() -> Self {
         let per_hour = std::num::NonZeroU32::new(ORG_MINTS_PER_HOUR).expect("non-zero");
-        MintLimiter { buckets: governor::RateLimiter::keyed(governor::Quota::per_hour(per_hour)) }
+        MintLimiter {
+            buckets: governor::RateLimiter::keyed(governor::Quota::per_hour(per_hour)),
+        }
     }
 }
 
 impl MintLimiter {
     fn check(&self, key: &str) -> Result<(), u64> {
         use governor::clock::Clock as _;
-        self.buckets.check_key(&key.to_owned()).map_err(|not_until| {
-            not_until.wait_time_from(governor::clock::DefaultClock::default().now()).as_secs().max(1)
-        })
+        self.buckets
+            .check_key(&key.to_owned())
+            .map_err(|not_until| {
+                not_until
+                    .wait_time_from(governor::clock::DefaultClock::default().now())
+                    .as_secs()
+                    .max(1)
+            })
     }
 }
 
-async fn revoke_org(State(state): State<AppState>, _: AdminAuth, Path(token_id): Path<String>) -> ApiResult<impl IntoResponse> {
-    let token_id = Uuid::parse_str(&token_id).map_err(|_| ApiError::not_found("token not found"))?;
+async fn revoke_org(
+    State(state): State<AppState>,
+    _: AdminAuth,
+    Path(token_id): Path<String>,
+) -> ApiResult<impl IntoResponse> {
+    let token_id =
+        Uuid::parse_str(&token_id).map_err(|_| ApiError::not_found("token not found"))?;
     if !store::tokens::revoke_org_token(&state.svc.db, token_id).await? {
         return Err(ApiError::not_found("token not found"));
     }
@@ -155,14 +194,23 @@ async fn revoke_org(State(state): State<AppState>, _: AdminAuth, Path(token_id):
 
 /// Mints a token for tests and local tooling. Hidden (404) in production unless explicitly
 /// enabled; demands the admin token when one is configured.
-async fn test_token(State(state): State<AppState>, WorkspacePath(id): WorkspacePath, headers: HeaderMap) -> ApiResult<impl IntoResponse> {
+async fn test_token(
+    State(state): State<AppState>,
+    WorkspacePath(id): WorkspacePath,
+    headers: HeaderMap,
+) -> ApiResult<impl IntoResponse> {
     if !state.svc.config.test_tokens_enabled() {
         return Err(ApiError::not_found("not found"));
     }
     state.svc.guard.admin_token_required(&headers)?;
     get_live(&state.svc, id).await?;
     let Some(token) = auth::issue_workspace_token(&state.svc.db, id).await? else {
-        return Err(ApiError::Status(StatusCode::TOO_MANY_REQUESTS, "too many live tokens for this workspace; revoke some first"));
+        return Err(ApiError::Status(
+            StatusCode::TOO_MANY_REQUESTS,
+            "too many live tokens for this workspace; revoke some first",
+        ));
     };
-    Ok(axum::Json(json!({ "auth_token": token.plaintext.expose_secret(), "workspace_id": id })))
+    Ok(axum::Json(
+        json!({ "auth_token": token.plaintext.expose_secret(), "workspace_id": id }),
+    ))
 }

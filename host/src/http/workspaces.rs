@@ -22,7 +22,10 @@ pub fn router() -> Router<AppState> {
         .route("/workspaces", get(list).post(create))
         .route("/workspaces/{id}", get(get_one).patch(patch).delete(delete))
         .route("/workspaces/{id}/state", get(state))
-        .route("/workspaces/{id}/config", get(get_config).patch(patch_config))
+        .route(
+            "/workspaces/{id}/config",
+            get(get_config).patch(patch_config),
+        )
 }
 
 /// The list shape (reference §2.4): every field the canvas reads.
@@ -59,7 +62,13 @@ fn list_json(row: &WorkspaceRow) -> Value {
 fn detail_json(row: &WorkspaceRow) -> Value {
     let mut value = list_json(row);
     if let Value::Object(map) = &mut value {
-        for field in ["budget_limit", "monthly_spend", "current_task", "last_sample_error", "workspace_dir"] {
+        for field in [
+            "budget_limit",
+            "monthly_spend",
+            "current_task",
+            "last_sample_error",
+            "workspace_dir",
+        ] {
             map.remove(field);
         }
         map.insert("last_outbound_at".into(), json!(row.last_outbound_at));
@@ -73,7 +82,9 @@ fn detail_json(row: &WorkspaceRow) -> Value {
 
 async fn list(State(state): State<AppState>, _: AdminAuth) -> ApiResult<impl IntoResponse> {
     let rows = store::workspaces::list_live(&state.svc.db).await?;
-    Ok(axum::Json(Value::Array(rows.iter().map(list_json).collect())))
+    Ok(axum::Json(Value::Array(
+        rows.iter().map(list_json).collect(),
+    )))
 }
 
 #[derive(Debug, Deserialize)]
@@ -105,7 +116,12 @@ struct CanvasPosition {
     y: f64,
 }
 
-async fn create(State(state): State<AppState>, _: AdminAuth, headers: HeaderMap, ApiJson(body): ApiJson<CreateBody>) -> ApiResult<impl IntoResponse> {
+async fn create(
+    State(state): State<AppState>,
+    _: AdminAuth,
+    headers: HeaderMap,
+    ApiJson(body): ApiJson<CreateBody>,
+) -> ApiResult<impl IntoResponse> {
     let request = CreateRequest {
         name: body.name.unwrap_or_default(),
         role: body.role,
@@ -148,11 +164,30 @@ async fn create(State(state): State<AppState>, _: AdminAuth, headers: HeaderMap,
 
 /// The URL agents should call this host on, as seen by the client that asked.
 fn platform_url(state: &AppState, headers: &HeaderMap) -> String {
-    let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok()).filter(|v| !v.is_empty());
+    let header = |name: &str| {
+        headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .filter(|v| !v.is_empty())
+    };
     let scheme = header("x-forwarded-proto").unwrap_or("http");
     match header("x-forwarded-host").or_else(|| header("host")) {
-        Some(host) if host.chars().all(|c| c.is_ascii_alphanumeric() || ".-:[]".contains(c)) => format!("{scheme}://{host}"),
-        _ => format!("http://{}", state.svc.config.listen_addr().map(|a| a.to_string()).unwrap_or_default()),
+        Some(host)
+            if host
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || ".-:[]".contains(c)) =>
+        {
+            format!("{scheme}://{host}")
+        }
+        _ => format!(
+            "http://{}",
+            state
+                .svc
+                .config
+                .listen_addr()
+                .map(|a| a.to_string())
+                .unwrap_or_default()
+        ),
     }
 }
 
@@ -162,7 +197,11 @@ struct GetQuery {
     include_removed: bool,
 }
 
-async fn get_one(State(state): State<AppState>, WorkspacePath(id): WorkspacePath, Query(q): Query<GetQuery>) -> ApiResult<impl IntoResponse> {
+async fn get_one(
+    State(state): State<AppState>,
+    WorkspacePath(id): WorkspacePath,
+    Query(q): Query<GetQuery>,
+) -> ApiResult<impl IntoResponse> {
     match workspaces::get_live(&state.svc, id).await {
         Ok(row) => Ok(axum::Json(detail_json(&row))),
         Err(WorkspaceError::Removed(row)) if q.include_removed => Ok(axum::Json(detail_json(&row))),
@@ -186,11 +225,16 @@ fn parse_patch(body: Map<String, Value>) -> ApiResult<PatchRequest> {
                 })
             }
             "tier" => req.tier = Some(value.as_i64().ok_or(ApiError::bad_request(BAD))?),
-            "runtime" => req.runtime = Some(value.as_str().ok_or(ApiError::bad_request(BAD))?.to_owned()),
+            "runtime" => {
+                req.runtime = Some(value.as_str().ok_or(ApiError::bad_request(BAD))?.to_owned())
+            }
             "parent_id" => {
                 req.parent_id = Some(match value {
                     Value::Null => None,
-                    Value::String(s) => Some(Uuid::parse_str(&s).map_err(|_| ApiError::bad_request("invalid parent_id"))?),
+                    Value::String(s) => Some(
+                        Uuid::parse_str(&s)
+                            .map_err(|_| ApiError::bad_request("invalid parent_id"))?,
+                    ),
                     _ => return Err(ApiError::bad_request("invalid parent_id")),
                 })
             }
@@ -217,7 +261,11 @@ fn parse_patch(body: Map<String, Value>) -> ApiResult<PatchRequest> {
     Ok(req)
 }
 
-async fn patch(State(state): State<AppState>, WorkspaceAuth(id): WorkspaceAuth, ApiJson(body): ApiJson<Map<String, Value>>) -> ApiResult<impl IntoResponse> {
+async fn patch(
+    State(state): State<AppState>,
+    WorkspaceAuth(id): WorkspaceAuth,
+    ApiJson(body): ApiJson<Map<String, Value>>,
+) -> ApiResult<impl IntoResponse> {
     let patched = workspaces::patch(&state.svc, id, parse_patch(body)?).await?;
     let mut response = json!({ "status": "updated" });
     if patched.needs_restart {
@@ -234,10 +282,18 @@ struct DeleteQuery {
     purge: bool,
 }
 
-async fn delete(State(state): State<AppState>, _: AdminAuth, WorkspacePath(id): WorkspacePath, Query(q): Query<DeleteQuery>) -> ApiResult<impl IntoResponse> {
+async fn delete(
+    State(state): State<AppState>,
+    _: AdminAuth,
+    WorkspacePath(id): WorkspacePath,
+    Query(q): Query<DeleteQuery>,
+) -> ApiResult<impl IntoResponse> {
     let children = store::workspaces::live_children(&state.svc.db, id).await?;
     if !children.is_empty() && !q.confirm {
-        let listed: Vec<Value> = children.iter().map(|(id, name)| json!({ "id": id, "name": name })).collect();
+        let listed: Vec<Value> = children
+            .iter()
+            .map(|(id, name)| json!({ "id": id, "name": name }))
+            .collect();
         return Err(ApiError::Body(
             StatusCode::CONFLICT,
             json!({
@@ -255,10 +311,21 @@ async fn delete(State(state): State<AppState>, _: AdminAuth, WorkspacePath(id): 
     })))
 }
 
-async fn state(State(state): State<AppState>, WorkspacePath(id): WorkspacePath, headers: HeaderMap) -> ApiResult<impl IntoResponse> {
-    state.svc.guard.workspace_self(auth::bearer(&headers), id).await?;
+async fn state(
+    State(state): State<AppState>,
+    WorkspacePath(id): WorkspacePath,
+    headers: HeaderMap,
+) -> ApiResult<impl IntoResponse> {
+    state
+        .svc
+        .guard
+        .workspace_self(auth::bearer(&headers), id)
+        .await?;
     match store::workspaces::get(&state.svc.db, id).await? {
-        None => Ok((StatusCode::NOT_FOUND, axum::Json(json!({ "workspace_id": id, "deleted": true })))),
+        None => Ok((
+            StatusCode::NOT_FOUND,
+            axum::Json(json!({ "workspace_id": id, "deleted": true })),
+        )),
         Some(row) if row.status == Status::Removed.as_str() => Ok((
             StatusCode::NOT_FOUND,
             axum::Json(json!({ "workspace_id": id, "status": "removed", "deleted": true })),
@@ -278,15 +345,27 @@ async fn state(State(state): State<AppState>, WorkspacePath(id): WorkspacePath, 
 /// Largest config object PATCH accepts.
 const MAX_CONFIG_BYTES: usize = 256 * 1024;
 
-async fn get_config(State(state): State<AppState>, WorkspaceAuth(id): WorkspaceAuth) -> ApiResult<impl IntoResponse> {
+async fn get_config(
+    State(state): State<AppState>,
+    WorkspaceAuth(id): WorkspaceAuth,
+) -> ApiResult<impl IntoResponse> {
     workspaces::get_live(&state.svc, id).await?;
-    let data = store::workspace_config::get(&state.svc.db, id).await?.unwrap_or_else(|| json!({}));
+    let data = store::workspace_config::get(&state.svc.db, id)
+        .await?
+        .unwrap_or_else(|| json!({}));
     Ok(axum::Json(json!({ "data": data })))
 }
 
-async fn patch_config(State(state): State<AppState>, WorkspaceAuth(id): WorkspaceAuth, body: Bytes) -> ApiResult<impl IntoResponse> {
+async fn patch_config(
+    State(state): State<AppState>,
+    WorkspaceAuth(id): WorkspaceAuth,
+    body: Bytes,
+) -> ApiResult<impl IntoResponse> {
     if body.len() > MAX_CONFIG_BYTES {
-        return Err(ApiError::Status(StatusCode::PAYLOAD_TOO_LARGE, "config is larger than 256 KiB"));
+        return Err(ApiError::Status(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "config is larger than 256 KiB",
+        ));
     }
     let Ok(Value::Object(patch)) = serde_json::from_slice::<Value>(&body) else {
         return Err(ApiError::bad_request("config must be a JSON object"));
@@ -306,7 +385,9 @@ mod tests {
         assert!(parse(json!({ "x": 1.0 })).is_err());
         assert!(parse(json!({ "bogus": 1 })).is_err());
         assert!(parse(json!({ "parent_id": "not-a-uuid" })).is_err());
-        let ok = parse(json!({ "x": 1.0, "y": 2, "parent_id": null, "role": null, "budget_limit": 5 })).unwrap();
+        let ok =
+            parse(json!({ "x": 1.0, "y": 2, "parent_id": null, "role": null, "budget_limit": 5 }))
+                .unwrap();
         assert_eq!(ok.position, Some((1.0, 2.0)));
         assert_eq!(ok.parent_id, Some(None));
         assert_eq!(ok.role, Some(None));

@@ -34,7 +34,9 @@ pub struct Cipher {
 
 impl std::fmt::Debug for Cipher {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Cipher").field("encrypting", &self.key.is_some()).finish()
+        f.debug_struct("Cipher")
+            .field("encrypting", &self.key.is_some())
+            .finish()
     }
 }
 
@@ -52,7 +54,10 @@ pub enum OpenError {
 impl Cipher {
     /// `key`: base64 (standard) of 32 bytes, or a raw 32-character string; `None` for plaintext.
     pub fn new(key: Option<&SecretString>) -> Result<Self, InvalidKey> {
-        let Some(key) = key.map(|k| k.expose_secret().trim()).filter(|k| !k.is_empty()) else {
+        let Some(key) = key
+            .map(|k| k.expose_secret().trim())
+            .filter(|k| !k.is_empty())
+        else {
             return Ok(Cipher { key: None });
         };
         let bytes = match base64::engine::general_purpose::STANDARD.decode(key) {
@@ -88,14 +93,18 @@ impl Cipher {
 
     pub fn open(&self, stored: &[u8], version: i32) -> Result<String, OpenError> {
         match version {
-            VERSION_PLAINTEXT => String::from_utf8(stored.to_vec()).map_err(|_| OpenError::WrongKey),
+            VERSION_PLAINTEXT => {
+                String::from_utf8(stored.to_vec()).map_err(|_| OpenError::WrongKey)
+            }
             VERSION_AES_GCM => {
                 let cipher = self.key.as_ref().ok_or(OpenError::NoKey)?;
                 if stored.len() < NONCE_LEN {
                     return Err(OpenError::WrongKey);
                 }
                 let (nonce, sealed) = stored.split_at(NONCE_LEN);
-                let plain = cipher.decrypt(Nonce::from_slice(nonce), sealed).map_err(|_| OpenError::WrongKey)?;
+                let plain = cipher
+                    .decrypt(Nonce::from_slice(nonce), sealed)
+                    .map_err(|_| OpenError::WrongKey)?;
                 String::from_utf8(plain).map_err(|_| OpenError::WrongKey)
             }
             other => Err(OpenError::UnknownVersion(other)),
@@ -110,7 +119,9 @@ pub struct SecretKey(String);
 impl SecretKey {
     pub fn parse(raw: &str) -> Option<Self> {
         let mut chars = raw.chars();
-        let first_ok = chars.next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_');
+        let first_ok = chars
+            .next()
+            .is_some_and(|c| c.is_ascii_alphabetic() || c == '_');
         let rest_ok = chars.all(|c| c.is_ascii_alphanumeric() || c == '_');
         (first_ok && rest_ok && raw.len() <= 128).then(|| SecretKey(raw.to_owned()))
     }
@@ -142,13 +153,21 @@ pub struct SecretInfo {
 }
 
 /// Workspace secrets plus the global ones they do not shadow, sorted by key.
-pub async fn list_for_workspace(db: &Db, workspace_id: Uuid) -> Result<Vec<SecretInfo>, StoreError> {
+pub async fn list_for_workspace(
+    db: &Db,
+    workspace_id: Uuid,
+) -> Result<Vec<SecretInfo>, StoreError> {
     let own = store::secrets::list_workspace(db, workspace_id).await?;
     let global = store::secrets::list_global(db).await?;
     let mut out: BTreeMap<String, SecretInfo> = BTreeMap::new();
     for (rows, scope) in [(global, Scope::Global), (own, Scope::Workspace)] {
         for row in rows {
-            let info = SecretInfo { key: row.key.clone(), scope, created_at: row.created_at, updated_at: row.updated_at };
+            let info = SecretInfo {
+                key: row.key.clone(),
+                scope,
+                created_at: row.created_at,
+                updated_at: row.updated_at,
+            };
             out.insert(row.key, info);
         }
     }
@@ -159,16 +178,32 @@ pub async fn list_global(db: &Db) -> Result<Vec<SecretInfo>, StoreError> {
     Ok(store::secrets::list_global(db)
         .await?
         .into_iter()
-        .map(|row| SecretInfo { key: row.key, scope: Scope::Global, created_at: row.created_at, updated_at: row.updated_at })
+        .map(|row| SecretInfo {
+            key: row.key,
+            scope: Scope::Global,
+            created_at: row.created_at,
+            updated_at: row.updated_at,
+        })
         .collect())
 }
 
-pub async fn set_workspace(db: &Db, cipher: &Cipher, workspace_id: Uuid, key: &SecretKey, value: &str) -> Result<(), StoreError> {
+pub async fn set_workspace(
+    db: &Db,
+    cipher: &Cipher,
+    workspace_id: Uuid,
+    key: &SecretKey,
+    value: &str,
+) -> Result<(), StoreError> {
     let (sealed, version) = cipher.seal(value);
     store::secrets::upsert_workspace(db, workspace_id, key.as_str(), &sealed, version).await
 }
 
-pub async fn set_global(db: &Db, cipher: &Cipher, key: &SecretKey, value: &str) -> Result<(), StoreError> {
+pub async fn set_global(
+    db: &Db,
+    cipher: &Cipher,
+    key: &SecretKey,
+    value: &str,
+) -> Result<(), StoreError> {
     let (sealed, version) = cipher.seal(value);
     store::secrets::upsert_global(db, key.as_str(), &sealed, version).await
 }
@@ -213,7 +248,13 @@ pub async fn bundle(db: &Db, cipher: &Cipher, workspace_id: Uuid) -> Result<Bund
             }
         }
     }
-    if failed.is_empty() { Ok(Bundle::Complete(values)) } else { Ok(Bundle::Refused { failed_keys: failed }) }
+    if failed.is_empty() {
+        Ok(Bundle::Complete(values))
+    } else {
+        Ok(Bundle::Refused {
+            failed_keys: failed,
+        })
+    }
 }
 
 #[cfg(test)]
@@ -226,7 +267,10 @@ mod tests {
 
     #[test]
     fn sealing_round_trips_with_a_fresh_nonce_each_time() {
-        let cipher = Cipher::new(Some(&key(&base64::engine::general_purpose::STANDARD.encode([7u8; 32])))).unwrap();
+        let cipher = Cipher::new(Some(&key(
+            &base64::engine::general_purpose::STANDARD.encode([7u8; 32])
+        )))
+        .unwrap();
         let (a, version) = cipher.seal("hunter2");
         let (b, _) = cipher.seal("hunter2");
         assert_eq!(version, VERSION_AES_GCM);
@@ -237,7 +281,11 @@ mod tests {
 
     #[test]
     fn a_raw_32_character_key_is_accepted_and_other_lengths_are_not() {
-        assert!(Cipher::new(Some(&key("0123456789abcdef0123456789abcdef"))).unwrap().encrypts());
+        assert!(
+            Cipher::new(Some(&key("0123456789abcdef0123456789abcdef")))
+                .unwrap()
+                .encrypts()
+        );
         assert!(Cipher::new(Some(&key("too-short"))).is_err());
         assert!(!Cipher::new(None).unwrap().encrypts());
         assert!(!Cipher::new(Some(&key(""))).unwrap().encrypts());
@@ -249,8 +297,14 @@ mod tests {
         let b = Cipher::new(Some(&key("fedcba9876543210fedcba9876543210"))).unwrap();
         let (sealed, version) = a.seal("value");
         assert!(matches!(b.open(&sealed, version), Err(OpenError::WrongKey)));
-        assert!(matches!(Cipher::new(None).unwrap().open(&sealed, version), Err(OpenError::NoKey)));
-        assert!(matches!(a.open(&sealed, 7), Err(OpenError::UnknownVersion(7))));
+        assert!(matches!(
+            Cipher::new(None).unwrap().open(&sealed, version),
+            Err(OpenError::NoKey)
+        ));
+        assert!(matches!(
+            a.open(&sealed, 7),
+            Err(OpenError::UnknownVersion(7))
+        ));
     }
 
     #[test]

@@ -34,67 +34,53 @@ const CREATE_LEDGER: &str = "CREATE TABLE IF NOT EXISTS schema_migrations (
     applied_at TIMESTAMPTZ NOT NULL
 )";
 
+/// Applies every pending migration in one transaction. On PostgreSQL a transaction-scoped
+/// advisory lock makes replicas that start together take turns; DDL is transactional on both
+/// engines, so a failed start leaves the schema as it was.
 pub async fn run(db: &Db) -> anyhow::Result<()> {
     let backend = db.backend();
+    let ledger = translate(backend, CREATE_LEDGER);
     on_db!(db, pool => {
-        let mut conn = pool.acquire().await.context("acquiring a connection for migrations")?;
+        let mut tx = pool.begin().await.context("starting the migration transaction")?;
         if backend == super::Backend::Postgres {
-            sqlx::query("SELECT pg_advisory_lock($1)")
+            sqlx::query("SELECT pg_advisory_xact_lock($1)")
                 .bind(PG_MIGRATION_LOCK)
-                .execute(&mut *conn)
+                .execute(&mut *tx)
                 .await
                 .context("taking the migration lock")?;
         }
-        let ledger = translate(backend, CREATE_LEDGER);
-        sqlx::raw_sql(&ledger).execute(&mut *conn).await.context("creating schema_migrations")?;
-        let applied: Vec<(i64, Vec<u8>)> =
-            sqlx::query_as("SELECT version, checksum FROM schema_migrations ORDER BY version")
-                .fetch_all(&mut *conn)
-                .await
-                .context("reading schema_migrations")?;
-        let mut result = Ok(());
+        // A plain `&str` runs as a simple (multi-statement, unprepared) query on both engines.
+        sqlx::Executor::execute(&mut *tx, ledger.as_str()).await.context("creating schema_migrations")?;
+        let applied: Vec<(i64, Vec<u8>)> = sqlx::query_as("SELECT version, checksum FROM schema_migrations ORDER BY version")
+            .fetch_all(&mut *tx)
+            .await
+            .context("reading schema_migrations")?;
         for migration in MIGRATOR.iter().filter(|m| !m.migration_type.is_down_migration()) {
             if let Some((_, checksum)) = applied.iter().find(|(v, _)| *v == migration.version) {
-                if checksum.as_slice() != migration.checksum.as_ref() {
-                    result = Err(anyhow::anyhow!(
-                        "migration {} ({}) was changed after it was applied; released migrations are frozen",
-                        migration.version,
-                        migration.description
-                    ));
-                    break;
-                }
+                anyhow::ensure!(
+                    checksum.as_slice() == migration.checksum.as_ref(),
+                    "migration {} ({}) was changed after it was applied; released migrations are frozen",
+                    migration.version,
+                    migration.description
+                );
                 continue;
             }
             let sql = translate(backend, &migration.sql);
-            let mut tx = sqlx::Connection::begin(&mut *conn).await?;
-            let applied = async {
-                sqlx::raw_sql(&sql).execute(&mut *tx).await?;
-                sqlx::query(
-                    "INSERT INTO schema_migrations (version, description, checksum, applied_at) VALUES ($1, $2, $3, $4)",
-                )
+            sqlx::Executor::execute(&mut *tx, sql.as_str())
+                .await
+                .with_context(|| format!("applying migration {} ({})", migration.version, migration.description))?;
+            sqlx::query("INSERT INTO schema_migrations (version, description, checksum, applied_at) VALUES ($1, $2, $3, $4)")
                 .bind(migration.version)
                 .bind(migration.description.as_ref())
                 .bind(migration.checksum.as_ref())
                 .bind(chrono::Utc::now())
                 .execute(&mut *tx)
-                .await?;
-                Ok::<_, sqlx::Error>(())
-            }
-            .await;
-            match applied {
-                Ok(()) => tx.commit().await.with_context(|| format!("committing migration {}", migration.version))?,
-                Err(err) => {
-                    result = Err(anyhow::Error::new(err)
-                        .context(format!("applying migration {} ({})", migration.version, migration.description)));
-                    break;
-                }
-            }
+                .await
+                .context("recording a migration")?;
             tracing::info!(version = migration.version, description = %migration.description, "migration applied");
         }
-        if backend == super::Backend::Postgres {
-            sqlx::query("SELECT pg_advisory_unlock($1)").bind(PG_MIGRATION_LOCK).execute(&mut *conn).await?;
-        }
-        result
+        tx.commit().await.context("committing migrations")?;
+        Ok(())
     })
 }
 
@@ -120,7 +106,11 @@ fn replace_word(text: &str, word: &str, replacement: &str) -> String {
         let after = &rest[pos + word.len()..];
         let after_ok = after.chars().next().is_none_or(|c| !is_ident(c));
         out.push_str(&rest[..pos]);
-        out.push_str(if before_ok && after_ok { replacement } else { word });
+        out.push_str(if before_ok && after_ok {
+            replacement
+        } else {
+            word
+        });
         rest = after;
     }
     out.push_str(rest);
@@ -153,11 +143,16 @@ mod tests {
             }
             for line in sql.lines().map(str::trim) {
                 let mut words = line.split_whitespace();
-                let (Some(first), Some(second)) = (words.next(), words.next()) else { continue };
+                let (Some(first), Some(second)) = (words.next(), words.next()) else {
+                    continue;
+                };
                 let is_column = first.chars().all(|c| c.is_ascii_lowercase() || c == '_')
                     && second.chars().all(|c| c.is_ascii_uppercase());
                 if is_column && !matches!(second, "ON" | "WHERE") {
-                    assert!(known.contains(&second.trim_end_matches(',')), "unmapped column type in: {line}");
+                    assert!(
+                        known.contains(&second.trim_end_matches(',')),
+                        "unmapped column type in: {line}"
+                    );
                 }
             }
         }

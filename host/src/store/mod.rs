@@ -70,9 +70,14 @@ impl Db {
                 .synchronous(SqliteSynchronous::Normal)
                 .foreign_keys(true)
                 .busy_timeout(Duration::from_secs(10));
-            if let Some(dir) = options.get_filename().parent().filter(|d| !d.as_os_str().is_empty()) {
-                std::fs::create_dir_all(dir)
-                    .with_context(|| format!("creating the database directory {}", dir.display()))?;
+            if let Some(dir) = options
+                .get_filename()
+                .parent()
+                .filter(|d| !d.as_os_str().is_empty())
+            {
+                std::fs::create_dir_all(dir).with_context(|| {
+                    format!("creating the database directory {}", dir.display())
+                })?;
             }
             let pool = SqlitePoolOptions::new()
                 .max_connections(max_connections.max(1))
@@ -81,7 +86,8 @@ impl Db {
                 .context("opening the sqlite database")?;
             Ok(Db::Sqlite(pool))
         } else if url.starts_with("postgres:") || url.starts_with("postgresql:") {
-            let options = PgConnectOptions::from_str(url).context("parsing the postgres database url")?;
+            let options =
+                PgConnectOptions::from_str(url).context("parsing the postgres database url")?;
             let pool = PgPoolOptions::new()
                 .max_connections(max_connections.max(1))
                 .acquire_timeout(Duration::from_secs(10))
@@ -177,7 +183,10 @@ fn constraint_name(err: &dyn sqlx::error::DatabaseError) -> Option<String> {
     }
     let message = err.message();
     if let Some(rest) = message.strip_prefix("UNIQUE constraint failed: ") {
-        if let Some(index) = rest.strip_prefix("index '").and_then(|r| r.strip_suffix('\'')) {
+        if let Some(index) = rest
+            .strip_prefix("index '")
+            .and_then(|r| r.strip_suffix('\''))
+        {
             return Some(index.to_owned());
         }
         return SQLITE_UNIQUE_COLUMNS
@@ -197,9 +206,18 @@ fn constraint_name(err: &dyn sqlx::error::DatabaseError) -> Option<String> {
 
 /// SQLite names the columns of a violated unique index over plain columns; these are ours.
 const SQLITE_UNIQUE_COLUMNS: &[(&str, &str)] = &[
-    ("activity_logs.workspace_id, activity_logs.idempotency_key", "activity_logs_idempotency_uniq"),
-    ("workspace_secrets.workspace_id, workspace_secrets.key", "workspace_secrets_workspace_key_uniq"),
-    ("workspace_auth_tokens.token_hash", "workspace_auth_tokens_hash_uniq"),
+    (
+        "activity_logs.workspace_id, activity_logs.idempotency_key",
+        "activity_logs_idempotency_uniq",
+    ),
+    (
+        "workspace_secrets.workspace_id, workspace_secrets.key",
+        "workspace_secrets_workspace_key_uniq",
+    ),
+    (
+        "workspace_auth_tokens.token_hash",
+        "workspace_auth_tokens_hash_uniq",
+    ),
     ("org_api_tokens.token_hash", "org_api_tokens_hash_uniq"),
 ];
 

@@ -42,7 +42,11 @@ pub async fn list_global(db: &Db) -> StoreResult<Vec<SecretRow>> {
     .await?))
 }
 
-pub async fn get_workspace(db: &Db, workspace_id: Uuid, key: &str) -> StoreResult<Option<SecretRow>> {
+pub async fn get_workspace(
+    db: &Db,
+    workspace_id: Uuid,
+    key: &str,
+) -> StoreResult<Option<SecretRow>> {
     on_db!(db, pool => Ok(sqlx::query_as(
         "SELECT key, encrypted_value, encryption_version, created_at, updated_at
          FROM workspace_secrets WHERE workspace_id = $1 AND key = $2",
@@ -53,7 +57,13 @@ pub async fn get_workspace(db: &Db, workspace_id: Uuid, key: &str) -> StoreResul
     .await?))
 }
 
-pub async fn upsert_workspace(db: &Db, workspace_id: Uuid, key: &str, ciphertext: &[u8], version: i32) -> StoreResult<()> {
+pub async fn upsert_workspace(
+    db: &Db,
+    workspace_id: Uuid,
+    key: &str,
+    ciphertext: &[u8],
+    version: i32,
+) -> StoreResult<()> {
     let now = Utc::now();
     on_db!(db, pool => {
         sqlx::query(

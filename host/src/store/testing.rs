@@ -30,10 +30,15 @@ impl TestDatabase {
     pub async fn create(backend: Backend) -> Self {
         match backend {
             Backend::Sqlite => {
-                let dir = std::env::temp_dir().join(format!("molecule-test-{}", Uuid::new_v4().simple()));
+                let dir =
+                    std::env::temp_dir().join(format!("molecule-test-{}", Uuid::new_v4().simple()));
                 std::fs::create_dir_all(&dir).expect("creating a temporary directory");
                 let url = format!("sqlite://{}", dir.join("molecule.db").display());
-                TestDatabase { url, backend, cleanup: Cleanup::Dir(dir) }
+                TestDatabase {
+                    url,
+                    backend,
+                    cleanup: Cleanup::Dir(dir),
+                }
             }
             Backend::Postgres => {
                 let admin_url = crate::config::test_postgres_url().unwrap_or_else(|| {
@@ -43,9 +48,9 @@ impl TestDatabase {
                     )
                 });
                 let name = format!("molecule_test_{}", Uuid::new_v4().simple());
-                let admin = sqlx::PgPool::connect(&admin_url)
-                    .await
-                    .unwrap_or_else(|e| panic!("connecting to the test PostgreSQL at MOLECULE_TEST_PG_URL: {e}"));
+                let admin = sqlx::PgPool::connect(&admin_url).await.unwrap_or_else(|e| {
+                    panic!("connecting to the test PostgreSQL at MOLECULE_TEST_PG_URL: {e}")
+                });
                 sqlx::query(&format!("CREATE DATABASE {name}"))
                     .execute(&admin)
                     .await
@@ -55,7 +60,11 @@ impl TestDatabase {
                     Some((base, _)) => format!("{base}/{name}"),
                     None => panic!("MOLECULE_TEST_PG_URL must end in /<database>"),
                 };
-                TestDatabase { url, backend, cleanup: Cleanup::Postgres { admin_url, name } }
+                TestDatabase {
+                    url,
+                    backend,
+                    cleanup: Cleanup::Postgres { admin_url, name },
+                }
             }
         }
     }
@@ -66,7 +75,9 @@ impl TestDatabase {
 
     /// Connects and migrates.
     pub async fn connect(&self) -> Db {
-        let db = Db::connect(&self.url, 8).await.expect("connecting to the test database");
+        let db = Db::connect(&self.url, 8)
+            .await
+            .expect("connecting to the test database");
         db.migrate().await.expect("migrating the test database");
         db
     }
@@ -82,12 +93,19 @@ impl Drop for TestDatabase {
                 let (admin_url, name) = (admin_url.clone(), name.clone());
                 // Drop may run inside a runtime; a separate thread with its own runtime can block.
                 let _ = std::thread::spawn(move || {
-                    let Ok(rt) = tokio::runtime::Builder::new_current_thread().enable_all().build() else { return };
+                    let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+                        .enable_all()
+                        .build()
+                    else {
+                        return;
+                    };
                     rt.block_on(async move {
                         if let Ok(admin) = sqlx::PgPool::connect(&admin_url).await {
-                            let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
-                                .execute(&admin)
-                                .await;
+                            let _ = sqlx::query(&format!(
+                                "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
+                            ))
+                            .execute(&admin)
+                            .await;
                             admin.close().await;
                         }
                     });

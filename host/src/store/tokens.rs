@@ -24,7 +24,13 @@ pub struct OrgTokenRow {
     pub last_used_at: Option<DateTime<Utc>>,
 }
 
-pub async fn insert_workspace_token(db: &Db, id: Uuid, workspace_id: Uuid, hash: &[u8], prefix: &str) -> StoreResult<()> {
+pub async fn insert_workspace_token(
+    db: &Db,
+    id: Uuid,
+    workspace_id: Uuid,
+    hash: &[u8],
+    prefix: &str,
+) -> StoreResult<()> {
     on_db!(db, pool => {
         sqlx::query(
             "INSERT INTO workspace_auth_tokens (id, workspace_id, token_hash, prefix, created_at) VALUES ($1, $2, $3, $4, $5)",
@@ -41,7 +47,12 @@ pub async fn insert_workspace_token(db: &Db, id: Uuid, workspace_id: Uuid, hash:
 }
 
 /// The live tokens of one workspace, newest first.
-pub async fn list_workspace_tokens(db: &Db, workspace_id: Uuid, limit: i64, offset: i64) -> StoreResult<Vec<WorkspaceTokenRow>> {
+pub async fn list_workspace_tokens(
+    db: &Db,
+    workspace_id: Uuid,
+    limit: i64,
+    offset: i64,
+) -> StoreResult<Vec<WorkspaceTokenRow>> {
     on_db!(db, pool => Ok(sqlx::query_as(
         "SELECT id, prefix, created_at, last_used_at FROM workspace_auth_tokens
          WHERE workspace_id = $1 AND revoked_at IS NULL ORDER BY created_at DESC, id LIMIT $2 OFFSET $3",
@@ -94,7 +105,11 @@ pub async fn workspace_for_token(db: &Db, hash: &[u8]) -> StoreResult<Option<Uui
     })
 }
 
-pub async fn revoke_workspace_token(db: &Db, workspace_id: Uuid, token_id: Uuid) -> StoreResult<bool> {
+pub async fn revoke_workspace_token(
+    db: &Db,
+    workspace_id: Uuid,
+    token_id: Uuid,
+) -> StoreResult<bool> {
     on_db!(db, pool => Ok(sqlx::query(
         "UPDATE workspace_auth_tokens SET revoked_at = $3 WHERE id = $1 AND workspace_id = $2 AND revoked_at IS NULL",
     )

@@ -46,7 +46,8 @@ pub struct WorkspaceRow {
     pub collapsed: bool,
 }
 
-const SELECT_WORKSPACE: &str = "SELECT w.id, w.name, w.role, w.tier, w.status, w.agent_card, w.url, w.parent_id,
+const SELECT_WORKSPACE: &str =
+    "SELECT w.id, w.name, w.role, w.tier, w.status, w.agent_card, w.url, w.parent_id,
     w.forwarded_to, w.last_heartbeat_at, w.last_error_rate, w.last_sample_error, w.active_tasks,
     w.uptime_seconds, w.current_task, w.awareness_namespace, w.runtime, w.workspace_dir,
     w.workspace_access, w.budget_limit, w.monthly_spend, w.last_outbound_at, w.max_concurrent_tasks,
@@ -83,7 +84,12 @@ pub struct SealedSecret {
 
 /// Inserts the workspace, its canvas layout, its config row and its initial secrets in one
 /// transaction: either all of it exists afterwards or none of it.
-pub async fn insert(db: &Db, ws: &NewWorkspace, secrets: &[SealedSecret], config: &Value) -> StoreResult<()> {
+pub async fn insert(
+    db: &Db,
+    ws: &NewWorkspace,
+    secrets: &[SealedSecret],
+    config: &Value,
+) -> StoreResult<()> {
     let now = Utc::now();
     on_db!(db, pool => {
         let mut tx = pool.begin().await?;
@@ -380,7 +386,11 @@ pub struct HeartbeatOutcome {
 
 /// Stores a heartbeat's counters and time on a live row. Returns what the row held before, or
 /// `None` when the row is missing or removed.
-pub async fn record_heartbeat(db: &Db, id: Uuid, report: &HeartbeatReport) -> StoreResult<Option<HeartbeatOutcome>> {
+pub async fn record_heartbeat(
+    db: &Db,
+    id: Uuid,
+    report: &HeartbeatReport,
+) -> StoreResult<Option<HeartbeatOutcome>> {
     let now = Utc::now();
     on_db!(db, pool => {
         let mut tx = pool.begin().await?;
@@ -459,8 +469,12 @@ pub async fn update_card(db: &Db, id: Uuid, card: &Value) -> StoreResult<bool> {
 /// Live workspaces that share `parent` (roots when `None`), including `exclude` unless filtered.
 pub async fn live_with_parent(db: &Db, parent: Option<Uuid>) -> StoreResult<Vec<WorkspaceRow>> {
     let sql = match parent {
-        Some(_) => format!("{SELECT_WORKSPACE} WHERE w.status <> 'removed' AND w.parent_id = $1 ORDER BY w.created_at, w.id"),
-        None => format!("{SELECT_WORKSPACE} WHERE w.status <> 'removed' AND w.parent_id IS NULL ORDER BY w.created_at, w.id"),
+        Some(_) => format!(
+            "{SELECT_WORKSPACE} WHERE w.status <> 'removed' AND w.parent_id = $1 ORDER BY w.created_at, w.id"
+        ),
+        None => format!(
+            "{SELECT_WORKSPACE} WHERE w.status <> 'removed' AND w.parent_id IS NULL ORDER BY w.created_at, w.id"
+        ),
     };
     on_db!(db, pool => {
         let q = sqlx::query_as::<_, WorkspaceRow>(&sql);

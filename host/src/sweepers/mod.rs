@@ -12,20 +12,31 @@ use crate::Services;
 /// Starts every sweeper on `tracker`.
 pub fn spawn_all(svc: &Services, tracker: &TaskTracker, shutdown: &CancellationToken) {
     let liveness = svc.clone();
-    spawn_loop(tracker, shutdown, "liveness", svc.config.liveness.sweep_interval(), move || {
-        let svc = liveness.clone();
-        async move {
-            if let Err(err) = crate::workspaces::registry::sweep_liveness(&svc).await {
-                tracing::warn!(error = ?err, "liveness sweep failed; retrying next interval");
+    spawn_loop(
+        tracker,
+        shutdown,
+        "liveness",
+        svc.config.liveness.sweep_interval(),
+        move || {
+            let svc = liveness.clone();
+            async move {
+                if let Err(err) = crate::workspaces::registry::sweep_liveness(&svc).await {
+                    tracing::warn!(error = ?err, "liveness sweep failed; retrying next interval");
+                }
             }
-        }
-    });
+        },
+    );
 }
 
 /// Runs `pass` every `interval` until `shutdown` is cancelled. A pass in progress is finished,
 /// never cut off halfway, so a sweep's writes and events always arrive together.
-pub fn spawn_loop<F, Fut>(tracker: &TaskTracker, shutdown: &CancellationToken, name: &'static str, interval: Duration, mut pass: F)
-where
+pub fn spawn_loop<F, Fut>(
+    tracker: &TaskTracker,
+    shutdown: &CancellationToken,
+    name: &'static str,
+    interval: Duration,
+    mut pass: F,
+) where
     F: FnMut() -> Fut + Send + 'static,
     Fut: Future<Output = ()> + Send + 'static,
 {
@@ -57,19 +68,33 @@ mod tests {
         let shutdown = CancellationToken::new();
         let passes = Arc::new(AtomicUsize::new(0));
         let counter = passes.clone();
-        spawn_loop(&tracker, &shutdown, "test", Duration::from_secs(10), move || {
-            let counter = counter.clone();
-            async move {
-                counter.fetch_add(1, Ordering::SeqCst);
-            }
-        });
+        spawn_loop(
+            &tracker,
+            &shutdown,
+            "test",
+            Duration::from_secs(10),
+            move || {
+                let counter = counter.clone();
+                async move {
+                    counter.fetch_add(1, Ordering::SeqCst);
+                }
+            },
+        );
         tokio::time::sleep(Duration::from_secs(35)).await;
-        assert_eq!(passes.load(Ordering::SeqCst), 4, "at 0, 10, 20 and 30 seconds");
+        assert_eq!(
+            passes.load(Ordering::SeqCst),
+            4,
+            "at 0, 10, 20 and 30 seconds"
+        );
         shutdown.cancel();
         tracker.close();
         tracker.wait().await;
         let after = passes.load(Ordering::SeqCst);
         tokio::time::sleep(Duration::from_secs(60)).await;
-        assert_eq!(passes.load(Ordering::SeqCst), after, "no pass after shutdown");
+        assert_eq!(
+            passes.load(Ordering::SeqCst),
+            after,
+            "no pass after shutdown"
+        );
     }
 }

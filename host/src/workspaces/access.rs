@@ -22,14 +22,20 @@ pub async fn can_communicate(db: &Db, caller: Uuid, target: Uuid) -> Result<bool
 
 /// The rule on two ancestry chains (`(id, parent)`, the workspace itself first).
 pub fn allowed(caller: &[(Uuid, Option<Uuid>)], target: &[(Uuid, Option<Uuid>)]) -> bool {
-    let (Some(&(caller_id, caller_parent)), Some(&(target_id, target_parent))) = (caller.first(), target.first()) else {
+    let (Some(&(caller_id, caller_parent)), Some(&(target_id, target_parent))) =
+        (caller.first(), target.first())
+    else {
         return false;
     };
     if caller_id == target_id || caller_parent == target_parent {
         return true;
     }
     let within = |chain: &[(Uuid, Option<Uuid>)], id: Uuid| {
-        chain.iter().skip(1).take(MAX_ANCESTOR_DEPTH as usize).any(|(ancestor, _)| *ancestor == id)
+        chain
+            .iter()
+            .skip(1)
+            .take(MAX_ANCESTOR_DEPTH as usize)
+            .any(|(ancestor, _)| *ancestor == id)
     };
     within(target, caller_id) || within(caller, target_id)
 }
@@ -55,7 +61,14 @@ mod tests {
         // 1 ── 2 ── 4
         //  └── 3 ── 5
         // 6 (another root)
-        let tree = [(1, None), (2, Some(1)), (3, Some(1)), (4, Some(2)), (5, Some(3)), (6, None)];
+        let tree = [
+            (1, None),
+            (2, Some(1)),
+            (3, Some(1)),
+            (4, Some(2)),
+            (5, Some(3)),
+            (6, None),
+        ];
         let can = |a, b| allowed(&chain(&tree, a), &chain(&tree, b));
         assert!(can(2, 3), "siblings");
         assert!(can(1, 6), "roots are siblings");
@@ -70,8 +83,9 @@ mod tests {
 
     #[test]
     fn ancestors_beyond_32_levels_are_not_reached() {
-        let tree: Vec<(u128, Option<u128>)> =
-            (1..=40u128).map(|i| (i, if i == 1 { None } else { Some(i - 1) })).collect();
+        let tree: Vec<(u128, Option<u128>)> = (1..=40u128)
+            .map(|i| (i, if i == 1 { None } else { Some(i - 1) }))
+            .collect();
         let can = |a, b| allowed(&chain(&tree, a), &chain(&tree, b));
         assert!(can(40, 8), "32 levels up");
         assert!(!can(40, 7), "33 levels up");

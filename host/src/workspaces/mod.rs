@@ -83,8 +83,12 @@ impl WorkspaceError {
     fn from_constraint(err: StoreError) -> Self {
         match err {
             StoreError::Constraint(Constraint::WorkspaceNameTaken) => WorkspaceError::NameTaken,
-            StoreError::Constraint(Constraint::WorkspaceParentMissing) => WorkspaceError::ParentNotFound,
-            StoreError::Constraint(Constraint::WorkspaceFieldInvalid) => WorkspaceError::Invalid("invalid workspace fields"),
+            StoreError::Constraint(Constraint::WorkspaceParentMissing) => {
+                WorkspaceError::ParentNotFound
+            }
+            StoreError::Constraint(Constraint::WorkspaceFieldInvalid) => {
+                WorkspaceError::Invalid("invalid workspace fields")
+            }
             other => WorkspaceError::Store(other),
         }
     }
@@ -95,7 +99,8 @@ const FORBIDDEN_NAME_CHARS: &[char] = &['{', '}', '[', ']', '|', '>', '*', '&', 
 
 /// Validates a free-text field: no control characters, optional forbidden characters, a length cap.
 fn check_text(value: &str, max_len: usize, forbid_special: bool) -> Result<(), WorkspaceError> {
-    let bad_char = |c: char| c.is_control() || (forbid_special && FORBIDDEN_NAME_CHARS.contains(&c));
+    let bad_char =
+        |c: char| c.is_control() || (forbid_special && FORBIDDEN_NAME_CHARS.contains(&c));
     if value.chars().count() > max_len || value.chars().any(bad_char) {
         return Err(WorkspaceError::Invalid("invalid workspace fields"));
     }
@@ -118,14 +123,22 @@ fn check_tier(tier: i64) -> Result<i32, WorkspaceError> {
 }
 
 /// Directories a workspace may never mount from the host.
-const SYSTEM_DIRS: &[&str] = &["/etc", "/var", "/proc", "/sys", "/dev", "/boot", "/sbin", "/bin", "/lib", "/usr"];
+const SYSTEM_DIRS: &[&str] = &[
+    "/etc", "/var", "/proc", "/sys", "/dev", "/boot", "/sbin", "/bin", "/lib", "/usr",
+];
 
 fn check_workspace_dir(dir: &str) -> Result<(), WorkspaceError> {
     let path = std::path::Path::new(dir);
-    let escapes = path.components().any(|c| matches!(c, std::path::Component::ParentDir));
-    let system = SYSTEM_DIRS.iter().any(|sys| dir == *sys || dir.starts_with(&format!("{sys}/")));
+    let escapes = path
+        .components()
+        .any(|c| matches!(c, std::path::Component::ParentDir));
+    let system = SYSTEM_DIRS
+        .iter()
+        .any(|sys| dir == *sys || dir.starts_with(&format!("{sys}/")));
     if !path.is_absolute() || escapes || system || dir.chars().any(char::is_control) {
-        return Err(WorkspaceError::Invalid("workspace_dir must be an absolute path outside system directories"));
+        return Err(WorkspaceError::Invalid(
+            "workspace_dir must be an absolute path outside system directories",
+        ));
     }
     Ok(())
 }
@@ -184,31 +197,48 @@ pub async fn create(svc: &Services, req: CreateRequest) -> Result<Created, Works
         check_text(template, 255, false)?;
     }
     let tier = check_tier(req.tier)?;
-    let access = req.workspace_access.clone().unwrap_or_else(|| "none".to_owned());
+    let access = req
+        .workspace_access
+        .clone()
+        .unwrap_or_else(|| "none".to_owned());
     if !matches!(access.as_str(), "none" | "read_only" | "read_write") {
-        return Err(WorkspaceError::Invalid("workspace_access must be none, read_only or read_write"));
+        return Err(WorkspaceError::Invalid(
+            "workspace_access must be none, read_only or read_write",
+        ));
     }
     if let Some(dir) = &req.workspace_dir {
         check_workspace_dir(dir)?;
     } else if access != "none" {
-        return Err(WorkspaceError::Invalid("workspace_access requires workspace_dir"));
+        return Err(WorkspaceError::Invalid(
+            "workspace_access requires workspace_dir",
+        ));
     }
     if req.budget_limit.is_some_and(|b| b < 0) {
         return Err(WorkspaceError::Invalid("budget_limit must not be negative"));
     }
     let mut sealed = Vec::with_capacity(req.secrets.len() + 1);
     for (key, value) in &req.secrets {
-        let key = SecretKey::parse(key).ok_or(WorkspaceError::Invalid("secret keys must be environment variable names"))?;
+        let key = SecretKey::parse(key).ok_or(WorkspaceError::Invalid(
+            "secret keys must be environment variable names",
+        ))?;
         if value.len() > secrets::MAX_VALUE_BYTES {
             return Err(WorkspaceError::Invalid("secret value too large"));
         }
         let (ciphertext, version) = svc.cipher.seal(value);
-        sealed.push(store::workspaces::SealedSecret { key: key.as_str().to_owned(), ciphertext, version });
+        sealed.push(store::workspaces::SealedSecret {
+            key: key.as_str().to_owned(),
+            ciphertext,
+            version,
+        });
     }
     if let Some(model) = req.model.as_deref().filter(|m| !m.is_empty()) {
         let (ciphertext, version) = svc.cipher.seal(model);
         sealed.retain(|s| s.key != secrets::MODEL_KEY);
-        sealed.push(store::workspaces::SealedSecret { key: secrets::MODEL_KEY.to_owned(), ciphertext, version });
+        sealed.push(store::workspaces::SealedSecret {
+            key: secrets::MODEL_KEY.to_owned(),
+            ciphertext,
+            version,
+        });
     }
     if let Some(parent) = req.parent_id {
         match store::workspaces::get(&svc.db, parent).await? {
@@ -223,7 +253,10 @@ pub async fn create(svc: &Services, req: CreateRequest) -> Result<Created, Works
     let runtime = if external {
         EXTERNAL_RUNTIME.to_owned()
     } else {
-        req.runtime.clone().filter(|r| !r.is_empty()).unwrap_or_else(|| DEFAULT_RUNTIME.to_owned())
+        req.runtime
+            .clone()
+            .filter(|r| !r.is_empty())
+            .unwrap_or_else(|| DEFAULT_RUNTIME.to_owned())
     };
     let status = match (external, &req.url) {
         (true, Some(_)) => Status::Online,
@@ -258,7 +291,9 @@ pub async fn create(svc: &Services, req: CreateRequest) -> Result<Created, Works
     loop {
         match store::workspaces::insert(&svc.db, &new, &sealed, &config).await {
             Ok(()) => break,
-            Err(StoreError::Constraint(Constraint::WorkspaceNameTaken)) if attempt < NAME_ATTEMPTS => {
+            Err(StoreError::Constraint(Constraint::WorkspaceNameTaken))
+                if attempt < NAME_ATTEMPTS =>
+            {
                 attempt += 1;
                 new.name = format!("{base_name} ({attempt})");
             }
@@ -270,12 +305,24 @@ pub async fn create(svc: &Services, req: CreateRequest) -> Result<Created, Works
     match status {
         Status::Online => {
             svc.events
-                .emit(names::WORKSPACE_ONLINE, Some(id), json!({ "name": new.name, "external": true, "url": new.url }))
+                .emit(
+                    names::WORKSPACE_ONLINE,
+                    Some(id),
+                    json!({ "name": new.name, "external": true, "url": new.url }),
+                )
                 .await;
         }
         Status::AwaitingAgent => {
-            auth_token = crate::auth::issue_workspace_token(&svc.db, id).await?.map(|t| t.plaintext);
-            svc.events.emit("WORKSPACE_AWAITING_AGENT", Some(id), json!({ "name": new.name, "external": true })).await;
+            auth_token = crate::auth::issue_workspace_token(&svc.db, id)
+                .await?
+                .map(|t| t.plaintext);
+            svc.events
+                .emit(
+                    "WORKSPACE_AWAITING_AGENT",
+                    Some(id),
+                    json!({ "name": new.name, "external": true }),
+                )
+                .await;
         }
         _ => {
             svc.events
@@ -302,7 +349,9 @@ pub async fn create(svc: &Services, req: CreateRequest) -> Result<Created, Works
 pub async fn get_live(svc: &Services, id: Uuid) -> Result<WorkspaceRow, WorkspaceError> {
     match store::workspaces::get(&svc.db, id).await? {
         None => Err(WorkspaceError::NotFound),
-        Some(row) if row.status == Status::Removed.as_str() => Err(WorkspaceError::Removed(Box::new(row))),
+        Some(row) if row.status == Status::Removed.as_str() => {
+            Err(WorkspaceError::Removed(Box::new(row)))
+        }
         Some(row) => Ok(row),
     }
 }
@@ -369,7 +418,10 @@ pub async fn patch(svc: &Services, id: Uuid, req: PatchRequest) -> Result<Patche
         position: req.position,
         collapsed: req.collapsed,
     };
-    if !store::workspaces::update(&svc.db, id, &store_patch).await.map_err(WorkspaceError::from_constraint)? {
+    if !store::workspaces::update(&svc.db, id, &store_patch)
+        .await
+        .map_err(WorkspaceError::from_constraint)?
+    {
         return Err(WorkspaceError::NotFound);
     }
     let mut changed = serde_json::Map::new();
@@ -389,9 +441,13 @@ pub async fn patch(svc: &Services, id: Uuid, req: PatchRequest) -> Result<Patche
         changed.insert("parent_id".into(), json!(parent));
     }
     if !changed.is_empty() {
-        svc.events.emit(names::WORKSPACE_UPDATED, Some(id), Value::Object(changed)).await;
+        svc.events
+            .emit(names::WORKSPACE_UPDATED, Some(id), Value::Object(changed))
+            .await;
     }
-    Ok(Patched { needs_restart: req.workspace_dir.is_some() })
+    Ok(Patched {
+        needs_restart: req.workspace_dir.is_some(),
+    })
 }
 
 /// What a cascade delete touched.
@@ -409,26 +465,44 @@ pub struct CascadeOutcome {
 /// then each removal is announced, leaves before the root; with `purge` the rows are then
 /// deleted. Calling it again on a removed subtree is harmless. Later callers (org reconcile,
 /// runtimes stopping containers) build on this one function.
-pub async fn cascade_delete(svc: &Services, root: Uuid, purge: bool) -> Result<CascadeOutcome, WorkspaceError> {
+pub async fn cascade_delete(
+    svc: &Services,
+    root: Uuid,
+    purge: bool,
+) -> Result<CascadeOutcome, WorkspaceError> {
     if store::workspaces::get(&svc.db, root).await?.is_none() {
         return Err(WorkspaceError::NotFound);
     }
     let subtree = store::workspaces::subtree(&svc.db, root).await?;
     let changed = store::workspaces::mark_removed(&svc.db, &subtree).await?;
     let descendants_removed = changed.iter().filter(|id| **id != root).count();
-    for id in subtree.iter().rev().filter(|id| **id != root && changed.contains(id)) {
-        svc.events.emit(names::WORKSPACE_REMOVED, Some(*id), json!({})).await;
+    for id in subtree
+        .iter()
+        .rev()
+        .filter(|id| **id != root && changed.contains(id))
+    {
+        svc.events
+            .emit(names::WORKSPACE_REMOVED, Some(*id), json!({}))
+            .await;
     }
     if changed.contains(&root) {
         svc.events
-            .emit(names::WORKSPACE_REMOVED, Some(root), json!({ "cascade_deleted": descendants_removed }))
+            .emit(
+                names::WORKSPACE_REMOVED,
+                Some(root),
+                json!({ "cascade_deleted": descendants_removed }),
+            )
             .await;
     }
     if purge {
         store::workspaces::purge(&svc.db, &subtree).await?;
     }
     tracing::info!(workspace_id = %root, subtree = subtree.len(), purge, "workspace subtree removed");
-    Ok(CascadeOutcome { subtree, descendants_removed, purged: purge })
+    Ok(CascadeOutcome {
+        subtree,
+        descendants_removed,
+        purged: purge,
+    })
 }
 
 #[cfg(test)]
@@ -440,14 +514,27 @@ mod tests {
         let migration = include_str!("../../../migrations/0001_foundation.sql");
         for status in Status::ALL {
             assert_eq!(Status::parse(status.as_str()), Some(status));
-            assert!(migration.contains(&format!("'{}'", status.as_str())), "{status:?} missing from the CHECK");
+            assert!(
+                migration.contains(&format!("'{}'", status.as_str())),
+                "{status:?} missing from the CHECK"
+            );
         }
     }
 
     #[test]
     fn names_with_control_or_template_characters_are_refused() {
         assert!(check_name("Dev Lead").is_ok());
-        for bad in ["", "  ", "a\nb", "a\rb", "a\u{0}b", "a{b", "a|b", "a!b", &"x".repeat(256)] {
+        for bad in [
+            "",
+            "  ",
+            "a\nb",
+            "a\rb",
+            "a\u{0}b",
+            "a{b",
+            "a|b",
+            "a!b",
+            &"x".repeat(256),
+        ] {
             assert!(check_name(bad).is_err(), "{bad:?}");
         }
     }
@@ -465,6 +552,9 @@ mod tests {
         for bad in ["relative", "/etc", "/usr/lib/x", "/home/../etc", "/var/lib"] {
             assert!(check_workspace_dir(bad).is_err(), "{bad}");
         }
-        assert!(check_workspace_dir("/variable").is_ok(), "prefix match is by path component");
+        assert!(
+            check_workspace_dir("/variable").is_ok(),
+            "prefix match is by path component"
+        );
     }
 }

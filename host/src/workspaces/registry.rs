@@ -29,7 +29,10 @@ impl AgentUrl {
     /// names only resolve inside the container network.
     pub fn parse(raw: &str, config: &Config) -> Result<Self, &'static str> {
         const INVALID: &str = "invalid agent url";
-        let rest = raw.strip_prefix("http://").or_else(|| raw.strip_prefix("https://")).ok_or(INVALID)?;
+        let rest = raw
+            .strip_prefix("http://")
+            .or_else(|| raw.strip_prefix("https://"))
+            .ok_or(INVALID)?;
         if raw.len() > 2048 || raw.chars().any(|c| c.is_control() || c.is_whitespace()) {
             return Err(INVALID);
         }
@@ -49,7 +52,10 @@ impl AgentUrl {
             if blocked_ip(ip, !config.is_production()) {
                 return Err("agent url points at a blocked address range");
             }
-        } else if !host.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.') {
+        } else if !host
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.')
+        {
             return Err(INVALID);
         } else if host.eq_ignore_ascii_case("localhost") && config.is_production() {
             return Err("agent url points at a blocked address range");
@@ -98,20 +104,34 @@ pub struct Registered {
 
 /// Registers an agent for an existing, live workspace (unknown ids are refused, unlike the
 /// original, which created a row for any id).
-pub async fn register(svc: &Services, id: Uuid, url: &AgentUrl, agent_card: Option<Value>) -> Result<Registered, WorkspaceError> {
+pub async fn register(
+    svc: &Services,
+    id: Uuid,
+    url: &AgentUrl,
+    agent_card: Option<Value>,
+) -> Result<Registered, WorkspaceError> {
     let before = get_live(svc, id).await?;
-    let reg = store::workspaces::Registration { url: url.as_str().to_owned(), agent_card: agent_card.clone() };
+    let reg = store::workspaces::Registration {
+        url: url.as_str().to_owned(),
+        agent_card: agent_card.clone(),
+    };
     let Some(stored_url) = store::workspaces::register(&svc.db, id, &reg).await? else {
         return Err(WorkspaceError::NotFound);
     };
     let auth_token = if store::tokens::count_live_workspace_tokens(&svc.db, id).await? == 0 {
-        crate::auth::issue_workspace_token(&svc.db, id).await?.map(|t| t.plaintext)
+        crate::auth::issue_workspace_token(&svc.db, id)
+            .await?
+            .map(|t| t.plaintext)
     } else {
         None
     };
     tracing::info!(workspace_id = %id, from = %before.status, to = "online", "workspace registered");
     svc.events
-        .emit(names::WORKSPACE_ONLINE, Some(id), json!({ "url": stored_url, "agent_card": agent_card }))
+        .emit(
+            names::WORKSPACE_ONLINE,
+            Some(id),
+            json!({ "url": stored_url, "agent_card": agent_card }),
+        )
         .await;
     Ok(Registered { auth_token })
 }
@@ -137,8 +157,12 @@ pub async fn heartbeat(svc: &Services, id: Uuid, hb: &Heartbeat) -> Result<(), W
     let healthy = !hb.wedged && hb.report.error_rate < RECOVERED_BELOW;
     let from = Status::parse(&before.status_before);
     let to = match from {
-        Some(Status::Provisioning | Status::Offline | Status::AwaitingAgent) if unhealthy => Some(Status::Degraded),
-        Some(Status::Provisioning | Status::Offline | Status::AwaitingAgent) => Some(Status::Online),
+        Some(Status::Provisioning | Status::Offline | Status::AwaitingAgent) if unhealthy => {
+            Some(Status::Degraded)
+        }
+        Some(Status::Provisioning | Status::Offline | Status::AwaitingAgent) => {
+            Some(Status::Online)
+        }
         Some(Status::Online) if unhealthy => Some(Status::Degraded),
         Some(Status::Degraded) if healthy => Some(Status::Online),
         _ => None,
@@ -183,19 +207,28 @@ pub async fn update_card(svc: &Services, id: Uuid, card: Value) -> Result<(), Wo
     if !store::workspaces::update_card(&svc.db, id, &card).await? {
         return Err(WorkspaceError::NotFound);
     }
-    svc.events.emit(names::AGENT_CARD_UPDATED, Some(id), json!({ "agent_card": card })).await;
+    svc.events
+        .emit(
+            names::AGENT_CARD_UPDATED,
+            Some(id),
+            json!({ "agent_card": card }),
+        )
+        .await;
     Ok(())
 }
 
 /// One liveness pass: online or degraded workspaces silent for longer than the heartbeat TTL go
 /// offline. Returns the ids it changed.
 pub async fn sweep_liveness(svc: &Services) -> Result<Vec<Uuid>, StoreError> {
-    let ttl = chrono::Duration::from_std(svc.config.liveness.heartbeat_ttl()).unwrap_or(chrono::Duration::MAX);
+    let ttl = chrono::Duration::from_std(svc.config.liveness.heartbeat_ttl())
+        .unwrap_or(chrono::Duration::MAX);
     let cutoff = Utc::now() - ttl;
     let stale = store::workspaces::mark_stale_offline(&svc.db, cutoff).await?;
     for id in &stale {
         tracing::info!(workspace_id = %id, to = "offline", "heartbeat expired");
-        svc.events.emit(names::WORKSPACE_OFFLINE, Some(*id), json!({})).await;
+        svc.events
+            .emit(names::WORKSPACE_OFFLINE, Some(*id), json!({}))
+            .await;
     }
     Ok(stale)
 }
@@ -208,8 +241,16 @@ mod tests {
     #[test]
     fn agent_urls_outside_agent_ranges_are_refused() {
         let dev = Config::default();
-        let prod = Config { env: Environment::Production, ..Config::default() };
-        for ok in ["http://127.0.0.1:8000", "http://ws-abc:8000/a2a", "https://agent.example.com", "http://[::1]:9"] {
+        let prod = Config {
+            env: Environment::Production,
+            ..Config::default()
+        };
+        for ok in [
+            "http://127.0.0.1:8000",
+            "http://ws-abc:8000/a2a",
+            "https://agent.example.com",
+            "http://[::1]:9",
+        ] {
             assert!(AgentUrl::parse(ok, &dev).is_ok(), "{ok}");
         }
         for bad in [
