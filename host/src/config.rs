@@ -273,6 +273,7 @@ mod tests {
     }
 
     #[test]
+    #[allow(clippy::result_large_err)] // figment's Jail API returns its own large error type
     fn layers_apply_in_order_and_molecule_names_win() {
         figment::Jail::expect_with(|jail| {
             jail.create_file("host.toml", "port = 9000\nrate_limit_per_minute = 5\n")?;

@@ -160,12 +160,11 @@ impl Guard {
         if self.dev_fail_open {
             return Ok(());
         }
-        if let Some(token) = token {
-            if self.is_admin_token(token)
-                || store::tokens::org_token_valid(&self.db, &hash(token)).await?
-            {
-                return Ok(());
-            }
+        if let Some(token) = token
+            && (self.is_admin_token(token)
+                || store::tokens::org_token_valid(&self.db, &hash(token)).await?)
+        {
+            return Ok(());
         }
         if self.fresh_install().await? {
             return Ok(());
