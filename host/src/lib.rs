@@ -122,18 +122,64 @@ fn log_startup(svc: &Services, listener: &TcpListener) {
         encryption = svc.cipher.encrypts(),
         "molecule host listening"
     );
-    if svc.config.test_tokens_enabled() {
-        tracing::info!(
-            "test-token route enabled: GET /admin/workspaces/:id/test-token mints workspace tokens"
-        );
+    for notice in startup_notices(&svc.config) {
+        match notice {
+            Notice::Info(message) => tracing::info!("{message}"),
+            Notice::Warn(message) => tracing::warn!("{message}"),
+        }
     }
-    if svc.config.dev_fail_open() {
-        tracing::warn!(
-            "development mode without ADMIN_TOKEN: authentication and rate limits are open"
-        );
-    } else if svc.config.admin_token().is_none() {
-        tracing::warn!(
-            "no ADMIN_TOKEN configured: admin routes stay open until the first token is minted"
+}
+
+/// A line operators should find in the boot log.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Notice {
+    Info(&'static str),
+    Warn(&'static str),
+}
+
+/// Test-token route enabled: operators confirm from boot logs which doors are open.
+pub const TEST_TOKENS_NOTICE: &str =
+    "test-token route enabled: GET /admin/workspaces/:id/test-token mints workspace tokens";
+
+/// What the boot log says about the doors this configuration leaves open.
+pub fn startup_notices(config: &Config) -> Vec<Notice> {
+    let mut notices = Vec::new();
+    if config.test_tokens_enabled() {
+        notices.push(Notice::Info(TEST_TOKENS_NOTICE));
+    }
+    if config.dev_fail_open() {
+        notices.push(Notice::Warn(
+            "development mode without ADMIN_TOKEN: authentication and rate limits are open",
+        ));
+    } else if config.admin_token().is_none() {
+        notices.push(Notice::Warn(
+            "no ADMIN_TOKEN configured: admin routes stay open until the first token is minted",
+        ));
+    }
+    notices
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Environment;
+
+    #[test]
+    fn the_boot_log_says_when_the_test_token_route_is_open() {
+        let says =
+            |config: &Config| startup_notices(config).contains(&Notice::Info(TEST_TOKENS_NOTICE));
+        assert!(says(&Config::default()));
+        let production = Config {
+            env: Environment::Production,
+            ..Config::default()
+        };
+        assert!(!says(&production), "hidden in production");
+        assert!(
+            says(&Config {
+                enable_test_tokens: true,
+                ..production
+            }),
+            "unless explicitly enabled"
         );
     }
 }
