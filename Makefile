@@ -55,12 +55,14 @@ run: deps
 	MOLECULE_BIND_ADDR="$${MOLECULE_BIND_ADDR:-127.0.0.1:8080}" \
 		cargo run --release -p molecule-host --bin molecule -- serve
 
-# bench: benchmarks of molecule-host against the private PostgreSQL.
+# bench: the store benchmarks (host/benches/store.rs) on SQLite and on the private
+# PostgreSQL; criterion's reports land in target/criterion, and a closing table prints
+# both medians and the PostgreSQL/SQLite ratio per benchmark.
 bench: deps
 	url="$$(bash $(PG_SCRIPT) start)"; \
 	export MOLECULE_TEST_PG_URL="$$url"; \
 	echo "MOLECULE_TEST_PG_URL=$$MOLECULE_TEST_PG_URL"; \
-	cargo bench -p molecule-host
+	cargo bench -p molecule-host --bench store
 
 # clean: stop the test PostgreSQL, delete its data dir, and `cargo clean`.
 clean:

@@ -105,6 +105,9 @@ pub struct Config {
     pub rate_limit_per_minute: u32,
     /// Largest request body accepted on any route, in bytes.
     pub max_body_bytes: usize,
+    /// Seconds a shutdown waits for open connections (requests in flight, live streams whose
+    /// client stopped reading) before the host stops without them.
+    pub shutdown_grace_secs: u64,
     pub liveness: LivenessConfig,
 }
 
@@ -126,6 +129,7 @@ impl Default for Config {
             enable_test_tokens: false,
             rate_limit_per_minute: 600,
             max_body_bytes: 1024 * 1024,
+            shutdown_grace_secs: 10,
             liveness: LivenessConfig::default(),
         }
     }
@@ -204,6 +208,11 @@ impl Config {
             .as_ref()
             .map(|t| t.expose_secret())
             .filter(|t| !t.is_empty())
+    }
+
+    /// How long a shutdown waits for open connections to finish.
+    pub fn shutdown_grace(&self) -> Duration {
+        Duration::from_secs(self.shutdown_grace_secs)
     }
 
     /// Whether `GET /admin/workspaces/:id/test-token` answers at all.

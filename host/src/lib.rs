@@ -93,15 +93,28 @@ pub async fn run(
 
     let app = http::router(state).into_make_service_with_connect_info::<SocketAddr>();
     let signal = stop.clone();
-    let served = axum::serve(listener, app)
-        .with_graceful_shutdown(async move {
-            shutdown.await;
-            tracing::info!("shutting down: draining requests and stopping background work");
-            // Long-lived streams and sweepers watch this token; requests in flight finish.
-            signal.cancel();
-        })
-        .await
-        .context("serving http");
+    let serving = axum::serve(listener, app).with_graceful_shutdown(async move {
+        shutdown.await;
+        tracing::info!("shutting down: draining requests and stopping background work");
+        // Long-lived streams and sweepers watch this token; requests in flight finish.
+        signal.cancel();
+    });
+    // Draining waits for every connection, and a connection whose client stopped reading never
+    // finishes on its own (the response body cannot be written, so its stream is never polled
+    // again to notice the shutdown). Past the grace period the host stops without it; the task
+    // behind it ends as soon as the client reads or goes away.
+    let grace = svc.config.shutdown_grace();
+    let grace_over = async {
+        stop.cancelled().await;
+        tokio::time::sleep(grace).await;
+    };
+    let served = tokio::select! {
+        served = serving.into_future() => served.context("serving http"),
+        () = grace_over => {
+            tracing::warn!(grace_secs = grace.as_secs(), "connections still open after the shutdown grace period; stopping without them");
+            Ok(())
+        }
+    };
     stop.cancel();
     tracker.close();
     tracker.wait().await;

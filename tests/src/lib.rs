@@ -136,6 +136,11 @@ impl TestApp {
         }
     }
 
+    /// The URL of this test's database, for specs that must look at what is stored.
+    pub fn database_url(&self) -> &str {
+        &self.db.url
+    }
+
     /// Stops the host gracefully and returns what `run` returned.
     pub async fn stop(&mut self) -> anyhow::Result<()> {
         self.stop.cancel();

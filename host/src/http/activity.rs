@@ -1,7 +1,7 @@
 //! `/workspaces/:id/activity` and `/notify`: what agents report, and messages to the user.
 
 use axum::Router;
-use axum::extract::{Query, State};
+use axum::extract::State;
 use axum::response::IntoResponse;
 use axum::routing::{get, post};
 use chrono::Utc;
@@ -11,7 +11,7 @@ use uuid::Uuid;
 
 use super::AppState;
 use super::error::{ApiError, ApiResult};
-use super::extract::{ApiJson, WorkspaceAuth};
+use super::extract::{ApiJson, ApiQuery, WorkspaceAuth};
 use crate::events::names;
 use crate::store::activity::{ActivityRow, SourceFilter};
 use crate::store::{self, Constraint, StoreError};
@@ -64,7 +64,7 @@ struct ListQuery {
 async fn list(
     State(state): State<AppState>,
     WorkspaceAuth(id): WorkspaceAuth,
-    Query(q): Query<ListQuery>,
+    ApiQuery(q): ApiQuery<ListQuery>,
 ) -> ApiResult<impl IntoResponse> {
     let source = match q.source.as_deref() {
         None | Some("") => None,

@@ -15,6 +15,7 @@ use axum::routing::get;
 use futures::{Stream, StreamExt as _};
 use serde::Deserialize;
 use serde_json::{Value, json};
+use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use super::AppState;
@@ -120,6 +121,31 @@ impl AccessCache {
     }
 }
 
+/// How long one frame may wait for a client that has stopped reading. A write blocked on a full
+/// socket also blocks reading the bus, so without this bound such a client would never be seen
+/// to lag and would hold its connection forever.
+const SEND_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How long the host tries to say goodbye with a close frame before simply hanging up.
+const CLOSE_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// Writes one frame; false when the client is gone, stuck for [`SEND_TIMEOUT`], or the host is
+/// stopping (a shutdown must not wait for a client that does not read).
+async fn send_frame(socket: &mut WebSocket, frame: Message, shutdown: &CancellationToken) -> bool {
+    tokio::select! {
+        () = shutdown.cancelled() => false,
+        sent = tokio::time::timeout(SEND_TIMEOUT, socket.send(frame)) => matches!(sent, Ok(Ok(()))),
+    }
+}
+
+async fn send_close(socket: &mut WebSocket, code: u16, reason: &'static str) {
+    let frame = Message::Close(Some(CloseFrame {
+        code,
+        reason: reason.into(),
+    }));
+    let _ = tokio::time::timeout(CLOSE_TIMEOUT, socket.send(frame)).await;
+}
+
 async fn serve_socket(
     state: AppState,
     caller: Caller,
@@ -136,7 +162,7 @@ async fn serve_socket(
     loop {
         tokio::select! {
             () = state.shutdown.cancelled() => {
-                let _ = socket.send(Message::Close(Some(CloseFrame { code: 1001, reason: "host shutting down".into() }))).await;
+                send_close(&mut socket, 1001, "host shutting down").await;
                 break;
             }
             inbound = socket.recv() => match inbound {
@@ -149,14 +175,20 @@ async fn serve_socket(
                     if let Some(cache) = access.as_mut() && !cache.allows(&state, &event).await {
                         continue;
                     }
-                    if socket.send(Message::Text(event.ws_frame().to_string().into())).await.is_err() {
+                    let frame = Message::Text(event.ws_frame().to_string().into());
+                    if !send_frame(&mut socket, frame, &state.shutdown).await {
+                        if state.shutdown.is_cancelled() {
+                            send_close(&mut socket, 1001, "host shutting down").await;
+                        } else {
+                            tracing::warn!("dropping a WebSocket subscriber that stopped reading");
+                        }
                         break;
                     }
                 }
                 Ok(None) => break,
                 Err(Lagged) => {
                     tracing::warn!("dropping a WebSocket subscriber that fell behind");
-                    let _ = socket.send(Message::Close(Some(CloseFrame { code: 1008, reason: "subscriber too slow".into() }))).await;
+                    send_close(&mut socket, 1008, "subscriber too slow").await;
                     break;
                 }
             }
@@ -187,7 +219,7 @@ async fn sse(
 fn workspace_stream(
     subscription: Subscription,
     workspace_id: Uuid,
-    shutdown: tokio_util::sync::CancellationToken,
+    shutdown: CancellationToken,
 ) -> impl Stream<Item = Result<SseEvent, Infallible>> {
     futures::stream::unfold(subscription, move |mut subscription| {
         let shutdown = shutdown.clone();

@@ -79,8 +79,9 @@ pub fn router(state: AppState) -> Router {
     api.layer(DefaultBodyLimit::max(state.svc.config.max_body_bytes))
         .layer(middleware::from_fn_with_state(state.clone(), ratelimit::layer))
         .layer(middleware::from_fn_with_state(state.clone(), record_metrics))
-        .layer(middleware::from_fn(security_headers))
         .layer(cors(&state.svc.config.cors_origins))
+        // Outside CORS, so the preflight answers the CORS layer writes itself carry them too.
+        .layer(middleware::from_fn(security_headers))
         .layer(
             // The span carries the path only: query strings may hold tokens (`/ws?token=`).
             TraceLayer::new_for_http().make_span_with(|req: &Request| {

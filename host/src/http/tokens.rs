@@ -1,7 +1,7 @@
 //! Workspace tokens, org API tokens and the test-token route.
 
 use axum::Router;
-use axum::extract::{ConnectInfo, Path, Query, State};
+use axum::extract::{ConnectInfo, Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::IntoResponse;
 use axum::routing::{delete, get};
@@ -12,7 +12,7 @@ use uuid::Uuid;
 
 use super::AppState;
 use super::error::{ApiError, ApiResult};
-use super::extract::{AdminAuth, ApiJson, WorkspaceAuth, WorkspacePath};
+use super::extract::{AdminAuth, ApiJson, ApiQuery, WorkspaceAuth, WorkspacePath};
 use crate::workspaces::get_live;
 use crate::{auth, store};
 
@@ -34,7 +34,7 @@ struct Page {
 async fn list(
     State(state): State<AppState>,
     WorkspaceAuth(id): WorkspaceAuth,
-    Query(page): Query<Page>,
+    ApiQuery(page): ApiQuery<Page>,
 ) -> ApiResult<impl IntoResponse> {
     let limit = page.limit.unwrap_or(50);
     let offset = page.offset.unwrap_or(0);

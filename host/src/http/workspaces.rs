@@ -2,7 +2,8 @@
 
 use axum::Router;
 use axum::body::Bytes;
-use axum::extract::{Query, State};
+use axum::extract::State;
+use axum::extract::rejection::BytesRejection;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::IntoResponse;
 use axum::routing::get;
@@ -12,7 +13,9 @@ use uuid::Uuid;
 
 use super::AppState;
 use super::error::{ApiError, ApiResult};
-use super::extract::{AdminAuth, ApiJson, WorkspaceAuth, WorkspacePath};
+use super::extract::{
+    AdminAuth, ApiJson, ApiQuery, WorkspaceAuth, WorkspacePath, contains_nul, nul_rejection,
+};
 use crate::store::workspaces::WorkspaceRow;
 use crate::workspaces::{self, CreateRequest, PatchRequest, Status, WorkspaceError};
 use crate::{auth, store};
@@ -200,7 +203,7 @@ struct GetQuery {
 async fn get_one(
     State(state): State<AppState>,
     WorkspacePath(id): WorkspacePath,
-    Query(q): Query<GetQuery>,
+    ApiQuery(q): ApiQuery<GetQuery>,
 ) -> ApiResult<impl IntoResponse> {
     match workspaces::get_live(&state.svc, id).await {
         Ok(row) => Ok(axum::Json(detail_json(&row))),
@@ -286,7 +289,7 @@ async fn delete(
     State(state): State<AppState>,
     _: AdminAuth,
     WorkspacePath(id): WorkspacePath,
-    Query(q): Query<DeleteQuery>,
+    ApiQuery(q): ApiQuery<DeleteQuery>,
 ) -> ApiResult<impl IntoResponse> {
     let children = store::workspaces::live_children(&state.svc.db, id).await?;
     if !children.is_empty() && !q.confirm {
@@ -359,8 +362,16 @@ async fn get_config(
 async fn patch_config(
     State(state): State<AppState>,
     WorkspaceAuth(id): WorkspaceAuth,
-    body: Bytes,
+    body: Result<Bytes, BytesRejection>,
 ) -> ApiResult<impl IntoResponse> {
+    // Over the host-wide body limit: the same answer every JSON route gives, not axum's text.
+    let body = body.map_err(|rejection| {
+        if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            ApiError::Status(StatusCode::PAYLOAD_TOO_LARGE, "request body too large")
+        } else {
+            ApiError::bad_request("invalid request body")
+        }
+    })?;
     if body.len() > MAX_CONFIG_BYTES {
         return Err(ApiError::Status(
             StatusCode::PAYLOAD_TOO_LARGE,
@@ -370,6 +381,12 @@ async fn patch_config(
     let Ok(Value::Object(patch)) = serde_json::from_slice::<Value>(&body) else {
         return Err(ApiError::bad_request("config must be a JSON object"));
     };
+    if patch
+        .iter()
+        .any(|(k, v)| k.contains('\0') || contains_nul(v))
+    {
+        return Err(nul_rejection());
+    }
     workspaces::get_live(&state.svc, id).await?;
     let data = store::workspace_config::merge(&state.svc.db, id, &patch).await?;
     Ok(axum::Json(json!({ "status": "updated", "data": data })))

@@ -10,6 +10,8 @@ pub mod events;
 mod migrate;
 pub mod secrets;
 pub mod testing;
+#[cfg(test)]
+mod tests;
 pub mod tokens;
 pub mod workspace_config;
 pub mod workspaces;
@@ -100,6 +102,16 @@ impl Db {
         }
     }
 
+    /// The statement that opens a write transaction. On SQLite it takes the write lock up
+    /// front (`IMMEDIATE`): a deferred transaction that reads and then writes fails at once with
+    /// `SQLITE_BUSY` when another writer committed in between, where waiting is what we want.
+    pub fn begin_write_sql(&self) -> &'static str {
+        match self {
+            Db::Sqlite(_) => "BEGIN IMMEDIATE",
+            Db::Postgres(_) => "BEGIN",
+        }
+    }
+
     pub fn backend(&self) -> Backend {
         match self {
             Db::Sqlite(_) => Backend::Sqlite,
@@ -129,13 +141,38 @@ pub enum Constraint {
     WorkspaceNameTaken,
     /// `workspaces_parent_fkey`: the parent does not exist.
     WorkspaceParentMissing,
+    /// `<table>_workspace_fkey`: the workspace a row belongs to does not exist.
+    WorkspaceMissing,
     /// `workspaces_tier_check`, `..._status_check`, `..._workspace_access_check`, ...
     WorkspaceFieldInvalid,
     /// `activity_logs_idempotency_uniq`: this activity was already recorded.
     ActivityDuplicate,
-    /// Any other named constraint; carries the name for the log.
+    /// Any other constraint; carries its name for the log (`"unknown"` for a name this build
+    /// does not know).
     Other(&'static str),
 }
+
+/// Constraints of the schema that callers do not match on, kept so [`Constraint::Other`] can
+/// name them. A store test checks that every constraint in `migrations/` is mapped or listed.
+const OTHER_CONSTRAINTS: &[&str] = &[
+    "workspaces_pkey",
+    "workspaces_forwarded_to_fkey",
+    "canvas_layouts_pkey",
+    "canvas_viewport_pkey",
+    "structure_events_pkey",
+    "activity_logs_pkey",
+    "workspace_secrets_pkey",
+    "workspace_secrets_encryption_version_check",
+    "workspace_secrets_workspace_key_uniq",
+    "global_secrets_pkey",
+    "global_secrets_encryption_version_check",
+    "workspace_auth_tokens_pkey",
+    "workspace_auth_tokens_hash_uniq",
+    "org_api_tokens_pkey",
+    "org_api_tokens_hash_uniq",
+    "org_api_tokens_org_fkey",
+    "workspace_config_pkey",
+];
 
 impl Constraint {
     fn from_name(name: &str) -> Self {
@@ -148,7 +185,15 @@ impl Constraint {
             | "workspaces_max_concurrent_tasks_check"
             | "workspaces_update_tier_check" => Constraint::WorkspaceFieldInvalid,
             "activity_logs_idempotency_uniq" => Constraint::ActivityDuplicate,
-            _ => Constraint::Other("unmapped"),
+            SQLITE_FOREIGN_KEY => Constraint::WorkspaceMissing,
+            _ if name.ends_with("_workspace_fkey") => Constraint::WorkspaceMissing,
+            _ => Constraint::Other(
+                OTHER_CONSTRAINTS
+                    .iter()
+                    .find(|known| **known == name)
+                    .copied()
+                    .unwrap_or("unknown"),
+            ),
         }
     }
 }
@@ -198,11 +243,17 @@ fn constraint_name(err: &dyn sqlx::error::DatabaseError) -> Option<String> {
         return Some(rest.trim().to_owned());
     }
     if message == "FOREIGN KEY constraint failed" {
-        // SQLite does not say which key; only the workspace parent is ever violated by input.
-        return Some("workspaces_parent_fkey".to_owned());
+        // SQLite does not say which key. Every foreign key but two points from a row to the
+        // workspace it belongs to, so that is the answer; the writes of `workspaces` itself,
+        // where the parent is the key input can break, say so instead (see
+        // `workspaces::parent_missing`).
+        return Some(SQLITE_FOREIGN_KEY.to_owned());
     }
     None
 }
+
+/// Stands for the foreign key SQLite does not name.
+const SQLITE_FOREIGN_KEY: &str = "sqlite_foreign_key";
 
 /// SQLite names the columns of a violated unique index over plain columns; these are ours.
 const SQLITE_UNIQUE_COLUMNS: &[(&str, &str)] = &[
@@ -219,6 +270,17 @@ const SQLITE_UNIQUE_COLUMNS: &[(&str, &str)] = &[
         "workspace_auth_tokens_hash_uniq",
     ),
     ("org_api_tokens.token_hash", "org_api_tokens_hash_uniq"),
+    // Primary keys other than INTEGER ones are unique indexes too, reported the same way.
+    ("workspaces.id", "workspaces_pkey"),
+    ("canvas_layouts.workspace_id", "canvas_layouts_pkey"),
+    ("canvas_viewport.id", "canvas_viewport_pkey"),
+    ("structure_events.id", "structure_events_pkey"),
+    ("activity_logs.id", "activity_logs_pkey"),
+    ("workspace_secrets.id", "workspace_secrets_pkey"),
+    ("global_secrets.key", "global_secrets_pkey"),
+    ("workspace_auth_tokens.id", "workspace_auth_tokens_pkey"),
+    ("org_api_tokens.id", "org_api_tokens_pkey"),
+    ("workspace_config.workspace_id", "workspace_config_pkey"),
 ];
 
 pub type StoreResult<T> = Result<T, StoreError>;

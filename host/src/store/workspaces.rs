@@ -6,7 +6,7 @@ use sqlx::QueryBuilder;
 use sqlx::types::Json;
 use uuid::Uuid;
 
-use super::{Db, StoreResult, on_db};
+use super::{Constraint, Db, StoreError, StoreResult, on_db};
 
 /// Binding lists longer than this are split; SQLite caps the variables of one statement.
 const ID_CHUNK: usize = 500;
@@ -90,9 +90,21 @@ pub async fn insert(
     secrets: &[SealedSecret],
     config: &Value,
 ) -> StoreResult<()> {
+    insert_rows(db, ws, secrets, config)
+        .await
+        .map_err(parent_missing)
+}
+
+async fn insert_rows(
+    db: &Db,
+    ws: &NewWorkspace,
+    secrets: &[SealedSecret],
+    config: &Value,
+) -> StoreResult<()> {
     let now = Utc::now();
+    let begin = db.begin_write_sql();
     on_db!(db, pool => {
-        let mut tx = pool.begin().await?;
+        let mut tx = pool.begin_with(begin).await?;
         sqlx::query(
             "INSERT INTO workspaces (id, name, role, tier, status, runtime, url, parent_id, workspace_dir,
                 workspace_access, budget_limit, max_concurrent_tasks, awareness_namespace, created_at, updated_at)
@@ -143,6 +155,18 @@ pub async fn insert(
         tx.commit().await?;
         Ok(())
     })
+}
+
+/// In `insert` and `update` the only workspace reference the input can break is the parent
+/// (the other rows written point at the row being written). SQLite does not name the foreign
+/// key that failed, so the store reports it as a missing workspace; here it is the parent.
+fn parent_missing(err: StoreError) -> StoreError {
+    match err {
+        StoreError::Constraint(Constraint::WorkspaceMissing) => {
+            StoreError::Constraint(Constraint::WorkspaceParentMissing)
+        }
+        other => other,
+    }
 }
 
 /// Every workspace that is not removed, oldest first.
@@ -205,8 +229,9 @@ pub async fn subtree(db: &Db, root: Uuid) -> StoreResult<Vec<Uuid>> {
 /// live token revoked. Returns the ids that were live before (those that changed).
 pub async fn mark_removed(db: &Db, ids: &[Uuid]) -> StoreResult<Vec<Uuid>> {
     let now = Utc::now();
+    let begin = db.begin_write_sql();
     on_db!(db, pool => {
-        let mut tx = pool.begin().await?;
+        let mut tx = pool.begin_with(begin).await?;
         let mut changed = Vec::new();
         for chunk in ids.chunks(ID_CHUNK) {
             let mut q = QueryBuilder::new("UPDATE workspaces SET status = 'removed', removed_at = ");
@@ -239,8 +264,9 @@ pub async fn mark_removed(db: &Db, ids: &[Uuid]) -> StoreResult<Vec<Uuid>> {
 /// Hard-deletes `ids` (rows of dependent tables go with them through `ON DELETE CASCADE`).
 /// References from outside the set are cleared first so no foreign key blocks the delete.
 pub async fn purge(db: &Db, ids: &[Uuid]) -> StoreResult<u64> {
+    let begin = db.begin_write_sql();
     on_db!(db, pool => {
-        let mut tx = pool.begin().await?;
+        let mut tx = pool.begin_with(begin).await?;
         let mut deleted = 0;
         for column in ["forwarded_to", "parent_id"] {
             for chunk in ids.chunks(ID_CHUNK) {
@@ -278,9 +304,14 @@ pub struct WorkspacePatch {
 
 /// Applies every field of `patch` in one transaction. Returns false when no live row matched.
 pub async fn update(db: &Db, id: Uuid, patch: &WorkspacePatch) -> StoreResult<bool> {
+    update_row(db, id, patch).await.map_err(parent_missing)
+}
+
+async fn update_row(db: &Db, id: Uuid, patch: &WorkspacePatch) -> StoreResult<bool> {
     let now = Utc::now();
+    let begin = db.begin_write_sql();
     on_db!(db, pool => {
-        let mut tx = pool.begin().await?;
+        let mut tx = pool.begin_with(begin).await?;
         let mut q = QueryBuilder::new("UPDATE workspaces SET updated_at = ");
         q.push_bind(now);
         if let Some(name) = &patch.name { q.push(", name = ").push_bind(name.clone()); }
@@ -317,8 +348,9 @@ pub async fn update(db: &Db, id: Uuid, patch: &WorkspacePatch) -> StoreResult<bo
 /// Sets `status` unless the row is removed. Returns the previous status when it changed.
 pub async fn set_status(db: &Db, id: Uuid, status: &str) -> StoreResult<Option<String>> {
     let now = Utc::now();
+    let begin = db.begin_write_sql();
     on_db!(db, pool => {
-        let mut tx = pool.begin().await?;
+        let mut tx = pool.begin_with(begin).await?;
         let previous: Option<String> = sqlx::query_scalar("SELECT status FROM workspaces WHERE id = $1")
             .bind(id)
             .fetch_optional(&mut *tx)
@@ -392,8 +424,9 @@ pub async fn record_heartbeat(
     report: &HeartbeatReport,
 ) -> StoreResult<Option<HeartbeatOutcome>> {
     let now = Utc::now();
+    let begin = db.begin_write_sql();
     on_db!(db, pool => {
-        let mut tx = pool.begin().await?;
+        let mut tx = pool.begin_with(begin).await?;
         let before: Option<(String, Option<String>)> =
             sqlx::query_as("SELECT status, current_task FROM workspaces WHERE id = $1 AND status <> 'removed'")
                 .bind(id)

@@ -1,4 +1,9 @@
 //! End-to-end specs: the real host over HTTP, on SQLite and on PostgreSQL.
 
+mod auth;
+mod edges;
+mod logs;
 mod registry;
+mod secrets;
+mod streams;
 mod workspaces;

@@ -1,0 +1,733 @@
+//! Store behaviour on both backends: the migrator, the constraint names the HTTP layer relies
+//! on, and the tree, config, liveness and token queries. Every test runs on a fresh SQLite and
+//! a fresh PostgreSQL database (`both_backends!`).
+
+use std::collections::BTreeSet;
+
+use chrono::{DateTime, Duration, Utc};
+use serde_json::{Map, Value, json};
+use uuid::Uuid;
+
+use super::activity::ActivityRow;
+use super::workspaces::{NewWorkspace, SealedSecret, WorkspacePatch};
+use super::{Backend, Constraint, Db, StoreError, on_db};
+
+crate::both_backends!(
+    migrating_twice_is_harmless_and_creates_every_table_and_index,
+    a_live_sibling_name_is_taken_until_the_first_is_removed,
+    invalid_fields_map_to_workspace_field_invalid,
+    a_missing_parent_maps_to_workspace_parent_missing,
+    a_child_row_for_a_missing_workspace_is_workspace_missing,
+    a_repeated_activity_idempotency_key_maps_to_activity_duplicate,
+    other_unique_violations_carry_their_constraint_name,
+    subtree_mark_removed_and_purge_cover_a_three_level_tree,
+    workspace_config_merge_is_shallow_and_keeps_json_types,
+    mark_stale_offline_only_touches_silent_online_and_degraded_rows,
+    tokens_ignore_revoked_tokens_and_removed_workspaces,
+);
+
+fn workspace(name: &str, parent: Option<Uuid>) -> NewWorkspace {
+    NewWorkspace {
+        id: Uuid::new_v4(),
+        name: name.to_owned(),
+        role: None,
+        tier: 3,
+        status: "provisioning",
+        runtime: "langgraph".to_owned(),
+        url: None,
+        parent_id: parent,
+        workspace_dir: None,
+        workspace_access: "none".to_owned(),
+        budget_limit: None,
+        max_concurrent_tasks: 1,
+        x: 0.0,
+        y: 0.0,
+    }
+}
+
+/// Inserts a workspace with an empty config and returns its id.
+async fn add(db: &Db, name: &str, parent: Option<Uuid>) -> Uuid {
+    let ws = workspace(name, parent);
+    super::workspaces::insert(db, &ws, &[], &json!({}))
+        .await
+        .expect("inserting a workspace");
+    ws.id
+}
+
+/// `SELECT COUNT(*) FROM table WHERE column = $1`.
+async fn count(db: &Db, table: &str, column: &str, id: Uuid) -> i64 {
+    let sql = format!("SELECT COUNT(*) FROM {table} WHERE {column} = $1");
+    on_db!(db, pool => sqlx::query_scalar(&sql).bind(id).fetch_one(pool).await.expect("counting rows"))
+}
+
+async fn status_of(db: &Db, id: Uuid) -> String {
+    super::workspaces::get(db, id)
+        .await
+        .expect("reading a workspace")
+        .expect("the workspace exists")
+        .status
+}
+
+#[track_caller]
+fn assert_constraint(result: Result<impl std::fmt::Debug, StoreError>, expected: Constraint) {
+    match result {
+        Err(StoreError::Constraint(found)) => assert_eq!(found, expected),
+        other => panic!("expected {expected:?}, got {other:?}"),
+    }
+}
+
+/// Names declared in the migrations: `(tables, indexes, constraints)`.
+fn declared_names() -> (BTreeSet<String>, BTreeSet<String>, BTreeSet<String>) {
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../migrations");
+    let (mut tables, mut indexes, mut constraints) =
+        (BTreeSet::new(), BTreeSet::new(), BTreeSet::new());
+    for entry in std::fs::read_dir(dir).expect("the migrations directory") {
+        let sql = std::fs::read_to_string(entry.expect("an entry").path()).expect("a migration");
+        let words: Vec<&str> = sql
+            .lines()
+            .filter(|l| !l.trim_start().starts_with("--"))
+            .flat_map(str::split_whitespace)
+            .collect();
+        for window in words.windows(3) {
+            let name = |w: &str| {
+                w.trim_matches(|c: char| !(c.is_alphanumeric() || c == '_'))
+                    .to_owned()
+            };
+            match window {
+                ["CREATE", "TABLE", table] => {
+                    tables.insert(name(table));
+                }
+                ["CREATE", "INDEX", index] | ["UNIQUE", "INDEX", index] => {
+                    indexes.insert(name(index));
+                }
+                ["CONSTRAINT", constraint, _] => {
+                    constraints.insert(name(constraint));
+                }
+                _ => {}
+            }
+        }
+    }
+    (tables, indexes, constraints)
+}
+
+#[test]
+fn every_constraint_in_the_migrations_has_a_name_the_store_knows() {
+    let (_, indexes, constraints) = declared_names();
+    let unique_indexes = indexes.iter().filter(|i| i.ends_with("_uniq"));
+    for name in constraints.iter().chain(unique_indexes) {
+        assert_ne!(
+            Constraint::from_name(name),
+            Constraint::Other("unknown"),
+            "{name} is neither mapped nor listed in OTHER_CONSTRAINTS"
+        );
+    }
+    for (columns, name) in super::SQLITE_UNIQUE_COLUMNS {
+        assert!(
+            constraints.contains(*name) || indexes.contains(*name),
+            "SQLITE_UNIQUE_COLUMNS maps {columns} to {name}, which the schema does not declare"
+        );
+    }
+}
+
+async fn migrating_twice_is_harmless_and_creates_every_table_and_index(db: Db) {
+    // `TestDatabase::connect` migrated once already.
+    db.migrate().await.expect("a second migration run");
+    db.migrate().await.expect("a third migration run");
+    let (tables, indexes, _) = declared_names();
+    assert!(tables.contains("workspaces") && tables.contains("workspace_config"));
+
+    let (table_sql, index_sql) = match db.backend() {
+        Backend::Sqlite => (
+            "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%'",
+            "SELECT name FROM sqlite_master WHERE type = 'index' AND name NOT LIKE 'sqlite_%'",
+        ),
+        Backend::Postgres => (
+            "SELECT table_name::TEXT FROM information_schema.tables WHERE table_schema = 'public'",
+            "SELECT indexname::TEXT FROM pg_indexes WHERE schemaname = 'public'",
+        ),
+    };
+    let (found_tables, found_indexes): (Vec<String>, Vec<String>) = on_db!(&db, pool => (
+        sqlx::query_scalar(table_sql).fetch_all(pool).await.expect("listing tables"),
+        sqlx::query_scalar(index_sql).fetch_all(pool).await.expect("listing indexes"),
+    ));
+    let mut expected = tables.clone();
+    expected.insert("schema_migrations".to_owned());
+    assert_eq!(found_tables.into_iter().collect::<BTreeSet<_>>(), expected);
+    let found_indexes: BTreeSet<String> = found_indexes.into_iter().collect();
+    for index in &indexes {
+        assert!(found_indexes.contains(index), "index {index} missing");
+    }
+    for table in &tables {
+        let sql = format!("SELECT COUNT(*) FROM {table}");
+        let rows: i64 = on_db!(&db, pool => sqlx::query_scalar(&sql).fetch_one(pool).await.expect("a readable table"));
+        assert_eq!(rows, 0, "{table} starts empty");
+    }
+    let applied: i64 = on_db!(&db, pool => sqlx::query_scalar("SELECT COUNT(*) FROM schema_migrations").fetch_one(pool).await.expect("the ledger"));
+    let files = std::fs::read_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/../migrations"))
+        .expect("the migrations directory")
+        .count();
+    assert_eq!(applied as usize, files, "each migration recorded once");
+}
+
+async fn a_live_sibling_name_is_taken_until_the_first_is_removed(db: Db) {
+    let first_root = add(&db, "Lead", None).await;
+    let twin = workspace("Lead", None);
+    assert_constraint(
+        super::workspaces::insert(&db, &twin, &[], &json!({})).await,
+        Constraint::WorkspaceNameTaken,
+    );
+    // Names are per parent: the same name below a parent, and below another parent, is free.
+    let child = add(&db, "Lead", Some(first_root)).await;
+    let other_root = add(&db, "Other", None).await;
+    add(&db, "Lead", Some(other_root)).await;
+    assert_constraint(
+        super::workspaces::insert(&db, &workspace("Lead", Some(first_root)), &[], &json!({})).await,
+        Constraint::WorkspaceNameTaken,
+    );
+    // A rename into a taken name is refused the same way, and changes nothing.
+    let rename = WorkspacePatch {
+        name: Some("Lead".to_owned()),
+        ..WorkspacePatch::default()
+    };
+    assert_constraint(
+        super::workspaces::update(&db, other_root, &rename).await,
+        Constraint::WorkspaceNameTaken,
+    );
+    let other = super::workspaces::get(&db, other_root).await.unwrap();
+    assert_eq!(other.expect("still there").name, "Other");
+
+    // Removed rows no longer hold their name.
+    super::workspaces::mark_removed(&db, &[first_root, child])
+        .await
+        .expect("removing");
+    super::workspaces::insert(&db, &twin, &[], &json!({}))
+        .await
+        .expect("the name is free again once the first is removed");
+    assert_constraint(
+        super::workspaces::insert(&db, &workspace("Lead", None), &[], &json!({})).await,
+        Constraint::WorkspaceNameTaken,
+    );
+}
+
+async fn invalid_fields_map_to_workspace_field_invalid(db: Db) {
+    let id = add(&db, "Agent", None).await;
+    assert_constraint(
+        super::workspaces::transition(&db, id, &["provisioning"], "bogus").await,
+        Constraint::WorkspaceFieldInvalid,
+    );
+    assert_constraint(
+        super::workspaces::set_status(&db, id, "bogus").await,
+        Constraint::WorkspaceFieldInvalid,
+    );
+    assert_eq!(status_of(&db, id).await, "provisioning", "nothing changed");
+    let bad_tier = NewWorkspace {
+        tier: 9,
+        ..workspace("Tier", None)
+    };
+    let bad_access = NewWorkspace {
+        workspace_access: "everything".to_owned(),
+        ..workspace("Access", None)
+    };
+    let bad_tasks = NewWorkspace {
+        max_concurrent_tasks: 0,
+        ..workspace("Tasks", None)
+    };
+    for ws in [bad_tier, bad_access, bad_tasks] {
+        assert_constraint(
+            super::workspaces::insert(&db, &ws, &[], &json!({})).await,
+            Constraint::WorkspaceFieldInvalid,
+        );
+        assert!(
+            super::workspaces::get(&db, ws.id).await.unwrap().is_none(),
+            "the failed insert left no row"
+        );
+    }
+    let patch = WorkspacePatch {
+        tier: Some(0),
+        ..WorkspacePatch::default()
+    };
+    assert_constraint(
+        super::workspaces::update(&db, id, &patch).await,
+        Constraint::WorkspaceFieldInvalid,
+    );
+}
+
+async fn a_missing_parent_maps_to_workspace_parent_missing(db: Db) {
+    let orphan = workspace("Orphan", Some(Uuid::new_v4()));
+    assert_constraint(
+        super::workspaces::insert(&db, &orphan, &[], &json!({})).await,
+        Constraint::WorkspaceParentMissing,
+    );
+    assert!(
+        super::workspaces::get(&db, orphan.id)
+            .await
+            .unwrap()
+            .is_none()
+    );
+    // Re-parenting onto a missing workspace is the same violation.
+    let id = add(&db, "Agent", None).await;
+    let patch = WorkspacePatch {
+        parent_id: Some(Some(Uuid::new_v4())),
+        ..WorkspacePatch::default()
+    };
+    assert_constraint(
+        super::workspaces::update(&db, id, &patch).await,
+        Constraint::WorkspaceParentMissing,
+    );
+    let row = super::workspaces::get(&db, id).await.unwrap().unwrap();
+    assert_eq!(row.parent_id, None);
+}
+
+fn activity(workspace_id: Uuid, key: Option<&str>) -> ActivityRow {
+    ActivityRow {
+        id: Uuid::new_v4(),
+        workspace_id,
+        activity_type: "agent_log".to_owned(),
+        source_id: None,
+        target_id: None,
+        method: None,
+        summary: Some("did a thing".to_owned()),
+        request_body: None,
+        response_body: None,
+        tool_trace: None,
+        duration_ms: None,
+        status: "ok".to_owned(),
+        error_detail: None,
+        idempotency_key: key.map(str::to_owned),
+        created_at: Utc::now(),
+    }
+}
+
+async fn a_child_row_for_a_missing_workspace_is_workspace_missing(db: Db) {
+    let ghost = Uuid::new_v4();
+    assert_constraint(
+        super::activity::insert(&db, &activity(ghost, None)).await,
+        Constraint::WorkspaceMissing,
+    );
+    assert_constraint(
+        super::secrets::upsert_workspace(&db, ghost, "KEY", b"sealed", 0).await,
+        Constraint::WorkspaceMissing,
+    );
+    assert_constraint(
+        super::tokens::insert_workspace_token(&db, Uuid::new_v4(), ghost, &[7; 32], "prefix00")
+            .await,
+        Constraint::WorkspaceMissing,
+    );
+}
+
+async fn a_repeated_activity_idempotency_key_maps_to_activity_duplicate(db: Db) {
+    let id = add(&db, "Agent", None).await;
+    let other = add(&db, "Other", None).await;
+    super::activity::insert(&db, &activity(id, Some("delivery-1")))
+        .await
+        .expect("first delivery");
+    assert_constraint(
+        super::activity::insert(&db, &activity(id, Some("delivery-1"))).await,
+        Constraint::ActivityDuplicate,
+    );
+    // Keys are per workspace, and rows without a key never collide.
+    super::activity::insert(&db, &activity(other, Some("delivery-1")))
+        .await
+        .expect("same key, other workspace");
+    for _ in 0..2 {
+        super::activity::insert(&db, &activity(id, None))
+            .await
+            .expect("no key");
+    }
+    let rows = super::activity::list(&db, id, None, None, 10)
+        .await
+        .unwrap();
+    assert_eq!(rows.len(), 3);
+}
+
+async fn other_unique_violations_carry_their_constraint_name(db: Db) {
+    let id = add(&db, "Agent", None).await;
+    let dup = workspace("Again", None);
+    let dup = NewWorkspace { id, ..dup };
+    assert_constraint(
+        super::workspaces::insert(&db, &dup, &[], &json!({})).await,
+        Constraint::Other("workspaces_pkey"),
+    );
+    let hash = [42u8; 32];
+    super::tokens::insert_workspace_token(&db, Uuid::new_v4(), id, &hash, "prefix00")
+        .await
+        .expect("first token");
+    assert_constraint(
+        super::tokens::insert_workspace_token(&db, Uuid::new_v4(), id, &hash, "prefix00").await,
+        Constraint::Other("workspace_auth_tokens_hash_uniq"),
+    );
+    super::tokens::insert_org_token(&db, Uuid::new_v4(), &hash, "prefix00", None, None)
+        .await
+        .expect("an org token may share nothing with workspace tokens");
+    assert_constraint(
+        super::tokens::insert_org_token(&db, Uuid::new_v4(), &hash, "prefix00", None, None).await,
+        Constraint::Other("org_api_tokens_hash_uniq"),
+    );
+    // Two secrets of the same key in one insert (the upsert routes never do this).
+    let secret = SealedSecret {
+        key: "API_KEY".to_owned(),
+        ciphertext: b"sealed".to_vec(),
+        version: 0,
+    };
+    let ws = workspace("Secretive", None);
+    assert_constraint(
+        super::workspaces::insert(&db, &ws, &[secret.clone(), secret], &json!({})).await,
+        Constraint::Other("workspace_secrets_workspace_key_uniq"),
+    );
+    assert!(
+        super::workspaces::get(&db, ws.id).await.unwrap().is_none(),
+        "the whole insert rolled back"
+    );
+}
+
+async fn subtree_mark_removed_and_purge_cover_a_three_level_tree(db: Db) {
+    // root ── c1 ── g1
+    //     └── c2 ── g2
+    // bystander (another root), forwarded to g1
+    let root = add(&db, "root", None).await;
+    let c1 = add(&db, "c1", Some(root)).await;
+    let c2 = add(&db, "c2", Some(root)).await;
+    let g1 = add(&db, "g1", Some(c1)).await;
+    let g2 = add(&db, "g2", Some(c2)).await;
+    let bystander = add(&db, "bystander", None).await;
+    let tree = [root, c1, c2, g1, g2];
+    for (i, id) in tree.iter().chain([&bystander]).enumerate() {
+        super::secrets::upsert_workspace(&db, *id, "API_KEY", b"sealed", 0)
+            .await
+            .unwrap();
+        super::tokens::insert_workspace_token(&db, Uuid::new_v4(), *id, &[i as u8; 32], "prefix00")
+            .await
+            .unwrap();
+        super::activity::insert(&db, &activity(*id, None))
+            .await
+            .unwrap();
+    }
+    on_db!(&db, pool => sqlx::query("UPDATE workspaces SET forwarded_to = $1 WHERE id = $2")
+        .bind(g1).bind(bystander).execute(pool).await.unwrap().rows_affected());
+    super::tokens::insert_org_token(&db, Uuid::new_v4(), &[99; 32], "prefix00", None, None)
+        .await
+        .unwrap();
+    on_db!(&db, pool => sqlx::query("UPDATE org_api_tokens SET org_id = $1").bind(root).execute(pool).await.unwrap().rows_affected());
+
+    let subtree = super::workspaces::subtree(&db, root).await.unwrap();
+    assert_eq!(subtree.len(), 5);
+    assert_eq!(subtree[0], root, "root first");
+    assert_eq!(
+        subtree[1..3].iter().collect::<BTreeSet<_>>(),
+        [c1, c2].iter().collect(),
+        "children before grandchildren"
+    );
+    assert_eq!(
+        subtree[3..].iter().collect::<BTreeSet<_>>(),
+        [g1, g2].iter().collect()
+    );
+    assert_eq!(super::workspaces::subtree(&db, c1).await.unwrap(), [c1, g1]);
+    assert_eq!(super::workspaces::subtree(&db, g2).await.unwrap(), [g2]);
+    assert!(
+        super::workspaces::subtree(&db, Uuid::new_v4())
+            .await
+            .unwrap()
+            .is_empty()
+    );
+
+    // Marking: every row tombstoned, layouts dropped, tokens revoked; the bystander untouched.
+    let changed = super::workspaces::mark_removed(&db, &subtree)
+        .await
+        .unwrap();
+    assert_eq!(
+        changed.iter().collect::<BTreeSet<_>>(),
+        tree.iter().collect()
+    );
+    for id in tree {
+        let row = super::workspaces::get(&db, id).await.unwrap().unwrap();
+        assert_eq!(row.status, "removed");
+        assert!(row.removed_at.is_some());
+        assert_eq!(count(&db, "canvas_layouts", "workspace_id", id).await, 0);
+        assert_eq!(
+            super::tokens::count_live_workspace_tokens(&db, id)
+                .await
+                .unwrap(),
+            0
+        );
+    }
+    assert_eq!(status_of(&db, bystander).await, "provisioning");
+    assert_eq!(
+        count(&db, "canvas_layouts", "workspace_id", bystander).await,
+        1
+    );
+    let live: Vec<Uuid> = super::workspaces::list_live(&db)
+        .await
+        .unwrap()
+        .iter()
+        .map(|w| w.id)
+        .collect();
+    assert_eq!(live, [bystander]);
+    assert!(
+        super::workspaces::mark_removed(&db, &subtree)
+            .await
+            .unwrap()
+            .is_empty(),
+        "marking again changes nothing"
+    );
+    assert_eq!(
+        super::workspaces::subtree(&db, root).await.unwrap().len(),
+        5,
+        "the walk includes removed rows"
+    );
+
+    // Purging: the rows and everything hanging off them are gone; outside references cleared.
+    assert_eq!(super::workspaces::purge(&db, &subtree).await.unwrap(), 5);
+    for id in tree {
+        assert!(super::workspaces::get(&db, id).await.unwrap().is_none());
+        for table in [
+            "workspace_secrets",
+            "canvas_layouts",
+            "workspace_config",
+            "workspace_auth_tokens",
+            "activity_logs",
+        ] {
+            assert_eq!(count(&db, table, "workspace_id", id).await, 0, "{table}");
+        }
+    }
+    let bystander_row = super::workspaces::get(&db, bystander)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(bystander_row.forwarded_to, None);
+    for table in [
+        "workspace_secrets",
+        "canvas_layouts",
+        "workspace_config",
+        "workspace_auth_tokens",
+        "activity_logs",
+    ] {
+        assert_eq!(
+            count(&db, table, "workspace_id", bystander).await,
+            1,
+            "{table}"
+        );
+    }
+    let org_ids: Vec<Option<Uuid>> = on_db!(&db, pool => sqlx::query_scalar("SELECT org_id FROM org_api_tokens").fetch_all(pool).await.unwrap());
+    assert_eq!(org_ids, [None], "the org token outlives its org");
+    assert_eq!(super::workspaces::purge(&db, &subtree).await.unwrap(), 0);
+}
+
+async fn workspace_config_merge_is_shallow_and_keeps_json_types(db: Db) {
+    let ws = workspace("Configured", None);
+    super::workspaces::insert(&db, &ws, &[], &json!({ "template": "seo" }))
+        .await
+        .unwrap();
+    let patch = |v: Value| -> Map<String, Value> {
+        match v {
+            Value::Object(map) => map,
+            _ => unreachable!("patches are objects"),
+        }
+    };
+    let merged = super::workspace_config::merge(
+        &db,
+        ws.id,
+        &patch(json!({ "model": { "name": "m1", "temperature": 0.5 }, "digits": "123", "n": 123 })),
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        merged,
+        json!({ "template": "seo", "model": { "name": "m1", "temperature": 0.5 }, "digits": "123", "n": 123 })
+    );
+    // A nested object in the patch replaces the stored one whole; other keys stay.
+    let merged = super::workspace_config::merge(
+        &db,
+        ws.id,
+        &patch(json!({ "model": { "name": "m2" }, "n": null })),
+    )
+    .await
+    .unwrap();
+    let expected =
+        json!({ "template": "seo", "model": { "name": "m2" }, "digits": "123", "n": null });
+    assert_eq!(merged, expected);
+    assert_eq!(
+        super::workspace_config::get(&db, ws.id).await.unwrap(),
+        Some(expected)
+    );
+
+    // Without a stored row the patch becomes the config.
+    on_db!(&db, pool => sqlx::query("DELETE FROM workspace_config WHERE workspace_id = $1").bind(ws.id).execute(pool).await.unwrap().rows_affected());
+    let merged = super::workspace_config::merge(&db, ws.id, &patch(json!({ "a": [1, 2] })))
+        .await
+        .unwrap();
+    assert_eq!(merged, json!({ "a": [1, 2] }));
+    assert_eq!(
+        super::workspace_config::get(&db, Uuid::new_v4())
+            .await
+            .unwrap(),
+        None
+    );
+}
+
+/// Sets a row's status and clocks directly, as if time had passed.
+async fn age(
+    db: &Db,
+    id: Uuid,
+    status: &str,
+    heartbeat: Option<DateTime<Utc>>,
+    updated: DateTime<Utc>,
+) {
+    on_db!(db, pool => sqlx::query(
+        "UPDATE workspaces SET status = $2, last_heartbeat_at = $3, updated_at = $4 WHERE id = $1",
+    )
+    .bind(id)
+    .bind(status)
+    .bind(heartbeat)
+    .bind(updated)
+    .execute(pool)
+    .await
+    .expect("ageing a row")
+    .rows_affected());
+}
+
+async fn mark_stale_offline_only_touches_silent_online_and_degraded_rows(db: Db) {
+    let now = Utc::now();
+    let long_ago = now - Duration::minutes(10);
+    let cutoff = now - Duration::minutes(3);
+    let mut expect_offline = BTreeSet::new();
+    let mut unchanged = Vec::new();
+    for (name, status, heartbeat, updated, stale) in [
+        ("online-silent", "online", Some(long_ago), now, true),
+        ("degraded-silent", "degraded", Some(long_ago), now, true),
+        ("online-never-beat", "online", None, long_ago, true),
+        ("online-recent", "online", Some(now), long_ago, false),
+        // A heartbeat just after the cutoff counts; one just before does not.
+        (
+            "online-edge-after",
+            "online",
+            Some(cutoff + Duration::milliseconds(1)),
+            long_ago,
+            false,
+        ),
+        (
+            "online-edge-before",
+            "online",
+            Some(cutoff - Duration::milliseconds(1)),
+            now,
+            true,
+        ),
+        ("degraded-recent", "degraded", Some(now), now, false),
+        ("online-fresh", "online", None, now, false),
+        ("provisioning-old", "provisioning", None, long_ago, false),
+        ("offline-old", "offline", Some(long_ago), long_ago, false),
+        ("failed-old", "failed", Some(long_ago), long_ago, false),
+        ("paused-old", "paused", Some(long_ago), long_ago, false),
+        ("removed-old", "removed", Some(long_ago), long_ago, false),
+    ] {
+        let id = add(&db, name, None).await;
+        age(&db, id, status, heartbeat, updated).await;
+        if stale {
+            expect_offline.insert(id);
+        } else {
+            unchanged.push((id, status));
+        }
+    }
+    let changed = super::workspaces::mark_stale_offline(&db, cutoff)
+        .await
+        .unwrap();
+    assert_eq!(changed.into_iter().collect::<BTreeSet<_>>(), expect_offline);
+    for id in &expect_offline {
+        assert_eq!(status_of(&db, *id).await, "offline");
+    }
+    for (id, status) in unchanged {
+        assert_eq!(status_of(&db, id).await, status);
+    }
+    assert!(
+        super::workspaces::mark_stale_offline(&db, cutoff)
+            .await
+            .unwrap()
+            .is_empty(),
+        "a second sweep finds nothing"
+    );
+}
+
+async fn tokens_ignore_revoked_tokens_and_removed_workspaces(db: Db) {
+    assert!(
+        !super::tokens::any_live_token(&db).await.unwrap(),
+        "fresh install"
+    );
+    let id = add(&db, "Agent", None).await;
+    let other = add(&db, "Other", None).await;
+    let (live, revoked, unknown) = ([1u8; 32], [2u8; 32], [3u8; 32]);
+    let live_id = Uuid::new_v4();
+    let revoked_id = Uuid::new_v4();
+    super::tokens::insert_workspace_token(&db, live_id, id, &live, "live0000")
+        .await
+        .unwrap();
+    super::tokens::insert_workspace_token(&db, revoked_id, id, &revoked, "revoked0")
+        .await
+        .unwrap();
+    assert!(super::tokens::any_live_token(&db).await.unwrap());
+    assert!(
+        super::tokens::revoke_workspace_token(&db, id, revoked_id)
+            .await
+            .unwrap()
+    );
+    assert!(
+        !super::tokens::revoke_workspace_token(&db, other, live_id)
+            .await
+            .unwrap(),
+        "a token is revoked through its own workspace only"
+    );
+    assert_eq!(
+        super::tokens::workspace_for_token(&db, &live)
+            .await
+            .unwrap(),
+        Some(id)
+    );
+    assert_eq!(
+        super::tokens::workspace_for_token(&db, &revoked)
+            .await
+            .unwrap(),
+        None
+    );
+    assert_eq!(
+        super::tokens::workspace_for_token(&db, &unknown)
+            .await
+            .unwrap(),
+        None
+    );
+    let listed = super::tokens::list_workspace_tokens(&db, id, 10, 0)
+        .await
+        .unwrap();
+    assert_eq!(listed.len(), 1, "revoked tokens are not listed");
+    assert_eq!(listed[0].id, live_id);
+    assert!(
+        listed[0].last_used_at.is_some(),
+        "a lookup marks the token used"
+    );
+    assert_eq!(
+        super::tokens::count_live_workspace_tokens(&db, id)
+            .await
+            .unwrap(),
+        1
+    );
+
+    // A removed workspace's token stops counting even before anything revokes it.
+    super::workspaces::set_status(&db, id, "removed")
+        .await
+        .unwrap();
+    assert_eq!(
+        super::tokens::workspace_for_token(&db, &live)
+            .await
+            .unwrap(),
+        None
+    );
+    assert!(!super::tokens::any_live_token(&db).await.unwrap());
+
+    // Org tokens count for the fresh-install test until revoked.
+    let org = Uuid::new_v4();
+    super::tokens::insert_org_token(&db, org, &unknown, "org00000", Some("ci"), None)
+        .await
+        .unwrap();
+    assert!(super::tokens::any_live_token(&db).await.unwrap());
+    assert!(super::tokens::org_token_valid(&db, &unknown).await.unwrap());
+    assert!(super::tokens::revoke_org_token(&db, org).await.unwrap());
+    assert!(!super::tokens::org_token_valid(&db, &unknown).await.unwrap());
+    assert!(!super::tokens::any_live_token(&db).await.unwrap());
+}
