@@ -130,6 +130,40 @@ impl EventBus {
         Ok(())
     }
 
+    /// Records several events in one transaction, then publishes them in order. Used where one
+    /// operation produces many events (a cascade delete announces every node it removed).
+    pub async fn record_and_broadcast_all(
+        &self,
+        events: Vec<(&str, Option<Uuid>, Value)>,
+    ) -> Result<(), StoreError> {
+        // One microsecond apart (the precision both databases keep), so the log's order by time
+        // is the order they were announced in.
+        let start = Utc::now();
+        let rows: Vec<store::events::EventRow> = events
+            .into_iter()
+            .zip(0..)
+            .map(
+                |((event, workspace_id, payload), i)| store::events::EventRow {
+                    id: Uuid::new_v4(),
+                    event_type: event.to_owned(),
+                    workspace_id,
+                    payload: Some(payload),
+                    created_at: start + chrono::Duration::microseconds(i),
+                },
+            )
+            .collect();
+        store::events::insert_many(&self.db, &rows).await?;
+        for row in rows {
+            self.publish(Event {
+                event: row.event_type,
+                workspace_id: row.workspace_id,
+                timestamp: row.created_at,
+                payload: row.payload.unwrap_or(Value::Null),
+            });
+        }
+        Ok(())
+    }
+
     /// Publishes without recording: for high-frequency or transient events (heartbeats, chat).
     pub fn broadcast_only(&self, event: &str, workspace_id: Option<Uuid>, payload: Value) {
         self.publish(Event {
@@ -143,6 +177,14 @@ impl EventBus {
     fn publish(&self, event: Event) {
         // An error only means nobody is listening right now.
         let _ = self.tx.send(Arc::new(event));
+    }
+
+    /// [`EventBus::record_and_broadcast_all`] on a best-effort basis, like [`EventBus::emit`].
+    pub async fn emit_all(&self, events: Vec<(&str, Option<Uuid>, Value)>) {
+        let count = events.len();
+        if let Err(err) = self.record_and_broadcast_all(events).await {
+            tracing::error!(count, error = ?err, "recording events failed");
+        }
     }
 
     /// Records an event on a best-effort basis: a failure is logged, not returned. For events

@@ -32,6 +32,30 @@ pub async fn insert(db: &Db, row: &EventRow) -> StoreResult<()> {
     })
 }
 
+/// Inserts many events in one transaction, in order.
+pub async fn insert_many(db: &Db, rows: &[EventRow]) -> StoreResult<()> {
+    // Five bound values a row; 100 rows a statement stays far below SQLite's variable limit.
+    const ROWS_PER_STATEMENT: usize = 100;
+    on_db!(db, pool => {
+        let mut tx = pool.begin().await?;
+        for chunk in rows.chunks(ROWS_PER_STATEMENT) {
+            let mut q = sqlx::QueryBuilder::new(
+                "INSERT INTO structure_events (id, event_type, workspace_id, payload, created_at) ",
+            );
+            q.push_values(chunk, |mut b, row| {
+                b.push_bind(row.id)
+                    .push_bind(row.event_type.clone())
+                    .push_bind(row.workspace_id)
+                    .push_bind(row.payload.clone().map(Json))
+                    .push_bind(row.created_at);
+            });
+            q.build().execute(&mut *tx).await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    })
+}
+
 /// The newest `limit` events, for one workspace or all, newest first.
 pub async fn recent(db: &Db, workspace_id: Option<Uuid>, limit: i64) -> StoreResult<Vec<EventRow>> {
     on_db!(db, pool => {

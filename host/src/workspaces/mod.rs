@@ -475,25 +475,23 @@ pub async fn cascade_delete(
     }
     let subtree = store::workspaces::subtree(&svc.db, root).await?;
     let changed = store::workspaces::mark_removed(&svc.db, &subtree).await?;
+    let changed: std::collections::HashSet<Uuid> = changed.into_iter().collect();
     let descendants_removed = changed.iter().filter(|id| **id != root).count();
-    for id in subtree
+    // Leaves before the root, so a subscriber never sees a child outlive its removed parent.
+    let mut announcements: Vec<(&str, Option<Uuid>, Value)> = subtree
         .iter()
         .rev()
         .filter(|id| **id != root && changed.contains(id))
-    {
-        svc.events
-            .emit(names::WORKSPACE_REMOVED, Some(*id), json!({}))
-            .await;
-    }
+        .map(|id| (names::WORKSPACE_REMOVED, Some(*id), json!({})))
+        .collect();
     if changed.contains(&root) {
-        svc.events
-            .emit(
-                names::WORKSPACE_REMOVED,
-                Some(root),
-                json!({ "cascade_deleted": descendants_removed }),
-            )
-            .await;
+        announcements.push((
+            names::WORKSPACE_REMOVED,
+            Some(root),
+            json!({ "cascade_deleted": descendants_removed }),
+        ));
     }
+    svc.events.emit_all(announcements).await;
     if purge {
         store::workspaces::purge(&svc.db, &subtree).await?;
     }

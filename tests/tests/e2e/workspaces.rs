@@ -287,6 +287,18 @@ async fn delete_asks_for_confirmation_then_cascades(backend: DbBackend) {
     let events = app.get(&format!("/events/{root}")).await.expect(200);
     assert_eq!(events[0]["event_type"], "WORKSPACE_REMOVED");
     assert_eq!(events[0]["payload"]["cascade_deleted"], 3);
+    // Removals are announced leaves first, the root last (the log lists newest first).
+    let log = app.get("/events").await.expect(200);
+    let removed: Vec<&str> = log
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["event_type"] == "WORKSPACE_REMOVED")
+        .map(|e| e["workspace_id"].as_str().unwrap())
+        .collect();
+    assert_eq!(removed.len(), 4);
+    assert_eq!(removed[0], root);
+    assert_eq!(removed[3], a1, "the grandchild goes first");
     // Deleting again is harmless.
     let again = app
         .delete(&format!("/workspaces/{root}?confirm=true"))
