@@ -2,6 +2,7 @@
 #
 #   make test     what CI runs (through .ci/run): fmt, clippy, tests
 #   make run      serve locally on 127.0.0.1:8080 (SQLite under ./data)
+#   make plugins  build the extension components (plugins/) for wasm32-wasip2
 #   make pg       start the private test PostgreSQL; make pg-stop stops it
 #
 # The test PostgreSQL is managed by scripts/test-postgres.sh (data dir
@@ -15,15 +16,39 @@ MAKEFLAGS += --no-builtin-rules
 
 PG_SCRIPT := scripts/test-postgres.sh
 
-.PHONY: deps pg pg-stop test run bench clean
+# The wasm32-wasip2 installer lives in the shared toolchain folder beside the repository (CI
+# clones the repository next to `shared/`). It tries rustup, else unpacks a bundled std.
+WASM_TARGET_INSTALLER := $(CURDIR)/../shared/toolchain/install-wasm-target.sh
+PLUGINS_MANIFEST := plugins/Cargo.toml
+PLUGINS_OUT := plugins/target/wasm32-wasip2/release
+
+.PHONY: deps wasm-target plugins pg pg-stop test run bench clean
 
 # deps: idempotent machine setup that run, test and bench depend on.
 deps:
 	@command -v cargo >/dev/null 2>&1 || { echo "error: cargo not found on PATH (install Rust with rustup)" >&2; exit 1; }
+	@$(MAKE) --no-print-directory plugins
 # ---- more machine setup goes here; every step must be idempotent ----
-#   later: `rustup target add wasm32-wasip2`
 #   later: build/pull the Docker images the workspaces need
 # ----------------------------------------------------------------------
+
+# wasm-target: make the wasm32-wasip2 standard library available (idempotent).
+wasm-target:
+	@if [[ -f "$(WASM_TARGET_INSTALLER)" ]]; then \
+		bash "$(WASM_TARGET_INSTALLER)"; \
+	elif libdir="$$(rustc --print target-libdir --target wasm32-wasip2 2>/dev/null)" && [[ -d "$$libdir" ]]; then \
+		:; \
+	elif ! rustup target add wasm32-wasip2; then \
+		echo "error: the wasm32-wasip2 target is missing: $(WASM_TARGET_INSTALLER) does not exist and 'rustup target add wasm32-wasip2' failed" >&2; \
+		exit 1; \
+	fi
+
+# plugins: build the default extension components and the test guests (plugins/, a workspace
+# of its own) into $(PLUGINS_OUT)/<crate_name>.wasm; the host installs the defaults from there.
+plugins: wasm-target
+	cargo build --manifest-path $(PLUGINS_MANIFEST) --target wasm32-wasip2 --release
+	@echo "plugins: components in $(PLUGINS_OUT)/:"
+	@ls -l $(PLUGINS_OUT)/*.wasm | awk '{ n = $$NF; sub(".*/", "", n); printf "  %-28s %7d bytes\n", n, $$5 }'
 
 # pg: start (installing/initialising if needed) the private test PostgreSQL.
 pg:
@@ -33,11 +58,16 @@ pg:
 pg-stop:
 	bash $(PG_SCRIPT) stop
 
-# test: formatting, lints, then the whole test suite against the private
-# PostgreSQL (its URL is exported as MOLECULE_TEST_PG_URL).
+# test: formatting, lints, the plugins' native unit tests, then the whole test suite
+# against the private PostgreSQL (its URL is exported as MOLECULE_TEST_PG_URL).
 test: deps
 	cargo fmt --all -- --check
 	cargo clippy --workspace --all-targets -- -D warnings
+	cargo clippy -p molecule-guest --target wasm32-wasip2 -- -D warnings
+	cargo fmt --manifest-path $(PLUGINS_MANIFEST) --all -- --check
+	cargo clippy --manifest-path $(PLUGINS_MANIFEST) --target wasm32-wasip2 -- -D warnings
+	cargo clippy --manifest-path $(PLUGINS_MANIFEST) --all-targets -- -D warnings
+	cargo test --manifest-path $(PLUGINS_MANIFEST)
 	url="$$(bash $(PG_SCRIPT) start)"; \
 	export MOLECULE_TEST_PG_URL="$$url"; \
 	echo "MOLECULE_TEST_PG_URL=$$MOLECULE_TEST_PG_URL"; \
@@ -64,9 +94,10 @@ bench: deps
 	echo "MOLECULE_TEST_PG_URL=$$MOLECULE_TEST_PG_URL"; \
 	cargo bench -p molecule-host --bench store
 
-# clean: stop the test PostgreSQL, delete its data dir, and `cargo clean`.
+# clean: stop the test PostgreSQL, delete its data dir, and `cargo clean` (both workspaces).
 clean:
 	bash $(PG_SCRIPT) stop
 	d="$${MOLECULE_TEST_PG_DIR:-/tmp/molecule-test-pg}"; d="$${d%/}"; \
 	rm -rf -- "$$d" "$$d.lock" "$$d.initdb-tmp"
 	cargo clean
+	cargo clean --manifest-path $(PLUGINS_MANIFEST)

@@ -109,6 +109,9 @@ pub struct Config {
     /// client stopped reading) before the host stops without them.
     pub shutdown_grace_secs: u64,
     pub liveness: LivenessConfig,
+    /// Where the default extension components are found on first start (`make plugins` builds
+    /// them there); unset to start without them (slots then use the host's built-in fallbacks).
+    pub builtin_extensions_dir: Option<PathBuf>,
 }
 
 impl Default for Config {
@@ -131,6 +134,7 @@ impl Default for Config {
             max_body_bytes: 1024 * 1024,
             shutdown_grace_secs: 10,
             liveness: LivenessConfig::default(),
+            builtin_extensions_dir: Some(PathBuf::from("plugins/target/wasm32-wasip2/release")),
         }
     }
 }

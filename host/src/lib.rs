@@ -6,6 +6,7 @@
 pub mod auth;
 pub mod config;
 pub mod events;
+pub mod extensions;
 pub mod http;
 pub mod secrets;
 pub mod store;
@@ -35,6 +36,7 @@ pub struct Services {
     pub events: EventBus,
     pub cipher: Cipher,
     pub guard: auth::Guard,
+    pub extensions: Arc<extensions::registry::ExtensionHost>,
 }
 
 impl Services {
@@ -55,12 +57,21 @@ impl Services {
         db.migrate().await.context("migrating the database")?;
         let events = EventBus::new(db.clone());
         let guard = auth::Guard::new(&config, db.clone());
+        let extensions = extensions::registry::ExtensionHost::start(
+            db.clone(),
+            events.clone(),
+            &config.data_dir,
+            config.builtin_extensions_dir.as_deref(),
+        )
+        .await
+        .context("starting the extension platform")?;
         Ok(Services {
             config: Arc::new(config),
             db,
             events,
             cipher,
             guard,
+            extensions,
         })
     }
 }
@@ -77,7 +88,9 @@ pub async fn run(
 
     let stop = CancellationToken::new();
     let tracker = TaskTracker::new();
-    let state = http::AppState::new(svc.clone(), Arc::new(http::Metrics::new()), stop.clone());
+    let metrics = Arc::new(http::Metrics::new());
+    svc.extensions.metrics.register(&mut metrics.registry());
+    let state = http::AppState::new(svc.clone(), metrics, stop.clone());
     sweepers::spawn_all(&svc, &tracker, &stop);
     let housekeeping = state.clone();
     sweepers::spawn_loop(
@@ -118,6 +131,7 @@ pub async fn run(
     stop.cancel();
     tracker.close();
     tracker.wait().await;
+    svc.extensions.stop();
     svc.db.close().await;
     tracing::info!("host stopped");
     served

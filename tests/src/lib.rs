@@ -56,6 +56,11 @@ impl Reply {
     }
 }
 
+/// Where `make plugins` puts the components; for specs that need the defaults installed.
+pub fn builtin_extensions_dir() -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../plugins/target/wasm32-wasip2/release")
+}
+
 /// The admin token test hosts are configured with; [`TestApp`]'s client sends it by default.
 pub const ADMIN_TOKEN: &str = "test-admin-token-0123456789";
 
@@ -65,6 +70,8 @@ fn base_config(db_url: &str, data_dir: &std::path::Path) -> Config {
         database_url: Some(db_url.to_owned().into()),
         data_dir: data_dir.to_path_buf(),
         rate_limit_per_minute: 1_000_000,
+        // Specs that need the default components opt in with `with_builtin_extensions`.
+        builtin_extensions_dir: None,
         ..Config::default()
     }
 }

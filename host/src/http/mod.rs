@@ -7,6 +7,7 @@
 mod activity;
 pub mod error;
 mod events;
+mod extensions;
 mod extract;
 mod metrics;
 mod ratelimit;
@@ -73,6 +74,7 @@ pub fn router(state: AppState) -> Router {
         .merge(tokens::router())
         .merge(activity::router())
         .merge(events::router())
+        .merge(extensions::router())
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed);
 

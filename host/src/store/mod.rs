@@ -7,6 +7,7 @@
 pub mod activity;
 pub mod canvas;
 pub mod events;
+pub mod extensions;
 mod migrate;
 pub mod secrets;
 pub mod testing;
@@ -172,6 +173,17 @@ const OTHER_CONSTRAINTS: &[&str] = &[
     "org_api_tokens_hash_uniq",
     "org_api_tokens_org_fkey",
     "workspace_config_pkey",
+    "extensions_pkey",
+    "extensions_slot_digest_uniq",
+    "extension_slots_pkey",
+    "extension_slots_active_fkey",
+    "extension_slots_shadow_fkey",
+    "extension_activations_pkey",
+    "extension_activations_extension_fkey",
+    "extension_activations_action_check",
+    "extension_shadow_results_pkey",
+    "extension_shadow_results_candidate_fkey",
+    "extension_shadow_results_outcome_check",
 ];
 
 impl Constraint {
@@ -281,6 +293,17 @@ const SQLITE_UNIQUE_COLUMNS: &[(&str, &str)] = &[
     ("workspace_auth_tokens.id", "workspace_auth_tokens_pkey"),
     ("org_api_tokens.id", "org_api_tokens_pkey"),
     ("workspace_config.workspace_id", "workspace_config_pkey"),
+    (
+        "extensions.slot, extensions.digest",
+        "extensions_slot_digest_uniq",
+    ),
+    ("extensions.id", "extensions_pkey"),
+    ("extension_slots.slot", "extension_slots_pkey"),
+    ("extension_activations.id", "extension_activations_pkey"),
+    (
+        "extension_shadow_results.id",
+        "extension_shadow_results_pkey",
+    ),
 ];
 
 pub type StoreResult<T> = Result<T, StoreError>;

@@ -2,6 +2,7 @@
 
 mod auth;
 mod edges;
+mod extensions;
 mod logs;
 mod registry;
 mod secrets;

@@ -1,0 +1,647 @@
+//! Slots and versions: uploaded components stored by digest, the active and shadow version of
+//! each slot, atomic swaps, rollback through the activation history, and shadow runs.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
+
+use arc_swap::ArcSwapOption;
+use chrono::Utc;
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+use uuid::Uuid;
+
+use super::engine::{self, ExtensionEngine, MAX_GUEST_MEMORY};
+use super::metrics::ExtensionMetrics;
+use super::policy::{self, Clamp};
+use super::runtime::{CallError, Extension, Identity, Limits, LoadError};
+use super::types::{Decision, FileChange, Reload, SlotKind, Trigger, WorkspaceInfo};
+use crate::events::EventBus;
+use crate::store::{self, Db, StoreError, extensions::ExtensionRow};
+
+/// Largest deadline any grant may give a call.
+const MAX_DEADLINE: Duration = Duration::from_secs(5);
+/// Largest component accepted for upload.
+pub const MAX_COMPONENT_BYTES: usize = 16 * 1024 * 1024;
+
+/// A slot name: `classifier`, `restart-policy` or `resolver:<scheme>`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize)]
+pub struct Slot(String);
+
+impl Slot {
+    pub fn parse(raw: &str) -> Option<Slot> {
+        let valid = match raw.strip_prefix("resolver:") {
+            Some(scheme) => {
+                !scheme.is_empty()
+                    && scheme.len() <= 32
+                    && scheme
+                        .chars()
+                        .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+            }
+            None => matches!(raw, "classifier" | "restart-policy"),
+        };
+        valid.then(|| Slot(raw.to_owned()))
+    }
+
+    pub fn kind(&self) -> SlotKind {
+        match self.0.as_str() {
+            "classifier" => SlotKind::Classifier,
+            "restart-policy" => SlotKind::RestartPolicy,
+            _ => SlotKind::Resolver,
+        }
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// What an extension asks for; the operator's confirmation and the host's maximum cut it down.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Grants {
+    pub deadline_ms: Option<u64>,
+    pub memory_mb: Option<u64>,
+    pub allowed_hosts: Vec<String>,
+    pub read_only_dirs: Vec<String>,
+}
+
+/// The manifest uploaded with a component.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Manifest {
+    pub name: String,
+    pub version: String,
+    pub slot: String,
+    #[serde(default)]
+    pub grants: Grants,
+}
+
+/// The intersection of what the manifest requests, what the operator confirmed and the host max.
+pub fn effective_limits(requested: &Grants, confirmed: Option<&Grants>) -> Limits {
+    let defaults = Limits::default();
+    let pick = |req: Option<u64>, conf: Option<u64>, default: u64, max: u64| {
+        let mut value = req.unwrap_or(default);
+        if let Some(conf) = conf {
+            value = value.min(conf);
+        }
+        value.min(max)
+    };
+    let deadline_ms = pick(
+        requested.deadline_ms,
+        confirmed.and_then(|c| c.deadline_ms),
+        defaults.deadline.as_millis() as u64,
+        MAX_DEADLINE.as_millis() as u64,
+    );
+    let memory_mb = pick(
+        requested.memory_mb,
+        confirmed.and_then(|c| c.memory_mb),
+        (defaults.memory_bytes / (1024 * 1024)) as u64,
+        (MAX_GUEST_MEMORY / (1024 * 1024)) as u64,
+    );
+    Limits {
+        deadline: Duration::from_millis(deadline_ms.max(1)),
+        memory_bytes: (memory_mb.max(1) as usize) * 1024 * 1024,
+    }
+}
+
+/// Errors of registry operations; the HTTP layer maps each once.
+#[derive(Debug, thiserror::Error)]
+pub enum RegistryError {
+    #[error("invalid manifest: {0}")]
+    InvalidManifest(&'static str),
+    #[error("component rejected: {0}")]
+    Rejected(#[from] LoadError),
+    #[error("component failed its self-check: {0}")]
+    SelfCheck(CallError),
+    #[error("extension not found")]
+    NotFound,
+    #[error("this version is already stored")]
+    Duplicate(Box<ExtensionRow>),
+    #[error("the active version of a slot cannot be deleted")]
+    Active,
+    #[error("nothing to roll back to")]
+    NoPrevious,
+    #[error("not supported: {0}")]
+    Unsupported(&'static str),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("extension storage failed")]
+    Io(#[source] std::io::Error),
+}
+
+/// A loaded version and its database id.
+#[derive(Debug)]
+pub struct Loaded {
+    pub id: Uuid,
+    pub ext: Arc<Extension>,
+}
+
+#[derive(Debug, Default)]
+struct SlotState {
+    active: ArcSwapOption<Loaded>,
+    shadow: ArcSwapOption<Loaded>,
+}
+
+impl SlotState {
+    fn install(&self, loaded: Arc<Loaded>, shadow: bool) {
+        if shadow {
+            self.shadow.store(Some(loaded))
+        } else {
+            self.active.store(Some(loaded))
+        }
+    }
+}
+
+/// The extension platform as the rest of the host sees it.
+#[derive(Debug)]
+pub struct ExtensionHost {
+    engine: ExtensionEngine,
+    pub metrics: ExtensionMetrics,
+    pub clamp: Clamp,
+    db: Db,
+    events: EventBus,
+    components_dir: PathBuf,
+    slots: RwLock<HashMap<Slot, Arc<SlotState>>>,
+}
+
+/// The default components and the slots they fill on first start.
+const BUILTINS: &[(&str, &str)] = &[
+    ("skill-classifier", "classifier"),
+    ("default-restart-policy", "restart-policy"),
+];
+
+impl ExtensionHost {
+    /// Opens the engine and cache under `data_dir`, loads every slot's active and shadow version,
+    /// and on first start installs and activates the default components found in `builtin_dir`.
+    pub async fn start(
+        db: Db,
+        events: EventBus,
+        data_dir: &Path,
+        builtin_dir: Option<&Path>,
+    ) -> anyhow::Result<Arc<Self>> {
+        let root = data_dir.join("extensions");
+        let engine = ExtensionEngine::new(&root.join("compiled"))?;
+        engine.start_ticker();
+        let components_dir = root.join("components");
+        std::fs::create_dir_all(&components_dir)?;
+        let host = Arc::new(ExtensionHost {
+            engine,
+            metrics: ExtensionMetrics::default(),
+            clamp: Clamp::default(),
+            db,
+            events,
+            components_dir,
+            slots: RwLock::new(HashMap::new()),
+        });
+        for slot in store::extensions::slots(&host.db).await? {
+            let Some(name) = Slot::parse(&slot.slot) else {
+                continue;
+            };
+            for (id, shadow) in [(slot.active_id, false), (slot.shadow_id, true)] {
+                let Some(id) = id else { continue };
+                match host.load_by_id(id).await {
+                    Ok(loaded) => host.slot(&name).install(loaded, shadow),
+                    Err(err) => {
+                        tracing::error!(slot = %slot.slot, %id, error = %err, "cannot load a stored extension; the slot falls back")
+                    }
+                }
+            }
+        }
+        if let Some(dir) = builtin_dir {
+            host.install_builtins(dir).await;
+        }
+        Ok(host)
+    }
+
+    pub fn stop(&self) {
+        self.engine.stop_ticker();
+    }
+
+    fn slot(&self, slot: &Slot) -> Arc<SlotState> {
+        if let Some(state) = self
+            .slots
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(slot)
+        {
+            return state.clone();
+        }
+        self.slots
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry(slot.clone())
+            .or_default()
+            .clone()
+    }
+
+    async fn install_builtins(&self, dir: &Path) {
+        for (name, slot) in BUILTINS {
+            let slot = Slot::parse(slot).expect("builtin slots are valid");
+            if self.slot(&slot).active.load().is_some() {
+                continue;
+            }
+            let path = dir.join(format!("{}.wasm", name.replace('-', "_")));
+            let Ok(bytes) = std::fs::read(&path) else {
+                tracing::warn!(path = %path.display(), "default extension not built (run `make plugins`); the slot uses the host's built-in fallback");
+                continue;
+            };
+            let manifest = Manifest {
+                name: (*name).to_owned(),
+                version: env!("CARGO_PKG_VERSION").to_owned(),
+                slot: slot.as_str().to_owned(),
+                grants: Grants::default(),
+            };
+            let row = match self.upload(manifest, bytes, None, true).await {
+                Ok(row) => row,
+                Err(RegistryError::Duplicate(row)) => *row,
+                Err(err) => {
+                    tracing::error!(extension = name, error = %err, "installing a default extension failed");
+                    continue;
+                }
+            };
+            match self.activate(row.id).await {
+                Ok(_) => tracing::info!(
+                    extension = name,
+                    slot = slot.as_str(),
+                    "default extension activated"
+                ),
+                Err(err) => {
+                    tracing::error!(extension = name, error = %err, "activating a default extension failed")
+                }
+            }
+        }
+    }
+
+    fn component_path(&self, digest: &str) -> PathBuf {
+        self.components_dir
+            .join(format!("{}.wasm", digest.trim_start_matches("sha256:")))
+    }
+
+    async fn load_by_id(&self, id: Uuid) -> Result<Arc<Loaded>, RegistryError> {
+        let row = store::extensions::get(&self.db, id)
+            .await?
+            .ok_or(RegistryError::NotFound)?;
+        self.load_row(&row).await
+    }
+
+    async fn load_row(&self, row: &ExtensionRow) -> Result<Arc<Loaded>, RegistryError> {
+        let slot = Slot::parse(&row.slot).ok_or(RegistryError::InvalidManifest("unknown slot"))?;
+        let manifest: Manifest = serde_json::from_value(row.manifest.clone())
+            .map_err(|_| RegistryError::InvalidManifest("stored manifest unreadable"))?;
+        let confirmed: Option<Grants> = row
+            .manifest
+            .get("confirmed")
+            .and_then(|c| serde_json::from_value(c.clone()).ok());
+        let bytes = tokio::fs::read(self.component_path(&row.digest))
+            .await
+            .map_err(RegistryError::Io)?;
+        let identity = Identity {
+            name: row.name.clone(),
+            version: row.version.clone(),
+            digest: row.digest.clone(),
+        };
+        let limits = effective_limits(&manifest.grants, confirmed.as_ref());
+        let engine = self.engine.clone();
+        let ext = tokio::task::spawn_blocking(move || {
+            Extension::load(&engine, slot.kind(), identity, &bytes, limits)
+        })
+        .await
+        .map_err(|_| RegistryError::Unsupported("loading was aborted"))??;
+        Ok(Arc::new(Loaded {
+            id: row.id,
+            ext: Arc::new(ext),
+        }))
+    }
+
+    /// Validates a component (world, API version, imports, a self-check call) and stores it.
+    pub async fn upload(
+        &self,
+        manifest: Manifest,
+        bytes: Vec<u8>,
+        confirmed: Option<Grants>,
+        builtin: bool,
+    ) -> Result<ExtensionRow, RegistryError> {
+        let slot = Slot::parse(&manifest.slot).ok_or(RegistryError::InvalidManifest(
+            "slot must be classifier, restart-policy or resolver:<scheme>",
+        ))?;
+        let text_ok =
+            |s: &str| !s.is_empty() && s.len() <= 100 && s.chars().all(|c| c.is_ascii_graphic());
+        if !text_ok(&manifest.name) || !text_ok(&manifest.version) {
+            return Err(RegistryError::InvalidManifest(
+                "name and version must be 1-100 printable characters",
+            ));
+        }
+        if slot.kind() == SlotKind::Resolver {
+            return Err(RegistryError::Unsupported(
+                "resolver extensions are not supported by this host yet",
+            ));
+        }
+        if bytes.len() > MAX_COMPONENT_BYTES {
+            return Err(RegistryError::InvalidManifest(
+                "component larger than 16 MiB",
+            ));
+        }
+        let digest = engine::digest(&bytes);
+        if let Some(existing) =
+            store::extensions::find_by_digest(&self.db, slot.as_str(), &digest).await?
+        {
+            return Err(RegistryError::Duplicate(Box::new(existing)));
+        }
+        let limits = effective_limits(&manifest.grants, confirmed.as_ref());
+        let identity = Identity {
+            name: manifest.name.clone(),
+            version: manifest.version.clone(),
+            digest: digest.clone(),
+        };
+        let engine = self.engine.clone();
+        let kind = slot.kind();
+        let checked = bytes.clone();
+        tokio::task::spawn_blocking(move || {
+            let ext = Extension::load(&engine, kind, identity, &checked, limits)?;
+            ext.self_check().map_err(RegistryError::SelfCheck)?;
+            Ok::<_, RegistryError>(())
+        })
+        .await
+        .map_err(|_| RegistryError::Unsupported("validation was aborted"))??;
+
+        let path = self.component_path(&digest);
+        let tmp = path.with_extension(format!("tmp-{}", Uuid::new_v4().simple()));
+        tokio::fs::write(&tmp, &bytes)
+            .await
+            .map_err(RegistryError::Io)?;
+        tokio::fs::rename(&tmp, &path)
+            .await
+            .map_err(RegistryError::Io)?;
+        let mut stored_manifest = serde_json::to_value(&manifest).unwrap_or(Value::Null);
+        if let Some(confirmed) = &confirmed {
+            stored_manifest["confirmed"] = serde_json::to_value(confirmed).unwrap_or(Value::Null);
+        }
+        let row = ExtensionRow {
+            id: Uuid::new_v4(),
+            name: manifest.name,
+            version: manifest.version,
+            slot: slot.as_str().to_owned(),
+            digest,
+            manifest: stored_manifest,
+            builtin,
+            created_at: Utc::now(),
+        };
+        store::extensions::insert(&self.db, &row).await?;
+        tracing::info!(extension = %row.name, version = %row.version, slot = %row.slot, digest = %row.digest, "extension stored");
+        Ok(row)
+    }
+
+    /// Makes `id` the active version of its slot. Calls already running finish on the version
+    /// they started with: they hold their own reference to it.
+    pub async fn activate(&self, id: Uuid) -> Result<ExtensionRow, RegistryError> {
+        self.activate_with(id, "activated").await
+    }
+
+    async fn activate_with(&self, id: Uuid, action: &str) -> Result<ExtensionRow, RegistryError> {
+        let row = store::extensions::get(&self.db, id)
+            .await?
+            .ok_or(RegistryError::NotFound)?;
+        let loaded = self.load_row(&row).await?;
+        let slot = Slot::parse(&row.slot).ok_or(RegistryError::NotFound)?;
+        store::extensions::activate(&self.db, slot.as_str(), id, action).await?;
+        let state = self.slot(&slot);
+        state.active.store(Some(loaded));
+        if state.shadow.load().as_ref().is_some_and(|s| s.id == id) {
+            state.shadow.store(None);
+        }
+        tracing::info!(slot = slot.as_str(), extension = %row.name, version = %row.version, digest = %row.digest, action, "extension slot swapped");
+        let event = if action == "rolled_back" {
+            "EXTENSION_ROLLED_BACK"
+        } else {
+            "EXTENSION_ACTIVATED"
+        };
+        self.events
+            .emit(event, None, json!({ "slot": slot.as_str(), "id": row.id, "name": row.name, "version": row.version, "digest": row.digest }))
+            .await;
+        Ok(row)
+    }
+
+    /// Re-activates the version that was active before the current one.
+    pub async fn rollback(&self, slot: &Slot) -> Result<ExtensionRow, RegistryError> {
+        let history = store::extensions::activation_history(&self.db, slot.as_str()).await?;
+        let current = self.slot(slot).active.load().as_ref().map(|l| l.id);
+        let previous = history
+            .into_iter()
+            .find(|id| Some(*id) != current)
+            .ok_or(RegistryError::NoPrevious)?;
+        self.activate_with(previous, "rolled_back").await
+    }
+
+    /// Runs `id` in shadow beside its slot's active version.
+    pub async fn shadow(&self, id: Uuid) -> Result<ExtensionRow, RegistryError> {
+        let row = store::extensions::get(&self.db, id)
+            .await?
+            .ok_or(RegistryError::NotFound)?;
+        let slot = Slot::parse(&row.slot).ok_or(RegistryError::NotFound)?;
+        let state = self.slot(&slot);
+        if state.active.load().as_ref().is_some_and(|a| a.id == id) {
+            return Err(RegistryError::Unsupported(
+                "the active version cannot shadow itself",
+            ));
+        }
+        if !store::extensions::set_shadow(&self.db, slot.as_str(), Some(id)).await? {
+            return Err(RegistryError::Unsupported(
+                "a slot needs an active version before it can run a shadow",
+            ));
+        }
+        state.shadow.store(Some(self.load_row(&row).await?));
+        Ok(row)
+    }
+
+    pub async fn delete(&self, id: Uuid) -> Result<(), RegistryError> {
+        let row = store::extensions::get(&self.db, id)
+            .await?
+            .ok_or(RegistryError::NotFound)?;
+        let slot = Slot::parse(&row.slot).ok_or(RegistryError::NotFound)?;
+        let state = self.slot(&slot);
+        if state.active.load().as_ref().is_some_and(|a| a.id == id) {
+            return Err(RegistryError::Active);
+        }
+        if state.shadow.load().as_ref().is_some_and(|s| s.id == id) {
+            store::extensions::set_shadow(&self.db, slot.as_str(), None).await?;
+            state.shadow.store(None);
+        }
+        store::extensions::delete(&self.db, id).await?;
+        let still_used = store::extensions::list(&self.db)
+            .await?
+            .iter()
+            .any(|r| r.digest == row.digest);
+        if !still_used {
+            let _ = tokio::fs::remove_file(self.component_path(&row.digest)).await;
+        }
+        Ok(())
+    }
+
+    /// The active and shadow version ids of every slot.
+    pub fn slot_versions(&self) -> Vec<(Slot, Option<Uuid>, Option<Uuid>)> {
+        let slots = self.slots.read().unwrap_or_else(|p| p.into_inner());
+        let mut out: Vec<_> = slots
+            .iter()
+            .map(|(slot, state)| {
+                (
+                    slot.clone(),
+                    state.active.load().as_ref().map(|l| l.id),
+                    state.shadow.load().as_ref().map(|l| l.id),
+                )
+            })
+            .collect();
+        out.sort_by(|a, b| a.0.as_str().cmp(b.0.as_str()));
+        out
+    }
+
+    /// Classifies changes with the active classifier (cold when none is active or it fails),
+    /// running the shadow candidate on the same input when one is set.
+    pub async fn classify(&self, changes: Vec<FileChange>) -> Reload {
+        let slot = Slot("classifier".into());
+        let state = self.slot(&slot);
+        let Some(active) = state.active.load_full() else {
+            return policy::classifier_fallback("no classifier active");
+        };
+        let started = Instant::now();
+        let answer =
+            super::classify_or_cold(active.ext.clone(), &self.metrics, changes.clone()).await;
+        let active_time = started.elapsed();
+        if let Some(candidate) = state.shadow.load_full() {
+            let call = candidate.ext.clone();
+            let input = changes.clone();
+            let started = Instant::now();
+            let result = tokio::task::spawn_blocking(move || call.classify(&input))
+                .await
+                .unwrap_or_else(|join| Err(CallError::Trap(join.to_string())));
+            self.metrics
+                .observe(&candidate.ext, &result, started.elapsed());
+            let candidate_answer = result.map(|r| json!(r));
+            self.record_shadow(
+                &slot,
+                &active,
+                &candidate,
+                json!(changes),
+                json!(answer),
+                candidate_answer,
+                active_time,
+                started.elapsed(),
+            )
+            .await;
+        }
+        answer
+    }
+
+    /// Asks the active restart policy (the built-in default when none is active or it fails),
+    /// clamped; the shadow candidate sees the same input when one is set.
+    pub async fn decide(&self, workspace: WorkspaceInfo, trigger: Trigger) -> Decision {
+        let slot = Slot("restart-policy".into());
+        let state = self.slot(&slot);
+        let active = state.active.load_full();
+        let started = Instant::now();
+        let answer = super::decide_or_default(
+            active.as_ref().map(|a| a.ext.clone()),
+            &self.metrics,
+            &self.clamp,
+            workspace.clone(),
+            trigger.clone(),
+        )
+        .await;
+        let active_time = started.elapsed();
+        if let (Some(active), Some(candidate)) = (active, state.shadow.load_full()) {
+            let call = candidate.ext.clone();
+            let (ws, tr) = (workspace.clone(), trigger.clone());
+            let started = Instant::now();
+            let result = tokio::task::spawn_blocking(move || call.decide(&ws, &tr))
+                .await
+                .unwrap_or_else(|join| Err(CallError::Trap(join.to_string())));
+            self.metrics
+                .observe(&candidate.ext, &result, started.elapsed());
+            let clamped = result.map(|d| json!(self.clamp.apply(&workspace, d)));
+            let input = json!({ "workspace": workspace, "trigger": trigger });
+            self.record_shadow(
+                &slot,
+                &active,
+                &candidate,
+                input,
+                json!(answer),
+                clamped,
+                active_time,
+                started.elapsed(),
+            )
+            .await;
+        }
+        answer
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn record_shadow(
+        &self,
+        slot: &Slot,
+        active: &Loaded,
+        candidate: &Loaded,
+        input: Value,
+        active_answer: Value,
+        candidate_answer: Result<Value, CallError>,
+        active_time: Duration,
+        candidate_time: Duration,
+    ) {
+        let (outcome, candidate_value) = match candidate_answer {
+            Ok(value) if value == active_answer => ("agree", Some(value)),
+            Ok(value) => ("disagree", Some(value)),
+            Err(err) => ("candidate_failed", Some(json!({ "error": err.label() }))),
+        };
+        let row = store::extensions::ShadowResultRow {
+            id: Uuid::new_v4(),
+            slot: slot.as_str().to_owned(),
+            active_id: active.id,
+            candidate_id: candidate.id,
+            outcome: outcome.to_owned(),
+            input: (outcome != "agree").then_some(input),
+            active_answer: Some(active_answer),
+            candidate_answer: candidate_value,
+            active_us: active_time.as_micros() as i64,
+            candidate_us: candidate_time.as_micros() as i64,
+            created_at: Utc::now(),
+        };
+        if let Err(err) = store::extensions::insert_shadow_result(&self.db, &row).await {
+            tracing::warn!(error = ?err, "recording a shadow result failed");
+        }
+    }
+
+    /// The shadow report of a slot's current (or given) candidate.
+    pub async fn shadow_report(&self, slot: &Slot) -> Result<Value, RegistryError> {
+        let state = self.slot(slot);
+        let active = state.active.load_full();
+        let candidate = state.shadow.load_full().ok_or(RegistryError::NotFound)?;
+        let counts =
+            store::extensions::shadow_counts(&self.db, slot.as_str(), candidate.id).await?;
+        let count = |name: &str| {
+            counts
+                .iter()
+                .find(|(o, _)| o == name)
+                .map_or(0, |(_, n)| *n)
+        };
+        let disagreements =
+            store::extensions::shadow_disagreements(&self.db, slot.as_str(), candidate.id, 20)
+                .await?;
+        Ok(json!({
+            "slot": slot.as_str(),
+            "active_id": active.as_ref().map(|a| a.id),
+            "candidate_id": candidate.id,
+            "calls": count("agree") + count("disagree") + count("candidate_failed"),
+            "agree": count("agree"),
+            "disagree": count("disagree"),
+            "candidate_failed": count("candidate_failed"),
+            "recent": disagreements.iter().map(|d| json!({
+                "outcome": d.outcome,
+                "input": d.input,
+                "active": d.active_answer,
+                "candidate": d.candidate_answer,
+                "active_us": d.active_us,
+                "candidate_us": d.candidate_us,
+                "at": d.created_at,
+            })).collect::<Vec<_>>(),
+        }))
+    }
+}
