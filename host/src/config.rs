@@ -225,6 +225,14 @@ impl Config {
     }
 }
 
+/// The admin token `molecule ext` sends to a host's admin API when `--token` is not given:
+/// `MOLECULE_ADMIN_TOKEN`, else `ADMIN_TOKEN`.
+pub fn cli_admin_token() -> Option<String> {
+    ["MOLECULE_ADMIN_TOKEN", "ADMIN_TOKEN"]
+        .iter()
+        .find_map(|name| std::env::var(name).ok().filter(|v| !v.is_empty()))
+}
+
 /// Where integration tests and benchmarks find the private PostgreSQL server `make test` starts.
 pub fn test_postgres_url() -> Option<String> {
     std::env::var("MOLECULE_TEST_PG_URL")

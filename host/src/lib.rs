@@ -4,6 +4,7 @@
 //! serves until the shutdown future resolves. `main.rs` only parses arguments and calls it.
 
 pub mod auth;
+pub mod cli;
 pub mod config;
 pub mod events;
 pub mod extensions;

@@ -25,6 +25,11 @@ enum Command {
         #[arg(long)]
         config: Option<PathBuf>,
     },
+    /// Write, check and manage extensions (resolvers, classifiers, restart policies).
+    Ext {
+        #[command(subcommand)]
+        command: molecule_host::cli::ext::ExtCommand,
+    },
 }
 
 fn main() -> anyhow::Result<()> {
@@ -46,6 +51,9 @@ fn main() -> anyhow::Result<()> {
                 molecule_host::run(config, listener, shutdown_signal()).await
             })
         }
+        Command::Ext { command } => tokio::runtime::Runtime::new()
+            .context("starting the async runtime")?
+            .block_on(molecule_host::cli::ext::run(command)),
     }
 }
 
