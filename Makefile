@@ -93,6 +93,7 @@ bench: deps
 	export MOLECULE_TEST_PG_URL="$$url"; \
 	echo "MOLECULE_TEST_PG_URL=$$MOLECULE_TEST_PG_URL"; \
 	cargo bench -p molecule-host --bench store
+	cargo bench -p molecule-host --bench extensions
 
 # clean: stop the test PostgreSQL, delete its data dir, and `cargo clean` (both workspaces).
 clean:

@@ -40,6 +40,7 @@ async fn fixture(backend: Backend) -> Fixture {
     let config = Config {
         database_url: Some(db.url.clone().into()),
         data_dir: data_dir.path().to_path_buf(),
+        builtin_extensions_dir: None,
         ..Config::default()
     };
     let svc = Services::start(config).await.expect("services start");

@@ -1,0 +1,246 @@
+//! Extension platform benchmarks, each beside its baseline in the same run:
+//!
+//! - per-call cost of each slot with a fresh Store and instance, against the native equivalent,
+//!   for 10 and 1,000 changes (classifier) and one decision (restart policy);
+//! - compiling a component against loading its cached artefact;
+//! - swapping a slot's active version.
+//!
+//! After criterion's report a table prints the medians and the ratios. The components come from
+//! `make plugins` (`make bench` builds them).
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use criterion::Criterion;
+use molecule_host::events::EventBus;
+use molecule_host::extensions::engine::{self, ExtensionEngine};
+use molecule_host::extensions::policy;
+use molecule_host::extensions::registry::{ExtensionHost, Grants, Manifest};
+use molecule_host::extensions::types::{
+    ChangeKind, FileChange, Reload, SlotKind, Trigger, WorkspaceInfo,
+};
+use molecule_host::extensions::{Extension, Identity, Limits};
+use molecule_host::store::Backend;
+use molecule_host::store::testing::TestDatabase;
+
+fn component(name: &str) -> Vec<u8> {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../plugins/target/wasm32-wasip2/release")
+        .join(format!("{}.wasm", name.replace('-', "_")));
+    std::fs::read(&path).unwrap_or_else(|e| panic!("{} ({e}): run `make plugins`", path.display()))
+}
+
+fn changes(n: usize) -> Vec<FileChange> {
+    (0..n)
+        .map(|i| FileChange {
+            path: format!("skills/skill-{i}/SKILL.md"),
+            kind: ChangeKind::Modified,
+            old_digest: Some(format!("sha256:{i:064x}")),
+            new_digest: Some(format!("sha256:{:064x}", i + 1)),
+        })
+        .collect()
+}
+
+/// The skill classifier's rule in native code: the baseline a component call is compared to.
+fn native_classify(changes: &[FileChange]) -> Reload {
+    match changes.iter().find(|c| {
+        c.kind != ChangeKind::Modified
+            || c.path.rsplit('/').next().is_none_or(|f| f != "SKILL.md")
+    }) {
+        None => Reload::Hot,
+        Some(c) => Reload::Cold(format!("{} is not an edited SKILL.md", c.path)),
+    }
+}
+
+fn workspace() -> WorkspaceInfo {
+    WorkspaceInfo {
+        id: "6f1c1d7e-0000-4000-8000-000000000000".into(),
+        name: "Dev".into(),
+        runtime: "langgraph".into(),
+        tier: 3,
+        status: "online".into(),
+        update_tier: "production".into(),
+        recent_restarts: 2,
+    }
+}
+
+fn load(engine: &ExtensionEngine, name: &str, kind: SlotKind) -> Extension {
+    let bytes = component(name);
+    let identity = Identity {
+        name: name.into(),
+        version: "bench".into(),
+        digest: engine::digest(&bytes),
+    };
+    Extension::load(
+        engine,
+        kind,
+        identity,
+        &bytes,
+        Limits {
+            deadline: Duration::from_secs(5),
+            ..Limits::default()
+        },
+    )
+    .expect("the component loads")
+}
+
+fn bench(c: &mut Criterion) {
+    let cache = tempfile::tempdir().unwrap();
+    let engine = ExtensionEngine::new(cache.path()).unwrap();
+    engine.start_ticker();
+    let classifier = load(&engine, "skill-classifier", SlotKind::Classifier);
+    let policy_ext = load(&engine, "default-restart-policy", SlotKind::RestartPolicy);
+
+    for n in [10, 1_000] {
+        let input = changes(n);
+        let mut group = c.benchmark_group(format!("classify_{n}"));
+        group.bench_function("native", |b| {
+            b.iter(|| native_classify(std::hint::black_box(&input)))
+        });
+        group.bench_function("component", |b| {
+            b.iter(|| classifier.classify(std::hint::black_box(&input)).unwrap())
+        });
+        group.finish();
+    }
+
+    let ws = workspace();
+    let trigger = Trigger::AgentExited { code: 1 };
+    let mut group = c.benchmark_group("decide");
+    group.bench_function("native", |b| {
+        b.iter(|| policy::default_decide(std::hint::black_box(&ws), &trigger))
+    });
+    group.bench_function("component", |b| {
+        b.iter(|| {
+            policy_ext
+                .decide(std::hint::black_box(&ws), &trigger)
+                .unwrap()
+        })
+    });
+    group.finish();
+
+    // Compile from bytes vs load the cached artefact: a fresh cache directory per compile.
+    let bytes = component("skill-classifier");
+    let digest = engine::digest(&bytes);
+    let warm = ExtensionEngine::new(cache.path()).unwrap();
+    warm.load(&digest, &bytes).unwrap();
+    let mut group = c.benchmark_group("component_ready");
+    group.sample_size(10);
+    group.bench_function("compile", |b| {
+        b.iter_batched(
+            || {
+                let dir = tempfile::tempdir().unwrap();
+                (ExtensionEngine::new(dir.path()).unwrap(), dir)
+            },
+            |(fresh, _dir)| fresh.load(&digest, &bytes).unwrap(),
+            criterion::BatchSize::PerIteration,
+        )
+    });
+    group.bench_function("cached", |b| b.iter(|| warm.load(&digest, &bytes).unwrap()));
+    group.finish();
+
+    // Swapping the active classifier between two stored versions (database row + atomic swap).
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let db_handle = rt.block_on(TestDatabase::create(Backend::Sqlite));
+    let data = tempfile::tempdir().unwrap();
+    let (host, a, b) = rt.block_on(async {
+        let db = db_handle.connect().await;
+        let host: Arc<ExtensionHost> =
+            ExtensionHost::start(db.clone(), EventBus::new(db), data.path(), None)
+                .await
+                .unwrap();
+        let manifest = |name: &str| Manifest {
+            name: name.into(),
+            version: "1".into(),
+            slot: "classifier".into(),
+            grants: Grants::default(),
+        };
+        let a = host
+            .upload(
+                manifest("skill"),
+                component("skill-classifier"),
+                None,
+                false,
+            )
+            .await
+            .unwrap();
+        let b = host
+            .upload(
+                manifest("answer"),
+                component("answer-classifier"),
+                None,
+                false,
+            )
+            .await
+            .unwrap();
+        (host, a.id, b.id)
+    });
+    let mut group = c.benchmark_group("swap");
+    group.sample_size(20);
+    let mut flip = false;
+    group.bench_function("activate", |bench| {
+        bench.iter(|| {
+            flip = !flip;
+            rt.block_on(host.activate(if flip { a } else { b }))
+                .unwrap()
+        })
+    });
+    group.finish();
+    host.stop();
+    engine.stop_ticker();
+}
+
+fn median_ns(group: &str, function: &str) -> Option<f64> {
+    let path: PathBuf = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../target/criterion")
+        .join(group)
+        .join(function)
+        .join("new/estimates.json");
+    let estimates: serde_json::Value = serde_json::from_slice(&std::fs::read(path).ok()?).ok()?;
+    estimates["median"]["point_estimate"].as_f64()
+}
+
+fn human(ns: f64) -> String {
+    match ns {
+        n if n >= 1e6 => format!("{:.2} ms", n / 1e6),
+        n if n >= 1e3 => format!("{:.2} µs", n / 1e3),
+        n => format!("{n:.0} ns"),
+    }
+}
+
+fn summary() {
+    println!(
+        "\n{:<18} {:>14} {:>14} {:>10}",
+        "median", "baseline", "measured", "ratio"
+    );
+    for (group, baseline, measured) in [
+        ("classify_10", "native", "component"),
+        ("classify_1000", "native", "component"),
+        ("decide", "native", "component"),
+        ("component_ready", "cached", "compile"),
+    ] {
+        if let (Some(base), Some(value)) = (median_ns(group, baseline), median_ns(group, measured))
+        {
+            println!(
+                "{:<18} {:>14} {:>14} {:>9.0}x",
+                group,
+                format!("{baseline} {}", human(base)),
+                format!("{measured} {}", human(value)),
+                value / base
+            );
+        }
+    }
+    if let Some(swap) = median_ns("swap", "activate") {
+        println!("{:<18} {:>14}", "swap (activate)", human(swap));
+    }
+}
+
+fn main() {
+    let mut criterion = Criterion::default()
+        .configure_from_args()
+        .warm_up_time(Duration::from_millis(500))
+        .measurement_time(Duration::from_secs(3));
+    bench(&mut criterion);
+    criterion.final_summary();
+    summary();
+}
