@@ -8,10 +8,13 @@
 //! After criterion's report a table prints the medians and the ratios. The components come from
 //! `make plugins` (`make bench` builds them).
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
+mod common;
+
+use common::{human, median_ns, report_dir};
 use criterion::Criterion;
 use molecule_host::events::EventBus;
 use molecule_host::extensions::engine::{self, ExtensionEngine};
@@ -45,8 +48,7 @@ fn changes(n: usize) -> Vec<FileChange> {
 /// The skill classifier's rule in native code: the baseline a component call is compared to.
 fn native_classify(changes: &[FileChange]) -> Reload {
     match changes.iter().find(|c| {
-        c.kind != ChangeKind::Modified
-            || c.path.rsplit('/').next().is_none_or(|f| f != "SKILL.md")
+        c.kind != ChangeKind::Modified || c.path.rsplit('/').next().is_none_or(|f| f != "SKILL.md")
     }) {
         None => Reload::Hot,
         Some(c) => Reload::Cold(format!("{} is not an edited SKILL.md", c.path)),
@@ -190,24 +192,6 @@ fn bench(c: &mut Criterion) {
     engine.stop_ticker();
 }
 
-fn median_ns(group: &str, function: &str) -> Option<f64> {
-    let path: PathBuf = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../target/criterion")
-        .join(group)
-        .join(function)
-        .join("new/estimates.json");
-    let estimates: serde_json::Value = serde_json::from_slice(&std::fs::read(path).ok()?).ok()?;
-    estimates["median"]["point_estimate"].as_f64()
-}
-
-fn human(ns: f64) -> String {
-    match ns {
-        n if n >= 1e6 => format!("{:.2} ms", n / 1e6),
-        n if n >= 1e3 => format!("{:.2} µs", n / 1e3),
-        n => format!("{n:.0} ns"),
-    }
-}
-
 fn summary() {
     println!(
         "\n{:<18} {:>14} {:>14} {:>10}",
@@ -237,6 +221,7 @@ fn summary() {
 
 fn main() {
     let mut criterion = Criterion::default()
+        .output_directory(&report_dir())
         .configure_from_args()
         .warm_up_time(Duration::from_millis(500))
         .measurement_time(Duration::from_secs(3));

@@ -44,6 +44,20 @@ pub struct Reply {
 }
 
 impl Reply {
+    /// Reads a response whole: status, headers, text and the text parsed as JSON.
+    pub async fn read(response: reqwest::Response) -> Reply {
+        let status = response.status();
+        let headers = response.headers().clone();
+        let text = response.text().await.expect("body read");
+        let body = serde_json::from_str(&text).unwrap_or(Value::Null);
+        Reply {
+            status,
+            headers,
+            text,
+            body,
+        }
+    }
+
     #[track_caller]
     pub fn expect(self, status: u16) -> Value {
         assert_eq!(
@@ -228,17 +242,7 @@ impl Api {
         if let Some(body) = body {
             request = request.json(&body);
         }
-        let response = request.send().await.expect("request sent");
-        let status = response.status();
-        let headers = response.headers().clone();
-        let text = response.text().await.expect("body read");
-        let body = serde_json::from_str(&text).unwrap_or(Value::Null);
-        Reply {
-            status,
-            headers,
-            text,
-            body,
-        }
+        Reply::read(request.send().await.expect("request sent")).await
     }
 
     pub async fn get(&self, path: &str) -> Reply {

@@ -46,17 +46,7 @@ async fn raw(
     if let Some(content_type) = content_type {
         request = request.header("content-type", content_type);
     }
-    let response = request.send().await.expect("request sent");
-    let status = response.status();
-    let headers = response.headers().clone();
-    let text = response.text().await.expect("body read");
-    let body = serde_json::from_str(&text).unwrap_or(Value::Null);
-    Reply {
-        status,
-        headers,
-        text,
-        body,
-    }
+    Reply::read(request.send().await.expect("request sent")).await
 }
 
 async fn activity(app: &Api, id: &str, query: &str) -> Vec<Value> {
