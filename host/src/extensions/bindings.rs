@@ -1,7 +1,10 @@
 //! Generated WIT bindings and the one boundary where their types meet the host's domain types.
 //! Nothing outside `extensions/` sees this module.
 
-use super::types::{ChangeKind, Decision, FileChange, Reload, Trigger, WorkspaceInfo};
+use super::types::{
+    ChangeKind, Decision, FetchError, Fetched, FileChange, Reload, RemoteRef, Source, Trigger,
+    WorkspaceInfo,
+};
 
 pub mod classifier {
     wasmtime::component::bindgen!({
@@ -21,7 +24,19 @@ pub mod restart_policy {
     });
 }
 
+pub mod resolver {
+    wasmtime::component::bindgen!({
+        path: "../wit/v0.1.0",
+        world: "resolver",
+        with: {
+            "molecule:plugin/types": super::classifier::molecule::plugin::types,
+            "molecule:plugin/log": super::classifier::molecule::plugin::log,
+        },
+    });
+}
+
 use classifier::molecule::plugin::types as wit;
+use resolver::molecule::plugin::remote as wit_remote;
 
 pub use classifier::molecule::plugin::log::Level as LogLevel;
 
@@ -103,6 +118,75 @@ impl From<wit::Decision> for Decision {
             wit::Decision::HotReload => Decision::HotReload,
             wit::Decision::RestartNow => Decision::RestartNow,
             wit::Decision::RestartAfterMs(ms) => Decision::RestartAfterMs(ms),
+        }
+    }
+}
+
+/// Longest message the host keeps from a guest's error; the rest is cut.
+const MAX_GUEST_MESSAGE: usize = 2048;
+
+fn cut(message: String) -> String {
+    if message.len() <= MAX_GUEST_MESSAGE {
+        return message;
+    }
+    let mut end = MAX_GUEST_MESSAGE;
+    while !message.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}…", &message[..end])
+}
+
+impl From<&Source> for wit::Source {
+    fn from(source: &Source) -> Self {
+        wit::Source {
+            scheme: source.scheme.clone(),
+            location: source.location.clone(),
+            reference: source.reference.clone(),
+        }
+    }
+}
+
+impl From<wit::Fetched> for Fetched {
+    fn from(fetched: wit::Fetched) -> Self {
+        Fetched {
+            name: fetched.name,
+            revision: fetched.revision,
+        }
+    }
+}
+
+/// Guest errors are kept, but never longer than [`MAX_GUEST_MESSAGE`].
+impl From<wit::FetchError> for FetchError {
+    fn from(err: wit::FetchError) -> Self {
+        match err {
+            wit::FetchError::NotFound(m) => FetchError::NotFound(cut(m)),
+            wit::FetchError::InvalidSource(m) => FetchError::InvalidSource(cut(m)),
+            wit::FetchError::Denied(m) => FetchError::Denied(cut(m)),
+            wit::FetchError::Upstream(m) => FetchError::Upstream(cut(m)),
+            wit::FetchError::Timeout => FetchError::Timeout,
+            wit::FetchError::TooLarge(m) => FetchError::TooLarge(cut(m)),
+        }
+    }
+}
+
+impl From<FetchError> for wit::FetchError {
+    fn from(err: FetchError) -> Self {
+        match err {
+            FetchError::NotFound(m) => wit::FetchError::NotFound(m),
+            FetchError::InvalidSource(m) => wit::FetchError::InvalidSource(m),
+            FetchError::Denied(m) => wit::FetchError::Denied(m),
+            FetchError::Upstream(m) => wit::FetchError::Upstream(m),
+            FetchError::Timeout => wit::FetchError::Timeout,
+            FetchError::TooLarge(m) => wit::FetchError::TooLarge(m),
+        }
+    }
+}
+
+impl From<RemoteRef> for wit_remote::RemoteRef {
+    fn from(r: RemoteRef) -> Self {
+        wit_remote::RemoteRef {
+            name: r.name,
+            revision: r.revision,
         }
     }
 }

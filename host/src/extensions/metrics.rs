@@ -83,6 +83,11 @@ impl ExtensionMetrics {
             .inc();
     }
 
+    /// A call that completed but whose answer the host could not use (e.g. `malformed`).
+    pub fn failed(&self, ext: &Extension, reason: &str) {
+        self.fallbacks.get_or_create(&labels(ext, reason)).inc();
+    }
+
     /// Calls counted for `outcome` (tests and the shadow report read these).
     pub fn calls(&self, ext: &Extension, outcome: &str) -> u64 {
         self.calls.get_or_create(&labels(ext, outcome)).get()

@@ -7,6 +7,9 @@ pub mod engine;
 pub mod metrics;
 pub mod policy;
 pub mod registry;
+pub mod remote;
+#[cfg(test)]
+mod resolver_tests;
 pub mod runtime;
 #[cfg(test)]
 mod tests;
@@ -16,7 +19,8 @@ use std::sync::Arc;
 use std::time::Instant;
 
 pub use engine::ExtensionEngine;
-pub use runtime::{CallError, Extension, Identity, Limits, LoadError};
+pub use remote::{Credentials, RemoteConfig, RemoteHost};
+pub use runtime::{CallError, Extension, Identity, Limits, LoadError, ResolverAccess};
 use types::{Decision, FileChange, Reload, Trigger, WorkspaceInfo};
 
 /// Runs the classifier on a blocking thread; any failure (trap, deadline, memory cap) becomes a

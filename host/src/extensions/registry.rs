@@ -1,5 +1,6 @@
 //! Slots and versions: uploaded components stored by digest, the active and shadow version of
-//! each slot, atomic swaps, rollback through the activation history, and shadow runs.
+//! each slot, atomic swaps, rollback through the activation history, and shadow runs; and the
+//! calls into each slot (classify, decide, fetch, resolve-revision) with their fallbacks.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -15,13 +16,21 @@ use uuid::Uuid;
 use super::engine::{self, ExtensionEngine, MAX_GUEST_MEMORY};
 use super::metrics::ExtensionMetrics;
 use super::policy::{self, Clamp};
-use super::runtime::{CallError, Extension, Identity, Limits, LoadError};
-use super::types::{Decision, FileChange, Reload, SlotKind, Trigger, WorkspaceInfo};
+use super::remote::{Credentials, RemoteConfig, RemoteHost};
+use super::runtime::{CallError, Extension, Identity, Limits, LoadError, ResolverAccess};
+use super::types::{
+    Decision, FetchError, FetchQuotas, Fetched, FileChange, Reload, SlotKind, Source, Trigger,
+    WorkspaceInfo,
+};
 use crate::events::EventBus;
 use crate::store::{self, Db, StoreError, extensions::ExtensionRow};
 
-/// Largest deadline any grant may give a call.
+/// Largest deadline any grant may give a call. For a resolver it counts the guest's own time;
+/// the git work it asks of the host is bounded by [`ResolverSettings::timeout`].
 const MAX_DEADLINE: Duration = Duration::from_secs(5);
+/// The name under which the local plugin registry can be granted read-only to a resolver
+/// (`"read_only_dirs": ["plugins-registry"]`); its path works too.
+pub const PLUGINS_REGISTRY_GRANT: &str = "plugins-registry";
 /// Largest component accepted for upload.
 pub const MAX_COMPONENT_BYTES: usize = 16 * 1024 * 1024;
 
@@ -55,6 +64,11 @@ impl Slot {
     pub fn as_str(&self) -> &str {
         &self.0
     }
+
+    /// The scheme of a `resolver:<scheme>` slot.
+    pub fn scheme(&self) -> Option<&str> {
+        self.0.strip_prefix("resolver:")
+    }
 }
 
 /// What an extension asks for; the operator's confirmation and the host's maximum cut it down.
@@ -63,7 +77,10 @@ impl Slot {
 pub struct Grants {
     pub deadline_ms: Option<u64>,
     pub memory_mb: Option<u64>,
+    /// Resolvers only: hosts (`name` or `name:port`) `remote` calls may reach.
     pub allowed_hosts: Vec<String>,
+    /// Resolvers only: directories mounted read-only, by the name the host offers them under
+    /// (`plugins-registry`) or by their path.
     pub read_only_dirs: Vec<String>,
 }
 
@@ -130,6 +147,58 @@ pub enum RegistryError {
     Io(#[source] std::io::Error),
 }
 
+/// Why a fetch (or a revision lookup) produced nothing.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum FetchFailure {
+    /// No resolver is active for the scheme.
+    #[error("no resolver for scheme `{0}`")]
+    NoResolver(String),
+    /// The resolver (or the host's side of `remote`) answered with an error.
+    #[error(transparent)]
+    Fetch(FetchError),
+    /// The resolver trapped, overran its deadline or memory cap, or could not start.
+    #[error("the resolver {extension} failed: {error}")]
+    Failed { extension: String, error: CallError },
+    /// The resolver answered something the host cannot use.
+    #[error("the resolver {extension} answered {reason}")]
+    Malformed {
+        extension: String,
+        reason: &'static str,
+    },
+}
+
+/// How the host serves resolvers. `Default` is what a host without configuration gets: no
+/// credentials, https only, the default quotas.
+#[derive(Debug, Clone)]
+pub struct ResolverSettings {
+    /// Tokens per remote host, attached by the host to requests for that host.
+    pub credentials: Credentials,
+    /// Extra environment for git (e.g. `GIT_CONFIG_*` URL rewrites).
+    pub git_env: Vec<(String, String)>,
+    /// `GIT_ALLOW_PROTOCOL`; see [`RemoteConfig::allowed_protocols`].
+    pub allowed_protocols: String,
+    /// Wall-time limit of one remote operation.
+    pub timeout: Duration,
+    pub quotas: FetchQuotas,
+    /// The local plugin registry, grantable read-only as `plugins-registry`. `None` means
+    /// `<data_dir>/plugins-registry` (created if missing), which needs no configuration.
+    pub registry_dir: Option<PathBuf>,
+}
+
+impl Default for ResolverSettings {
+    fn default() -> Self {
+        let remote = RemoteConfig::new(PathBuf::new());
+        ResolverSettings {
+            credentials: Credentials::default(),
+            git_env: Vec::new(),
+            allowed_protocols: remote.allowed_protocols,
+            timeout: remote.timeout,
+            quotas: FetchQuotas::default(),
+            registry_dir: None,
+        }
+    }
+}
+
 /// A loaded version and its database id.
 #[derive(Debug)]
 pub struct Loaded {
@@ -163,28 +232,89 @@ pub struct ExtensionHost {
     events: EventBus,
     components_dir: PathBuf,
     slots: RwLock<HashMap<Slot, Arc<SlotState>>>,
+    remote: Arc<RemoteHost>,
+    quotas: FetchQuotas,
+    /// Directories this host can grant read-only to resolvers, by grant name.
+    grantable_dirs: Vec<(String, PathBuf)>,
 }
 
 /// The default components and the slots they fill on first start.
 const BUILTINS: &[(&str, &str)] = &[
     ("skill-classifier", "classifier"),
     ("default-restart-policy", "restart-policy"),
+    ("local-resolver", "resolver:local"),
+    ("git-resolver", "resolver:github"),
+    ("git-resolver", "resolver:git"),
 ];
+
+/// What the default components ask for. The resolvers' deadlines count only their own work:
+/// the git transfers they ask of the host have their own timeout.
+fn builtin_grants(name: &str) -> Grants {
+    match name {
+        "local-resolver" => Grants {
+            deadline_ms: Some(5000),
+            read_only_dirs: vec![PLUGINS_REGISTRY_GRANT.to_owned()],
+            ..Grants::default()
+        },
+        "git-resolver" => Grants {
+            deadline_ms: Some(2000),
+            allowed_hosts: vec!["github.com".to_owned()],
+            ..Grants::default()
+        },
+        _ => Grants::default(),
+    }
+}
 
 impl ExtensionHost {
     /// Opens the engine and cache under `data_dir`, loads every slot's active and shadow version,
     /// and on first start installs and activates the default components found in `builtin_dir`.
+    /// Resolvers get the default [`ResolverSettings`].
     pub async fn start(
         db: Db,
         events: EventBus,
         data_dir: &Path,
         builtin_dir: Option<&Path>,
     ) -> anyhow::Result<Arc<Self>> {
+        Self::start_with(
+            db,
+            events,
+            data_dir,
+            builtin_dir,
+            ResolverSettings::default(),
+        )
+        .await
+    }
+
+    /// [`ExtensionHost::start`] with resolver settings (credentials, git environment, quotas,
+    /// the local registry's location).
+    pub async fn start_with(
+        db: Db,
+        events: EventBus,
+        data_dir: &Path,
+        builtin_dir: Option<&Path>,
+        settings: ResolverSettings,
+    ) -> anyhow::Result<Arc<Self>> {
         let root = data_dir.join("extensions");
         let engine = ExtensionEngine::new(&root.join("compiled"))?;
         engine.start_ticker();
         let components_dir = root.join("components");
         std::fs::create_dir_all(&components_dir)?;
+        // The local plugin registry: `<data_dir>/plugins-registry` unless configured, created
+        // here so the local resolver's grant always opens.
+        let registry_dir = settings
+            .registry_dir
+            .clone()
+            .unwrap_or_else(|| data_dir.join("plugins-registry"));
+        std::fs::create_dir_all(&registry_dir)?;
+        let remote = RemoteHost::new(
+            RemoteConfig {
+                timeout: settings.timeout,
+                allowed_protocols: settings.allowed_protocols.clone(),
+                extra_env: settings.git_env.clone(),
+                ..RemoteConfig::new(root.join("scratch"))
+            },
+            settings.credentials.clone(),
+        )?;
         let host = Arc::new(ExtensionHost {
             engine,
             metrics: ExtensionMetrics::default(),
@@ -193,6 +323,9 @@ impl ExtensionHost {
             events,
             components_dir,
             slots: RwLock::new(HashMap::new()),
+            remote: Arc::new(remote),
+            quotas: settings.quotas,
+            grantable_dirs: vec![(PLUGINS_REGISTRY_GRANT.to_owned(), registry_dir)],
         });
         for slot in store::extensions::slots(&host.db).await? {
             let Some(name) = Slot::parse(&slot.slot) else {
@@ -250,7 +383,7 @@ impl ExtensionHost {
                 name: (*name).to_owned(),
                 version: env!("CARGO_PKG_VERSION").to_owned(),
                 slot: slot.as_str().to_owned(),
-                grants: Grants::default(),
+                grants: builtin_grants(name),
             };
             let row = match self.upload(manifest, bytes, None, true).await {
                 Ok(row) => row,
@@ -302,9 +435,10 @@ impl ExtensionHost {
             digest: row.digest.clone(),
         };
         let limits = effective_limits(&manifest.grants, confirmed.as_ref());
+        let access = self.resolver_access(&manifest.grants, confirmed.as_ref());
         let engine = self.engine.clone();
         let ext = tokio::task::spawn_blocking(move || {
-            Extension::load(&engine, slot.kind(), identity, &bytes, limits)
+            Extension::load_with_access(&engine, slot.kind(), identity, &bytes, limits, access)
         })
         .await
         .map_err(|_| RegistryError::Unsupported("loading was aborted"))??;
@@ -332,9 +466,15 @@ impl ExtensionHost {
                 "name and version must be 1-100 printable characters",
             ));
         }
-        if slot.kind() == SlotKind::Resolver {
-            return Err(RegistryError::Unsupported(
-                "resolver extensions are not supported by this host yet",
+        if slot.kind() == SlotKind::Resolver
+            && manifest
+                .grants
+                .read_only_dirs
+                .iter()
+                .any(|dir| self.grantable_dir(dir).is_none())
+        {
+            return Err(RegistryError::InvalidManifest(
+                "read_only_dirs may only name plugins-registry",
             ));
         }
         if bytes.len() > MAX_COMPONENT_BYTES {
@@ -357,9 +497,21 @@ impl ExtensionHost {
         let engine = self.engine.clone();
         let kind = slot.kind();
         let checked = bytes.clone();
+        let scheme = slot.scheme().map(str::to_owned);
         tokio::task::spawn_blocking(move || {
             let ext = Extension::load(&engine, kind, identity, &checked, limits)?;
-            ext.self_check().map_err(RegistryError::SelfCheck)?;
+            match scheme {
+                // A resolver's self-check is `schemes`, which must include the slot's scheme.
+                Some(scheme) => {
+                    let served = ext.schemes().map_err(RegistryError::SelfCheck)?;
+                    if !served.contains(&scheme) {
+                        return Err(LoadError::WrongScheme { scheme, served }.into());
+                    }
+                }
+                None => {
+                    ext.self_check().map_err(RegistryError::SelfCheck)?;
+                }
+            }
             Ok::<_, RegistryError>(())
         })
         .await
@@ -439,6 +591,13 @@ impl ExtensionHost {
             .await?
             .ok_or(RegistryError::NotFound)?;
         let slot = Slot::parse(&row.slot).ok_or(RegistryError::NotFound)?;
+        if slot.kind() == SlotKind::Resolver {
+            // A shadow fetch would repeat every transfer into a second destination; resolvers
+            // are swapped and rolled back, not shadowed.
+            return Err(RegistryError::Unsupported(
+                "resolver slots do not run shadows",
+            ));
+        }
         let state = self.slot(&slot);
         if state.active.load().as_ref().is_some_and(|a| a.id == id) {
             return Err(RegistryError::Unsupported(
@@ -476,6 +635,154 @@ impl ExtensionHost {
             let _ = tokio::fs::remove_file(self.component_path(&row.digest)).await;
         }
         Ok(())
+    }
+
+    /// The host directory a `read_only_dirs` entry names: a grant name this host offers, or the
+    /// path of one.
+    fn grantable_dir(&self, entry: &str) -> Option<&Path> {
+        self.grantable_dirs
+            .iter()
+            .find(|(name, path)| name == entry || Path::new(entry) == path.as_path())
+            .map(|(_, path)| path.as_path())
+    }
+
+    /// A resolver's effective access: what its manifest asks for, cut down to what the operator
+    /// confirmed (when they confirmed anything) and to the directories this host offers.
+    fn resolver_access(&self, requested: &Grants, confirmed: Option<&Grants>) -> ResolverAccess {
+        let allowed_hosts = requested
+            .allowed_hosts
+            .iter()
+            .filter(|host| {
+                confirmed
+                    .is_none_or(|c| c.allowed_hosts.iter().any(|h| h.eq_ignore_ascii_case(host)))
+            })
+            .map(|host| host.to_ascii_lowercase())
+            .collect();
+        let mut read_only_dirs = Vec::new();
+        for entry in &requested.read_only_dirs {
+            if confirmed.is_some_and(|c| !c.read_only_dirs.contains(entry)) {
+                continue;
+            }
+            match self.grantable_dir(entry) {
+                Some(path) if !read_only_dirs.iter().any(|p: &PathBuf| p == path) => {
+                    read_only_dirs.push(path.to_path_buf())
+                }
+                Some(_) => {}
+                None => tracing::warn!(
+                    directory = entry,
+                    "a stored resolver asks for a directory this host does not offer; it is not mounted"
+                ),
+            }
+        }
+        ResolverAccess {
+            allowed_hosts,
+            read_only_dirs,
+            quotas: self.quotas,
+            remote: Some(self.remote.clone()),
+        }
+    }
+
+    /// Runs git for the resolvers (its process counter is what tests read).
+    pub fn remote(&self) -> &Arc<RemoteHost> {
+        &self.remote
+    }
+
+    /// The active resolver of `resolver:<scheme>`. The caller keeps its own reference, so a
+    /// swap during the call does not affect it.
+    fn resolver(&self, scheme: &str) -> Result<Arc<Extension>, FetchFailure> {
+        Slot::parse(&format!("resolver:{scheme}"))
+            .and_then(|slot| self.active_extension(&slot))
+            .ok_or_else(|| FetchFailure::NoResolver(scheme.to_owned()))
+    }
+
+    /// Fetches `source` into `dest` (an existing, empty directory owned by the caller) with the
+    /// active resolver of `resolver:<scheme>`. A trap, deadline or memory overrun, or an answer
+    /// the host cannot use, fails this fetch: it is logged with the extension's identity and
+    /// counted as a fallback. On any error `dest` may hold a partial tree; discard it.
+    pub async fn fetch(
+        &self,
+        scheme: &str,
+        source: Source,
+        dest: &Path,
+    ) -> Result<Fetched, FetchFailure> {
+        let ext = self.resolver(scheme)?;
+        let dest = dest.to_path_buf();
+        let started = Instant::now();
+        let call = ext.clone();
+        let result = tokio::task::spawn_blocking(move || call.fetch(&source, &dest))
+            .await
+            .unwrap_or_else(|join| Err(CallError::Trap(format!("call aborted: {join}"))));
+        self.metrics.observe(&ext, &result, started.elapsed());
+        let fetched = self.answer(&ext, result, "fetch")?;
+        if !valid_plugin_name(&fetched.name) {
+            return Err(
+                self.malformed(&ext, "a plugin name that is not 1-128 of A-Z a-z 0-9 . _ -")
+            );
+        }
+        if !valid_revision(&fetched.revision) {
+            return Err(self.malformed(&ext, "a revision that is not 1-256 printable characters"));
+        }
+        Ok(fetched)
+    }
+
+    /// The current upstream revision of `source` according to the active resolver of
+    /// `resolver:<scheme>`, for drift detection. Failures are handled as in
+    /// [`ExtensionHost::fetch`].
+    pub async fn resolve_revision(
+        &self,
+        scheme: &str,
+        source: Source,
+    ) -> Result<String, FetchFailure> {
+        let ext = self.resolver(scheme)?;
+        let started = Instant::now();
+        let call = ext.clone();
+        let result = tokio::task::spawn_blocking(move || call.resolve_revision(&source))
+            .await
+            .unwrap_or_else(|join| Err(CallError::Trap(format!("call aborted: {join}"))));
+        self.metrics.observe(&ext, &result, started.elapsed());
+        let revision = self.answer(&ext, result, "resolve-revision")?;
+        if !valid_revision(&revision) {
+            return Err(self.malformed(&ext, "a revision that is not 1-256 printable characters"));
+        }
+        Ok(revision)
+    }
+
+    /// The resolver's answer, or the failure of its call (logged and counted).
+    fn answer<T>(
+        &self,
+        ext: &Extension,
+        result: Result<Result<T, FetchError>, CallError>,
+        what: &str,
+    ) -> Result<T, FetchFailure> {
+        match result {
+            Ok(Ok(value)) => Ok(value),
+            Ok(Err(error)) => {
+                tracing::info!(extension = %ext.identity, %error, "resolver {what} answered an error");
+                Err(FetchFailure::Fetch(error))
+            }
+            Err(error) => {
+                self.metrics.fallback(ext, &error);
+                tracing::warn!(extension = %ext.identity, %error, "resolver {what} failed; the fetch fails");
+                Err(FetchFailure::Failed {
+                    extension: ext.identity.to_string(),
+                    error,
+                })
+            }
+        }
+    }
+
+    fn malformed(&self, ext: &Extension, reason: &'static str) -> FetchFailure {
+        self.metrics.failed(ext, "malformed");
+        tracing::warn!(extension = %ext.identity, reason, "resolver answered something unusable; the fetch fails");
+        FetchFailure::Malformed {
+            extension: ext.identity.to_string(),
+            reason,
+        }
+    }
+
+    /// The active version of `slot`, as loaded.
+    pub fn active_extension(&self, slot: &Slot) -> Option<Arc<Extension>> {
+        self.slot(slot).active.load_full().map(|l| l.ext.clone())
     }
 
     /// The active and shadow version ids of every slot.
@@ -644,4 +951,21 @@ impl ExtensionHost {
             })).collect::<Vec<_>>(),
         }))
     }
+}
+
+/// A plugin name the host can use as a directory name: 1-128 of `A-Z a-z 0-9 . _ -`, starting
+/// with a letter or digit, no `..` (the rule the guest SDK's `validate_plugin_name` applies).
+fn valid_plugin_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 128
+        && name.as_bytes()[0].is_ascii_alphanumeric()
+        && !name.contains("..")
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+}
+
+/// A revision the host can record: a commit id, a `sha256:` digest or another short token.
+fn valid_revision(revision: &str) -> bool {
+    !revision.is_empty() && revision.len() <= 256 && revision.bytes().all(|b| b.is_ascii_graphic())
 }

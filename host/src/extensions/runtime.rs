@@ -1,20 +1,27 @@
 //! Loading and calling extension components: validation before instantiation, a cached
-//! `InstancePre` per component, and a fresh `Store` per call with its deadline, memory cap and an
-//! inert WASI context (no preopens, environment, network or clock).
+//! `InstancePre` per component, and a fresh `Store` per call with its deadline, memory cap and a
+//! WASI context with no environment, arguments, network, clock or inherited stdio. Classifiers
+//! and restart policies get no filesystem at all; a resolver call gets its destination
+//! directory read-write at `/dest` and its granted directories read-only at `/registry`.
 
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use wasmtime::component::{Component, HasSelf, Linker, ResourceTable, types::ComponentItem};
-use wasmtime::{ResourceLimiter, Store, Trap};
+use wasmtime::{ResourceLimiter, Store, Trap, UpdateDeadline};
 use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
 use wasmtime_wasi::{
-    HostMonotonicClock, HostWallClock, WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView,
+    FsPerms, HostMonotonicClock, HostWallClock, WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView,
 };
 
 use super::bindings::{self, LogLevel};
 use super::engine::{EPOCH_TICK, ExtensionEngine, MAX_GUEST_MEMORY};
-use super::types::{Decision, FileChange, Reload, SlotKind, Trigger, WorkspaceInfo};
+use super::remote::{RemoteCall, RemoteHost, inspect_tree};
+use super::types::{
+    Decision, FetchError, FetchQuotas, Fetched, FileChange, Reload, SlotKind, Source, Trigger,
+    WorkspaceInfo,
+};
 
 /// The package version this host implements; components must export `...@0.1.x`.
 pub const API_VERSION: (u64, u64) = (0, 1);
@@ -69,6 +76,8 @@ pub enum LoadError {
     IncompatibleVersion { found: String },
     #[error("a {kind} extension may not import {import}")]
     ForbiddenImport { kind: &'static str, import: String },
+    #[error("the resolver serves {served:?}, not `{scheme}`")]
+    WrongScheme { scheme: String, served: Vec<String> },
     #[error("the component cannot be linked: {0}")]
     Link(String),
 }
@@ -103,7 +112,11 @@ pub struct HostState {
     wasi: WasiCtx,
     table: ResourceTable,
     limiter: MemoryCap,
-    label: Arc<str>,
+    pub(super) label: Arc<str>,
+    /// A resolver call's remote access; `None` for the other kinds.
+    pub(super) remote: Option<RemoteCall>,
+    /// Time this call spent in host functions (git), which the guest's deadline does not count.
+    pub(super) host_time: Duration,
 }
 
 impl std::fmt::Debug for HostState {
@@ -194,6 +207,30 @@ impl HostMonotonicClock for FrozenClock {
 enum Pre {
     Classifier(bindings::classifier::ClassifierPre<HostState>),
     RestartPolicy(bindings::restart_policy::RestartPolicyPre<HostState>),
+    Resolver(bindings::resolver::ResolverPre<HostState>),
+}
+
+/// Where the first granted read-only directory appears in a resolver; further ones appear at
+/// `/registry-2`, `/registry-3`, ...
+pub const REGISTRY_MOUNT: &str = "/registry";
+/// Where a resolver's destination directory appears.
+pub const DEST_MOUNT: &str = "/dest";
+
+/// What a resolver may reach besides its destination: the effective grant (manifest request ∩
+/// operator confirmation ∩ what this host offers), resolved to host paths and hosts. Ignored for
+/// the other kinds.
+#[derive(Debug, Clone, Default)]
+pub struct ResolverAccess {
+    /// Hosts (`name` or `name:port`) the resolver's `remote` calls may reach.
+    pub allowed_hosts: Vec<String>,
+    /// Host directories mounted read-only: the first at [`REGISTRY_MOUNT`], the n-th (from 2)
+    /// at `/registry-<n>`.
+    pub read_only_dirs: Vec<PathBuf>,
+    /// Limits on what a fetch may leave in its destination (checked by the host after the
+    /// guest answers, and on every checkout).
+    pub quotas: FetchQuotas,
+    /// Runs `git` for the `remote` interface; without one every remote call is denied.
+    pub remote: Option<Arc<RemoteHost>>,
 }
 
 /// A validated, compiled component ready to be called.
@@ -206,6 +243,8 @@ pub struct Extension {
     engine: ExtensionEngine,
     pre: Pre,
     label: Arc<str>,
+    access: ResolverAccess,
+    allowed_hosts: Arc<[String]>,
 }
 
 impl std::fmt::Debug for Extension {
@@ -220,7 +259,10 @@ impl std::fmt::Debug for Extension {
 
 /// Imports a classifier or restart policy may have: our inert interfaces and the WASI basics a
 /// Rust std guest links even when it never uses them (with no preopens, environment or sockets).
-fn import_allowed(kind: SlotKind, name: &str) -> bool {
+/// Resolvers may also import `remote`; their `wasi:filesystem` sees only their preopens (and
+/// brings in `wasi:clocks/wall-clock` for file times). Nothing network-ish (`wasi:sockets`,
+/// `wasi:http`) is admitted for any kind.
+pub(super) fn import_allowed(kind: SlotKind, name: &str) -> bool {
     let base = name.split('@').next().unwrap_or(name);
     let ours = matches!(base, "molecule:plugin/log" | "molecule:plugin/types");
     let wasi = [
@@ -282,7 +324,8 @@ fn validate(
 }
 
 impl Extension {
-    /// Validates, compiles (or loads the cached artefact) and pre-instantiates a component.
+    /// Validates, compiles (or loads the cached artefact) and pre-instantiates a component. A
+    /// resolver loaded this way has no grant: no remote hosts, no read-only directories.
     pub fn load(
         engine: &ExtensionEngine,
         kind: SlotKind,
@@ -290,11 +333,25 @@ impl Extension {
         bytes: &[u8],
         limits: Limits,
     ) -> Result<Self, LoadError> {
-        if kind == SlotKind::Resolver {
-            return Err(LoadError::Link(
-                "resolver extensions are not supported by this host yet".into(),
-            ));
-        }
+        Self::load_with_access(
+            engine,
+            kind,
+            identity,
+            bytes,
+            limits,
+            ResolverAccess::default(),
+        )
+    }
+
+    /// [`Extension::load`] with a resolver's grant.
+    pub fn load_with_access(
+        engine: &ExtensionEngine,
+        kind: SlotKind,
+        identity: Identity,
+        bytes: &[u8],
+        limits: Limits,
+        access: ResolverAccess,
+    ) -> Result<Self, LoadError> {
         let (component, from_cache) = engine
             .load(&identity.digest, bytes)
             .map_err(|e| LoadError::Invalid(format!("{e:#}")))?;
@@ -324,13 +381,19 @@ impl Extension {
                     bindings::restart_policy::RestartPolicyPre::new(pre).map_err(link)?,
                 )
             }
-            SlotKind::Resolver => unreachable!("refused above"),
+            SlotKind::Resolver => {
+                bindings::resolver::Resolver::add_to_linker::<_, HasSelf<_>>(&mut linker, |s| s)
+                    .map_err(link)?;
+                let pre = linker.instantiate_pre(&component).map_err(link)?;
+                Pre::Resolver(bindings::resolver::ResolverPre::new(pre).map_err(link)?)
+            }
         };
         let limits = Limits {
             memory_bytes: limits.memory_bytes.min(MAX_GUEST_MEMORY),
             ..limits
         };
         let label: Arc<str> = identity.to_string().into();
+        let allowed_hosts = access.allowed_hosts.clone().into();
         Ok(Extension {
             identity,
             kind,
@@ -339,19 +402,78 @@ impl Extension {
             engine: engine.clone(),
             pre,
             label,
+            access,
+            allowed_hosts,
         })
     }
 
+    /// The resolver's grant (empty for the other kinds).
+    pub fn access(&self) -> &ResolverAccess {
+        &self.access
+    }
+
+    /// A fresh store for one call of a classifier or restart policy: no preopens at all.
     fn store(&self) -> (Store<HostState>, MemoryOutputPipe) {
         let stderr = MemoryOutputPipe::new(4096);
-        let wasi = WasiCtxBuilder::new()
+        let wasi = Self::wasi_builder(&stderr).build();
+        (self.store_with(wasi, None), stderr)
+    }
+
+    /// The WASI context every call starts from: stderr captured for the log, clocks frozen,
+    /// no network; no environment, arguments, stdin or stdout (the builder starts empty and
+    /// nothing is inherited).
+    fn wasi_builder(stderr: &MemoryOutputPipe) -> WasiCtxBuilder {
+        let mut builder = WasiCtxBuilder::new();
+        builder
             .stderr(stderr.clone())
             .wall_clock(FrozenClock)
             .monotonic_clock(FrozenClock)
             .allow_ip_name_lookup(false)
             .allow_tcp(false)
-            .allow_udp(false)
-            .build();
+            .allow_udp(false);
+        builder
+    }
+
+    /// A fresh store for one resolver call: `dest` (if any) read-write at `/dest`, the granted
+    /// directories read-only at `/registry`..., and the call's remote access.
+    fn resolver_store(
+        &self,
+        dest: Option<&Path>,
+    ) -> Result<(Store<HostState>, MemoryOutputPipe), CallError> {
+        let stderr = MemoryOutputPipe::new(4096);
+        let mut builder = Self::wasi_builder(&stderr);
+        // File operations run on the calling thread, which is already a blocking one.
+        builder.allow_blocking_current_thread(true);
+        let unopenable = |what: String, path: &Path, err: wasmtime::Error| {
+            tracing::warn!(extension = %self.label, path = %path.display(), error = %err, "a resolver preopen cannot be opened");
+            CallError::Instantiate(format!("{what} cannot be opened"))
+        };
+        if let Some(dest) = dest {
+            builder
+                .preopened_dir(dest, DEST_MOUNT, FsPerms::ReadWrite)
+                .map_err(|e| unopenable("the destination directory".into(), dest, e))?;
+        }
+        for (i, dir) in self.access.read_only_dirs.iter().enumerate() {
+            let mount = match i {
+                0 => REGISTRY_MOUNT.to_owned(),
+                n => format!("{REGISTRY_MOUNT}-{}", n + 1),
+            };
+            builder
+                .preopened_dir(dir, &mount, FsPerms::ReadOnly)
+                .map_err(|e| unopenable(format!("the granted directory {mount}"), dir, e))?;
+        }
+        let remote = RemoteCall {
+            host: self.access.remote.clone(),
+            allowed_hosts: self.allowed_hosts.clone(),
+            quotas: self.access.quotas,
+            dest: dest.map(Path::to_path_buf),
+            operations: 0,
+        };
+        Ok((self.store_with(builder.build(), Some(remote)), stderr))
+    }
+
+    fn store_with(&self, wasi: WasiCtx, remote: Option<RemoteCall>) -> Store<HostState> {
+        let resolver = remote.is_some();
         let state = HostState {
             wasi,
             table: ResourceTable::new(),
@@ -360,19 +482,33 @@ impl Extension {
                 exceeded: false,
             },
             label: self.label.clone(),
+            remote,
+            host_time: Duration::ZERO,
         };
         let mut store = Store::new(self.engine.engine(), state);
         store.limiter(|state| &mut state.limiter);
-        let ticks = self
-            .limits
-            .deadline
-            .as_millis()
-            .div_ceil(EPOCH_TICK.as_millis())
-            .max(1) as u64;
+        let deadline = self.limits.deadline;
+        let ticks =
+            |budget: Duration| budget.as_millis().div_ceil(EPOCH_TICK.as_millis()).max(1) as u64;
         // One extra tick: the ticker may advance just after the deadline is set.
-        store.set_epoch_deadline(ticks + 1);
-        store.epoch_deadline_trap();
-        (store, stderr)
+        store.set_epoch_deadline(ticks(deadline) + 1);
+        if resolver {
+            // A resolver's deadline counts the guest's own time: the time it waits for the
+            // host's git is bounded separately (a timeout per remote operation, a few
+            // operations per call). So when the epoch deadline comes, the host time is taken
+            // out and the guest gets the rest of its budget.
+            let started = Instant::now();
+            store.epoch_deadline_callback(move |ctx| {
+                let guest = started.elapsed().saturating_sub(ctx.data().host_time);
+                Ok(match deadline.checked_sub(guest) {
+                    Some(left) if !left.is_zero() => UpdateDeadline::Continue(ticks(left)),
+                    _ => UpdateDeadline::Interrupt,
+                })
+            });
+        } else {
+            store.epoch_deadline_trap();
+        }
+        store
     }
 
     /// Turns a failed call into a [`CallError`], logging what the guest wrote to stderr.
@@ -448,8 +584,78 @@ impl Extension {
         }
     }
 
+    /// The schemes a resolver serves. Blocking: call from a blocking thread.
+    pub fn schemes(&self) -> Result<Vec<String>, CallError> {
+        let Pre::Resolver(pre) = &self.pre else {
+            return Err(CallError::Instantiate("not a resolver".into()));
+        };
+        let (mut store, stderr) = self.resolver_store(None)?;
+        let instance = match pre.instantiate(&mut store) {
+            Ok(instance) => instance,
+            Err(err) => return Err(self.instantiate_failure(&store, &stderr, err)),
+        };
+        instance
+            .molecule_plugin_resolve()
+            .call_schemes(&mut store)
+            .map_err(|err| self.failure(&store, &stderr, err))
+    }
+
+    /// Has the resolver fetch `source` into `dest` (an existing, empty directory the caller
+    /// owns; the guest sees it as `/dest`). The outer error is the call failing (trap,
+    /// deadline, memory cap); the inner one is the resolver's answer, or the host's when the
+    /// tree it left in `dest` breaks the quotas or holds links or special files. On any error
+    /// `dest` may hold a partial tree: the caller discards it. Blocking: call from a blocking
+    /// thread.
+    pub fn fetch(
+        &self,
+        source: &Source,
+        dest: &Path,
+    ) -> Result<Result<Fetched, FetchError>, CallError> {
+        let Pre::Resolver(pre) = &self.pre else {
+            return Err(CallError::Instantiate("not a resolver".into()));
+        };
+        let (mut store, stderr) = self.resolver_store(Some(dest))?;
+        let instance = match pre.instantiate(&mut store) {
+            Ok(instance) => instance,
+            Err(err) => return Err(self.instantiate_failure(&store, &stderr, err)),
+        };
+        let answer = instance
+            .molecule_plugin_resolve()
+            .call_fetch(&mut store, &source.into())
+            .map_err(|err| self.failure(&store, &stderr, err))?;
+        let answer = answer.map(Fetched::from).map_err(FetchError::from);
+        // Whatever the guest did inside `/dest` (it may make links there), the host only hands
+        // on a tree of plain files and directories within the quotas.
+        Ok(answer.and_then(|fetched| {
+            inspect_tree(dest, &self.access.quotas)?;
+            Ok(fetched)
+        }))
+    }
+
+    /// The current upstream revision of `source`, for drift detection. The guest gets no
+    /// destination (a checkout is denied) and writes nothing. Blocking: call from a blocking
+    /// thread.
+    pub fn resolve_revision(
+        &self,
+        source: &Source,
+    ) -> Result<Result<String, FetchError>, CallError> {
+        let Pre::Resolver(pre) = &self.pre else {
+            return Err(CallError::Instantiate("not a resolver".into()));
+        };
+        let (mut store, stderr) = self.resolver_store(None)?;
+        let instance = match pre.instantiate(&mut store) {
+            Ok(instance) => instance,
+            Err(err) => return Err(self.instantiate_failure(&store, &stderr, err)),
+        };
+        instance
+            .molecule_plugin_resolve()
+            .call_resolve_revision(&mut store, &source.into())
+            .map(|answer| answer.map_err(FetchError::from))
+            .map_err(|err| self.failure(&store, &stderr, err))
+    }
+
     /// How long the last call took is measured by callers; this runs the slot's self-check: a
-    /// call on a fixed input that must answer within the limits.
+    /// call on a fixed input that must answer within the limits (for a resolver, `schemes`).
     pub fn self_check(&self) -> Result<Duration, CallError> {
         let started = Instant::now();
         match self.kind {
@@ -468,7 +674,7 @@ impl Extension {
                     &Trigger::ConfigChanged,
                 )
                 .map(|_| ()),
-            SlotKind::Resolver => Ok(()),
+            SlotKind::Resolver => self.schemes().map(|_| ()),
         }?;
         Ok(started.elapsed())
     }

@@ -9,7 +9,7 @@ use super::types::{ChangeKind, Decision, FileChange, Reload, SlotKind, Trigger, 
 use super::*;
 
 /// One engine (and epoch ticker) for every test in this process, as in the host.
-fn engine() -> &'static ExtensionEngine {
+pub(crate) fn engine() -> &'static ExtensionEngine {
     static ENGINE: OnceLock<(ExtensionEngine, tempfile::TempDir)> = OnceLock::new();
     let (engine, _) = ENGINE.get_or_init(|| {
         let dir = tempfile::tempdir().expect("a cache dir");
@@ -347,7 +347,8 @@ mod registry_specs {
     async fn first_start_installs_and_activates_the_defaults(db: Db) {
         let (host, dir) = host(&db, true).await;
         let slots = host.slot_versions();
-        assert_eq!(slots.len(), 2, "{slots:?}");
+        // classifier, restart-policy, resolver:local, resolver:github, resolver:git
+        assert_eq!(slots.len(), 5, "{slots:?}");
         assert!(slots.iter().all(|(_, active, _)| active.is_some()));
         assert_eq!(
             host.classify(vec![change("SKILL.md", ChangeKind::Modified)])

@@ -45,7 +45,10 @@ async fn the_default_extensions_are_installed_and_active_on_first_start(backend:
         names.contains(&("default-restart-policy", true)),
         "{names:?}"
     );
-    assert_eq!(listed["slots"].as_array().unwrap().len(), 2);
+    // classifier, restart-policy, resolver:local, resolver:github and resolver:git.
+    assert_eq!(listed["slots"].as_array().unwrap().len(), 5);
+    assert!(names.contains(&("local-resolver", true)), "{names:?}");
+    assert!(names.contains(&("git-resolver", true)), "{names:?}");
 }
 
 async fn an_uploaded_version_can_be_activated_rolled_back_and_deleted(backend: DbBackend) {
@@ -164,5 +167,5 @@ async fn components_that_do_not_fit_the_slot_are_rejected_with_a_clear_reason(ba
         .expect(409);
     // Nothing rejected was stored.
     let listed = app.get("/admin/extensions").await.expect(200);
-    assert_eq!(listed["extensions"].as_array().unwrap().len(), 2);
+    assert_eq!(listed["extensions"].as_array().unwrap().len(), 5);
 }
