@@ -20,8 +20,9 @@ use molecule_host::events::EventBus;
 use molecule_host::extensions::engine::{self, ExtensionEngine};
 use molecule_host::extensions::policy;
 use molecule_host::extensions::registry::{ExtensionHost, Grants, Manifest};
+use molecule_host::extensions::runtime::ResolverAccess;
 use molecule_host::extensions::types::{
-    ChangeKind, FileChange, Reload, SlotKind, Trigger, WorkspaceInfo,
+    ChangeKind, FileChange, Reload, SlotKind, Source, Trigger, WorkspaceInfo,
 };
 use molecule_host::extensions::{Extension, Identity, Limits};
 use molecule_host::store::Backend;
@@ -52,6 +53,19 @@ fn native_classify(changes: &[FileChange]) -> Reload {
     }) {
         None => Reload::Hot,
         Some(c) => Reload::Cold(format!("{} is not an edited SKILL.md", c.path)),
+    }
+}
+
+fn copy_tree(from: &Path, to: &Path) {
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let target = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            std::fs::create_dir_all(&target).unwrap();
+            copy_tree(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), target).unwrap();
+        }
     }
 }
 
@@ -118,6 +132,68 @@ fn bench(c: &mut Criterion) {
                 .decide(std::hint::black_box(&ws), &trigger)
                 .unwrap()
         })
+    });
+    group.finish();
+
+    // A fetch through the local resolver (copying a 10-file registry entry inside the sandbox,
+    // then the host's check of the result) against a native copy of the same tree.
+    let registry = tempfile::tempdir().unwrap();
+    let entry = registry.path().join("tools");
+    std::fs::create_dir_all(entry.join("skills/a")).unwrap();
+    std::fs::write(entry.join("plugin.yaml"), "name: tools\n").unwrap();
+    for i in 0..9 {
+        std::fs::write(
+            entry.join(format!("skills/a/file-{i}.md")),
+            "x".repeat(2048),
+        )
+        .unwrap();
+    }
+    let bytes = component("local-resolver");
+    let identity = Identity {
+        name: "local".into(),
+        version: "bench".into(),
+        digest: engine::digest(&bytes),
+    };
+    let access = ResolverAccess {
+        read_only_dirs: vec![registry.path().to_path_buf()],
+        ..ResolverAccess::default()
+    };
+    let resolver = Extension::load_with_access(
+        &engine,
+        SlotKind::Resolver,
+        identity,
+        &bytes,
+        Limits {
+            deadline: Duration::from_secs(5),
+            ..Limits::default()
+        },
+        access,
+    )
+    .expect("the resolver loads");
+    let source = Source {
+        scheme: "local".into(),
+        location: "tools".into(),
+        reference: None,
+    };
+    let mut group = c.benchmark_group("fetch_local_10_files");
+    group.bench_function("native", |b| {
+        b.iter_batched(
+            tempfile::TempDir::new,
+            |dest| copy_tree(&entry, dest.unwrap().path()),
+            criterion::BatchSize::PerIteration,
+        )
+    });
+    group.bench_function("component", |b| {
+        b.iter_batched(
+            tempfile::TempDir::new,
+            |dest| {
+                resolver
+                    .fetch(&source, dest.unwrap().path())
+                    .unwrap()
+                    .unwrap()
+            },
+            criterion::BatchSize::PerIteration,
+        )
     });
     group.finish();
 
@@ -201,6 +277,7 @@ fn summary() {
         ("classify_10", "native", "component"),
         ("classify_1000", "native", "component"),
         ("decide", "native", "component"),
+        ("fetch_local_10_files", "native", "component"),
         ("component_ready", "cached", "compile"),
     ] {
         if let (Some(base), Some(value)) = (median_ns(group, baseline), median_ns(group, measured))
