@@ -535,7 +535,101 @@ mod registry_specs {
         );
     }
 
+    async fn the_shadow_report_counts_agreements_disagreements_and_candidate_failures(db: Db) {
+        let (host, _dir) = host(&db, false).await;
+        let active = host
+            .upload(
+                manifest("default", "restart-policy"),
+                component("default-restart-policy"),
+                None,
+                false,
+            )
+            .await
+            .unwrap();
+        let candidate = host
+            .upload(
+                manifest("batching", "restart-policy"),
+                component("batching-restart-policy"),
+                None,
+                false,
+            )
+            .await
+            .unwrap();
+        host.activate(active.id).await.unwrap();
+        host.shadow(candidate.id).await.unwrap();
+        for code in [0, 1, 2] {
+            host.decide(workspace(0, "production"), Trigger::AgentExited { code })
+                .await;
+        }
+        let decided = host
+            .decide(workspace(0, "production"), Trigger::ConfigChanged)
+            .await;
+        assert_eq!(
+            decided,
+            Decision::RestartNow,
+            "the active answer is the one used"
+        );
+        let report = host
+            .shadow_report(&Slot::parse("restart-policy").unwrap())
+            .await
+            .unwrap();
+        assert_eq!(
+            (
+                report["calls"].as_i64(),
+                report["agree"].as_i64(),
+                report["disagree"].as_i64()
+            ),
+            (Some(4), Some(3), Some(1))
+        );
+        assert_eq!(
+            report["recent"].as_array().unwrap().len(),
+            1,
+            "only disagreements are listed"
+        );
+        assert_eq!(
+            report["recent"][0]["candidate"],
+            serde_json::json!({ "kind": "restart_after_ms", "ms": 60000 })
+        );
+        assert_eq!(
+            report["recent"][0]["input"]["trigger"]["kind"],
+            "config_changed"
+        );
+
+        // A candidate that cannot answer in time is reported as failing, never used.
+        let classifier = host
+            .upload(
+                manifest("skill", "classifier"),
+                component("skill-classifier"),
+                None,
+                false,
+            )
+            .await
+            .unwrap();
+        let mut slow = manifest("slow", "classifier");
+        slow.grants.deadline_ms = Some(20);
+        let slow = host
+            .upload(slow, component("slow-classifier"), None, false)
+            .await
+            .unwrap();
+        host.activate(classifier.id).await.unwrap();
+        host.shadow(slow.id).await.unwrap();
+        let answer = host
+            .classify(vec![change("SKILL.md", ChangeKind::Modified); 20])
+            .await;
+        assert_eq!(answer, Reload::Hot);
+        let report = host
+            .shadow_report(&Slot::parse("classifier").unwrap())
+            .await
+            .unwrap();
+        assert_eq!(report["candidate_failed"], 1);
+        assert_eq!(
+            report["recent"][0]["candidate"],
+            serde_json::json!({ "error": "timeout" })
+        );
+    }
+
     crate::both_backends!(
+        the_shadow_report_counts_agreements_disagreements_and_candidate_failures,
         first_start_installs_and_activates_the_defaults,
         swapping_under_load_fails_no_call_and_in_flight_calls_finish_on_the_old_version,
         rollback_reactivates_the_previous_version_and_the_active_one_cannot_be_deleted,
