@@ -112,6 +112,14 @@ pub struct Config {
     /// Where the default extension components are found on first start (`make plugins` builds
     /// them there); unset to start without them (slots then use the host's built-in fallbacks).
     pub builtin_extensions_dir: Option<PathBuf>,
+    /// Tokens the host attaches to git requests per remote host (`"github.com" = "..."` in the
+    /// config file). Resolvers never see them.
+    #[serde(skip_serializing)]
+    pub git_credentials: std::collections::BTreeMap<String, SecretString>,
+    /// The local plugin registry `local://` sources come from; default `<data_dir>/plugins-registry`.
+    pub plugins_registry_dir: Option<PathBuf>,
+    /// Wall-time limit of one remote git operation, in seconds.
+    pub git_timeout_secs: u64,
 }
 
 impl Default for Config {
@@ -135,6 +143,9 @@ impl Default for Config {
             shutdown_grace_secs: 10,
             liveness: LivenessConfig::default(),
             builtin_extensions_dir: Some(PathBuf::from("plugins/target/wasm32-wasip2/release")),
+            git_credentials: std::collections::BTreeMap::new(),
+            plugins_registry_dir: None,
+            git_timeout_secs: 60,
         }
     }
 }
@@ -311,6 +322,25 @@ mod tests {
             assert_eq!(config.admin_token(), Some("modern"));
             assert_eq!(config.liveness.heartbeat_ttl_secs, 7);
             assert!(config.enable_test_tokens);
+            Ok(())
+        });
+    }
+
+    #[test]
+    #[allow(clippy::result_large_err)] // figment's Jail API returns its own large error type
+    fn git_credentials_come_from_the_config_file_and_never_print() {
+        figment::Jail::expect_with(|jail| {
+            jail.create_file(
+                "host.toml",
+                "[git_credentials]\n\"github.com\" = \"ghp-very-secret\"\n",
+            )?;
+            let config = Config::load(Some(Path::new("host.toml"))).expect("config loads");
+            let token = config
+                .git_credentials
+                .get("github.com")
+                .expect("a credential");
+            assert_eq!(token.expose_secret(), "ghp-very-secret");
+            assert!(!format!("{config:?}").contains("very-secret"));
             Ok(())
         });
     }

@@ -20,6 +20,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
+use secrecy::ExposeSecret as _;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -58,11 +59,20 @@ impl Services {
         db.migrate().await.context("migrating the database")?;
         let events = EventBus::new(db.clone());
         let guard = auth::Guard::new(&config, db.clone());
-        let extensions = extensions::registry::ExtensionHost::start(
+        let mut resolvers = extensions::registry::ResolverSettings {
+            timeout: Duration::from_secs(config.git_timeout_secs.max(1)),
+            registry_dir: config.plugins_registry_dir.clone(),
+            ..Default::default()
+        };
+        for (host, token) in &config.git_credentials {
+            resolvers.credentials.insert(host, token.expose_secret());
+        }
+        let extensions = extensions::registry::ExtensionHost::start_with(
             db.clone(),
             events.clone(),
             &config.data_dir,
             config.builtin_extensions_dir.as_deref(),
+            resolvers,
         )
         .await
         .context("starting the extension platform")?;
