@@ -584,16 +584,31 @@ impl Extension {
         }
     }
 
-    /// The schemes a resolver serves. Blocking: call from a blocking thread.
-    pub fn schemes(&self) -> Result<Vec<String>, CallError> {
+    /// A fresh Store (with `dest` preopened when given) and a resolver instance in it.
+    fn resolver_instance(
+        &self,
+        dest: Option<&Path>,
+    ) -> Result<
+        (
+            Store<HostState>,
+            MemoryOutputPipe,
+            bindings::resolver::Resolver,
+        ),
+        CallError,
+    > {
         let Pre::Resolver(pre) = &self.pre else {
             return Err(CallError::Instantiate("not a resolver".into()));
         };
-        let (mut store, stderr) = self.resolver_store(None)?;
-        let instance = match pre.instantiate(&mut store) {
-            Ok(instance) => instance,
-            Err(err) => return Err(self.instantiate_failure(&store, &stderr, err)),
-        };
+        let (mut store, stderr) = self.resolver_store(dest)?;
+        match pre.instantiate(&mut store) {
+            Ok(instance) => Ok((store, stderr, instance)),
+            Err(err) => Err(self.instantiate_failure(&store, &stderr, err)),
+        }
+    }
+
+    /// The schemes a resolver serves. Blocking: call from a blocking thread.
+    pub fn schemes(&self) -> Result<Vec<String>, CallError> {
+        let (mut store, stderr, instance) = self.resolver_instance(None)?;
         instance
             .molecule_plugin_resolve()
             .call_schemes(&mut store)
@@ -611,14 +626,7 @@ impl Extension {
         source: &Source,
         dest: &Path,
     ) -> Result<Result<Fetched, FetchError>, CallError> {
-        let Pre::Resolver(pre) = &self.pre else {
-            return Err(CallError::Instantiate("not a resolver".into()));
-        };
-        let (mut store, stderr) = self.resolver_store(Some(dest))?;
-        let instance = match pre.instantiate(&mut store) {
-            Ok(instance) => instance,
-            Err(err) => return Err(self.instantiate_failure(&store, &stderr, err)),
-        };
+        let (mut store, stderr, instance) = self.resolver_instance(Some(dest))?;
         let answer = instance
             .molecule_plugin_resolve()
             .call_fetch(&mut store, &source.into())
@@ -639,14 +647,7 @@ impl Extension {
         &self,
         source: &Source,
     ) -> Result<Result<String, FetchError>, CallError> {
-        let Pre::Resolver(pre) = &self.pre else {
-            return Err(CallError::Instantiate("not a resolver".into()));
-        };
-        let (mut store, stderr) = self.resolver_store(None)?;
-        let instance = match pre.instantiate(&mut store) {
-            Ok(instance) => instance,
-            Err(err) => return Err(self.instantiate_failure(&store, &stderr, err)),
-        };
+        let (mut store, stderr, instance) = self.resolver_instance(None)?;
         instance
             .molecule_plugin_resolve()
             .call_resolve_revision(&mut store, &source.into())
