@@ -120,6 +120,9 @@ pub struct Config {
     pub plugins_registry_dir: Option<PathBuf>,
     /// Wall-time limit of one remote git operation, in seconds.
     pub git_timeout_secs: u64,
+    /// Allow remote plugin sources without a `#ref` (they then mean the upstream's HEAD).
+    #[serde(deserialize_with = "loose_bool")]
+    pub allow_unpinned_sources: bool,
 }
 
 impl Default for Config {
@@ -146,6 +149,7 @@ impl Default for Config {
             git_credentials: std::collections::BTreeMap::new(),
             plugins_registry_dir: None,
             git_timeout_secs: 60,
+            allow_unpinned_sources: false,
         }
     }
 }

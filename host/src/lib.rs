@@ -62,6 +62,7 @@ impl Services {
         let mut resolvers = extensions::registry::ResolverSettings {
             timeout: Duration::from_secs(config.git_timeout_secs.max(1)),
             registry_dir: config.plugins_registry_dir.clone(),
+            allow_unpinned: config.allow_unpinned_sources,
             ..Default::default()
         };
         for (host, token) in &config.git_credentials {

@@ -180,6 +180,9 @@ pub struct ResolverSettings {
     /// Wall-time limit of one remote operation.
     pub timeout: Duration,
     pub quotas: FetchQuotas,
+    /// Whether a remote source without a `#ref` may be fetched; it then means the upstream's
+    /// `HEAD`. Off by default: an unpinned source changes under the operator's feet.
+    pub allow_unpinned: bool,
     /// The local plugin registry, grantable read-only as `plugins-registry`. `None` means
     /// `<data_dir>/plugins-registry` (created if missing), which needs no configuration.
     pub registry_dir: Option<PathBuf>,
@@ -194,6 +197,7 @@ impl Default for ResolverSettings {
             allowed_protocols: remote.allowed_protocols,
             timeout: remote.timeout,
             quotas: FetchQuotas::default(),
+            allow_unpinned: false,
             registry_dir: None,
         }
     }
@@ -236,6 +240,7 @@ pub struct ExtensionHost {
     quotas: FetchQuotas,
     /// Directories this host can grant read-only to resolvers, by grant name.
     grantable_dirs: Vec<(String, PathBuf)>,
+    allow_unpinned: bool,
 }
 
 /// The default components and the slots they fill on first start.
@@ -326,6 +331,7 @@ impl ExtensionHost {
             remote: Arc::new(remote),
             quotas: settings.quotas,
             grantable_dirs: vec![(PLUGINS_REGISTRY_GRANT.to_owned(), registry_dir)],
+            allow_unpinned: settings.allow_unpinned,
         });
         for slot in store::extensions::slots(&host.db).await? {
             let Some(name) = Slot::parse(&slot.slot) else {
@@ -385,9 +391,19 @@ impl ExtensionHost {
                 slot: slot.as_str().to_owned(),
                 grants: builtin_grants(name),
             };
-            let row = match self.upload(manifest, bytes, None, true).await {
+            let row = match self.upload(manifest, bytes.clone(), None, true).await {
                 Ok(row) => row,
-                Err(RegistryError::Duplicate(row)) => *row,
+                // Known to the database but its bytes may be gone from this data dir (a wiped
+                // disk, another replica's volume): put them back before activating.
+                Err(RegistryError::Duplicate(row)) => {
+                    match self.store_component(&row.digest, &bytes).await {
+                        Ok(()) => *row,
+                        Err(err) => {
+                            tracing::error!(extension = name, error = %err, "restoring a default extension failed");
+                            continue;
+                        }
+                    }
+                }
                 Err(err) => {
                     tracing::error!(extension = name, error = %err, "installing a default extension failed");
                     continue;
@@ -404,6 +420,21 @@ impl ExtensionHost {
                 }
             }
         }
+    }
+
+    /// Writes a component's bytes under its digest (write, then rename), unless already there.
+    async fn store_component(&self, digest: &str, bytes: &[u8]) -> Result<(), RegistryError> {
+        let path = self.component_path(digest);
+        if tokio::fs::try_exists(&path).await.unwrap_or(false) {
+            return Ok(());
+        }
+        let tmp = path.with_extension(format!("tmp-{}", Uuid::new_v4().simple()));
+        tokio::fs::write(&tmp, bytes)
+            .await
+            .map_err(RegistryError::Io)?;
+        tokio::fs::rename(&tmp, &path)
+            .await
+            .map_err(RegistryError::Io)
     }
 
     fn component_path(&self, digest: &str) -> PathBuf {
@@ -517,14 +548,7 @@ impl ExtensionHost {
         .await
         .map_err(|_| RegistryError::Unsupported("validation was aborted"))??;
 
-        let path = self.component_path(&digest);
-        let tmp = path.with_extension(format!("tmp-{}", Uuid::new_v4().simple()));
-        tokio::fs::write(&tmp, &bytes)
-            .await
-            .map_err(RegistryError::Io)?;
-        tokio::fs::rename(&tmp, &path)
-            .await
-            .map_err(RegistryError::Io)?;
+        self.store_component(&digest, &bytes).await?;
         let mut stored_manifest = serde_json::to_value(&manifest).unwrap_or(Value::Null);
         if let Some(confirmed) = &confirmed {
             stored_manifest["confirmed"] = serde_json::to_value(confirmed).unwrap_or(Value::Null);
@@ -706,6 +730,7 @@ impl ExtensionHost {
         dest: &Path,
     ) -> Result<Fetched, FetchFailure> {
         let ext = self.resolver(scheme)?;
+        let source = self.pin(scheme, source);
         let dest = dest.to_path_buf();
         let started = Instant::now();
         let call = ext.clone();
@@ -734,6 +759,7 @@ impl ExtensionHost {
         source: Source,
     ) -> Result<String, FetchFailure> {
         let ext = self.resolver(scheme)?;
+        let source = self.pin(scheme, source);
         let started = Instant::now();
         let call = ext.clone();
         let result = tokio::task::spawn_blocking(move || call.resolve_revision(&source))
@@ -745,6 +771,16 @@ impl ExtensionHost {
             return Err(self.malformed(&ext, "a revision that is not 1-256 printable characters"));
         }
         Ok(revision)
+    }
+
+    /// An unpinned remote source means the upstream's `HEAD` when the operator allows unpinned
+    /// sources; otherwise it goes to the resolver as it is (and a remote resolver refuses it).
+    /// Local sources have no revisions to pin.
+    fn pin(&self, scheme: &str, mut source: Source) -> Source {
+        if self.allow_unpinned && scheme != "local" && source.reference.is_none() {
+            source.reference = Some("HEAD".to_owned());
+        }
+        source
     }
 
     /// The resolver's answer, or the failure of its call (logged and counted).

@@ -1092,6 +1092,47 @@ mod registry_specs {
         host.stop();
     }
 
+    async fn an_unpinned_source_is_denied_unless_the_operator_allows_it_and_then_means_head(
+        db: Db,
+    ) {
+        let repos = Repos::new();
+        let head = repos.create("acme/tools", super::PLUGIN_FILES);
+        let settings = |allow_unpinned| ResolverSettings {
+            git_env: repos.git_env(),
+            allowed_protocols: "https:file".into(),
+            allow_unpinned,
+            ..ResolverSettings::default()
+        };
+        let unpinned = || Source::new("github", "acme/tools", None);
+
+        let (strict, _dir) = host(&db, settings(false)).await;
+        let denied = strict
+            .fetch("github", unpinned(), tempfile::tempdir().unwrap().path())
+            .await;
+        assert!(
+            matches!(denied, Err(FetchFailure::Fetch(FetchError::Denied(_)))),
+            "{denied:?}"
+        );
+        strict.stop();
+
+        let (relaxed, _dir) = host(&db, settings(true)).await;
+        let dest = tempfile::tempdir().unwrap();
+        let fetched = relaxed
+            .fetch("github", unpinned(), dest.path())
+            .await
+            .unwrap();
+        assert_eq!(fetched.revision, head);
+        assert!(dest.path().join("plugin.yaml").is_file());
+        assert_eq!(
+            relaxed
+                .resolve_revision("github", unpinned())
+                .await
+                .unwrap(),
+            head
+        );
+        relaxed.stop();
+    }
+
     async fn a_resolver_must_serve_its_slot_scheme_and_unusable_answers_fail_the_fetch(db: Db) {
         let (host, _dir) = host(&db, ResolverSettings::default()).await;
         let manifest = |slot: &str| Manifest {
@@ -1186,6 +1227,7 @@ mod registry_specs {
 
     crate::both_backends!(
         first_start_activates_the_local_and_git_resolvers_with_their_grants,
+        an_unpinned_source_is_denied_unless_the_operator_allows_it_and_then_means_head,
         a_resolver_must_serve_its_slot_scheme_and_unusable_answers_fail_the_fetch,
     );
 }
