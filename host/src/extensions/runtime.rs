@@ -280,6 +280,24 @@ pub(super) fn import_allowed(kind: SlotKind, name: &str) -> bool {
     }
 }
 
+/// Accepts an exported interface name carrying a version this host implements (`@0.1.x`).
+fn check_api_version(export: &str) -> Result<(), LoadError> {
+    let version = export.split_once('@').map(|(_, v)| v).unwrap_or_default();
+    let mut parts = version.split('.').map(|p| p.parse::<u64>().ok());
+    if (parts.next().flatten(), parts.next().flatten())
+        == (Some(API_VERSION.0), Some(API_VERSION.1))
+    {
+        return Ok(());
+    }
+    Err(LoadError::IncompatibleVersion {
+        found: if version.is_empty() {
+            "(unversioned)".into()
+        } else {
+            version.to_owned()
+        },
+    })
+}
+
 /// Checks the exported interface and its version, and every import, before instantiation.
 fn validate(
     engine: &ExtensionEngine,
@@ -296,22 +314,7 @@ fn validate(
             kind: kind.as_str(),
             expected,
         })?;
-    let version = export
-        .split_once('@')
-        .map(|(_, v)| v.to_owned())
-        .unwrap_or_default();
-    let mut parts = version.split('.').map(|p| p.parse::<u64>().ok());
-    if (parts.next().flatten(), parts.next().flatten())
-        != (Some(API_VERSION.0), Some(API_VERSION.1))
-    {
-        return Err(LoadError::IncompatibleVersion {
-            found: if version.is_empty() {
-                "(unversioned)".into()
-            } else {
-                version
-            },
-        });
-    }
+    check_api_version(&export)?;
     for (name, item) in ty.imports(engine.engine()) {
         if !matches!(item.ty, ComponentItem::ComponentInstance(_)) || !import_allowed(kind, name) {
             return Err(LoadError::ForbiddenImport {
@@ -678,5 +681,24 @@ impl Extension {
             SlotKind::Resolver => self.schemes().map(|_| ()),
         }?;
         Ok(started.elapsed())
+    }
+}
+
+#[cfg(test)]
+mod version_tests {
+    use super::*;
+
+    #[test]
+    fn only_components_of_api_0_1_are_accepted_and_the_refusal_names_the_version() {
+        assert!(check_api_version("molecule:plugin/classify@0.1.0").is_ok());
+        assert!(check_api_version("molecule:plugin/classify@0.1.7").is_ok());
+        let newer = check_api_version("molecule:plugin/classify@0.2.0").unwrap_err();
+        assert_eq!(
+            newer.to_string(),
+            "the component implements molecule:plugin 0.2.0; this host supports 0.1.x"
+        );
+        assert!(check_api_version("molecule:plugin/classify@1.1.0").is_err());
+        let bare = check_api_version("molecule:plugin/classify").unwrap_err();
+        assert!(bare.to_string().contains("(unversioned)"));
     }
 }
