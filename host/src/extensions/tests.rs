@@ -319,6 +319,14 @@ mod registry_specs {
     use crate::extensions::registry::{ExtensionHost, Grants, Manifest, RegistryError, Slot};
     use crate::extensions::types::{ChangeKind, Decision, Reload, Trigger};
     use crate::store::Db;
+    use crate::store::extensions::ExtensionRow;
+
+    /// Uploads a component built by `make plugins` under a default manifest.
+    async fn upload(host: &ExtensionHost, name: &str, slot: &str, file: &str) -> ExtensionRow {
+        host.upload(manifest(name, slot), component(file), None, false)
+            .await
+            .unwrap()
+    }
 
     fn manifest(name: &str, slot: &str) -> Manifest {
         Manifest {
@@ -380,15 +388,7 @@ mod registry_specs {
             .upload(slow_manifest, component("slow-classifier"), None, false)
             .await
             .unwrap();
-        let next = host
-            .upload(
-                manifest("answer", "classifier"),
-                component("answer-classifier"),
-                None,
-                false,
-            )
-            .await
-            .unwrap();
+        let next = upload(&host, "answer", "classifier", "answer-classifier").await;
         host.activate(slow.id).await.unwrap();
         let input = vec![change("SKILL.md", ChangeKind::Modified); 10];
         let mut calls = Vec::new();
@@ -427,24 +427,8 @@ mod registry_specs {
             host.rollback(&slot).await,
             Err(RegistryError::NoPrevious)
         ));
-        let v1 = host
-            .upload(
-                manifest("skill", "classifier"),
-                component("skill-classifier"),
-                None,
-                false,
-            )
-            .await
-            .unwrap();
-        let v2 = host
-            .upload(
-                manifest("answer", "classifier"),
-                component("answer-classifier"),
-                None,
-                false,
-            )
-            .await
-            .unwrap();
+        let v1 = upload(&host, "skill", "classifier", "skill-classifier").await;
+        let v2 = upload(&host, "answer", "classifier", "answer-classifier").await;
         host.activate(v1.id).await.unwrap();
         host.activate(v2.id).await.unwrap();
         assert!(matches!(
@@ -470,24 +454,8 @@ mod registry_specs {
 
     async fn a_shadow_candidate_sees_every_input_and_the_report_counts_agreements(db: Db) {
         let (host, _dir) = host(&db, false).await;
-        let active = host
-            .upload(
-                manifest("skill", "classifier"),
-                component("skill-classifier"),
-                None,
-                false,
-            )
-            .await
-            .unwrap();
-        let candidate = host
-            .upload(
-                manifest("answer", "classifier"),
-                component("answer-classifier"),
-                None,
-                false,
-            )
-            .await
-            .unwrap();
+        let active = upload(&host, "skill", "classifier", "skill-classifier").await;
+        let candidate = upload(&host, "answer", "classifier", "answer-classifier").await;
         host.activate(active.id).await.unwrap();
         host.shadow(candidate.id).await.unwrap();
         // The active version answers hot for a skill edit; the candidate always answers cold.
@@ -537,24 +505,14 @@ mod registry_specs {
 
     async fn the_shadow_report_counts_agreements_disagreements_and_candidate_failures(db: Db) {
         let (host, _dir) = host(&db, false).await;
-        let active = host
-            .upload(
-                manifest("default", "restart-policy"),
-                component("default-restart-policy"),
-                None,
-                false,
-            )
-            .await
-            .unwrap();
-        let candidate = host
-            .upload(
-                manifest("batching", "restart-policy"),
-                component("batching-restart-policy"),
-                None,
-                false,
-            )
-            .await
-            .unwrap();
+        let active = upload(&host, "default", "restart-policy", "default-restart-policy").await;
+        let candidate = upload(
+            &host,
+            "batching",
+            "restart-policy",
+            "batching-restart-policy",
+        )
+        .await;
         host.activate(active.id).await.unwrap();
         host.shadow(candidate.id).await.unwrap();
         for code in [0, 1, 2] {
@@ -596,15 +554,7 @@ mod registry_specs {
         );
 
         // A candidate that cannot answer in time is reported as failing, never used.
-        let classifier = host
-            .upload(
-                manifest("skill", "classifier"),
-                component("skill-classifier"),
-                None,
-                false,
-            )
-            .await
-            .unwrap();
+        let classifier = upload(&host, "skill", "classifier", "skill-classifier").await;
         let mut slow = manifest("slow", "classifier");
         slow.grants.deadline_ms = Some(20);
         let slow = host
