@@ -3,6 +3,8 @@
 #   make test     what CI runs (through .ci/run): fmt, clippy, tests
 #   make run      serve locally on 127.0.0.1:8080 (SQLite under ./data)
 #   make plugins  build the extension components (plugins/) for wasm32-wasip2
+#   make agent    build the reference agent as a static binary (the process runtime runs it)
+#   make image    build the agent image molecule-agent:dev (no registry: FROM nothing + busybox)
 #   make pg       start the private test PostgreSQL; make pg-stop stops it
 #
 # The test PostgreSQL is managed by scripts/test-postgres.sh (data dir
@@ -22,15 +24,23 @@ WASM_TARGET_INSTALLER := $(CURDIR)/../shared/toolchain/install-wasm-target.sh
 PLUGINS_MANIFEST := plugins/Cargo.toml
 PLUGINS_OUT := plugins/target/wasm32-wasip2/release
 
-.PHONY: deps wasm-target plugins pg pg-stop test run bench clean
+AGENT_TARGET := x86_64-unknown-linux-gnu
+AGENT_BINARY := target/$(AGENT_TARGET)/release/molecule-agent
+
+.PHONY: deps wasm-target plugins agent image pg pg-stop test run bench clean
 
 # deps: idempotent machine setup that run, test and bench depend on.
 deps:
 	@command -v cargo >/dev/null 2>&1 || { echo "error: cargo not found on PATH (install Rust with rustup)" >&2; exit 1; }
 	@$(MAKE) --no-print-directory plugins
-# ---- more machine setup goes here; every step must be idempotent ----
-#   later: build/pull the Docker images the workspaces need
-# ----------------------------------------------------------------------
+	@if docker info >/dev/null 2>&1; then \
+		$(MAKE) --no-print-directory image; \
+	elif [[ "$${CI:-}" == "true" ]]; then \
+		echo "error: CI needs a Docker engine (docker info failed)" >&2; exit 1; \
+	else \
+		echo "deps: no Docker engine answers; building the agent for the process runtime only"; \
+		$(MAKE) --no-print-directory agent; \
+	fi
 
 # wasm-target: make the wasm32-wasip2 standard library available (idempotent).
 wasm-target:
@@ -49,6 +59,15 @@ plugins: wasm-target
 	cargo build --manifest-path $(PLUGINS_MANIFEST) --target wasm32-wasip2 --release
 	@echo "plugins: components in $(PLUGINS_OUT)/:"
 	@ls -l $(PLUGINS_OUT)/*.wasm | awk '{ n = $$NF; sub(".*/", "", n); printf "  %-28s %7d bytes\n", n, $$5 }'
+
+# agent: the reference agent, statically linked (--target keeps the flag off proc macros).
+agent:
+	RUSTFLAGS="-C target-feature=+crt-static" cargo build --release -p molecule-agent --target $(AGENT_TARGET)
+
+# image: molecule-agent:dev from busybox-static and the static agent (idempotent; skips the
+# import when the image already carries this binary's digest).
+image:
+	bash scripts/build-agent-image.sh
 
 # pg: start (installing/initialising if needed) the private test PostgreSQL.
 pg:
@@ -72,6 +91,8 @@ test: deps
 	export MOLECULE_TEST_PG_URL="$$url"; \
 	echo "MOLECULE_TEST_PG_URL=$$MOLECULE_TEST_PG_URL"; \
 	trap 'echo "Test PostgreSQL left running at $$MOLECULE_TEST_PG_URL; stop it with: make pg-stop"' EXIT; \
+	leftovers="$$(docker ps -aq --filter label=molecule.test.host 2>/dev/null || true)"; \
+	if [[ -n "$$leftovers" ]]; then docker rm -f -v $$leftovers >/dev/null; fi; \
 	if cargo nextest --version >/dev/null 2>&1; then \
 		cargo test --workspace --doc; \
 		cargo nextest run --workspace; \
@@ -83,6 +104,7 @@ test: deps
 # MOLECULE_BIND_ADDR defaults to 127.0.0.1:8080 unless already set.
 run: deps
 	MOLECULE_BIND_ADDR="$${MOLECULE_BIND_ADDR:-127.0.0.1:8080}" \
+	MOLECULE_RUNTIME__AGENT_BINARY="$${MOLECULE_RUNTIME__AGENT_BINARY:-$(CURDIR)/$(AGENT_BINARY)}" \
 		cargo run --release -p molecule-host --bin molecule -- serve
 
 # bench: the store benchmarks (host/benches/store.rs) on SQLite and on the private

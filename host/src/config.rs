@@ -123,6 +123,114 @@ pub struct Config {
     /// Allow remote plugin sources without a `#ref` (they then mean the upstream's HEAD).
     #[serde(deserialize_with = "loose_bool")]
     pub allow_unpinned_sources: bool,
+    /// Where workspaces run and how their lifecycle is paced (`MOLECULE_RUNTIME__*`).
+    pub runtime: RuntimeConfig,
+}
+
+/// Which runtime runs the agents.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RuntimeKind {
+    /// Docker when an engine answers, local processes otherwise.
+    Auto,
+    Docker,
+    Process,
+    /// The host starts no agents: workspaces wait in `provisioning` for agents started
+    /// elsewhere to register (and fail after the provision timeout).
+    None,
+}
+
+/// The workspace runtime and lifecycle settings.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct RuntimeConfig {
+    pub kind: RuntimeKind,
+    /// The user-defined Docker network every workspace container joins.
+    pub network: String,
+    /// The agent image for every runtime name without an entry in `images`.
+    pub image: String,
+    /// Image per workspace runtime name (`langgraph = "..."`).
+    pub images: std::collections::BTreeMap<String, String>,
+    /// The agent binary the process runtime starts; default `molecule-agent` beside the host's
+    /// own executable, else on `PATH`.
+    pub agent_binary: Option<PathBuf>,
+    /// The host URL agents are given as `PLATFORM_URL`; default: the Docker network's gateway
+    /// (where the host opens an agent listener) or this host's loopback listener.
+    pub platform_url: Option<String>,
+    /// Where workspace templates (`<name>/config.yaml`, skills, prompts) are looked up.
+    pub templates_dir: Option<PathBuf>,
+    /// Provisions that may run at the same time.
+    pub provision_concurrency: usize,
+    /// A workspace still `provisioning` after this long is marked failed.
+    pub provision_timeout_secs: u64,
+    /// How often running workspaces are checked against their container or process.
+    pub health_sweep_secs: u64,
+    /// How often containers of removed or unknown workspaces are removed.
+    pub orphan_sweep_secs: u64,
+    /// The heartbeat interval agents are told to use.
+    pub heartbeat_interval_secs: u64,
+    /// How long a stop waits for the agent before killing it.
+    pub stop_timeout_secs: u64,
+    /// Memory limit per tier (1..4) in MiB.
+    #[serde(deserialize_with = "comma_u64_list")]
+    pub tier_memory_mb: Vec<u64>,
+    /// CPU shares per tier (1..4); 1024 shares are one CPU.
+    #[serde(deserialize_with = "comma_u64_list")]
+    pub tier_cpu_shares: Vec<u64>,
+    /// Extra labels put on every container and volume (tests mark theirs).
+    pub labels: std::collections::BTreeMap<String, String>,
+}
+
+impl Default for RuntimeConfig {
+    fn default() -> Self {
+        Self {
+            kind: RuntimeKind::Auto,
+            network: "molecule-core-net".into(),
+            image: "molecule-agent:dev".into(),
+            images: std::collections::BTreeMap::new(),
+            agent_binary: None,
+            platform_url: None,
+            templates_dir: None,
+            provision_concurrency: 4,
+            provision_timeout_secs: 600,
+            health_sweep_secs: 15,
+            orphan_sweep_secs: 60,
+            heartbeat_interval_secs: 30,
+            stop_timeout_secs: 10,
+            tier_memory_mb: vec![256, 512, 2048, 4096],
+            tier_cpu_shares: vec![512, 1024, 2048, 4096],
+            labels: std::collections::BTreeMap::new(),
+        }
+    }
+}
+
+impl RuntimeConfig {
+    /// The image for a workspace runtime name.
+    pub fn image_for(&self, runtime: &str) -> &str {
+        self.images.get(runtime).map_or(&self.image, String::as_str)
+    }
+
+    /// Memory (bytes) and CPU (nano-CPUs) limits of a tier; unknown tiers get tier 2's.
+    pub fn tier_limits(&self, tier: i32) -> (i64, i64) {
+        let pick = |list: &[u64], fallback: u64| {
+            usize::try_from(tier - 1)
+                .ok()
+                .and_then(|i| list.get(i))
+                .or_else(|| list.get(1))
+                .copied()
+                .unwrap_or(fallback)
+        };
+        let memory = pick(&self.tier_memory_mb, 512).saturating_mul(1024 * 1024);
+        let nano_cpus = pick(&self.tier_cpu_shares, 1024).saturating_mul(1_000_000_000) / 1024;
+        (
+            i64::try_from(memory).unwrap_or(i64::MAX),
+            i64::try_from(nano_cpus).unwrap_or(i64::MAX),
+        )
+    }
+
+    pub fn sweep(secs: u64) -> Duration {
+        Duration::from_millis((secs * 1000).max(100))
+    }
 }
 
 impl Default for Config {
@@ -150,6 +258,7 @@ impl Default for Config {
             plugins_registry_dir: None,
             git_timeout_secs: 60,
             allow_unpinned_sources: false,
+            runtime: RuntimeConfig::default(),
         }
     }
 }
@@ -255,6 +364,11 @@ pub fn test_postgres_url() -> Option<String> {
         .filter(|url| !url.is_empty())
 }
 
+/// The host's `PATH`, handed to agents and commands the process runtime starts.
+pub fn inherited_path() -> Option<String> {
+    std::env::var("PATH").ok()
+}
+
 /// Whether this process runs in CI, where a missing service is a failure rather than a skip.
 pub fn running_in_ci() -> bool {
     std::env::var("CI").is_ok_and(|v| v == "true" || v == "1")
@@ -276,6 +390,24 @@ fn comma_list<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Vec<String>,
         .map(|s| s.trim().to_owned())
         .filter(|s| !s.is_empty())
         .collect())
+}
+
+fn comma_u64_list<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Vec<u64>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Raw {
+        List(Vec<u64>),
+        Text(String),
+        One(u64),
+    }
+    match Raw::deserialize(deserializer)? {
+        Raw::List(items) => Ok(items),
+        Raw::One(n) => Ok(vec![n]),
+        Raw::Text(text) => text
+            .split(',')
+            .map(|s| s.trim().parse::<u64>().map_err(serde::de::Error::custom))
+            .collect(),
+    }
 }
 
 fn loose_bool<'de, D: Deserializer<'de>>(deserializer: D) -> Result<bool, D::Error> {

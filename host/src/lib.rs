@@ -9,6 +9,8 @@ pub mod config;
 pub mod events;
 pub mod extensions;
 pub mod http;
+pub mod runtime;
+pub mod safefs;
 pub mod secrets;
 pub mod store;
 pub mod sweepers;
@@ -39,6 +41,7 @@ pub struct Services {
     pub cipher: Cipher,
     pub guard: auth::Guard,
     pub extensions: Arc<extensions::registry::ExtensionHost>,
+    pub lifecycle: Arc<workspaces::lifecycle::Lifecycle>,
 }
 
 impl Services {
@@ -77,6 +80,13 @@ impl Services {
         )
         .await
         .context("starting the extension platform")?;
+        let runtime = runtime::select(&config)
+            .await
+            .context("starting the workspace runtime")?;
+        let lifecycle = Arc::new(workspaces::lifecycle::Lifecycle::new(
+            runtime,
+            config.runtime.provision_concurrency,
+        ));
         Ok(Services {
             config: Arc::new(config),
             db,
@@ -84,6 +94,7 @@ impl Services {
             cipher,
             guard,
             extensions,
+            lifecycle,
         })
     }
 }
@@ -116,7 +127,22 @@ pub async fn run(
         },
     );
 
-    let app = http::router(state).into_make_service_with_connect_info::<SocketAddr>();
+    let router = http::router(state);
+    let agent_listener = agent_facing(&svc, &listener).await?;
+    if let Some(agent_listener) = agent_listener {
+        let app = router
+            .clone()
+            .into_make_service_with_connect_info::<SocketAddr>();
+        let stopped = stop.clone();
+        tracker.spawn(async move {
+            let serving = axum::serve(agent_listener, app)
+                .with_graceful_shutdown(async move { stopped.cancelled().await });
+            if let Err(err) = serving.await {
+                tracing::error!(error = %err, "the agent listener failed");
+            }
+        });
+    }
+    let app = router.into_make_service_with_connect_info::<SocketAddr>();
     let signal = stop.clone();
     let serving = axum::serve(listener, app).with_graceful_shutdown(async move {
         shutdown.await;
@@ -143,10 +169,54 @@ pub async fn run(
     stop.cancel();
     tracker.close();
     tracker.wait().await;
+    svc.lifecycle.shutdown().await;
     svc.extensions.stop();
     svc.db.close().await;
     tracing::info!("host stopped");
     served
+}
+
+/// Works out the URL agents reach this host on and tells the lifecycle. Agents in containers
+/// cannot reach a loopback listener, so with Docker the host also listens on the network's
+/// gateway address (only there, not on every interface); that listener is returned.
+async fn agent_facing(
+    svc: &Services,
+    listener: &TcpListener,
+) -> anyhow::Result<Option<TcpListener>> {
+    let main = listener.local_addr()?;
+    let gateway = svc
+        .lifecycle
+        .runtime()
+        .and_then(|runtime| runtime.agent_listen_ip());
+    let (url, extra) = match (&svc.config.runtime.platform_url, gateway) {
+        (Some(url), _) => (url.clone(), None),
+        (None, Some(ip)) if main.ip().is_unspecified() => {
+            (format!("http://{ip}:{}", main.port()), None)
+        }
+        (None, Some(ip)) => {
+            // The main port when it is free there, so agents that outlive a host restart
+            // still reach the next one; any port otherwise.
+            let extra = match TcpListener::bind((ip, main.port())).await {
+                Ok(listener) => listener,
+                Err(_) => TcpListener::bind((ip, 0))
+                    .await
+                    .with_context(|| format!("listening for agents on the Docker gateway {ip}"))?,
+            };
+            let url = format!("http://{ip}:{}", extra.local_addr()?.port());
+            (url, Some(extra))
+        }
+        (None, None) => {
+            let ip = if main.ip().is_unspecified() {
+                std::net::IpAddr::from([127, 0, 0, 1])
+            } else {
+                main.ip()
+            };
+            (format!("http://{}", SocketAddr::new(ip, main.port())), None)
+        }
+    };
+    tracing::info!(platform_url = %url, runtime = svc.lifecycle.runtime_name(), "agents reach the host here");
+    svc.lifecycle.set_platform_url(url);
+    Ok(extra)
 }
 
 fn log_startup(svc: &Services, listener: &TcpListener) {

@@ -4,6 +4,7 @@
 use std::time::Duration;
 
 use molecule_host::Config;
+use molecule_host::config::{RuntimeConfig, RuntimeKind};
 use molecule_host::store::Backend;
 use molecule_host::store::testing::TestDatabase;
 use reqwest::{Method, StatusCode};
@@ -86,7 +87,114 @@ fn base_config(db_url: &str, data_dir: &std::path::Path) -> Config {
         rate_limit_per_minute: 1_000_000,
         // Specs that need the default components opt in with `with_builtin_extensions`.
         builtin_extensions_dir: None,
+        // Specs that need running agents opt in with `process_runtime` or `docker_runtime`.
+        runtime: RuntimeConfig {
+            kind: RuntimeKind::None,
+            ..RuntimeConfig::default()
+        },
         ..Config::default()
+    }
+}
+
+/// The statically linked agent `make agent` builds; the process runtime starts it and the
+/// `molecule-agent:dev` image carries the same binary.
+pub fn agent_binary() -> std::path::PathBuf {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../target/x86_64-unknown-linux-gnu/release/molecule-agent");
+    assert!(
+        path.is_file(),
+        "{} is missing: run `make agent` (make test does)",
+        path.display()
+    );
+    path
+}
+
+/// The agent image `make image` builds.
+pub const AGENT_IMAGE: &str = "molecule-agent:dev";
+/// The label every container a test host creates carries, valued with that host's id.
+pub const TEST_LABEL: &str = "molecule.test.host";
+
+/// Runtime pacing shared by the runtime specs: fast heartbeats and sweeps.
+fn paced(config: &mut Config) {
+    config.runtime.heartbeat_interval_secs = 1;
+    config.runtime.health_sweep_secs = 1;
+    config.runtime.orphan_sweep_secs = 1;
+    config.runtime.stop_timeout_secs = 5;
+    config.liveness.sweep_interval_secs = 1;
+    config.liveness.heartbeat_ttl_secs = 30;
+}
+
+/// A host that runs agents as local processes.
+pub fn process_runtime(config: &mut Config) {
+    config.runtime.kind = RuntimeKind::Process;
+    config.runtime.agent_binary = Some(agent_binary());
+    paced(config);
+}
+
+/// A host that runs agents as containers of [`AGENT_IMAGE`], labelled so this host's cleanup (and
+/// its orphan sweep) only ever touches its own. Panics when no Docker engine answers: the runtime
+/// specs need one, in CI and everywhere else.
+pub fn docker_runtime(config: &mut Config) {
+    let engine = std::process::Command::new("docker")
+        .args(["image", "inspect", "--format", "{{.Id}}", AGENT_IMAGE])
+        .output();
+    match engine {
+        Ok(out) if out.status.success() => {}
+        Ok(out) => panic!(
+            "Docker engine or image {AGENT_IMAGE} unavailable ({}): run `make image` (make test does)",
+            String::from_utf8_lossy(&out.stderr).trim()
+        ),
+        Err(err) => panic!("the docker CLI cannot run ({err}); the runtime specs need Docker"),
+    }
+    config.runtime.kind = RuntimeKind::Docker;
+    config
+        .runtime
+        .labels
+        .insert(TEST_LABEL.into(), uuid::Uuid::new_v4().to_string());
+    paced(config);
+}
+
+/// Which runtime a lifecycle spec runs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Runtime {
+    Process,
+    Docker,
+}
+
+impl Runtime {
+    pub fn configure(self, config: &mut Config) {
+        match self {
+            Runtime::Process => process_runtime(config),
+            Runtime::Docker => docker_runtime(config),
+        }
+    }
+}
+
+/// Runs a docker CLI command and returns its stdout (empty on failure).
+pub fn docker(args: &[&str]) -> String {
+    std::process::Command::new("docker")
+        .args(args)
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
+        .unwrap_or_default()
+}
+
+/// Removes every container and volume labelled with `host_label`.
+fn remove_labelled(host_label: &str) {
+    let filter = format!("label={TEST_LABEL}={host_label}");
+    let containers = docker(&["ps", "-aq", "--filter", &filter]);
+    let containers: Vec<&str> = containers.split_whitespace().collect();
+    if !containers.is_empty() {
+        let mut args = vec!["rm", "-f", "-v"];
+        args.extend(containers);
+        docker(&args);
+    }
+    let volumes = docker(&["volume", "ls", "-q", "--filter", &filter]);
+    let volumes: Vec<&str> = volumes.split_whitespace().collect();
+    if !volumes.is_empty() {
+        let mut args = vec!["volume", "rm", "-f"];
+        args.extend(volumes);
+        docker(&args);
     }
 }
 
@@ -189,6 +297,13 @@ impl TestApp {
             molecule_host::run(config, listener, async {}),
         )
         .await?
+    }
+}
+
+impl TestApp {
+    /// The host's data directory (the process runtime keeps agents' files under it).
+    pub fn data_dir(&self) -> &std::path::Path {
+        self.data_dir.path()
     }
 }
 
@@ -305,7 +420,31 @@ where
 impl Drop for TestApp {
     fn drop(&mut self) {
         self.stop.cancel();
+        // Containers outlive a host by design; a test's must not outlive the test.
+        if let Some(label) = self.config.runtime.labels.get(TEST_LABEL) {
+            remove_labelled(label);
+        }
     }
+}
+
+/// Defines one test per runtime from `async fn name(runtime: Runtime, backend: Backend)`: the
+/// process runtime on SQLite (the zero-setup default) and Docker on PostgreSQL (production).
+#[macro_export]
+macro_rules! on_both_runtimes {
+    ($($name:ident),+ $(,)?) => {
+        $(
+            mod $name {
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn process() {
+                    super::$name($crate::Runtime::Process, $crate::DbBackend::Sqlite).await;
+                }
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn docker() {
+                    super::$name($crate::Runtime::Docker, $crate::DbBackend::Postgres).await;
+                }
+            }
+        )+
+    };
 }
 
 /// Defines one test per backend from `async fn name(backend: Backend)`:

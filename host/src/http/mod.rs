@@ -9,6 +9,8 @@ pub mod error;
 mod events;
 mod extensions;
 mod extract;
+mod files;
+mod lifecycle;
 mod metrics;
 mod ratelimit;
 mod registry;
@@ -69,6 +71,8 @@ pub fn router(state: AppState) -> Router {
         .route("/health", get(health))
         .route("/metrics", get(metrics::render))
         .merge(workspaces::router())
+        .merge(lifecycle::router())
+        .merge(files::router())
         .merge(registry::router())
         .merge(secrets::router())
         .merge(tokens::router())

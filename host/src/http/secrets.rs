@@ -15,7 +15,6 @@ use uuid::Uuid;
 use super::AppState;
 use super::error::{ApiError, ApiResult};
 use super::extract::{AdminAuth, ApiJson, WorkspaceAuth};
-use crate::events::names;
 use crate::secrets::{self, Bundle, Scope, SecretInfo, SecretKey};
 use crate::workspaces::get_live;
 
@@ -72,17 +71,9 @@ fn parse_secret(body: &SecretBody) -> ApiResult<SecretKey> {
     Ok(key)
 }
 
-/// The restart a secret change needs is recorded as an event; the runtime issue acts on it.
+/// A secret change: announced, then the restart policy decides what the workspace does.
 async fn request_restart(state: &AppState, workspace_id: Uuid, reason: &str, key: &str) {
-    state
-        .svc
-        .events
-        .emit(
-            names::WORKSPACE_RESTART_REQUESTED,
-            Some(workspace_id),
-            json!({ "reason": reason, "key": key }),
-        )
-        .await;
+    crate::workspaces::lifecycle::secrets_changed(&state.svc, workspace_id, reason, key).await;
 }
 
 async fn list(

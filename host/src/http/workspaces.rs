@@ -308,6 +308,16 @@ async fn delete(
         ));
     }
     let outcome = workspaces::cascade_delete(&state.svc, id, q.purge).await?;
+    if !outcome.stop_failures.is_empty() {
+        return Err(ApiError::Body(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            json!({
+                "error": "some agents could not be stopped; the workspaces are removed, retry the delete to finish",
+                "removed_count": outcome.subtree.len(),
+                "stop_failures": outcome.stop_failures,
+            }),
+        ));
+    }
     Ok(axum::Json(json!({
         "status": if outcome.purged { "purged" } else { "removed" },
         "cascade_deleted": outcome.descendants_removed,

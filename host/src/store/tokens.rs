@@ -121,6 +121,18 @@ pub async fn revoke_workspace_token(
     .rows_affected() > 0))
 }
 
+/// Revokes every live token of a workspace (a fresh one is issued on each provision).
+pub async fn revoke_all_workspace_tokens(db: &Db, workspace_id: Uuid) -> StoreResult<u64> {
+    on_db!(db, pool => Ok(sqlx::query(
+        "UPDATE workspace_auth_tokens SET revoked_at = $2 WHERE workspace_id = $1 AND revoked_at IS NULL",
+    )
+    .bind(workspace_id)
+    .bind(Utc::now())
+    .execute(pool)
+    .await?
+    .rows_affected()))
+}
+
 pub async fn insert_org_token(
     db: &Db,
     id: Uuid,

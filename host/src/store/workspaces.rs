@@ -525,3 +525,66 @@ pub async fn restartable_ids(db: &Db) -> StoreResult<Vec<Uuid>> {
     .fetch_all(pool)
     .await?))
 }
+
+/// Stores (or clears) the URL the host reaches the agent on.
+pub async fn set_url(db: &Db, id: Uuid, url: Option<&str>) -> StoreResult<bool> {
+    let now = Utc::now();
+    on_db!(db, pool => Ok(sqlx::query(
+        "UPDATE workspaces SET url = $2, updated_at = $3 WHERE id = $1 AND status <> 'removed'",
+    )
+    .bind(id)
+    .bind(url)
+    .bind(now)
+    .execute(pool)
+    .await?
+    .rows_affected() > 0))
+}
+
+/// Moves `id` from one of `from` to `to`, clearing its URL (the agent is gone) and setting
+/// `last_sample_error` when given; true when it moved.
+pub async fn transition_stopped(
+    db: &Db,
+    id: Uuid,
+    from: &[&str],
+    to: &str,
+    sample_error: Option<&str>,
+) -> StoreResult<bool> {
+    let now = Utc::now();
+    on_db!(db, pool => {
+        let mut q = QueryBuilder::new("UPDATE workspaces SET status = ");
+        q.push_bind(to).push(", url = NULL, updated_at = ").push_bind(now);
+        if let Some(error) = sample_error {
+            q.push(", last_sample_error = ").push_bind(error);
+        }
+        q.push(" WHERE id = ").push_bind(id).push(" AND status IN (");
+        let mut list = q.separated(", ");
+        for status in from { list.push_bind(*status); }
+        q.push(")");
+        Ok(q.build().execute(pool).await?.rows_affected() > 0)
+    })
+}
+
+/// Workspaces in `status` whose last change is older than `cutoff`, with their runtime.
+pub async fn in_status_since(
+    db: &Db,
+    status: &str,
+    cutoff: DateTime<Utc>,
+) -> StoreResult<Vec<(Uuid, String)>> {
+    on_db!(db, pool => Ok(sqlx::query_as(
+        "SELECT id, runtime FROM workspaces WHERE status = $1 AND updated_at < $2 ORDER BY updated_at",
+    )
+    .bind(status)
+    .bind(cutoff)
+    .fetch_all(pool)
+    .await?))
+}
+
+/// Online or degraded workspaces the host runs (not external): the ones a health sweep checks.
+pub async fn running_ids(db: &Db) -> StoreResult<Vec<Uuid>> {
+    on_db!(db, pool => Ok(sqlx::query_scalar(
+        "SELECT id FROM workspaces WHERE status IN ('online', 'degraded') AND runtime <> 'external'
+         ORDER BY created_at, id",
+    )
+    .fetch_all(pool)
+    .await?))
+}

@@ -8,6 +8,8 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::Services;
+use crate::config::RuntimeConfig;
+use crate::workspaces::lifecycle;
 
 /// Starts every sweeper on `tracker`.
 pub fn spawn_all(svc: &Services, tracker: &TaskTracker, shutdown: &CancellationToken) {
@@ -20,12 +22,68 @@ pub fn spawn_all(svc: &Services, tracker: &TaskTracker, shutdown: &CancellationT
         move || {
             let svc = liveness.clone();
             async move {
-                if let Err(err) = crate::workspaces::registry::sweep_liveness(&svc).await {
-                    tracing::warn!(error = ?err, "liveness sweep failed; retrying next interval");
+                match crate::workspaces::registry::sweep_liveness(&svc).await {
+                    Ok(stale) => lifecycle::after_heartbeat_loss(&svc, &stale).await,
+                    Err(err) => {
+                        tracing::warn!(error = ?err, "liveness sweep failed; retrying next interval")
+                    }
                 }
             }
         },
     );
+    if svc.lifecycle.runtime().is_none() {
+        // Without a runtime nothing is started, so nothing can be stuck, gone or orphaned.
+        return;
+    }
+    let settings = &svc.config.runtime;
+    spawn_sweep(
+        svc,
+        tracker,
+        shutdown,
+        "provision-timeout",
+        RuntimeConfig::sweep(settings.provision_timeout_secs.clamp(1, 30)),
+        |svc| async move { lifecycle::sweep_provision_timeouts(&svc).await.map(|_| ()) },
+    );
+    spawn_sweep(
+        svc,
+        tracker,
+        shutdown,
+        "health",
+        RuntimeConfig::sweep(settings.health_sweep_secs),
+        |svc| async move { lifecycle::sweep_health(&svc).await.map(|_| ()) },
+    );
+    spawn_sweep(
+        svc,
+        tracker,
+        shutdown,
+        "orphans",
+        RuntimeConfig::sweep(settings.orphan_sweep_secs),
+        |svc| async move { lifecycle::sweep_orphans(&svc).await.map(|_| ()) },
+    );
+}
+
+/// A sweep over the services whose failures are logged and retried next interval.
+fn spawn_sweep<F, Fut>(
+    svc: &Services,
+    tracker: &TaskTracker,
+    shutdown: &CancellationToken,
+    name: &'static str,
+    interval: Duration,
+    pass: F,
+) where
+    F: Fn(Services) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Result<(), crate::store::StoreError>> + Send + 'static,
+{
+    let svc = svc.clone();
+    let pass = std::sync::Arc::new(pass);
+    spawn_loop(tracker, shutdown, name, interval, move || {
+        let (svc, pass) = (svc.clone(), pass.clone());
+        async move {
+            if let Err(err) = pass(svc).await {
+                tracing::warn!(sweeper = name, error = ?err, "sweep failed; retrying next interval");
+            }
+        }
+    });
 }
 
 /// Runs `pass` every `interval` until `shutdown` is cancelled. A pass in progress is finished,

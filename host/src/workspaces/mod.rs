@@ -1,6 +1,8 @@
 //! Workspaces: the org tree's nodes, their lifecycle statuses, creation, edits and cascade delete.
 
 pub mod access;
+pub mod files;
+pub mod lifecycle;
 pub mod registry;
 
 use serde_json::{Value, json};
@@ -332,6 +334,7 @@ pub async fn create(svc: &Services, req: CreateRequest) -> Result<Created, Works
                     json!({ "name": new.name, "tier": tier, "runtime": runtime, "parent_id": req.parent_id, "x": x, "y": y }),
                 )
                 .await;
+            lifecycle::schedule_provision(svc, id, req.model.clone());
         }
     }
     tracing::info!(workspace_id = %id, status = status.as_str(), "workspace created");
@@ -459,6 +462,8 @@ pub struct CascadeOutcome {
     pub descendants_removed: usize,
     /// Whether the rows were hard-deleted.
     pub purged: bool,
+    /// Workspaces whose agent could not be stopped and removed (retrying is safe).
+    pub stop_failures: Vec<Uuid>,
 }
 
 /// Removes `root` and its whole subtree: the database is marked first (status, layout, tokens),
@@ -491,15 +496,18 @@ pub async fn cascade_delete(
             json!({ "cascade_deleted": descendants_removed }),
         ));
     }
+    // The database is marked first, so nothing restarts what is being stopped.
+    let stop_failures = lifecycle::remove_agents(svc, &subtree).await;
     svc.events.emit_all(announcements).await;
-    if purge {
+    if purge && stop_failures.is_empty() {
         store::workspaces::purge(&svc.db, &subtree).await?;
     }
     tracing::info!(workspace_id = %root, subtree = subtree.len(), purge, "workspace subtree removed");
     Ok(CascadeOutcome {
         subtree,
         descendants_removed,
-        purged: purge,
+        purged: purge && stop_failures.is_empty(),
+        stop_failures,
     })
 }
 

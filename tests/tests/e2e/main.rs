@@ -3,6 +3,7 @@
 mod auth;
 mod edges;
 mod extensions;
+mod lifecycle;
 mod logs;
 mod registry;
 mod secrets;

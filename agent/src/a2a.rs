@@ -1,0 +1,204 @@
+//! A2A over JSON-RPC 2.0 at `POST /`: `message/send` answered by the brain.
+
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{DefaultBodyLimit, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use axum::{Json, Router};
+use serde_json::{Map, Value, json};
+use uuid::Uuid;
+
+use crate::brain::Prompt;
+use crate::server::AppState;
+
+/// The largest request body accepted.
+pub const MAX_BODY_BYTES: usize = 1024 * 1024;
+
+/// JSON-RPC 2.0 error codes.
+pub mod codes {
+    pub const PARSE_ERROR: i64 = -32700;
+    pub const INVALID_REQUEST: i64 = -32600;
+    pub const METHOD_NOT_FOUND: i64 = -32601;
+    pub const INVALID_PARAMS: i64 = -32602;
+    pub const INTERNAL_ERROR: i64 = -32603;
+}
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/", post(rpc))
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+}
+
+#[derive(Debug)]
+struct RpcError {
+    code: i64,
+    message: String,
+}
+
+impl RpcError {
+    fn new(code: i64, message: impl Into<String>) -> Self {
+        Self {
+            code,
+            message: message.into(),
+        }
+    }
+}
+
+/// A request that passed the envelope checks.
+#[derive(Debug)]
+struct Call {
+    id: Value,
+    method: String,
+    params: Value,
+}
+
+impl Call {
+    /// Checks the envelope; on failure returns the id to answer with (null if unusable).
+    fn parse(value: Value) -> Result<Self, (Value, RpcError)> {
+        let invalid = |id: Value, why: &str| Err((id, RpcError::new(codes::INVALID_REQUEST, why)));
+        let Value::Object(mut object) = value else {
+            return invalid(
+                Value::Null,
+                "the request must be a JSON object (batches are not supported)",
+            );
+        };
+        let id = object.remove("id").unwrap_or(Value::Null);
+        if !matches!(id, Value::Null | Value::String(_) | Value::Number(_)) {
+            return invalid(Value::Null, "id must be a string, a number or null");
+        }
+        if object.get("jsonrpc").and_then(Value::as_str) != Some("2.0") {
+            return invalid(id, "jsonrpc must be \"2.0\"");
+        }
+        let Some(Value::String(method)) = object.remove("method") else {
+            return invalid(id, "method must be a string");
+        };
+        Ok(Self {
+            id,
+            method,
+            params: object.remove("params").unwrap_or(Value::Null),
+        })
+    }
+}
+
+fn reply(status: StatusCode, id: Value, outcome: Result<Value, RpcError>) -> Response {
+    let body = match outcome {
+        Ok(result) => json!({ "jsonrpc": "2.0", "id": id, "result": result }),
+        Err(e) => json!({
+            "jsonrpc": "2.0",
+            "id": id,
+            "error": { "code": e.code, "message": e.message },
+        }),
+    };
+    (status, Json(body)).into_response()
+}
+
+async fn rpc(State(state): State<AppState>, body: Result<Bytes, BytesRejection>) -> Response {
+    let body = match body {
+        Ok(body) => body,
+        Err(rejection) => {
+            let status = rejection.status();
+            let error = RpcError::new(codes::INVALID_REQUEST, rejection.body_text());
+            return reply(status, Value::Null, Err(error));
+        }
+    };
+    let value: Value = match serde_json::from_slice(&body) {
+        Ok(value) => value,
+        Err(e) => {
+            let error = RpcError::new(codes::PARSE_ERROR, format!("parse error: {e}"));
+            return reply(StatusCode::OK, Value::Null, Err(error));
+        }
+    };
+    let call = match Call::parse(value) {
+        Ok(call) => call,
+        Err((id, error)) => return reply(StatusCode::OK, id, Err(error)),
+    };
+    let outcome = match call.method.as_str() {
+        "message/send" => message_send(&state, call.params).await,
+        other => Err(RpcError::new(
+            codes::METHOD_NOT_FOUND,
+            format!("method not found: {other}"),
+        )),
+    };
+    reply(StatusCode::OK, call.id, outcome)
+}
+
+/// The parts of `message/send` params the agent uses.
+#[derive(Debug)]
+struct Incoming {
+    text: String,
+    context_id: Option<String>,
+}
+
+impl Incoming {
+    /// Joins the text parts (`kind: "text"`, or the older `type: "text"`) with newlines.
+    fn parse(params: &Value) -> Result<Self, RpcError> {
+        let invalid = |why: &str| Err(RpcError::new(codes::INVALID_PARAMS, why));
+        let Some(message) = params.get("message").and_then(Value::as_object) else {
+            return invalid("params.message must be an object");
+        };
+        let Some(parts) = message.get("parts").and_then(Value::as_array) else {
+            return invalid("params.message.parts must be an array");
+        };
+        let texts: Vec<&str> = parts
+            .iter()
+            .filter(|part| is_text_part(part))
+            .filter_map(|part| part.get("text").and_then(Value::as_str))
+            .collect();
+        if texts.is_empty() {
+            return invalid("params.message has no text part");
+        }
+        Ok(Self {
+            text: texts.join("\n"),
+            context_id: message
+                .get("contextId")
+                .and_then(Value::as_str)
+                .map(str::to_owned),
+        })
+    }
+}
+
+fn is_text_part(part: &Value) -> bool {
+    let tag = |key| part.get(key).and_then(Value::as_str);
+    tag("kind").or_else(|| tag("type")) == Some("text")
+}
+
+async fn message_send(state: &AppState, params: Value) -> Result<Value, RpcError> {
+    let incoming = Incoming::parse(&params)?;
+    // Dropped without `finish` if the caller disconnects: then it counts as neither outcome.
+    let task = state.tasks().start(&incoming.text);
+    let loadout = state.loadout().await;
+    let prompt = Prompt {
+        text: incoming.text,
+        system: loadout.system_prompt(),
+    };
+    match state.brain().reply(prompt).await {
+        Ok(text) => {
+            task.finish(Ok(()));
+            let mut result = Map::new();
+            result.insert("kind".into(), json!("message"));
+            result.insert("role".into(), json!("agent"));
+            result.insert("messageId".into(), json!(Uuid::new_v4()));
+            if let Some(context_id) = incoming.context_id {
+                result.insert("contextId".into(), json!(context_id));
+            }
+            result.insert("parts".into(), json!([{ "kind": "text", "text": text }]));
+            result.insert(
+                "metadata".into(),
+                json!({
+                    "workspace_id": state.workspace_id(),
+                    "skills": loadout.skill_ids(),
+                    "plugins": loadout.plugin_names(),
+                }),
+            );
+            Ok(Value::Object(result))
+        }
+        Err(e) => {
+            let message = e.to_string();
+            tracing::warn!(error = %message, "brain failed");
+            task.finish(Err(message.clone()));
+            Err(RpcError::new(codes::INTERNAL_ERROR, message))
+        }
+    }
+}

@@ -1,0 +1,680 @@
+//! The production runtime: one container per workspace through the Docker engine API (bollard).
+//!
+//! Container `ws-<id12>` runs the agent image with volume `ws-<id12>-configs` at `/configs`, on
+//! a user-defined network, port 8000 published on 127.0.0.1 (ephemeral) and memory/CPU limits
+//! per tier. Docker never restarts a container by itself: the host's restart policy decides.
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::IpAddr;
+use std::time::Duration;
+
+use bollard::Docker;
+use bollard::errors::Error as DockerError;
+use bollard::exec::{CreateExecOptions, StartExecOptions, StartExecResults};
+use bollard::models::{
+    ContainerCreateBody, EndpointSettings, HostConfig, NetworkCreateRequest, NetworkingConfig,
+    PortBinding, RestartPolicy, RestartPolicyNameEnum, VolumeCreateRequest,
+};
+use bollard::query_parameters::{
+    CreateContainerOptionsBuilder, DownloadFromContainerOptionsBuilder,
+    ListContainersOptionsBuilder, ListVolumesOptionsBuilder, LogsOptionsBuilder,
+    RemoveContainerOptionsBuilder, RemoveVolumeOptionsBuilder, StopContainerOptionsBuilder,
+    UploadToContainerOptionsBuilder,
+};
+use futures::StreamExt as _;
+use uuid::Uuid;
+
+use super::{
+    CONFIGS_ROOT, ContainerRuntime, ExecOutput, FILE_ROOTS, Inspection, MANAGED_LABEL,
+    RuntimeError, StartSpec, Started, WORKSPACE_LABEL, WriteTarget, id12,
+};
+use crate::config::RuntimeConfig;
+use crate::safefs::{self, FileTree, ListedFile, RelPath};
+
+/// The agent's A2A port inside the container.
+const AGENT_PORT: &str = "8000/tcp";
+/// Output kept from an exec or a log read.
+const MAX_OUTPUT: usize = 1024 * 1024;
+
+/// The Docker runtime.
+#[derive(Debug)]
+pub struct DockerRuntime {
+    docker: Docker,
+    settings: RuntimeConfig,
+    gateway: IpAddr,
+}
+
+fn container_name(id: Uuid) -> String {
+    format!("ws-{}", id12(id))
+}
+
+fn volume_name(id: Uuid) -> String {
+    format!("ws-{}-configs", id12(id))
+}
+
+fn is_status(err: &DockerError, codes: &[u16]) -> bool {
+    matches!(err, DockerError::DockerResponseServerError { status_code, .. } if codes.contains(status_code))
+}
+
+fn failed(context: &str, err: DockerError) -> RuntimeError {
+    // Engine messages name containers and images, never secrets (env is not echoed back).
+    RuntimeError::Failed(format!("{context}: {err}"))
+}
+
+impl DockerRuntime {
+    /// Connects to the local engine, checks it answers and makes sure the network exists.
+    pub async fn connect(settings: &RuntimeConfig) -> anyhow::Result<Self> {
+        let docker = Docker::connect_with_local_defaults()?;
+        tokio::time::timeout(Duration::from_secs(5), docker.ping())
+            .await
+            .map_err(|_| anyhow::anyhow!("the Docker engine did not answer within 5 s"))??;
+        let gateway = ensure_network(&docker, &settings.network).await?;
+        tracing::info!(network = %settings.network, %gateway, "docker runtime ready");
+        Ok(DockerRuntime {
+            docker,
+            settings: settings.clone(),
+            gateway,
+        })
+    }
+
+    fn labels(&self, id: Uuid) -> HashMap<String, String> {
+        let mut labels: HashMap<String, String> = self
+            .settings
+            .labels
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        labels.insert(MANAGED_LABEL.into(), "true".into());
+        labels.insert(WORKSPACE_LABEL.into(), id.to_string());
+        labels
+    }
+
+    /// Filters selecting what this host manages (its extra labels included, so hosts sharing an
+    /// engine, such as parallel tests, never touch each other's containers).
+    fn label_filters(&self) -> HashMap<String, Vec<String>> {
+        let mut labels = vec![format!("{MANAGED_LABEL}=true")];
+        labels.extend(self.settings.labels.iter().map(|(k, v)| format!("{k}={v}")));
+        HashMap::from([("label".to_owned(), labels)])
+    }
+
+    async fn image_present(&self, image: &str) -> Result<(), RuntimeError> {
+        match self.docker.inspect_image(image).await {
+            Ok(_) => Ok(()),
+            Err(err) if is_status(&err, &[404]) => {
+                Err(RuntimeError::ImageMissing(image.to_owned()))
+            }
+            Err(err) => Err(failed("inspecting the agent image", err)),
+        }
+    }
+
+    async fn container_state(&self, id: Uuid) -> Result<Option<Inspection>, RuntimeError> {
+        match self
+            .docker
+            .inspect_container(&container_name(id), None)
+            .await
+        {
+            Ok(info) => {
+                let state = info.state.unwrap_or_default();
+                let running = state.running.unwrap_or(false);
+                Ok(Some(Inspection {
+                    exists: true,
+                    running,
+                    exit_code: if running { None } else { state.exit_code },
+                }))
+            }
+            Err(err) if is_status(&err, &[404]) => Ok(None),
+            Err(err) => Err(failed("inspecting the container", err)),
+        }
+    }
+
+    async fn volume_exists(&self, id: Uuid) -> Result<bool, RuntimeError> {
+        match self.docker.inspect_volume(&volume_name(id)).await {
+            Ok(_) => Ok(true),
+            Err(err) if is_status(&err, &[404]) => Ok(false),
+            Err(err) => Err(failed("inspecting the config volume", err)),
+        }
+    }
+
+    async fn remove_container(&self, id: Uuid) -> Result<(), RuntimeError> {
+        let options = RemoveContainerOptionsBuilder::default().force(true).build();
+        match self
+            .docker
+            .remove_container(&container_name(id), Some(options))
+            .await
+        {
+            Ok(()) => Ok(()),
+            Err(err) if is_status(&err, &[404, 409]) => Ok(()),
+            Err(err) => Err(failed("removing the container", err)),
+        }
+    }
+
+    /// Runs `f` against a container that has the workspace's volume at `/configs`: the agent's own
+    /// container when it exists (running or not), else a short-lived helper that is never started.
+    async fn with_files_container<T, F, Fut>(
+        &self,
+        id: Uuid,
+        f: F,
+    ) -> Result<(T, WriteTarget), RuntimeError>
+    where
+        F: FnOnce(String) -> Fut,
+        Fut: std::future::Future<Output = Result<T, RuntimeError>>,
+    {
+        if let Some(state) = self.container_state(id).await? {
+            let target = if state.running {
+                WriteTarget::Running
+            } else {
+                WriteTarget::Stored
+            };
+            return Ok((f(container_name(id)).await?, target));
+        }
+        if !self.volume_exists(id).await? {
+            return Err(RuntimeError::Offline);
+        }
+        let helper = format!("ws-{}-files-{}", id12(id), &Uuid::new_v4().to_string()[..8]);
+        let mut labels = self.labels(id);
+        labels.insert("molecule.helper".into(), "files".into());
+        let body = ContainerCreateBody {
+            image: Some(self.settings.image.clone()),
+            labels: Some(labels),
+            host_config: Some(HostConfig {
+                binds: Some(vec![format!("{}:{CONFIGS_ROOT}", volume_name(id))]),
+                network_mode: Some("none".into()),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let options = CreateContainerOptionsBuilder::default()
+            .name(&helper)
+            .build();
+        self.image_present(&self.settings.image).await?;
+        self.docker
+            .create_container(Some(options), body)
+            .await
+            .map_err(|e| failed("creating a files helper", e))?;
+        let result = f(helper.clone()).await;
+        let remove = RemoveContainerOptionsBuilder::default().force(true).build();
+        if let Err(err) = self.docker.remove_container(&helper, Some(remove)).await {
+            tracing::warn!(container = %helper, error = %err, "removing a files helper failed");
+        }
+        Ok((result?, WriteTarget::Stored))
+    }
+
+    async fn upload(&self, container: &str, files: &FileTree) -> Result<(), RuntimeError> {
+        let tar = files
+            .to_tar()
+            .map_err(|e| RuntimeError::Failed(format!("building the file archive: {e}")))?;
+        let options = UploadToContainerOptionsBuilder::default()
+            .path(CONFIGS_ROOT)
+            .build();
+        self.docker
+            .upload_to_container(container, Some(options), bollard::body_full(tar.into()))
+            .await
+            .map_err(|e| failed("copying files into the container", e))
+    }
+
+    async fn download(&self, container: &str, path: &str) -> Result<Vec<u8>, RuntimeError> {
+        let options = DownloadFromContainerOptionsBuilder::default()
+            .path(path)
+            .build();
+        let mut stream = self
+            .docker
+            .download_from_container(container, Some(options));
+        let mut out = Vec::new();
+        while let Some(chunk) = stream.next().await {
+            let chunk = match chunk {
+                Ok(chunk) => chunk,
+                Err(err) if is_status(&err, &[404]) => return Err(RuntimeError::NotFound),
+                Err(err) => return Err(failed("reading files from the container", err)),
+            };
+            if out.len() + chunk.len() > safefs::MAX_TREE_BYTES as usize {
+                return Err(RuntimeError::Failed("file tree too large".into()));
+            }
+            out.extend_from_slice(&chunk);
+        }
+        Ok(out)
+    }
+
+    /// The files under `root/path` as (path relative to root, content or `None` for a directory).
+    async fn tree(
+        &self,
+        id: Uuid,
+        root: &str,
+        path: Option<&RelPath>,
+    ) -> Result<Vec<safefs::TarEntry>, RuntimeError> {
+        if !FILE_ROOTS.contains(&root) {
+            return Err(RuntimeError::InvalidPath);
+        }
+        let full = match path {
+            Some(p) => format!("{root}/{p}"),
+            None => root.to_owned(),
+        };
+        let (archive, _) = self
+            .with_files_container(id, |container| async move {
+                self.download(&container, &full).await
+            })
+            .await?;
+        Ok(safefs::reroot(safefs::read_tar(&archive)?, path))
+    }
+
+    async fn run_exec(&self, container: &str, argv: &[String]) -> Result<ExecOutput, RuntimeError> {
+        let exec = self
+            .docker
+            .create_exec(
+                container,
+                CreateExecOptions {
+                    cmd: Some(argv.to_vec()),
+                    attach_stdout: Some(true),
+                    attach_stderr: Some(true),
+                    ..Default::default()
+                },
+            )
+            .await
+            .map_err(|e| failed("creating an exec", e))?;
+        let (mut stdout, mut stderr) = (Vec::new(), Vec::new());
+        if let StartExecResults::Attached { mut output, .. } = self
+            .docker
+            .start_exec(&exec.id, Some(StartExecOptions::default()))
+            .await
+            .map_err(|e| failed("starting an exec", e))?
+        {
+            while let Some(item) = output.next().await {
+                match item.map_err(|e| failed("reading exec output", e))? {
+                    bollard::container::LogOutput::StdErr { message } => {
+                        extend_capped(&mut stderr, &message)
+                    }
+                    other => extend_capped(&mut stdout, &other.into_bytes()),
+                }
+            }
+        }
+        let inspect = self
+            .docker
+            .inspect_exec(&exec.id)
+            .await
+            .map_err(|e| failed("inspecting an exec", e))?;
+        Ok(ExecOutput {
+            exit_code: inspect.exit_code.unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&stderr).into_owned(),
+        })
+    }
+}
+
+fn extend_capped(buffer: &mut Vec<u8>, data: &[u8]) {
+    let room = MAX_OUTPUT.saturating_sub(buffer.len());
+    buffer.extend_from_slice(&data[..data.len().min(room)]);
+}
+
+/// Creates the network when missing (a concurrent creator winning is fine) and returns its
+/// gateway address.
+async fn ensure_network(docker: &Docker, name: &str) -> anyhow::Result<IpAddr> {
+    let gateway = |network: bollard::models::NetworkInspect| {
+        network
+            .ipam
+            .and_then(|ipam| ipam.config)
+            .into_iter()
+            .flatten()
+            .find_map(|c| c.gateway.and_then(|g| g.parse::<IpAddr>().ok()))
+    };
+    match docker.inspect_network(name, None).await {
+        Ok(network) => {
+            return gateway(network)
+                .ok_or_else(|| anyhow::anyhow!("docker network {name} has no gateway"));
+        }
+        Err(err) if is_status(&err, &[404]) => {}
+        Err(err) => return Err(err.into()),
+    }
+    let request = NetworkCreateRequest {
+        name: name.to_owned(),
+        driver: Some("bridge".into()),
+        labels: Some(HashMap::from([(
+            MANAGED_LABEL.to_owned(),
+            "true".to_owned(),
+        )])),
+        ..Default::default()
+    };
+    match docker.create_network(request).await {
+        Ok(_) => {}
+        Err(err) if is_status(&err, &[409]) => {}
+        Err(err) => return Err(err.into()),
+    }
+    let network = docker.inspect_network(name, None).await?;
+    gateway(network).ok_or_else(|| anyhow::anyhow!("docker network {name} has no gateway"))
+}
+
+#[async_trait::async_trait]
+impl ContainerRuntime for DockerRuntime {
+    fn name(&self) -> &'static str {
+        "docker"
+    }
+
+    fn agent_listen_ip(&self) -> Option<IpAddr> {
+        Some(self.gateway)
+    }
+
+    async fn start(&self, spec: &StartSpec) -> Result<Started, RuntimeError> {
+        let id = spec.workspace_id;
+        let image = self.settings.image_for(&spec.runtime).to_owned();
+        self.image_present(&image).await?;
+        self.remove_container(id).await?;
+        let volume = volume_name(id);
+        self.docker
+            .create_volume(VolumeCreateRequest {
+                name: Some(volume.clone()),
+                labels: Some(self.labels(id)),
+                ..Default::default()
+            })
+            .await
+            .map_err(|e| failed("creating the config volume", e))?;
+        let (memory, nano_cpus) = self.settings.tier_limits(spec.tier);
+        let name = container_name(id);
+        let read_only = spec.tier == 1;
+        let host_config = HostConfig {
+            binds: Some(vec![format!("{volume}:{CONFIGS_ROOT}")]),
+            network_mode: Some(self.settings.network.clone()),
+            port_bindings: Some(HashMap::from([(
+                AGENT_PORT.to_owned(),
+                Some(vec![PortBinding {
+                    host_ip: Some("127.0.0.1".into()),
+                    host_port: Some(String::new()),
+                }]),
+            )])),
+            memory: Some(memory),
+            nano_cpus: Some(nano_cpus),
+            restart_policy: Some(RestartPolicy {
+                name: Some(RestartPolicyNameEnum::NO),
+                maximum_retry_count: None,
+            }),
+            readonly_rootfs: Some(read_only),
+            tmpfs: read_only.then(|| HashMap::from([("/tmp".to_owned(), "size=64m".to_owned())])),
+            // The agent is PID 1; an init reaps whatever its command brain leaves behind.
+            init: Some(true),
+            cap_drop: Some(vec!["NET_RAW".into()]),
+            security_opt: Some(vec!["no-new-privileges".into()]),
+            ..Default::default()
+        };
+        let body = ContainerCreateBody {
+            image: Some(image),
+            env: Some(spec.env.iter().map(|(k, v)| format!("{k}={v}")).collect()),
+            labels: Some(self.labels(id)),
+            exposed_ports: Some(vec![AGENT_PORT.to_owned()]),
+            host_config: Some(host_config),
+            networking_config: Some(NetworkingConfig {
+                endpoints_config: Some(HashMap::from([(
+                    self.settings.network.clone(),
+                    EndpointSettings {
+                        aliases: Some(vec![name.clone()]),
+                        ..Default::default()
+                    },
+                )])),
+            }),
+            ..Default::default()
+        };
+        let options = CreateContainerOptionsBuilder::default().name(&name).build();
+        self.docker
+            .create_container(Some(options), body)
+            .await
+            .map_err(|e| failed("creating the container", e))?;
+        if !spec.files.is_empty() {
+            self.upload(&name, &spec.files).await?;
+        }
+        self.docker
+            .start_container(&name, None)
+            .await
+            .map_err(|e| failed("starting the container", e))?;
+        for _ in 0..6 {
+            let info = self
+                .docker
+                .inspect_container(&name, None)
+                .await
+                .map_err(|e| failed("inspecting the container", e))?;
+            let port = info
+                .network_settings
+                .and_then(|n| n.ports)
+                .and_then(|ports| ports.get(AGENT_PORT).cloned().flatten())
+                .and_then(|bindings| bindings.into_iter().find_map(|b| b.host_port))
+                .filter(|p| !p.is_empty());
+            if let Some(port) = port {
+                return Ok(Started {
+                    url: format!("http://127.0.0.1:{port}"),
+                });
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+        Ok(Started {
+            url: format!("http://{name}:8000"),
+        })
+    }
+
+    async fn stop(&self, id: Uuid) -> Result<(), RuntimeError> {
+        let timeout = i32::try_from(self.settings.stop_timeout_secs).unwrap_or(10);
+        let options = StopContainerOptionsBuilder::default().t(timeout).build();
+        match self
+            .docker
+            .stop_container(&container_name(id), Some(options))
+            .await
+        {
+            Ok(()) => Ok(()),
+            Err(err) if is_status(&err, &[304, 404]) => Ok(()),
+            Err(err) => Err(failed("stopping the container", err)),
+        }
+    }
+
+    async fn remove(&self, id: Uuid) -> Result<(), RuntimeError> {
+        self.remove_container(id).await?;
+        let options = RemoveVolumeOptionsBuilder::default().force(true).build();
+        match self
+            .docker
+            .remove_volume(&volume_name(id), Some(options))
+            .await
+        {
+            Ok(()) => Ok(()),
+            Err(err) if is_status(&err, &[404]) => Ok(()),
+            Err(err) => Err(failed("removing the config volume", err)),
+        }
+    }
+
+    async fn inspect(&self, id: Uuid) -> Result<Inspection, RuntimeError> {
+        Ok(self.container_state(id).await?.unwrap_or_default())
+    }
+
+    async fn write_files(&self, id: Uuid, files: &FileTree) -> Result<WriteTarget, RuntimeError> {
+        let (_, target) = self
+            .with_files_container(id, |container| async move {
+                self.upload(&container, files).await
+            })
+            .await?;
+        Ok(target)
+    }
+
+    async fn remove_path(&self, id: Uuid, path: &RelPath) -> Result<WriteTarget, RuntimeError> {
+        if let Some(state) = self.container_state(id).await?
+            && state.running
+        {
+            let target = format!("{CONFIGS_ROOT}/{path}");
+            let out = self
+                .run_exec(&container_name(id), &["rm".into(), "-rf".into(), target])
+                .await?;
+            if out.exit_code != 0 {
+                return Err(RuntimeError::Failed(format!(
+                    "rm exited with {}: {}",
+                    out.exit_code,
+                    out.stderr.lines().next().unwrap_or_default()
+                )));
+            }
+            return Ok(WriteTarget::Running);
+        }
+        // A stopped workspace: rewrite its volume through a helper that runs `rm` once.
+        if !self.volume_exists(id).await? {
+            return Err(RuntimeError::Offline);
+        }
+        let helper = format!("ws-{}-rm-{}", id12(id), &Uuid::new_v4().to_string()[..8]);
+        let mut labels = self.labels(id);
+        labels.insert("molecule.helper".into(), "files".into());
+        let body = ContainerCreateBody {
+            image: Some(self.settings.image.clone()),
+            entrypoint: Some(vec!["/bin/rm".into()]),
+            cmd: Some(vec!["-rf".into(), format!("{CONFIGS_ROOT}/{path}")]),
+            labels: Some(labels),
+            host_config: Some(HostConfig {
+                binds: Some(vec![format!("{}:{CONFIGS_ROOT}", volume_name(id))]),
+                network_mode: Some("none".into()),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        self.image_present(&self.settings.image).await?;
+        let options = CreateContainerOptionsBuilder::default()
+            .name(&helper)
+            .build();
+        self.docker
+            .create_container(Some(options), body)
+            .await
+            .map_err(|e| failed("creating a files helper", e))?;
+        let result = async {
+            self.docker
+                .start_container(&helper, None)
+                .await
+                .map_err(|e| failed("starting a files helper", e))?;
+            let mut wait = self.docker.wait_container(&helper, None);
+            while let Some(status) = wait.next().await {
+                if let Err(err) = status {
+                    return Err(failed("waiting for a files helper", err));
+                }
+            }
+            Ok(())
+        }
+        .await;
+        let remove = RemoveContainerOptionsBuilder::default().force(true).build();
+        let _ = self.docker.remove_container(&helper, Some(remove)).await;
+        result.map(|()| WriteTarget::Stored)
+    }
+
+    async fn read_file(
+        &self,
+        id: Uuid,
+        root: &str,
+        path: &RelPath,
+    ) -> Result<Vec<u8>, RuntimeError> {
+        let entries = self.tree(id, root, Some(path)).await?;
+        entries
+            .into_iter()
+            .find(|(p, _)| p == path)
+            .and_then(|(_, data)| data)
+            .ok_or(RuntimeError::NotFound)
+    }
+
+    async fn list_files(
+        &self,
+        id: Uuid,
+        root: &str,
+        path: Option<&RelPath>,
+        depth: usize,
+    ) -> Result<Vec<ListedFile>, RuntimeError> {
+        let base_depth = path.map_or(0, |p| p.as_str().split('/').count());
+        let mut out: Vec<ListedFile> = self
+            .tree(id, root, path)
+            .await?
+            .into_iter()
+            .filter(|(p, _)| Some(p) != path)
+            .filter(|(p, _)| {
+                let parts: Vec<&str> = p.as_str().split('/').collect();
+                parts.len() - base_depth <= depth
+                    && !parts.iter().any(|part| {
+                        [".git", "__pycache__", "node_modules", ".DS_Store"].contains(part)
+                    })
+            })
+            .map(|(p, data)| ListedFile {
+                path: p.to_string(),
+                size: data.as_ref().map_or(0, |d| d.len() as u64),
+                dir: data.is_none(),
+            })
+            .collect();
+        out.sort_by(|a, b| a.path.cmp(&b.path));
+        Ok(out)
+    }
+
+    async fn digests(
+        &self,
+        id: Uuid,
+        path: Option<&RelPath>,
+    ) -> Result<BTreeMap<String, String>, RuntimeError> {
+        let prefix = path.map(|p| format!("{p}/"));
+        Ok(self
+            .tree(id, CONFIGS_ROOT, path)
+            .await?
+            .into_iter()
+            .filter_map(|(p, data)| {
+                let data = data?;
+                let relative = match &prefix {
+                    Some(prefix) => p.as_str().strip_prefix(prefix.as_str())?.to_owned(),
+                    None => p.to_string(),
+                };
+                Some((relative, safefs::digest(&data)))
+            })
+            .collect())
+    }
+
+    async fn exec(&self, id: Uuid, argv: &[String]) -> Result<ExecOutput, RuntimeError> {
+        match self.container_state(id).await? {
+            Some(state) if state.running => self.run_exec(&container_name(id), argv).await,
+            _ => Err(RuntimeError::Offline),
+        }
+    }
+
+    async fn logs(&self, id: Uuid, tail: usize) -> Result<String, RuntimeError> {
+        let options = LogsOptionsBuilder::default()
+            .stdout(true)
+            .stderr(true)
+            .tail(&tail.to_string())
+            .build();
+        let mut stream = self.docker.logs(&container_name(id), Some(options));
+        let mut out = Vec::new();
+        while let Some(item) = stream.next().await {
+            match item {
+                Ok(line) => extend_capped(&mut out, &line.into_bytes()),
+                Err(err) if is_status(&err, &[404]) => return Err(RuntimeError::NotFound),
+                Err(err) => return Err(failed("reading logs", err)),
+            }
+        }
+        Ok(String::from_utf8_lossy(&out).into_owned())
+    }
+
+    async fn managed(&self) -> Result<Vec<Uuid>, RuntimeError> {
+        let filters = self.label_filters();
+        let options = ListContainersOptionsBuilder::default()
+            .all(true)
+            .filters(&filters)
+            .build();
+        let containers = self
+            .docker
+            .list_containers(Some(options))
+            .await
+            .map_err(|e| failed("listing containers", e))?;
+        let volumes = self
+            .docker
+            .list_volumes(Some(
+                ListVolumesOptionsBuilder::default()
+                    .filters(&filters)
+                    .build(),
+            ))
+            .await
+            .map_err(|e| failed("listing volumes", e))?;
+        let mut ids: Vec<Uuid> = containers
+            .into_iter()
+            .filter_map(|c| c.labels)
+            .chain(
+                volumes
+                    .volumes
+                    .unwrap_or_default()
+                    .into_iter()
+                    .map(|v| v.labels),
+            )
+            .filter_map(|labels| labels.get(WORKSPACE_LABEL)?.parse().ok())
+            .collect();
+        ids.sort();
+        ids.dedup();
+        Ok(ids)
+    }
+
+    async fn shutdown(&self) {}
+}

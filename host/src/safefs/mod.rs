@@ -1,0 +1,592 @@
+//! Root-confined file work: the only module that opens a path that came from a template, a
+//! request or a workspace's config directory. Every operation goes through a `cap_std::fs::Dir`,
+//! so `..`, absolute paths and symlinks can never reach outside the root they were given.
+
+use std::collections::BTreeMap;
+use std::io::{self, Read as _};
+use std::path::{Path, PathBuf};
+
+use cap_std::fs::{Dir, PermissionsExt as _};
+use sha2::{Digest as _, Sha256};
+
+/// Names a listing never shows (tool caches and VCS metadata).
+const SKIPPED_NAMES: &[&str] = &[".git", "__pycache__", "node_modules", ".DS_Store"];
+/// How deep a template walk may go (symlinked directories count); beyond it there is a cycle.
+const MAX_WALK_DEPTH: usize = 24;
+/// Limits on one delivered tree.
+pub const MAX_TREE_FILES: usize = 10_000;
+pub const MAX_TREE_BYTES: u64 = 64 * 1024 * 1024;
+/// Files whose line endings are normalised to LF on delivery (scripts break with CRLF).
+const NORMALISED_EXTENSIONS: &[&str] = &["sh", "py", "md"];
+
+/// Why a file operation was refused or failed.
+#[derive(Debug, thiserror::Error)]
+pub enum SafeFsError {
+    #[error("invalid path")]
+    InvalidPath,
+    #[error("{0} escapes its root")]
+    Escapes(String),
+    #[error("not found")]
+    NotFound,
+    #[error("tree too large: {0}")]
+    TooLarge(String),
+    #[error(transparent)]
+    Io(io::Error),
+}
+
+impl From<io::Error> for SafeFsError {
+    fn from(err: io::Error) -> Self {
+        if err.kind() == io::ErrorKind::NotFound {
+            SafeFsError::NotFound
+        } else {
+            SafeFsError::Io(err)
+        }
+    }
+}
+
+/// A relative, normalised path: `/`-separated, no empty, `.` or `..` component, no leading `/`,
+/// no control characters. Checked at the edge, so everything below can join it to a root.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct RelPath(String);
+
+impl RelPath {
+    pub fn parse(raw: &str) -> Result<Self, SafeFsError> {
+        let trimmed = raw.trim_end_matches('/');
+        if trimmed.is_empty()
+            || trimmed.len() > 1024
+            || trimmed.starts_with('/')
+            || trimmed.contains('\\')
+            || trimmed.chars().any(char::is_control)
+            || trimmed
+                .split('/')
+                .any(|part| part.is_empty() || part == "." || part == "..")
+        {
+            return Err(SafeFsError::InvalidPath);
+        }
+        Ok(RelPath(trimmed.to_owned()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    pub fn join(&self, child: &str) -> Result<Self, SafeFsError> {
+        RelPath::parse(&format!("{}/{child}", self.0))
+    }
+
+    fn extension(&self) -> Option<&str> {
+        let name = self.0.rsplit('/').next()?;
+        name.rsplit_once('.').map(|(_, ext)| ext)
+    }
+}
+
+impl std::fmt::Display for RelPath {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// One file to deliver.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TreeFile {
+    pub path: RelPath,
+    pub data: Vec<u8>,
+    pub mode: u32,
+}
+
+/// A set of files to deliver into a workspace's `/configs`, later entries winning.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct FileTree {
+    files: Vec<TreeFile>,
+}
+
+impl FileTree {
+    pub fn new() -> Self {
+        FileTree::default()
+    }
+
+    /// Adds (or replaces) a file.
+    pub fn insert(&mut self, path: RelPath, data: impl Into<Vec<u8>>, mode: u32) {
+        self.files.retain(|f| f.path != path);
+        self.files.push(TreeFile {
+            path,
+            data: data.into(),
+            mode,
+        });
+    }
+
+    pub fn contains(&self, path: &str) -> bool {
+        self.files.iter().any(|f| f.path.as_str() == path)
+    }
+
+    pub fn files(&self) -> &[TreeFile] {
+        &self.files
+    }
+
+    pub fn len(&self) -> usize {
+        self.files.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.files.is_empty()
+    }
+
+    pub fn paths(&self) -> Vec<String> {
+        self.files.iter().map(|f| f.path.to_string()).collect()
+    }
+
+    /// A tar archive of the tree (directories first, so extraction needs nothing to exist).
+    pub fn to_tar(&self) -> io::Result<Vec<u8>> {
+        let mut builder = tar::Builder::new(Vec::new());
+        let mut dirs = std::collections::BTreeSet::new();
+        for file in &self.files {
+            let mut parent = Path::new(file.path.as_str()).parent();
+            while let Some(dir) = parent.filter(|p| !p.as_os_str().is_empty()) {
+                dirs.insert(dir.to_path_buf());
+                parent = dir.parent();
+            }
+        }
+        for dir in &dirs {
+            let mut header = tar::Header::new_gnu();
+            header.set_entry_type(tar::EntryType::Directory);
+            header.set_mode(0o755);
+            header.set_size(0);
+            builder.append_data(&mut header, dir, io::empty())?;
+        }
+        for file in &self.files {
+            let mut header = tar::Header::new_gnu();
+            header.set_entry_type(tar::EntryType::Regular);
+            header.set_mode(file.mode);
+            header.set_size(file.data.len() as u64);
+            builder.append_data(&mut header, file.path.as_str(), file.data.as_slice())?;
+        }
+        builder.into_inner()
+    }
+}
+
+/// Collects a template directory into a [`FileTree`]. A symlink is followed only when its target
+/// stays inside `root` (a symlinked directory is delivered as a directory); anything escaping
+/// the root, an absolute link or a cycle is refused. `.sh`, `.py` and `.md` files get LF line
+/// endings.
+pub fn collect_template(root: &Path) -> Result<FileTree, SafeFsError> {
+    let dir = Dir::open_ambient_dir(root, cap_std::ambient_authority())?;
+    let mut tree = FileTree::new();
+    let mut total = 0u64;
+    walk_template(&dir, None, 0, &mut tree, &mut total)?;
+    Ok(tree)
+}
+
+fn walk_template(
+    root: &Dir,
+    at: Option<&RelPath>,
+    depth: usize,
+    tree: &mut FileTree,
+    total: &mut u64,
+) -> Result<(), SafeFsError> {
+    if depth > MAX_WALK_DEPTH {
+        return Err(SafeFsError::TooLarge(format!(
+            "deeper than {MAX_WALK_DEPTH} levels (a symlink cycle?) at {}",
+            at.map_or("", RelPath::as_str)
+        )));
+    }
+    let entries = match at {
+        None => root.entries()?,
+        Some(path) => root.read_dir(path.as_str())?,
+    };
+    let mut names: Vec<String> = Vec::new();
+    for entry in entries {
+        let entry = entry?;
+        names.push(entry.file_name().to_string_lossy().into_owned());
+    }
+    names.sort();
+    for name in names {
+        let path = match at {
+            None => RelPath::parse(&name)?,
+            Some(parent) => parent.join(&name)?,
+        };
+        let own = root.symlink_metadata(path.as_str())?;
+        // `metadata` follows a symlink inside the root; cap-std refuses any that escapes it.
+        let target = if own.file_type().is_symlink() {
+            root.metadata(path.as_str())
+                .map_err(|_| SafeFsError::Escapes(path.to_string()))?
+        } else {
+            own
+        };
+        if target.is_dir() {
+            walk_template(root, Some(&path), depth + 1, tree, total)?;
+        } else if target.is_file() {
+            let mut data = root.read(path.as_str())?;
+            *total += data.len() as u64;
+            if tree.len() >= MAX_TREE_FILES || *total > MAX_TREE_BYTES {
+                return Err(SafeFsError::TooLarge(format!(
+                    "more than {MAX_TREE_FILES} files or {MAX_TREE_BYTES} bytes"
+                )));
+            }
+            if path
+                .extension()
+                .is_some_and(|ext| NORMALISED_EXTENSIONS.contains(&ext))
+            {
+                data = normalise_line_endings(data);
+            }
+            let mode = if target.permissions().mode() & 0o111 != 0 {
+                0o755
+            } else {
+                0o644
+            };
+            tree.insert(path, data, mode);
+        }
+    }
+    Ok(())
+}
+
+fn normalise_line_endings(data: Vec<u8>) -> Vec<u8> {
+    if !data.contains(&b'\r') {
+        return data;
+    }
+    let mut out = Vec::with_capacity(data.len());
+    let mut iter = data.iter().peekable();
+    while let Some(&byte) = iter.next() {
+        if byte == b'\r' && iter.peek() == Some(&&b'\n') {
+            continue;
+        }
+        out.push(byte);
+    }
+    out
+}
+
+/// One entry of a listing.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct ListedFile {
+    pub path: String,
+    pub size: u64,
+    pub dir: bool,
+}
+
+/// A directory on the host that holds a workspace's files (the process runtime's `/configs`).
+#[derive(Debug)]
+pub struct RootDir {
+    dir: Dir,
+    path: PathBuf,
+}
+
+impl RootDir {
+    /// Opens `path`, creating it first when missing.
+    pub fn open_or_create(path: &Path) -> Result<Self, SafeFsError> {
+        std::fs::create_dir_all(path)?;
+        Self::open(path)
+    }
+
+    pub fn open(path: &Path) -> Result<Self, SafeFsError> {
+        Ok(RootDir {
+            dir: Dir::open_ambient_dir(path, cap_std::ambient_authority())?,
+            path: path.to_path_buf(),
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Writes every file of `tree` (parents created; each file written to a temporary name and
+    /// renamed, so a reader never sees half a file).
+    pub fn write_tree(&self, tree: &FileTree) -> Result<(), SafeFsError> {
+        for file in tree.files() {
+            let path = Path::new(file.path.as_str());
+            if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+                self.dir.create_dir_all(parent)?;
+            }
+            if self
+                .dir
+                .symlink_metadata(path)
+                .is_ok_and(|m| m.file_type().is_symlink())
+            {
+                self.dir.remove_file(path)?;
+            }
+            let tmp = format!("{}.molecule-tmp", file.path);
+            self.dir.write(&tmp, &file.data)?;
+            self.dir
+                .set_permissions(&tmp, cap_std::fs::Permissions::from_mode(file.mode))?;
+            self.dir.rename(&tmp, &self.dir, path)?;
+        }
+        Ok(())
+    }
+
+    /// Removes a file or a whole directory.
+    pub fn remove(&self, path: &RelPath) -> Result<(), SafeFsError> {
+        let meta = self.dir.symlink_metadata(path.as_str())?;
+        if meta.is_dir() {
+            self.dir.remove_dir_all(path.as_str())?;
+        } else {
+            self.dir.remove_file(path.as_str())?;
+        }
+        Ok(())
+    }
+
+    /// A file's content; `NotFound` for a missing file or a directory.
+    pub fn read(&self, path: &RelPath) -> Result<Vec<u8>, SafeFsError> {
+        let meta = self.dir.metadata(path.as_str())?;
+        if !meta.is_file() {
+            return Err(SafeFsError::NotFound);
+        }
+        let mut data = Vec::new();
+        self.dir
+            .open(path.as_str())?
+            .take(MAX_TREE_BYTES)
+            .read_to_end(&mut data)?;
+        Ok(data)
+    }
+
+    /// Entries under `at` (the root when `None`) down to `depth` levels, sorted by path.
+    pub fn list(&self, at: Option<&RelPath>, depth: usize) -> Result<Vec<ListedFile>, SafeFsError> {
+        let mut out = Vec::new();
+        self.list_into(at, depth, &mut out)?;
+        out.sort_by(|a, b| a.path.cmp(&b.path));
+        Ok(out)
+    }
+
+    fn list_into(
+        &self,
+        at: Option<&RelPath>,
+        depth: usize,
+        out: &mut Vec<ListedFile>,
+    ) -> Result<(), SafeFsError> {
+        if depth == 0 {
+            return Ok(());
+        }
+        let entries = match at {
+            None => self.dir.entries()?,
+            Some(path) => self.dir.read_dir(path.as_str())?,
+        };
+        for entry in entries {
+            let entry = entry?;
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if SKIPPED_NAMES.contains(&name.as_str()) || name.ends_with(".molecule-tmp") {
+                continue;
+            }
+            let path = match at {
+                None => RelPath::parse(&name)?,
+                Some(parent) => parent.join(&name)?,
+            };
+            let meta = self.dir.symlink_metadata(path.as_str())?;
+            let dir = meta.is_dir();
+            out.push(ListedFile {
+                path: path.to_string(),
+                size: if dir { 0 } else { meta.len() },
+                dir,
+            });
+            if dir {
+                self.list_into(Some(&path), depth - 1, out)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// `sha256:<hex>` of every regular file under `at`, keyed by its path relative to `at`.
+    pub fn digests(&self, at: Option<&RelPath>) -> Result<BTreeMap<String, String>, SafeFsError> {
+        let mut out = BTreeMap::new();
+        for entry in self.list(at, MAX_WALK_DEPTH)? {
+            if entry.dir {
+                continue;
+            }
+            let path = RelPath::parse(&entry.path)?;
+            let data = self.read(&path)?;
+            let relative = match at {
+                Some(prefix) => entry
+                    .path
+                    .strip_prefix(&format!("{prefix}/"))
+                    .unwrap_or(&entry.path)
+                    .to_owned(),
+                None => entry.path,
+            };
+            out.insert(relative, digest(&data));
+        }
+        Ok(out)
+    }
+}
+
+/// `sha256:<hex>` of some bytes.
+pub fn digest(data: &[u8]) -> String {
+    format!("sha256:{}", hex::encode(Sha256::digest(data)))
+}
+
+/// A path from an archive with the file's content, or `None` for a directory.
+pub type TarEntry = (RelPath, Option<Vec<u8>>);
+
+/// The regular files and directories of a tar archive (as Docker's archive API returns them),
+/// refusing absolute and `..` paths.
+pub fn read_tar(archive: &[u8]) -> Result<Vec<TarEntry>, SafeFsError> {
+    let mut out = Vec::new();
+    let mut reader = tar::Archive::new(archive);
+    for entry in reader.entries()? {
+        let mut entry = entry?;
+        let raw = entry.path()?.to_string_lossy().into_owned();
+        let Ok(path) = RelPath::parse(raw.trim_start_matches("./")) else {
+            continue;
+        };
+        match entry.header().entry_type() {
+            tar::EntryType::Directory => out.push((path, None)),
+            tar::EntryType::Regular | tar::EntryType::Continuous => {
+                let mut data = Vec::new();
+                (&mut entry).take(MAX_TREE_BYTES).read_to_end(&mut data)?;
+                out.push((path, Some(data)));
+            }
+            _ => {}
+        }
+    }
+    Ok(out)
+}
+
+/// Re-roots the entries of an archive Docker made of `<root>/<path>`: its entries are named after
+/// the last component of what was asked for; the result is relative to `root`.
+pub fn reroot(entries: Vec<TarEntry>, path: Option<&RelPath>) -> Vec<TarEntry> {
+    entries
+        .into_iter()
+        .filter_map(|(entry, data)| {
+            let rest = entry.as_str().split_once('/').map(|(_, rest)| rest);
+            let full = match (path, rest) {
+                (None, Some(rest)) => rest.to_owned(),
+                (None, None) => return None,
+                (Some(path), Some(rest)) => format!("{path}/{rest}"),
+                (Some(path), None) => path.to_string(),
+            };
+            RelPath::parse(&full).ok().map(|p| (p, data))
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt as _;
+
+    #[test]
+    fn relative_paths_are_checked_at_the_edge() {
+        for ok in ["a", "a/b.md", "skills/x/SKILL.md", "dir/"] {
+            assert!(RelPath::parse(ok).is_ok(), "{ok}");
+        }
+        for bad in [
+            "",
+            "/etc/passwd",
+            "../x",
+            "a/../../b",
+            "a//b",
+            "./a",
+            "a/./b",
+            "a\\b",
+            "a\0b",
+            "/",
+        ] {
+            assert!(RelPath::parse(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn templates_follow_inner_symlinks_and_refuse_escapes() {
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path().join("tpl");
+        std::fs::create_dir_all(root.join("shared/skills")).unwrap();
+        std::fs::write(root.join("shared/skills/SKILL.md"), "a\r\nb\r\n").unwrap();
+        std::fs::write(root.join("run.sh"), "echo hi\r\n").unwrap();
+        std::fs::write(root.join("data.bin"), b"x\r\ny").unwrap();
+        std::os::unix::fs::symlink("shared/skills", root.join("skills")).unwrap();
+        let tree = collect_template(&root).unwrap();
+        let get = |p: &str| {
+            tree.files()
+                .iter()
+                .find(|f| f.path.as_str() == p)
+                .unwrap_or_else(|| panic!("{p} missing from {:?}", tree.paths()))
+                .data
+                .clone()
+        };
+        assert_eq!(get("skills/SKILL.md"), b"a\nb\n");
+        assert_eq!(get("shared/skills/SKILL.md"), b"a\nb\n");
+        assert_eq!(get("run.sh"), b"echo hi\n");
+        assert_eq!(get("data.bin"), b"x\r\ny", "binary files keep their bytes");
+
+        std::fs::write(tmp.path().join("secret"), "s").unwrap();
+        std::os::unix::fs::symlink("../secret", root.join("leak")).unwrap();
+        assert!(matches!(
+            collect_template(&root),
+            Err(SafeFsError::Escapes(p)) if p == "leak"
+        ));
+        std::fs::remove_file(root.join("leak")).unwrap();
+        std::os::unix::fs::symlink("/etc", root.join("abs")).unwrap();
+        assert!(matches!(
+            collect_template(&root),
+            Err(SafeFsError::Escapes(_))
+        ));
+        std::fs::remove_file(root.join("abs")).unwrap();
+        std::os::unix::fs::symlink(".", root.join("shared/loop")).unwrap();
+        assert!(matches!(
+            collect_template(&root),
+            Err(SafeFsError::TooLarge(_))
+        ));
+    }
+
+    #[test]
+    fn a_tree_round_trips_through_tar_and_a_root_dir() {
+        let mut tree = FileTree::new();
+        tree.insert(RelPath::parse("config.yaml").unwrap(), "name: a\n", 0o644);
+        tree.insert(RelPath::parse("skills/x/SKILL.md").unwrap(), "s", 0o644);
+        tree.insert(RelPath::parse(".auth_token").unwrap(), "t", 0o600);
+        let tar = tree.to_tar().unwrap();
+        // Docker prefixes entries with the directory name; emulate that.
+        let mut prefixed = tar::Builder::new(Vec::new());
+        let mut reader = tar::Archive::new(tar.as_slice());
+        for entry in reader.entries().unwrap() {
+            let mut entry = entry.unwrap();
+            let path = format!("configs/{}", entry.path().unwrap().display());
+            let mut header = entry.header().clone();
+            let mut data = Vec::new();
+            entry.read_to_end(&mut data).unwrap();
+            prefixed
+                .append_data(&mut header, path, data.as_slice())
+                .unwrap();
+        }
+        let entries = reroot(read_tar(&prefixed.into_inner().unwrap()).unwrap(), None);
+        assert!(entries.iter().any(
+            |(p, d)| p.as_str() == "skills/x/SKILL.md" && d.as_deref() == Some(b"s".as_slice())
+        ));
+
+        let tmp = tempfile::tempdir().unwrap();
+        let root = RootDir::open_or_create(&tmp.path().join("configs")).unwrap();
+        root.write_tree(&tree).unwrap();
+        let mode = std::fs::metadata(tmp.path().join("configs/.auth_token"))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600);
+        let listed = root.list(None, 5).unwrap();
+        assert_eq!(
+            listed.iter().map(|f| f.path.as_str()).collect::<Vec<_>>(),
+            [
+                ".auth_token",
+                "config.yaml",
+                "skills",
+                "skills/x",
+                "skills/x/SKILL.md"
+            ]
+        );
+        assert_eq!(root.list(None, 1).unwrap().len(), 3);
+        let digests = root
+            .digests(Some(&RelPath::parse("skills").unwrap()))
+            .unwrap();
+        assert_eq!(digests["x/SKILL.md"], digest(b"s"));
+        root.remove(&RelPath::parse("skills").unwrap()).unwrap();
+        assert!(matches!(
+            root.read(&RelPath::parse("skills/x/SKILL.md").unwrap()),
+            Err(SafeFsError::NotFound)
+        ));
+        // A symlink planted in the root cannot redirect a read or a write outside it.
+        std::os::unix::fs::symlink("/etc/hostname", tmp.path().join("configs/host")).unwrap();
+        assert!(root.read(&RelPath::parse("host").unwrap()).is_err());
+        let mut over = FileTree::new();
+        over.insert(RelPath::parse("host").unwrap(), "mine", 0o644);
+        root.write_tree(&over).unwrap();
+        assert_eq!(
+            root.read(&RelPath::parse("host").unwrap()).unwrap(),
+            b"mine"
+        );
+        assert_ne!(std::fs::read("/etc/hostname").unwrap_or_default(), b"mine");
+    }
+}

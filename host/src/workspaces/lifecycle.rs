@@ -1,0 +1,1000 @@
+//! The workspace lifecycle: provisioning agents through the runtime, restarts (coalesced, asked of
+//! the restart policy), pause and resume, and the sweeps that keep the database honest about what
+//! is running.
+//!
+//! The states and the steps between them:
+//!
+//! ```text
+//! create ─► provisioning ─(agent registers)─► online ◄──────────────┐
+//! provisioning ─(start error | timeout | bootstrap-failed)─► failed  │
+//! online/degraded ─(agent gone | heartbeat lost)─► offline ─(policy: restart)─► provisioning
+//! any live ─(pause, cascades)─► paused ─(resume)─► provisioning
+//! ```
+//!
+//! Every step is idempotent: a stop of a stopped agent succeeds, a transition whose source status
+//! no longer holds does nothing, and every change is logged as `old -> new`.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+use chrono::Utc;
+use secrecy::ExposeSecret as _;
+use serde_json::{Value, json};
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use uuid::Uuid;
+
+use super::{Status, WorkspaceError, get_live};
+use crate::Services;
+use crate::events::names;
+use crate::extensions::types::{Decision, Trigger, WorkspaceInfo};
+use crate::runtime::{AgentEnv, ContainerRuntime, RuntimeError, StartSpec, id12};
+use crate::safefs::{self, FileTree, RelPath};
+use crate::store::{self, StoreError, activity::ActivityRow, workspaces::WorkspaceRow};
+
+/// How far back restarts count towards a policy's `recent_restarts`.
+const RESTART_WINDOW: Duration = Duration::from_secs(10 * 60);
+/// How long a restart cycle waits for the agent to come back before the next cycle may run.
+const CYCLE_ONLINE_WAIT: Duration = Duration::from_secs(120);
+/// The longest `last_sample_error` the host stores.
+const MAX_SAMPLE_ERROR: usize = 500;
+
+/// Holds the runtime and the lifecycle's own state: provision slots, restart coalescing, the
+/// restart history policies see, and the tasks it spawned.
+#[derive(Debug)]
+pub struct Lifecycle {
+    runtime: Option<Arc<dyn ContainerRuntime>>,
+    provision_slots: Semaphore,
+    /// A workspace with an entry has a restart loop running; `true` means another cycle is due.
+    restarts: Mutex<HashMap<Uuid, bool>>,
+    history: Mutex<HashMap<Uuid, VecDeque<Instant>>>,
+    platform_url: OnceLock<String>,
+    tasks: TaskTracker,
+    stop: CancellationToken,
+    cycles: AtomicU64,
+}
+
+/// What a restart request led to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RestartOutcome {
+    /// A cycle started.
+    Started,
+    /// A cycle was running; one more will follow it.
+    Coalesced,
+    /// The policy answered; what it said, after clamping.
+    Decided(Decision),
+    /// The workspace is not restarted (removed, paused, external, no runtime...).
+    Skipped(&'static str),
+}
+
+impl Lifecycle {
+    pub fn new(runtime: Option<Arc<dyn ContainerRuntime>>, concurrency: usize) -> Self {
+        Lifecycle {
+            runtime,
+            provision_slots: Semaphore::new(concurrency.max(1)),
+            restarts: Mutex::new(HashMap::new()),
+            history: Mutex::new(HashMap::new()),
+            platform_url: OnceLock::new(),
+            tasks: TaskTracker::new(),
+            stop: CancellationToken::new(),
+            cycles: AtomicU64::new(0),
+        }
+    }
+
+    pub fn runtime(&self) -> Option<&Arc<dyn ContainerRuntime>> {
+        self.runtime.as_ref()
+    }
+
+    pub fn runtime_name(&self) -> &'static str {
+        self.runtime.as_ref().map_or("none", |r| r.name())
+    }
+
+    /// Sets the URL agents are given to reach the host (once, when the host knows its listener).
+    pub fn set_platform_url(&self, url: String) {
+        let _ = self.platform_url.set(url);
+    }
+
+    pub fn platform_url(&self) -> &str {
+        self.platform_url
+            .get()
+            .map_or("http://127.0.0.1:8080", String::as_str)
+    }
+
+    /// Restart cycles run since the host started.
+    pub fn cycles(&self) -> u64 {
+        self.cycles.load(Ordering::Relaxed)
+    }
+
+    /// Stops every provision and restart task, waits for them, then lets the runtime clean up
+    /// (the process runtime stops its children; containers keep running).
+    pub async fn shutdown(&self) {
+        self.stop.cancel();
+        self.tasks.close();
+        self.tasks.wait().await;
+        if let Some(runtime) = &self.runtime {
+            runtime.shutdown().await;
+        }
+    }
+
+    fn spawn<F>(&self, fut: F)
+    where
+        F: std::future::Future<Output = ()> + Send + 'static,
+    {
+        if self.stop.is_cancelled() {
+            return;
+        }
+        let stop = self.stop.clone();
+        self.tasks.spawn(async move {
+            tokio::select! {
+                () = stop.cancelled() => {}
+                () = fut => {}
+            }
+        });
+    }
+
+    fn recent_restarts(&self, id: Uuid) -> u32 {
+        let mut history = self.history.lock().expect("history lock");
+        let entry = history.entry(id).or_default();
+        while entry.front().is_some_and(|t| t.elapsed() > RESTART_WINDOW) {
+            entry.pop_front();
+        }
+        entry.len() as u32
+    }
+
+    fn note_restart(&self, id: Uuid) {
+        self.history
+            .lock()
+            .expect("history lock")
+            .entry(id)
+            .or_default()
+            .push_back(Instant::now());
+        self.cycles.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Forgets a removed workspace's restart state.
+    pub fn forget(&self, id: Uuid) {
+        self.restarts.lock().expect("restart lock").remove(&id);
+        self.history.lock().expect("history lock").remove(&id);
+    }
+}
+
+/// Logs and records a status change; false when the workspace was not in any of `from`.
+async fn transition(
+    svc: &Services,
+    id: Uuid,
+    from: &[Status],
+    to: Status,
+    sample_error: Option<&str>,
+) -> Result<bool, StoreError> {
+    let from_names: Vec<&str> = from.iter().map(|s| s.as_str()).collect();
+    let clears_url = matches!(
+        to,
+        Status::Offline | Status::Paused | Status::Failed | Status::Provisioning
+    );
+    let moved = if clears_url {
+        store::workspaces::transition_stopped(&svc.db, id, &from_names, to.as_str(), sample_error)
+            .await?
+    } else {
+        store::workspaces::transition(&svc.db, id, &from_names, to.as_str()).await?
+    };
+    if moved {
+        tracing::info!(workspace_id = %id, "workspace {} -> {}", from_names.join("|"), to.as_str());
+    }
+    Ok(moved)
+}
+
+/// Keeps an error fit for the canvas: no control characters, no secret values, bounded length.
+fn sanitize(message: &str, secrets: &[String]) -> String {
+    let mut text: String = message
+        .chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect();
+    for secret in secrets.iter().filter(|s| s.len() >= 4) {
+        text = text.replace(secret.as_str(), "[redacted]");
+    }
+    text.chars().take(MAX_SAMPLE_ERROR).collect()
+}
+
+async fn record_activity(
+    svc: &Services,
+    id: Uuid,
+    activity_type: &str,
+    summary: String,
+    body: Value,
+) {
+    let row = ActivityRow {
+        id: Uuid::new_v4(),
+        workspace_id: id,
+        activity_type: activity_type.to_owned(),
+        source_id: None,
+        target_id: None,
+        method: None,
+        summary: Some(summary),
+        request_body: Some(body),
+        response_body: None,
+        tool_trace: None,
+        duration_ms: None,
+        status: "ok".to_owned(),
+        error_detail: None,
+        idempotency_key: None,
+        created_at: Utc::now(),
+    };
+    if let Err(err) = store::activity::insert(&svc.db, &row).await {
+        tracing::warn!(workspace_id = %id, error = ?err, "recording lifecycle activity failed");
+    }
+}
+
+/// Marks a provision failed (only from `provisioning`) and tells subscribers.
+async fn fail_provision(svc: &Services, id: Uuid, error: &str, extra: Value) {
+    match transition(
+        svc,
+        id,
+        &[Status::Provisioning],
+        Status::Failed,
+        Some(error),
+    )
+    .await
+    {
+        Ok(true) => {
+            let mut payload = json!({ "error": error });
+            if let (Some(obj), Value::Object(more)) = (payload.as_object_mut(), extra) {
+                obj.extend(more);
+            }
+            svc.events
+                .emit(names::WORKSPACE_PROVISION_FAILED, Some(id), payload)
+                .await;
+        }
+        Ok(false) => {}
+        Err(err) => tracing::error!(workspace_id = %id, error = ?err, "marking a provision failed"),
+    }
+}
+
+/// Schedules the first provision of a freshly created workspace. `model` is the caller's model,
+/// which wins over stored secrets.
+pub fn schedule_provision(svc: &Services, id: Uuid, model: Option<String>) {
+    if svc.lifecycle.runtime.is_none() {
+        return;
+    }
+    let task_svc = svc.clone();
+    svc.lifecycle.spawn(async move {
+        provision(&task_svc, id, model).await;
+    });
+}
+
+/// Starts the workspace's agent. Failures end in `failed` with a sanitised reason.
+async fn provision(svc: &Services, id: Uuid, model: Option<String>) {
+    let Some(runtime) = svc.lifecycle.runtime.clone() else {
+        return;
+    };
+    let Ok(_slot) = svc.lifecycle.provision_slots.acquire().await else {
+        return;
+    };
+    let row = match store::workspaces::get(&svc.db, id).await {
+        Ok(Some(row)) if row.status == Status::Provisioning.as_str() => row,
+        Ok(_) => return,
+        Err(err) => {
+            tracing::error!(workspace_id = %id, error = ?err, "loading a workspace to provision");
+            return;
+        }
+    };
+    let mut secret_values = Vec::new();
+    let result = start_agent(svc, &runtime, &row, model, &mut secret_values).await;
+    match result {
+        Ok(url) => {
+            if let Err(err) = store::workspaces::set_url(&svc.db, id, Some(&url)).await {
+                tracing::error!(workspace_id = %id, error = ?err, "storing the agent url");
+            }
+            // Removed while starting: take the agent down again.
+            if let Ok(Some(now)) = store::workspaces::get(&svc.db, id).await
+                && now.status == Status::Removed.as_str()
+                && let Err(err) = runtime.remove(id).await
+            {
+                tracing::warn!(workspace_id = %id, error = %err, "removing an agent whose workspace was deleted while it started");
+            }
+            tracing::info!(workspace_id = %id, runtime = runtime.name(), "agent started; waiting for it to register");
+        }
+        Err(ProvisionError { message, extra }) => {
+            let message = sanitize(&message, &secret_values);
+            tracing::warn!(workspace_id = %id, error = %message, "provisioning failed");
+            fail_provision(svc, id, &message, extra).await;
+        }
+    }
+}
+
+#[derive(Debug)]
+struct ProvisionError {
+    message: String,
+    extra: Value,
+}
+
+impl From<StoreError> for ProvisionError {
+    fn from(err: StoreError) -> Self {
+        tracing::error!(error = ?err, "database error while provisioning");
+        ProvisionError {
+            message: "internal error while provisioning".into(),
+            extra: json!({}),
+        }
+    }
+}
+
+impl From<RuntimeError> for ProvisionError {
+    fn from(err: RuntimeError) -> Self {
+        ProvisionError {
+            message: format!("workspace start failed: {err}"),
+            extra: json!({}),
+        }
+    }
+}
+
+/// The provisioning steps: secrets → environment → token → files → start.
+async fn start_agent(
+    svc: &Services,
+    runtime: &Arc<dyn ContainerRuntime>,
+    row: &WorkspaceRow,
+    model: Option<String>,
+    secret_values: &mut Vec<String>,
+) -> Result<String, ProvisionError> {
+    let id = row.id;
+    let secrets = match crate::secrets::bundle(&svc.db, &svc.cipher, id).await? {
+        crate::secrets::Bundle::Complete(values) => values,
+        crate::secrets::Bundle::Refused { failed_keys } => {
+            return Err(ProvisionError {
+                message: format!(
+                    "secrets cannot be decrypted ({}); re-enter them and restart",
+                    failed_keys.join(", ")
+                ),
+                extra: json!({ "failed_keys": failed_keys }),
+            });
+        }
+    };
+    secret_values.extend(secrets.values().map(|v| v.expose_secret().to_owned()));
+
+    let mut env = AgentEnv::default();
+    for (key, value) in &secrets {
+        env.set(key, value.expose_secret());
+    }
+    let model = model
+        .filter(|m| !m.is_empty())
+        .or_else(|| env.get("MODEL").map(str::to_owned))
+        .or_else(|| env.get(crate::secrets::MODEL_KEY).map(str::to_owned));
+    if let Some(model) = &model {
+        env.set("MODEL", model);
+    }
+    let platform = svc.lifecycle.platform_url().to_owned();
+    env.set("WORKSPACE_ID", id.to_string());
+    env.set("WORKSPACE_CONFIG_PATH", crate::runtime::CONFIGS_ROOT);
+    env.set("PLATFORM_URL", &platform);
+    env.set("MOLECULE_URL", &platform);
+    env.set("TIER", row.tier.to_string());
+    env.set("MOLECULE_AGENT_ROLE", row.role.clone().unwrap_or_default());
+    env.set(
+        "HEARTBEAT_INTERVAL_SECS",
+        svc.config.runtime.heartbeat_interval_secs.to_string(),
+    );
+    env.set("MOLECULE_AGENT_URL", format!("http://ws-{}:8000", id12(id)));
+
+    let mut files = FileTree::new();
+    let has_config = runtime
+        .read_file(id, crate::runtime::CONFIGS_ROOT, &config_yaml())
+        .await
+        .is_ok();
+    if !has_config {
+        files = template_files(svc, row).await?;
+        if !files.contains("config.yaml") {
+            files.insert(
+                config_yaml(),
+                generated_config(row, model.as_deref()),
+                0o644,
+            );
+        }
+    }
+
+    store::tokens::revoke_all_workspace_tokens(&svc.db, id).await?;
+    let token = crate::auth::issue_workspace_token(&svc.db, id)
+        .await?
+        .ok_or_else(|| ProvisionError {
+            message: "could not issue a workspace token".into(),
+            extra: json!({}),
+        })?;
+    let token_value = token.plaintext.expose_secret().to_owned();
+    secret_values.push(token_value.clone());
+    files.insert(
+        RelPath::parse(".auth_token").expect("static path"),
+        token_value,
+        0o600,
+    );
+
+    let spec = StartSpec {
+        workspace_id: id,
+        runtime: row.runtime.clone(),
+        tier: row.tier,
+        env,
+        files,
+    };
+    let started = runtime.start(&spec).await?;
+    Ok(started.url)
+}
+
+fn config_yaml() -> RelPath {
+    RelPath::parse("config.yaml").expect("static path")
+}
+
+/// The files of the workspace's template: `<templates_dir>/<template>`, else
+/// `<templates_dir>/<runtime>-default`, else none.
+async fn template_files(svc: &Services, row: &WorkspaceRow) -> Result<FileTree, ProvisionError> {
+    let Some(templates) = &svc.config.runtime.templates_dir else {
+        return Ok(FileTree::new());
+    };
+    let config = store::workspace_config::get(&svc.db, row.id)
+        .await?
+        .unwrap_or_default();
+    let named = config
+        .get("template")
+        .and_then(Value::as_str)
+        .map(str::to_owned);
+    let candidates = named
+        .into_iter()
+        .chain(std::iter::once(format!("{}-default", row.runtime)));
+    for name in candidates {
+        // A template is one directory name: no separators, no `..`.
+        let Ok(rel) = RelPath::parse(&name) else {
+            continue;
+        };
+        if rel.as_str().contains('/') {
+            continue;
+        }
+        let dir = templates.join(rel.as_str());
+        if !dir.is_dir() {
+            continue;
+        }
+        return tokio::task::spawn_blocking(move || safefs::collect_template(&dir))
+            .await
+            .map_err(|e| ProvisionError {
+                message: format!("reading the template failed: {e}"),
+                extra: json!({}),
+            })?
+            .map_err(|e| ProvisionError {
+                message: format!("template {name} cannot be delivered: {e}"),
+                extra: json!({ "template": name }),
+            });
+    }
+    Ok(FileTree::new())
+}
+
+/// A minimal `config.yaml` for a workspace without a template.
+fn generated_config(row: &WorkspaceRow, model: Option<&str>) -> String {
+    #[derive(serde::Serialize)]
+    struct Generated<'a> {
+        name: &'a str,
+        description: &'a str,
+        role: &'a str,
+        version: &'a str,
+        tier: i32,
+        runtime: &'a str,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        model: Option<&'a str>,
+    }
+    let role = row.role.as_deref().unwrap_or_default();
+    serde_yaml_ng::to_string(&Generated {
+        name: &row.name,
+        description: role,
+        role,
+        version: "1.0.0",
+        tier: row.tier,
+        runtime: &row.runtime,
+        model,
+    })
+    .unwrap_or_default()
+}
+
+/// Why a workspace is not restarted, if it is not.
+async fn restart_blocker(
+    svc: &Services,
+    row: &WorkspaceRow,
+) -> Result<Option<&'static str>, StoreError> {
+    if svc.lifecycle.runtime.is_none() {
+        return Ok(Some("no runtime"));
+    }
+    if row.runtime == "external" {
+        return Ok(Some("external workspace"));
+    }
+    match Status::parse(&row.status) {
+        Some(Status::Removed) => return Ok(Some("removed")),
+        Some(Status::Paused) => return Ok(Some("paused")),
+        Some(Status::Hibernated | Status::Hibernating) => return Ok(Some("hibernated")),
+        _ => {}
+    }
+    if paused_ancestor(svc, row.id).await?.is_some() {
+        return Ok(Some("an ancestor is paused"));
+    }
+    Ok(None)
+}
+
+/// The name of the nearest paused ancestor, if any.
+async fn paused_ancestor(svc: &Services, id: Uuid) -> Result<Option<String>, StoreError> {
+    let chain = store::workspaces::ancestry(&svc.db, id, 64).await?;
+    for (ancestor, _) in chain.into_iter().filter(|(a, _)| *a != id) {
+        if let Some(row) = store::workspaces::get(&svc.db, ancestor).await?
+            && row.status == Status::Paused.as_str()
+        {
+            return Ok(Some(row.name));
+        }
+    }
+    Ok(None)
+}
+
+/// An automatic restart: the active restart policy decides (clamped by the host, falling back to
+/// the built-in default); its decision is recorded in the activity log and then carried out.
+pub async fn request_restart(
+    svc: &Services,
+    id: Uuid,
+    trigger: Trigger,
+) -> Result<RestartOutcome, StoreError> {
+    let Some(row) = store::workspaces::get(&svc.db, id).await? else {
+        return Ok(RestartOutcome::Skipped("not found"));
+    };
+    if let Some(reason) = restart_blocker(svc, &row).await? {
+        return Ok(RestartOutcome::Skipped(reason));
+    }
+    let info = WorkspaceInfo {
+        id: id.to_string(),
+        name: row.name.clone(),
+        runtime: row.runtime.clone(),
+        tier: u8::try_from(row.tier).unwrap_or(2),
+        status: row.status.clone(),
+        update_tier: row.update_tier.clone(),
+        recent_restarts: svc.lifecycle.recent_restarts(id),
+    };
+    let decision = svc.extensions.decide(info, trigger.clone()).await;
+    record_activity(
+        svc,
+        id,
+        "restart_decision",
+        format!("restart policy: {}", decision_label(&decision)),
+        json!({ "trigger": trigger, "decision": decision }),
+    )
+    .await;
+    tracing::info!(workspace_id = %id, decision = decision_label(&decision), "restart policy decided");
+    match decision {
+        Decision::KeepRunning | Decision::HotReload => {}
+        Decision::RestartNow => {
+            restart_now(svc, id);
+        }
+        Decision::RestartAfterMs(ms) => {
+            let task_svc = svc.clone();
+            svc.lifecycle.spawn(async move {
+                tokio::time::sleep(Duration::from_millis(u64::from(ms))).await;
+                restart_now(&task_svc, id);
+            });
+        }
+    }
+    Ok(RestartOutcome::Decided(decision))
+}
+
+fn decision_label(decision: &Decision) -> String {
+    match decision {
+        Decision::KeepRunning => "keep_running".into(),
+        Decision::HotReload => "hot_reload".into(),
+        Decision::RestartNow => "restart_now".into(),
+        Decision::RestartAfterMs(ms) => format!("restart_after_ms({ms})"),
+    }
+}
+
+/// Requests a restart cycle now. While a cycle runs, further requests only mark one more cycle
+/// due, so any number of requests collapse into at most two cycles and the last change is
+/// always picked up.
+pub fn restart_now(svc: &Services, id: Uuid) -> RestartOutcome {
+    {
+        let mut restarts = svc.lifecycle.restarts.lock().expect("restart lock");
+        if let Some(pending) = restarts.get_mut(&id) {
+            *pending = true;
+            return RestartOutcome::Coalesced;
+        }
+        restarts.insert(id, false);
+    }
+    let task_svc = svc.clone();
+    svc.lifecycle.spawn(async move {
+        loop {
+            restart_cycle(&task_svc, id).await;
+            let mut restarts = task_svc.lifecycle.restarts.lock().expect("restart lock");
+            match restarts.get_mut(&id) {
+                Some(pending) if *pending => *pending = false,
+                _ => {
+                    restarts.remove(&id);
+                    break;
+                }
+            }
+        }
+    });
+    RestartOutcome::Started
+}
+
+/// One restart: stop the agent, `provisioning`, start it again from its existing files, and wait
+/// (bounded) for it to register, so requests arriving meanwhile coalesce.
+async fn restart_cycle(svc: &Services, id: Uuid) {
+    let Some(runtime) = svc.lifecycle.runtime.clone() else {
+        return;
+    };
+    let row = match store::workspaces::get(&svc.db, id).await {
+        Ok(Some(row)) => row,
+        Ok(None) => return,
+        Err(err) => {
+            tracing::error!(workspace_id = %id, error = ?err, "loading a workspace to restart");
+            return;
+        }
+    };
+    match restart_blocker(svc, &row).await {
+        Ok(None) => {}
+        Ok(Some(reason)) => {
+            tracing::info!(workspace_id = %id, reason, "restart skipped");
+            return;
+        }
+        Err(err) => {
+            tracing::error!(workspace_id = %id, error = ?err, "checking a restart");
+            return;
+        }
+    }
+    svc.lifecycle.note_restart(id);
+    let cycle = svc.lifecycle.recent_restarts(id);
+    if let Err(err) = runtime.stop(id).await {
+        tracing::warn!(workspace_id = %id, error = %err, "stopping the agent before a restart failed");
+    }
+    let from = [
+        Status::Online,
+        Status::Degraded,
+        Status::Offline,
+        Status::Failed,
+        Status::Provisioning,
+        Status::AwaitingAgent,
+    ];
+    match transition(svc, id, &from, Status::Provisioning, None).await {
+        Ok(_) => {}
+        Err(err) => {
+            tracing::error!(workspace_id = %id, error = ?err, "marking a restart");
+            return;
+        }
+    }
+    record_activity(
+        svc,
+        id,
+        "restart",
+        format!("workspace restarted ({})", runtime.name()),
+        json!({ "runtime": runtime.name(), "recent_restarts": cycle }),
+    )
+    .await;
+    svc.events
+        .emit(
+            names::WORKSPACE_PROVISIONING,
+            Some(id),
+            json!({ "name": row.name, "tier": row.tier, "runtime": row.runtime, "restart": true }),
+        )
+        .await;
+    provision(svc, id, None).await;
+    let deadline = Instant::now() + CYCLE_ONLINE_WAIT;
+    while Instant::now() < deadline {
+        match store::workspaces::get(&svc.db, id).await {
+            Ok(Some(now)) if now.status != Status::Provisioning.as_str() => break,
+            Ok(Some(_)) => {}
+            _ => break,
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// `POST /workspaces/:id/restart`: a manual restart (no policy), refused under a paused
+/// ancestor.
+pub async fn manual_restart(svc: &Services, id: Uuid) -> Result<RestartOutcome, LifecycleError> {
+    let row = get_live(svc, id).await?;
+    if let Some(name) = paused_ancestor(svc, id).await? {
+        return Err(LifecycleError::AncestorPaused(name));
+    }
+    if row.runtime == "external" {
+        return Ok(RestartOutcome::Skipped("external workspace"));
+    }
+    if svc.lifecycle.runtime.is_none() {
+        return Err(LifecycleError::NoRuntime);
+    }
+    if row.status == Status::Paused.as_str() {
+        return Err(LifecycleError::Conflict(
+            "workspace is paused — resume it instead",
+        ));
+    }
+    Ok(restart_now(svc, id))
+}
+
+/// Errors of lifecycle operations the HTTP layer maps.
+#[derive(Debug, thiserror::Error)]
+pub enum LifecycleError {
+    #[error("parent workspace {0:?} is paused — resume it first")]
+    AncestorPaused(String),
+    #[error("{0}")]
+    Conflict(&'static str),
+    #[error("provisioner not available")]
+    NoRuntime,
+    #[error(transparent)]
+    Workspace(#[from] WorkspaceError),
+}
+
+impl From<StoreError> for LifecycleError {
+    fn from(err: StoreError) -> Self {
+        LifecycleError::Workspace(WorkspaceError::Store(err))
+    }
+}
+
+/// Pauses a workspace and every live descendant not already paused: agents stopped, status
+/// `paused`. Returns how many were paused.
+pub async fn pause(svc: &Services, id: Uuid) -> Result<usize, LifecycleError> {
+    let row = get_live(svc, id).await?;
+    if row.status == Status::Paused.as_str() {
+        return Err(WorkspaceError::NotFound.into());
+    }
+    let subtree = store::workspaces::subtree(&svc.db, id).await?;
+    let mut paused = 0;
+    for member in subtree.iter().rev() {
+        let Some(member_row) = store::workspaces::get(&svc.db, *member).await? else {
+            continue;
+        };
+        let Some(status) = Status::parse(&member_row.status) else {
+            continue;
+        };
+        if matches!(status, Status::Removed | Status::Paused) {
+            continue;
+        }
+        if let Some(runtime) = &svc.lifecycle.runtime
+            && let Err(err) = runtime.stop(*member).await
+        {
+            tracing::warn!(workspace_id = %member, error = %err, "stopping a paused agent failed");
+        }
+        if transition(svc, *member, &[status], Status::Paused, None).await? {
+            paused += 1;
+            svc.events
+                .emit(
+                    names::WORKSPACE_PAUSED,
+                    Some(*member),
+                    json!({ "name": member_row.name }),
+                )
+                .await;
+        }
+    }
+    Ok(paused)
+}
+
+/// Resumes a paused workspace and its paused descendants: each goes back to `provisioning` and
+/// starts from its existing files. Refused while an ancestor is paused.
+pub async fn resume(svc: &Services, id: Uuid) -> Result<usize, LifecycleError> {
+    let row = get_live(svc, id).await?;
+    if row.status != Status::Paused.as_str() {
+        return Err(LifecycleError::Conflict("workspace is not paused"));
+    }
+    if let Some(name) = paused_ancestor(svc, id).await? {
+        return Err(LifecycleError::AncestorPaused(name));
+    }
+    if svc.lifecycle.runtime.is_none() {
+        return Err(LifecycleError::NoRuntime);
+    }
+    let subtree = store::workspaces::subtree(&svc.db, id).await?;
+    let mut resumed = 0;
+    for member in subtree {
+        let Some(member_row) = store::workspaces::get(&svc.db, member).await? else {
+            continue;
+        };
+        if transition(svc, member, &[Status::Paused], Status::Provisioning, None).await? {
+            resumed += 1;
+            svc.events
+                .emit(
+                    names::WORKSPACE_PROVISIONING,
+                    Some(member),
+                    json!({ "name": member_row.name, "tier": member_row.tier, "runtime": member_row.runtime }),
+                )
+                .await;
+            schedule_provision(svc, member, None);
+        }
+    }
+    Ok(resumed)
+}
+
+/// `POST /admin/workspaces/:id/bootstrap-failed`: the agent (or its supervisor) reports that it
+/// cannot boot. True when the workspace moved from `provisioning` to `failed`.
+pub async fn bootstrap_failed(
+    svc: &Services,
+    id: Uuid,
+    error: &str,
+    log_tail: Option<&str>,
+) -> Result<bool, LifecycleError> {
+    get_live(svc, id).await?;
+    let message = sanitize(error, &[]);
+    let moved = transition(
+        svc,
+        id,
+        &[Status::Provisioning],
+        Status::Failed,
+        Some(&message),
+    )
+    .await?;
+    if moved {
+        let tail: Option<String> = log_tail.map(|t| {
+            let clean = sanitize(t, &[]);
+            clean
+                .chars()
+                .rev()
+                .take(MAX_SAMPLE_ERROR)
+                .collect::<Vec<_>>()
+                .into_iter()
+                .rev()
+                .collect()
+        });
+        svc.events
+            .emit(
+                names::WORKSPACE_PROVISION_FAILED,
+                Some(id),
+                json!({ "error": message, "log_tail": tail, "source": "bootstrap_failed" }),
+            )
+            .await;
+    }
+    Ok(moved)
+}
+
+/// Stops and removes the agents of workspaces that were just removed (leaves first). Returns the
+/// ids whose removal failed; retrying is safe.
+pub async fn remove_agents(svc: &Services, ids: &[Uuid]) -> Vec<Uuid> {
+    let Some(runtime) = &svc.lifecycle.runtime else {
+        return Vec::new();
+    };
+    let mut failures = Vec::new();
+    for id in ids.iter().rev() {
+        svc.lifecycle.forget(*id);
+        if let Err(err) = runtime.remove(*id).await {
+            tracing::warn!(workspace_id = %id, error = %err, "removing the agent of a removed workspace failed");
+            failures.push(*id);
+        }
+    }
+    failures
+}
+
+/// Provision-timeout sweep: workspaces stuck in `provisioning` fail.
+pub async fn sweep_provision_timeouts(svc: &Services) -> Result<Vec<Uuid>, StoreError> {
+    let timeout = svc.config.runtime.provision_timeout_secs;
+    let cutoff =
+        Utc::now() - chrono::Duration::seconds(i64::try_from(timeout).unwrap_or(i64::MAX / 1000));
+    let stuck =
+        store::workspaces::in_status_since(&svc.db, Status::Provisioning.as_str(), cutoff).await?;
+    let mut failed = Vec::new();
+    for (id, runtime) in stuck {
+        let message = format!(
+            "provisioning timed out — the agent started but never called /registry/register within {timeout} s"
+        );
+        fail_provision(
+            svc,
+            id,
+            &message,
+            json!({ "timeout_secs": timeout, "runtime": runtime, "source": "provision_timeout_sweep" }),
+        )
+        .await;
+        failed.push(id);
+    }
+    Ok(failed)
+}
+
+/// Health sweep: a running workspace whose container or process is gone goes offline, and the
+/// restart policy is asked what to do about the exit.
+pub async fn sweep_health(svc: &Services) -> Result<Vec<Uuid>, StoreError> {
+    let Some(runtime) = svc.lifecycle.runtime.clone() else {
+        return Ok(Vec::new());
+    };
+    let mut gone = Vec::new();
+    for id in store::workspaces::running_ids(&svc.db).await? {
+        let inspection = match runtime.inspect(id).await {
+            Ok(inspection) => inspection,
+            Err(err) => {
+                tracing::warn!(workspace_id = %id, error = %err, "health check skipped: runtime error");
+                continue;
+            }
+        };
+        if inspection.running {
+            continue;
+        }
+        let code = inspection.exit_code.unwrap_or(-1);
+        let moved = transition(
+            svc,
+            id,
+            &[Status::Online, Status::Degraded],
+            Status::Offline,
+            Some(&format!("agent exited with code {code}")),
+        )
+        .await?;
+        if moved {
+            svc.events
+                .emit(
+                    names::WORKSPACE_OFFLINE,
+                    Some(id),
+                    json!({ "exit_code": code }),
+                )
+                .await;
+            let code = i32::try_from(code).unwrap_or(-1);
+            request_restart(svc, id, Trigger::AgentExited { code }).await?;
+            gone.push(id);
+        }
+    }
+    Ok(gone)
+}
+
+/// Orphan sweep: agents (containers, volumes, directories) whose workspace is removed or unknown
+/// to this database are removed.
+pub async fn sweep_orphans(svc: &Services) -> Result<Vec<Uuid>, StoreError> {
+    let Some(runtime) = svc.lifecycle.runtime.clone() else {
+        return Ok(Vec::new());
+    };
+    let managed = match runtime.managed().await {
+        Ok(ids) => ids,
+        Err(err) => {
+            tracing::warn!(error = %err, "orphan sweep skipped: runtime error");
+            return Ok(Vec::new());
+        }
+    };
+    let mut removed = Vec::new();
+    for id in managed {
+        let orphan = match store::workspaces::get(&svc.db, id).await? {
+            None => true,
+            Some(row) => row.status == Status::Removed.as_str(),
+        };
+        if !orphan {
+            continue;
+        }
+        match runtime.remove(id).await {
+            Ok(()) => {
+                tracing::info!(workspace_id = %id, "orphaned agent removed");
+                svc.lifecycle.forget(id);
+                removed.push(id);
+            }
+            Err(err) => {
+                tracing::warn!(workspace_id = %id, error = %err, "removing an orphaned agent failed")
+            }
+        }
+    }
+    Ok(removed)
+}
+
+/// A secret (or the model) of a workspace changed: the change is announced and the restart
+/// policy decides what the workspace does about it.
+pub async fn secrets_changed(svc: &Services, id: Uuid, reason: &str, key: &str) {
+    svc.events
+        .emit(
+            names::WORKSPACE_RESTART_REQUESTED,
+            Some(id),
+            json!({ "reason": reason, "key": key }),
+        )
+        .await;
+    let trigger = Trigger::SecretsChanged {
+        keys: vec![key.to_owned()],
+    };
+    if let Err(err) = request_restart(svc, id, trigger).await {
+        tracing::warn!(workspace_id = %id, error = ?err, "restart after a secret change failed");
+    }
+}
+
+/// After the liveness sweep marked silent workspaces offline, the policy decides about each.
+pub async fn after_heartbeat_loss(svc: &Services, ids: &[Uuid]) {
+    for id in ids {
+        if let Err(err) = request_restart(svc, *id, Trigger::AgentExited { code: -1 }).await {
+            tracing::warn!(workspace_id = %id, error = ?err, "restart after heartbeat loss failed");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sample_errors_lose_secrets_control_characters_and_length() {
+        let clean = sanitize(
+            "start failed: token abcd1234 bad\nnext",
+            &["abcd1234".into(), "ab".into()],
+        );
+        assert_eq!(clean, "start failed: token [redacted] bad next");
+        assert_eq!(sanitize(&"x".repeat(2000), &[]).len(), MAX_SAMPLE_ERROR);
+    }
+}
