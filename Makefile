@@ -109,13 +109,16 @@ run: deps
 
 # bench: the store benchmarks (host/benches/store.rs) on SQLite and on the private
 # PostgreSQL; criterion's reports land in target/criterion, and a closing table prints
-# both medians and the PostgreSQL/SQLite ratio per benchmark.
+# both medians and the PostgreSQL/SQLite ratio per benchmark. Then the extension benchmarks
+# and the lifecycle load bench (tests/benches/lifecycle.rs: create → online for 10
+# workspaces on process and Docker, and the 100-trigger restart storm).
 bench: deps
 	url="$$(bash $(PG_SCRIPT) start)"; \
 	export MOLECULE_TEST_PG_URL="$$url"; \
 	echo "MOLECULE_TEST_PG_URL=$$MOLECULE_TEST_PG_URL"; \
 	cargo bench -p molecule-host --bench store
 	cargo bench -p molecule-host --bench extensions
+	cargo bench -p molecule-e2e --bench lifecycle
 
 # clean: stop the test PostgreSQL, delete its data dir, and `cargo clean` (both workspaces).
 clean:
