@@ -88,9 +88,7 @@ async fn storm(runtime: Runtime) -> (usize, Duration) {
     let mut online_since: Option<Instant> = None;
     loop {
         let cycles = app
-            .get(&format!(
-                "/workspaces/{id}/activity?type=restart&limit=1000"
-            ))
+            .get(&format!("/workspaces/{id}/activity?type=restart&limit=500"))
             .await
             .expect(200)
             .as_array()

@@ -461,15 +461,25 @@ impl ContainerRuntime for DockerRuntime {
 
     async fn remove(&self, id: Uuid) -> Result<(), RuntimeError> {
         self.remove_container(id).await?;
-        let options = RemoveVolumeOptionsBuilder::default().force(true).build();
-        match self
-            .docker
-            .remove_volume(&volume_name(id), Some(options))
-            .await
-        {
-            Ok(()) => Ok(()),
-            Err(err) if is_status(&err, &[404]) => Ok(()),
-            Err(err) => Err(failed("removing the config volume", err)),
+        // A concurrent removal (the orphan sweep, a retried delete) may still hold the volume
+        // for a moment: "in use" is retried briefly.
+        let mut attempt = 0;
+        loop {
+            let options = RemoveVolumeOptionsBuilder::default().force(true).build();
+            match self
+                .docker
+                .remove_volume(&volume_name(id), Some(options))
+                .await
+            {
+                Ok(()) => return Ok(()),
+                Err(err) if is_status(&err, &[404]) => return Ok(()),
+                Err(err) if is_status(&err, &[409]) && attempt < 20 => {
+                    attempt += 1;
+                    self.remove_container(id).await?;
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                Err(err) => return Err(failed("removing the config volume", err)),
+            }
         }
     }
 

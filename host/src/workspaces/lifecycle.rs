@@ -48,13 +48,25 @@ const MAX_SAMPLE_ERROR: usize = 500;
 pub struct Lifecycle {
     runtime: Option<Arc<dyn ContainerRuntime>>,
     provision_slots: Semaphore,
-    /// A workspace with an entry has a restart loop running; `true` means another cycle is due.
-    restarts: Mutex<HashMap<Uuid, bool>>,
+    /// Restart state of workspaces with a cycle running or a delayed restart scheduled.
+    restarts: Mutex<HashMap<Uuid, RestartState>>,
     history: Mutex<HashMap<Uuid, VecDeque<Instant>>>,
     platform_url: OnceLock<String>,
     tasks: TaskTracker,
     stop: CancellationToken,
     cycles: AtomicU64,
+    tickets: AtomicU64,
+}
+
+/// A workspace's pending restart work. An entry exists while either flag is set.
+#[derive(Debug, Clone, Copy, Default)]
+struct RestartState {
+    /// A cycle is running; `pending` asks for one more after it.
+    running: bool,
+    pending: bool,
+    /// The ticket of a scheduled delayed restart; requests meanwhile join it. A restart that
+    /// starts sooner cancels it (its timer then finds another ticket, or none).
+    scheduled: Option<u64>,
 }
 
 /// What a restart request led to.
@@ -81,6 +93,7 @@ impl Lifecycle {
             tasks: TaskTracker::new(),
             stop: CancellationToken::new(),
             cycles: AtomicU64::new(0),
+            tickets: AtomicU64::new(0),
         }
     }
 
@@ -564,11 +577,7 @@ pub async fn request_restart(
             restart_now(svc, id);
         }
         Decision::RestartAfterMs(ms) => {
-            let task_svc = svc.clone();
-            svc.lifecycle.spawn(async move {
-                tokio::time::sleep(Duration::from_millis(u64::from(ms))).await;
-                restart_now(&task_svc, id);
-            });
+            restart_after(svc, id, Duration::from_millis(u64::from(ms)));
         }
     }
     Ok(RestartOutcome::Decided(decision))
@@ -585,31 +594,86 @@ fn decision_label(decision: &Decision) -> String {
 
 /// Requests a restart cycle now. While a cycle runs, further requests only mark one more cycle
 /// due, so any number of requests collapse into at most two cycles and the last change is
-/// always picked up.
+/// always picked up. A delayed restart still waiting is replaced by this one.
 pub fn restart_now(svc: &Services, id: Uuid) -> RestartOutcome {
     {
         let mut restarts = svc.lifecycle.restarts.lock().expect("restart lock");
-        if let Some(pending) = restarts.get_mut(&id) {
-            *pending = true;
+        let state = restarts.entry(id).or_default();
+        if state.running {
+            state.pending = true;
             return RestartOutcome::Coalesced;
         }
-        restarts.insert(id, false);
+        state.running = true;
+        state.scheduled = None;
     }
+    spawn_cycles(svc, id);
+    RestartOutcome::Started
+}
+
+/// Requests a restart after `delay` (the policy's or the clamp's back-off). A cycle already
+/// running or scheduled absorbs it: that cycle starts from the files as they are then.
+fn restart_after(svc: &Services, id: Uuid, delay: Duration) {
+    let ticket = {
+        let mut restarts = svc.lifecycle.restarts.lock().expect("restart lock");
+        let state = restarts.entry(id).or_default();
+        if state.running {
+            state.pending = true;
+            return;
+        }
+        if state.scheduled.is_some() {
+            return;
+        }
+        let ticket = svc.lifecycle.tickets.fetch_add(1, Ordering::Relaxed);
+        state.scheduled = Some(ticket);
+        ticket
+    };
+    let task_svc = svc.clone();
+    svc.lifecycle.spawn(async move {
+        tokio::time::sleep(delay).await;
+        let start = {
+            let mut restarts = task_svc.lifecycle.restarts.lock().expect("restart lock");
+            let state = restarts.entry(id).or_default();
+            if state.scheduled != Some(ticket) {
+                // Superseded by a restart that started sooner.
+                if !state.running && state.scheduled.is_none() {
+                    restarts.remove(&id);
+                }
+                return;
+            }
+            state.scheduled = None;
+            if state.running {
+                state.pending = true;
+                false
+            } else {
+                state.running = true;
+                true
+            }
+        };
+        if start {
+            spawn_cycles(&task_svc, id);
+        }
+    });
+}
+
+/// Runs cycles until none is pending, then clears the running flag.
+fn spawn_cycles(svc: &Services, id: Uuid) {
     let task_svc = svc.clone();
     svc.lifecycle.spawn(async move {
         loop {
             restart_cycle(&task_svc, id).await;
             let mut restarts = task_svc.lifecycle.restarts.lock().expect("restart lock");
-            match restarts.get_mut(&id) {
-                Some(pending) if *pending => *pending = false,
-                _ => {
-                    restarts.remove(&id);
-                    break;
-                }
+            let state = restarts.entry(id).or_default();
+            if state.pending {
+                state.pending = false;
+                continue;
             }
+            state.running = false;
+            if state.scheduled.is_none() {
+                restarts.remove(&id);
+            }
+            break;
         }
     });
-    RestartOutcome::Started
 }
 
 /// One restart: stop the agent, `provisioning`, start it again from its existing files, and wait
@@ -639,9 +703,6 @@ async fn restart_cycle(svc: &Services, id: Uuid) {
     }
     svc.lifecycle.note_restart(id);
     let cycle = svc.lifecycle.recent_restarts(id);
-    if let Err(err) = runtime.stop(id).await {
-        tracing::warn!(workspace_id = %id, error = %err, "stopping the agent before a restart failed");
-    }
     let from = [
         Status::Online,
         Status::Degraded,
@@ -650,12 +711,20 @@ async fn restart_cycle(svc: &Services, id: Uuid) {
         Status::Provisioning,
         Status::AwaitingAgent,
     ];
+    // Marked before the agent stops, so the health sweep never mistakes the stop for a crash.
     match transition(svc, id, &from, Status::Provisioning, None).await {
-        Ok(_) => {}
+        Ok(true) => {}
+        Ok(false) => {
+            tracing::info!(workspace_id = %id, "restart skipped: the workspace changed meanwhile");
+            return;
+        }
         Err(err) => {
             tracing::error!(workspace_id = %id, error = ?err, "marking a restart");
             return;
         }
+    }
+    if let Err(err) = runtime.stop(id).await {
+        tracing::warn!(workspace_id = %id, error = %err, "stopping the agent before a restart failed");
     }
     record_activity(
         svc,
@@ -743,12 +812,13 @@ pub async fn pause(svc: &Services, id: Uuid) -> Result<usize, LifecycleError> {
         if matches!(status, Status::Removed | Status::Paused) {
             continue;
         }
-        if let Some(runtime) = &svc.lifecycle.runtime
-            && let Err(err) = runtime.stop(*member).await
-        {
-            tracing::warn!(workspace_id = %member, error = %err, "stopping a paused agent failed");
-        }
+        // Marked before the agent stops, so the health sweep never mistakes the stop for a crash.
         if transition(svc, *member, &[status], Status::Paused, None).await? {
+            if let Some(runtime) = &svc.lifecycle.runtime
+                && let Err(err) = runtime.stop(*member).await
+            {
+                tracing::warn!(workspace_id = %member, error = %err, "stopping a paused agent failed");
+            }
             paused += 1;
             svc.events
                 .emit(

@@ -778,6 +778,33 @@ mod process_only {
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn twenty_manual_restarts_at_once_cost_at_most_two_cycles() {
+        let app = TestApp::spawn_with(DbBackend::Sqlite, process_runtime).await;
+        let id = app.create_workspace("Busy", None).await;
+        wait_online(&app, &id).await;
+        let requests = (0..20).map(|_| {
+            let (app, id) = (&app, &id);
+            async move {
+                app.post(&format!("/workspaces/{id}/restart"), json!({}))
+                    .await
+                    .expect(200)
+            }
+        });
+        let answers = futures::future::join_all(requests).await;
+        let coalesced = answers.iter().filter(|a| a["coalesced"] == true).count();
+        assert!(coalesced >= 18, "{answers:?}");
+        eventually(ONLINE, || async {
+            (restarts(&app, &id).await >= 1).then_some(())
+        })
+        .await;
+        wait_online(&app, &id).await;
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        wait_online(&app, &id).await;
+        let cycles = restarts(&app, &id).await;
+        assert!((1..=2).contains(&cycles), "{cycles} cycles");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn host_shutdown_leaves_no_agent_process_behind() {
         let mut app = TestApp::spawn_with(DbBackend::Sqlite, process_runtime).await;
         let id = app.create_workspace("Child", None).await;
