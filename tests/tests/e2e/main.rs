@@ -6,6 +6,7 @@ mod extensions;
 mod lifecycle;
 mod logs;
 mod registry;
+mod runtimes;
 mod secrets;
 mod streams;
 mod workspaces;
