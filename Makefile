@@ -98,7 +98,10 @@ test: deps
 		cargo nextest run --workspace; \
 	else \
 		cargo test --workspace; \
-	fi
+	fi; \
+	left="$$(docker ps -aq --filter label=molecule.test.host 2>/dev/null || true)"; \
+	if [[ -n "$$left" ]]; then echo "error: the suite left containers behind: $$left" >&2; exit 1; fi; \
+	echo "no test container left behind"
 
 # run: build and serve the host in release mode (SQLite under ./data);
 # MOLECULE_BIND_ADDR defaults to 127.0.0.1:8080 unless already set.

@@ -133,12 +133,19 @@ pub async fn run(
         let app = router
             .clone()
             .into_make_service_with_connect_info::<SocketAddr>();
-        let stopped = stop.clone();
+        let (stopped, grace_stop) = (stop.clone(), stop.clone());
+        let grace = svc.config.shutdown_grace();
         tracker.spawn(async move {
             let serving = axum::serve(agent_listener, app)
                 .with_graceful_shutdown(async move { stopped.cancelled().await });
-            if let Err(err) = serving.await {
-                tracing::error!(error = %err, "the agent listener failed");
+            // Bounded like the main listener: an agent that stopped reading cannot hold the host.
+            tokio::select! {
+                served = serving.into_future() => {
+                    if let Err(err) = served {
+                        tracing::error!(error = %err, "the agent listener failed");
+                    }
+                }
+                () = async { grace_stop.cancelled().await; tokio::time::sleep(grace).await } => {}
             }
         });
     }

@@ -170,11 +170,35 @@ impl DockerRuntime {
         if !self.volume_exists(id).await? {
             return Err(RuntimeError::Offline);
         }
-        let helper = format!("ws-{}-files-{}", id12(id), &Uuid::new_v4().to_string()[..8]);
+        let helper = self.create_helper(id, None).await?;
+        let result = f(helper.clone()).await;
+        self.drop_helper(&helper).await;
+        Ok((result?, WriteTarget::Stored))
+    }
+
+    /// A container that only mounts the workspace's volume at `/configs` (no network), for file
+    /// work on a workspace whose own container is gone. Created, never started, unless it is
+    /// given a `command` to run once.
+    async fn create_helper(
+        &self,
+        id: Uuid,
+        command: Option<Vec<String>>,
+    ) -> Result<String, RuntimeError> {
+        self.image_present(&self.settings.image).await?;
+        let name = format!("ws-{}-files-{}", id12(id), &Uuid::new_v4().to_string()[..8]);
         let mut labels = self.labels(id);
         labels.insert("molecule.helper".into(), "files".into());
+        let (entrypoint, cmd) = match command {
+            Some(mut argv) if !argv.is_empty() => {
+                let program = argv.remove(0);
+                (Some(vec![program]), Some(argv))
+            }
+            _ => (None, None),
+        };
         let body = ContainerCreateBody {
             image: Some(self.settings.image.clone()),
+            entrypoint,
+            cmd,
             labels: Some(labels),
             host_config: Some(HostConfig {
                 binds: Some(vec![format!("{}:{CONFIGS_ROOT}", volume_name(id))]),
@@ -183,20 +207,19 @@ impl DockerRuntime {
             }),
             ..Default::default()
         };
-        let options = CreateContainerOptionsBuilder::default()
-            .name(&helper)
-            .build();
-        self.image_present(&self.settings.image).await?;
+        let options = CreateContainerOptionsBuilder::default().name(&name).build();
         self.docker
             .create_container(Some(options), body)
             .await
             .map_err(|e| failed("creating a files helper", e))?;
-        let result = f(helper.clone()).await;
+        Ok(name)
+    }
+
+    async fn drop_helper(&self, name: &str) {
         let remove = RemoveContainerOptionsBuilder::default().force(true).build();
-        if let Err(err) = self.docker.remove_container(&helper, Some(remove)).await {
-            tracing::warn!(container = %helper, error = %err, "removing a files helper failed");
+        if let Err(err) = self.docker.remove_container(name, Some(remove)).await {
+            tracing::warn!(container = %name, error = %err, "removing a files helper failed");
         }
-        Ok((result?, WriteTarget::Stored))
     }
 
     async fn upload(&self, container: &str, files: &FileTree) -> Result<(), RuntimeError> {
@@ -375,7 +398,7 @@ impl ContainerRuntime for DockerRuntime {
                 AGENT_PORT.to_owned(),
                 Some(vec![PortBinding {
                     host_ip: Some("127.0.0.1".into()),
-                    host_port: Some(String::new()),
+                    host_port: Some(spec.port.to_string()),
                 }]),
             )])),
             memory: Some(memory),
@@ -417,31 +440,13 @@ impl ContainerRuntime for DockerRuntime {
         if !spec.files.is_empty() {
             self.upload(&name, &spec.files).await?;
         }
-        self.docker
-            .start_container(&name, None)
-            .await
-            .map_err(|e| failed("starting the container", e))?;
-        for _ in 0..6 {
-            let info = self
-                .docker
-                .inspect_container(&name, None)
-                .await
-                .map_err(|e| failed("inspecting the container", e))?;
-            let port = info
-                .network_settings
-                .and_then(|n| n.ports)
-                .and_then(|ports| ports.get(AGENT_PORT).cloned().flatten())
-                .and_then(|bindings| bindings.into_iter().find_map(|b| b.host_port))
-                .filter(|p| !p.is_empty());
-            if let Some(port) = port {
-                return Ok(Started {
-                    url: format!("http://127.0.0.1:{port}"),
-                });
-            }
-            tokio::time::sleep(Duration::from_millis(250)).await;
+        if let Err(err) = self.docker.start_container(&name, None).await {
+            // Leave nothing half-started (a taken port is the usual cause; the caller retries).
+            self.remove_container(id).await?;
+            return Err(failed("starting the container", err));
         }
         Ok(Started {
-            url: format!("http://{name}:8000"),
+            url: format!("http://127.0.0.1:{}", spec.port),
         })
     }
 
@@ -517,29 +522,10 @@ impl ContainerRuntime for DockerRuntime {
         if !self.volume_exists(id).await? {
             return Err(RuntimeError::Offline);
         }
-        let helper = format!("ws-{}-rm-{}", id12(id), &Uuid::new_v4().to_string()[..8]);
-        let mut labels = self.labels(id);
-        labels.insert("molecule.helper".into(), "files".into());
-        let body = ContainerCreateBody {
-            image: Some(self.settings.image.clone()),
-            entrypoint: Some(vec!["/bin/rm".into()]),
-            cmd: Some(vec!["-rf".into(), format!("{CONFIGS_ROOT}/{path}")]),
-            labels: Some(labels),
-            host_config: Some(HostConfig {
-                binds: Some(vec![format!("{}:{CONFIGS_ROOT}", volume_name(id))]),
-                network_mode: Some("none".into()),
-                ..Default::default()
-            }),
-            ..Default::default()
-        };
-        self.image_present(&self.settings.image).await?;
-        let options = CreateContainerOptionsBuilder::default()
-            .name(&helper)
-            .build();
-        self.docker
-            .create_container(Some(options), body)
-            .await
-            .map_err(|e| failed("creating a files helper", e))?;
+        let target = format!("{CONFIGS_ROOT}/{path}");
+        let helper = self
+            .create_helper(id, Some(vec!["/bin/rm".into(), "-rf".into(), target]))
+            .await?;
         let result = async {
             self.docker
                 .start_container(&helper, None)
@@ -554,8 +540,7 @@ impl ContainerRuntime for DockerRuntime {
             Ok(())
         }
         .await;
-        let remove = RemoveContainerOptionsBuilder::default().force(true).build();
-        let _ = self.docker.remove_container(&helper, Some(remove)).await;
+        self.drop_helper(&helper).await;
         result.map(|()| WriteTarget::Stored)
     }
 

@@ -65,6 +65,20 @@ pub struct StartSpec {
     pub env: AgentEnv,
     /// Written into `/configs` before the agent starts, over what is already there.
     pub files: FileTree,
+    /// The 127.0.0.1 port the agent is reached on (published by Docker, bound by a process),
+    /// chosen before the start so the host knows the agent's URL before the agent registers.
+    pub port: u16,
+}
+
+/// A port on 127.0.0.1 that is free right now. Another program may take it before the agent
+/// does; a start that fails on it is retried with another.
+pub fn free_loopback_port() -> Result<u16, RuntimeError> {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0")
+        .map_err(|e| RuntimeError::Failed(format!("finding a free port: {e}")))?;
+    listener
+        .local_addr()
+        .map(|a| a.port())
+        .map_err(|e| RuntimeError::Failed(format!("finding a free port: {e}")))
 }
 
 /// A started agent.

@@ -169,15 +169,6 @@ fn stop_leftovers(root: &Path) {
     }
 }
 
-fn free_port() -> Result<u16, RuntimeError> {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0")
-        .map_err(|e| RuntimeError::Failed(format!("finding a free port: {e}")))?;
-    listener
-        .local_addr()
-        .map(|a| a.port())
-        .map_err(|e| RuntimeError::Failed(format!("finding a free port: {e}")))
-}
-
 fn tail_lines(text: &str, n: usize) -> String {
     let lines: Vec<&str> = text.lines().collect();
     lines[lines.len().saturating_sub(n)..].join("\n")
@@ -205,7 +196,7 @@ impl ContainerRuntime for ProcessRuntime {
         let dir = self.dir(id);
         let configs = RootDir::open_or_create(&dir.join("configs"))?;
         configs.write_tree(&spec.files)?;
-        let port = free_port()?;
+        let port = spec.port;
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)

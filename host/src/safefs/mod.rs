@@ -10,7 +10,7 @@ use cap_std::fs::{Dir, PermissionsExt as _};
 use sha2::{Digest as _, Sha256};
 
 /// Names a listing never shows (tool caches and VCS metadata).
-const SKIPPED_NAMES: &[&str] = &[".git", "__pycache__", "node_modules", ".DS_Store"];
+pub const SKIPPED_NAMES: &[&str] = &[".git", "__pycache__", "node_modules", ".DS_Store"];
 /// How deep a template walk may go (symlinked directories count); beyond it there is a cycle.
 const MAX_WALK_DEPTH: usize = 24;
 /// Limits on one delivered tree.

@@ -183,6 +183,13 @@ async fn transition(
     sample_error: Option<&str>,
 ) -> Result<bool, StoreError> {
     let from_names: Vec<&str> = from.iter().map(|s| s.as_str()).collect();
+    // With several possible sources, read which one holds, for the `old -> new` log line.
+    let old = match from {
+        [only] => Some(only.as_str().to_owned()),
+        _ => store::workspaces::get(&svc.db, id)
+            .await?
+            .map(|row| row.status),
+    };
     let clears_url = matches!(
         to,
         Status::Offline | Status::Paused | Status::Failed | Status::Provisioning
@@ -194,7 +201,8 @@ async fn transition(
         store::workspaces::transition(&svc.db, id, &from_names, to.as_str()).await?
     };
     if moved {
-        tracing::info!(workspace_id = %id, "workspace {} -> {}", from_names.join("|"), to.as_str());
+        let old = old.unwrap_or_else(|| from_names.join("|"));
+        tracing::info!(workspace_id = %id, "workspace {old} -> {}", to.as_str());
     }
     Ok(moved)
 }
@@ -420,15 +428,34 @@ async fn start_agent(
         0o600,
     );
 
-    let spec = StartSpec {
+    let mut spec = StartSpec {
         workspace_id: id,
         runtime: row.runtime.clone(),
         tier: row.tier,
         env,
         files,
+        port: 0,
     };
-    let started = runtime.start(&spec).await?;
-    Ok(started.url)
+    // The URL is stored before the agent starts, so nobody ever reads the address the agent
+    // reports from inside its container (which the host cannot reach).
+    let mut attempt = 0;
+    loop {
+        spec.port = crate::runtime::free_loopback_port()?;
+        let url = format!("http://127.0.0.1:{}", spec.port);
+        store::workspaces::set_url(&svc.db, id, Some(&url)).await?;
+        match runtime.start(&spec).await {
+            Ok(started) => return Ok(started.url),
+            Err(RuntimeError::Failed(message)) if attempt < 2 && is_port_taken(&message) => {
+                attempt += 1;
+                tracing::info!(workspace_id = %id, port = spec.port, "the agent's port was taken meanwhile; retrying with another");
+            }
+            Err(err) => return Err(err.into()),
+        }
+    }
+}
+
+fn is_port_taken(message: &str) -> bool {
+    message.contains("port is already allocated") || message.contains("address already in use")
 }
 
 fn config_yaml() -> RelPath {

@@ -448,6 +448,13 @@ pub async fn patch(svc: &Services, id: Uuid, req: PatchRequest) -> Result<Patche
             .emit(names::WORKSPACE_UPDATED, Some(id), Value::Object(changed))
             .await;
     }
+    // What the agent runs with changed (limits, image, mounts): the restart policy decides.
+    let config_changed =
+        tier.is_some() || store_patch.runtime.is_some() || req.workspace_dir.is_some();
+    if config_changed {
+        lifecycle::request_restart(svc, id, crate::extensions::types::Trigger::ConfigChanged)
+            .await?;
+    }
     Ok(Patched {
         needs_restart: req.workspace_dir.is_some(),
     })

@@ -123,6 +123,14 @@ fn id12(id: &str) -> &str {
     &id[..12]
 }
 
+/// The pid of a workspace's agent on the process runtime, from its pid file.
+fn agent_pid(app: &TestApp, id: &str) -> String {
+    std::fs::read_to_string(app.data_dir().join(format!("workspaces/{id}/agent.pid")))
+        .expect("a pid file")
+        .trim()
+        .to_owned()
+}
+
 /// Kills the agent the hard way (SIGKILL), as a crash would.
 fn kill_agent(app: &TestApp, runtime: Runtime, id: &str) {
     match runtime {
@@ -130,11 +138,8 @@ fn kill_agent(app: &TestApp, runtime: Runtime, id: &str) {
             docker(&["kill", &format!("ws-{}", id12(id))]);
         }
         Runtime::Process => {
-            let pid =
-                std::fs::read_to_string(app.data_dir().join(format!("workspaces/{id}/agent.pid")))
-                    .expect("a pid file");
             let status = std::process::Command::new("kill")
-                .args(["-9", pid.trim()])
+                .args(["-9", &agent_pid(app, id)])
                 .status()
                 .expect("kill runs");
             assert!(status.success());
@@ -174,11 +179,8 @@ fn agent_env(app: &TestApp, runtime: Runtime, id: &str) -> Vec<String> {
         .map(str::to_owned)
         .collect(),
         Runtime::Process => {
-            let pid =
-                std::fs::read_to_string(app.data_dir().join(format!("workspaces/{id}/agent.pid")))
-                    .expect("a pid file");
             let environ =
-                std::fs::read(format!("/proc/{}/environ", pid.trim())).unwrap_or_default();
+                std::fs::read(format!("/proc/{}/environ", agent_pid(app, id))).unwrap_or_default();
             environ
                 .split(|b| *b == 0)
                 .map(|v| String::from_utf8_lossy(v).into_owned())
@@ -454,6 +456,19 @@ async fn pause_cascades_files_persist_while_stopped_and_resume_brings_agents_bac
         .await
         .expect(200);
     assert_eq!(read["content"], "paused edit");
+    // A tier change is a config change: the policy (default: restart now) decides.
+    app.patch(&format!("/workspaces/{child}"), json!({ "tier": 3 }))
+        .await
+        .expect(200);
+    eventually(ONLINE, || async {
+        (decisions_with(&app, &child, "config_changed").await == 1).then_some(())
+    })
+    .await;
+    eventually(ONLINE, || async {
+        (restarts(&app, &child).await == 1).then_some(())
+    })
+    .await;
+    wait_online(&app, &child).await;
     // A manual restart goes through without asking the policy.
     let restarted = app
         .post(&format!("/workspaces/{root}/restart"), json!({}))
@@ -809,10 +824,7 @@ mod process_only {
         let mut app = TestApp::spawn_with(DbBackend::Sqlite, process_runtime).await;
         let id = app.create_workspace("Child", None).await;
         wait_online(&app, &id).await;
-        let pid =
-            std::fs::read_to_string(app.data_dir().join(format!("workspaces/{id}/agent.pid")))
-                .unwrap();
-        let proc_dir = format!("/proc/{}", pid.trim());
+        let proc_dir = format!("/proc/{}", agent_pid(&app, &id));
         assert!(std::path::Path::new(&proc_dir).exists());
         app.stop().await.expect("clean stop");
         assert!(

@@ -91,6 +91,7 @@ fn spec(id: Uuid) -> StartSpec {
         tier: 2,
         env,
         files,
+        port: molecule_host::runtime::free_loopback_port().unwrap(),
     }
 }
 
