@@ -56,6 +56,18 @@ fn is_status(err: &DockerError, codes: &[u16]) -> bool {
     matches!(err, DockerError::DockerResponseServerError { status_code, .. } if codes.contains(status_code))
 }
 
+/// An idempotent step: the engine answering one of `codes` means it was already done.
+fn already_done(
+    result: Result<(), DockerError>,
+    codes: &[u16],
+    context: &str,
+) -> Result<(), RuntimeError> {
+    match result {
+        Err(err) if !is_status(&err, codes) => Err(failed(context, err)),
+        _ => Ok(()),
+    }
+}
+
 fn failed(context: &str, err: DockerError) -> RuntimeError {
     // Engine messages name containers and images, never secrets (env is not echoed back).
     RuntimeError::Failed(format!("{context}: {err}"))
@@ -137,15 +149,11 @@ impl DockerRuntime {
 
     async fn remove_container(&self, id: Uuid) -> Result<(), RuntimeError> {
         let options = RemoveContainerOptionsBuilder::default().force(true).build();
-        match self
+        let removed = self
             .docker
             .remove_container(&container_name(id), Some(options))
-            .await
-        {
-            Ok(()) => Ok(()),
-            Err(err) if is_status(&err, &[404, 409]) => Ok(()),
-            Err(err) => Err(failed("removing the container", err)),
-        }
+            .await;
+        already_done(removed, &[404, 409], "removing the container")
     }
 
     /// Runs `f` against a container that has the workspace's volume at `/configs`: the agent's own
@@ -453,15 +461,11 @@ impl ContainerRuntime for DockerRuntime {
     async fn stop(&self, id: Uuid) -> Result<(), RuntimeError> {
         let timeout = i32::try_from(self.settings.stop_timeout_secs).unwrap_or(10);
         let options = StopContainerOptionsBuilder::default().t(timeout).build();
-        match self
+        let stopped = self
             .docker
             .stop_container(&container_name(id), Some(options))
-            .await
-        {
-            Ok(()) => Ok(()),
-            Err(err) if is_status(&err, &[304, 404]) => Ok(()),
-            Err(err) => Err(failed("stopping the container", err)),
-        }
+            .await;
+        already_done(stopped, &[304, 404], "stopping the container")
     }
 
     async fn remove(&self, id: Uuid) -> Result<(), RuntimeError> {

@@ -322,15 +322,8 @@ async fn a_file_write_restarts_once_and_a_burst_of_writes_at_most_twice(
         }
     });
     futures::future::join_all(writes).await;
-    eventually(ONLINE, || async {
-        (restarts(&app, &id).await >= 2).then_some(())
-    })
-    .await;
-    wait_online(&app, &id).await;
     // Let any delayed decision (the clamp's back-off) play out before counting.
-    tokio::time::sleep(Duration::from_secs(4)).await;
-    wait_online(&app, &id).await;
-    let total = restarts(&app, &id).await;
+    let total = settled_restarts(&app, &id, 2, Duration::from_secs(4)).await;
     assert!(
         (2..=3).contains(&total),
         "ten writes caused {} cycles",
@@ -342,6 +335,18 @@ async fn a_file_write_restarts_once_and_a_burst_of_writes_at_most_twice(
         .expect(200);
     assert_eq!(listed.as_array().unwrap().len(), 10, "{listed}");
     assert_eq!(decisions_with(&app, &id, "files_written").await, 11);
+}
+
+/// The restart cycles once at least `at_least` ran and the workspace stayed online for `quiet`.
+async fn settled_restarts(app: &TestApp, id: &str, at_least: usize, quiet: Duration) -> usize {
+    eventually(ONLINE, || async {
+        (restarts(app, id).await >= at_least).then_some(())
+    })
+    .await;
+    wait_online(app, id).await;
+    tokio::time::sleep(quiet).await;
+    wait_online(app, id).await;
+    restarts(app, id).await
 }
 
 async fn decisions_with(app: &TestApp, id: &str, trigger: &str) -> usize {
@@ -808,14 +813,7 @@ mod process_only {
         let answers = futures::future::join_all(requests).await;
         let coalesced = answers.iter().filter(|a| a["coalesced"] == true).count();
         assert!(coalesced >= 18, "{answers:?}");
-        eventually(ONLINE, || async {
-            (restarts(&app, &id).await >= 1).then_some(())
-        })
-        .await;
-        wait_online(&app, &id).await;
-        tokio::time::sleep(Duration::from_secs(2)).await;
-        wait_online(&app, &id).await;
-        let cycles = restarts(&app, &id).await;
+        let cycles = settled_restarts(&app, &id, 1, Duration::from_secs(2)).await;
         assert!((1..=2).contains(&cycles), "{cycles} cycles");
     }
 
