@@ -215,12 +215,23 @@ impl DockerRuntime {
             }),
             ..Default::default()
         };
-        let options = CreateContainerOptionsBuilder::default().name(&name).build();
+        self.create_named(&name, body, "creating a files helper")
+            .await?;
+        Ok(name)
+    }
+
+    async fn create_named(
+        &self,
+        name: &str,
+        body: ContainerCreateBody,
+        context: &str,
+    ) -> Result<(), RuntimeError> {
+        let options = CreateContainerOptionsBuilder::default().name(name).build();
         self.docker
             .create_container(Some(options), body)
             .await
-            .map_err(|e| failed("creating a files helper", e))?;
-        Ok(name)
+            .map(|_| ())
+            .map_err(|e| failed(context, e))
     }
 
     async fn drop_helper(&self, name: &str) {
@@ -440,11 +451,8 @@ impl ContainerRuntime for DockerRuntime {
             }),
             ..Default::default()
         };
-        let options = CreateContainerOptionsBuilder::default().name(&name).build();
-        self.docker
-            .create_container(Some(options), body)
-            .await
-            .map_err(|e| failed("creating the container", e))?;
+        self.create_named(&name, body, "creating the container")
+            .await?;
         if !spec.files.is_empty() {
             self.upload(&name, &spec.files).await?;
         }
