@@ -103,25 +103,30 @@ test: deps
 	if [[ -n "$$left" ]]; then echo "error: the suite left containers behind: $$left" >&2; exit 1; fi; \
 	echo "no test container left behind"
 
-# run: build and serve the host in release mode (SQLite under ./data);
-# MOLECULE_BIND_ADDR defaults to 127.0.0.1:8080 unless already set.
+# run: build and serve the host in release mode (SQLite under ./data) and import the demo
+# org (org-templates/demo) at start; importing is idempotent, so restarts create nothing twice.
+# MOLECULE_BIND_ADDR defaults to 127.0.0.1:8080 and MOLECULE_ORG__IMPORT_ON_START to demo
+# unless already set (set it empty to start without an org).
 run: deps
 	MOLECULE_BIND_ADDR="$${MOLECULE_BIND_ADDR:-127.0.0.1:8080}" \
 	MOLECULE_RUNTIME__AGENT_BINARY="$${MOLECULE_RUNTIME__AGENT_BINARY:-$(CURDIR)/$(AGENT_BINARY)}" \
+	MOLECULE_ORG__IMPORT_ON_START="$${MOLECULE_ORG__IMPORT_ON_START-demo}" \
 		cargo run --release -p molecule-host --bin molecule -- serve
 
 # bench: the store benchmarks (host/benches/store.rs) on SQLite and on the private
 # PostgreSQL; criterion's reports land in target/criterion, and a closing table prints
 # both medians and the PostgreSQL/SQLite ratio per benchmark. Then the extension benchmarks
 # and the lifecycle load bench (tests/benches/lifecycle.rs: create → online for 10
-# workspaces on process and Docker, and the 100-trigger restart storm).
+# workspaces on process and Docker, and the 100-trigger restart storm), then the org import
+# bench (tests/benches/org_import.rs: a 1,000-workspace template on SQLite and PostgreSQL).
 bench: deps
 	url="$$(bash $(PG_SCRIPT) start)"; \
 	export MOLECULE_TEST_PG_URL="$$url"; \
 	echo "MOLECULE_TEST_PG_URL=$$MOLECULE_TEST_PG_URL"; \
-	cargo bench -p molecule-host --bench store
-	cargo bench -p molecule-host --bench extensions
-	cargo bench -p molecule-e2e --bench lifecycle
+	cargo bench -p molecule-host --bench store && \
+	cargo bench -p molecule-host --bench extensions && \
+	cargo bench -p molecule-e2e --bench lifecycle && \
+	cargo bench -p molecule-e2e --bench org_import
 
 # clean: stop the test PostgreSQL, delete its data dir, and `cargo clean` (both workspaces).
 clean:

@@ -123,8 +123,46 @@ pub struct Config {
     /// Allow remote plugin sources without a `#ref` (they then mean the upstream's HEAD).
     #[serde(deserialize_with = "loose_bool")]
     pub allow_unpinned_sources: bool,
+    /// Extra environment for the host's git processes, e.g. `GIT_CONFIG_*` URL rewrites that
+    /// point a remote host at an internal mirror. Resolvers never see it.
+    pub git_env: std::collections::BTreeMap<String, String>,
+    /// `GIT_ALLOW_PROTOCOL` for the host's git processes (colon-separated); default `https`.
+    pub git_allowed_protocols: Option<String>,
     /// Where workspaces run and how their lifecycle is paced (`MOLECULE_RUNTIME__*`).
     pub runtime: RuntimeConfig,
+    /// Org templates and their import (`MOLECULE_ORG__*`).
+    pub org: OrgConfig,
+}
+
+/// Org templates: where they live, what `!external` may fetch, where persona env comes from.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct OrgConfig {
+    /// The directory whose subdirectories (each with an `org.yaml`) are the org templates.
+    pub templates_dir: PathBuf,
+    /// `host/owner/repo` entries an `!external` may fetch: an exact match, or a prefix when the
+    /// entry ends in `/` (`github.com/acme/`). Empty (the default) refuses every `!external`.
+    #[serde(deserialize_with = "comma_list")]
+    pub external_allowlist: Vec<String>,
+    /// The host of an `!external` without `url`.
+    pub external_default_host: String,
+    /// Persona env files: `<persona_root>/<files_dir>/env`.
+    pub persona_root: PathBuf,
+    /// A template (directory name under `templates_dir`) imported in merge mode at every start;
+    /// importing is idempotent, so a restart creates nothing twice.
+    pub import_on_start: Option<String>,
+}
+
+impl Default for OrgConfig {
+    fn default() -> Self {
+        Self {
+            templates_dir: PathBuf::from("org-templates"),
+            external_allowlist: Vec::new(),
+            external_default_host: "github.com".into(),
+            persona_root: PathBuf::from("/etc/molecule-bootstrap/personas"),
+            import_on_start: None,
+        }
+    }
 }
 
 /// Which runtime runs the agents.
@@ -258,7 +296,10 @@ impl Default for Config {
             plugins_registry_dir: None,
             git_timeout_secs: 60,
             allow_unpinned_sources: false,
+            git_env: std::collections::BTreeMap::new(),
+            git_allowed_protocols: None,
             runtime: RuntimeConfig::default(),
+            org: OrgConfig::default(),
         }
     }
 }
@@ -367,6 +408,29 @@ pub fn test_postgres_url() -> Option<String> {
 /// The host's `PATH`, handed to agents and commands the process runtime starts.
 pub fn inherited_path() -> Option<String> {
     std::env::var("PATH").ok()
+}
+
+/// Names a template's `${VAR}` may never read from the host's environment: the host's own
+/// configuration and credentials.
+const TEMPLATE_HIDDEN_ENV: &[&str] = &[
+    "ADMIN_TOKEN",
+    "SECRETS_ENCRYPTION_KEY",
+    "DATABASE_URL",
+    "MOLECULE_TEST_PG_URL",
+];
+
+/// A host environment variable for `${VAR}` expansion in an org template (`workspace_dir`).
+/// The host's own settings (`MOLECULE_*` and the legacy names) and credentials are never
+/// readable this way, so a template cannot copy them into a workspace field.
+pub fn template_env_var(name: &str) -> Option<String> {
+    let upper = name.to_ascii_uppercase();
+    if upper.starts_with("MOLECULE_")
+        || TEMPLATE_HIDDEN_ENV.contains(&upper.as_str())
+        || LEGACY_ENV.iter().any(|(legacy, _)| *legacy == upper)
+    {
+        return None;
+    }
+    std::env::var(name).ok()
 }
 
 /// Whether this process runs in CI, where a missing service is a failure rather than a skip.

@@ -9,6 +9,7 @@ pub mod config;
 pub mod events;
 pub mod extensions;
 pub mod http;
+pub mod org;
 pub mod runtime;
 pub mod safefs;
 pub mod secrets;
@@ -45,8 +46,21 @@ pub struct Services {
 }
 
 impl Services {
-    /// Checks the configuration, connects to and migrates the database.
+    /// Checks the configuration, connects to and migrates the database, starts the extension
+    /// platform and the configured runtime.
     pub async fn start(config: Config) -> anyhow::Result<Self> {
+        let runtime = runtime::select(&config)
+            .await
+            .context("starting the workspace runtime")?;
+        Self::start_with_runtime(config, runtime).await
+    }
+
+    /// [`Services::start`] with the runtime chosen by the caller (`None`: agents are started
+    /// elsewhere). Benchmarks use it to leave container start-up out of what they measure.
+    pub async fn start_with_runtime(
+        config: Config,
+        runtime: Option<Arc<dyn runtime::ContainerRuntime>>,
+    ) -> anyhow::Result<Self> {
         let cipher = Cipher::new(config.secrets_encryption_key.as_ref())?;
         if config.is_production() && !cipher.encrypts() {
             anyhow::bail!(
@@ -68,6 +82,12 @@ impl Services {
             allow_unpinned: config.allow_unpinned_sources,
             ..Default::default()
         };
+        resolvers
+            .git_env
+            .extend(config.git_env.iter().map(|(k, v)| (k.clone(), v.clone())));
+        if let Some(protocols) = &config.git_allowed_protocols {
+            resolvers.allowed_protocols = protocols.clone();
+        }
         for (host, token) in &config.git_credentials {
             resolvers.credentials.insert(host, token.expose_secret());
         }
@@ -80,9 +100,6 @@ impl Services {
         )
         .await
         .context("starting the extension platform")?;
-        let runtime = runtime::select(&config)
-            .await
-            .context("starting the workspace runtime")?;
         let lifecycle = Arc::new(workspaces::lifecycle::Lifecycle::new(
             runtime,
             config.runtime.provision_concurrency,
@@ -96,6 +113,25 @@ impl Services {
             extensions,
             lifecycle,
         })
+    }
+}
+
+/// Imports the configured template in merge mode (idempotent, so every start may do it).
+async fn import_on_start(svc: &Services, dir: String) {
+    let request = org::import::ImportRequest {
+        source: org::import::Source::Dir(dir.clone()),
+        mode: org::import::Mode::Merge,
+    };
+    match org::import::import(svc, request).await {
+        Ok(outcome) => tracing::info!(
+            template = %outcome.org,
+            created = outcome.created_count,
+            kept = outcome.skipped_count,
+            "org template imported at start"
+        ),
+        Err(err) => {
+            tracing::error!(dir, error = %err, "importing the org template at start failed")
+        }
     }
 }
 
@@ -115,6 +151,16 @@ pub async fn run(
     svc.extensions.metrics.register(&mut metrics.registry());
     let state = http::AppState::new(svc.clone(), metrics, stop.clone());
     sweepers::spawn_all(&svc, &tracker, &stop);
+    if let Some(dir) = svc
+        .config
+        .org
+        .import_on_start
+        .clone()
+        .filter(|d| !d.trim().is_empty())
+    {
+        let import_svc = svc.clone();
+        tracker.spawn(async move { import_on_start(&import_svc, dir).await });
+    }
     let housekeeping = state.clone();
     sweepers::spawn_loop(
         &tracker,

@@ -30,6 +30,11 @@ enum Command {
         #[command(subcommand)]
         command: molecule_host::cli::ext::ExtCommand,
     },
+    /// List and import org templates on a running host.
+    Org {
+        #[command(subcommand)]
+        command: molecule_host::cli::org::OrgCommand,
+    },
 }
 
 fn main() -> anyhow::Result<()> {
@@ -54,6 +59,9 @@ fn main() -> anyhow::Result<()> {
         Command::Ext { command } => tokio::runtime::Runtime::new()
             .context("starting the async runtime")?
             .block_on(molecule_host::cli::ext::run(command)),
+        Command::Org { command } => tokio::runtime::Runtime::new()
+            .context("starting the async runtime")?
+            .block_on(molecule_host::cli::org::run(command)),
     }
 }
 

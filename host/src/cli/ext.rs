@@ -2,7 +2,7 @@
 //! them on a running host through its admin API.
 
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use anyhow::{Context as _, bail};
 use base64::Engine as _;
@@ -13,6 +13,8 @@ use crate::extensions::engine::{self, ExtensionEngine};
 use crate::extensions::registry::{Grants, Manifest, Slot, effective_limits};
 use crate::extensions::runtime::{Extension, Identity};
 use crate::extensions::types::{FileChange, SlotKind, Trigger, WorkspaceInfo};
+
+use super::Remote;
 
 #[derive(Debug, Subcommand)]
 pub enum ExtCommand {
@@ -86,17 +88,6 @@ pub enum ExtCommand {
         #[command(flatten)]
         remote: Remote,
     },
-}
-
-/// Where the admin API is and how to authenticate.
-#[derive(Debug, clap::Args)]
-pub struct Remote {
-    /// The host's base URL.
-    #[arg(long, default_value = "http://127.0.0.1:8080")]
-    host: String,
-    /// The admin (or org) token; defaults to MOLECULE_ADMIN_TOKEN, then ADMIN_TOKEN.
-    #[arg(long)]
-    token: Option<String>,
 }
 
 pub async fn run(command: ExtCommand) -> anyhow::Result<()> {
@@ -187,41 +178,6 @@ pub async fn run(command: ExtCommand) -> anyhow::Result<()> {
         }
     }
     Ok(())
-}
-
-impl Remote {
-    /// Calls the admin API, prints the JSON answer, and fails on a non-2xx status.
-    async fn call(
-        &self,
-        method: reqwest::Method,
-        path: &str,
-        body: Option<Value>,
-    ) -> anyhow::Result<()> {
-        let url = format!("{}{path}", self.host.trim_end_matches('/'));
-        let mut request = reqwest::Client::new()
-            .request(method, &url)
-            .timeout(Duration::from_secs(120));
-        if let Some(token) = self.token.clone().or_else(crate::config::cli_admin_token) {
-            request = request.bearer_auth(token);
-        }
-        if let Some(body) = body {
-            request = request.json(&body);
-        }
-        let response = request
-            .send()
-            .await
-            .with_context(|| format!("calling {url}"))?;
-        let status = response.status();
-        let text = response.text().await.unwrap_or_default();
-        let pretty = serde_json::from_str::<Value>(&text)
-            .map(|v| serde_json::to_string_pretty(&v).unwrap_or_default())
-            .unwrap_or(text);
-        println!("{pretty}");
-        if !status.is_success() {
-            bail!("the host answered {status}");
-        }
-        Ok(())
-    }
 }
 
 /// An engine for one CLI run, with its artefact cache in a temporary directory.

@@ -12,6 +12,7 @@ mod extract;
 mod files;
 mod lifecycle;
 mod metrics;
+mod org;
 mod ratelimit;
 mod registry;
 mod secrets;
@@ -79,6 +80,7 @@ pub fn router(state: AppState) -> Router {
         .merge(activity::router())
         .merge(events::router())
         .merge(extensions::router())
+        .merge(org::router())
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed);
 

@@ -141,6 +141,7 @@ async fn create(
         secrets: body.secrets.into_iter().collect(),
         max_concurrent_tasks: body.max_concurrent_tasks,
         canvas: body.canvas.map(|c| (c.x, c.y)),
+        ..CreateRequest::default()
     };
     let created = workspaces::create(&state.svc, request).await?;
     let mut response = json!({

@@ -30,6 +30,9 @@ pub enum SafeFsError {
     NotFound,
     #[error("tree too large: {0}")]
     TooLarge(String),
+    /// A device, FIFO or socket where a regular file or directory was expected.
+    #[error("{0} is not a regular file or directory")]
+    NotRegular(String),
     #[error(transparent)]
     Io(io::Error),
 }
@@ -74,6 +77,52 @@ impl RelPath {
         RelPath::parse(&format!("{}/{child}", self.0))
     }
 
+    /// `raw` taken relative to the directory `base` (the root when `None`), with `.` and `..`
+    /// resolved lexically. An absolute path, or one that climbs above the root, escapes it; an
+    /// empty path is invalid. Symlinks are not resolved here: the `Dir` that opens the result
+    /// refuses any that leaves the root.
+    pub fn resolve(base: Option<&RelPath>, raw: &str) -> Result<Self, SafeFsError> {
+        let trimmed = raw.trim();
+        if trimmed.is_empty() || trimmed.len() > 1024 || trimmed.chars().any(char::is_control) {
+            return Err(SafeFsError::InvalidPath);
+        }
+        if trimmed.starts_with('/') || trimmed.contains('\\') {
+            return Err(SafeFsError::Escapes(trimmed.to_owned()));
+        }
+        let mut parts: Vec<&str> = base.map_or_else(Vec::new, |b| b.0.split('/').collect());
+        for part in trimmed.split('/') {
+            match part {
+                "" | "." => {}
+                ".." => {
+                    if parts.pop().is_none() {
+                        return Err(SafeFsError::Escapes(trimmed.to_owned()));
+                    }
+                }
+                other => parts.push(other),
+            }
+        }
+        if parts.is_empty() {
+            return Err(SafeFsError::InvalidPath);
+        }
+        RelPath::parse(&parts.join("/"))
+    }
+
+    /// The directory holding this path; `None` at the root.
+    pub fn parent(&self) -> Option<RelPath> {
+        self.0
+            .rsplit_once('/')
+            .map(|(parent, _)| RelPath(parent.to_owned()))
+    }
+
+    /// Whether `self` is `prefix` or lies below it.
+    pub fn starts_with(&self, prefix: &RelPath) -> bool {
+        self.0 == prefix.0
+            || self
+                .0
+                .strip_prefix(&prefix.0)
+                .is_some_and(|rest| rest.starts_with('/'))
+    }
+
     fn extension(&self) -> Option<&str> {
         let name = self.0.rsplit('/').next()?;
         name.rsplit_once('.').map(|(_, ext)| ext)
@@ -113,6 +162,18 @@ impl FileTree {
             data: data.into(),
             mode,
         });
+    }
+
+    /// The file at `path`, if the tree holds one.
+    pub fn get(&self, path: &str) -> Option<&TreeFile> {
+        self.files.iter().find(|f| f.path.as_str() == path)
+    }
+
+    /// Drops the file at `path` and everything below it.
+    pub fn remove(&mut self, path: &str) {
+        let below = format!("{path}/");
+        self.files
+            .retain(|f| f.path.as_str() != path && !f.path.as_str().starts_with(&below));
     }
 
     pub fn contains(&self, path: &str) -> bool {
@@ -234,6 +295,8 @@ fn walk_template(
                 0o644
             };
             tree.insert(path, data, mode);
+        } else {
+            return Err(SafeFsError::NotRegular(path.to_string()));
         }
     }
     Ok(())
@@ -252,6 +315,16 @@ fn normalise_line_endings(data: Vec<u8>) -> Vec<u8> {
         out.push(byte);
     }
     out
+}
+
+/// cap-std reports a path that would leave its root (through `..`, an absolute or an escaping
+/// symlink) as `PermissionDenied` "a path led outside of the filesystem".
+fn escape_or(err: io::Error, path: &RelPath) -> SafeFsError {
+    if err.kind() == io::ErrorKind::PermissionDenied && err.to_string().contains("outside") {
+        SafeFsError::Escapes(path.to_string())
+    } else {
+        err.into()
+    }
 }
 
 /// One entry of a listing.
@@ -320,6 +393,108 @@ impl RootDir {
             self.dir.remove_file(path.as_str())?;
         }
         Ok(())
+    }
+
+    /// A subdirectory as a root of its own. A symlink on the way is followed only while it stays
+    /// inside this root.
+    pub fn open_dir(&self, path: &RelPath) -> Result<RootDir, SafeFsError> {
+        let meta = self.metadata(path)?;
+        if !meta.is_dir() {
+            return Err(SafeFsError::NotFound);
+        }
+        Ok(RootDir {
+            dir: self
+                .dir
+                .open_dir(path.as_str())
+                .map_err(|e| escape_or(e, path))?,
+            path: self.path.join(path.as_str()),
+        })
+    }
+
+    /// What `path` is once symlinks inside the root are followed; a link that leaves the root
+    /// is [`SafeFsError::Escapes`].
+    pub fn metadata(&self, path: &RelPath) -> Result<cap_std::fs::Metadata, SafeFsError> {
+        self.dir
+            .metadata(path.as_str())
+            .map_err(|e| escape_or(e, path))
+    }
+
+    /// Whether `path` is a directory (after following links inside the root).
+    pub fn is_dir(&self, path: &RelPath) -> bool {
+        self.metadata(path).is_ok_and(|m| m.is_dir())
+    }
+
+    /// A regular file's content, at most `limit` bytes. A device, FIFO or socket is refused
+    /// without being opened for reading (a FIFO would block), a symlink leaving the root is
+    /// [`SafeFsError::Escapes`], and a longer file is [`SafeFsError::TooLarge`].
+    pub fn read_regular(&self, path: &RelPath, limit: u64) -> Result<Vec<u8>, SafeFsError> {
+        let meta = self.metadata(path)?;
+        if meta.is_dir() {
+            return Err(SafeFsError::NotFound);
+        }
+        if !meta.is_file() {
+            return Err(SafeFsError::NotRegular(path.to_string()));
+        }
+        // Non-blocking, so a file swapped for a FIFO after the check cannot hang the open.
+        let mut options = cap_std::fs::OpenOptions::new();
+        options.read(true);
+        cap_std::fs::OpenOptionsExt::custom_flags(&mut options, nix::libc::O_NONBLOCK);
+        let file = self
+            .dir
+            .open_with(path.as_str(), &options)
+            .map_err(|e| escape_or(e, path))?;
+        if !file.metadata()?.is_file() {
+            return Err(SafeFsError::NotRegular(path.to_string()));
+        }
+        let mut data = Vec::new();
+        file.take(limit + 1).read_to_end(&mut data)?;
+        if data.len() as u64 > limit {
+            return Err(SafeFsError::TooLarge(format!(
+                "{path} is larger than {limit} bytes"
+            )));
+        }
+        Ok(data)
+    }
+
+    /// The tree under `at`, collected like [`collect_template`] but confined to this whole root:
+    /// a symlink from `at` to a sibling directory inside the root is followed. Paths in the
+    /// result are relative to `at`.
+    pub fn collect(&self, at: &RelPath) -> Result<FileTree, SafeFsError> {
+        let mut found = FileTree::new();
+        let mut total = 0u64;
+        walk_template(&self.dir, Some(at), 0, &mut found, &mut total)?;
+        let prefix = format!("{at}/");
+        let mut tree = FileTree::new();
+        for file in found.files {
+            let rel = file
+                .path
+                .as_str()
+                .strip_prefix(&prefix)
+                .ok_or(SafeFsError::InvalidPath)?;
+            tree.insert(RelPath::parse(rel)?, file.data, file.mode);
+        }
+        Ok(tree)
+    }
+
+    /// Creates `path` and its parents; a symlink on the way must stay inside the root.
+    pub fn create_dir_all(&self, path: &RelPath) -> Result<(), SafeFsError> {
+        self.dir
+            .create_dir_all(path.as_str())
+            .map_err(|e| escape_or(e, path))
+    }
+
+    /// Writes one file (not atomically; callers rename a finished directory into place).
+    pub fn write(&self, path: &RelPath, data: &[u8]) -> Result<(), SafeFsError> {
+        self.dir
+            .write(path.as_str(), data)
+            .map_err(|e| escape_or(e, path))
+    }
+
+    /// Renames `from` to `to`, both inside this root. Fails when `to` is a non-empty directory.
+    pub fn rename(&self, from: &RelPath, to: &RelPath) -> Result<(), SafeFsError> {
+        self.dir
+            .rename(from.as_str(), &self.dir, to.as_str())
+            .map_err(|e| escape_or(e, to))
     }
 
     /// A file's content; `NotFound` for a missing file or a directory.

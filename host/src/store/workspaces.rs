@@ -516,6 +516,27 @@ pub async fn live_with_parent(db: &Db, parent: Option<Uuid>) -> StoreResult<Vec<
     })
 }
 
+/// The live workspace called `name` under `parent` (a root when `None`).
+pub async fn live_child_named(
+    db: &Db,
+    parent: Option<Uuid>,
+    name: &str,
+) -> StoreResult<Option<WorkspaceRow>> {
+    let sql = match parent {
+        Some(_) => format!(
+            "{SELECT_WORKSPACE} WHERE w.status <> 'removed' AND w.name = $1 AND w.parent_id = $2"
+        ),
+        None => format!(
+            "{SELECT_WORKSPACE} WHERE w.status <> 'removed' AND w.name = $1 AND w.parent_id IS NULL"
+        ),
+    };
+    on_db!(db, pool => {
+        let q = sqlx::query_as::<_, WorkspaceRow>(&sql).bind(name);
+        let q = match parent { Some(p) => q.bind(p), None => q };
+        Ok(q.fetch_optional(pool).await?)
+    })
+}
+
 /// Ids of live workspaces that are not paused or external (the ones a restart would touch).
 pub async fn restartable_ids(db: &Db) -> StoreResult<Vec<Uuid>> {
     on_db!(db, pool => Ok(sqlx::query_scalar(

@@ -275,18 +275,20 @@ async fn fail_provision(svc: &Services, id: Uuid, error: &str, extra: Value) {
 
 /// Schedules the first provision of a freshly created workspace. `model` is the caller's model,
 /// which wins over stored secrets.
-pub fn schedule_provision(svc: &Services, id: Uuid, model: Option<String>) {
+/// `seed` is the file tree of the first start when the caller already built it (an org import);
+/// otherwise the template is looked up when the agent starts.
+pub fn schedule_provision(svc: &Services, id: Uuid, model: Option<String>, seed: Option<FileTree>) {
     if svc.lifecycle.runtime.is_none() {
         return;
     }
     let task_svc = svc.clone();
     svc.lifecycle.spawn(async move {
-        provision(&task_svc, id, model).await;
+        provision(&task_svc, id, model, seed).await;
     });
 }
 
 /// Starts the workspace's agent. Failures end in `failed` with a sanitised reason.
-async fn provision(svc: &Services, id: Uuid, model: Option<String>) {
+async fn provision(svc: &Services, id: Uuid, model: Option<String>, seed: Option<FileTree>) {
     let Some(runtime) = svc.lifecycle.runtime.clone() else {
         return;
     };
@@ -302,7 +304,7 @@ async fn provision(svc: &Services, id: Uuid, model: Option<String>) {
         }
     };
     let mut secret_values = Vec::new();
-    let result = start_agent(svc, &runtime, &row, model, &mut secret_values).await;
+    let result = start_agent(svc, &runtime, &row, model, seed, &mut secret_values).await;
     match result {
         Ok(url) => {
             if let Err(err) = store::workspaces::set_url(&svc.db, id, Some(&url)).await {
@@ -356,6 +358,7 @@ async fn start_agent(
     runtime: &Arc<dyn ContainerRuntime>,
     row: &WorkspaceRow,
     model: Option<String>,
+    seed: Option<FileTree>,
     secret_values: &mut Vec<String>,
 ) -> Result<String, ProvisionError> {
     let id = row.id;
@@ -403,11 +406,20 @@ async fn start_agent(
         .await
         .is_ok();
     if !has_config {
-        files = template_files(svc, row).await?;
+        files = match seed {
+            Some(seed) => seed,
+            None => template_files(svc, row).await?,
+        };
         if !files.contains("config.yaml") {
             files.insert(
                 config_yaml(),
-                generated_config(row, model.as_deref()),
+                generated_config(
+                    &row.name,
+                    row.role.as_deref(),
+                    row.tier,
+                    &row.runtime,
+                    model.as_deref(),
+                ),
                 0o644,
             );
         }
@@ -465,7 +477,7 @@ fn config_yaml() -> RelPath {
 /// The files of the workspace's template: `<templates_dir>/<template>`, else
 /// `<templates_dir>/<runtime>-default`, else none.
 async fn template_files(svc: &Services, row: &WorkspaceRow) -> Result<FileTree, ProvisionError> {
-    let Some(templates) = &svc.config.runtime.templates_dir else {
+    let Some(templates) = svc.config.runtime.templates_dir.clone() else {
         return Ok(FileTree::new());
     };
     let config = store::workspace_config::get(&svc.db, row.id)
@@ -475,11 +487,33 @@ async fn template_files(svc: &Services, row: &WorkspaceRow) -> Result<FileTree, 
         .get("template")
         .and_then(Value::as_str)
         .map(str::to_owned);
+    let runtime = row.runtime.clone();
+    tokio::task::spawn_blocking(move || find_template(&templates, named.as_deref(), &runtime))
+        .await
+        .map_err(|e| ProvisionError {
+            message: format!("reading the template failed: {e}"),
+            extra: json!({}),
+        })?
+        .map(Option::unwrap_or_default)
+        .map_err(|(name, e)| ProvisionError {
+            message: format!("template {name} cannot be delivered: {e}"),
+            extra: json!({ "template": name }),
+        })
+}
+
+/// A workspace template's files: `<templates>/<named>`, else `<templates>/<runtime>-default`,
+/// else `None`. A template is one directory name (no separators, no `..`). The error names the
+/// template that could not be read.
+pub fn find_template(
+    templates: &std::path::Path,
+    named: Option<&str>,
+    runtime: &str,
+) -> Result<Option<FileTree>, (String, safefs::SafeFsError)> {
     let candidates = named
+        .map(str::to_owned)
         .into_iter()
-        .chain(std::iter::once(format!("{}-default", row.runtime)));
+        .chain(std::iter::once(format!("{runtime}-default")));
     for name in candidates {
-        // A template is one directory name: no separators, no `..`.
         let Ok(rel) = RelPath::parse(&name) else {
             continue;
         };
@@ -490,22 +524,21 @@ async fn template_files(svc: &Services, row: &WorkspaceRow) -> Result<FileTree, 
         if !dir.is_dir() {
             continue;
         }
-        return tokio::task::spawn_blocking(move || safefs::collect_template(&dir))
-            .await
-            .map_err(|e| ProvisionError {
-                message: format!("reading the template failed: {e}"),
-                extra: json!({}),
-            })?
-            .map_err(|e| ProvisionError {
-                message: format!("template {name} cannot be delivered: {e}"),
-                extra: json!({ "template": name }),
-            });
+        return safefs::collect_template(&dir)
+            .map(Some)
+            .map_err(|e| (name, e));
     }
-    Ok(FileTree::new())
+    Ok(None)
 }
 
 /// A minimal `config.yaml` for a workspace without a template.
-fn generated_config(row: &WorkspaceRow, model: Option<&str>) -> String {
+pub fn generated_config(
+    name: &str,
+    role: Option<&str>,
+    tier: i32,
+    runtime: &str,
+    model: Option<&str>,
+) -> String {
     #[derive(serde::Serialize)]
     struct Generated<'a> {
         name: &'a str,
@@ -517,14 +550,14 @@ fn generated_config(row: &WorkspaceRow, model: Option<&str>) -> String {
         #[serde(skip_serializing_if = "Option::is_none")]
         model: Option<&'a str>,
     }
-    let role = row.role.as_deref().unwrap_or_default();
+    let role = role.unwrap_or_default();
     serde_yaml_ng::to_string(&Generated {
-        name: &row.name,
+        name,
         description: role,
         role,
         version: "1.0.0",
-        tier: row.tier,
-        runtime: &row.runtime,
+        tier,
+        runtime,
         model,
     })
     .unwrap_or_default()
@@ -768,7 +801,7 @@ async fn restart_cycle(svc: &Services, id: Uuid) {
             json!({ "name": row.name, "tier": row.tier, "runtime": row.runtime, "restart": true }),
         )
         .await;
-    provision(svc, id, None).await;
+    provision(svc, id, None, None).await;
     let deadline = Instant::now() + CYCLE_ONLINE_WAIT;
     while Instant::now() < deadline {
         match store::workspaces::get(&svc.db, id).await {
@@ -887,7 +920,7 @@ pub async fn resume(svc: &Services, id: Uuid) -> Result<usize, LifecycleError> {
                     json!({ "name": member_row.name, "tier": member_row.tier, "runtime": member_row.runtime }),
                 )
                 .await;
-            schedule_provision(svc, member, None);
+            schedule_provision(svc, member, None, None);
         }
     }
     Ok(resumed)

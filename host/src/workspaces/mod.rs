@@ -163,6 +163,15 @@ pub struct CreateRequest {
     pub secrets: Vec<(String, String)>,
     pub max_concurrent_tasks: i64,
     pub canvas: Option<(f64, f64)>,
+    /// Fail with [`WorkspaceError::NameTaken`] instead of suffixing a taken sibling name.
+    pub unique_name: bool,
+    /// The files of the first provision (instead of looking the template up then).
+    pub seed_files: Option<crate::safefs::FileTree>,
+    /// Extra keys stored in the workspace's config row.
+    pub config: serde_json::Map<String, Value>,
+    /// The position announced in `WORKSPACE_PROVISIONING` when it differs from the stored one
+    /// (an org import announces children relative to their parent).
+    pub announce_xy: Option<(f64, f64)>,
 }
 
 /// What creation produced.
@@ -182,9 +191,9 @@ const EXTERNAL_RUNTIME: &str = "external";
 /// Suffixes tried when a sibling already has the requested name: "name (2)" .. "name (20)".
 const NAME_ATTEMPTS: usize = 20;
 
-/// Creates a workspace with its layout, config row and initial secrets in one transaction, then
-/// announces it. A name already used by a live sibling gets a numbered suffix.
-pub async fn create(svc: &Services, req: CreateRequest) -> Result<Created, WorkspaceError> {
+/// The checks of [`create`] that need no database, so a caller creating many workspaces (an org
+/// import) can refuse a bad one before creating any. Returns the workspace access in effect.
+pub fn check(req: &CreateRequest) -> Result<String, WorkspaceError> {
     check_name(&req.name)?;
     if let Some(role) = &req.role {
         check_text(role, 1000, true)?;
@@ -198,7 +207,7 @@ pub async fn create(svc: &Services, req: CreateRequest) -> Result<Created, Works
     if let Some(template) = &req.template {
         check_text(template, 255, false)?;
     }
-    let tier = check_tier(req.tier)?;
+    check_tier(req.tier)?;
     let access = req
         .workspace_access
         .clone()
@@ -218,17 +227,38 @@ pub async fn create(svc: &Services, req: CreateRequest) -> Result<Created, Works
     if req.budget_limit.is_some_and(|b| b < 0) {
         return Err(WorkspaceError::Invalid("budget_limit must not be negative"));
     }
-    let mut sealed = Vec::with_capacity(req.secrets.len() + 1);
     for (key, value) in &req.secrets {
-        let key = SecretKey::parse(key).ok_or(WorkspaceError::Invalid(
-            "secret keys must be environment variable names",
-        ))?;
+        if SecretKey::parse(key).is_none() {
+            return Err(WorkspaceError::Invalid(
+                "secret keys must be environment variable names",
+            ));
+        }
         if value.len() > secrets::MAX_VALUE_BYTES {
             return Err(WorkspaceError::Invalid("secret value too large"));
         }
+    }
+    Ok(access)
+}
+
+/// Creates a workspace with its layout, config row and initial secrets in one transaction, then
+/// announces it. A name already used by a live sibling gets a numbered suffix.
+pub async fn create(svc: &Services, req: CreateRequest) -> Result<Created, WorkspaceError> {
+    let access = check(&req)?;
+    let tier = check_tier(req.tier)?;
+    if let Some(role) = &req.role {
+        check_text(role, 1000, true)?;
+    }
+    if let Some(model) = &req.model {
+        check_text(model, 100, false)?;
+    }
+    if let Some(runtime) = &req.runtime {
+        check_text(runtime, 100, false)?;
+    }
+    let mut sealed = Vec::with_capacity(req.secrets.len() + 1);
+    for (key, value) in &req.secrets {
         let (ciphertext, version) = svc.cipher.seal(value);
         sealed.push(store::workspaces::SealedSecret {
-            key: key.as_str().to_owned(),
+            key: key.clone(),
             ciphertext,
             version,
         });
@@ -266,10 +296,11 @@ pub async fn create(svc: &Services, req: CreateRequest) -> Result<Created, Works
         (false, _) => Status::Provisioning,
     };
     let (x, y) = req.canvas.unwrap_or((0.0, 0.0));
-    let config = match &req.template {
-        Some(template) => json!({ "template": template }),
-        None => json!({}),
-    };
+    let mut config = req.config.clone();
+    if let Some(template) = &req.template {
+        config.insert("template".to_owned(), json!(template));
+    }
+    let config = Value::Object(config);
 
     let id = Uuid::new_v4();
     let mut new = store::workspaces::NewWorkspace {
@@ -294,7 +325,7 @@ pub async fn create(svc: &Services, req: CreateRequest) -> Result<Created, Works
         match store::workspaces::insert(&svc.db, &new, &sealed, &config).await {
             Ok(()) => break,
             Err(StoreError::Constraint(Constraint::WorkspaceNameTaken))
-                if attempt < NAME_ATTEMPTS =>
+                if attempt < NAME_ATTEMPTS && !req.unique_name =>
             {
                 attempt += 1;
                 new.name = format!("{base_name} ({attempt})");
@@ -327,14 +358,15 @@ pub async fn create(svc: &Services, req: CreateRequest) -> Result<Created, Works
                 .await;
         }
         _ => {
+            let (ax, ay) = req.announce_xy.unwrap_or((x, y));
             svc.events
                 .emit(
                     names::WORKSPACE_PROVISIONING,
                     Some(id),
-                    json!({ "name": new.name, "tier": tier, "runtime": runtime, "parent_id": req.parent_id, "x": x, "y": y }),
+                    json!({ "name": new.name, "tier": tier, "runtime": runtime, "parent_id": req.parent_id, "x": ax, "y": ay }),
                 )
                 .await;
-            lifecycle::schedule_provision(svc, id, req.model.clone());
+            lifecycle::schedule_provision(svc, id, req.model.clone(), req.seed_files);
         }
     }
     tracing::info!(workspace_id = %id, status = status.as_str(), "workspace created");

@@ -5,6 +5,7 @@ mod edges;
 mod extensions;
 mod lifecycle;
 mod logs;
+mod org;
 mod registry;
 mod runtimes;
 mod secrets;

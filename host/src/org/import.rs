@@ -1,0 +1,434 @@
+//! `POST /org/import`: load → plan → env preflight → create depth first (existing workspaces are
+//! kept) → provision → in `reconcile` mode remove same-named workspaces the template no longer
+//! places → `org.import.started` paired with exactly one `org.import.completed` or
+//! `org.import.failed` in `structure_events`.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::time::Instant;
+
+use futures::FutureExt as _;
+use serde::Serialize;
+use serde_json::{Value, json};
+use uuid::Uuid;
+
+use super::external::ExternalReport;
+use super::plan::{self, Plan};
+use super::template::{self, OrgTemplate};
+use super::{OrgError, RootDir, load_dir, open_org_dir};
+use crate::Services;
+use crate::store::{self, events::EventRow};
+use crate::workspaces::{self, WorkspaceError};
+
+/// What to do with workspaces the template no longer places.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Mode {
+    /// Create what is missing, keep everything else.
+    #[default]
+    Merge,
+    /// Merge, then remove live workspaces an import of this template created whose name is in
+    /// the template but which the template no longer places.
+    Reconcile,
+}
+
+impl Mode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Mode::Merge => "merge",
+            Mode::Reconcile => "reconcile",
+        }
+    }
+}
+
+/// Where the template comes from.
+#[derive(Debug, Clone)]
+pub enum Source {
+    /// A directory under the org templates directory.
+    Dir(String),
+    /// An inline template (no `!include`, `!external`, files or `.env`).
+    Inline(serde_yaml_ng::Value),
+}
+
+#[derive(Debug, Clone)]
+pub struct ImportRequest {
+    pub source: Source,
+    pub mode: Mode,
+}
+
+/// One workspace of the result.
+#[derive(Debug, Clone, Serialize)]
+pub struct ImportedWorkspace {
+    pub id: Uuid,
+    pub name: String,
+    pub tier: i64,
+    pub status: String,
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub skipped: bool,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub plugins_missing: Vec<String>,
+}
+
+/// What an import did. `error` is set when creation stopped part way (a 207).
+#[derive(Debug, Clone, Serialize)]
+pub struct ImportOutcome {
+    pub org: String,
+    pub mode: Mode,
+    pub workspaces: Vec<ImportedWorkspace>,
+    pub count: usize,
+    pub created_count: usize,
+    pub skipped_count: usize,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reconcile_removed_count: Option<usize>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reconcile_errors: Option<Vec<String>>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub externals: Vec<ExternalReport>,
+    pub duration_ms: u64,
+}
+
+pub const STARTED: &str = "org.import.started";
+pub const COMPLETED: &str = "org.import.completed";
+pub const FAILED: &str = "org.import.failed";
+
+/// Imports a template. The work runs in its own task, so a client that disconnects does not cut
+/// an import (and its event pairing) short.
+pub async fn import(svc: &Services, req: ImportRequest) -> Result<ImportOutcome, OrgError> {
+    let task_svc = svc.clone();
+    tokio::spawn(async move { run(&task_svc, req).await })
+        .await
+        .map_err(|_| OrgError::Aborted)?
+}
+
+async fn run(svc: &Services, req: ImportRequest) -> Result<ImportOutcome, OrgError> {
+    let started = Instant::now();
+    let dir = match &req.source {
+        Source::Dir(dir) => Some(dir.clone()),
+        Source::Inline(_) => None,
+    };
+    // Errors before the template is parsed record nothing.
+    let (template, root, externals) = load(svc, req.source).await?;
+    let label = json!({ "name": template.name, "dir": dir, "mode": req.mode.as_str() });
+    record(svc, STARTED, label.clone()).await;
+
+    let result = std::panic::AssertUnwindSafe(execute(svc, &template, root, req.mode))
+        .catch_unwind()
+        .await
+        .unwrap_or_else(|_| {
+            tracing::error!(template = %template.name, "org import panicked");
+            Err(OrgError::Aborted)
+        });
+    let duration_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
+    let mut payload = label;
+    let fields = payload.as_object_mut().expect("an object");
+    fields.insert("duration_ms".into(), json!(duration_ms));
+    match result {
+        Ok(mut outcome) => {
+            outcome.duration_ms = duration_ms;
+            outcome.externals = externals;
+            fields.insert("created_count".into(), json!(outcome.created_count));
+            fields.insert("skipped_count".into(), json!(outcome.skipped_count));
+            fields.insert(
+                "reconcile_removed_count".into(),
+                json!(outcome.reconcile_removed_count.unwrap_or(0)),
+            );
+            fields.insert(
+                "reconcile_errors".into(),
+                json!(outcome.reconcile_errors.clone().unwrap_or_default()),
+            );
+            let kind = match &outcome.error {
+                None => COMPLETED,
+                Some(error) => {
+                    fields.insert("errors".into(), json!([error]));
+                    FAILED
+                }
+            };
+            record(svc, kind, payload).await;
+            tracing::info!(template = %outcome.org, created = outcome.created_count, skipped = outcome.skipped_count, duration_ms, "org import finished");
+            Ok(outcome)
+        }
+        Err(err) => {
+            fields.insert("created_count".into(), json!(0));
+            fields.insert("skipped_count".into(), json!(0));
+            fields.insert("reconcile_removed_count".into(), json!(0));
+            fields.insert("errors".into(), json!([err.to_string()]));
+            record(svc, FAILED, payload).await;
+            Err(err)
+        }
+    }
+}
+
+/// Appends an import event to `structure_events` without broadcasting it.
+async fn record(svc: &Services, kind: &str, payload: Value) {
+    let row = EventRow {
+        id: Uuid::new_v4(),
+        event_type: kind.to_owned(),
+        workspace_id: None,
+        payload: Some(payload),
+        created_at: chrono::Utc::now(),
+    };
+    if let Err(err) = store::events::insert(&svc.db, &row).await {
+        tracing::error!(event = kind, error = ?err, "recording an org import event failed");
+    }
+}
+
+/// The parsed template, the root its files are read from, and what happened to its externals.
+async fn load(
+    svc: &Services,
+    source: Source,
+) -> Result<(OrgTemplate, Arc<RootDir>, Vec<ExternalReport>), OrgError> {
+    match source {
+        Source::Dir(dir) => {
+            let root = Arc::new(open_org_dir(svc, &dir)?);
+            let (template, externals) = load_dir(svc, root.clone()).await?;
+            Ok((template, root, externals))
+        }
+        Source::Inline(value) => {
+            if has_tags(&value) {
+                return Err(OrgError::Expansion(
+                    "an inline template cannot use !include or !external".to_owned(),
+                ));
+            }
+            let template = template::typed(value)?;
+            // An inline template has no files: an empty root makes every file lookup a miss.
+            let empty = tempfile::tempdir().map_err(|err| {
+                tracing::error!(error = %err, "creating an empty root for an inline template");
+                OrgError::Cache("cannot prepare the import".to_owned())
+            })?;
+            let root = RootDir::open(empty.path())
+                .map_err(|_| OrgError::Cache("cannot prepare the import".to_owned()))?;
+            // The directory is removed at once; the open handle stays valid and every lookup
+            // through it misses.
+            drop(empty);
+            Ok((template, Arc::new(root), Vec::new()))
+        }
+    }
+}
+
+fn has_tags(value: &serde_yaml_ng::Value) -> bool {
+    use serde_yaml_ng::Value as Y;
+    match value {
+        Y::Tagged(_) => true,
+        Y::Mapping(map) => map.iter().any(|(k, v)| has_tags(k) || has_tags(v)),
+        Y::Sequence(items) => items.iter().any(has_tags),
+        _ => false,
+    }
+}
+
+async fn execute(
+    svc: &Services,
+    template: &OrgTemplate,
+    root: Arc<RootDir>,
+    mode: Mode,
+) -> Result<ImportOutcome, OrgError> {
+    let settings = plan::settings(&svc.config);
+    let planned = template.clone();
+    let plan = tokio::task::spawn_blocking(move || plan::build(&planned, &root, &settings))
+        .await
+        .map_err(|_| OrgError::Aborted)??;
+    for planned in &plan.workspaces {
+        if let Some(url) = planned
+            .request
+            .url
+            .as_deref()
+            .filter(|_| planned.request.external)
+        {
+            crate::workspaces::registry::AgentUrl::parse(url, &svc.config).map_err(|why| {
+                OrgError::Invalid(format!("workspace {:?}: url: {why}", planned.request.name))
+            })?;
+        }
+    }
+    preflight(svc, template, &plan).await?;
+
+    let mut outcome = ImportOutcome {
+        org: template.name.clone(),
+        mode,
+        workspaces: Vec::with_capacity(plan.workspaces.len()),
+        count: 0,
+        created_count: 0,
+        skipped_count: 0,
+        error: None,
+        reconcile_removed_count: None,
+        reconcile_errors: None,
+        externals: Vec::new(),
+        duration_ms: 0,
+    };
+    let mut ids: Vec<Option<Uuid>> = Vec::with_capacity(plan.workspaces.len());
+    for planned in plan.workspaces {
+        let parent_id = planned.parent.and_then(|p| ids.get(p).copied().flatten());
+        let mut request = planned.request;
+        request.parent_id = parent_id;
+        let name = request.name.clone();
+        let tier = request.tier;
+        match place(svc, request).await {
+            Ok((id, status, skipped)) => {
+                ids.push(Some(id));
+                if skipped {
+                    outcome.skipped_count += 1;
+                    tracing::info!(workspace_id = %id, name, "provision.skip_existing");
+                } else {
+                    outcome.created_count += 1;
+                }
+                outcome.workspaces.push(ImportedWorkspace {
+                    id,
+                    name,
+                    tier,
+                    status,
+                    skipped,
+                    plugins_missing: if skipped {
+                        Vec::new()
+                    } else {
+                        planned.plugins_missing
+                    },
+                });
+            }
+            Err(err) => {
+                tracing::warn!(name, error = %err, "org import stopped at a workspace");
+                outcome.error = Some(format!("workspace {name:?}: {}", public_error(&err)));
+                break;
+            }
+        }
+    }
+    outcome.count = outcome.workspaces.len();
+
+    if mode == Mode::Reconcile && outcome.error.is_none() {
+        let (removed, errors) = reconcile(svc, template, &outcome).await?;
+        outcome.reconcile_removed_count = Some(removed);
+        outcome.reconcile_errors = Some(errors);
+    }
+    Ok(outcome)
+}
+
+/// A creation error as the caller may see it (store details stay in the log).
+fn public_error(err: &WorkspaceError) -> String {
+    match err {
+        WorkspaceError::Store(_) => "internal error".to_owned(),
+        other => other.to_string(),
+    }
+}
+
+/// Creates the workspace, or finds the live one already at its place (same parent and name):
+/// `(id, status, skipped)`.
+async fn place(
+    svc: &Services,
+    request: workspaces::CreateRequest,
+) -> Result<(Uuid, String, bool), WorkspaceError> {
+    let parent = request.parent_id;
+    let name = request.name.clone();
+    if let Some(existing) = store::workspaces::live_child_named(&svc.db, parent, &name).await? {
+        return Ok((existing.id, existing.status, true));
+    }
+    match workspaces::create(svc, request).await {
+        Ok(created) => Ok((created.id, created.status.as_str().to_owned(), false)),
+        // A concurrent import created it between the lookup and the insert.
+        Err(WorkspaceError::NameTaken) => {
+            match store::workspaces::live_child_named(&svc.db, parent, &name).await? {
+                Some(existing) => Ok((existing.id, existing.status, true)),
+                None => Err(WorkspaceError::NameTaken),
+            }
+        }
+        Err(err) => Err(err),
+    }
+}
+
+/// Refuses the import (412) when a requirement is met neither by a global secret nor by the
+/// workspace's own `.env` layers.
+async fn preflight(svc: &Services, template: &OrgTemplate, plan: &Plan) -> Result<(), OrgError> {
+    let global: HashSet<String> = store::secrets::list_global(&svc.db)
+        .await?
+        .into_iter()
+        .filter(|row| !row.encrypted_value.is_empty())
+        .map(|row| row.key)
+        .collect();
+    let (missing_env, missing_workspace_env) = plan.missing_env(&|name| global.contains(name));
+    if missing_env.is_empty() && missing_workspace_env.is_empty() {
+        return Ok(());
+    }
+    Err(OrgError::MissingEnv {
+        missing_env,
+        missing_workspace_env,
+        required_env: plan.all_required(),
+        template: template.name.clone(),
+    })
+}
+
+/// Removes live workspaces that an import of this template created, whose name the template
+/// still uses, but which this import did not place. Workspaces created by hand or by other
+/// templates are never touched. Refuses to act when either set is empty.
+async fn reconcile(
+    svc: &Services,
+    template: &OrgTemplate,
+    outcome: &ImportOutcome,
+) -> Result<(usize, Vec<String>), OrgError> {
+    let names = template_names(template);
+    let placed: HashSet<Uuid> = outcome.workspaces.iter().map(|w| w.id).collect();
+    if names.is_empty() || placed.is_empty() {
+        tracing::warn!(template = %template.name, "reconcile skipped: nothing to compare against");
+        return Ok((0, Vec::new()));
+    }
+    let mut candidates = Vec::new();
+    for row in store::workspaces::list_live(&svc.db).await? {
+        if placed.contains(&row.id) || !names.contains(row.name.as_str()) {
+            continue;
+        }
+        let origin = store::workspace_config::get(&svc.db, row.id).await?;
+        let from_this_template = origin
+            .as_ref()
+            .and_then(|c| c.pointer("/org/template"))
+            .and_then(Value::as_str)
+            == Some(template.name.as_str());
+        if from_this_template {
+            candidates.push(row);
+        }
+    }
+    let candidate_ids: HashSet<Uuid> = candidates.iter().map(|r| r.id).collect();
+    let parents: HashMap<Uuid, Option<Uuid>> =
+        candidates.iter().map(|r| (r.id, r.parent_id)).collect();
+    let mut removed = 0;
+    let mut errors = Vec::new();
+    for row in &candidates {
+        // A candidate under another candidate goes with its ancestor's cascade.
+        let mut up = parents.get(&row.id).copied().flatten();
+        let mut covered = false;
+        while let Some(parent) = up {
+            if candidate_ids.contains(&parent) {
+                covered = true;
+                break;
+            }
+            up = parents.get(&parent).copied().flatten();
+        }
+        if covered {
+            continue;
+        }
+        match workspaces::cascade_delete(svc, row.id, false).await {
+            Ok(result) => {
+                removed += 1 + result.descendants_removed;
+                tracing::info!(workspace_id = %row.id, name = row.name, "reconcile removed a workspace the template no longer places");
+                if !result.stop_failures.is_empty() {
+                    errors.push(format!(
+                        "{}: {} agent(s) could not be stopped",
+                        row.name,
+                        result.stop_failures.len()
+                    ));
+                }
+            }
+            Err(err) => errors.push(format!("{}: {}", row.name, public_error(&err))),
+        }
+    }
+    Ok((removed, errors))
+}
+
+/// Names of the workspaces the template places (its `spawning` entries).
+fn template_names(template: &OrgTemplate) -> HashSet<&str> {
+    fn walk<'a>(list: &'a [template::OrgWorkspace], out: &mut HashSet<&'a str>) {
+        for w in list.iter().filter(|w| w.spawning) {
+            out.insert(w.name.trim());
+            walk(&w.children, out);
+        }
+    }
+    let mut out = HashSet::new();
+    walk(&template.workspaces, &mut out);
+    out
+}

@@ -1,0 +1,612 @@
+//! Org templates over HTTP: listing, import in merge and reconcile modes, the env preflight,
+//! `!external` through the real git resolver component from a local bare repository, event
+//! pairing, and a three-level org whose agents all come online.
+
+use std::path::Path;
+use std::time::Duration;
+
+use molecule_e2e::{
+    DbBackend, Runtime, TestApp, builtin_extensions_dir, eventually, on_both_backends,
+    on_both_runtimes,
+};
+use serde_json::{Value, json};
+
+on_both_backends!(
+    the_listing_counts_every_entry_and_skips_broken_templates,
+    merge_creates_the_tree_once_and_a_second_import_keeps_everything,
+    missing_required_env_is_412_and_nothing_is_created,
+    reconcile_removes_exactly_the_reparented_orphans,
+    bad_requests_are_refused_and_only_parsed_templates_record_events,
+    an_inline_template_imports_but_cannot_include,
+    concurrent_imports_of_one_template_create_each_workspace_once,
+    an_external_comes_from_a_bare_repository_through_the_resolver_and_is_cached,
+);
+
+on_both_runtimes!(a_three_level_org_imports_and_every_agent_comes_online);
+
+fn write(root: &Path, rel: &str, content: &str) {
+    let path = root.join(rel);
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    std::fs::write(path, content).unwrap();
+}
+
+/// A host whose org templates live in `templates`.
+async fn spawn(backend: DbBackend, templates: &Path) -> TestApp {
+    let dir = templates.to_path_buf();
+    TestApp::spawn_with(backend, move |c| c.org.templates_dir = dir).await
+}
+
+const ACME: &str = "\
+name: Acme
+description: A small company
+defaults:
+  tier: 1
+workspaces:
+  - name: CEO
+    files_dir: ceo
+    required_env: [CEO_KEY]
+    children: !include teams.yaml
+";
+
+const TEAMS: &str = "\
+- name: Eng
+  children:
+    - name: Dev
+- name: Sales
+- name: Research
+  spawning: false
+  children:
+    - name: Scientist
+";
+
+fn acme(root: &Path) {
+    write(root, "acme/org.yaml", ACME);
+    write(root, "acme/teams.yaml", TEAMS);
+    write(root, "acme/ceo/.env", "CEO_KEY=from-dotenv\n");
+    write(root, "acme/.env", "SHARED=org\n");
+}
+
+async fn events_of(app: &TestApp, kind: &str) -> Vec<Value> {
+    app.get("/events")
+        .await
+        .expect(200)
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["event_type"] == kind)
+        .cloned()
+        .collect()
+}
+
+async fn live_names(app: &TestApp) -> Vec<String> {
+    let mut names: Vec<String> = app
+        .get("/workspaces")
+        .await
+        .expect(200)
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|w| w["name"].as_str().unwrap().to_owned())
+        .collect();
+    names.sort();
+    names
+}
+
+fn by_name<'a>(outcome: &'a Value, name: &str) -> &'a Value {
+    outcome["workspaces"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|w| w["name"] == name)
+        .unwrap_or_else(|| panic!("{name} is not in {outcome}"))
+}
+
+async fn the_listing_counts_every_entry_and_skips_broken_templates(backend: DbBackend) {
+    let templates = tempfile::tempdir().unwrap();
+    acme(templates.path());
+    write(
+        templates.path(),
+        "broken/org.yaml",
+        "workspaces: !include loop.yaml\n",
+    );
+    write(templates.path(), "broken/loop.yaml", "!include loop.yaml\n");
+    write(templates.path(), "not-a-template/readme.md", "hi\n");
+    let app = spawn(backend, templates.path()).await;
+    let listed = app.get("/org/templates").await.expect(200);
+    let listed = listed.as_array().unwrap();
+    assert_eq!(listed.len(), 1, "{listed:?}");
+    assert_eq!(listed[0]["dir"], "acme");
+    assert_eq!(listed[0]["name"], "Acme");
+    assert_eq!(listed[0]["description"], "A small company");
+    assert_eq!(listed[0]["workspaces"], 6, "spawning:false entries count");
+    assert_eq!(listed[0]["required_env"], json!(["CEO_KEY"]));
+    assert_eq!(app.anonymous().get("/org/templates").await.status, 401);
+}
+
+async fn merge_creates_the_tree_once_and_a_second_import_keeps_everything(backend: DbBackend) {
+    let templates = tempfile::tempdir().unwrap();
+    acme(templates.path());
+    let app = spawn(backend, templates.path()).await;
+    let first = app
+        .post("/org/import", json!({ "dir": "acme" }))
+        .await
+        .expect(201);
+    assert_eq!(first["org"], "Acme");
+    assert_eq!(first["count"], 4);
+    assert_eq!(first["created_count"], 4);
+    assert_eq!(live_names(&app).await, vec!["CEO", "Dev", "Eng", "Sales"]);
+
+    // The tree, the defaults and the env layers.
+    let ceo = by_name(&first, "CEO")["id"].as_str().unwrap().to_owned();
+    let eng = by_name(&first, "Eng")["id"].as_str().unwrap().to_owned();
+    let dev = app
+        .get(&format!(
+            "/workspaces/{}",
+            by_name(&first, "Dev")["id"].as_str().unwrap()
+        ))
+        .await
+        .expect(200);
+    assert_eq!(dev["parent_id"], eng.as_str());
+    assert_eq!(dev["tier"], 1);
+    let eng_row = app.get(&format!("/workspaces/{eng}")).await.expect(200);
+    assert_eq!(eng_row["parent_id"], ceo.as_str());
+    let keys: Vec<String> = app
+        .get(&format!("/workspaces/{ceo}/secrets"))
+        .await
+        .expect(200)
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["key"].as_str().unwrap().to_owned())
+        .collect();
+    assert!(
+        keys.contains(&"CEO_KEY".to_owned()) && keys.contains(&"SHARED".to_owned()),
+        "{keys:?}"
+    );
+
+    let second = app
+        .post("/org/import", json!({ "dir": "acme", "mode": "merge" }))
+        .await
+        .expect(201);
+    assert_eq!(second["created_count"], 0);
+    assert_eq!(second["skipped_count"], 4);
+    assert!(
+        second["workspaces"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|w| w["skipped"] == true)
+    );
+    assert_eq!(by_name(&second, "CEO")["id"], ceo.as_str());
+    assert_eq!(live_names(&app).await.len(), 4);
+
+    let started = events_of(&app, "org.import.started").await;
+    let completed = events_of(&app, "org.import.completed").await;
+    assert_eq!(started.len(), 2);
+    assert_eq!(completed.len(), 2);
+    assert!(events_of(&app, "org.import.failed").await.is_empty());
+    assert_eq!(started[0]["payload"]["name"], "Acme");
+    assert_eq!(started[0]["payload"]["dir"], "acme");
+    assert_eq!(started[0]["payload"]["mode"], "merge");
+    let counts: Vec<(i64, i64)> = completed
+        .iter()
+        .map(|e| {
+            (
+                e["payload"]["created_count"].as_i64().unwrap(),
+                e["payload"]["skipped_count"].as_i64().unwrap(),
+            )
+        })
+        .collect();
+    assert!(
+        counts.contains(&(4, 0)) && counts.contains(&(0, 4)),
+        "{counts:?}"
+    );
+    assert!(completed[0]["payload"]["duration_ms"].is_u64());
+    assert!(completed.iter().all(|e| e["workspace_id"].is_null()));
+}
+
+async fn missing_required_env_is_412_and_nothing_is_created(backend: DbBackend) {
+    let templates = tempfile::tempdir().unwrap();
+    acme(templates.path());
+    // Required at the org level and by Dev; only a global secret can satisfy them.
+    write(
+        templates.path(),
+        "acme/org.yaml",
+        &ACME.replace("defaults:", "required_env: [ORG_TOKEN]\ndefaults:"),
+    );
+    write(
+        templates.path(),
+        "acme/teams.yaml",
+        &TEAMS.replace(
+            "    - name: Dev\n",
+            "    - name: Dev\n      required_env: [{any_of: [OPENAI_KEY, ANTHROPIC_KEY]}]\n",
+        ),
+    );
+    let app = spawn(backend, templates.path()).await;
+    let refused = app.post("/org/import", json!({ "dir": "acme" })).await;
+    assert_eq!(refused.status, 412, "{}", refused.text);
+    assert_eq!(
+        refused.body["error"],
+        "missing required environment variables"
+    );
+    assert_eq!(refused.body["missing_env"], json!(["ORG_TOKEN"]));
+    assert_eq!(refused.body["missing_workspace_env"][0]["workspace"], "Dev");
+    assert_eq!(
+        refused.body["missing_workspace_env"][0]["unsatisfied_env"],
+        json!(["OPENAI_KEY|ANTHROPIC_KEY"])
+    );
+    assert_eq!(refused.body["template"], "Acme");
+    assert!(live_names(&app).await.is_empty());
+    assert_eq!(events_of(&app, "org.import.started").await.len(), 1);
+    let failed = events_of(&app, "org.import.failed").await;
+    assert_eq!(failed.len(), 1);
+    assert_eq!(failed[0]["payload"]["created_count"], 0);
+
+    for (key, value) in [("ORG_TOKEN", "t"), ("ANTHROPIC_KEY", "k")] {
+        app.put("/settings/secrets", json!({ "key": key, "value": value }))
+            .await
+            .expect(200);
+    }
+    app.post("/org/import", json!({ "dir": "acme" }))
+        .await
+        .expect(201);
+    assert_eq!(live_names(&app).await.len(), 4);
+}
+
+async fn reconcile_removes_exactly_the_reparented_orphans(backend: DbBackend) {
+    let templates = tempfile::tempdir().unwrap();
+    acme(templates.path());
+    let app = spawn(backend, templates.path()).await;
+    let first = app
+        .post("/org/import", json!({ "dir": "acme" }))
+        .await
+        .expect(201);
+    let old_dev = by_name(&first, "Dev")["id"].as_str().unwrap().to_owned();
+    // Workspaces the template did not create are never touched, even with a template name.
+    let by_hand = app.create_workspace("Dev", None).await;
+    let unrelated = app.create_workspace("Unrelated", None).await;
+
+    // Dev moves from Eng to Sales.
+    write(
+        templates.path(),
+        "acme/teams.yaml",
+        "- name: Eng\n- name: Sales\n  children:\n    - name: Dev\n",
+    );
+    let merged = app
+        .post("/org/import", json!({ "dir": "acme" }))
+        .await
+        .expect(201);
+    assert!(merged.get("reconcile_removed_count").is_none());
+    assert_eq!(
+        app.get(&format!("/workspaces/{old_dev}")).await.body["status"],
+        "provisioning"
+    );
+
+    let reconciled = app
+        .post("/org/import", json!({ "dir": "acme", "mode": "reconcile" }))
+        .await
+        .expect(201);
+    assert_eq!(reconciled["mode"], "reconcile");
+    assert_eq!(reconciled["reconcile_removed_count"], 1, "{reconciled}");
+    assert_eq!(reconciled["reconcile_errors"], json!([]));
+    assert_eq!(reconciled["created_count"], 0);
+    let gone = app.get(&format!("/workspaces/{old_dev}")).await;
+    assert!(
+        gone.status == 404 || gone.status == 410 || gone.body["status"] == "removed",
+        "{}",
+        gone.text
+    );
+    for id in [&by_hand, &unrelated] {
+        let kept = app.get(&format!("/workspaces/{id}")).await.expect(200);
+        assert_ne!(kept["status"], "removed");
+    }
+    let names = live_names(&app).await;
+    assert_eq!(
+        names,
+        vec!["CEO", "Dev", "Dev", "Eng", "Sales", "Unrelated"]
+    );
+    let completed = events_of(&app, "org.import.completed").await;
+    assert!(completed.iter().any(
+        |e| e["payload"]["mode"] == "reconcile" && e["payload"]["reconcile_removed_count"] == 1
+    ));
+}
+
+async fn bad_requests_are_refused_and_only_parsed_templates_record_events(backend: DbBackend) {
+    let templates = tempfile::tempdir().unwrap();
+    acme(templates.path());
+    write(
+        templates.path(),
+        "escape/org.yaml",
+        "workspaces: !include ../../../etc/hostname\n",
+    );
+    write(
+        templates.path(),
+        "invalid/org.yaml",
+        "workspaces: {not: a list}\n",
+    );
+    write(
+        templates.path(),
+        "badtier/org.yaml",
+        "name: Bad\nworkspaces:\n  - name: A\n  - name: B\n    tier: 9\n",
+    );
+    write(
+        templates.path(),
+        "badurl/org.yaml",
+        "name: BadUrl\nworkspaces:\n  - name: A\n    external: true\n    url: ftp://example.com\n",
+    );
+    let app = spawn(backend, templates.path()).await;
+    let cases = [
+        (json!({}), 400, "provide 'dir' or 'template'"),
+        (json!({ "dir": "../acme" }), 400, "invalid org directory"),
+        (json!({ "dir": "/etc" }), 400, "invalid org directory"),
+        (json!({ "dir": "nope" }), 404, "org template not found"),
+        (
+            json!({ "dir": "escape" }),
+            400,
+            "org template expansion failed",
+        ),
+        (json!({ "dir": "invalid" }), 400, "invalid org template"),
+        (
+            json!({ "dir": "acme", "mode": "replace" }),
+            400,
+            "mode must be merge or reconcile",
+        ),
+    ];
+    for (body, status, error) in cases {
+        let reply = app.post("/org/import", body.clone()).await;
+        assert_eq!(reply.status, status, "{body}: {}", reply.text);
+        assert_eq!(reply.body["error"], error, "{body}");
+    }
+    assert!(events_of(&app, "org.import.started").await.is_empty());
+    assert!(events_of(&app, "org.import.failed").await.is_empty());
+    assert_eq!(
+        app.anonymous()
+            .post("/org/import", json!({ "dir": "acme" }))
+            .await
+            .status,
+        401
+    );
+
+    // Refused after parsing: nothing is created, and the started row gets its failed row.
+    for dir in ["badtier", "badurl"] {
+        let reply = app.post("/org/import", json!({ "dir": dir })).await;
+        assert_eq!(reply.status, 400, "{dir}: {}", reply.text);
+        assert_eq!(reply.body["error"], "invalid org template");
+    }
+    assert!(live_names(&app).await.is_empty());
+    let started = events_of(&app, "org.import.started").await;
+    let failed = events_of(&app, "org.import.failed").await;
+    assert_eq!((started.len(), failed.len()), (2, 2));
+    assert!(failed.iter().all(|e| {
+        e["payload"]["errors"][0]
+            .as_str()
+            .unwrap()
+            .contains("invalid org template")
+    }));
+}
+
+async fn an_inline_template_imports_but_cannot_include(backend: DbBackend) {
+    let templates = tempfile::tempdir().unwrap();
+    let app = spawn(backend, templates.path()).await;
+    let inline = json!({ "name": "Inline", "workspaces": [{ "name": "Solo", "children": [{ "name": "Helper", "external": true, "url": "http://127.0.0.1:9" }] }] });
+    let outcome = app
+        .post("/org/import", json!({ "template": inline }))
+        .await
+        .expect(201);
+    assert_eq!(outcome["count"], 2);
+    assert_eq!(by_name(&outcome, "Helper")["status"], "online");
+    let started = events_of(&app, "org.import.started").await;
+    assert_eq!(started[0]["payload"]["dir"], Value::Null);
+}
+
+async fn concurrent_imports_of_one_template_create_each_workspace_once(backend: DbBackend) {
+    let templates = tempfile::tempdir().unwrap();
+    acme(templates.path());
+    let app = spawn(backend, templates.path()).await;
+    let imports = (0..4).map(|_| app.post("/org/import", json!({ "dir": "acme" })));
+    let replies = futures::future::join_all(imports).await;
+    let mut created = 0;
+    for reply in replies {
+        assert_eq!(reply.status, 201, "{}", reply.text);
+        created += reply.body["created_count"].as_i64().unwrap();
+    }
+    assert_eq!(created, 4);
+    assert_eq!(live_names(&app).await, vec!["CEO", "Dev", "Eng", "Sales"]);
+    assert_eq!(events_of(&app, "org.import.started").await.len(), 4);
+    assert_eq!(events_of(&app, "org.import.completed").await.len(), 4);
+}
+
+/// Runs git with no user or system configuration.
+fn git(cwd: &Path, args: &[&str]) {
+    let status = std::process::Command::new("git")
+        .args(args)
+        .current_dir(cwd)
+        .env("GIT_CONFIG_NOSYSTEM", "1")
+        .env("GIT_CONFIG_GLOBAL", "/dev/null")
+        .env("GIT_AUTHOR_NAME", "t")
+        .env("GIT_AUTHOR_EMAIL", "t@example.com")
+        .env("GIT_COMMITTER_NAME", "t")
+        .env("GIT_COMMITTER_EMAIL", "t@example.com")
+        .status()
+        .expect("git runs");
+    assert!(status.success(), "git {args:?}");
+}
+
+async fn an_external_comes_from_a_bare_repository_through_the_resolver_and_is_cached(
+    backend: DbBackend,
+) {
+    // A bare repository `acme/parts` served as https://github.com/acme/parts.git through a
+    // git URL rewrite; the host's git side and the real resolver component do the rest.
+    let repos = tempfile::tempdir().unwrap();
+    let work = repos.path().join("work");
+    std::fs::create_dir_all(&work).unwrap();
+    write(
+        &work,
+        "teams/eng.yaml",
+        "name: Eng\nfiles_dir: eng-files\nchildren:\n  - !include people/dev.yaml\n",
+    );
+    write(&work, "teams/people/dev.yaml", "name: Dev\n");
+    write(&work, "eng-files/skills/build/SKILL.md", "# Build\n");
+    git(&work, &["init", "-q", "-b", "main"]);
+    git(&work, &["add", "."]);
+    git(&work, &["commit", "-q", "-m", "parts"]);
+    git(&work, &["tag", "v1"]);
+    let bare = repos.path().join("acme/parts.git");
+    git(
+        repos.path(),
+        &[
+            "clone",
+            "-q",
+            "--bare",
+            work.to_str().unwrap(),
+            bare.to_str().unwrap(),
+        ],
+    );
+
+    let templates = tempfile::tempdir().unwrap();
+    write(
+        templates.path(),
+        "ext/org.yaml",
+        "name: Ext\nworkspaces:\n  - name: CEO\n    children:\n      - !external {repo: acme/parts, ref: v1, path: teams/eng.yaml}\n",
+    );
+    write(
+        templates.path(),
+        "denied/org.yaml",
+        "name: Denied\nworkspaces:\n  - !external {repo: other/parts, ref: v1, path: x.yaml}\n",
+    );
+    let dir = templates.path().to_path_buf();
+    let rewrite = format!("file://{}/", repos.path().display());
+    let app = TestApp::spawn_with(backend, move |c| {
+        c.org.templates_dir = dir;
+        c.org.external_allowlist = vec!["github.com/acme/".into()];
+        c.builtin_extensions_dir = Some(builtin_extensions_dir());
+        c.git_allowed_protocols = Some("https:file".into());
+        c.git_env = [
+            ("GIT_CONFIG_COUNT", "1"),
+            ("GIT_CONFIG_KEY_0", &format!("url.{rewrite}.insteadOf")),
+            ("GIT_CONFIG_VALUE_0", "https://github.com/"),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect();
+    })
+    .await;
+
+    let first = app
+        .post("/org/import", json!({ "dir": "ext" }))
+        .await
+        .expect(201);
+    assert_eq!(first["externals"][0]["repo"], "github.com/acme/parts");
+    assert_eq!(first["externals"][0]["cached"], false);
+    let sha = first["externals"][0]["sha"].as_str().unwrap().to_owned();
+    assert_eq!(sha.len(), 40);
+    assert_eq!(live_names(&app).await, vec!["CEO", "Dev", "Eng"]);
+    let cache = templates
+        .path()
+        .join(format!("ext/.external-cache/github.com__acme__parts/{sha}"));
+    assert!(cache.join(".complete").is_file());
+    assert!(cache.join("eng-files/skills/build/SKILL.md").is_file());
+    // files_dir points into the cache.
+    let eng = by_name(&first, "Eng")["id"].as_str().unwrap().to_owned();
+    let config = app
+        .get(&format!("/workspaces/{eng}/config"))
+        .await
+        .expect(200);
+    assert_eq!(
+        config["data"]["org"]["files_dir"],
+        format!(".external-cache/github.com__acme__parts/{sha}/eng-files")
+    );
+
+    // The second import is served from the cache.
+    let second = app
+        .post("/org/import", json!({ "dir": "ext" }))
+        .await
+        .expect(201);
+    assert_eq!(second["externals"][0]["cached"], true);
+    assert_eq!(second["skipped_count"], 3);
+
+    // An interrupted entry (no marker) is a miss and is fetched again.
+    std::fs::remove_file(cache.join(".complete")).unwrap();
+    std::fs::remove_file(cache.join("teams/people/dev.yaml")).unwrap();
+    let third = app
+        .post("/org/import", json!({ "dir": "ext" }))
+        .await
+        .expect(201);
+    assert_eq!(third["externals"][0]["cached"], false);
+    assert!(cache.join(".complete").is_file());
+    assert!(cache.join("teams/people/dev.yaml").is_file());
+    let leftovers: Vec<_> = std::fs::read_dir(cache.parent().unwrap())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(
+        leftovers,
+        vec![sha.clone()],
+        "no temporary directory is left behind"
+    );
+
+    // Outside the allow-list: refused before any fetch, with the started/failed pair.
+    let denied = app.post("/org/import", json!({ "dir": "denied" })).await;
+    assert_eq!(denied.status, 403, "{}", denied.text);
+    assert!(!templates.path().join("denied/.external-cache").exists());
+}
+
+async fn a_three_level_org_imports_and_every_agent_comes_online(
+    runtime: Runtime,
+    backend: DbBackend,
+) {
+    let templates = tempfile::tempdir().unwrap();
+    write(
+        templates.path(),
+        "three/org.yaml",
+        "name: Three\ndefaults:\n  initial_prompt: Introduce yourself.\nworkspaces:\n  - name: Chief\n    system_prompt: You lead.\n    children:\n      - name: Lead\n        files_dir: lead\n        children:\n          - name: Worker\n",
+    );
+    write(
+        templates.path(),
+        "three/lead/skills/plan/SKILL.md",
+        "# Plan\n",
+    );
+    let dir = templates.path().to_path_buf();
+    let app = TestApp::spawn_with(backend, move |c| {
+        runtime.configure(c);
+        c.builtin_extensions_dir = Some(builtin_extensions_dir());
+        c.org.templates_dir = dir;
+    })
+    .await;
+    let outcome = app
+        .post("/org/import", json!({ "dir": "three" }))
+        .await
+        .expect(201);
+    assert_eq!(outcome["created_count"], 3);
+    for w in outcome["workspaces"].as_array().unwrap() {
+        let id = w["id"].as_str().unwrap();
+        eventually(Duration::from_secs(60), || async {
+            let row = app.get(&format!("/workspaces/{id}")).await.body;
+            (row["status"] == "online" && !row["last_heartbeat_at"].is_null()).then_some(())
+        })
+        .await;
+    }
+    let chief = by_name(&outcome, "Chief")["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let prompt = app
+        .get(&format!("/workspaces/{chief}/files/system-prompt.md"))
+        .await
+        .expect(200);
+    assert!(prompt.to_string().contains("You lead."), "{prompt}");
+    let lead = by_name(&outcome, "Lead")["id"].as_str().unwrap().to_owned();
+    let skill = app
+        .get(&format!("/workspaces/{lead}/files/skills/plan/SKILL.md"))
+        .await
+        .expect(200);
+    assert!(skill.to_string().contains("# Plan"), "{skill}");
+    let config = app
+        .get(&format!("/workspaces/{lead}/files/config.yaml"))
+        .await
+        .expect(200);
+    assert!(
+        config.to_string().contains("Introduce yourself."),
+        "{config}"
+    );
+}
