@@ -106,8 +106,18 @@ test: deps
 # run: build and serve the host in release mode (SQLite under ./data) and import the demo
 # org (org-templates/demo) at start; importing is idempotent, so restarts create nothing twice.
 # MOLECULE_BIND_ADDR defaults to 127.0.0.1:8080 and MOLECULE_ORG__IMPORT_ON_START to demo
-# unless already set (set it empty to start without an org).
+# unless already set (set it empty to start without an org). Without MOLECULE_ADMIN_TOKEN or
+# ADMIN_TOKEN an admin token is generated once into data/admin-token (0600) and printed: the
+# demo's agents hold tokens from the first second, which closes a fresh install's open mode.
 run: deps
+	mkdir -p data
+	if [[ -z "$${MOLECULE_ADMIN_TOKEN:-$${ADMIN_TOKEN:-}}" ]]; then \
+		if [[ ! -s data/admin-token ]]; then \
+			(umask 077; head -c 32 /dev/urandom | base64 | tr -d '/+=\n' > data/admin-token); \
+		fi; \
+		export MOLECULE_ADMIN_TOKEN="$$(cat data/admin-token)"; \
+		echo "admin token: $$MOLECULE_ADMIN_TOKEN (saved in data/admin-token)"; \
+	fi; \
 	MOLECULE_BIND_ADDR="$${MOLECULE_BIND_ADDR:-127.0.0.1:8080}" \
 	MOLECULE_RUNTIME__AGENT_BINARY="$${MOLECULE_RUNTIME__AGENT_BINARY:-$(CURDIR)/$(AGENT_BINARY)}" \
 	MOLECULE_ORG__IMPORT_ON_START="$${MOLECULE_ORG__IMPORT_ON_START-demo}" \

@@ -55,7 +55,9 @@ pub async fn run(command: OrgCommand) -> anyhow::Result<()> {
             wait,
             timeout,
             remote,
-        } => import(&remote, &dir, &mode, wait, Duration::from_secs(timeout)).await,
+        } => import(&remote, &dir, &mode, wait, Duration::from_secs(timeout))
+            .await
+            .map(drop),
     }
 }
 
@@ -119,58 +121,65 @@ async fn subscribe(remote: &Remote) -> Option<mpsc::UnboundedReceiver<Progress>>
     Some(rx)
 }
 
-/// Tracks what was printed so each workspace gets one line per step.
+/// Tracks what was printed so each workspace gets one line per step; keeps the lines.
 #[derive(Default)]
 struct Board {
     names: HashMap<String, String>,
     created: usize,
     online: HashSet<String>,
     failed: HashSet<String>,
+    lines: Vec<String>,
 }
 
 impl Board {
+    fn say(&mut self, line: String) {
+        let _ = writeln!(std::io::stdout().lock(), "{line}");
+        self.lines.push(line);
+    }
+
     fn show(&mut self, p: Progress) {
-        let mut out = std::io::stdout().lock();
         match p {
             Progress::Created { id, name } => {
                 if self.names.insert(id, name.clone()).is_none() {
                     self.created += 1;
-                    let _ = writeln!(out, "  [{:>3}] created  {name}", self.created);
+                    let line = format!("  [{:>3}] created  {name}", self.created);
+                    self.say(line);
                 }
             }
             Progress::Online { id } => {
                 if self.online.insert(id.clone())
-                    && let Some(name) = self.names.get(&id)
+                    && let Some(name) = self.names.get(&id).cloned()
                 {
-                    let _ = writeln!(out, "        online   {name}");
+                    self.say(format!("        online   {name}"));
                 }
             }
             Progress::Failed { id, reason } => {
                 if self.failed.insert(id.clone()) {
                     let name = self.names.get(&id).cloned().unwrap_or(id);
-                    let _ = writeln!(out, "        FAILED   {name}: {reason}");
+                    self.say(format!("        FAILED   {name}: {reason}"));
                 }
             }
         }
     }
 }
 
-async fn import(
+/// Imports `dir`, printing progress; returns the lines it printed.
+pub async fn import(
     remote: &Remote,
     dir: &str,
     mode: &str,
     wait: bool,
     timeout: Duration,
-) -> anyhow::Result<()> {
+) -> anyhow::Result<Vec<String>> {
     let mut events = subscribe(remote).await;
     if events.is_none() {
         eprintln!("(no event stream: progress is shown when the import returns)");
     }
-    println!("importing {dir} ({mode})");
+    let mut board = Board::default();
+    board.say(format!("importing {dir} ({mode})"));
     let body = json!({ "dir": dir, "mode": mode });
     let call = remote.request(reqwest::Method::POST, "/org/import", Some(body), timeout);
     tokio::pin!(call);
-    let mut board = Board::default();
     let (status, answer) = loop {
         tokio::select! {
             result = &mut call => break result.context("importing")?,
@@ -193,7 +202,7 @@ async fn import(
             continue;
         };
         if w["skipped"].as_bool() == Some(true) {
-            println!("        kept     {name} (already there)");
+            board.say(format!("        kept     {name} (already there)"));
         } else {
             board.show(Progress::Created {
                 id: id.to_owned(),
@@ -204,10 +213,12 @@ async fn import(
             }
         }
         if let Some(missing) = w["plugins_missing"].as_array().filter(|m| !m.is_empty()) {
-            println!("        warning  {name}: plugins not in the registry: {missing:?}");
+            board.say(format!(
+                "        warning  {name}: plugins not in the registry: {missing:?}"
+            ));
         }
     }
-    println!(
+    board.say(format!(
         "{}: {} created, {} kept{}",
         answer["org"].as_str().unwrap_or(dir),
         answer["created_count"],
@@ -216,7 +227,7 @@ async fn import(
             Some(n) => format!(", {n} removed"),
             None => String::new(),
         }
-    );
+    ));
     if let Some(error) = answer["error"].as_str() {
         bail!("the import stopped part way: {error}");
     }
@@ -244,9 +255,9 @@ async fn import(
         if !board.failed.is_empty() {
             bail!("{} workspace(s) failed to start", board.failed.len());
         }
-        println!("every workspace is online");
+        board.say("every workspace is online".to_owned());
     }
-    Ok(())
+    Ok(board.lines)
 }
 
 #[cfg(test)]

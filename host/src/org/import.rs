@@ -113,7 +113,11 @@ async fn run(svc: &Services, req: ImportRequest) -> Result<ImportOutcome, OrgErr
     let label = json!({ "name": template.name, "dir": dir, "mode": req.mode.as_str() });
     record(svc, STARTED, label.clone()).await;
 
-    let result = std::panic::AssertUnwindSafe(execute(svc, &template, root, req.mode))
+    let origin = Origin {
+        template: template.name.clone(),
+        dir,
+    };
+    let result = std::panic::AssertUnwindSafe(execute(svc, &template, &origin, root, req.mode))
         .catch_unwind()
         .await
         .unwrap_or_else(|_| {
@@ -217,9 +221,32 @@ fn has_tags(value: &serde_yaml_ng::Value) -> bool {
     }
 }
 
+/// Which import created a workspace, stored in its config row as `org.template` and `org.dir`;
+/// reconcile only ever removes workspaces of the same origin.
+#[derive(Debug, Clone)]
+struct Origin {
+    template: String,
+    dir: Option<String>,
+}
+
+impl Origin {
+    fn of(config: Option<&Value>) -> Option<Origin> {
+        let org = config?.get("org")?;
+        Some(Origin {
+            template: org.get("template")?.as_str()?.to_owned(),
+            dir: org.get("dir").and_then(Value::as_str).map(str::to_owned),
+        })
+    }
+
+    fn same(&self, other: &Origin) -> bool {
+        self.template == other.template && self.dir == other.dir
+    }
+}
+
 async fn execute(
     svc: &Services,
     template: &OrgTemplate,
+    origin: &Origin,
     root: Arc<RootDir>,
     mode: Mode,
 ) -> Result<ImportOutcome, OrgError> {
@@ -260,6 +287,9 @@ async fn execute(
         let parent_id = planned.parent.and_then(|p| ids.get(p).copied().flatten());
         let mut request = planned.request;
         request.parent_id = parent_id;
+        if let Some(Value::Object(org)) = request.config.get_mut("org") {
+            org.insert("dir".to_owned(), json!(origin.dir));
+        }
         let name = request.name.clone();
         let tier = request.tier;
         match place(svc, request).await {
@@ -294,7 +324,7 @@ async fn execute(
     outcome.count = outcome.workspaces.len();
 
     if mode == Mode::Reconcile && outcome.error.is_none() {
-        let (removed, errors) = reconcile(svc, template, &outcome).await?;
+        let (removed, errors) = reconcile(svc, template, origin, &outcome).await?;
         outcome.reconcile_removed_count = Some(removed);
         outcome.reconcile_errors = Some(errors);
     }
@@ -354,12 +384,14 @@ async fn preflight(svc: &Services, template: &OrgTemplate, plan: &Plan) -> Resul
     })
 }
 
-/// Removes live workspaces that an import of this template created, whose name the template
-/// still uses, but which this import did not place. Workspaces created by hand or by other
-/// templates are never touched. Refuses to act when either set is empty.
+/// Removes live workspaces that an import of this template (same name, same directory)
+/// created, whose name the template still uses, but which this import did not place.
+/// Workspaces created by hand or by other templates are never touched. Refuses to act when
+/// either set is empty.
 async fn reconcile(
     svc: &Services,
     template: &OrgTemplate,
+    origin: &Origin,
     outcome: &ImportOutcome,
 ) -> Result<(usize, Vec<String>), OrgError> {
     let names = template_names(template);
@@ -373,13 +405,8 @@ async fn reconcile(
         if placed.contains(&row.id) || !names.contains(row.name.as_str()) {
             continue;
         }
-        let origin = store::workspace_config::get(&svc.db, row.id).await?;
-        let from_this_template = origin
-            .as_ref()
-            .and_then(|c| c.pointer("/org/template"))
-            .and_then(Value::as_str)
-            == Some(template.name.as_str());
-        if from_this_template {
+        let config = store::workspace_config::get(&svc.db, row.id).await?;
+        if Origin::of(config.as_ref()).is_some_and(|o| o.same(origin)) {
             candidates.push(row);
         }
     }

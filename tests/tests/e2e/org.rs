@@ -24,6 +24,73 @@ on_both_backends!(
 
 on_both_runtimes!(a_three_level_org_imports_and_every_agent_comes_online);
 
+/// `molecule org import --wait` against a live host: one line per workspace as it is created
+/// and as it comes online, then the summary.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cli_imports_with_progress_and_waits_for_every_agent() {
+    let templates = tempfile::tempdir().unwrap();
+    acme(templates.path());
+    let dir = templates.path().to_path_buf();
+    let app = TestApp::spawn_with(DbBackend::Sqlite, move |c| {
+        Runtime::Process.configure(c);
+        c.builtin_extensions_dir = Some(builtin_extensions_dir());
+        c.org.templates_dir = dir;
+    })
+    .await;
+    let remote = molecule_host::cli::Remote {
+        host: app.base.clone(),
+        token: app.token.clone(),
+    };
+    let lines =
+        molecule_host::cli::org::import(&remote, "acme", "merge", true, Duration::from_secs(120))
+            .await
+            .expect("the import succeeds and every agent comes online");
+    for name in ["CEO", "Eng", "Dev", "Sales"] {
+        assert!(
+            lines
+                .iter()
+                .any(|l| l.contains("created") && l.ends_with(name)),
+            "{lines:?}"
+        );
+        assert!(
+            lines
+                .iter()
+                .any(|l| l.contains("online") && l.ends_with(name)),
+            "{lines:?}"
+        );
+    }
+    assert!(
+        lines.iter().any(|l| l == "Acme: 4 created, 0 kept"),
+        "{lines:?}"
+    );
+    assert_eq!(
+        lines.last().map(String::as_str),
+        Some("every workspace is online")
+    );
+
+    // Again: everything is kept, nothing waits.
+    let again =
+        molecule_host::cli::org::import(&remote, "acme", "merge", true, Duration::from_secs(30))
+            .await
+            .unwrap();
+    assert!(
+        again.iter().any(|l| l == "Acme: 0 created, 4 kept"),
+        "{again:?}"
+    );
+    // A refused import is an error.
+    assert!(
+        molecule_host::cli::org::import(
+            &remote,
+            "missing",
+            "merge",
+            false,
+            Duration::from_secs(30)
+        )
+        .await
+        .is_err()
+    );
+}
+
 fn write(root: &Path, rel: &str, content: &str) {
     let path = root.join(rel);
     std::fs::create_dir_all(path.parent().unwrap()).unwrap();
@@ -262,9 +329,20 @@ async fn reconcile_removes_exactly_the_reparented_orphans(backend: DbBackend) {
         .await
         .expect(201);
     let old_dev = by_name(&first, "Dev")["id"].as_str().unwrap().to_owned();
-    // Workspaces the template did not create are never touched, even with a template name.
+    // Workspaces the template did not create are never touched, even with a template name:
+    // neither a hand-made one nor one another template created.
     let by_hand = app.create_workspace("Dev", None).await;
     let unrelated = app.create_workspace("Unrelated", None).await;
+    write(
+        templates.path(),
+        "other/org.yaml",
+        "name: Other\nworkspaces:\n  - name: Board\n    children:\n      - name: Dev\n",
+    );
+    let other = app
+        .post("/org/import", json!({ "dir": "other" }))
+        .await
+        .expect(201);
+    let other_dev = by_name(&other, "Dev")["id"].as_str().unwrap().to_owned();
 
     // Dev moves from Eng to Sales.
     write(
@@ -296,14 +374,23 @@ async fn reconcile_removes_exactly_the_reparented_orphans(backend: DbBackend) {
         "{}",
         gone.text
     );
-    for id in [&by_hand, &unrelated] {
+    for id in [&by_hand, &unrelated, &other_dev] {
         let kept = app.get(&format!("/workspaces/{id}")).await.expect(200);
         assert_ne!(kept["status"], "removed");
     }
     let names = live_names(&app).await;
     assert_eq!(
         names,
-        vec!["CEO", "Dev", "Dev", "Eng", "Sales", "Unrelated"]
+        vec![
+            "Board",
+            "CEO",
+            "Dev",
+            "Dev",
+            "Dev",
+            "Eng",
+            "Sales",
+            "Unrelated"
+        ]
     );
     let completed = events_of(&app, "org.import.completed").await;
     assert!(completed.iter().any(
@@ -544,6 +631,19 @@ async fn an_external_comes_from_a_bare_repository_through_the_resolver_and_is_ca
         vec![sha.clone()],
         "no temporary directory is left behind"
     );
+
+    // Concurrent imports of the same revision into an empty cache: one complete entry.
+    std::fs::remove_dir_all(cache.parent().unwrap()).unwrap();
+    let imports = (0..3).map(|_| app.post("/org/import", json!({ "dir": "ext" })));
+    for reply in futures::future::join_all(imports).await {
+        assert_eq!(reply.status, 201, "{}", reply.text);
+    }
+    assert!(cache.join(".complete").is_file());
+    let entries: Vec<_> = std::fs::read_dir(cache.parent().unwrap())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(entries, vec![sha.clone()]);
 
     // Outside the allow-list: refused before any fetch, with the started/failed pair.
     let denied = app.post("/org/import", json!({ "dir": "denied" })).await;
