@@ -132,6 +132,16 @@ pub struct Config {
     pub runtime: RuntimeConfig,
     /// Org templates and their import (`MOLECULE_ORG__*`).
     pub org: OrgConfig,
+    /// Faults injected on purpose, for tests; never read from a file or the environment.
+    #[serde(skip)]
+    pub faults: Faults,
+}
+
+/// Test-only fault hooks (set in code; configuration cannot reach them).
+#[derive(Debug, Clone, Default)]
+pub struct Faults {
+    /// Fail this step of every plugin reinstall (a live copy exists).
+    pub plugin_reinstall: Option<crate::plugins::deliver::Step>,
 }
 
 /// Org templates: where they live, what `!external` may fetch, where persona env comes from.
@@ -300,6 +310,7 @@ impl Default for Config {
             git_allowed_protocols: None,
             runtime: RuntimeConfig::default(),
             org: OrgConfig::default(),
+            faults: Faults::default(),
         }
     }
 }

@@ -89,6 +89,9 @@ impl ContainerRuntime for RecordingRuntime {
     ) -> Result<BTreeMap<String, String>, RuntimeError> {
         Ok(BTreeMap::new())
     }
+    async fn rename_path(&self, _: Uuid, _: &RelPath, _: &RelPath) -> Result<(), RuntimeError> {
+        Ok(())
+    }
     async fn exec(&self, _: Uuid, _: &[String]) -> Result<ExecOutput, RuntimeError> {
         Err(RuntimeError::Unavailable("recording runtime".into()))
     }

@@ -73,6 +73,13 @@ pub enum Decision {
     RestartAfterMs(u32),
 }
 
+impl Decision {
+    /// Whether the agent is (or will be) restarted.
+    pub fn restarts(self) -> bool {
+        matches!(self, Decision::RestartNow | Decision::RestartAfterMs(_))
+    }
+}
+
 /// The three kinds of extension slot.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "kebab-case")]

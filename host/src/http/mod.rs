@@ -13,6 +13,7 @@ mod files;
 mod lifecycle;
 mod metrics;
 mod org;
+mod plugins;
 mod ratelimit;
 mod registry;
 mod secrets;
@@ -81,6 +82,7 @@ pub fn router(state: AppState) -> Router {
         .merge(events::router())
         .merge(extensions::router())
         .merge(org::router())
+        .merge(plugins::router())
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed);
 

@@ -2,9 +2,8 @@
 //! content-addressed cache `<org root>/.external-cache/<host__repo>/<sha>/` filled through the
 //! active `resolver:git` extension.
 
-use std::collections::HashMap;
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, LazyLock, Mutex};
 
 use serde::Serialize;
 use serde_yaml_ng::Value;
@@ -13,6 +12,7 @@ use uuid::Uuid;
 use super::{OrgError, RootDir};
 use crate::extensions::registry::{ExtensionHost, FetchFailure};
 use crate::extensions::types::{FetchError, Source};
+use crate::locks::KeyedLocks;
 use crate::safefs::{RelPath, SafeFsError};
 
 /// The cache directory under the org root.
@@ -185,14 +185,9 @@ pub struct ResolverCache<'a> {
 
 /// Serialises fills of one cache entry within this process; the rename into place settles races
 /// with other processes.
-fn entry_lock(path: PathBuf) -> Arc<Mutex<()>> {
-    static LOCKS: OnceLock<Mutex<HashMap<PathBuf, Arc<Mutex<()>>>>> = OnceLock::new();
-    let mut locks = LOCKS
-        .get_or_init(Default::default)
-        .lock()
-        .unwrap_or_else(|p| p.into_inner());
-    locks.retain(|_, lock| Arc::strong_count(lock) > 1);
-    locks.entry(path).or_default().clone()
+fn entry_lock(path: PathBuf) -> Arc<tokio::sync::Mutex<()>> {
+    static LOCKS: LazyLock<KeyedLocks<PathBuf>> = LazyLock::new(KeyedLocks::default);
+    LOCKS.get(path)
 }
 
 impl ExternalSource for ResolverCache<'_> {
@@ -224,7 +219,7 @@ impl ExternalSource for ResolverCache<'_> {
         let marker = dir.join(COMPLETE_MARKER).expect("a valid segment");
         let complete = |root: &RootDir| root.metadata(&marker).is_ok_and(|m| m.is_file());
         let lock = entry_lock(self.root.path().join(dir.as_str()));
-        let _held = lock.lock().unwrap_or_else(|p| p.into_inner());
+        let _held = lock.blocking_lock();
         let cached = complete(self.root);
         if !cached {
             self.fill(reference, &parent, &dir, &sha)?;

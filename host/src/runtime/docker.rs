@@ -621,6 +621,38 @@ impl ContainerRuntime for DockerRuntime {
             .collect())
     }
 
+    async fn rename_path(
+        &self,
+        id: Uuid,
+        from: &RelPath,
+        to: &RelPath,
+    ) -> Result<(), RuntimeError> {
+        if !self.container_state(id).await?.is_some_and(|s| s.running) {
+            return Err(RuntimeError::Offline);
+        }
+        let container = container_name(id);
+        let target = format!("{CONFIGS_ROOT}/{to}");
+        let parent = target
+            .rsplit_once('/')
+            .map_or(CONFIGS_ROOT, |(p, _)| p)
+            .to_owned();
+        for argv in [
+            vec!["mkdir".to_owned(), "-p".to_owned(), parent],
+            vec!["mv".to_owned(), format!("{CONFIGS_ROOT}/{from}"), target],
+        ] {
+            let out = self.run_exec(&container, &argv).await?;
+            if out.exit_code != 0 {
+                return Err(RuntimeError::Failed(format!(
+                    "{} exited with {}: {}",
+                    argv[0],
+                    out.exit_code,
+                    out.stderr.lines().next().unwrap_or_default()
+                )));
+            }
+        }
+        Ok(())
+    }
+
     async fn exec(&self, id: Uuid, argv: &[String]) -> Result<ExecOutput, RuntimeError> {
         match self.container_state(id).await? {
             Some(state) if state.running => self.run_exec(&container_name(id), argv).await,

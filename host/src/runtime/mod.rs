@@ -193,6 +193,10 @@ pub trait ContainerRuntime: Send + Sync + std::fmt::Debug {
         path: Option<&RelPath>,
     ) -> Result<BTreeMap<String, String>, RuntimeError>;
     /// Runs a command inside the workspace (the running container, or the agent's directory).
+    /// Renames `from` to `to` inside `/configs`, creating `to`'s parent; `to` must not exist.
+    /// Docker needs the container running (the atomic plugin swap runs against live agents).
+    async fn rename_path(&self, id: Uuid, from: &RelPath, to: &RelPath)
+    -> Result<(), RuntimeError>;
     async fn exec(&self, id: Uuid, argv: &[String]) -> Result<ExecOutput, RuntimeError>;
     /// The last `tail` lines of the agent's output.
     async fn logs(&self, id: Uuid, tail: usize) -> Result<String, RuntimeError>;

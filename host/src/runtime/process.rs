@@ -312,6 +312,20 @@ impl ContainerRuntime for ProcessRuntime {
         Ok(self.configs(id)?.digests(path)?)
     }
 
+    async fn rename_path(
+        &self,
+        id: Uuid,
+        from: &RelPath,
+        to: &RelPath,
+    ) -> Result<(), RuntimeError> {
+        let configs = self.configs(id)?;
+        if let Some(parent) = to.parent() {
+            configs.create_dir_all(&parent)?;
+        }
+        configs.rename(from, to)?;
+        Ok(())
+    }
+
     async fn exec(&self, id: Uuid, argv: &[String]) -> Result<ExecOutput, RuntimeError> {
         let configs = self.configs(id)?;
         let (program, args) = argv

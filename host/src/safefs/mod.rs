@@ -15,7 +15,7 @@ pub const SKIPPED_NAMES: &[&str] = &[".git", "__pycache__", "node_modules", ".DS
 const MAX_WALK_DEPTH: usize = 24;
 /// Limits on one delivered tree.
 pub const MAX_TREE_FILES: usize = 10_000;
-pub const MAX_TREE_BYTES: u64 = 64 * 1024 * 1024;
+pub const MAX_TREE_BYTES: u64 = 100 * 1024 * 1024;
 /// Files whose line endings are normalised to LF on delivery (scripts break with CRLF).
 const NORMALISED_EXTENSIONS: &[&str] = &["sh", "py", "md"];
 

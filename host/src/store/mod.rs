@@ -9,6 +9,7 @@ pub mod canvas;
 pub mod events;
 pub mod extensions;
 mod migrate;
+pub mod plugins;
 pub mod secrets;
 pub mod testing;
 #[cfg(test)]

@@ -6,6 +6,7 @@ mod extensions;
 mod lifecycle;
 mod logs;
 mod org;
+mod plugins;
 mod registry;
 mod runtimes;
 mod secrets;
