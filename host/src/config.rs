@@ -132,9 +132,36 @@ pub struct Config {
     pub runtime: RuntimeConfig,
     /// Org templates and their import (`MOLECULE_ORG__*`).
     pub org: OrgConfig,
+    /// Plugin drift detection and rollouts (`MOLECULE_PLUGINS__*`).
+    pub plugins: PluginsConfig,
     /// Faults injected on purpose, for tests; never read from a file or the environment.
     #[serde(skip)]
     pub faults: Faults,
+}
+
+/// Drift detection, rollouts and the swap-directory sweeper.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct PluginsConfig {
+    /// Seconds between drift sweeps (each tracked plugin's upstream revision is checked).
+    pub drift_interval_secs: u64,
+    /// How long a rollout waits for an updated workspace to be online with a fresh heartbeat.
+    pub rollout_health_timeout_secs: u64,
+    /// Seconds between sweeps of stale `.staging`/`.previous` swap directories.
+    pub swap_sweep_secs: u64,
+    /// Age after which a swap directory is stale.
+    pub swap_dir_max_age_secs: u64,
+}
+
+impl Default for PluginsConfig {
+    fn default() -> Self {
+        Self {
+            drift_interval_secs: 3600,
+            rollout_health_timeout_secs: 120,
+            swap_sweep_secs: 600,
+            swap_dir_max_age_secs: 3600,
+        }
+    }
 }
 
 /// Test-only fault hooks (set in code; configuration cannot reach them).
@@ -310,6 +337,7 @@ impl Default for Config {
             git_allowed_protocols: None,
             runtime: RuntimeConfig::default(),
             org: OrgConfig::default(),
+            plugins: PluginsConfig::default(),
             faults: Faults::default(),
         }
     }

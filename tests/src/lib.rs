@@ -466,3 +466,39 @@ macro_rules! on_both_backends {
         )+
     };
 }
+
+/// Runs git with no user or system configuration (tests build their upstream repositories).
+pub fn git(cwd: &std::path::Path, args: &[&str]) {
+    let status = std::process::Command::new("git")
+        .args(args)
+        .current_dir(cwd)
+        .env("GIT_CONFIG_NOSYSTEM", "1")
+        .env("GIT_CONFIG_GLOBAL", "/dev/null")
+        .env("GIT_AUTHOR_NAME", "t")
+        .env("GIT_AUTHOR_EMAIL", "t@example.com")
+        .env("GIT_COMMITTER_NAME", "t")
+        .env("GIT_COMMITTER_EMAIL", "t@example.com")
+        .status()
+        .expect("git runs");
+    assert!(status.success(), "git {args:?}");
+}
+
+/// Makes the host's git fetch `https://github.com/<path>` from `file://<root>/<path>`: the
+/// resolvers and the host's git side run for real against local bare repositories.
+pub fn serve_github_from(config: &mut Config, root: &std::path::Path) {
+    let rewrite = format!("file://{}/", root.display());
+    config.git_allowed_protocols = Some("https:file".into());
+    config.git_env = [
+        ("GIT_CONFIG_COUNT".to_owned(), "1".to_owned()),
+        (
+            "GIT_CONFIG_KEY_0".to_owned(),
+            format!("url.{rewrite}.insteadOf"),
+        ),
+        (
+            "GIT_CONFIG_VALUE_0".to_owned(),
+            "https://github.com/".to_owned(),
+        ),
+    ]
+    .into_iter()
+    .collect();
+}

@@ -5,13 +5,14 @@ use axum::Router;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
-use axum::routing::{delete, get};
+use axum::routing::{delete, get, post};
 use serde::Deserialize;
 use serde_json::json;
 
 use super::AppState;
 use super::error::{ApiError, ApiResult};
 use super::extract::{AdminAuth, ApiJson, ApiQuery, WorkspaceAuth, WorkspacePath};
+use crate::plugins::drift::{self, ApplyError};
 use crate::plugins::{self, InstallRequest, PluginError, Track};
 use crate::store;
 
@@ -25,6 +26,70 @@ pub fn router() -> Router<AppState> {
             "/orgs/{id}/plugins/allowlist",
             get(get_allowlist).put(put_allowlist),
         )
+        .route("/admin/plugin-updates-pending", get(pending))
+        .route("/admin/plugin-updates/check", post(check))
+        .route("/admin/plugin-updates/apply-all", post(apply_all))
+        .route("/admin/plugin-updates/{queue_id}/apply", post(apply))
+        .route("/admin/plugin-updates/{queue_id}/dismiss", post(dismiss))
+}
+
+impl From<ApplyError> for ApiError {
+    fn from(err: ApplyError) -> Self {
+        match err {
+            ApplyError::NotFound => ApiError::not_found("update not found"),
+            ApplyError::Dismissed => {
+                ApiError::Status(StatusCode::CONFLICT, "the update was dismissed")
+            }
+            ApplyError::Uninstalled => ApiError::not_found(
+                "the plugin is no longer installed (it may have been uninstalled)",
+            ),
+            ApplyError::Install(PluginError::Integrity("the update was already applied")) => {
+                ApiError::Status(StatusCode::CONFLICT, "the update was already applied")
+            }
+            ApplyError::Install(err) => err.into(),
+            ApplyError::Store(err) => ApiError::internal(err),
+        }
+    }
+}
+
+fn queue_id(raw: &str) -> ApiResult<uuid::Uuid> {
+    uuid::Uuid::parse_str(raw).map_err(|_| ApiError::not_found("update not found"))
+}
+
+async fn pending(State(state): State<AppState>, _: AdminAuth) -> ApiResult<impl IntoResponse> {
+    Ok(axum::Json(
+        store::plugins::pending_updates(&state.svc.db).await?,
+    ))
+}
+
+/// Runs a drift sweep now (the sweeper runs one every `plugins.drift_interval_secs`).
+async fn check(State(state): State<AppState>, _: AdminAuth) -> ApiResult<impl IntoResponse> {
+    let queued = drift::sweep(&state.svc).await?;
+    Ok(axum::Json(json!({ "queued": queued })))
+}
+
+async fn apply(
+    State(state): State<AppState>,
+    _: AdminAuth,
+    Path(raw): Path<String>,
+) -> ApiResult<impl IntoResponse> {
+    Ok(axum::Json(
+        drift::apply(&state.svc, queue_id(&raw)?, 0).await?,
+    ))
+}
+
+async fn dismiss(
+    State(state): State<AppState>,
+    _: AdminAuth,
+    Path(raw): Path<String>,
+) -> ApiResult<impl IntoResponse> {
+    let id = queue_id(&raw)?;
+    let status = drift::dismiss(&state.svc, id).await?;
+    Ok(axum::Json(json!({ "status": status, "queue_id": id })))
+}
+
+async fn apply_all(State(state): State<AppState>, _: AdminAuth) -> ApiResult<impl IntoResponse> {
+    Ok(axum::Json(drift::apply_all(&state.svc).await?))
 }
 
 impl From<PluginError> for ApiError {
@@ -126,6 +191,7 @@ async fn install(
             source,
             sha256: body.sha256,
             track,
+            drift: None,
         },
     )
     .await?;

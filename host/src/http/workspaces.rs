@@ -245,6 +245,9 @@ fn parse_patch(body: Map<String, Value>) -> ApiResult<PatchRequest> {
             "x" => x = Some(value.as_f64().ok_or(ApiError::bad_request(BAD))?),
             "y" => y = Some(value.as_f64().ok_or(ApiError::bad_request(BAD))?),
             "collapsed" => req.collapsed = Some(value.as_bool().ok_or(ApiError::bad_request(BAD))?),
+            "update_tier" => {
+                req.update_tier = Some(value.as_str().ok_or(ApiError::bad_request(BAD))?.to_owned())
+            }
             "workspace_dir" => {
                 req.workspace_dir = Some(match value {
                     Value::Null => None,

@@ -5,6 +5,7 @@
 //! the agent, and `workspace_plugins` records the source, tracked ref and revision.
 
 pub mod deliver;
+pub mod drift;
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, LazyLock};
@@ -76,6 +77,9 @@ pub struct InstallRequest {
     /// Hex SHA-256 of `plugin.yaml` the caller expects.
     pub sha256: Option<String>,
     pub track: Track,
+    /// Set when a drift update is applied: how many workspaces of the rollout were already
+    /// updated (the restart policy sees a `drift-applied` trigger).
+    pub drift: Option<u32>,
 }
 
 /// Why an install or uninstall failed; the HTTP edge maps each to a status.
@@ -144,7 +148,7 @@ pub fn valid_name(name: &str) -> bool {
 }
 
 /// Serialises installs and uninstalls of one plugin in one workspace.
-fn install_lock(id: Uuid, name: &str) -> Arc<tokio::sync::Mutex<()>> {
+pub(crate) fn install_lock(id: Uuid, name: &str) -> Arc<tokio::sync::Mutex<()>> {
     static LOCKS: LazyLock<KeyedLocks<(Uuid, String)>> = LazyLock::new(KeyedLocks::default);
     LOCKS.get((id, name.to_owned()))
 }
@@ -272,9 +276,15 @@ pub async fn install(
         Some(&fetched.revision),
     )
     .await?;
-    let trigger = Trigger::PluginInstalled {
-        name: name.clone(),
-        reload: reload.clone(),
+    let trigger = match req.drift {
+        Some(already_updated) => Trigger::DriftApplied {
+            plugin: name.clone(),
+            already_updated,
+        },
+        None => Trigger::PluginInstalled {
+            name: name.clone(),
+            reload: reload.clone(),
+        },
     };
     let outcome = lifecycle::request_restart(svc, id, trigger).await?;
     let restarting = matches!(outcome, RestartOutcome::Decided(d) if d.restarts());

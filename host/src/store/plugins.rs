@@ -123,3 +123,87 @@ pub async fn set_allowlist(db: &Db, org_id: Uuid, names: &[String]) -> StoreResu
         Ok(())
     })
 }
+
+/// Rows whose tracked ref drift detection follows.
+pub async fn tracked(db: &Db) -> StoreResult<Vec<WorkspacePluginRow>> {
+    on_db!(db, pool => Ok(sqlx::query_as(
+        "SELECT p.workspace_id, p.plugin_name, p.source_raw, p.tracked_ref, p.installed_sha, p.installed_at, p.updated_at
+         FROM workspace_plugins p JOIN workspaces w ON w.id = p.workspace_id
+         WHERE p.tracked_ref <> 'none' AND p.installed_sha IS NOT NULL AND w.status <> 'removed'
+         ORDER BY p.workspace_id, p.plugin_name",
+    )
+    .fetch_all(pool)
+    .await?))
+}
+
+#[derive(Debug, Clone, sqlx::FromRow, serde::Serialize)]
+pub struct UpdateRow {
+    pub id: Uuid,
+    pub workspace_id: Uuid,
+    pub plugin_name: String,
+    pub tracked_ref: String,
+    pub current_sha: Option<String>,
+    pub latest_sha: String,
+    pub status: String,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+const SELECT_UPDATE: &str = "SELECT id, workspace_id, plugin_name, tracked_ref, current_sha, latest_sha, status, created_at, updated_at FROM plugin_update_queue";
+
+/// Queues an update unless one is already pending for the workspace and plugin; whether a row
+/// was inserted.
+pub async fn queue_update(
+    db: &Db,
+    workspace_id: Uuid,
+    plugin_name: &str,
+    tracked_ref: &str,
+    current_sha: Option<&str>,
+    latest_sha: &str,
+) -> StoreResult<bool> {
+    let now = Utc::now();
+    on_db!(db, pool => {
+        let done = sqlx::query(
+            "INSERT INTO plugin_update_queue
+                 (id, workspace_id, plugin_name, tracked_ref, current_sha, latest_sha, status, created_at, updated_at)
+             VALUES ($1, $2, $3, $4, $5, $6, 'pending', $7, $7)
+             ON CONFLICT (workspace_id, plugin_name) WHERE status = 'pending' DO NOTHING",
+        )
+        .bind(Uuid::new_v4())
+        .bind(workspace_id)
+        .bind(plugin_name)
+        .bind(tracked_ref)
+        .bind(current_sha)
+        .bind(latest_sha)
+        .bind(now)
+        .execute(pool)
+        .await?;
+        Ok(done.rows_affected() > 0)
+    })
+}
+
+/// Pending updates, newest first.
+pub async fn pending_updates(db: &Db) -> StoreResult<Vec<UpdateRow>> {
+    let sql = format!("{SELECT_UPDATE} WHERE status = 'pending' ORDER BY created_at DESC, id");
+    on_db!(db, pool => Ok(sqlx::query_as(&sql).fetch_all(pool).await?))
+}
+
+pub async fn get_update(db: &Db, id: Uuid) -> StoreResult<Option<UpdateRow>> {
+    let sql = format!("{SELECT_UPDATE} WHERE id = $1");
+    on_db!(db, pool => Ok(sqlx::query_as(&sql).bind(id).fetch_optional(pool).await?))
+}
+
+/// Moves a pending update to `status`; whether it was pending.
+pub async fn settle_update(db: &Db, id: Uuid, status: &str) -> StoreResult<bool> {
+    on_db!(db, pool => {
+        let done = sqlx::query(
+            "UPDATE plugin_update_queue SET status = $2, updated_at = $3 WHERE id = $1 AND status = 'pending'",
+        )
+        .bind(id)
+        .bind(status)
+        .bind(Utc::now())
+        .execute(pool)
+        .await?;
+        Ok(done.rows_affected() > 0)
+    })
+}

@@ -300,6 +300,7 @@ pub struct WorkspacePatch {
     pub workspace_dir: Option<Option<String>>,
     pub position: Option<(f64, f64)>,
     pub collapsed: Option<bool>,
+    pub update_tier: Option<String>,
 }
 
 /// Applies every field of `patch` in one transaction. Returns false when no live row matched.
@@ -320,6 +321,7 @@ async fn update_row(db: &Db, id: Uuid, patch: &WorkspacePatch) -> StoreResult<bo
         if let Some(runtime) = &patch.runtime { q.push(", runtime = ").push_bind(runtime.clone()); }
         if let Some(parent) = patch.parent_id { q.push(", parent_id = ").push_bind(parent); }
         if let Some(dir) = &patch.workspace_dir { q.push(", workspace_dir = ").push_bind(dir.clone()); }
+        if let Some(tier) = &patch.update_tier { q.push(", update_tier = ").push_bind(tier.clone()); }
         q.push(" WHERE id = ").push_bind(id).push(" AND status <> 'removed'");
         let matched = q.build().execute(&mut *tx).await?.rows_affected() > 0;
         if matched && (patch.position.is_some() || patch.collapsed.is_some()) {

@@ -31,10 +31,30 @@ pub fn spawn_all(svc: &Services, tracker: &TaskTracker, shutdown: &CancellationT
             }
         },
     );
+    spawn_sweep(
+        svc,
+        tracker,
+        shutdown,
+        "plugin-drift",
+        RuntimeConfig::sweep(svc.config.plugins.drift_interval_secs),
+        |svc| async move { crate::plugins::drift::sweep(&svc).await.map(|_| ()) },
+    );
     if svc.lifecycle.runtime().is_none() {
         // Without a runtime nothing is started, so nothing can be stuck, gone or orphaned.
         return;
     }
+    spawn_sweep(
+        svc,
+        tracker,
+        shutdown,
+        "plugin-swap-dirs",
+        RuntimeConfig::sweep(svc.config.plugins.swap_sweep_secs),
+        |svc| async move {
+            crate::plugins::drift::sweep_swap_dirs(&svc)
+                .await
+                .map(|_| ())
+        },
+    );
     let settings = &svc.config.runtime;
     spawn_sweep(
         svc,

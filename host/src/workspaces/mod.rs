@@ -402,6 +402,8 @@ pub struct PatchRequest {
     pub position: Option<(f64, f64)>,
     pub collapsed: Option<bool>,
     pub workspace_dir: Option<Option<String>>,
+    /// `canary` (updated first in a plugin rollout) or `production`.
+    pub update_tier: Option<String>,
 }
 
 /// What a PATCH changed that the caller should know.
@@ -426,6 +428,15 @@ pub async fn patch(svc: &Services, id: Uuid, req: PatchRequest) -> Result<Patche
         }
     }
     let tier = req.tier.map(check_tier).transpose()?;
+    if req
+        .update_tier
+        .as_deref()
+        .is_some_and(|t| !matches!(t, "canary" | "production"))
+    {
+        return Err(WorkspaceError::Invalid(
+            "update_tier must be canary or production",
+        ));
+    }
     if let Some(Some(dir)) = &req.workspace_dir {
         check_workspace_dir(dir)?;
     }
@@ -452,6 +463,7 @@ pub async fn patch(svc: &Services, id: Uuid, req: PatchRequest) -> Result<Patche
         workspace_dir: req.workspace_dir.clone(),
         position: req.position,
         collapsed: req.collapsed,
+        update_tier: req.update_tier.clone(),
     };
     if !store::workspaces::update(&svc.db, id, &store_patch)
         .await
@@ -468,6 +480,9 @@ pub async fn patch(svc: &Services, id: Uuid, req: PatchRequest) -> Result<Patche
     }
     if let Some(tier) = tier {
         changed.insert("tier".into(), json!(tier));
+    }
+    if let Some(update_tier) = &store_patch.update_tier {
+        changed.insert("update_tier".into(), json!(update_tier));
     }
     if let Some(runtime) = &store_patch.runtime {
         changed.insert("runtime".into(), json!(runtime));

@@ -6,8 +6,8 @@ use std::path::Path;
 use std::time::Duration;
 
 use molecule_e2e::{
-    DbBackend, Runtime, TestApp, builtin_extensions_dir, eventually, on_both_backends,
-    on_both_runtimes,
+    DbBackend, Runtime, TestApp, builtin_extensions_dir, eventually, git, on_both_backends,
+    on_both_runtimes, serve_github_from,
 };
 use serde_json::{Value, json};
 
@@ -503,22 +503,6 @@ async fn concurrent_imports_of_one_template_create_each_workspace_once(backend: 
     assert_eq!(events_of(&app, "org.import.completed").await.len(), 4);
 }
 
-/// Runs git with no user or system configuration.
-fn git(cwd: &Path, args: &[&str]) {
-    let status = std::process::Command::new("git")
-        .args(args)
-        .current_dir(cwd)
-        .env("GIT_CONFIG_NOSYSTEM", "1")
-        .env("GIT_CONFIG_GLOBAL", "/dev/null")
-        .env("GIT_AUTHOR_NAME", "t")
-        .env("GIT_AUTHOR_EMAIL", "t@example.com")
-        .env("GIT_COMMITTER_NAME", "t")
-        .env("GIT_COMMITTER_EMAIL", "t@example.com")
-        .status()
-        .expect("git runs");
-    assert!(status.success(), "git {args:?}");
-}
-
 async fn an_external_comes_from_a_bare_repository_through_the_resolver_and_is_cached(
     backend: DbBackend,
 ) {
@@ -562,20 +546,12 @@ async fn an_external_comes_from_a_bare_repository_through_the_resolver_and_is_ca
         "name: Denied\nworkspaces:\n  - !external {repo: other/parts, ref: v1, path: x.yaml}\n",
     );
     let dir = templates.path().to_path_buf();
-    let rewrite = format!("file://{}/", repos.path().display());
+    let repos_root = repos.path().to_path_buf();
     let app = TestApp::spawn_with(backend, move |c| {
         c.org.templates_dir = dir;
         c.org.external_allowlist = vec!["github.com/acme/".into()];
         c.builtin_extensions_dir = Some(builtin_extensions_dir());
-        c.git_allowed_protocols = Some("https:file".into());
-        c.git_env = [
-            ("GIT_CONFIG_COUNT", "1"),
-            ("GIT_CONFIG_KEY_0", &format!("url.{rewrite}.insteadOf")),
-            ("GIT_CONFIG_VALUE_0", "https://github.com/"),
-        ]
-        .into_iter()
-        .map(|(k, v)| (k.to_owned(), v.to_owned()))
-        .collect();
+        serve_github_from(c, &repos_root);
     })
     .await;
 

@@ -7,7 +7,8 @@ use std::path::Path;
 use std::time::Duration;
 
 use molecule_e2e::{
-    DbBackend, Runtime, TestApp, builtin_extensions_dir, eventually, on_both_runtimes,
+    DbBackend, Runtime, TestApp, builtin_extensions_dir, eventually, git, on_both_runtimes,
+    serve_github_from,
 };
 use serde_json::{Value, json};
 
@@ -15,6 +16,7 @@ on_both_runtimes!(
     a_local_plugin_installs_hot_and_cold_and_uninstalls,
     a_git_plugin_installs_through_the_resolver_with_its_revision,
     a_fault_at_any_delivery_step_leaves_the_old_or_the_new_plugin_complete,
+    a_moved_tag_is_queued_once_and_rolled_out_canary_first,
 );
 
 const ONLINE: Duration = Duration::from_secs(60);
@@ -92,14 +94,19 @@ async fn install_settled(app: &TestApp, id: &str, body: Value) -> Value {
         .post(&format!("/workspaces/{id}/plugins"), body)
         .await
         .expect(200);
-    if installed["restarting"] == true {
+    settle(app, id, before, &installed).await;
+    installed
+}
+
+/// Waits for the restart an answer announced (`restarting`) and for the agent to be back.
+async fn settle(app: &TestApp, id: &str, restarts_before: usize, answer: &Value) {
+    if answer["restarting"] == true {
         eventually(ONLINE, || async {
-            (restarts(app, id).await > before).then_some(())
+            (restarts(app, id).await > restarts_before).then_some(())
         })
         .await;
     }
     wait_online(app, id).await;
-    installed
 }
 
 async fn file(app: &TestApp, id: &str, path: &str) -> Option<String> {
@@ -223,12 +230,13 @@ async fn a_local_plugin_installs_hot_and_cold_and_uninstalls(runtime: Runtime, b
     assert_eq!(installed[0]["tracked_ref"], "tag:v1");
 
     // Uninstall removes files and the tracking row; a reinstall starts a fresh row.
+    let before = restarts(app, id).await;
     let gone = app
         .delete(&format!("/workspaces/{id}/plugins/helper"))
         .await
         .expect(200);
     assert_eq!(gone["status"], "uninstalled");
-    wait_online(app, id).await;
+    settle(app, id, before, &gone).await;
     assert!(file(app, id, "plugins/helper/plugin.yaml").await.is_none());
     assert!(
         app.get(&format!("/workspaces/{id}/plugins"))
@@ -244,13 +252,7 @@ async fn a_local_plugin_installs_hot_and_cold_and_uninstalls(runtime: Runtime, b
             .status,
         404
     );
-    let again = app
-        .post(
-            &format!("/workspaces/{id}/plugins"),
-            json!({ "source": "helper" }),
-        )
-        .await
-        .expect(200);
+    let again = install_settled(app, id, json!({ "source": "helper" })).await;
     assert_eq!(again["reload"], "cold");
     let installed = app
         .get(&format!("/workspaces/{id}/plugins"))
@@ -310,21 +312,6 @@ async fn a_local_plugin_installs_hot_and_cold_and_uninstalls(runtime: Runtime, b
     .expect(200);
 }
 
-fn git(cwd: &Path, args: &[&str]) {
-    let status = std::process::Command::new("git")
-        .args(args)
-        .current_dir(cwd)
-        .env("GIT_CONFIG_NOSYSTEM", "1")
-        .env("GIT_CONFIG_GLOBAL", "/dev/null")
-        .env("GIT_AUTHOR_NAME", "t")
-        .env("GIT_AUTHOR_EMAIL", "t@example.com")
-        .env("GIT_COMMITTER_NAME", "t")
-        .env("GIT_COMMITTER_EMAIL", "t@example.com")
-        .status()
-        .expect("git runs");
-    assert!(status.success(), "git {args:?}");
-}
-
 async fn a_git_plugin_installs_through_the_resolver_with_its_revision(
     runtime: Runtime,
     backend: DbBackend,
@@ -348,19 +335,8 @@ async fn a_git_plugin_installs_through_the_resolver_with_its_revision(
             bare.to_str().unwrap(),
         ],
     );
-    let rewrite = format!("file://{}/", repos.path().display());
-    let s = online_workspace(runtime, backend, move |c| {
-        c.git_allowed_protocols = Some("https:file".into());
-        c.git_env = [
-            ("GIT_CONFIG_COUNT", "1"),
-            ("GIT_CONFIG_KEY_0", &format!("url.{rewrite}.insteadOf")),
-            ("GIT_CONFIG_VALUE_0", "https://github.com/"),
-        ]
-        .into_iter()
-        .map(|(k, v)| (k.to_owned(), v.to_owned()))
-        .collect();
-    })
-    .await;
+    let repos_root = repos.path().to_path_buf();
+    let s = online_workspace(runtime, backend, move |c| serve_github_from(c, &repos_root)).await;
     let (app, id) = (&s.app, s.id.as_str());
     let installed = install_settled(
         app,
@@ -450,4 +426,251 @@ async fn a_fault_at_any_delivery_step_leaves_the_old_or_the_new_plugin_complete(
             "{step:?}: {installed}"
         );
     }
+}
+
+/// A work repository whose bare clone is served as https://github.com/acme/<name>.git.
+struct Upstream {
+    root: tempfile::TempDir,
+    work: std::path::PathBuf,
+}
+
+impl Upstream {
+    fn new(name: &str) -> Self {
+        let root = tempfile::tempdir().unwrap();
+        let work = root.path().join("work");
+        write(&work, "plugin.yaml", &format!("name: {name}\nversion: 1\n"));
+        git(&work, &["init", "-q", "-b", "main"]);
+        git(&work, &["add", "."]);
+        git(&work, &["commit", "-q", "-m", "v1"]);
+        git(&work, &["tag", "v1"]);
+        let bare = root.path().join(format!("acme/{name}.git"));
+        git(
+            root.path(),
+            &[
+                "clone",
+                "-q",
+                "--bare",
+                work.to_str().unwrap(),
+                bare.to_str().unwrap(),
+            ],
+        );
+        git(&work, &["remote", "add", "origin", bare.to_str().unwrap()]);
+        Upstream { root, work }
+    }
+
+    /// Commits a new version and moves tag v1 to it.
+    fn move_tag(&self, version: u32) {
+        write(
+            &self.work,
+            "plugin.yaml",
+            &format!("name: drifty\nversion: {version}\n"),
+        );
+        git(&self.work, &["commit", "-q", "-am", &format!("v{version}")]);
+        git(&self.work, &["tag", "-f", "v1"]);
+        git(&self.work, &["push", "-q", "-f", "origin", "main", "v1"]);
+    }
+}
+
+async fn a_moved_tag_is_queued_once_and_rolled_out_canary_first(
+    runtime: Runtime,
+    backend: DbBackend,
+) {
+    let upstream = Upstream::new("drifty");
+    let repos_root = upstream.root.path().to_path_buf();
+    let s = online_workspace(runtime, backend, move |c| serve_github_from(c, &repos_root)).await;
+    let app = &s.app;
+    let canary = s.id.clone();
+    let prod = app.create_workspace("Production", None).await;
+    wait_online(app, &prod).await;
+    assert_eq!(
+        app.patch(
+            &format!("/workspaces/{canary}"),
+            json!({ "update_tier": "beta" })
+        )
+        .await
+        .status,
+        400
+    );
+    app.patch(
+        &format!("/workspaces/{canary}"),
+        json!({ "update_tier": "canary" }),
+    )
+    .await
+    .expect(200);
+    let body = json!({ "source": "github://acme/drifty#v1", "track": "tag:v1" });
+    let first = install_settled(app, &canary, body.clone()).await;
+    install_settled(app, &prod, body).await;
+    let v1 = first["installed_sha"].as_str().unwrap().to_owned();
+
+    // Nothing moved: nothing queued.
+    assert_eq!(
+        app.post("/admin/plugin-updates/check", json!({}))
+            .await
+            .expect(200)["queued"],
+        0
+    );
+    assert_eq!(
+        app.get("/admin/plugin-updates-pending").await.expect(200),
+        json!([])
+    );
+
+    // The tag moves: one pending row per workspace, however often the sweep runs.
+    upstream.move_tag(2);
+    assert_eq!(
+        app.post("/admin/plugin-updates/check", json!({}))
+            .await
+            .expect(200)["queued"],
+        2
+    );
+    assert_eq!(
+        app.post("/admin/plugin-updates/check", json!({}))
+            .await
+            .expect(200)["queued"],
+        0
+    );
+    let pending = app.get("/admin/plugin-updates-pending").await.expect(200);
+    let pending = pending.as_array().unwrap();
+    assert_eq!(pending.len(), 2);
+    assert!(
+        pending
+            .iter()
+            .all(|p| p["current_sha"] == v1.as_str() && p["latest_sha"] != v1.as_str())
+    );
+    let v2 = pending[0]["latest_sha"].as_str().unwrap().to_owned();
+
+    // Roll out: canary first, then production, each at the latest revision.
+    let rollout = app
+        .post("/admin/plugin-updates/apply-all", json!({}))
+        .await
+        .expect(200);
+    assert_eq!(rollout["stopped"], false, "{rollout}");
+    let order: Vec<&str> = rollout["applied"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["workspace_id"].as_str().unwrap())
+        .collect();
+    assert_eq!(order, vec![canary.as_str(), prod.as_str()]);
+    for id in [&canary, &prod] {
+        let listed = app
+            .get(&format!("/workspaces/{id}/plugins"))
+            .await
+            .expect(200);
+        assert_eq!(listed[0]["installed_sha"], v2.as_str());
+        assert_eq!(listed[0]["source"], "github://acme/drifty#v1");
+    }
+    assert_eq!(
+        app.get("/admin/plugin-updates-pending").await.expect(200),
+        json!([])
+    );
+    let queue_id = rollout["applied"][0]["queue_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let again = app
+        .post(
+            &format!("/admin/plugin-updates/{queue_id}/apply"),
+            json!({}),
+        )
+        .await
+        .expect(200);
+    assert_eq!(again["status"], "already_applied");
+    assert_eq!(
+        app.post(
+            &format!("/admin/plugin-updates/{}/apply", uuid::Uuid::new_v4()),
+            json!({})
+        )
+        .await
+        .status,
+        404
+    );
+    for id in [&canary, &prod] {
+        wait_online(app, id).await;
+    }
+
+    // A canary that cannot take the update stops the rollout before production.
+    upstream.move_tag(3);
+    assert_eq!(
+        app.post("/admin/plugin-updates/check", json!({}))
+            .await
+            .expect(200)["queued"],
+        2
+    );
+    app.post(&format!("/workspaces/{canary}/pause"), json!({}))
+        .await
+        .expect(200);
+    let stopped = app
+        .post("/admin/plugin-updates/apply-all", json!({}))
+        .await
+        .expect(200);
+    assert_eq!(stopped["stopped"], true, "{stopped}");
+    assert_eq!(stopped["failed"]["workspace_id"], canary.as_str());
+    assert_eq!(stopped["failed"]["update_tier"], "canary");
+    assert_eq!(stopped["applied"], json!([]));
+    let left = app.get("/admin/plugin-updates-pending").await.expect(200);
+    assert_eq!(left.as_array().unwrap().len(), 2, "{left}");
+    let listed = app
+        .get(&format!("/workspaces/{prod}/plugins"))
+        .await
+        .expect(200);
+    assert_eq!(
+        listed[0]["installed_sha"],
+        v2.as_str(),
+        "production untouched"
+    );
+
+    // Dismissing is final: applying a dismissed update is a conflict.
+    let prod_row = left
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["workspace_id"] == prod.as_str())
+        .unwrap();
+    let prod_queue = prod_row["id"].as_str().unwrap();
+    let dismissed = app
+        .post(
+            &format!("/admin/plugin-updates/{prod_queue}/dismiss"),
+            json!({}),
+        )
+        .await
+        .expect(200);
+    assert_eq!(dismissed["status"], "dismissed");
+    assert_eq!(
+        app.post(
+            &format!("/admin/plugin-updates/{prod_queue}/apply"),
+            json!({})
+        )
+        .await
+        .status,
+        409
+    );
+}
+
+/// Swap directories an interrupted install left behind are removed once stale; fresh ones stay.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stale_swap_directories_are_swept() {
+    let s = online_workspace(Runtime::Process, DbBackend::Sqlite, |c| {
+        c.plugins.swap_sweep_secs = 1;
+        c.plugins.swap_dir_max_age_secs = 600;
+    })
+    .await;
+    let (app, id) = (&s.app, s.id.as_str());
+    let fresh = chrono::Utc::now().format("%Y%m%dT%H%M%S%.6fZ").to_string();
+    let stale = "plugins/.staging/helper.20200101T000000.000000Z/plugin.yaml";
+    let previous = "plugins/.previous/my.plugin.20200101T000000.000000Z/plugin.yaml";
+    let kept = format!("plugins/.staging/helper.{fresh}/plugin.yaml");
+    for path in [stale, previous, kept.as_str()] {
+        app.put(
+            &format!("/workspaces/{id}/files/{path}"),
+            json!({ "content": "name: helper\n" }),
+        )
+        .await
+        .expect(200);
+    }
+    eventually(ONLINE, || async {
+        (file(app, id, stale).await.is_none() && file(app, id, previous).await.is_none())
+            .then_some(())
+    })
+    .await;
+    assert!(file(app, id, &kept).await.is_some());
 }

@@ -1,0 +1,351 @@
+//! Keeping tracked plugins current: the drift sweep asks each tracked plugin's resolver for the
+//! upstream revision and queues an update when it moved; an update is applied through the same
+//! install pipeline (at the latest revision), dismissed, or rolled out to canary workspaces
+//! before production ones. Also the sweep of stale swap directories.
+
+use std::time::{Duration, Instant};
+
+use chrono::{NaiveDateTime, Utc};
+use serde::Serialize;
+use uuid::Uuid;
+
+use super::{InstallRequest, Installed, PluginError, Track, deliver, install, install_lock};
+use crate::Services;
+use crate::extensions::types::Source;
+use crate::runtime::CONFIGS_ROOT;
+use crate::safefs::RelPath;
+use crate::store::{self, StoreError};
+use crate::workspaces::Status;
+
+/// The source drift detection resolves: the recorded source with the tracked ref as its
+/// reference (`tag:v1` → `#v1`, `sha:abc` → `#abc`). Local sources have no refs; their revision
+/// is their content digest.
+fn tracked_source(source_raw: &str, tracked_ref: &str) -> Option<Source> {
+    let mut source = Source::parse(source_raw)?;
+    if source.scheme != "local" {
+        source.reference = match Track::parse(Some(tracked_ref))? {
+            Track::None => return None,
+            Track::Tag(value) | Track::Sha(value) => Some(value),
+        };
+    }
+    Some(source)
+}
+
+/// One pass: queues an update for every tracked plugin whose upstream moved. Returns how many
+/// rows were queued (an update already pending for the plugin is not queued twice).
+pub async fn sweep(svc: &Services) -> Result<usize, StoreError> {
+    let mut queued = 0;
+    for row in store::plugins::tracked(&svc.db).await? {
+        let Some(source) = tracked_source(&row.source_raw, &row.tracked_ref) else {
+            continue;
+        };
+        let scheme = source.scheme.clone();
+        let latest = match svc.extensions.resolve_revision(&scheme, source).await {
+            Ok(latest) => latest,
+            Err(err) => {
+                tracing::warn!(workspace_id = %row.workspace_id, plugin = %row.plugin_name, error = %err, "drift check failed; retrying next sweep");
+                continue;
+            }
+        };
+        if row.installed_sha.as_deref() == Some(latest.as_str()) {
+            continue;
+        }
+        if store::plugins::queue_update(
+            &svc.db,
+            row.workspace_id,
+            &row.plugin_name,
+            &row.tracked_ref,
+            row.installed_sha.as_deref(),
+            &latest,
+        )
+        .await?
+        {
+            queued += 1;
+            tracing::info!(workspace_id = %row.workspace_id, plugin = %row.plugin_name, latest, "plugin drift queued");
+        }
+    }
+    Ok(queued)
+}
+
+/// What applying an update did.
+#[derive(Debug, Clone, Serialize)]
+pub struct Applied {
+    pub status: &'static str,
+    pub queue_id: Uuid,
+    pub workspace_id: Uuid,
+    pub plugin_name: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub installed_sha: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub restarting: Option<bool>,
+}
+
+/// Why an update could not be applied.
+#[derive(Debug, thiserror::Error)]
+pub enum ApplyError {
+    #[error("update not found")]
+    NotFound,
+    #[error("the update was dismissed")]
+    Dismissed,
+    #[error("the plugin is no longer installed (it may have been uninstalled)")]
+    Uninstalled,
+    #[error("plugin install failed: {0}")]
+    Install(#[from] PluginError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// Installs the queued revision through the install pipeline and marks the row applied.
+/// Applying an applied row again is a no-op.
+pub async fn apply(
+    svc: &Services,
+    queue_id: Uuid,
+    already_updated: u32,
+) -> Result<Applied, ApplyError> {
+    let row = store::plugins::get_update(&svc.db, queue_id)
+        .await?
+        .ok_or(ApplyError::NotFound)?;
+    let applied = |status, installed: Option<&Installed>| Applied {
+        status,
+        queue_id,
+        workspace_id: row.workspace_id,
+        plugin_name: row.plugin_name.clone(),
+        installed_sha: installed.map(|i| i.installed_sha.clone()),
+        restarting: installed.map(|i| i.restarting),
+    };
+    match row.status.as_str() {
+        "applied" => return Ok(applied("already_applied", None)),
+        "dismissed" => return Err(ApplyError::Dismissed),
+        _ => {}
+    }
+    let tracking = store::plugins::get(&svc.db, row.workspace_id, &row.plugin_name)
+        .await?
+        .ok_or(ApplyError::Uninstalled)?;
+    let mut source = Source::parse(&tracking.source_raw).ok_or(PluginError::InvalidSource)?;
+    // The latest revision, not the ref the plugin was first installed at.
+    if source.scheme != "local" {
+        source.reference = Some(row.latest_sha.clone());
+    }
+    let installed = install(
+        svc,
+        row.workspace_id,
+        InstallRequest {
+            source_raw: tracking.source_raw.clone(),
+            source,
+            sha256: None,
+            track: Track::parse(Some(&tracking.tracked_ref)).unwrap_or(Track::None),
+            drift: Some(already_updated),
+        },
+    )
+    .await?;
+    store::plugins::settle_update(&svc.db, queue_id, "applied").await?;
+    Ok(applied("applied", Some(&installed)))
+}
+
+/// Dismisses a pending update; dismissing a dismissed one again is a no-op.
+pub async fn dismiss(svc: &Services, queue_id: Uuid) -> Result<&'static str, ApplyError> {
+    let row = store::plugins::get_update(&svc.db, queue_id)
+        .await?
+        .ok_or(ApplyError::NotFound)?;
+    match row.status.as_str() {
+        "dismissed" => Ok("already_dismissed"),
+        "applied" => Err(ApplyError::Install(PluginError::Integrity(
+            "the update was already applied",
+        ))),
+        _ => {
+            store::plugins::settle_update(&svc.db, queue_id, "dismissed").await?;
+            Ok("dismissed")
+        }
+    }
+}
+
+/// The result of a rollout.
+#[derive(Debug, Clone, Serialize)]
+pub struct Rollout {
+    /// Updates applied, in order (canary workspaces first).
+    pub applied: Vec<Applied>,
+    /// The update that failed, if any, and why.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub failed: Option<RolloutFailure>,
+    /// Whether production workspaces were left alone because a canary failed.
+    pub stopped: bool,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct RolloutFailure {
+    pub queue_id: Uuid,
+    pub workspace_id: Uuid,
+    pub plugin_name: String,
+    pub update_tier: String,
+    pub error: String,
+}
+
+/// Applies every pending update, canary workspaces first: each must come back online with a
+/// fresh heartbeat before the next starts; a canary failure stops the rollout before any
+/// production workspace is touched. A production failure is reported and the rest continue.
+pub async fn apply_all(svc: &Services) -> Result<Rollout, StoreError> {
+    let mut canary = Vec::new();
+    let mut production = Vec::new();
+    for row in store::plugins::pending_updates(&svc.db)
+        .await?
+        .into_iter()
+        .rev()
+    {
+        let tier = store::workspaces::get(&svc.db, row.workspace_id)
+            .await?
+            .map(|w| w.update_tier)
+            .unwrap_or_default();
+        if tier == "canary" {
+            canary.push((row, tier));
+        } else {
+            production.push((row, tier));
+        }
+    }
+    let mut rollout = Rollout {
+        applied: Vec::new(),
+        failed: None,
+        stopped: false,
+    };
+    let timeout = Duration::from_secs(svc.config.plugins.rollout_health_timeout_secs.max(1));
+    for (index, (row, tier)) in canary.iter().chain(production.iter()).enumerate() {
+        let is_canary = index < canary.len();
+        let started = Utc::now();
+        let updated = u32::try_from(rollout.applied.len()).unwrap_or(u32::MAX);
+        let result = match apply(svc, row.id, updated).await {
+            Ok(applied) => match healthy_after(svc, row.workspace_id, started, timeout).await {
+                Ok(true) => Ok(applied),
+                Ok(false) => Err(format!(
+                    "the workspace did not come back online with a fresh heartbeat within {}s",
+                    timeout.as_secs()
+                )),
+                Err(err) => return Err(err),
+            },
+            Err(err) => Err(err.to_string()),
+        };
+        match result {
+            Ok(applied) => rollout.applied.push(applied),
+            Err(error) => {
+                tracing::warn!(workspace_id = %row.workspace_id, plugin = %row.plugin_name, tier, error, "rollout step failed");
+                rollout.failed.get_or_insert(RolloutFailure {
+                    queue_id: row.id,
+                    workspace_id: row.workspace_id,
+                    plugin_name: row.plugin_name.clone(),
+                    update_tier: tier.clone(),
+                    error,
+                });
+                if is_canary {
+                    rollout.stopped = true;
+                    break;
+                }
+            }
+        }
+    }
+    Ok(rollout)
+}
+
+/// Whether the workspace is online with a heartbeat newer than `since` before `timeout`.
+async fn healthy_after(
+    svc: &Services,
+    id: Uuid,
+    since: chrono::DateTime<Utc>,
+    timeout: Duration,
+) -> Result<bool, StoreError> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(row) = store::workspaces::get(&svc.db, id).await?
+            && row.status == Status::Online.as_str()
+            && row.last_heartbeat_at.is_some_and(|at| at > since)
+        {
+            return Ok(true);
+        }
+        if Instant::now() >= deadline {
+            return Ok(false);
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// Removes `.staging` and `.previous` entries older than the configured age from every running
+/// workspace (an install in progress holds its lock and is skipped). Returns how many went.
+pub async fn sweep_swap_dirs(svc: &Services) -> Result<usize, StoreError> {
+    let Some(runtime) = svc.lifecycle.runtime().cloned() else {
+        return Ok(0);
+    };
+    let max_age = chrono::Duration::seconds(
+        i64::try_from(svc.config.plugins.swap_dir_max_age_secs).unwrap_or(i64::MAX),
+    );
+    let now = Utc::now().naive_utc();
+    let mut removed = 0;
+    for id in store::workspaces::running_ids(&svc.db).await? {
+        for dir in [deliver::STAGING, deliver::PREVIOUS] {
+            let at = RelPath::parse(dir).expect("a static path");
+            let Ok(entries) = runtime.list_files(id, CONFIGS_ROOT, Some(&at), 1).await else {
+                continue;
+            };
+            for entry in entries.iter().filter(|e| e.dir) {
+                let Some(file) = entry.path.rsplit('/').next() else {
+                    continue;
+                };
+                let Some((name, stamp)) = stamp_of(file) else {
+                    continue;
+                };
+                if now - stamp < max_age {
+                    continue;
+                }
+                let lock = install_lock(id, name);
+                let Ok(_held) = lock.try_lock() else {
+                    continue;
+                };
+                let Ok(path) = RelPath::parse(&entry.path) else {
+                    continue;
+                };
+                match runtime.remove_path(id, &path).await {
+                    Ok(_) => removed += 1,
+                    Err(err) => {
+                        tracing::warn!(workspace_id = %id, path = %path, error = %err, "removing a stale swap directory failed")
+                    }
+                }
+            }
+        }
+    }
+    Ok(removed)
+}
+
+/// `<name>.<yyyymmddThhmmss.ffffffZ>` → (name, time). Names may contain dots; the stamp has a
+/// fixed width.
+fn stamp_of(file: &str) -> Option<(&str, NaiveDateTime)> {
+    const STAMP: usize = "20260101T000000.000000Z".len();
+    let split = file.len().checked_sub(STAMP + 1)?;
+    let (name, rest) = (file.get(..split)?, file.get(split..)?);
+    let stamp = NaiveDateTime::parse_from_str(rest.strip_prefix('.')?, "%Y%m%dT%H%M%S%.fZ").ok()?;
+    Some((name, stamp)).filter(|(name, _)| !name.is_empty())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_tracked_ref_becomes_the_reference() {
+        let tag = tracked_source("github://acme/tools#v1", "tag:v2").unwrap();
+        assert_eq!(tag.reference.as_deref(), Some("v2"));
+        let sha = tracked_source("git://git.example.com/a/b", "sha:abc").unwrap();
+        assert_eq!(sha.reference.as_deref(), Some("abc"));
+        let local = tracked_source("helper", "tag:x").unwrap();
+        assert_eq!(local.reference, None);
+        assert!(tracked_source("github://acme/tools#v1", "none").is_none());
+    }
+
+    #[test]
+    fn swap_dir_names_carry_their_time() {
+        let (name, at) = stamp_of("helper.20261130T101500.123456Z").unwrap();
+        assert_eq!(name, "helper");
+        assert_eq!(at.to_string(), "2026-11-30 10:15:00.123456");
+        assert_eq!(
+            stamp_of("my.plugin.20261130T101500.123456Z").unwrap().0,
+            "my.plugin"
+        );
+        assert!(stamp_of("helper").is_none());
+        assert!(stamp_of("helper.yesterday").is_none());
+    }
+}
