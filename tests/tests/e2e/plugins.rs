@@ -198,6 +198,15 @@ async fn a_local_plugin_installs_hot_and_cold_and_uninstalls(runtime: Runtime, b
         .unwrap();
     assert!(content.contains("version two"), "{content}");
 
+    // Concurrent installs of the same plugin are serialised: both succeed, the result is whole.
+    let path = format!("/workspaces/{id}/plugins");
+    let installs = (0..3).map(|_| app.post(&path, json!({ "source": "helper" })));
+    for reply in futures::future::join_all(installs).await {
+        assert_eq!(reply.status, 200, "{}", reply.text);
+        assert_eq!(reply.body["reload"], "hot");
+    }
+    assert!(file(app, id, "plugins/helper/.complete").await.is_some());
+
     // A plugin.yaml change is cold: one restart.
     write(
         s.registry.path(),
@@ -407,6 +416,11 @@ async fn a_fault_at_any_delivery_step_leaves_the_old_or_the_new_plugin_complete(
                 assert!(yaml.contains("version: 2") && skill == "new\n", "{step:?}");
                 assert!(marker.is_none(), "{step:?}");
                 assert!(reply.text.contains(".complete"), "{}", reply.text);
+                let answer = ask(app, id, "plugins?").await;
+                assert!(
+                    !answer.contains("\"swap\""),
+                    "an unmarked plugin is loaded: {answer}"
+                );
             }
             _ => {
                 assert!(
@@ -414,6 +428,8 @@ async fn a_fault_at_any_delivery_step_leaves_the_old_or_the_new_plugin_complete(
                     "{step:?}: {yaml} {skill}"
                 );
                 assert!(marker.is_some(), "{step:?}");
+                let answer = ask(app, id, "plugins?").await;
+                assert!(answer.contains("\"swap\""), "{step:?}: {answer}");
             }
         }
         let installed = app
