@@ -128,7 +128,9 @@ run: deps
 # both medians and the PostgreSQL/SQLite ratio per benchmark. Then the extension benchmarks
 # and the lifecycle load bench (tests/benches/lifecycle.rs: create → online for 10
 # workspaces on process and Docker, and the 100-trigger restart storm), then the org import
-# bench (tests/benches/org_import.rs: a 1,000-workspace template on SQLite and PostgreSQL).
+# bench (tests/benches/org_import.rs: a 1,000-workspace template on SQLite and PostgreSQL),
+# and the plugin install bench (tests/benches/plugin_install.rs: WASM classifier and policy
+# against the native fallbacks).
 bench: deps
 	url="$$(bash $(PG_SCRIPT) start)"; \
 	export MOLECULE_TEST_PG_URL="$$url"; \
@@ -136,7 +138,8 @@ bench: deps
 	cargo bench -p molecule-host --bench store && \
 	cargo bench -p molecule-host --bench extensions && \
 	cargo bench -p molecule-e2e --bench lifecycle && \
-	cargo bench -p molecule-e2e --bench org_import
+	cargo bench -p molecule-e2e --bench org_import && \
+	cargo bench -p molecule-e2e --bench plugin_install
 
 # clean: stop the test PostgreSQL, delete its data dir, and `cargo clean` (both workspaces).
 clean:

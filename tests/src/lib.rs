@@ -502,3 +502,29 @@ pub fn serve_github_from(config: &mut Config, root: &std::path::Path) {
     .into_iter()
     .collect();
 }
+
+/// A work repository with `files` committed and tagged `v1`, and its bare clone at
+/// `<root>/<repo>.git` (set as the work repository's `origin`), which
+/// [`serve_github_from`]`(config, root)` serves as `https://github.com/<repo>.git`. Returns the
+/// work repository.
+pub fn upstream_repo(
+    root: &std::path::Path,
+    repo: &str,
+    files: &[(&str, &str)],
+) -> std::path::PathBuf {
+    let work = root.join(format!("{}.work", repo.replace('/', "__")));
+    for (path, content) in files {
+        let path = work.join(path);
+        std::fs::create_dir_all(path.parent().expect("a parent")).expect("creating a directory");
+        std::fs::write(path, content).expect("writing a file");
+    }
+    git(&work, &["init", "-q", "-b", "main"]);
+    git(&work, &["add", "."]);
+    git(&work, &["commit", "-q", "-m", "v1"]);
+    git(&work, &["tag", "v1"]);
+    let bare = root.join(format!("{repo}.git"));
+    let (work_str, bare_str) = (work.to_str().expect("utf-8"), bare.to_str().expect("utf-8"));
+    git(root, &["clone", "-q", "--bare", work_str, bare_str]);
+    git(&work, &["remote", "add", "origin", bare_str]);
+    work
+}

@@ -19,7 +19,7 @@ use crate::Services;
 use crate::extensions::registry::FetchFailure;
 use crate::extensions::types::{ChangeKind, FetchError, FileChange, Reload, Source, Trigger};
 use crate::locks::KeyedLocks;
-use crate::runtime::{CONFIGS_ROOT, RuntimeError};
+use crate::runtime::{CONFIGS_ROOT, ContainerRuntime, RuntimeError};
 use crate::safefs::{self, FileTree, RelPath, SafeFsError};
 use crate::store::{self, StoreError};
 use crate::workspaces::lifecycle::{self, RestartOutcome};
@@ -184,12 +184,12 @@ pub fn parse_source(svc: &Services, raw: &str) -> Result<Source, PluginError> {
     Ok(source)
 }
 
-/// Installs (or reinstalls) a plugin into a workspace.
-pub async fn install(
+/// The live workspace and the runtime its agent is running on; plugins are only delivered to
+/// running agents.
+async fn running(
     svc: &Services,
     id: Uuid,
-    req: InstallRequest,
-) -> Result<Installed, PluginError> {
+) -> Result<(store::workspaces::WorkspaceRow, Arc<dyn ContainerRuntime>), PluginError> {
     let row = workspaces::get_live(svc, id).await?;
     if row.runtime == "external" {
         return Err(PluginError::External);
@@ -202,6 +202,16 @@ pub async fn install(
     if !runtime.inspect(id).await.is_ok_and(|i| i.running) {
         return Err(PluginError::Offline);
     }
+    Ok((row, runtime))
+}
+
+/// Installs (or reinstalls) a plugin into a workspace.
+pub async fn install(
+    svc: &Services,
+    id: Uuid,
+    req: InstallRequest,
+) -> Result<Installed, PluginError> {
+    let (row, runtime) = running(svc, id).await?;
 
     // Fetch into a fresh directory that only this install uses.
     let staging_root = svc.config.data_dir.join("plugin-staging");
@@ -316,18 +326,7 @@ pub async fn uninstall(svc: &Services, id: Uuid, name: &str) -> Result<bool, Plu
     if !valid_name(name) {
         return Err(PluginError::InvalidName);
     }
-    let row = workspaces::get_live(svc, id).await?;
-    if row.runtime == "external" {
-        return Err(PluginError::External);
-    }
-    let runtime = svc
-        .lifecycle
-        .runtime()
-        .cloned()
-        .ok_or(PluginError::Offline)?;
-    if !runtime.inspect(id).await.is_ok_and(|i| i.running) {
-        return Err(PluginError::Offline);
-    }
+    let (_, runtime) = running(svc, id).await?;
     let lock = install_lock(id, name);
     let _held = lock.lock().await;
     let live = rel(&format!("plugins/{name}"));

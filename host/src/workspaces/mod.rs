@@ -245,15 +245,6 @@ pub fn check(req: &CreateRequest) -> Result<String, WorkspaceError> {
 pub async fn create(svc: &Services, req: CreateRequest) -> Result<Created, WorkspaceError> {
     let access = check(&req)?;
     let tier = check_tier(req.tier)?;
-    if let Some(role) = &req.role {
-        check_text(role, 1000, true)?;
-    }
-    if let Some(model) = &req.model {
-        check_text(model, 100, false)?;
-    }
-    if let Some(runtime) = &req.runtime {
-        check_text(runtime, 100, false)?;
-    }
     let mut sealed = Vec::with_capacity(req.secrets.len() + 1);
     for (key, value) in &req.secrets {
         let (ciphertext, version) = svc.cipher.seal(value);

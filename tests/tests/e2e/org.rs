@@ -6,8 +6,8 @@ use std::path::Path;
 use std::time::Duration;
 
 use molecule_e2e::{
-    DbBackend, Runtime, TestApp, builtin_extensions_dir, eventually, git, on_both_backends,
-    on_both_runtimes, serve_github_from,
+    DbBackend, Runtime, TestApp, builtin_extensions_dir, eventually, on_both_backends,
+    on_both_runtimes, serve_github_from, upstream_repo,
 };
 use serde_json::{Value, json};
 
@@ -509,28 +509,16 @@ async fn an_external_comes_from_a_bare_repository_through_the_resolver_and_is_ca
     // A bare repository `acme/parts` served as https://github.com/acme/parts.git through a
     // git URL rewrite; the host's git side and the real resolver component do the rest.
     let repos = tempfile::tempdir().unwrap();
-    let work = repos.path().join("work");
-    std::fs::create_dir_all(&work).unwrap();
-    write(
-        &work,
-        "teams/eng.yaml",
-        "name: Eng\nfiles_dir: eng-files\nchildren:\n  - !include people/dev.yaml\n",
-    );
-    write(&work, "teams/people/dev.yaml", "name: Dev\n");
-    write(&work, "eng-files/skills/build/SKILL.md", "# Build\n");
-    git(&work, &["init", "-q", "-b", "main"]);
-    git(&work, &["add", "."]);
-    git(&work, &["commit", "-q", "-m", "parts"]);
-    git(&work, &["tag", "v1"]);
-    let bare = repos.path().join("acme/parts.git");
-    git(
+    upstream_repo(
         repos.path(),
+        "acme/parts",
         &[
-            "clone",
-            "-q",
-            "--bare",
-            work.to_str().unwrap(),
-            bare.to_str().unwrap(),
+            (
+                "teams/eng.yaml",
+                "name: Eng\nfiles_dir: eng-files\nchildren:\n  - !include people/dev.yaml\n",
+            ),
+            ("teams/people/dev.yaml", "name: Dev\n"),
+            ("eng-files/skills/build/SKILL.md", "# Build\n"),
         ],
     );
 

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use molecule_e2e::{
     DbBackend, Runtime, TestApp, builtin_extensions_dir, eventually, git, on_both_runtimes,
-    serve_github_from,
+    serve_github_from, upstream_repo,
 };
 use serde_json::{Value, json};
 
@@ -326,22 +326,12 @@ async fn a_git_plugin_installs_through_the_resolver_with_its_revision(
     backend: DbBackend,
 ) {
     let repos = tempfile::tempdir().unwrap();
-    let work = repos.path().join("work");
-    write(&work, "plugin.yaml", "name: gitplug\n");
-    write(&work, "skills/fetch/SKILL.md", "# Fetch\n");
-    git(&work, &["init", "-q", "-b", "main"]);
-    git(&work, &["add", "."]);
-    git(&work, &["commit", "-q", "-m", "v1"]);
-    git(&work, &["tag", "v1"]);
-    let bare = repos.path().join("acme/gitplug.git");
-    git(
+    upstream_repo(
         repos.path(),
+        "acme/gitplug",
         &[
-            "clone",
-            "-q",
-            "--bare",
-            work.to_str().unwrap(),
-            bare.to_str().unwrap(),
+            ("plugin.yaml", "name: gitplug\n"),
+            ("skills/fetch/SKILL.md", "# Fetch\n"),
         ],
     );
     let repos_root = repos.path().to_path_buf();
@@ -453,24 +443,12 @@ struct Upstream {
 impl Upstream {
     fn new(name: &str) -> Self {
         let root = tempfile::tempdir().unwrap();
-        let work = root.path().join("work");
-        write(&work, "plugin.yaml", &format!("name: {name}\nversion: 1\n"));
-        git(&work, &["init", "-q", "-b", "main"]);
-        git(&work, &["add", "."]);
-        git(&work, &["commit", "-q", "-m", "v1"]);
-        git(&work, &["tag", "v1"]);
-        let bare = root.path().join(format!("acme/{name}.git"));
-        git(
+        let yaml = format!("name: {name}\nversion: 1\n");
+        let work = upstream_repo(
             root.path(),
-            &[
-                "clone",
-                "-q",
-                "--bare",
-                work.to_str().unwrap(),
-                bare.to_str().unwrap(),
-            ],
+            &format!("acme/{name}"),
+            &[("plugin.yaml", &yaml)],
         );
-        git(&work, &["remote", "add", "origin", bare.to_str().unwrap()]);
         Upstream { root, work }
     }
 

@@ -1,0 +1,114 @@
+//! Plugin install latency (local source, process runtime, SQLite): a reinstall that changes one
+//! `SKILL.md`, with the WebAssembly classifier and restart policy active, against the same host
+//! with only the resolver installed, so both slots use the host's native fallbacks. Prints the
+//! medians and their ratio. Only the install request is timed; a restart the decision causes is
+//! waited out between rounds (the native classifier fallback says `cold`, so those rounds
+//! restart the agent, and the WASM ones do not).
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use molecule_e2e::{DbBackend, Runtime, TestApp, builtin_extensions_dir, eventually};
+use serde_json::{Value, json};
+
+const ROUNDS: usize = 15;
+const ONLINE: Duration = Duration::from_secs(60);
+
+fn write(root: &Path, rel: &str, content: &str) {
+    let path = root.join(rel);
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    std::fs::write(path, content).unwrap();
+}
+
+async fn restarts(app: &TestApp, id: &str) -> usize {
+    app.get(&format!("/workspaces/{id}/activity?type=restart&limit=500"))
+        .await
+        .expect(200)
+        .as_array()
+        .map_or(0, Vec::len)
+}
+
+async fn settle(app: &TestApp, id: &str, before: usize, answer: &Value) {
+    if answer["restarting"] == true {
+        eventually(ONLINE, || async {
+            (restarts(app, id).await > before).then_some(())
+        })
+        .await;
+    }
+    eventually(ONLINE, || async {
+        let row = app.get(&format!("/workspaces/{id}")).await.body;
+        (row["status"] == "online").then_some(())
+    })
+    .await;
+}
+
+/// Median install latency over `ROUNDS` SKILL.md-only reinstalls; `extensions` is the
+/// directory the host installs its default components from.
+async fn reinstall_latency(extensions: &Path) -> (Duration, String) {
+    let registry = tempfile::tempdir().unwrap();
+    write(
+        registry.path(),
+        "bench/plugin.yaml",
+        "name: bench\nversion: 1\n",
+    );
+    write(registry.path(), "bench/skills/s/SKILL.md", "# S\nround 0\n");
+    let (dir, ext) = (registry.path().to_path_buf(), extensions.to_path_buf());
+    let app = TestApp::spawn_with(DbBackend::Sqlite, move |c| {
+        Runtime::Process.configure(c);
+        c.builtin_extensions_dir = Some(ext);
+        c.plugins_registry_dir = Some(dir);
+    })
+    .await;
+    let id = app.create_workspace("bench", None).await;
+    settle(&app, &id, 0, &json!({})).await;
+    let path = format!("/workspaces/{id}/plugins");
+    let before = restarts(&app, &id).await;
+    let first = app
+        .post(&path, json!({ "source": "bench" }))
+        .await
+        .expect(200);
+    settle(&app, &id, before, &first).await;
+    let mut samples = Vec::with_capacity(ROUNDS);
+    let mut reload = String::new();
+    for round in 1..=ROUNDS {
+        write(
+            registry.path(),
+            "bench/skills/s/SKILL.md",
+            &format!("# S\nround {round}\n"),
+        );
+        let before = restarts(&app, &id).await;
+        let started = Instant::now();
+        let answer = app
+            .post(&path, json!({ "source": "bench" }))
+            .await
+            .expect(200);
+        samples.push(started.elapsed());
+        reload = answer["reload"].as_str().unwrap_or_default().to_owned();
+        settle(&app, &id, before, &answer).await;
+    }
+    samples.sort();
+    (samples[samples.len() / 2], reload)
+}
+
+fn main() {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let all = builtin_extensions_dir();
+    // Only the local resolver: the classifier and restart-policy slots stay empty.
+    let resolver_only = tempfile::tempdir().unwrap();
+    std::fs::copy(
+        all.join("local_resolver.wasm"),
+        resolver_only.path().join("local_resolver.wasm"),
+    )
+    .expect("make plugins built the local resolver");
+    let (wasm, wasm_reload) = runtime.block_on(reinstall_latency(&all));
+    let (native, native_reload) = runtime.block_on(reinstall_latency(resolver_only.path()));
+    println!(
+        "plugin reinstall (SKILL.md change, local source), median of {ROUNDS}: wasm classifier + policy {:.1} ms ({wasm_reload}), native fallbacks {:.1} ms ({native_reload}), ratio wasm/native {:.2}",
+        wasm.as_secs_f64() * 1000.0,
+        native.as_secs_f64() * 1000.0,
+        wasm.as_secs_f64() / native.as_secs_f64()
+    );
+}
