@@ -134,7 +134,7 @@ impl From<PluginError> for ApiError {
                 tracing::error!(error = %err, "plugin delivery failed");
                 ApiError::Body(
                     StatusCode::INTERNAL_SERVER_ERROR,
-                    json!({ "error": "plugin delivery failed", "code": "delivery_failed", "detail": err.to_string() }),
+                    json!({ "error": "plugin delivery failed", "code": "delivery_failed", "detail": err.public() }),
                 )
             }
             PluginError::Workspace(err) => err.into(),

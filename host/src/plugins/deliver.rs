@@ -65,6 +65,25 @@ pub enum DeliveryError {
     MarkerFailed { name: String, error: RuntimeError },
 }
 
+impl DeliveryError {
+    /// What the caller may read: the state left behind and how to recover, without the
+    /// runtime's own error text (which stays in the log).
+    pub fn public(&self) -> String {
+        match self {
+            DeliveryError::RolledBack { step, .. } => format!(
+                "the {} step failed; the installed plugin is unchanged",
+                step.as_str()
+            ),
+            DeliveryError::RestoreFailed { previous, .. } => format!(
+                "the swap failed and restoring the previous copy failed too; it is at /configs/{previous}"
+            ),
+            DeliveryError::MarkerFailed { name, .. } => format!(
+                "the new version is in place but its .complete marker could not be written; write /configs/plugins/{name}/.complete or reinstall"
+            ),
+        }
+    }
+}
+
 /// A fault to inject at one step (tests only; see `Config::faults`).
 pub type Fault = Option<Step>;
 

@@ -109,6 +109,20 @@ async fn settle(app: &TestApp, id: &str, restarts_before: usize, answer: &Value)
     wait_online(app, id).await;
 }
 
+/// The agent's card, fetched from the agent itself.
+async fn agent_card(app: &TestApp, id: &str) -> String {
+    let url = app.get(&format!("/workspaces/{id}")).await.body["url"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    reqwest::get(format!("{url}/.well-known/agent.json"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap()
+}
+
 async fn file(app: &TestApp, id: &str, path: &str) -> Option<String> {
     let reply = app.get(&format!("/workspaces/{id}/files/{path}")).await;
     (reply.status == 200).then(|| {
@@ -130,7 +144,7 @@ async fn a_local_plugin_installs_hot_and_cold_and_uninstalls(runtime: Runtime, b
     write(
         s.registry.path(),
         "helper/skills/greet/SKILL.md",
-        "# Greet\nSay hi version one.\n",
+        "---\nname: Greet\ndescription: says hi, version one\n---\nSay hi.\n",
     );
 
     let sources = app.get("/plugins/sources").await.expect(200);
@@ -173,7 +187,7 @@ async fn a_local_plugin_installs_hot_and_cold_and_uninstalls(runtime: Runtime, b
     write(
         s.registry.path(),
         "helper/skills/greet/SKILL.md",
-        "# Greet\nSay hi version two.\n",
+        "---\nname: Greet\ndescription: says hi, version two\n---\nSay hi.\n",
     );
     let settled = restarts(app, id).await;
     let hot = app
@@ -197,6 +211,9 @@ async fn a_local_plugin_installs_hot_and_cold_and_uninstalls(runtime: Runtime, b
         .await
         .unwrap();
     assert!(content.contains("version two"), "{content}");
+    // The running agent serves the new skill text (its card re-reads SKILL.md files).
+    let card = agent_card(app, id).await;
+    assert!(card.contains("says hi, version two"), "{card}");
 
     // Concurrent installs of the same plugin are serialised: both succeed, the result is whole.
     let path = format!("/workspaces/{id}/plugins");
@@ -394,6 +411,11 @@ async fn a_fault_at_any_delivery_step_leaves_the_old_or_the_new_plugin_complete(
             )
             .await;
         assert_eq!(reply.status, 500, "{step:?}: {}", reply.text);
+        assert!(
+            !reply.text.contains("injected"),
+            "internal error text leaked: {}",
+            reply.text
+        );
         let yaml = file(app, id, "plugins/swap/plugin.yaml").await.unwrap();
         let skill = file(app, id, "plugins/swap/skills/a/SKILL.md")
             .await
