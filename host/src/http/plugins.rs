@@ -43,7 +43,7 @@ impl From<ApplyError> for ApiError {
             ApplyError::Uninstalled => ApiError::not_found(
                 "the plugin is no longer installed (it may have been uninstalled)",
             ),
-            ApplyError::Install(PluginError::Integrity("the update was already applied")) => {
+            ApplyError::AlreadyApplied => {
                 ApiError::Status(StatusCode::CONFLICT, "the update was already applied")
             }
             ApplyError::Install(err) => err.into(),

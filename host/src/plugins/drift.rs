@@ -87,6 +87,8 @@ pub enum ApplyError {
     NotFound,
     #[error("the update was dismissed")]
     Dismissed,
+    #[error("the update was already applied")]
+    AlreadyApplied,
     #[error("the plugin is no longer installed (it may have been uninstalled)")]
     Uninstalled,
     #[error("plugin install failed: {0}")]
@@ -149,9 +151,7 @@ pub async fn dismiss(svc: &Services, queue_id: Uuid) -> Result<&'static str, App
         .ok_or(ApplyError::NotFound)?;
     match row.status.as_str() {
         "dismissed" => Ok("already_dismissed"),
-        "applied" => Err(ApplyError::Install(PluginError::Integrity(
-            "the update was already applied",
-        ))),
+        "applied" => Err(ApplyError::AlreadyApplied),
         _ => {
             store::plugins::settle_update(&svc.db, queue_id, "dismissed").await?;
             Ok("dismissed")

@@ -185,6 +185,12 @@ const OTHER_CONSTRAINTS: &[&str] = &[
     "extension_shadow_results_pkey",
     "extension_shadow_results_candidate_fkey",
     "extension_shadow_results_outcome_check",
+    "workspace_plugins_pkey",
+    "org_plugin_allowlist_pkey",
+    "org_plugin_allowlist_org_fkey",
+    "plugin_update_queue_pkey",
+    "plugin_update_queue_status_check",
+    "plugin_update_queue_pending_uniq",
 ];
 
 impl Constraint {

@@ -591,6 +591,13 @@ async fn a_moved_tag_is_queued_once_and_rolled_out_canary_first(
         .await
         .expect(200);
     assert_eq!(again["status"], "already_applied");
+    let late = app
+        .post(
+            &format!("/admin/plugin-updates/{queue_id}/dismiss"),
+            json!({}),
+        )
+        .await;
+    assert_eq!(late.status, 409, "an applied update cannot be dismissed");
     assert_eq!(
         app.post(
             &format!("/admin/plugin-updates/{}/apply", uuid::Uuid::new_v4()),
