@@ -26,6 +26,15 @@ struct FakeExternals {
 }
 
 impl FakeExternals {
+    /// Serves `github.com/acme/parts` from `upstream` into the cache under `root`.
+    fn serving(root: &Path, upstream: &Path) -> Self {
+        FakeExternals {
+            root: root.to_path_buf(),
+            repos: vec![("github.com/acme/parts".into(), upstream.to_path_buf())],
+            fetches: RefCell::new(Vec::new()),
+        }
+    }
+
     fn none(root: &Path) -> Self {
         FakeExternals {
             root: root.to_path_buf(),
@@ -271,14 +280,7 @@ fn externals_expand_relative_to_the_fetched_file_and_files_dirs_point_into_the_c
         "org.yaml",
         "workspaces:\n  - name: CEO\n    children:\n      - !external {repo: acme/parts, ref: v1, path: teams/eng.yaml}\n",
     );
-    let externals = FakeExternals {
-        root: org.path().to_path_buf(),
-        repos: vec![(
-            "github.com/acme/parts".into(),
-            upstream.path().to_path_buf(),
-        )],
-        fetches: RefCell::new(Vec::new()),
-    };
+    let externals = FakeExternals::serving(org.path(), upstream.path());
     let root = RootDir::open(org.path()).unwrap();
     let template = template::load(&root, &externals).unwrap();
     let eng = &template.workspaces[0].children[0];
@@ -339,14 +341,7 @@ fn externals_nest_at_most_four_deep() {
             "org.yaml",
             "workspaces: !external {repo: acme/parts, ref: v1, path: n1.yaml}\n",
         );
-        let externals = FakeExternals {
-            root: org.path().to_path_buf(),
-            repos: vec![(
-                "github.com/acme/parts".into(),
-                upstream.path().to_path_buf(),
-            )],
-            fetches: RefCell::new(Vec::new()),
-        };
+        let externals = FakeExternals::serving(org.path(), upstream.path());
         let root = RootDir::open(org.path()).unwrap();
         let result = template::load(&root, &externals).map(|t| t.workspaces[0].name.clone());
         (result, externals.fetches.borrow().len())
@@ -370,14 +365,7 @@ fn externals_nest_at_most_four_deep() {
         "org.yaml",
         "workspaces: !external {repo: acme/parts, ref: v1, path: self.yaml}\n",
     );
-    let externals = FakeExternals {
-        root: org.path().to_path_buf(),
-        repos: vec![(
-            "github.com/acme/parts".into(),
-            upstream.path().to_path_buf(),
-        )],
-        fetches: RefCell::new(Vec::new()),
-    };
+    let externals = FakeExternals::serving(org.path(), upstream.path());
     let root = RootDir::open(org.path()).unwrap();
     assert!(
         template::load(&root, &externals)
