@@ -102,6 +102,7 @@ impl Services {
         )
         .await
         .context("starting the extension platform")?;
+        plugins::clear_fetch_staging(&config.data_dir);
         let lifecycle = Arc::new(workspaces::lifecycle::Lifecycle::new(
             runtime,
             config.runtime.provision_concurrency,

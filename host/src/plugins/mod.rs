@@ -153,6 +153,26 @@ pub(crate) fn install_lock(id: Uuid, name: &str) -> Arc<tokio::sync::Mutex<()>> 
     LOCKS.get((id, name.to_owned()))
 }
 
+/// Where resolvers fetch into: one fresh temporary directory per install.
+fn fetch_staging_dir(data_dir: &std::path::Path) -> std::path::PathBuf {
+    data_dir.join("plugin-staging")
+}
+
+/// Removes fetch directories a previous run of the host left behind (a crash mid-install);
+/// called once at start, before any install can run.
+pub fn clear_fetch_staging(data_dir: &std::path::Path) {
+    let dir = fetch_staging_dir(data_dir);
+    match std::fs::remove_dir_all(&dir) {
+        Ok(()) => {
+            tracing::debug!(dir = %dir.display(), "cleared leftover plugin fetch directories")
+        }
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => {}
+        Err(err) => {
+            tracing::warn!(dir = %dir.display(), error = %err, "clearing leftover plugin fetch directories failed")
+        }
+    }
+}
+
 /// The schemes the active resolvers serve.
 pub fn schemes(svc: &Services) -> Vec<String> {
     let mut schemes: Vec<String> = svc
@@ -214,7 +234,7 @@ pub async fn install(
     let (row, runtime) = running(svc, id).await?;
 
     // Fetch into a fresh directory that only this install uses.
-    let staging_root = svc.config.data_dir.join("plugin-staging");
+    let staging_root = fetch_staging_dir(&svc.config.data_dir);
     std::fs::create_dir_all(&staging_root).map_err(internal)?;
     let staging = tempfile::Builder::new()
         .prefix("molecule-plugin-fetch-")
@@ -637,6 +657,17 @@ fn changes(live: &BTreeMap<String, String>, staged: &FileTree) -> Vec<FileChange
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn leftover_fetch_directories_are_cleared_at_start() {
+        let data = tempfile::tempdir().unwrap();
+        let left = fetch_staging_dir(data.path()).join("molecule-plugin-fetch-x/plugin.yaml");
+        std::fs::create_dir_all(left.parent().unwrap()).unwrap();
+        std::fs::write(&left, "name: x\n").unwrap();
+        clear_fetch_staging(data.path());
+        assert!(!fetch_staging_dir(data.path()).exists());
+        clear_fetch_staging(data.path());
+    }
 
     #[test]
     fn track_values_are_checked() {
