@@ -87,12 +87,7 @@ async fn storm(runtime: Runtime) -> (usize, Duration) {
     let mut last_change = (usize::MAX, Instant::now());
     let mut online_since: Option<Instant> = None;
     loop {
-        let cycles = app
-            .get(&format!("/workspaces/{id}/activity?type=restart&limit=500"))
-            .await
-            .expect(200)
-            .as_array()
-            .map_or(0, Vec::len);
+        let cycles = app.restart_count(&id).await;
         if cycles != last_change.0 {
             last_change = (cycles, Instant::now());
             online_since = None;

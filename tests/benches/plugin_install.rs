@@ -8,30 +8,16 @@
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use molecule_e2e::{DbBackend, Runtime, TestApp, builtin_extensions_dir, eventually};
+use molecule_e2e::{DbBackend, Runtime, TestApp, builtin_extensions_dir, eventually, write_file};
 use serde_json::{Value, json};
 
 const ROUNDS: usize = 15;
 const ONLINE: Duration = Duration::from_secs(60);
 
-fn write(root: &Path, rel: &str, content: &str) {
-    let path = root.join(rel);
-    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-    std::fs::write(path, content).unwrap();
-}
-
-async fn restarts(app: &TestApp, id: &str) -> usize {
-    app.get(&format!("/workspaces/{id}/activity?type=restart&limit=500"))
-        .await
-        .expect(200)
-        .as_array()
-        .map_or(0, Vec::len)
-}
-
 async fn settle(app: &TestApp, id: &str, before: usize, answer: &Value) {
     if answer["restarting"] == true {
         eventually(ONLINE, || async {
-            (restarts(app, id).await > before).then_some(())
+            (app.restart_count(id).await > before).then_some(())
         })
         .await;
     }
@@ -46,12 +32,12 @@ async fn settle(app: &TestApp, id: &str, before: usize, answer: &Value) {
 /// directory the host installs its default components from.
 async fn reinstall_latency(extensions: &Path) -> (Duration, String) {
     let registry = tempfile::tempdir().unwrap();
-    write(
+    write_file(
         registry.path(),
         "bench/plugin.yaml",
         "name: bench\nversion: 1\n",
     );
-    write(registry.path(), "bench/skills/s/SKILL.md", "# S\nround 0\n");
+    write_file(registry.path(), "bench/skills/s/SKILL.md", "# S\nround 0\n");
     let (dir, ext) = (registry.path().to_path_buf(), extensions.to_path_buf());
     let app = TestApp::spawn_with(DbBackend::Sqlite, move |c| {
         Runtime::Process.configure(c);
@@ -62,7 +48,7 @@ async fn reinstall_latency(extensions: &Path) -> (Duration, String) {
     let id = app.create_workspace("bench", None).await;
     settle(&app, &id, 0, &json!({})).await;
     let path = format!("/workspaces/{id}/plugins");
-    let before = restarts(&app, &id).await;
+    let before = app.restart_count(&id).await;
     let first = app
         .post(&path, json!({ "source": "bench" }))
         .await
@@ -71,12 +57,12 @@ async fn reinstall_latency(extensions: &Path) -> (Duration, String) {
     let mut samples = Vec::with_capacity(ROUNDS);
     let mut reload = String::new();
     for round in 1..=ROUNDS {
-        write(
+        write_file(
             registry.path(),
             "bench/skills/s/SKILL.md",
             &format!("# S\nround {round}\n"),
         );
-        let before = restarts(&app, &id).await;
+        let before = app.restart_count(&id).await;
         let started = Instant::now();
         let answer = app
             .post(&path, json!({ "source": "bench" }))

@@ -514,9 +514,7 @@ pub fn upstream_repo(
 ) -> std::path::PathBuf {
     let work = root.join(format!("{}.work", repo.replace('/', "__")));
     for (path, content) in files {
-        let path = work.join(path);
-        std::fs::create_dir_all(path.parent().expect("a parent")).expect("creating a directory");
-        std::fs::write(path, content).expect("writing a file");
+        write_file(&work, path, content);
     }
     git(&work, &["init", "-q", "-b", "main"]);
     git(&work, &["add", "."]);
@@ -527,4 +525,22 @@ pub fn upstream_repo(
     git(root, &["clone", "-q", "--bare", work_str, bare_str]);
     git(&work, &["remote", "add", "origin", bare_str]);
     work
+}
+
+/// Writes `content` to `root/rel`, creating parent directories (template and plugin fixtures).
+pub fn write_file(root: &std::path::Path, rel: &str, content: &str) {
+    let path = root.join(rel);
+    std::fs::create_dir_all(path.parent().expect("a parent")).expect("creating a directory");
+    std::fs::write(path, content).expect("writing a file");
+}
+
+impl Api {
+    /// How many restart cycles the workspace has been through (its `restart` activity rows).
+    pub async fn restart_count(&self, id: &str) -> usize {
+        self.get(&format!("/workspaces/{id}/activity?type=restart&limit=500"))
+            .await
+            .expect(200)
+            .as_array()
+            .map_or(0, Vec::len)
+    }
 }

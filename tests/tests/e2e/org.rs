@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use molecule_e2e::{
     DbBackend, Runtime, TestApp, builtin_extensions_dir, eventually, on_both_backends,
-    on_both_runtimes, serve_github_from, upstream_repo,
+    on_both_runtimes, serve_github_from, upstream_repo, write_file,
 };
 use serde_json::{Value, json};
 
@@ -91,12 +91,6 @@ async fn the_cli_imports_with_progress_and_waits_for_every_agent() {
     );
 }
 
-fn write(root: &Path, rel: &str, content: &str) {
-    let path = root.join(rel);
-    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-    std::fs::write(path, content).unwrap();
-}
-
 /// A host whose org templates live in `templates`.
 async fn spawn(backend: DbBackend, templates: &Path) -> TestApp {
     let dir = templates.to_path_buf();
@@ -127,10 +121,10 @@ const TEAMS: &str = "\
 ";
 
 fn acme(root: &Path) {
-    write(root, "acme/org.yaml", ACME);
-    write(root, "acme/teams.yaml", TEAMS);
-    write(root, "acme/ceo/.env", "CEO_KEY=from-dotenv\n");
-    write(root, "acme/.env", "SHARED=org\n");
+    write_file(root, "acme/org.yaml", ACME);
+    write_file(root, "acme/teams.yaml", TEAMS);
+    write_file(root, "acme/ceo/.env", "CEO_KEY=from-dotenv\n");
+    write_file(root, "acme/.env", "SHARED=org\n");
 }
 
 async fn events_of(app: &TestApp, kind: &str) -> Vec<Value> {
@@ -171,13 +165,13 @@ fn by_name<'a>(outcome: &'a Value, name: &str) -> &'a Value {
 async fn the_listing_counts_every_entry_and_skips_broken_templates(backend: DbBackend) {
     let templates = tempfile::tempdir().unwrap();
     acme(templates.path());
-    write(
+    write_file(
         templates.path(),
         "broken/org.yaml",
         "workspaces: !include loop.yaml\n",
     );
-    write(templates.path(), "broken/loop.yaml", "!include loop.yaml\n");
-    write(templates.path(), "not-a-template/readme.md", "hi\n");
+    write_file(templates.path(), "broken/loop.yaml", "!include loop.yaml\n");
+    write_file(templates.path(), "not-a-template/readme.md", "hi\n");
     let app = spawn(backend, templates.path()).await;
     let listed = app.get("/org/templates").await.expect(200);
     let listed = listed.as_array().unwrap();
@@ -276,12 +270,12 @@ async fn missing_required_env_is_412_and_nothing_is_created(backend: DbBackend) 
     let templates = tempfile::tempdir().unwrap();
     acme(templates.path());
     // Required at the org level and by Dev; only a global secret can satisfy them.
-    write(
+    write_file(
         templates.path(),
         "acme/org.yaml",
         &ACME.replace("defaults:", "required_env: [ORG_TOKEN]\ndefaults:"),
     );
-    write(
+    write_file(
         templates.path(),
         "acme/teams.yaml",
         &TEAMS.replace(
@@ -333,7 +327,7 @@ async fn reconcile_removes_exactly_the_reparented_orphans(backend: DbBackend) {
     // neither a hand-made one nor one another template created.
     let by_hand = app.create_workspace("Dev", None).await;
     let unrelated = app.create_workspace("Unrelated", None).await;
-    write(
+    write_file(
         templates.path(),
         "other/org.yaml",
         "name: Other\nworkspaces:\n  - name: Board\n    children:\n      - name: Dev\n",
@@ -345,7 +339,7 @@ async fn reconcile_removes_exactly_the_reparented_orphans(backend: DbBackend) {
     let other_dev = by_name(&other, "Dev")["id"].as_str().unwrap().to_owned();
 
     // Dev moves from Eng to Sales.
-    write(
+    write_file(
         templates.path(),
         "acme/teams.yaml",
         "- name: Eng\n- name: Sales\n  children:\n    - name: Dev\n",
@@ -401,22 +395,22 @@ async fn reconcile_removes_exactly_the_reparented_orphans(backend: DbBackend) {
 async fn bad_requests_are_refused_and_only_parsed_templates_record_events(backend: DbBackend) {
     let templates = tempfile::tempdir().unwrap();
     acme(templates.path());
-    write(
+    write_file(
         templates.path(),
         "escape/org.yaml",
         "workspaces: !include ../../../etc/hostname\n",
     );
-    write(
+    write_file(
         templates.path(),
         "invalid/org.yaml",
         "workspaces: {not: a list}\n",
     );
-    write(
+    write_file(
         templates.path(),
         "badtier/org.yaml",
         "name: Bad\nworkspaces:\n  - name: A\n  - name: B\n    tier: 9\n",
     );
-    write(
+    write_file(
         templates.path(),
         "badurl/org.yaml",
         "name: BadUrl\nworkspaces:\n  - name: A\n    external: true\n    url: ftp://example.com\n",
@@ -523,12 +517,12 @@ async fn an_external_comes_from_a_bare_repository_through_the_resolver_and_is_ca
     );
 
     let templates = tempfile::tempdir().unwrap();
-    write(
+    write_file(
         templates.path(),
         "ext/org.yaml",
         "name: Ext\nworkspaces:\n  - name: CEO\n    children:\n      - !external {repo: acme/parts, ref: v1, path: teams/eng.yaml}\n",
     );
-    write(
+    write_file(
         templates.path(),
         "denied/org.yaml",
         "name: Denied\nworkspaces:\n  - !external {repo: other/parts, ref: v1, path: x.yaml}\n",
@@ -620,12 +614,12 @@ async fn a_three_level_org_imports_and_every_agent_comes_online(
     backend: DbBackend,
 ) {
     let templates = tempfile::tempdir().unwrap();
-    write(
+    write_file(
         templates.path(),
         "three/org.yaml",
         "name: Three\ndefaults:\n  initial_prompt: Introduce yourself.\nworkspaces:\n  - name: Chief\n    system_prompt: You lead.\n    children:\n      - name: Lead\n        files_dir: lead\n        children:\n          - name: Worker\n",
     );
-    write(
+    write_file(
         templates.path(),
         "three/lead/skills/plan/SKILL.md",
         "# Plan\n",

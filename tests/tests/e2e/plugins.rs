@@ -3,12 +3,11 @@
 //! decided by the classifier, the atomic swap (never a partial plugin, with faults injected at
 //! every step), uninstall, listing and the org allow-list.
 
-use std::path::Path;
 use std::time::Duration;
 
 use molecule_e2e::{
     DbBackend, Runtime, TestApp, builtin_extensions_dir, eventually, git, on_both_runtimes,
-    serve_github_from, upstream_repo,
+    serve_github_from, upstream_repo, write_file,
 };
 use serde_json::{Value, json};
 
@@ -20,12 +19,6 @@ on_both_runtimes!(
 );
 
 const ONLINE: Duration = Duration::from_secs(60);
-
-fn write(root: &Path, rel: &str, content: &str) {
-    let path = root.join(rel);
-    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-    std::fs::write(path, content).unwrap();
-}
 
 struct Setup {
     app: TestApp,
@@ -60,14 +53,6 @@ async fn wait_online(app: &TestApp, id: &str) {
     .await;
 }
 
-async fn restarts(app: &TestApp, id: &str) -> usize {
-    app.get(&format!("/workspaces/{id}/activity?type=restart&limit=500"))
-        .await
-        .expect(200)
-        .as_array()
-        .map_or(0, Vec::len)
-}
-
 /// Asks the agent over A2A; the echo brain's answer names the skills it loaded.
 async fn ask(app: &TestApp, id: &str, text: &str) -> String {
     let url = app.get(&format!("/workspaces/{id}")).await.body["url"]
@@ -89,7 +74,7 @@ async fn ask(app: &TestApp, id: &str, text: &str) -> String {
 
 /// Installs and waits until the restart the policy decided (if any) is over.
 async fn install_settled(app: &TestApp, id: &str, body: Value) -> Value {
-    let before = restarts(app, id).await;
+    let before = app.restart_count(id).await;
     let installed = app
         .post(&format!("/workspaces/{id}/plugins"), body)
         .await
@@ -102,7 +87,7 @@ async fn install_settled(app: &TestApp, id: &str, body: Value) -> Value {
 async fn settle(app: &TestApp, id: &str, restarts_before: usize, answer: &Value) {
     if answer["restarting"] == true {
         eventually(ONLINE, || async {
-            (restarts(app, id).await > restarts_before).then_some(())
+            (app.restart_count(id).await > restarts_before).then_some(())
         })
         .await;
     }
@@ -136,12 +121,12 @@ async fn file(app: &TestApp, id: &str, path: &str) -> Option<String> {
 async fn a_local_plugin_installs_hot_and_cold_and_uninstalls(runtime: Runtime, backend: DbBackend) {
     let s = online_workspace(runtime, backend, |_| {}).await;
     let (app, id) = (&s.app, s.id.as_str());
-    write(
+    write_file(
         s.registry.path(),
         "helper/plugin.yaml",
         "name: helper\nversion: 1.0.0\nskills: [greet]\n",
     );
-    write(
+    write_file(
         s.registry.path(),
         "helper/skills/greet/SKILL.md",
         "---\nname: Greet\ndescription: says hi, version one\n---\nSay hi.\n",
@@ -159,7 +144,7 @@ async fn a_local_plugin_installs_hot_and_cold_and_uninstalls(runtime: Runtime, b
     assert_eq!(listed[0]["name"], "helper");
 
     // First install: cold, the policy restarts the agent once.
-    let before = restarts(app, id).await;
+    let before = app.restart_count(id).await;
     let first = app
         .post(
             &format!("/workspaces/{id}/plugins"),
@@ -177,19 +162,19 @@ async fn a_local_plugin_installs_hot_and_cold_and_uninstalls(runtime: Runtime, b
             .starts_with("sha256:")
     );
     eventually(ONLINE, || async {
-        (restarts(app, id).await > before).then_some(())
+        (app.restart_count(id).await > before).then_some(())
     })
     .await;
     wait_online(app, id).await;
     assert!(file(app, id, "plugins/helper/.complete").await.is_some());
 
     // A SKILL.md-only change is hot: no restart, and the agent answers with the new text.
-    write(
+    write_file(
         s.registry.path(),
         "helper/skills/greet/SKILL.md",
         "---\nname: Greet\ndescription: says hi, version two\n---\nSay hi.\n",
     );
-    let settled = restarts(app, id).await;
+    let settled = app.restart_count(id).await;
     let hot = app
         .post(
             &format!("/workspaces/{id}/plugins"),
@@ -206,7 +191,7 @@ async fn a_local_plugin_installs_hot_and_cold_and_uninstalls(runtime: Runtime, b
         "{answer}"
     );
     tokio::time::sleep(Duration::from_millis(500)).await;
-    assert_eq!(restarts(app, id).await, settled);
+    assert_eq!(app.restart_count(id).await, settled);
     let content = file(app, id, "plugins/helper/skills/greet/SKILL.md")
         .await
         .unwrap();
@@ -225,7 +210,7 @@ async fn a_local_plugin_installs_hot_and_cold_and_uninstalls(runtime: Runtime, b
     assert!(file(app, id, "plugins/helper/.complete").await.is_some());
 
     // A plugin.yaml change is cold: one restart.
-    write(
+    write_file(
         s.registry.path(),
         "helper/plugin.yaml",
         "name: helper\nversion: 1.1.0\nskills: [greet]\n",
@@ -239,7 +224,7 @@ async fn a_local_plugin_installs_hot_and_cold_and_uninstalls(runtime: Runtime, b
         .expect(200);
     assert_eq!(cold["reload"], "cold");
     eventually(ONLINE, || async {
-        (restarts(app, id).await > settled).then_some(())
+        (app.restart_count(id).await > settled).then_some(())
     })
     .await;
     wait_online(app, id).await;
@@ -256,7 +241,7 @@ async fn a_local_plugin_installs_hot_and_cold_and_uninstalls(runtime: Runtime, b
     assert_eq!(installed[0]["tracked_ref"], "tag:v1");
 
     // Uninstall removes files and the tracking row; a reinstall starts a fresh row.
-    let before = restarts(app, id).await;
+    let before = app.restart_count(id).await;
     let gone = app
         .delete(&format!("/workspaces/{id}/plugins/helper"))
         .await
@@ -390,20 +375,20 @@ async fn a_fault_at_any_delivery_step_leaves_the_old_or_the_new_plugin_complete(
         })
         .await;
         let (app, id) = (&s.app, s.id.as_str());
-        write(
+        write_file(
             s.registry.path(),
             "swap/plugin.yaml",
             "name: swap\nversion: 1\n",
         );
-        write(s.registry.path(), "swap/skills/a/SKILL.md", "old\n");
+        write_file(s.registry.path(), "swap/skills/a/SKILL.md", "old\n");
         // The first install always succeeds; the fault hits the reinstall.
         install_settled(app, id, json!({ "source": "swap" })).await;
-        write(
+        write_file(
             s.registry.path(),
             "swap/plugin.yaml",
             "name: swap\nversion: 2\n",
         );
-        write(s.registry.path(), "swap/skills/a/SKILL.md", "new\n");
+        write_file(s.registry.path(), "swap/skills/a/SKILL.md", "new\n");
         let reply = app
             .post(
                 &format!("/workspaces/{id}/plugins"),
@@ -476,7 +461,7 @@ impl Upstream {
 
     /// Commits a new version and moves tag v1 to it.
     fn move_tag(&self, version: u32) {
-        write(
+        write_file(
             &self.work,
             "plugin.yaml",
             &format!("name: drifty\nversion: {version}\n"),
