@@ -71,11 +71,9 @@ pub async fn list(
     limit: i64,
 ) -> StoreResult<Vec<ActivityRow>> {
     on_db!(db, pool => {
-        let mut q = QueryBuilder::new(
-            "SELECT id, workspace_id, activity_type, source_id, target_id, method, summary, request_body,
-                 response_body, tool_trace, duration_ms, status, error_detail, idempotency_key, created_at
-             FROM activity_logs WHERE workspace_id = ",
-        );
+        let mut q = QueryBuilder::new(format!(
+            "SELECT {ROW_COLUMNS} FROM activity_logs WHERE workspace_id = "
+        ));
         q.push_bind(workspace_id);
         if let Some(t) = activity_type {
             q.push(" AND activity_type = ").push_bind(t.to_owned());
@@ -87,5 +85,89 @@ pub async fn list(
         }
         q.push(" ORDER BY created_at DESC, id DESC LIMIT ").push_bind(limit);
         Ok(q.build_query_as().fetch_all(pool).await?)
+    })
+}
+
+const ROW_COLUMNS: &str =
+    "id, workspace_id, activity_type, source_id, target_id, method, summary, request_body,
+     response_body, tool_trace, duration_ms, status, error_detail, idempotency_key, created_at";
+
+/// One row of `workspace_id`.
+pub async fn get(db: &Db, workspace_id: Uuid, id: Uuid) -> StoreResult<Option<ActivityRow>> {
+    let sql =
+        format!("SELECT {ROW_COLUMNS} FROM activity_logs WHERE id = $1 AND workspace_id = $2");
+    on_db!(db, pool => {
+        Ok(sqlx::query_as(&sql).bind(id).bind(workspace_id).fetch_optional(pool).await?)
+    })
+}
+
+/// The row `workspace_id` recorded under `key`.
+pub async fn find_by_key(
+    db: &Db,
+    workspace_id: Uuid,
+    key: &str,
+) -> StoreResult<Option<ActivityRow>> {
+    let sql = format!(
+        "SELECT {ROW_COLUMNS} FROM activity_logs WHERE workspace_id = $1 AND idempotency_key = $2"
+    );
+    on_db!(db, pool => {
+        Ok(sqlx::query_as(&sql).bind(workspace_id).bind(key).fetch_optional(pool).await?)
+    })
+}
+
+/// Deletes one row of `workspace_id` if its status is `status`; whether it did.
+pub async fn delete_if_status(
+    db: &Db,
+    workspace_id: Uuid,
+    id: Uuid,
+    status: &str,
+) -> StoreResult<bool> {
+    on_db!(db, pool => {
+        let done = sqlx::query("DELETE FROM activity_logs WHERE id = $1 AND workspace_id = $2 AND status = $3")
+            .bind(id)
+            .bind(workspace_id)
+            .bind(status)
+            .execute(pool)
+            .await?;
+        Ok(done.rows_affected() > 0)
+    })
+}
+
+/// A new status for a row, with what came back (`None` keeps the stored value).
+#[derive(Debug, Clone, Default)]
+pub struct StatusUpdate<'a> {
+    pub status: &'a str,
+    pub error_detail: Option<&'a str>,
+    pub response_body: Option<&'a Value>,
+    pub duration_ms: Option<i32>,
+}
+
+/// Moves a row of `workspace_id` to a new status unless it is already in one of `final_states`;
+/// whether it moved.
+pub async fn update_status(
+    db: &Db,
+    workspace_id: Uuid,
+    id: Uuid,
+    update: &StatusUpdate<'_>,
+    final_states: &[&str],
+) -> StoreResult<bool> {
+    on_db!(db, pool => {
+        let mut q = QueryBuilder::new("UPDATE activity_logs SET status = ");
+        q.push_bind(update.status.to_owned());
+        q.push(", error_detail = COALESCE(")
+            .push_bind(update.error_detail.map(str::to_owned))
+            .push(", error_detail), response_body = COALESCE(")
+            .push_bind(update.response_body.cloned().map(Json))
+            .push(", response_body), duration_ms = COALESCE(")
+            .push_bind(update.duration_ms)
+            .push(", duration_ms) WHERE id = ")
+            .push_bind(id)
+            .push(" AND workspace_id = ")
+            .push_bind(workspace_id);
+        for state in final_states {
+            q.push(" AND status <> ").push_bind((*state).to_owned());
+        }
+        let done = q.build().execute(pool).await?;
+        Ok(done.rows_affected() > 0)
     })
 }

@@ -4,6 +4,7 @@
 //! accept and compiled for both pools through [`on_db!`]; the few places where the dialects
 //! differ say so next to the query. The store knows no lifecycle: it reads and writes rows.
 
+pub mod a2a_queue;
 pub mod activity;
 pub mod canvas;
 pub mod events;
@@ -191,6 +192,10 @@ const OTHER_CONSTRAINTS: &[&str] = &[
     "plugin_update_queue_pkey",
     "plugin_update_queue_status_check",
     "plugin_update_queue_pending_uniq",
+    "a2a_queue_pkey",
+    "a2a_queue_priority_check",
+    "a2a_queue_status_check",
+    "a2a_queue_active_uniq",
 ];
 
 impl Constraint {

@@ -416,6 +416,8 @@ pub struct HeartbeatReport {
 pub struct HeartbeatOutcome {
     pub status_before: String,
     pub task_before: Option<String>,
+    /// How many tasks the agent may run at once (`max_concurrent_tasks`).
+    pub max_concurrent_tasks: i32,
 }
 
 /// Stores a heartbeat's counters and time on a live row. Returns what the row held before, or
@@ -429,12 +431,12 @@ pub async fn record_heartbeat(
     let begin = db.begin_write_sql();
     on_db!(db, pool => {
         let mut tx = pool.begin_with(begin).await?;
-        let before: Option<(String, Option<String>)> =
-            sqlx::query_as("SELECT status, current_task FROM workspaces WHERE id = $1 AND status <> 'removed'")
+        let before: Option<(String, Option<String>, i32)> =
+            sqlx::query_as("SELECT status, current_task, max_concurrent_tasks FROM workspaces WHERE id = $1 AND status <> 'removed'")
                 .bind(id)
                 .fetch_optional(&mut *tx)
                 .await?;
-        let Some((status_before, task_before)) = before else {
+        let Some((status_before, task_before, max_concurrent_tasks)) = before else {
             return Ok(None);
         };
         sqlx::query(
@@ -454,7 +456,19 @@ pub async fn record_heartbeat(
         .execute(&mut *tx)
         .await?;
         tx.commit().await?;
-        Ok(Some(HeartbeatOutcome { status_before, task_before }))
+        Ok(Some(HeartbeatOutcome { status_before, task_before, max_concurrent_tasks }))
+    })
+}
+
+/// Records that `id` just called another workspace.
+pub async fn touch_outbound(db: &Db, id: Uuid) -> StoreResult<()> {
+    on_db!(db, pool => {
+        sqlx::query("UPDATE workspaces SET last_outbound_at = $2 WHERE id = $1")
+            .bind(id)
+            .bind(Utc::now())
+            .execute(pool)
+            .await?;
+        Ok(())
     })
 }
 

@@ -1,0 +1,185 @@
+//! `a2a_queue`: messages waiting for a busy agent.
+
+use chrono::{DateTime, Utc};
+use serde_json::Value;
+use sqlx::types::Json;
+use uuid::Uuid;
+
+use super::{Db, StoreResult, on_db};
+
+/// A message to queue for `workspace_id`.
+#[derive(Debug, Clone)]
+pub struct NewItem {
+    pub workspace_id: Uuid,
+    pub caller_id: Option<Uuid>,
+    pub priority: i32,
+    pub body: Value,
+    pub method: String,
+    /// The message id: a message already waiting is not queued twice.
+    pub idempotency_key: Option<String>,
+    pub expires_at: Option<DateTime<Utc>>,
+}
+
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct QueueRow {
+    pub id: Uuid,
+    pub workspace_id: Uuid,
+    pub caller_id: Option<Uuid>,
+    pub priority: i32,
+    pub body: Json<Value>,
+    pub method: Option<String>,
+    pub idempotency_key: Option<String>,
+    pub enqueued_at: DateTime<Utc>,
+    pub dispatched_at: Option<DateTime<Utc>>,
+    pub completed_at: Option<DateTime<Utc>>,
+    pub expires_at: Option<DateTime<Utc>>,
+    pub attempts: i32,
+    pub status: String,
+    pub last_error: Option<String>,
+}
+
+const COLUMNS: &str =
+    "id, workspace_id, caller_id, priority, body, method, idempotency_key, enqueued_at,
+     dispatched_at, completed_at, expires_at, attempts, status, last_error";
+
+/// Queues `item` and returns its id with the number of messages now waiting for the workspace.
+/// A message whose id is already queued or being delivered is not added again: the id of the
+/// row that holds it is returned.
+pub async fn enqueue(db: &Db, item: &NewItem) -> StoreResult<(Uuid, i64)> {
+    let now = Utc::now();
+    let id = on_db!(db, pool => {
+        let inserted: Option<Uuid> = sqlx::query_scalar(
+            "INSERT INTO a2a_queue
+                 (id, workspace_id, caller_id, priority, body, method, idempotency_key, enqueued_at, expires_at, status)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, 'queued')
+             ON CONFLICT (workspace_id, idempotency_key)
+                 WHERE idempotency_key IS NOT NULL AND status IN ('queued', 'dispatched')
+             DO NOTHING
+             RETURNING id",
+        )
+        .bind(Uuid::new_v4())
+        .bind(item.workspace_id)
+        .bind(item.caller_id)
+        .bind(item.priority)
+        .bind(Json(&item.body))
+        .bind(&item.method)
+        .bind(&item.idempotency_key)
+        .bind(now)
+        .bind(item.expires_at)
+        .fetch_optional(pool)
+        .await?;
+        let id = match inserted {
+            Some(id) => id,
+            None => sqlx::query_scalar(
+                "SELECT id FROM a2a_queue
+                 WHERE workspace_id = $1 AND idempotency_key = $2 AND status IN ('queued', 'dispatched')",
+            )
+            .bind(item.workspace_id)
+            .bind(&item.idempotency_key)
+            .fetch_one(pool)
+            .await?,
+        };
+        Ok::<_, super::StoreError>(id)
+    })?;
+    Ok((id, waiting(db, item.workspace_id).await?))
+}
+
+/// How many messages wait for `workspace_id`.
+pub async fn waiting(db: &Db, workspace_id: Uuid) -> StoreResult<i64> {
+    on_db!(db, pool => {
+        Ok(sqlx::query_scalar("SELECT COUNT(*) FROM a2a_queue WHERE workspace_id = $1 AND status = 'queued'")
+            .bind(workspace_id)
+            .fetch_one(pool)
+            .await?)
+    })
+}
+
+/// Takes the next deliverable message for `workspace_id` (highest priority, then oldest; expired
+/// ones are skipped) and marks it dispatched. Concurrent drains never take the same row: on
+/// PostgreSQL rows another drain holds are skipped, SQLite has a single writer.
+pub async fn claim_next(db: &Db, workspace_id: Uuid) -> StoreResult<Option<QueueRow>> {
+    let now = Utc::now();
+    let lock = match db.backend() {
+        super::Backend::Postgres => " FOR UPDATE SKIP LOCKED",
+        super::Backend::Sqlite => "",
+    };
+    let sql = format!(
+        "UPDATE a2a_queue SET status = 'dispatched', dispatched_at = $2, attempts = attempts + 1
+         WHERE id = (
+             SELECT id FROM a2a_queue
+             WHERE workspace_id = $1 AND status = 'queued' AND (expires_at IS NULL OR expires_at > $2)
+             ORDER BY priority DESC, enqueued_at ASC
+             LIMIT 1{lock})
+         RETURNING {COLUMNS}"
+    );
+    on_db!(db, pool => {
+        Ok(sqlx::query_as(&sql)
+            .bind(workspace_id)
+            .bind(now)
+            .fetch_optional(pool)
+            .await?)
+    })
+}
+
+/// How a delivery from the queue ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Settled {
+    Completed,
+    /// Back in the queue for the next drain.
+    Retry,
+    Failed,
+}
+
+/// Records the end of a dispatched message's delivery attempt.
+pub async fn settle(db: &Db, id: Uuid, outcome: Settled, error: Option<&str>) -> StoreResult<()> {
+    let now = Utc::now();
+    let (status, completed_at) = match outcome {
+        Settled::Completed => ("completed", Some(now)),
+        Settled::Retry => ("queued", None),
+        Settled::Failed => ("failed", Some(now)),
+    };
+    on_db!(db, pool => {
+        sqlx::query(
+            "UPDATE a2a_queue SET status = $2, completed_at = $3, last_error = COALESCE($4, last_error)
+             WHERE id = $1 AND status = 'dispatched'",
+        )
+        .bind(id)
+        .bind(status)
+        .bind(completed_at)
+        .bind(error)
+        .execute(pool)
+        .await?;
+        Ok(())
+    })
+}
+
+/// One queued message of `workspace_id`; `None` for an id of another workspace.
+pub async fn get(db: &Db, workspace_id: Uuid, id: Uuid) -> StoreResult<Option<QueueRow>> {
+    let sql = format!("SELECT {COLUMNS} FROM a2a_queue WHERE id = $1 AND workspace_id = $2");
+    on_db!(db, pool => {
+        Ok(sqlx::query_as(&sql).bind(id).bind(workspace_id).fetch_optional(pool).await?)
+    })
+}
+
+/// Drops messages queued before `cutoff` (for one workspace, or all), noting why in
+/// `last_error`. Returns how many were dropped.
+pub async fn drop_stale(
+    db: &Db,
+    cutoff: DateTime<Utc>,
+    workspace_id: Option<Uuid>,
+) -> StoreResult<u64> {
+    let now = Utc::now();
+    on_db!(db, pool => {
+        let done = sqlx::query(
+            "UPDATE a2a_queue SET status = 'dropped', completed_at = $1,
+                 last_error = COALESCE(last_error || '; ', '') || 'dropped as stale by an operator'
+             WHERE status = 'queued' AND enqueued_at < $2 AND ($3 IS NULL OR workspace_id = $3)",
+        )
+        .bind(now)
+        .bind(cutoff)
+        .bind(workspace_id)
+        .execute(pool)
+        .await?;
+        Ok(done.rows_affected())
+    })
+}
