@@ -134,6 +134,8 @@ pub struct Config {
     pub org: OrgConfig,
     /// Plugin drift detection and rollouts (`MOLECULE_PLUGINS__*`).
     pub plugins: PluginsConfig,
+    /// The A2A proxy, delegations, the busy queue and MCP for agents (`MOLECULE_A2A__*`).
+    pub a2a: A2aConfig,
     /// Faults injected on purpose, for tests; never read from a file or the environment.
     #[serde(skip)]
     pub faults: Faults,
@@ -160,6 +162,43 @@ impl Default for PluginsConfig {
             rollout_health_timeout_secs: 120,
             swap_sweep_secs: 600,
             swap_dir_max_age_secs: 3600,
+        }
+    }
+}
+
+/// The A2A proxy's timeouts, the busy queue and the delegation retry.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct A2aConfig {
+    /// Seconds to establish the connection to an agent.
+    pub connect_timeout_secs: u64,
+    /// Seconds to wait for the agent's response headers (an agent thinking counts here).
+    pub response_header_timeout_secs: u64,
+    /// Seconds the agent may stay silent between two pieces of its response body.
+    pub idle_timeout_secs: u64,
+    /// The ceiling for a caller's `X-Timeout` (seconds); larger values are clamped to it.
+    pub max_timeout_secs: u64,
+    /// Milliseconds a delegation waits before its one retry after a transient failure.
+    pub delegation_retry_delay_ms: u64,
+    /// Attempts after which a queued message is given up (status `failed`).
+    pub queue_max_attempts: i32,
+    /// Seconds a queued message stays deliverable unless the sender set its own expiry.
+    pub queue_ttl_secs: u64,
+    /// MCP requests per minute per workspace (0: unlimited).
+    pub mcp_per_minute: u32,
+}
+
+impl Default for A2aConfig {
+    fn default() -> Self {
+        Self {
+            connect_timeout_secs: 10,
+            response_header_timeout_secs: 180,
+            idle_timeout_secs: 300,
+            max_timeout_secs: 1800,
+            delegation_retry_delay_ms: 8000,
+            queue_max_attempts: 5,
+            queue_ttl_secs: 24 * 3600,
+            mcp_per_minute: 120,
         }
     }
 }
@@ -338,6 +377,7 @@ impl Default for Config {
             runtime: RuntimeConfig::default(),
             org: OrgConfig::default(),
             plugins: PluginsConfig::default(),
+            a2a: A2aConfig::default(),
             faults: Faults::default(),
         }
     }

@@ -6,6 +6,7 @@
 pub mod auth;
 pub mod cli;
 pub mod config;
+pub mod delegation;
 pub mod events;
 pub mod extensions;
 pub mod http;
@@ -45,6 +46,8 @@ pub struct Services {
     pub guard: auth::Guard,
     pub extensions: Arc<extensions::registry::ExtensionHost>,
     pub lifecycle: Arc<workspaces::lifecycle::Lifecycle>,
+    /// The A2A client and the delegations and queue drains running in the background.
+    pub a2a: delegation::Hub,
 }
 
 impl Services {
@@ -107,7 +110,9 @@ impl Services {
             runtime,
             config.runtime.provision_concurrency,
         ));
+        let a2a = delegation::Hub::new(&config.a2a).context("building the A2A client")?;
         Ok(Services {
+            a2a,
             config: Arc::new(config),
             db,
             events,
@@ -225,6 +230,7 @@ pub async fn run(
     stop.cancel();
     tracker.close();
     tracker.wait().await;
+    svc.a2a.shutdown().await;
     svc.lifecycle.shutdown().await;
     svc.extensions.stop();
     svc.db.close().await;

@@ -254,6 +254,14 @@ impl Guard {
         }
     }
 
+    /// The workspace whose live token the request carries, if it carries one.
+    pub async fn token_workspace(&self, headers: &HeaderMap) -> Result<Option<Uuid>, AuthError> {
+        match bearer(headers) {
+            Some(token) => Ok(store::tokens::workspace_for_token(&self.db, &hash(token)).await?),
+            None => Ok(None),
+        }
+    }
+
     /// Whether an admin token is configured (the test-token route then demands it).
     pub fn admin_token_required(&self, headers: &HeaderMap) -> Result<(), AuthError> {
         match (&self.admin_token, bearer(headers)) {

@@ -33,6 +33,11 @@ pub mod names {
     pub const TASK_UPDATED: &str = "TASK_UPDATED";
     pub const AGENT_MESSAGE: &str = "AGENT_MESSAGE";
     pub const ACTIVITY_LOGGED: &str = "ACTIVITY_LOGGED";
+    pub const A2A_RESPONSE: &str = "A2A_RESPONSE";
+    pub const DELEGATION_SENT: &str = "DELEGATION_SENT";
+    pub const DELEGATION_STATUS: &str = "DELEGATION_STATUS";
+    pub const DELEGATION_COMPLETE: &str = "DELEGATION_COMPLETE";
+    pub const DELEGATION_FAILED: &str = "DELEGATION_FAILED";
 }
 
 /// One event as delivered to subscribers.

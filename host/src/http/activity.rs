@@ -15,7 +15,7 @@ use super::extract::{ApiJson, ApiQuery, WorkspaceAuth};
 use crate::events::names;
 use crate::store::activity::{ActivityRow, SourceFilter};
 use crate::store::{self, Constraint, StoreError};
-use crate::workspaces::get_live;
+use crate::workspaces::{activity, get_live};
 
 pub fn router() -> Router<AppState> {
     Router::new()
@@ -144,7 +144,7 @@ async fn report(
         idempotency_key: body.idempotency_key,
         created_at: Utc::now(),
     };
-    match store::activity::insert(&state.svc.db, &row).await {
+    match activity::record(&state.svc, &row).await {
         Ok(()) => {}
         // The same report delivered twice is recorded once; the retry is told it landed.
         Err(StoreError::Constraint(Constraint::ActivityDuplicate)) => {
@@ -152,20 +152,6 @@ async fn report(
         }
         Err(err) => return Err(err.into()),
     }
-    state.svc.events.broadcast_only(
-        names::ACTIVITY_LOGGED,
-        Some(id),
-        json!({
-            "id": row.id,
-            "activity_type": row.activity_type,
-            "method": row.method,
-            "status": row.status,
-            "source_id": row.source_id,
-            "target_id": row.target_id,
-            "duration_ms": row.duration_ms,
-            "summary": row.summary,
-        }),
-    );
     Ok(axum::Json(json!({ "status": "logged" })))
 }
 
@@ -212,27 +198,11 @@ async fn notify(
         .iter()
         .map(|f| json!({ "kind": "file", "file": f }))
         .collect();
-    store::activity::insert(
-        &state.svc.db,
-        &ActivityRow {
-            id: Uuid::new_v4(),
-            workspace_id: id,
-            activity_type: "a2a_receive".to_owned(),
-            source_id: None,
-            target_id: None,
-            method: Some("notify".to_owned()),
-            summary: Some(body.message.chars().take(200).collect()),
-            request_body: None,
-            response_body: Some(json!({ "result": body.message, "parts": parts })),
-            tool_trace: None,
-            duration_ms: None,
-            status: "ok".to_owned(),
-            error_detail: None,
-            idempotency_key: None,
-            created_at: Utc::now(),
-        },
-    )
-    .await?;
+    let mut row = activity::row(id, "a2a_receive");
+    row.method = Some("notify".to_owned());
+    row.summary = Some(body.message.chars().take(200).collect());
+    row.response_body = Some(json!({ "result": body.message, "parts": parts }));
+    store::activity::insert(&state.svc.db, &row).await?;
     let mut payload =
         json!({ "message": body.message, "workspace_id": id, "name": workspace.name });
     if !files.is_empty() {

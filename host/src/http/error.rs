@@ -8,6 +8,8 @@ use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 
 use crate::auth::AuthError;
+use crate::delegation::proxy::ProxyError;
+use crate::delegation::tasks::DelegationError;
 use crate::store::StoreError;
 use crate::workspaces::WorkspaceError;
 
@@ -122,6 +124,55 @@ impl From<WorkspaceError> for ApiError {
                 ApiError::bad_request("parent_id would make the workspace its own ancestor")
             }
             WorkspaceError::Store(err) => err.into(),
+        }
+    }
+}
+
+impl From<ProxyError> for ApiError {
+    fn from(err: ProxyError) -> Self {
+        let message = err.to_string();
+        let body = |status: StatusCode, extra: Value| {
+            let mut body = json!({ "error": message });
+            if let (Value::Object(body), Value::Object(extra)) = (&mut body, extra) {
+                body.extend(extra);
+            }
+            ApiError::Body(status, body)
+        };
+        match err {
+            ProxyError::Forbidden => body(StatusCode::FORBIDDEN, json!({})),
+            ProxyError::NotFound => body(StatusCode::NOT_FOUND, json!({})),
+            ProxyError::BudgetExceeded => body(StatusCode::PAYMENT_REQUIRED, json!({})),
+            ProxyError::NoUrl { status } => {
+                body(StatusCode::SERVICE_UNAVAILABLE, json!({ "status": status }))
+            }
+            ProxyError::UnsafeUrl => body(StatusCode::BAD_GATEWAY, json!({})),
+            ProxyError::Restarting => body(
+                StatusCode::SERVICE_UNAVAILABLE,
+                json!({ "restarting": true, "retry_after": 15 }),
+            ),
+            ProxyError::Busy => body(
+                StatusCode::SERVICE_UNAVAILABLE,
+                json!({ "busy": true, "retry_after": 30 }),
+            ),
+            ProxyError::Unreachable(cause) => {
+                body(StatusCode::BAD_GATEWAY, json!({ "detail": cause.as_str() }))
+            }
+            ProxyError::Store(err) => err.into(),
+        }
+    }
+}
+
+impl From<DelegationError> for ApiError {
+    fn from(err: DelegationError) -> Self {
+        match err {
+            DelegationError::SelfDelegation => {
+                ApiError::bad_request("self-delegation not permitted")
+            }
+            DelegationError::Invalid(message) => ApiError::bad_request(message),
+            DelegationError::TargetNotFound => ApiError::not_found("target workspace not found"),
+            DelegationError::NotFound => ApiError::not_found("delegation not found"),
+            DelegationError::Workspace(err) => err.into(),
+            DelegationError::Store(err) => err.into(),
         }
     }
 }

@@ -4,6 +4,7 @@
 //! Handlers parse, authorise, call one domain function and format. They never touch SQL,
 //! runtimes or the wasm engine.
 
+mod a2a;
 mod activity;
 pub mod error;
 mod events;
@@ -11,6 +12,7 @@ mod extensions;
 mod extract;
 mod files;
 mod lifecycle;
+mod mcp;
 mod metrics;
 mod org;
 mod plugins;
@@ -35,7 +37,7 @@ use tower_http::cors::{AllowOrigin, CorsLayer};
 use tower_http::trace::TraceLayer;
 
 pub use self::metrics::Metrics;
-use self::ratelimit::RateLimiter;
+use self::ratelimit::{KeyedLimiter, RateLimiter};
 use crate::Services;
 
 /// What every handler can reach. Cheap to clone: every field is shared.
@@ -44,7 +46,8 @@ pub struct AppState {
     pub svc: Services,
     pub metrics: Arc<Metrics>,
     limiter: Arc<RateLimiter>,
-    org_mints: Arc<tokens::MintLimiter>,
+    org_mints: Arc<KeyedLimiter>,
+    mcp_calls: Arc<KeyedLimiter>,
     /// Cancelled when the host stops; long-lived streams end on it.
     pub shutdown: CancellationToken,
 }
@@ -52,11 +55,19 @@ pub struct AppState {
 impl AppState {
     pub fn new(svc: Services, metrics: Arc<Metrics>, shutdown: CancellationToken) -> Self {
         let limiter = Arc::new(RateLimiter::new(&svc.config));
+        let mcp_calls = Arc::new(KeyedLimiter::new(
+            governor::Quota::per_minute,
+            svc.config.a2a.mcp_per_minute,
+        ));
         AppState {
             svc,
             metrics,
             limiter,
-            org_mints: Arc::default(),
+            org_mints: Arc::new(KeyedLimiter::new(
+                governor::Quota::per_hour,
+                tokens::ORG_MINTS_PER_HOUR,
+            )),
+            mcp_calls,
             shutdown,
         }
     }
@@ -64,6 +75,8 @@ impl AppState {
     /// Forgets rate-limit buckets of clients that have gone quiet.
     pub fn housekeep(&self) {
         self.limiter.retain_recent();
+        self.org_mints.retain_recent();
+        self.mcp_calls.retain_recent();
     }
 }
 
@@ -83,6 +96,8 @@ pub fn router(state: AppState) -> Router {
         .merge(extensions::router())
         .merge(org::router())
         .merge(plugins::router())
+        .merge(a2a::router())
+        .merge(mcp::router())
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed);
 

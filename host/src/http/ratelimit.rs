@@ -102,3 +102,43 @@ pub async fn layer(State(state): State<AppState>, req: Request, next: Next) -> R
         }
     }
 }
+
+/// A per-key limiter for one kind of request (org token mints per client, MCP calls per
+/// workspace), on top of the global per-address limit.
+pub struct KeyedLimiter {
+    buckets: Option<governor::DefaultKeyedRateLimiter<String>>,
+}
+
+impl std::fmt::Debug for KeyedLimiter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KeyedLimiter").finish_non_exhaustive()
+    }
+}
+
+impl KeyedLimiter {
+    /// `None` (no limit) when `count` is 0.
+    pub fn new(quota: fn(NonZeroU32) -> Quota, count: u32) -> Self {
+        KeyedLimiter {
+            buckets: NonZeroU32::new(count).map(|n| Gcra::keyed(quota(n))),
+        }
+    }
+
+    /// `Err(seconds to wait)` when `key` is over its quota.
+    pub fn check(&self, key: &str) -> Result<(), u64> {
+        let Some(buckets) = &self.buckets else {
+            return Ok(());
+        };
+        buckets.check_key(&key.to_owned()).map_err(|not_until| {
+            not_until
+                .wait_time_from(DefaultClock::default().now())
+                .as_secs()
+                .max(1)
+        })
+    }
+
+    pub fn retain_recent(&self) {
+        if let Some(buckets) = &self.buckets {
+            buckets.retain_recent();
+        }
+    }
+}

@@ -13,11 +13,11 @@ use uuid::Uuid;
 use super::AppState;
 use super::error::{ApiError, ApiResult};
 use super::extract::{ApiJson, Caller, WorkspacePath};
+use crate::auth;
 use crate::store::workspaces::{HeartbeatReport, WorkspaceRow};
-use crate::workspaces::access::can_communicate;
+use crate::workspaces::access::{self, can_communicate};
+use crate::workspaces::get_live;
 use crate::workspaces::registry::{self, AgentUrl, Heartbeat};
-use crate::workspaces::{Status, get_live};
-use crate::{auth, store};
 
 pub fn router() -> Router<AppState> {
     Router::new()
@@ -131,14 +131,14 @@ async fn update_card(
     Ok(axum::Json(json!({ "status": "updated" })))
 }
 
-fn peer_json(row: &WorkspaceRow) -> Value {
+fn peer_json(svc: &crate::Services, row: &WorkspaceRow) -> Value {
     json!({
         "id": row.id,
         "name": row.name,
         "role": row.role,
         "tier": row.tier,
         "status": row.status,
-        "url": row.url,
+        "url": registry::peer_url(svc, row),
         "parent_id": row.parent_id,
         "agent_card": row.agent_card,
     })
@@ -174,7 +174,7 @@ async fn discover(
             Err(_) => break,
         }
     }
-    Ok(axum::Json(peer_json(&row)))
+    Ok(axum::Json(peer_json(&state.svc, &row)))
 }
 
 /// The workspaces `id` may talk to: its parent, its children and its siblings.
@@ -197,23 +197,9 @@ async fn peers(
         }
         Caller::Canvas => state.svc.guard.canvas_or_bearer(&headers).await?,
     }
-    let me = get_live(&state.svc, id).await?;
-    let mut peers = Vec::new();
-    if let Some(parent) = me.parent_id
-        && let Some(row) = store::workspaces::get(&state.svc.db, parent).await?
-        && row.status != Status::Removed.as_str()
-    {
-        peers.push(row);
-    }
-    peers.extend(store::workspaces::live_with_parent(&state.svc.db, Some(id)).await?);
-    peers.extend(
-        store::workspaces::live_with_parent(&state.svc.db, me.parent_id)
-            .await?
-            .into_iter()
-            .filter(|r| r.id != id),
-    );
+    let peers = access::peers(&state.svc, id).await?;
     Ok(axum::Json(Value::Array(
-        peers.iter().map(peer_json).collect(),
+        peers.iter().map(|row| peer_json(&state.svc, row)).collect(),
     )))
 }
 

@@ -110,7 +110,7 @@ struct OrgTokenBody {
 }
 
 /// Minting org tokens is limited per client address, on top of the global limit.
-const ORG_MINTS_PER_HOUR: u32 = 10;
+pub const ORG_MINTS_PER_HOUR: u32 = 10;
 
 async fn create_org(
     State(state): State<AppState>,
@@ -143,40 +143,6 @@ async fn create_org(
             "warning": "store this token now; it cannot be shown again",
         })),
     ))
-}
-
-/// A small per-key hourly limiter for org token minting.
-pub struct MintLimiter {
-    buckets: governor::DefaultKeyedRateLimiter<String>,
-}
-
-impl std::fmt::Debug for MintLimiter {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("MintLimiter").finish_non_exhaustive()
-    }
-}
-
-impl Default for MintLimiter {
-    fn default() -> Self {
-        let per_hour = std::num::NonZeroU32::new(ORG_MINTS_PER_HOUR).expect("non-zero");
-        MintLimiter {
-            buckets: governor::RateLimiter::keyed(governor::Quota::per_hour(per_hour)),
-        }
-    }
-}
-
-impl MintLimiter {
-    fn check(&self, key: &str) -> Result<(), u64> {
-        use governor::clock::Clock as _;
-        self.buckets
-            .check_key(&key.to_owned())
-            .map_err(|not_until| {
-                not_until
-                    .wait_time_from(governor::clock::DefaultClock::default().now())
-                    .as_secs()
-                    .max(1)
-            })
-    }
 }
 
 async fn revoke_org(

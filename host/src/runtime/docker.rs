@@ -44,6 +44,11 @@ pub struct DockerRuntime {
     gateway: IpAddr,
 }
 
+/// The agent's URL on the shared network: what other containers (and the agent's card) use.
+pub fn network_url(id: Uuid) -> String {
+    format!("http://{}:8000", container_name(id))
+}
+
 fn container_name(id: Uuid) -> String {
     format!("ws-{}", id12(id))
 }

@@ -5,6 +5,9 @@
 
 use uuid::Uuid;
 
+use super::{Status, WorkspaceError, get_live};
+use crate::Services;
+use crate::store::workspaces::WorkspaceRow;
 use crate::store::{self, Db, StoreError};
 
 /// How far up the tree ancestor checks look.
@@ -18,6 +21,26 @@ pub async fn can_communicate(db: &Db, caller: Uuid, target: Uuid) -> Result<bool
     let caller_chain = store::workspaces::ancestry(db, caller, MAX_ANCESTOR_DEPTH + 1).await?;
     let target_chain = store::workspaces::ancestry(db, target, MAX_ANCESTOR_DEPTH + 1).await?;
     Ok(allowed(&caller_chain, &target_chain))
+}
+
+/// The live workspaces `id` talks to most directly: its parent, its children and its siblings.
+pub async fn peers(svc: &Services, id: Uuid) -> Result<Vec<WorkspaceRow>, WorkspaceError> {
+    let me = get_live(svc, id).await?;
+    let mut peers = Vec::new();
+    if let Some(parent) = me.parent_id
+        && let Some(row) = store::workspaces::get(&svc.db, parent).await?
+        && row.status != Status::Removed.as_str()
+    {
+        peers.push(row);
+    }
+    peers.extend(store::workspaces::live_with_parent(&svc.db, Some(id)).await?);
+    peers.extend(
+        store::workspaces::live_with_parent(&svc.db, me.parent_id)
+            .await?
+            .into_iter()
+            .filter(|r| r.id != id),
+    );
+    Ok(peers)
 }
 
 /// The rule on two ancestry chains (`(id, parent)`, the workspace itself first).

@@ -31,9 +31,9 @@ use super::{Status, WorkspaceError, get_live};
 use crate::Services;
 use crate::events::names;
 use crate::extensions::types::{Decision, Trigger, WorkspaceInfo};
-use crate::runtime::{AgentEnv, ContainerRuntime, RuntimeError, StartSpec, id12};
+use crate::runtime::{AgentEnv, ContainerRuntime, RuntimeError, StartSpec};
 use crate::safefs::{self, FileTree, RelPath};
-use crate::store::{self, StoreError, activity::ActivityRow, workspaces::WorkspaceRow};
+use crate::store::{self, StoreError, workspaces::WorkspaceRow};
 
 /// How far back restarts count towards a policy's `recent_restarts`.
 const RESTART_WINDOW: Duration = Duration::from_secs(10 * 60);
@@ -226,23 +226,9 @@ async fn record_activity(
     summary: String,
     body: Value,
 ) {
-    let row = ActivityRow {
-        id: Uuid::new_v4(),
-        workspace_id: id,
-        activity_type: activity_type.to_owned(),
-        source_id: None,
-        target_id: None,
-        method: None,
-        summary: Some(summary),
-        request_body: Some(body),
-        response_body: None,
-        tool_trace: None,
-        duration_ms: None,
-        status: "ok".to_owned(),
-        error_detail: None,
-        idempotency_key: None,
-        created_at: Utc::now(),
-    };
+    let mut row = super::activity::row(id, activity_type);
+    row.summary = Some(summary);
+    row.request_body = Some(body);
     if let Err(err) = store::activity::insert(&svc.db, &row).await {
         tracing::warn!(workspace_id = %id, error = ?err, "recording lifecycle activity failed");
     }
@@ -398,7 +384,10 @@ async fn start_agent(
         "HEARTBEAT_INTERVAL_SECS",
         svc.config.runtime.heartbeat_interval_secs.to_string(),
     );
-    env.set("MOLECULE_AGENT_URL", format!("http://ws-{}:8000", id12(id)));
+    env.set(
+        "MOLECULE_AGENT_URL",
+        crate::runtime::docker::network_url(id),
+    );
 
     let mut files = FileTree::new();
     let has_config = runtime
@@ -1016,39 +1005,68 @@ pub async fn sweep_health(svc: &Services) -> Result<Vec<Uuid>, StoreError> {
     };
     let mut gone = Vec::new();
     for id in store::workspaces::running_ids(&svc.db).await? {
-        let inspection = match runtime.inspect(id).await {
-            Ok(inspection) => inspection,
-            Err(err) => {
-                tracing::warn!(workspace_id = %id, error = %err, "health check skipped: runtime error");
-                continue;
-            }
-        };
-        if inspection.running {
-            continue;
-        }
-        let code = inspection.exit_code.unwrap_or(-1);
-        let moved = transition(
-            svc,
-            id,
-            &[Status::Online, Status::Degraded],
-            Status::Offline,
-            Some(&format!("agent exited with code {code}")),
-        )
-        .await?;
-        if moved {
-            svc.events
-                .emit(
-                    names::WORKSPACE_OFFLINE,
-                    Some(id),
-                    json!({ "exit_code": code }),
-                )
-                .await;
-            let code = i32::try_from(code).unwrap_or(-1);
-            request_restart(svc, id, Trigger::AgentExited { code }).await?;
+        if let AgentCheck::Exited { went_offline: true } =
+            check_agent(svc, runtime.as_ref(), id).await?
+        {
             gone.push(id);
         }
     }
     Ok(gone)
+}
+
+/// What [`check_agent`] found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AgentCheck {
+    Running,
+    /// The runtime could not tell (its error is logged).
+    Unknown,
+    /// The agent's container or process has stopped. `went_offline`: this check moved the
+    /// workspace from online or degraded to offline and asked the restart policy.
+    Exited {
+        went_offline: bool,
+    },
+}
+
+/// Asks the runtime whether the agent of `id` still runs. When it stopped, an online or degraded
+/// workspace goes offline (`WORKSPACE_OFFLINE`) and the restart policy decides what follows.
+pub async fn check_agent(
+    svc: &Services,
+    runtime: &dyn ContainerRuntime,
+    id: Uuid,
+) -> Result<AgentCheck, StoreError> {
+    let inspection = match runtime.inspect(id).await {
+        Ok(inspection) => inspection,
+        Err(err) => {
+            tracing::warn!(workspace_id = %id, error = %err, "agent check skipped: runtime error");
+            return Ok(AgentCheck::Unknown);
+        }
+    };
+    if inspection.running {
+        return Ok(AgentCheck::Running);
+    }
+    let code = inspection.exit_code.unwrap_or(-1);
+    let moved = transition(
+        svc,
+        id,
+        &[Status::Online, Status::Degraded],
+        Status::Offline,
+        Some(&format!("agent exited with code {code}")),
+    )
+    .await?;
+    if moved {
+        svc.events
+            .emit(
+                names::WORKSPACE_OFFLINE,
+                Some(id),
+                json!({ "exit_code": code }),
+            )
+            .await;
+        let code = i32::try_from(code).unwrap_or(-1);
+        request_restart(svc, id, Trigger::AgentExited { code }).await?;
+    }
+    Ok(AgentCheck::Exited {
+        went_offline: moved,
+    })
 }
 
 /// Orphan sweep: agents (containers, volumes, directories) whose workspace is removed or unknown

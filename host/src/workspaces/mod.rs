@@ -1,6 +1,7 @@
 //! Workspaces: the org tree's nodes, their lifecycle statuses, creation, edits and cascade delete.
 
 pub mod access;
+pub mod activity;
 pub mod files;
 pub mod lifecycle;
 pub mod registry;
@@ -187,7 +188,7 @@ pub struct Created {
 }
 
 const DEFAULT_RUNTIME: &str = "langgraph";
-const EXTERNAL_RUNTIME: &str = "external";
+pub(crate) const EXTERNAL_RUNTIME: &str = "external";
 /// Suffixes tried when a sibling already has the requested name: "name (2)" .. "name (20)".
 const NAME_ATTEMPTS: usize = 20;
 

@@ -68,7 +68,7 @@ impl AgentUrl {
     }
 }
 
-fn blocked_ip(ip: IpAddr, allow_loopback: bool) -> bool {
+pub(crate) fn blocked_ip(ip: IpAddr, allow_loopback: bool) -> bool {
     match ip {
         IpAddr::V4(v4) => {
             let o = v4.octets();
@@ -93,6 +93,21 @@ fn blocked_ip(ip: IpAddr, allow_loopback: bool) -> bool {
                 || (first == 0x2001 && v6.segments()[1] == 0x0db8)
         }
     }
+}
+
+/// The URL another agent reaches `row`'s agent on. The stored URL is the host's view: for a
+/// Docker agent that is the port published on the host's loopback, which means nothing inside
+/// another container, so peers get the container's name on the shared network instead.
+pub fn peer_url(svc: &Services, row: &store::workspaces::WorkspaceRow) -> Option<String> {
+    let url = row.url.as_deref().filter(|u| !u.is_empty())?;
+    let in_container = svc.lifecycle.runtime_name() == "docker"
+        && row.runtime != super::EXTERNAL_RUNTIME
+        && url.starts_with("http://127.0.0.1:");
+    Some(if in_container {
+        crate::runtime::docker::network_url(row.id)
+    } else {
+        url.to_owned()
+    })
 }
 
 /// The result of a registration.
@@ -193,6 +208,7 @@ pub async fn heartbeat(svc: &Services, id: Uuid, hb: &Heartbeat) -> Result<(), W
             )
             .await;
     }
+    crate::delegation::queue::after_heartbeat(svc, id, &hb.report, before.max_concurrent_tasks);
     svc.events.broadcast_only(
         names::WORKSPACE_HEARTBEAT,
         Some(id),

@@ -1,0 +1,82 @@
+//! Agents handing work to each other through the host: the A2A proxy, the busy queue, the
+//! delegation lifecycle and the MCP tools agents call. Every path to another agent, the MCP tools
+//! included, goes through [`proxy::send`].
+
+pub mod forward;
+pub mod mcp;
+pub mod proxy;
+pub mod queue;
+pub mod tasks;
+
+use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use uuid::Uuid;
+
+use crate::config::A2aConfig;
+
+/// Who is calling an agent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Caller {
+    /// The canvas or an operator (no `X-Workspace-ID`).
+    Canvas,
+    Workspace(Uuid),
+}
+
+impl Caller {
+    pub fn workspace(self) -> Option<Uuid> {
+        match self {
+            Caller::Canvas => None,
+            Caller::Workspace(id) => Some(id),
+        }
+    }
+}
+
+/// Shared state of the delegation services: the HTTP client agents are called with and the
+/// background work (delegations, queue drains) that host shutdown stops.
+#[derive(Debug, Clone)]
+pub struct Hub {
+    client: reqwest::Client,
+    tasks: TaskTracker,
+    stop: CancellationToken,
+}
+
+impl Hub {
+    pub fn new(config: &A2aConfig) -> anyhow::Result<Self> {
+        let client = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(config.connect_timeout_secs.max(1)))
+            // A redirect could point anywhere; the URL check covers only the agent's own URL.
+            .redirect(reqwest::redirect::Policy::none())
+            .build()?;
+        Ok(Hub {
+            client,
+            tasks: TaskTracker::new(),
+            stop: CancellationToken::new(),
+        })
+    }
+
+    pub fn client(&self) -> &reqwest::Client {
+        &self.client
+    }
+
+    /// Runs `work` in the background until it ends or the host stops.
+    pub fn spawn<F>(&self, work: F)
+    where
+        F: std::future::Future<Output = ()> + Send + 'static,
+    {
+        self.tasks.spawn(work);
+    }
+
+    /// Cancelled when the host stops: background delegations record that they were cut short.
+    pub fn stopping(&self) -> &CancellationToken {
+        &self.stop
+    }
+
+    /// Stops background work: each task sees [`Hub::stopping`] and records how it ended.
+    pub async fn shutdown(&self) {
+        self.stop.cancel();
+        self.tasks.close();
+        self.tasks.wait().await;
+    }
+}
