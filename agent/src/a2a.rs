@@ -11,6 +11,7 @@ use serde_json::{Map, Value, json};
 use uuid::Uuid;
 
 use crate::brain::Prompt;
+use crate::delegate::Directive;
 use crate::server::AppState;
 
 /// The largest request body accepted.
@@ -164,16 +165,36 @@ fn is_text_part(part: &Value) -> bool {
     tag("kind").or_else(|| tag("type")) == Some("text")
 }
 
+/// How long a delegation through the host may take.
+const DELEGATION_WAIT: std::time::Duration = std::time::Duration::from_secs(30 * 60);
+
+/// The reply: the brain's, or for a delegation directive, the other agent's through the host.
+async fn think(state: &AppState, text: String, system: String) -> Result<String, String> {
+    if let Some(platform) = state.delegator()
+        && let Some(directive) = Directive::parse(&text)
+    {
+        let arguments = json!({ "workspace_id": directive.target, "task": directive.task });
+        return match platform
+            .mcp_tool("delegate_task", arguments, DELEGATION_WAIT)
+            .await
+        {
+            Ok(answer) => Ok(format!("delegated to {}: {answer}", directive.target)),
+            Err(e) => Err(format!("delegation to {} failed: {e}", directive.target)),
+        };
+    }
+    state
+        .brain()
+        .reply(Prompt { text, system })
+        .await
+        .map_err(|e| e.to_string())
+}
+
 async fn message_send(state: &AppState, params: Value) -> Result<Value, RpcError> {
     let incoming = Incoming::parse(&params)?;
     // Dropped without `finish` if the caller disconnects: then it counts as neither outcome.
     let task = state.tasks().start(&incoming.text);
     let loadout = state.loadout().await;
-    let prompt = Prompt {
-        text: incoming.text,
-        system: loadout.system_prompt(),
-    };
-    match state.brain().reply(prompt).await {
+    match think(state, incoming.text, loadout.system_prompt()).await {
         Ok(text) => {
             task.finish(Ok(()));
             let mut result = Map::new();
@@ -194,8 +215,7 @@ async fn message_send(state: &AppState, params: Value) -> Result<Value, RpcError
             );
             Ok(Value::Object(result))
         }
-        Err(e) => {
-            let message = e.to_string();
+        Err(message) => {
             tracing::warn!(error = %message, "brain failed");
             task.finish(Err(message.clone()));
             Err(RpcError::new(codes::INTERNAL_ERROR, message))

@@ -8,6 +8,7 @@ mod a2a;
 pub mod brain;
 mod card;
 pub mod config;
+mod delegate;
 mod loadout;
 mod platform;
 mod plugins;
@@ -44,6 +45,7 @@ pub async fn run(
 ) -> anyhow::Result<()> {
     let file = WorkspaceFile::load(&config.config_dir, config.workspace_id)?;
     let brain = brain::build(&config, &file).context("setting up the brain")?;
+    let follows_directives = brain::kind(&config, &file) == config::BrainKind::Echo;
     let bound = listener.local_addr().context("reading the bound address")?;
     let url = config.registered_url(bound);
     let identity = Identity {
@@ -67,15 +69,18 @@ pub async fn run(
     );
 
     let tasks = Tasks::new();
+    let platform = Platform::new(config.platform_url.clone(), config.workspace_id, tokens)
+        .context("building the platform client")?;
+    // The echo brain follows the `delegate <id>: <task>` directive through the host.
+    let delegator = follows_directives.then(|| platform.clone());
     let state = AppState::new(
         config.workspace_id,
         config.config_dir.clone(),
         identity,
         brain,
         tasks.clone(),
-    );
-    let platform = Platform::new(config.platform_url.clone(), config.workspace_id, tokens)
-        .context("building the platform client")?;
+    )
+    .with_delegator(delegator);
     let card = state.card().await;
     let platform_loop = tokio::spawn(platform::run(
         platform,

@@ -26,6 +26,15 @@ pub enum CallError {
     Transport(#[source] reqwest::Error),
 }
 
+/// Why an MCP tool call failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ToolError {
+    #[error(transparent)]
+    Call(CallError),
+    #[error("{0}")]
+    Tool(String),
+}
+
 /// A client for the registry endpoints, authenticated with the workspace token.
 #[derive(Debug, Clone)]
 pub struct Platform {
@@ -114,6 +123,54 @@ impl Platform {
             }
             other => other.map(drop),
         }
+    }
+
+    /// Calls one of the host's MCP tools for this workspace and returns its text. Delegation
+    /// waits for the other agent, so this call has no timeout of its own beyond `wait`.
+    pub async fn mcp_tool(
+        &self,
+        tool: &str,
+        arguments: Value,
+        wait: Duration,
+    ) -> Result<String, ToolError> {
+        let path = format!("/workspaces/{}/mcp", self.workspace_id);
+        let body = serde_json::json!({
+            "jsonrpc": "2.0",
+            "id": 1,
+            "method": "tools/call",
+            "params": { "name": tool, "arguments": arguments },
+        });
+        let mut request = self
+            .http
+            .post(self.base.join(&path))
+            .timeout(wait)
+            .json(&body);
+        if let Some(token) = self.tokens.read().await {
+            request = request.bearer_auth(token.expose_secret());
+        }
+        let response = request
+            .send()
+            .await
+            .map_err(|e| ToolError::Call(CallError::Transport(e)))?;
+        if !response.status().is_success() {
+            return Err(ToolError::Call(CallError::Status(response.status())));
+        }
+        let answer: Value = response
+            .json()
+            .await
+            .map_err(|e| ToolError::Call(CallError::Transport(e)))?;
+        if let Some(message) = answer.pointer("/error/message").and_then(Value::as_str) {
+            return Err(ToolError::Tool(message.to_owned()));
+        }
+        let text = answer
+            .pointer("/result/content")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .filter_map(|c| c.get("text").and_then(Value::as_str))
+            .collect::<Vec<_>>()
+            .join("\n");
+        Ok(text)
     }
 
     async fn post(

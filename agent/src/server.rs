@@ -12,6 +12,7 @@ use crate::a2a;
 use crate::brain::Brain;
 use crate::card::{self, Identity};
 use crate::loadout::Loadout;
+use crate::platform::Platform;
 use crate::tasks::Tasks;
 
 /// What request handlers share. Nothing in it is locked across an `.await`.
@@ -27,6 +28,8 @@ struct Inner {
     identity: Identity,
     brain: Arc<dyn Brain>,
     tasks: Tasks,
+    /// Set when messages may carry the delegation directive (the echo brain).
+    delegator: Option<Platform>,
 }
 
 impl AppState {
@@ -44,8 +47,24 @@ impl AppState {
                 identity,
                 brain,
                 tasks,
+                delegator: None,
             }),
         }
+    }
+
+    /// Lets `message/send` follow the delegation directive through `platform`.
+    pub fn with_delegator(self, platform: Option<Platform>) -> Self {
+        let inner = Arc::try_unwrap(self.inner).unwrap_or_else(|_| unreachable!("not shared yet"));
+        Self {
+            inner: Arc::new(Inner {
+                delegator: platform,
+                ..inner
+            }),
+        }
+    }
+
+    pub fn delegator(&self) -> Option<&Platform> {
+        self.inner.delegator.as_ref()
     }
 
     pub fn workspace_id(&self) -> Uuid {

@@ -72,9 +72,14 @@ pub enum BuildError {
     Client(#[from] reqwest::Error),
 }
 
+/// The brain kind in effect: `MOLECULE_AGENT_BRAIN`, else `brain.kind` in `config.yaml`.
+pub fn kind(config: &Config, file: &WorkspaceFile) -> BrainKind {
+    config.brain_override.unwrap_or(file.brain.kind)
+}
+
 /// The brain selected by the environment and `config.yaml`.
 pub fn build(config: &Config, file: &WorkspaceFile) -> Result<Arc<dyn Brain>, BuildError> {
-    let kind = config.brain_override.unwrap_or(file.brain.kind);
+    let kind = kind(config, file);
     let timeout = file.brain.timeout();
     Ok(match kind {
         BrainKind::Echo => Arc::new(EchoBrain::new(file.name.clone())),
