@@ -544,3 +544,247 @@ impl Api {
             .map_or(0, Vec::len)
     }
 }
+
+/// How a [`FaultAgent`] answers one request (numbered from 0).
+#[derive(Debug, Clone)]
+pub enum Fault {
+    /// A complete JSON-RPC answer whose text is `echo: <the message text>`.
+    Answer,
+    /// `200` headers that promise more, part of the answer, then a connection reset.
+    PartialThenReset,
+    /// This status with this body.
+    Status(u16, String),
+    /// Waits this long, then answers like [`Fault::Answer`].
+    Slow(Duration),
+}
+
+/// An A2A agent on `127.0.0.1` that misbehaves on purpose, speaking raw HTTP/1.1 so it can break
+/// off a response halfway. `script(n)` says how to answer request `n`; every request body is kept.
+#[derive(Debug, Clone)]
+pub struct FaultAgent {
+    pub url: String,
+    requests: std::sync::Arc<std::sync::Mutex<Vec<Value>>>,
+    stop: CancellationToken,
+}
+
+impl FaultAgent {
+    pub async fn start(script: impl Fn(usize) -> Fault + Send + Sync + 'static) -> Self {
+        use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("binding a fault agent");
+        let url = format!("http://{}", listener.local_addr().expect("an address"));
+        let requests = std::sync::Arc::new(std::sync::Mutex::new(Vec::<Value>::new()));
+        let stop = CancellationToken::new();
+        let script = std::sync::Arc::new(script);
+        let (seen, stopped) = (requests.clone(), stop.clone());
+        tokio::spawn(async move {
+            loop {
+                let mut stream = tokio::select! {
+                    () = stopped.cancelled() => return,
+                    accepted = listener.accept() => match accepted {
+                        Ok((stream, _)) => stream,
+                        Err(_) => continue,
+                    },
+                };
+                let (seen, script) = (seen.clone(), script.clone());
+                tokio::spawn(async move {
+                    // One request per connection: read the head, then Content-Length bytes.
+                    let mut buf = Vec::new();
+                    let mut chunk = [0u8; 8192];
+                    let body = loop {
+                        let Ok(n) = stream.read(&mut chunk).await else {
+                            return;
+                        };
+                        if n == 0 {
+                            return;
+                        }
+                        buf.extend_from_slice(&chunk[..n]);
+                        let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") else {
+                            continue;
+                        };
+                        let head = String::from_utf8_lossy(&buf[..end]).to_ascii_lowercase();
+                        let length: usize = head
+                            .lines()
+                            .find_map(|l| l.strip_prefix("content-length:"))
+                            .and_then(|v| v.trim().parse().ok())
+                            .unwrap_or(0);
+                        if buf.len() >= end + 4 + length {
+                            break buf[end + 4..end + 4 + length].to_vec();
+                        }
+                    };
+                    let request: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+                    let n = {
+                        let mut seen = seen.lock().expect("requests");
+                        seen.push(request.clone());
+                        seen.len() - 1
+                    };
+                    let text = request
+                        .pointer("/params/message/parts/0/text")
+                        .and_then(Value::as_str)
+                        .unwrap_or_default();
+                    let answer = serde_json::json!({
+                        "jsonrpc": "2.0",
+                        "id": request.get("id").cloned().unwrap_or(Value::Null),
+                        "result": { "kind": "message", "role": "agent",
+                            "parts": [{ "kind": "text", "text": format!("echo: {text}") }] },
+                    })
+                    .to_string();
+                    let respond = |status: u16, body: &str| {
+                        format!(
+                            "HTTP/1.1 {status} X\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                            body.len()
+                        )
+                    };
+                    let out = match script(n) {
+                        Fault::Answer => respond(200, &answer),
+                        Fault::Slow(delay) => {
+                            tokio::time::sleep(delay).await;
+                            respond(200, &answer)
+                        }
+                        Fault::Status(status, body) => respond(status, &body),
+                        Fault::PartialThenReset => {
+                            let head = format!(
+                                "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+                                answer.len() + 100
+                            );
+                            let _ = stream.write_all(head.as_bytes()).await;
+                            let _ = stream
+                                .write_all(&answer.as_bytes()[..answer.len() / 2])
+                                .await;
+                            let _ = stream.flush().await;
+                            tokio::time::sleep(Duration::from_millis(100)).await;
+                            // SO_LINGER 0: closing sends a reset instead of a clean end.
+                            let _ = stream.set_zero_linger();
+                            return;
+                        }
+                    };
+                    let _ = stream.write_all(out.as_bytes()).await;
+                    let _ = stream.shutdown().await;
+                });
+            }
+        });
+        FaultAgent {
+            url,
+            requests,
+            stop,
+        }
+    }
+
+    /// The JSON bodies received so far, in order.
+    pub fn requests(&self) -> Vec<Value> {
+        self.requests.lock().expect("requests").clone()
+    }
+}
+
+impl Drop for FaultAgent {
+    fn drop(&mut self) {
+        self.stop.cancel();
+    }
+}
+
+impl Api {
+    /// Creates a workspace and registers an agent at `url` for it; returns the id and the
+    /// workspace token minted at registration.
+    pub async fn workspace_at(
+        &self,
+        name: &str,
+        parent: Option<&str>,
+        url: &str,
+    ) -> (String, String) {
+        let id = self.create_workspace(name, parent).await;
+        let body = serde_json::json!({ "id": id, "url": url, "agent_card": { "name": name, "skills": [] } });
+        let reply = self.post("/registry/register", body).await.expect(200);
+        let token = reply["auth_token"]
+            .as_str()
+            .expect("a token at first registration")
+            .to_owned();
+        (id, token)
+    }
+
+    /// Opens the canvas event stream (`/ws` with this client's bearer).
+    pub async fn events(&self) -> EventStream {
+        use tokio_tungstenite::tungstenite::client::IntoClientRequest as _;
+        let mut request = self
+            .ws_url("/ws")
+            .into_client_request()
+            .expect("a websocket request");
+        if let Some(token) = &self.token {
+            request.headers_mut().insert(
+                "authorization",
+                format!("Bearer {token}").parse().expect("a header value"),
+            );
+        }
+        let (ws, _) = tokio_tungstenite::connect_async(request)
+            .await
+            .expect("the event stream opens");
+        EventStream(ws)
+    }
+}
+
+/// The canvas's view of the event bus: every frame, in order.
+#[allow(missing_debug_implementations)]
+pub struct EventStream(
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>,
+);
+
+impl EventStream {
+    /// The next event frame (`{event, workspace_id, timestamp, payload}`); panics after 30 s.
+    pub async fn next(&mut self) -> Value {
+        use futures::StreamExt as _;
+        use tokio_tungstenite::tungstenite::Message;
+        loop {
+            let message = tokio::time::timeout(Duration::from_secs(30), self.0.next())
+                .await
+                .expect("an event within 30 s")
+                .expect("the stream is open")
+                .expect("a readable frame");
+            if let Message::Text(text) = message {
+                return serde_json::from_str(&text).expect("a JSON frame");
+            }
+        }
+    }
+
+    /// Reads until `event` arrives and returns the names of every event read, that one last.
+    pub async fn until(&mut self, event: &str) -> Vec<(String, Value)> {
+        let mut seen = Vec::new();
+        loop {
+            let frame = self.next().await;
+            let name = frame["event"].as_str().unwrap_or_default().to_owned();
+            let done = name == event;
+            seen.push((name, frame));
+            if done {
+                return seen;
+            }
+        }
+    }
+}
+
+/// The first 12 characters of a workspace id, as in container names (`ws-<id12>`).
+pub fn id12(id: &str) -> &str {
+    &id[..12]
+}
+
+/// The pid of a workspace's agent on the process runtime, from its pid file.
+pub fn agent_pid(app: &TestApp, id: &str) -> String {
+    std::fs::read_to_string(app.data_dir().join(format!("workspaces/{id}/agent.pid")))
+        .expect("a pid file")
+        .trim()
+        .to_owned()
+}
+
+/// Kills the agent the hard way (SIGKILL), as a crash would.
+pub fn kill_agent(app: &TestApp, runtime: Runtime, id: &str) {
+    match runtime {
+        Runtime::Docker => {
+            docker(&["kill", &format!("ws-{}", id12(id))]);
+        }
+        Runtime::Process => {
+            let status = std::process::Command::new("kill")
+                .args(["-9", &agent_pid(app, id)])
+                .status()
+                .expect("kill runs");
+            assert!(status.success());
+        }
+    }
+}

@@ -6,8 +6,8 @@ use std::time::Duration;
 
 use base64::Engine as _;
 use molecule_e2e::{
-    DbBackend, Runtime, TestApp, builtin_extensions_dir, docker, eventually, on_both_backends,
-    on_both_runtimes,
+    DbBackend, Runtime, TestApp, agent_pid, builtin_extensions_dir, docker, eventually, id12,
+    kill_agent, on_both_backends, on_both_runtimes,
 };
 use serde_json::{Value, json};
 
@@ -117,34 +117,6 @@ fn reply_text(result: &Value) -> String {
         .as_str()
         .unwrap_or_default()
         .to_owned()
-}
-
-fn id12(id: &str) -> &str {
-    &id[..12]
-}
-
-/// The pid of a workspace's agent on the process runtime, from its pid file.
-fn agent_pid(app: &TestApp, id: &str) -> String {
-    std::fs::read_to_string(app.data_dir().join(format!("workspaces/{id}/agent.pid")))
-        .expect("a pid file")
-        .trim()
-        .to_owned()
-}
-
-/// Kills the agent the hard way (SIGKILL), as a crash would.
-fn kill_agent(app: &TestApp, runtime: Runtime, id: &str) {
-    match runtime {
-        Runtime::Docker => {
-            docker(&["kill", &format!("ws-{}", id12(id))]);
-        }
-        Runtime::Process => {
-            let status = std::process::Command::new("kill")
-                .args(["-9", &agent_pid(app, id)])
-                .status()
-                .expect("kill runs");
-            assert!(status.success());
-        }
-    }
 }
 
 /// Whether the runtime still holds anything (container, volume, directory) for the workspace.
