@@ -27,7 +27,7 @@ PLUGINS_OUT := plugins/target/wasm32-wasip2/release
 AGENT_TARGET := x86_64-unknown-linux-gnu
 AGENT_BINARY := target/$(AGENT_TARGET)/release/molecule-agent
 
-.PHONY: deps wasm-target plugins agent image pg pg-stop test run bench clean
+.PHONY: deps wasm-target plugins agent image pg pg-stop test run bench bench-tools clean
 
 # deps: idempotent machine setup that run, test and bench depend on.
 deps:
@@ -129,9 +129,11 @@ run: deps
 # and the lifecycle load bench (tests/benches/lifecycle.rs: create → online for 10
 # workspaces on process and Docker, and the 100-trigger restart storm), then the org import
 # bench (tests/benches/org_import.rs: a 1,000-workspace template on SQLite and PostgreSQL),
-# and the plugin install bench (tests/benches/plugin_install.rs: WASM classifier and policy
-# against the native fallbacks).
-bench: deps
+# the plugin install bench (tests/benches/plugin_install.rs: WASM classifier and policy
+# against the native fallbacks), and the A2A proxy bench (tests/benches/a2a_proxy.rs: wrk
+# against the echo agent directly, through nginx and through the host's
+# POST /workspaces/{id}/a2a; p50/p90/p99, req/s and the host/direct and host/nginx ratios).
+bench: deps bench-tools
 	url="$$(bash $(PG_SCRIPT) start)"; \
 	export MOLECULE_TEST_PG_URL="$$url"; \
 	echo "MOLECULE_TEST_PG_URL=$$MOLECULE_TEST_PG_URL"; \
@@ -139,7 +141,21 @@ bench: deps
 	cargo bench -p molecule-host --bench extensions && \
 	cargo bench -p molecule-e2e --bench lifecycle && \
 	cargo bench -p molecule-e2e --bench org_import && \
-	cargo bench -p molecule-e2e --bench plugin_install
+	cargo bench -p molecule-e2e --bench plugin_install && \
+	cargo bench -p molecule-e2e --bench a2a_proxy
+
+# bench-tools: what the A2A proxy bench drives, from Debian's packages (idempotent): nginx
+# (nginx-light, else nginx) and the wrk load generator. apt-get update runs only when an
+# install fails the first time (a stale or empty package list).
+bench-tools:
+	@sudo=""; [[ "$$(id -u)" == 0 ]] || sudo="sudo"; \
+	apt_install() { \
+		$$sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "$$@" || \
+		{ $$sudo apt-get update && $$sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "$$@"; }; \
+	}; \
+	command -v nginx >/dev/null 2>&1 || [[ -x /usr/sbin/nginx ]] || apt_install nginx-light || apt_install nginx; \
+	command -v wrk >/dev/null 2>&1 || apt_install wrk; \
+	echo "bench-tools: $$(PATH="$$PATH:/usr/sbin" command -v nginx) $$(command -v wrk)"
 
 # clean: stop the test PostgreSQL, delete its data dir, and `cargo clean` (both workspaces).
 clean:
