@@ -106,6 +106,13 @@ impl Services {
         .await
         .context("starting the extension platform")?;
         plugins::clear_fetch_staging(&config.data_dir);
+        let requeued = store::a2a_queue::requeue_interrupted(&db).await?;
+        if requeued > 0 {
+            tracing::info!(
+                requeued,
+                "messages left mid-delivery by the previous run are queued again"
+            );
+        }
         let lifecycle = Arc::new(workspaces::lifecycle::Lifecycle::new(
             runtime,
             config.runtime.provision_concurrency,

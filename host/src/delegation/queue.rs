@@ -45,7 +45,16 @@ pub async fn drain_one(svc: &Services, workspace_id: Uuid) -> Result<Option<Sett
         timeout: None,
         on_busy: OnBusy::Report,
     };
-    let (settled, finished) = match proxy::send(svc, call).await {
+    let sent = tokio::select! {
+        sent = proxy::send(svc, call) => sent,
+        () = svc.a2a.stopping().cancelled() => {
+            // Back in the queue: the next host delivers it.
+            let why = "the host stopped during delivery";
+            a2a_queue::settle(&svc.db, item.id, Settled::Retry, Some(why)).await?;
+            return Ok(Some(Settled::Retry));
+        }
+    };
+    let (settled, finished) = match sent {
         Ok(Sent::Delivered(delivery)) => match delivery.failure() {
             None => (
                 Settled::Completed,

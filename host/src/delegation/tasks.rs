@@ -43,6 +43,8 @@ pub enum DelegationError {
     TargetNotFound,
     #[error("delegation not found")]
     NotFound,
+    #[error("delegation already finished")]
+    AlreadyFinished,
     #[error(transparent)]
     Workspace(#[from] WorkspaceError),
     #[error(transparent)]
@@ -340,8 +342,8 @@ async fn update_row(
 }
 
 /// Records how `delegation` ended on its row and its `delegate_result` row, and emits the event.
-/// A delegation that already completed or failed is left as it is.
-pub async fn finish(svc: &Services, delegation: &Delegation, finished: Finished, via: Via) {
+/// A delegation that already completed or failed is left as it is (and `false` returned).
+pub async fn finish(svc: &Services, delegation: &Delegation, finished: Finished, via: Via) -> bool {
     let (status, error, result_body) = match &finished {
         Finished::Completed { text } => (
             "completed",
@@ -372,7 +374,7 @@ pub async fn finish(svc: &Services, delegation: &Delegation, finished: Finished,
             .flatten()
             .is_some_and(|row| FINAL.contains(&row.status.as_str()))
     {
-        return;
+        return false;
     }
     put_result(svc, delegation, &update).await;
     let payload = match &finished {
@@ -401,6 +403,7 @@ pub async fn finish(svc: &Services, delegation: &Delegation, finished: Finished,
     svc.events
         .emit(payload.0, Some(delegation.source), payload.1)
         .await;
+    true
 }
 
 /// Writes the `delegate_result` row, or moves the one a queued delegation left.
@@ -481,6 +484,9 @@ pub async fn report(
     let delegation = load(svc, source, id)
         .await?
         .ok_or(DelegationError::NotFound)?;
-    finish(svc, &delegation, finished, Via::Agent).await;
-    Ok(())
+    if finish(svc, &delegation, finished, Via::Agent).await {
+        Ok(())
+    } else {
+        Err(DelegationError::AlreadyFinished)
+    }
 }

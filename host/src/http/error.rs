@@ -171,6 +171,9 @@ impl From<DelegationError> for ApiError {
             DelegationError::Invalid(message) => ApiError::bad_request(message),
             DelegationError::TargetNotFound => ApiError::not_found("target workspace not found"),
             DelegationError::NotFound => ApiError::not_found("delegation not found"),
+            DelegationError::AlreadyFinished => {
+                ApiError::Status(StatusCode::CONFLICT, "delegation already finished")
+            }
             DelegationError::Workspace(err) => err.into(),
             DelegationError::Store(err) => err.into(),
         }

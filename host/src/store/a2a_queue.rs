@@ -153,6 +153,21 @@ pub async fn settle(db: &Db, id: Uuid, outcome: Settled, error: Option<&str>) ->
     })
 }
 
+/// Puts messages a previous host left mid-delivery (it stopped hard) back in the queue.
+/// Returns how many there were. Run at start, before anything drains.
+pub async fn requeue_interrupted(db: &Db) -> StoreResult<u64> {
+    on_db!(db, pool => {
+        let done = sqlx::query(
+            "UPDATE a2a_queue SET status = 'queued',
+                 last_error = 'the host stopped during delivery'
+             WHERE status = 'dispatched'",
+        )
+        .execute(pool)
+        .await?;
+        Ok(done.rows_affected())
+    })
+}
+
 /// One queued message of `workspace_id`; `None` for an id of another workspace.
 pub async fn get(db: &Db, workspace_id: Uuid, id: Uuid) -> StoreResult<Option<QueueRow>> {
     let sql = format!("SELECT {COLUMNS} FROM a2a_queue WHERE id = $1 AND workspace_id = $2");

@@ -24,6 +24,7 @@ crate::both_backends!(
     workspace_config_merge_is_shallow_and_keeps_json_types,
     mark_stale_offline_only_touches_silent_online_and_degraded_rows,
     tokens_ignore_revoked_tokens_and_removed_workspaces,
+    the_busy_queue_keeps_one_active_copy_per_message_and_drains_by_priority,
 );
 
 fn workspace(name: &str, parent: Option<Uuid>) -> NewWorkspace {
@@ -730,4 +731,96 @@ async fn tokens_ignore_revoked_tokens_and_removed_workspaces(db: Db) {
     assert!(super::tokens::revoke_org_token(&db, org).await.unwrap());
     assert!(!super::tokens::org_token_valid(&db, &unknown).await.unwrap());
     assert!(!super::tokens::any_live_token(&db).await.unwrap());
+}
+
+async fn the_busy_queue_keeps_one_active_copy_per_message_and_drains_by_priority(db: Db) {
+    use super::a2a_queue::{self, NewItem, Settled};
+    let ws = add(&db, "busy", None).await;
+    let item = |key: &str, priority: i32, expires_at: Option<DateTime<Utc>>| NewItem {
+        workspace_id: ws,
+        caller_id: None,
+        priority,
+        body: json!({ "key": key }),
+        method: "message/send".into(),
+        idempotency_key: Some(key.into()),
+        expires_at,
+    };
+    let (first, depth) = a2a_queue::enqueue(&db, &item("a", 50, None)).await.unwrap();
+    assert_eq!(depth, 1);
+    let (again, depth) = a2a_queue::enqueue(&db, &item("a", 50, None)).await.unwrap();
+    assert_eq!(
+        (again, depth),
+        (first, 1),
+        "a queued message is not queued twice"
+    );
+    let (urgent, _) = a2a_queue::enqueue(&db, &item("b", 100, None))
+        .await
+        .unwrap();
+    let past = Some(Utc::now() - Duration::seconds(1));
+    let (expired, depth) = a2a_queue::enqueue(&db, &item("c", 100, past))
+        .await
+        .unwrap();
+    assert_eq!(depth, 3);
+
+    // Highest priority first; expired messages are never handed out.
+    let claimed = a2a_queue::claim_next(&db, ws)
+        .await
+        .unwrap()
+        .expect("an item");
+    assert_eq!(
+        (claimed.id, claimed.status.as_str(), claimed.attempts),
+        (urgent, "dispatched", 1)
+    );
+    // While one copy is being delivered, the same message id is still not queued again.
+    let (during, _) = a2a_queue::enqueue(&db, &item("b", 50, None)).await.unwrap();
+    assert_eq!(during, urgent);
+    a2a_queue::settle(&db, urgent, Settled::Retry, Some("busy"))
+        .await
+        .unwrap();
+    let retried = a2a_queue::claim_next(&db, ws)
+        .await
+        .unwrap()
+        .expect("an item");
+    assert_eq!((retried.id, retried.attempts), (urgent, 2));
+    a2a_queue::settle(&db, urgent, Settled::Completed, None)
+        .await
+        .unwrap();
+    let next = a2a_queue::claim_next(&db, ws)
+        .await
+        .unwrap()
+        .expect("an item");
+    assert_eq!(next.id, first);
+    assert!(
+        a2a_queue::claim_next(&db, ws).await.unwrap().is_none(),
+        "only the expired one is left"
+    );
+    // Once delivered, the same message id may be queued anew.
+    let (fresh, _) = a2a_queue::enqueue(&db, &item("b", 50, None)).await.unwrap();
+    assert_ne!(fresh, urgent);
+
+    // A delivery a stopped host left behind is queued again at the next start.
+    assert_eq!(a2a_queue::requeue_interrupted(&db).await.unwrap(), 1);
+    let row = a2a_queue::get(&db, ws, first)
+        .await
+        .unwrap()
+        .expect("the row");
+    assert_eq!(row.status, "queued");
+    let dropped = a2a_queue::drop_stale(&db, Utc::now() + Duration::seconds(1), Some(ws))
+        .await
+        .unwrap();
+    assert_eq!(dropped, 3, "first, fresh and the expired one");
+    assert_eq!(
+        a2a_queue::get(&db, ws, expired)
+            .await
+            .unwrap()
+            .unwrap()
+            .status,
+        "dropped"
+    );
+    assert!(
+        a2a_queue::get(&db, Uuid::new_v4(), first)
+            .await
+            .unwrap()
+            .is_none()
+    );
 }

@@ -23,6 +23,9 @@ on_both_backends!(
     an_empty_502_is_retried_once_then_fails,
     a_slow_agent_gets_its_messages_queued_and_drained_by_heartbeats,
     mcp_speaks_json_rpc_and_lists_the_tools,
+    mcp_calls_are_limited_per_workspace,
+    agents_record_their_own_delegations_and_report_how_they_ended,
+    concurrent_requests_with_one_idempotency_key_start_one_delegation,
 );
 
 const ONLINE: Duration = Duration::from_secs(120);
@@ -602,10 +605,7 @@ async fn mcp_speaks_json_rpc_and_lists_the_tools(backend: DbBackend) {
     assert_eq!(garbage.status.as_u16(), 400);
     assert_eq!(garbage.body["error"]["code"], -32700);
     // Another workspace's token does not open this endpoint.
-    let (_, other_token) = (
-        other.clone(),
-        app.workspace_at("third", None, &agent.url).await.1,
-    );
+    let (_, other_token) = app.workspace_at("third", None, &agent.url).await;
     assert_eq!(
         app.with_token(&other_token)
             .post(&path, rpc("tools/list", json!({})))
@@ -713,4 +713,109 @@ async fn mcp_speaks_json_rpc_and_lists_the_tools(backend: DbBackend) {
             && first.contains(&format!("data: /workspaces/{child}/mcp")),
         "{first}"
     );
+}
+
+async fn mcp_calls_are_limited_per_workspace(backend: DbBackend) {
+    let app = TestApp::spawn_with(backend, |c| c.a2a.mcp_per_minute = 2).await;
+    let agent = FaultAgent::start(|_| Fault::Answer).await;
+    let (_, child, child_token) = pair(&app, &agent).await;
+    let (other, other_token) = app.workspace_at("other", None, &agent.url).await;
+    let list = json!({ "jsonrpc": "2.0", "id": 1, "method": "tools/list" });
+    let as_child = app.with_token(&child_token);
+    let path = format!("/workspaces/{child}/mcp");
+
+    as_child.post(&path, list.clone()).await.expect(200);
+    as_child.post(&path, list.clone()).await.expect(200);
+    let limited = as_child.post(&path, list.clone()).await;
+
+    assert_eq!(limited.status.as_u16(), 429, "{}", limited.text);
+    assert!(limited.headers.contains_key("retry-after"));
+    // The limit is per workspace: another one is not affected.
+    let as_other = app.with_token(&other_token);
+    as_other
+        .post(&format!("/workspaces/{other}/mcp"), list)
+        .await
+        .expect(200);
+}
+
+async fn agents_record_their_own_delegations_and_report_how_they_ended(backend: DbBackend) {
+    let app = TestApp::spawn_with(backend, quick).await;
+    let agent = FaultAgent::start(|_| Fault::Answer).await;
+    let (root, child, _) = pair(&app, &agent).await;
+    let mut events = app.events().await;
+    let id = uuid::Uuid::new_v4().to_string();
+    let record = json!({ "target_id": child, "task": "done by me", "delegation_id": id });
+    let record_path = format!("/workspaces/{root}/delegations/record");
+
+    let recorded = app.post(&record_path, record.clone()).await.expect(202);
+    let again = app.post(&record_path, record).await.expect(200);
+
+    assert_eq!(
+        recorded,
+        json!({ "delegation_id": id, "status": "recorded" })
+    );
+    assert_eq!(again["idempotent_hit"], true);
+    assert_eq!(delegation(&app, &root, &id).await["status"], "dispatched");
+    let update_path = format!("/workspaces/{root}/delegations/{id}/update");
+    let wrong = app.post(&update_path, json!({ "status": "running" })).await;
+    assert_eq!(wrong.status.as_u16(), 400);
+    let unknown = format!(
+        "/workspaces/{root}/delegations/{}/update",
+        uuid::Uuid::new_v4()
+    );
+    let missing = app.post(&unknown, json!({ "status": "completed" })).await;
+    assert_eq!(missing.status.as_u16(), 404);
+    let done = json!({ "status": "completed", "response_preview": "all good" });
+    let updated = app.post(&update_path, done).await.expect(200);
+    assert_eq!(
+        updated,
+        json!({ "status": "completed", "delegation_id": id })
+    );
+    let row = delegation(&app, &root, &id).await;
+    assert_eq!(
+        (row["status"].as_str(), row["response_preview"].as_str()),
+        (Some("completed"), Some("all good"))
+    );
+    let seen = events.until("DELEGATION_COMPLETE").await;
+    assert!(
+        seen.iter()
+            .any(|(name, f)| name == "DELEGATION_SENT"
+                && f["payload"]["delegation_id"] == id.as_str())
+    );
+    let (_, complete) = seen.last().expect("the event");
+    assert_eq!(complete["payload"]["via"], "agent");
+    // A finished delegation stays as it ended.
+    let late = app
+        .post(&update_path, json!({ "status": "failed", "error": "late" }))
+        .await;
+    assert_eq!(late.status.as_u16(), 409);
+    assert_eq!(delegation(&app, &root, &id).await["status"], "completed");
+    assert!(
+        agent.requests().is_empty(),
+        "the host sent nothing for a recorded delegation"
+    );
+}
+
+async fn concurrent_requests_with_one_idempotency_key_start_one_delegation(backend: DbBackend) {
+    let app = TestApp::spawn_with(backend, quick).await;
+    let agent = FaultAgent::start(|_| Fault::Answer).await;
+    let (root, child, _) = pair(&app, &agent).await;
+    let path = format!("/workspaces/{root}/delegate");
+    let body = json!({ "target_id": child, "task": "exactly once", "idempotency_key": "race" });
+
+    let replies = futures::future::join_all((0..8).map(|_| app.post(&path, body.clone()))).await;
+
+    let started: Vec<_> = replies
+        .iter()
+        .filter(|r| r.status.as_u16() == 202)
+        .collect();
+    assert_eq!(started.len(), 1, "{replies:?}");
+    let id = started[0].body["delegation_id"].clone();
+    for reply in replies.iter().filter(|r| r.status.as_u16() != 202) {
+        assert_eq!(reply.status.as_u16(), 200, "{}", reply.text);
+        assert_eq!(reply.body["delegation_id"], id);
+        assert_eq!(reply.body["idempotent_hit"], true);
+    }
+    wait_delegation(&app, &root, id.as_str().unwrap(), "completed").await;
+    assert_eq!(agent.requests().len(), 1);
 }
