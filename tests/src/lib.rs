@@ -535,6 +535,16 @@ pub fn write_file(root: &std::path::Path, rel: &str, content: &str) {
 }
 
 impl Api {
+    /// `GET /workspaces/:id/activity<query>` (`query` empty or `?type=...&...`), expecting 200.
+    pub async fn activity(&self, id: &str, query: &str) -> Vec<Value> {
+        self.get(&format!("/workspaces/{id}/activity{query}"))
+            .await
+            .expect(200)
+            .as_array()
+            .expect("a list")
+            .clone()
+    }
+
     /// How many restart cycles the workspace has been through (its `restart` activity rows).
     pub async fn restart_count(&self, id: &str) -> usize {
         self.get(&format!("/workspaces/{id}/activity?type=restart&limit=500"))

@@ -210,8 +210,31 @@ struct DelegateBody {
     idempotency_key: Option<String>,
 }
 
-fn target_uuid(raw: &str) -> ApiResult<Uuid> {
-    Uuid::parse_str(raw.trim()).map_err(|_| ApiError::bad_request("target_id must be a valid UUID"))
+/// Starts (`id: None`, status `pending`) or records (`id` given, status `dispatched`) a
+/// delegation from `source` to the workspace named by `target_id`.
+async fn create(
+    state: &AppState,
+    source: Uuid,
+    target_id: &str,
+    task: String,
+    idempotency_key: Option<String>,
+    id: Option<Uuid>,
+) -> ApiResult<Created> {
+    let target = Uuid::parse_str(target_id.trim())
+        .map_err(|_| ApiError::bad_request("target_id must be a valid UUID"))?;
+    let request = NewDelegation {
+        source,
+        target,
+        task,
+        idempotency_key,
+        id,
+        status: if id.is_some() {
+            "dispatched"
+        } else {
+            "pending"
+        },
+    };
+    Ok(tasks::create(&state.svc, request).await?)
 }
 
 async fn delegate(
@@ -219,17 +242,13 @@ async fn delegate(
     WorkspaceAuth(source): WorkspaceAuth,
     ApiJson(body): ApiJson<DelegateBody>,
 ) -> ApiResult<Response> {
-    let target = target_uuid(&body.target_id)?;
-    let created = tasks::create(
-        &state.svc,
-        NewDelegation {
-            source,
-            target,
-            task: body.task,
-            idempotency_key: body.idempotency_key,
-            id: None,
-            status: "pending",
-        },
+    let created = create(
+        &state,
+        source,
+        &body.target_id,
+        body.task,
+        body.idempotency_key,
+        None,
     )
     .await?;
     Ok(match created {
@@ -283,21 +302,9 @@ async fn record(
     WorkspaceAuth(source): WorkspaceAuth,
     ApiJson(body): ApiJson<RecordBody>,
 ) -> ApiResult<Response> {
-    let target = target_uuid(&body.target_id)?;
     let id = Uuid::parse_str(body.delegation_id.trim())
         .map_err(|_| ApiError::bad_request("delegation_id must be a valid UUID"))?;
-    let created = tasks::create(
-        &state.svc,
-        NewDelegation {
-            source,
-            target,
-            task: body.task,
-            idempotency_key: None,
-            id: Some(id),
-            status: "dispatched",
-        },
-    )
-    .await?;
+    let created = create(&state, source, &body.target_id, body.task, None, Some(id)).await?;
     Ok(match created {
         Created::Existing { status, .. } => axum::Json(json!({
             "delegation_id": id,

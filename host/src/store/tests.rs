@@ -280,23 +280,10 @@ async fn a_missing_parent_maps_to_workspace_parent_missing(db: Db) {
 }
 
 fn activity(workspace_id: Uuid, key: Option<&str>) -> ActivityRow {
-    ActivityRow {
-        id: Uuid::new_v4(),
-        workspace_id,
-        activity_type: "agent_log".to_owned(),
-        source_id: None,
-        target_id: None,
-        method: None,
-        summary: Some("did a thing".to_owned()),
-        request_body: None,
-        response_body: None,
-        tool_trace: None,
-        duration_ms: None,
-        status: "ok".to_owned(),
-        error_detail: None,
-        idempotency_key: key.map(str::to_owned),
-        created_at: Utc::now(),
-    }
+    let mut row = crate::workspaces::activity::row(workspace_id, "agent_log");
+    row.summary = Some("did a thing".to_owned());
+    row.idempotency_key = key.map(str::to_owned);
+    row
 }
 
 async fn a_child_row_for_a_missing_workspace_is_workspace_missing(db: Db) {

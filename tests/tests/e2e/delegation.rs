@@ -89,15 +89,6 @@ async fn pair(app: &TestApp, agent: &FaultAgent) -> (String, String, String) {
     (root, child, token)
 }
 
-async fn activity(app: &TestApp, id: &str, kind: &str) -> Vec<Value> {
-    app.get(&format!("/workspaces/{id}/activity?type={kind}"))
-        .await
-        .expect(200)
-        .as_array()
-        .expect("a list")
-        .clone()
-}
-
 async fn the_canvas_asks_the_root_which_delegates_to_its_child_through_mcp(
     runtime: Runtime,
     backend: DbBackend,
@@ -168,7 +159,7 @@ async fn the_canvas_asks_the_root_which_delegates_to_its_child_through_mcp(
         "{seen:?}"
     );
     // The child's record says the root called it; the root's, that the canvas did.
-    let received = activity(&app, &child, "a2a_receive").await;
+    let received = app.activity(&child, "?type=a2a_receive").await;
     assert_eq!(received.len(), 1, "{received:?}");
     assert_eq!(received[0]["source_id"], root.as_str());
     assert_eq!(received[0]["status"], "ok");
@@ -176,7 +167,7 @@ async fn the_canvas_asks_the_root_which_delegates_to_its_child_through_mcp(
         received[0]["request_body"]["params"]["message"]["parts"][0]["text"],
         "hello child"
     );
-    let asked = activity(&app, &root, "a2a_receive").await;
+    let asked = app.activity(&root, "?type=a2a_receive").await;
     assert_eq!(asked.len(), 1);
     assert_eq!(asked[0]["source_id"], Value::Null);
     assert!(asked[0]["duration_ms"].as_i64().is_some());
@@ -238,7 +229,7 @@ async fn a_dead_agent_is_marked_offline_and_restarted_through_the_policy(
 
     assert_eq!(reply.status.as_u16(), 503, "{}", reply.text);
     assert_eq!(reply.body["restarting"], true);
-    let decisions = activity(&app, &id, "restart_decision").await;
+    let decisions = app.activity(&id, "?type=restart_decision").await;
     assert_eq!(decisions.len(), 1, "{decisions:?}");
     assert_eq!(
         decisions[0]["request_body"]["trigger"]["kind"], "agent_exited",
@@ -442,7 +433,7 @@ async fn a_broken_off_2xx_answer_completes_the_delegation_without_a_retry(backen
         .await;
     assert_eq!(direct.status.as_u16(), 502);
     assert_eq!(direct.body["delivery_confirmed"], true, "{}", direct.text);
-    let rows = activity(&app, &child, "a2a_receive").await;
+    let rows = app.activity(&child, "?type=a2a_receive").await;
     assert!(
         rows.iter().all(|r| r["status"] == "ok"),
         "a delivered answer counts as ok: {rows:?}"
@@ -693,7 +684,7 @@ async fn mcp_speaks_json_rpc_and_lists_the_tools(backend: DbBackend) {
         "the refused one was never recorded"
     );
     // Every MCP delegation went through the proxy: the root's agent saw both.
-    assert_eq!(activity(&app, &root, "a2a_receive").await.len(), 2);
+    assert_eq!(app.activity(&root, "?type=a2a_receive").await.len(), 2);
     let stream = reqwest::Client::new()
         .get(app.url(&format!("/workspaces/{child}/mcp/stream")))
         .bearer_auth(&child_token)

@@ -49,15 +49,6 @@ async fn raw(
     Reply::read(request.send().await.expect("request sent")).await
 }
 
-async fn activity(app: &Api, id: &str, query: &str) -> Vec<Value> {
-    app.get(&format!("/workspaces/{id}/activity{query}"))
-        .await
-        .expect(200)
-        .as_array()
-        .expect("a list")
-        .clone()
-}
-
 async fn agents_report_the_seven_activity_types_and_nothing_else(backend: DbBackend) {
     // Arrange
     let app = TestApp::spawn(backend).await;
@@ -77,7 +68,7 @@ async fn agents_report_the_seven_activity_types_and_nothing_else(backend: DbBack
             .await;
         assert_eq!(reply.expect(200), json!({ "status": "logged" }), "{kind}");
     }
-    let rows = activity(&agent, &id, "").await;
+    let rows = agent.activity(&id, "").await;
     let mut kinds: Vec<&str> = rows
         .iter()
         .map(|r| r["activity_type"].as_str().unwrap())
@@ -112,8 +103,8 @@ async fn agents_report_the_seven_activity_types_and_nothing_else(backend: DbBack
         )
         .await;
     reply.expect(401);
-    assert_eq!(activity(&agent, &id, "").await.len(), 7);
-    assert!(activity(&app, &other, "").await.is_empty());
+    assert_eq!(agent.activity(&id, "").await.len(), 7);
+    assert!(app.activity(&other, "").await.is_empty());
 }
 
 async fn activity_lists_filter_by_type_and_source_newest_first(backend: DbBackend) {
@@ -142,7 +133,7 @@ async fn activity_lists_filter_by_type_and_source_newest_first(backend: DbBacken
     };
 
     // Act / Assert
-    let all = activity(&app, &id, "").await;
+    let all = app.activity(&id, "").await;
     assert_eq!(
         summaries(&all),
         ["fifth", "fourth", "third", "second", "first"]
@@ -166,26 +157,26 @@ async fn activity_lists_filter_by_type_and_source_newest_first(backend: DbBacken
         assert!(all[0].get(field).is_some(), "activity rows lack {field}");
     }
     assert_eq!(
-        summaries(&activity(&app, &id, "?type=agent_log").await),
+        summaries(&app.activity(&id, "?type=agent_log").await),
         ["fifth", "third", "first"]
     );
     assert_eq!(
-        summaries(&activity(&app, &id, "?source=agent").await),
+        summaries(&app.activity(&id, "?source=agent").await),
         ["fifth", "fourth", "first"]
     );
     assert_eq!(
-        summaries(&activity(&app, &id, "?source=canvas").await),
+        summaries(&app.activity(&id, "?source=canvas").await),
         ["third", "second"]
     );
     assert_eq!(
-        summaries(&activity(&app, &id, "?type=agent_log&source=canvas").await),
+        summaries(&app.activity(&id, "?type=agent_log&source=canvas").await),
         ["third"]
     );
     assert_eq!(
-        summaries(&activity(&app, &id, "?limit=2").await),
+        summaries(&app.activity(&id, "?limit=2").await),
         ["fifth", "fourth"]
     );
-    assert!(activity(&app, &id, "?type=memory_write").await.is_empty());
+    assert!(app.activity(&id, "?type=memory_write").await.is_empty());
     for bad in ["?source=bogus", "?limit=0", "?limit=501", "?limit=ten"] {
         let reply = app.get(&format!("{path}{bad}")).await;
         assert_eq!(reply.status, 400, "{bad}: {}", reply.text);
@@ -212,12 +203,12 @@ async fn a_repeated_idempotency_key_is_stored_once(backend: DbBackend) {
     // Assert: both answers say it landed; one row exists.
     assert_eq!(first["status"], "logged");
     assert_eq!(retry["status"], "logged");
-    assert_eq!(activity(&app, &id, "").await.len(), 1);
+    assert_eq!(app.activity(&id, "").await.len(), 1);
     // The key is scoped to the workspace; no key means no deduplication.
     app.post(&format!("/workspaces/{other}/activity"), report)
         .await
         .expect(200);
-    assert_eq!(activity(&app, &other, "").await.len(), 1);
+    assert_eq!(app.activity(&other, "").await.len(), 1);
     for _ in 0..2 {
         app.post(
             &format!("/workspaces/{id}/activity"),
@@ -226,7 +217,7 @@ async fn a_repeated_idempotency_key_is_stored_once(backend: DbBackend) {
         .await
         .expect(200);
     }
-    assert_eq!(activity(&app, &id, "").await.len(), 3);
+    assert_eq!(app.activity(&id, "").await.len(), 3);
     let reply = app
         .post(
             &format!("/workspaces/{id}/activity"),
@@ -256,7 +247,7 @@ async fn notify_sends_a_message_and_records_an_a2a_receive_row(backend: DbBacken
 
     // Assert
     assert_eq!(sent, json!({ "status": "sent" }));
-    let rows = activity(&app, &id, "?type=a2a_receive").await;
+    let rows = app.activity(&id, "?type=a2a_receive").await;
     assert_eq!(rows.len(), 1);
     let row = &rows[0];
     assert_eq!(row["method"], "notify");
@@ -280,7 +271,7 @@ async fn notify_sends_a_message_and_records_an_a2a_receive_row(backend: DbBacken
         let reply = app.post(&path, bad.clone()).await;
         assert_eq!(reply.status, 400, "{bad}: {}", reply.text);
     }
-    assert_eq!(activity(&app, &id, "?type=a2a_receive").await.len(), 2);
+    assert_eq!(app.activity(&id, "?type=a2a_receive").await.len(), 2);
     app.delete(&format!("/workspaces/{id}")).await.expect(200);
     app.post(&path, json!({ "message": "too late" }))
         .await
@@ -733,7 +724,7 @@ async fn text_with_nul_characters_gets_the_same_answer_on_both_backends(backend:
         assert_clean_error(what, reply, &[nul]);
     }
     // Nothing was half-written.
-    assert!(activity(&app, &id, "").await.is_empty());
+    assert!(app.activity(&id, "").await.is_empty());
     assert_eq!(
         app.get(&format!("/workspaces/{id}/config"))
             .await
