@@ -79,8 +79,8 @@ pub async fn run(
         identity,
         brain,
         tasks.clone(),
-    )
-    .with_delegator(delegator);
+        delegator,
+    );
     let card = state.card().await;
     let platform_loop = tokio::spawn(platform::run(
         platform,

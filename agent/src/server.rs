@@ -33,12 +33,14 @@ struct Inner {
 }
 
 impl AppState {
+    /// `delegator`: set when messages may carry the delegation directive (the echo brain).
     pub fn new(
         workspace_id: Uuid,
         config_dir: PathBuf,
         identity: Identity,
         brain: Arc<dyn Brain>,
         tasks: Tasks,
+        delegator: Option<Platform>,
     ) -> Self {
         Self {
             inner: Arc::new(Inner {
@@ -47,18 +49,7 @@ impl AppState {
                 identity,
                 brain,
                 tasks,
-                delegator: None,
-            }),
-        }
-    }
-
-    /// Lets `message/send` follow the delegation directive through `platform`.
-    pub fn with_delegator(self, platform: Option<Platform>) -> Self {
-        let inner = Arc::try_unwrap(self.inner).unwrap_or_else(|_| unreachable!("not shared yet"));
-        Self {
-            inner: Arc::new(Inner {
-                delegator: platform,
-                ..inner
+                delegator,
             }),
         }
     }

@@ -257,8 +257,10 @@ impl Guard {
     /// The workspace whose live token the request carries, if it carries one.
     pub async fn token_workspace(&self, headers: &HeaderMap) -> Result<Option<Uuid>, AuthError> {
         match bearer(headers) {
-            Some(token) => Ok(store::tokens::workspace_for_token(&self.db, &hash(token)).await?),
-            None => Ok(None),
+            Some(token) if !self.is_admin_token(token) => {
+                Ok(store::tokens::workspace_for_token(&self.db, &hash(token)).await?)
+            }
+            _ => Ok(None),
         }
     }
 

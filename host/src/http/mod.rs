@@ -157,6 +157,7 @@ fn cors(origins: &[String]) -> CorsLayer {
             header::CONTENT_TYPE,
             header::AUTHORIZATION,
             HeaderName::from_static("x-workspace-id"),
+            HeaderName::from_static("x-timeout"),
         ])
         .allow_credentials(true)
 }
