@@ -207,18 +207,21 @@ async fn delegate(svc: &Services, me: Uuid, args: &Value, background: bool) -> T
         }
         Created::New { delegation, .. } => delegation,
     };
+    let id = delegation.id;
+    let running = tasks::spawn(svc, delegation);
     if background {
-        let answer =
-            json!({ "task_id": delegation.id, "status": "dispatched", "target_id": target });
-        tasks::spawn(svc, delegation);
+        let answer = json!({ "task_id": id, "status": "dispatched", "target_id": target });
         return Ok(text_content(answer.to_string()));
     }
-    match tasks::run(svc, &delegation).await {
+    // Awaited, not run inline: an MCP client that hangs up does not strand the delegation.
+    let finished = running.await.unwrap_or_else(|_| Finished::Failed {
+        error: "the delegation task failed".to_owned(),
+    });
+    match finished {
         Finished::Completed { text } => Ok(text_content(text)),
         Finished::Failed { error } => Err(tool_error(format!("delegation failed: {error}"))),
         Finished::Queued => Ok(text_content(format!(
-            "the agent is busy; the task is queued. Check it with check_task_status (task_id {})",
-            delegation.id
+            "the agent is busy; the task is queued. Check it with check_task_status (task_id {id})"
         ))),
     }
 }

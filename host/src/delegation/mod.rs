@@ -60,12 +60,14 @@ impl Hub {
         &self.client
     }
 
-    /// Runs `work` in the background until it ends or the host stops.
-    pub fn spawn<F>(&self, work: F)
+    /// Runs `work` in the background, where a caller that goes away cannot cut it short; host
+    /// shutdown waits for it (work watches [`Hub::stopping`] to end early).
+    pub fn spawn<F>(&self, work: F) -> tokio::task::JoinHandle<F::Output>
     where
-        F: std::future::Future<Output = ()> + Send + 'static,
+        F: std::future::Future + Send + 'static,
+        F::Output: Send + 'static,
     {
-        self.tasks.spawn(work);
+        self.tasks.spawn(work)
     }
 
     /// Cancelled when the host stops: background delegations record that they were cut short.

@@ -223,19 +223,22 @@ pub enum Via {
     Agent,
 }
 
-/// Runs `delegation` in the background; a host that stops first records it as failed.
-pub fn spawn(svc: &Services, delegation: Delegation) {
+/// Runs `delegation` in the background (a caller that disconnects does not stop it); a host
+/// that stops first records it as failed. The handle yields how it ended.
+pub fn spawn(svc: &Services, delegation: Delegation) -> tokio::task::JoinHandle<Finished> {
     let task_svc = svc.clone();
     let stopping = svc.a2a.stopping().clone();
     svc.a2a.spawn(async move {
         tokio::select! {
-            _ = run(&task_svc, &delegation) => {}
+            finished = run(&task_svc, &delegation) => finished,
             () = stopping.cancelled() => {
                 let error = "the host stopped before the delegation finished".to_owned();
-                finish(&task_svc, &delegation, Finished::Failed { error }, Via::Direct).await;
+                let finished = Finished::Failed { error };
+                finish(&task_svc, &delegation, finished.clone(), Via::Direct).await;
+                finished
             }
         }
-    });
+    })
 }
 
 /// Carries out `delegation`: dispatched → `message/send` through the proxy with the delegation
