@@ -186,6 +186,8 @@ pub struct A2aConfig {
     pub queue_ttl_secs: u64,
     /// MCP requests per minute per workspace (0: unlimited).
     pub mcp_per_minute: u32,
+    /// Seconds between sweeps that drop expired queued messages (failing their delegations).
+    pub queue_expiry_sweep_secs: u64,
 }
 
 impl Default for A2aConfig {
@@ -199,6 +201,7 @@ impl Default for A2aConfig {
             queue_max_attempts: 5,
             queue_ttl_secs: 24 * 3600,
             mcp_per_minute: 120,
+            queue_expiry_sweep_secs: 60,
         }
     }
 }

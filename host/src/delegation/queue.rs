@@ -92,6 +92,31 @@ pub async fn drain_one(svc: &Services, workspace_id: Uuid) -> Result<Option<Sett
     Ok(Some(settled))
 }
 
+/// Drops queued messages that expired before their agent had capacity; a delegation among them
+/// fails, so no delegation waits forever. Returns how many were dropped.
+pub async fn sweep_expired(svc: &Services) -> Result<usize, StoreError> {
+    let expired = a2a_queue::expire(&svc.db).await?;
+    for item in &expired {
+        tracing::info!(workspace_id = %item.workspace_id, queue_id = %item.id, "a queued message expired undelivered");
+        let delegation_id = Message::normalize(item.body.0.clone())
+            .ok()
+            .and_then(|m| m.delegation_id());
+        if let (Some(delegation_id), Some(source)) = (delegation_id, item.caller_id)
+            && let Some(delegation) = tasks::load(svc, source, delegation_id).await?
+        {
+            let error = "the target agent stayed busy until the queued message expired".to_owned();
+            tasks::finish(
+                svc,
+                &delegation,
+                Finished::Failed { error },
+                tasks::Via::QueueDrain,
+            )
+            .await;
+        }
+    }
+    Ok(expired.len())
+}
+
 /// Whether a heartbeat with `active_tasks` leaves room for one more message.
 pub fn has_capacity(active_tasks: i32, max_concurrent_tasks: i32) -> bool {
     active_tasks < max_concurrent_tasks.max(1)

@@ -153,6 +153,18 @@ pub async fn settle(db: &Db, id: Uuid, outcome: Settled, error: Option<&str>) ->
     })
 }
 
+/// Drops queued messages whose expiry has passed and returns them.
+pub async fn expire(db: &Db) -> StoreResult<Vec<QueueRow>> {
+    let now = Utc::now();
+    let sql = format!(
+        "UPDATE a2a_queue SET status = 'dropped', completed_at = $1,
+             last_error = 'expired before the agent had capacity'
+         WHERE status = 'queued' AND expires_at IS NOT NULL AND expires_at <= $1
+         RETURNING {COLUMNS}"
+    );
+    on_db!(db, pool => Ok(sqlx::query_as(&sql).bind(now).fetch_all(pool).await?))
+}
+
 /// Puts messages a previous host left mid-delivery (it stopped hard) back in the queue.
 /// Returns how many there were. Run at start, before anything drains.
 pub async fn requeue_interrupted(db: &Db) -> StoreResult<u64> {

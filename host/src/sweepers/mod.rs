@@ -39,6 +39,18 @@ pub fn spawn_all(svc: &Services, tracker: &TaskTracker, shutdown: &CancellationT
         RuntimeConfig::sweep(svc.config.plugins.drift_interval_secs),
         |svc| async move { crate::plugins::drift::sweep(&svc).await.map(|_| ()) },
     );
+    spawn_sweep(
+        svc,
+        tracker,
+        shutdown,
+        "a2a-queue-expiry",
+        RuntimeConfig::sweep(svc.config.a2a.queue_expiry_sweep_secs),
+        |svc| async move {
+            crate::delegation::queue::sweep_expired(&svc)
+                .await
+                .map(|_| ())
+        },
+    );
     if svc.lifecycle.runtime().is_none() {
         // Without a runtime nothing is started, so nothing can be stuck, gone or orphaned.
         return;

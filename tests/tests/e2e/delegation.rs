@@ -26,6 +26,7 @@ on_both_backends!(
     mcp_calls_are_limited_per_workspace,
     agents_record_their_own_delegations_and_report_how_they_ended,
     concurrent_requests_with_one_idempotency_key_start_one_delegation,
+    a_message_that_expires_in_the_queue_fails_its_delegation,
 );
 
 const ONLINE: Duration = Duration::from_secs(120);
@@ -808,5 +809,27 @@ async fn concurrent_requests_with_one_idempotency_key_start_one_delegation(backe
         assert_eq!(reply.body["idempotent_hit"], true);
     }
     wait_delegation(&app, &root, id.as_str().unwrap(), "completed").await;
+    assert_eq!(agent.requests().len(), 1);
+}
+
+async fn a_message_that_expires_in_the_queue_fails_its_delegation(backend: DbBackend) {
+    let app = TestApp::spawn_with(backend, |c| {
+        quick(c);
+        c.a2a.queue_ttl_secs = 1;
+        c.a2a.queue_expiry_sweep_secs = 1;
+    })
+    .await;
+    let agent = FaultAgent::start(|_| Fault::Slow(Duration::from_secs(3))).await;
+    let (root, child, _) = pair(&app, &agent).await;
+
+    let id = delegate(&app, &root, &child, "whenever").await;
+    wait_delegation(&app, &root, &id, "queued").await;
+
+    // No heartbeat ever reports capacity: the message expires and the delegation fails.
+    let row = wait_delegation(&app, &root, &id, "failed").await;
+    assert_eq!(
+        row["error"],
+        "the target agent stayed busy until the queued message expired"
+    );
     assert_eq!(agent.requests().len(), 1);
 }
