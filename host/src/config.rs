@@ -640,6 +640,154 @@ mod tests {
         assert!(config.listen_addr().is_err());
     }
 
+    /// The operator guide's reference table, one row per documented key: the environment
+    /// names and the default cell.
+    fn documented_settings() -> std::collections::BTreeMap<String, (Vec<String>, String)> {
+        let guide = include_str!("../../docs/operator-guide.md");
+        let table = guide
+            .split("| key | environment | default | meaning |")
+            .nth(1)
+            .expect("the guide has its reference table");
+        let mut rows = std::collections::BTreeMap::new();
+        for line in table.lines().skip(2).take_while(|l| l.starts_with('|')) {
+            let cells: Vec<&str> = line.trim_matches('|').split(" | ").map(str::trim).collect();
+            assert_eq!(cells.len(), 4, "a reference row has four cells: {line}");
+            let key = cells[0].trim_matches('`').to_owned();
+            let env = cells[1]
+                .split(", ")
+                .filter(|name| name.starts_with('`'))
+                .map(|name| name.trim_matches('`').to_owned())
+                .collect();
+            assert!(
+                rows.insert(key.clone(), (env, cells[2].to_owned()))
+                    .is_none(),
+                "{key} is documented twice"
+            );
+        }
+        rows
+    }
+
+    /// Every leaf of the configuration with its default: sections are the non-empty objects
+    /// of the serialized defaults; fields kept out of serialization (secrets) are added by name
+    /// and proven real by loading them.
+    #[allow(clippy::result_large_err)] // figment's Jail API returns its own large error type
+    fn configuration_leaves() -> std::collections::BTreeMap<String, serde_json::Value> {
+        fn walk(
+            prefix: &str,
+            value: &serde_json::Value,
+            out: &mut std::collections::BTreeMap<String, serde_json::Value>,
+        ) {
+            match value {
+                serde_json::Value::Object(fields) if !fields.is_empty() && prefix.is_empty() => {
+                    for (name, field) in fields {
+                        walk(name, field, out);
+                    }
+                }
+                serde_json::Value::Object(fields) if !fields.is_empty() => {
+                    for (name, field) in fields {
+                        walk(&format!("{prefix}.{name}"), field, out);
+                    }
+                }
+                leaf => {
+                    out.insert(prefix.to_owned(), leaf.clone());
+                }
+            }
+        }
+        let mut leaves = std::collections::BTreeMap::new();
+        walk(
+            "",
+            &serde_json::to_value(Config::default()).expect("defaults serialize"),
+            &mut leaves,
+        );
+        figment::Jail::expect_with(|jail| {
+            jail.create_file(
+                "secret.toml",
+                "database_url = \"sqlite::memory:\"\nadmin_token = \"a\"\n\
+                 secrets_encryption_key = \"k\"\n[git_credentials]\n\"h\" = \"t\"\n",
+            )?;
+            let config = Config::load(Some(Path::new("secret.toml"))).expect("config loads");
+            assert!(config.database_url.is_some() && config.admin_token.is_some());
+            assert!(config.secrets_encryption_key.is_some());
+            assert_eq!(config.git_credentials.len(), 1);
+            Ok(())
+        });
+        leaves.insert("database_url".into(), serde_json::Value::Null);
+        leaves.insert("admin_token".into(), serde_json::Value::Null);
+        leaves.insert("secrets_encryption_key".into(), serde_json::Value::Null);
+        leaves.insert("git_credentials".into(), serde_json::json!({}));
+        leaves
+    }
+
+    #[test]
+    fn the_operator_guide_documents_every_setting() {
+        let documented = documented_settings();
+        let leaves = configuration_leaves();
+        let missing: Vec<_> = leaves
+            .keys()
+            .filter(|k| !documented.contains_key(*k))
+            .collect();
+        assert!(
+            missing.is_empty(),
+            "settings missing from the guide: {missing:?}"
+        );
+        let unknown: Vec<_> = documented
+            .keys()
+            .filter(|k| !leaves.contains_key(*k))
+            .collect();
+        assert!(
+            unknown.is_empty(),
+            "the guide documents no such settings: {unknown:?}"
+        );
+        for (key, (env, default_cell)) in &documented {
+            let default = &leaves[key];
+            // Environment: the MOLECULE_ name of the key, plus the legacy name mapped to it.
+            let modern = format!("MOLECULE_{}", key.replace('.', "__").to_ascii_uppercase());
+            let is_map = matches!(default, serde_json::Value::Object(_));
+            if is_map {
+                assert!(env.is_empty(), "{key}: maps are set in the file only");
+            } else {
+                assert!(env.contains(&modern), "{key}: the guide must name {modern}");
+            }
+            for name in env.iter().filter(|name| **name != modern) {
+                assert!(
+                    LEGACY_ENV.contains(&(name.as_str(), key.as_str())),
+                    "{key}: {name} is not a name the host reads for it"
+                );
+            }
+            // Default: the literal the code uses, or words for what has none.
+            let literal = match default {
+                serde_json::Value::String(text) => Some(text.clone()),
+                serde_json::Value::Number(n) => Some(n.to_string()),
+                serde_json::Value::Bool(b) => Some(b.to_string()),
+                serde_json::Value::Array(items) if !items.is_empty() => Some(
+                    items
+                        .iter()
+                        .map(|item| {
+                            item.as_str()
+                                .map_or_else(|| item.to_string(), str::to_owned)
+                        })
+                        .collect::<Vec<_>>()
+                        .join(","),
+                ),
+                _ => None,
+            };
+            match literal {
+                Some(literal) => assert!(
+                    default_cell.starts_with(&format!("`{literal}`")),
+                    "{key}: the default is `{literal}`, the guide says {default_cell}"
+                ),
+                None if default.is_null() => assert!(
+                    default_cell.starts_with("unset"),
+                    "{key} has no default; the guide says {default_cell}"
+                ),
+                None => assert!(
+                    default_cell.starts_with("empty"),
+                    "{key} is empty by default; the guide says {default_cell}"
+                ),
+            }
+        }
+    }
+
     #[test]
     fn debug_output_never_shows_secrets() {
         let config = Config {
