@@ -86,3 +86,39 @@ async fn shutdown_signal() {
         () = terminate => {}
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory as _;
+
+    use super::Cli;
+
+    /// `molecule --help` and every subcommand's help describe every command and argument.
+    #[test]
+    fn every_command_and_argument_has_help() {
+        fn check(command: &clap::Command, path: &str, gaps: &mut Vec<String>) {
+            if command.get_about().is_none() {
+                gaps.push(format!("{path}: no description"));
+            }
+            for arg in command.get_arguments() {
+                let id = arg.get_id().as_str();
+                if matches!(id, "help" | "version") {
+                    continue;
+                }
+                if arg.get_help().is_none() && arg.get_long_help().is_none() {
+                    gaps.push(format!("{path} <{id}>: no help"));
+                }
+            }
+            for sub in command.get_subcommands() {
+                if sub.get_name() != "help" {
+                    check(sub, &format!("{path} {}", sub.get_name()), gaps);
+                }
+            }
+        }
+        let cli = Cli::command();
+        cli.clone().debug_assert();
+        let mut gaps = Vec::new();
+        check(&cli, "molecule", &mut gaps);
+        assert!(gaps.is_empty(), "help is missing for: {gaps:#?}");
+    }
+}

@@ -33,13 +33,16 @@ pub enum ExtCommand {
     },
     /// Build the extension crate in DIR for wasm32-wasip2 and print the component's path.
     Build {
+        /// The extension crate's directory (the one holding its Cargo.toml).
         #[arg(default_value = ".")]
         dir: PathBuf,
     },
     /// Check a component for a slot exactly as the host does at upload (world, API version,
     /// imports, a self-check call) and print the result as JSON.
     Validate {
+        /// The component (.wasm) to check.
         file: PathBuf,
+        /// The slot it is meant for: classifier, restart-policy or resolver:<scheme>.
         #[arg(long)]
         slot: String,
     },
@@ -47,13 +50,17 @@ pub enum ExtCommand {
     /// and print its answer as JSON. The case is `{"changes": [...]}` for a classifier or
     /// `{"workspace": {...}, "trigger": {...}}` for a restart policy.
     Test {
+        /// The component (.wasm) to run.
         file: PathBuf,
+        /// A JSON file with the input case.
         #[arg(long)]
         input: PathBuf,
     },
     /// Upload a component to a host (`--manifest` is the manifest JSON file).
     Install {
+        /// The component (.wasm) to upload.
         file: PathBuf,
+        /// A JSON file: {"name", "version", "slot", "grants"?}.
         #[arg(long)]
         manifest: PathBuf,
         #[command(flatten)]
@@ -66,24 +73,28 @@ pub enum ExtCommand {
     },
     /// Make an uploaded version active in its slot.
     Activate {
+        /// The extension id (from `molecule ext list` or the install answer).
         id: String,
         #[command(flatten)]
         remote: Remote,
     },
     /// Re-activate the previous version of a slot.
     Rollback {
+        /// classifier, restart-policy or resolver:<scheme>.
         slot: String,
         #[command(flatten)]
         remote: Remote,
     },
     /// Run an uploaded version in shadow beside its slot's active version.
     Shadow {
+        /// The extension id to run in shadow.
         id: String,
         #[command(flatten)]
         remote: Remote,
     },
     /// Print the shadow report of a slot.
     Report {
+        /// classifier, restart-policy or resolver:<scheme>.
         slot: String,
         #[command(flatten)]
         remote: Remote,
@@ -256,6 +267,12 @@ pub fn test_case(file: &Path, input: &Path) -> anyhow::Result<Value> {
 /// `cargo build --target wasm32-wasip2 --release` in `dir`; returns the component's path.
 pub fn build(dir: &Path) -> anyhow::Result<PathBuf> {
     let manifest: toml_name::Package = toml_name::read(&dir.join("Cargo.toml"))?;
+    let started = Instant::now();
+    // cargo's own lines (and its progress bar on a terminal) follow on stderr.
+    eprintln!(
+        "[1/2] building {} for wasm32-wasip2 (cargo build --release)",
+        manifest.name
+    );
     let status = std::process::Command::new("cargo")
         .args(["build", "--target", "wasm32-wasip2", "--release"])
         .current_dir(dir)
@@ -264,6 +281,7 @@ pub fn build(dir: &Path) -> anyhow::Result<PathBuf> {
     if !status.success() {
         bail!("cargo build failed");
     }
+    eprintln!("[2/2] locating the component");
     let target = std::process::Command::new("cargo")
         .args(["metadata", "--format-version", "1", "--no-deps"])
         .current_dir(dir)
@@ -281,6 +299,12 @@ pub fn build(dir: &Path) -> anyhow::Result<PathBuf> {
         wasm.is_file(),
         "cargo built no component at {}",
         wasm.display()
+    );
+    let size = std::fs::metadata(&wasm).map_or(0, |m| m.len());
+    eprintln!(
+        "built {} ({size} bytes) in {:.1} s",
+        wasm.display(),
+        started.elapsed().as_secs_f64()
     );
     Ok(wasm)
 }
