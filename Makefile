@@ -109,6 +109,7 @@ test: deps
 # unless already set (set it empty to start without an org). Without MOLECULE_ADMIN_TOKEN or
 # ADMIN_TOKEN an admin token is generated once into data/admin-token (0600) and printed: the
 # demo's agents hold tokens from the first second, which closes a fresh install's open mode.
+# The operator console's URL is printed too (and logged by the host as `console=`).
 run: deps
 	mkdir -p data
 	if [[ -z "$${MOLECULE_ADMIN_TOKEN:-$${ADMIN_TOKEN:-}}" ]]; then \
@@ -118,6 +119,7 @@ run: deps
 		export MOLECULE_ADMIN_TOKEN="$$(cat data/admin-token)"; \
 		echo "admin token: $$MOLECULE_ADMIN_TOKEN (saved in data/admin-token)"; \
 	fi; \
+	echo "console: http://$${MOLECULE_BIND_ADDR:-127.0.0.1:8080}/ (sign in with the admin token)"; \
 	MOLECULE_BIND_ADDR="$${MOLECULE_BIND_ADDR:-127.0.0.1:8080}" \
 	MOLECULE_RUNTIME__AGENT_BINARY="$${MOLECULE_RUNTIME__AGENT_BINARY:-$(CURDIR)/$(AGENT_BINARY)}" \
 	MOLECULE_ORG__IMPORT_ON_START="$${MOLECULE_ORG__IMPORT_ON_START-demo}" \

@@ -295,6 +295,7 @@ fn log_startup(svc: &Services, listener: &TcpListener) {
         .unwrap_or_default();
     tracing::info!(
         addr,
+        console = %format!("http://{addr}/"),
         database = svc.db.backend().name(),
         env = ?svc.config.env,
         encryption = svc.cipher.encrypts(),

@@ -113,23 +113,23 @@ pub async fn run(command: ExtCommand) -> anyhow::Result<()> {
             let sdk =
                 sdk.unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../guest-sdk"));
             scaffold(&kind, &name, &dir, &sdk)?;
-            println!(
+            super::print_line(&format!(
                 "created {} ({kind} extension); build it with `molecule ext build {}`",
                 dir.display(),
                 dir.display()
-            );
+            ))?;
         }
-        ExtCommand::Build { dir } => println!("{}", build(&dir)?.display()),
+        ExtCommand::Build { dir } => super::print_line(&build(&dir)?.display().to_string())?,
         ExtCommand::Validate { file, slot } => {
             let slot = Slot::parse(&slot)
                 .context("slot must be classifier, restart-policy or resolver:<scheme>")?;
             let report =
                 tokio::task::spawn_blocking(move || validate(&file, slot.kind())).await??;
-            println!("{}", serde_json::to_string_pretty(&report)?);
+            super::print_line(&serde_json::to_string_pretty(&report)?)?;
         }
         ExtCommand::Test { file, input } => {
             let answer = tokio::task::spawn_blocking(move || test_case(&file, &input)).await??;
-            println!("{}", serde_json::to_string_pretty(&answer)?);
+            super::print_line(&serde_json::to_string_pretty(&answer)?)?;
         }
         ExtCommand::Install {
             file,

@@ -67,11 +67,24 @@ impl Remote {
         let (status, value) = self
             .request(method, path, body, Duration::from_secs(120))
             .await?;
-        println!("{}", pretty(&value));
+        print_line(&pretty(&value))?;
         if !status.is_success() {
             bail!("the host answered {status}");
         }
         Ok(())
+    }
+}
+
+/// Prints one line of a command's answer on stdout. A reader that went away
+/// (`molecule org list | head`) is not an error: the command ends quietly, as Unix tools do,
+/// rather than panicking like `println!`.
+pub fn print_line(text: &str) -> anyhow::Result<()> {
+    use std::io::Write as _;
+    match writeln!(std::io::stdout().lock(), "{text}") {
+        Err(err) if err.kind() != std::io::ErrorKind::BrokenPipe => {
+            Err(anyhow::Error::new(err).context("writing to stdout"))
+        }
+        _ => Ok(()),
     }
 }
 
