@@ -132,7 +132,7 @@ function render(main, { id }) {
     }
     const saved = await busy(saveButton, 'Saving…', filesOut, () => put(`${base}/files/${seg(path)}`, { content: editor.value }));
     if (saved) {
-      note(filesOut, 'ok', `Saved ${saved.path}: ${describeRestart(saved.restart)}.`);
+      note(filesOut, 'ok', `Saved ${saved.path}; restart decision: ${describeRestart(saved.restart)}.`);
       filesOut.dataset.restart = saved.restart ? saved.restart.kind : '';
       loadFiles();
     }
