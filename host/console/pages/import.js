@@ -2,7 +2,7 @@
 
 import { get, post } from '../api.js';
 import { statusFromEvent, subscribe } from '../events.js';
-import { badge, busy, fill, h, note, section, setBadge, table } from '../dom.js';
+import { badge, busy, debounce, fill, h, note, section, setBadge, table } from '../dom.js';
 
 const SETTLED = new Set(['online', 'failed']);
 
@@ -51,6 +51,8 @@ function render(main) {
     if (b && status) {
       setBadge(b, status);
       update();
+      // Events can arrive out of order; the stored status read shortly after has the last word.
+      refreshSoon();
     }
   });
 
@@ -68,6 +70,8 @@ function render(main) {
       note(out, 'error', err.message);
     }
   }
+
+  const refreshSoon = debounce(refresh, 500);
 
   async function loadTemplates() {
     try {

@@ -76,7 +76,7 @@ function render(main) {
       [...rows].sort((a, b) => a.name.localeCompare(b.name)).map((r) => h('option', { value: r.id, text: r.name })));
     counts();
   }
-  const reload = debounce(load, 300);
+  const reload = debounce(load, 500);
 
   form.addEventListener('submit', async (e) => {
     e.preventDefault();
@@ -108,6 +108,9 @@ function render(main) {
     } else if (status) {
       setBadge(li.querySelector(':scope > .node > .badge'), status);
       counts();
+      // Events of one workspace can arrive out of order (a late PROVISIONING after ONLINE);
+      // the list read shortly after has the last word.
+      reload();
     } else if (frame.event === 'WORKSPACE_UPDATED') {
       reload();
     }

@@ -307,11 +307,15 @@ async fn an_operator_imports_the_demo_org_and_works_on_a_workspace() {
         .await
         .expect(200);
     assert_eq!(plugins[0]["name"], "helper");
+    // An agent reports activity (as its agent would); the page lists it live from /ws.
+    app.post(
+        &format!("/workspaces/{ceo}/activity"),
+        json!({"activity_type": "agent_log", "summary": "reviewed the roadmap"}),
+    )
+    .await
+    .expect(200);
     browser
-        .until(
-            "activity on the page",
-            "return document.querySelector('#activity-list table') !== null",
-        )
+        .until_text("#activity-list table", "reviewed the roadmap")
         .await;
     browser.screenshot("6-workspace").await;
     wait_online(&app, &ceo).await;
@@ -356,7 +360,11 @@ async fn an_operator_shadows_a_classifier_reads_the_report_then_activates_and_ro
     browser.screenshot("1-extensions").await;
 
     // Upload the answer classifier (always cold "v2") as a new classifier version.
+    // chromedriver wants a canonical path for a file input.
     let wasm = builtin_extensions_dir().join("answer_classifier.wasm");
+    let wasm = wasm
+        .canonicalize()
+        .unwrap_or_else(|e| panic!("{} ({e}): run `make plugins`", wasm.display()));
     assert!(
         wasm.is_file(),
         "{} is missing: run `make plugins`",
