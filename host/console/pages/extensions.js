@@ -66,7 +66,7 @@ function render(main) {
           h('strong', { text: `${r.calls} call${r.calls === 1 ? '' : 's'}` }),
           `: ${r.agree} agree, ${r.disagree} disagree, ${r.candidate_failed} candidate failed`),
         r.recent.length
-          ? table(['When', 'Outcome', 'Input', 'Active answer', 'Candidate answer', 'µs (active / candidate)'], r.recent.map((d) => ({
+          ? table(['When', 'Outcome', 'Input', 'Active answer', 'Candidate answer', 'microseconds (active / candidate)'], r.recent.map((d) => ({
             attrs: { class: `outcome-${d.outcome}` },
             cells: [time(d.at), d.outcome, h('code', { text: answer(d.input) }), h('code', { text: answer(d.active) }),
               h('code', { text: answer(d.candidate) }), `${d.active_us ?? ''} / ${d.candidate_us ?? ''}`],

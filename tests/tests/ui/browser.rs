@@ -119,7 +119,7 @@ impl Browser {
                     "--disable-dev-shm-usage",
                     "--disable-gpu",
                     "--no-first-run",
-                    "--window-size=1280,1000",
+                    "--window-size=1280,1600",
                     format!("--user-data-dir={}", profile.path().display()),
                 ],
             }),
