@@ -101,7 +101,8 @@ function render(main, { id }) {
     try {
       const files = await get(`${base}/files?depth=5`);
       if (!alive) return;
-      const entries = files.filter((f) => !f.dir).sort((a, b) => a.path.localeCompare(b.path));
+      // The agent's own token file is listed by the host but never readable through the API.
+      const entries = files.filter((f) => !f.dir && f.path !== '.auth_token').sort((a, b) => a.path.localeCompare(b.path));
       fill(fileList, entries.length ? entries.map((f) => h('li', {},
         h('button', { type: 'button', class: 'link', dataset: { path: f.path }, text: f.path, onclick: () => openFile(f.path) }),
         h('span', { class: 'muted small', text: ` ${f.size} B` }))) : h('li', { class: 'muted', text: 'No files.' }));
