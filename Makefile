@@ -1,6 +1,7 @@
 # Molecule host: developer and CI entry points.
 #
 #   make test     what CI runs (through .ci/run): fmt, clippy, tests
+#   make test-ui  the console's headless-Chromium tests, with screenshots of every page
 #   make run      serve locally on 127.0.0.1:8080 (SQLite under ./data)
 #   make plugins  build the extension components (plugins/) for wasm32-wasip2
 #   make agent    build the reference agent as a static binary (the process runtime runs it)
@@ -27,7 +28,7 @@ PLUGINS_OUT := plugins/target/wasm32-wasip2/release
 AGENT_TARGET := x86_64-unknown-linux-gnu
 AGENT_BINARY := target/$(AGENT_TARGET)/release/molecule-agent
 
-.PHONY: deps wasm-target plugins agent image pg pg-stop test run bench bench-tools clean
+.PHONY: deps wasm-target plugins agent image pg pg-stop test test-ui ui-tools run bench bench-tools clean
 
 # deps: idempotent machine setup that run, test and bench depend on.
 deps:
@@ -79,7 +80,7 @@ pg-stop:
 
 # test: formatting, lints, the plugins' native unit tests, then the whole test suite
 # against the private PostgreSQL (its URL is exported as MOLECULE_TEST_PG_URL).
-test: deps
+test: deps ui-tools
 	cargo fmt --all -- --check
 	cargo clippy --workspace --all-targets -- -D warnings
 	cargo clippy -p molecule-guest --target wasm32-wasip2 -- -D warnings
@@ -102,6 +103,29 @@ test: deps
 	left="$$(docker ps -aq --filter label=molecule.test.host 2>/dev/null || true)"; \
 	if [[ -n "$$left" ]]; then echo "error: the suite left containers behind: $$left" >&2; exit 1; fi; \
 	echo "no test container left behind"
+
+# UI_SCREENSHOTS: where the console tests write their PNGs (one per page visited).
+UI_SCREENSHOTS ?= $(CURDIR)/target/ui-screenshots
+
+# test-ui: the operator console in headless Chromium (tests/tests/ui): sign-in, the demo org
+# import watched live, a workspace's files and plugins, the classifier swap with its shadow
+# report, the drift queue. Runs the real host with agents as local processes.
+test-ui: deps ui-tools
+	mkdir -p "$(UI_SCREENSHOTS)"
+	MOLECULE_UI_SCREENSHOTS="$(UI_SCREENSHOTS)" cargo test -p molecule-e2e --test ui
+	@echo "test-ui: screenshots in $(UI_SCREENSHOTS):"
+	@ls -1 "$(UI_SCREENSHOTS)"/*.png | sed 's|^|  |'
+
+# ui-tools: Debian's chromium and chromedriver for the console tests (idempotent, same style
+# as bench-tools: apt-get update only when an install fails the first time).
+ui-tools:
+	@sudo=""; [[ "$$(id -u)" == 0 ]] || sudo="sudo"; \
+	apt_install() { \
+		$$sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "$$@" || \
+		{ $$sudo apt-get update && $$sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "$$@"; }; \
+	}; \
+	if ! [[ -x /usr/bin/chromium && -x /usr/bin/chromedriver ]]; then apt_install chromium chromium-driver; fi; \
+	echo "ui-tools: $$(/usr/bin/chromedriver --version | head -n1)"
 
 # run: build and serve the host in release mode (SQLite under ./data) and import the demo
 # org (org-templates/demo) at start; importing is idempotent, so restarts create nothing twice.

@@ -83,6 +83,7 @@ async fn websocket(
     if let Some(origin) = headers.get(header::ORIGIN).and_then(|o| o.to_str().ok())
         && !cors.is_empty()
         && !cors.iter().any(|allowed| allowed == origin)
+        && !same_origin(origin, &headers)
     {
         return Err(ApiError::forbidden("origin not allowed"));
     }
@@ -93,6 +94,25 @@ async fn websocket(
     }
     let subscription = state.svc.events.subscribe();
     Ok(upgrade.on_upgrade(move |socket| serve_socket(state, caller, subscription, socket)))
+}
+
+/// Whether a browser's `Origin` names the host it is talking to: the console the host serves
+/// itself opens `/ws` from the host's own origin, whatever address the operator reaches it at.
+/// Only the authority is compared (the scheme depends on a proxy in front), and only when the
+/// origin is an `http`/`https` URL with nothing after the authority.
+fn same_origin(origin: &str, headers: &HeaderMap) -> bool {
+    let Some(host) = headers.get(header::HOST).and_then(|h| h.to_str().ok()) else {
+        return false;
+    };
+    let Some(authority) = origin
+        .strip_prefix("http://")
+        .or_else(|| origin.strip_prefix("https://"))
+    else {
+        return false;
+    };
+    !authority.is_empty()
+        && !authority.contains(['/', '@', '?', '#'])
+        && authority.eq_ignore_ascii_case(host)
 }
 
 /// Remembers recent access decisions so a busy stream does not query the tree per event.

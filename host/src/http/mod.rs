@@ -6,6 +6,7 @@
 
 mod a2a;
 mod activity;
+mod console;
 pub mod error;
 mod events;
 mod extensions;
@@ -98,6 +99,7 @@ pub fn router(state: AppState) -> Router {
         .merge(plugins::router())
         .merge(a2a::router())
         .merge(mcp::router())
+        .merge(console::router())
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed);
 

@@ -1,6 +1,7 @@
 //! End-to-end specs: the real host over HTTP, on SQLite and on PostgreSQL.
 
 mod auth;
+mod console;
 mod delegation;
 mod edges;
 mod extensions;

@@ -20,6 +20,7 @@ on_both_backends!(
     a_canvas_client_receives_every_workspace_event_as_a_frame,
     a_workspace_client_only_receives_events_it_may_communicate_with,
     the_websocket_refuses_bad_tokens_origins_and_reserved_callers,
+    the_websocket_admits_the_hosts_own_origin_and_still_refuses_foreign_ones,
     the_websocket_is_open_on_a_fresh_install_and_locked_once_a_token_exists,
     the_sse_stream_pings_then_sends_only_its_workspace_events,
     stopping_the_host_ends_live_streams_promptly,
@@ -368,6 +369,52 @@ async fn the_websocket_refuses_bad_tokens_origins_and_reserved_callers(backend: 
     )
     .await
     .expect("allowed origin");
+}
+
+/// The console the host serves opens `/ws` from the host's own origin, which is in no CORS list:
+/// an origin whose host:port is the request's `Host` is admitted, any other is still refused.
+async fn the_websocket_admits_the_hosts_own_origin_and_still_refuses_foreign_ones(
+    backend: DbBackend,
+) {
+    let app = TestApp::spawn(backend).await;
+    let anon = app.anonymous();
+    let own_origin = app.base.clone();
+    assert!(
+        !app.config.cors_origins.contains(&own_origin),
+        "the test needs an origin outside the CORS list"
+    );
+    let query = format!("/ws?token={ADMIN_TOKEN}");
+    let port = app.addr.port();
+    let foreign = [
+        "http://evil.example".to_owned(),
+        // Same host, another port; and the host's authority smuggled into a longer one.
+        format!("http://127.0.0.1:{}", port.wrapping_add(1)),
+        format!("http://127.0.0.1:{port}@evil.example"),
+        format!("http://127.0.0.1:{port}.evil.example"),
+        format!("ftp://127.0.0.1:{port}"),
+        "null".to_owned(),
+    ];
+    for origin in &foreign {
+        assert_eq!(
+            ws_connect(&anon, &query, &[("origin", origin)]).await.err(),
+            Some(403),
+            "{origin}"
+        );
+    }
+    // The own origin still needs a token.
+    assert_eq!(
+        ws_connect(&anon, "/ws", &[("origin", &own_origin)])
+            .await
+            .err(),
+        Some(401)
+    );
+    // With the browser's `?token=` it is let in and receives events.
+    let mut socket = ws_connect(&anon, &query, &[("origin", &own_origin)])
+        .await
+        .expect("the host's own origin");
+    let id = app.create_workspace("Seen", None).await;
+    let (frame, _) = frame_for(&mut socket, "WORKSPACE_PROVISIONING", &id).await;
+    assert_eq!(frame["workspace_id"], id.as_str());
 }
 
 async fn the_websocket_is_open_on_a_fresh_install_and_locked_once_a_token_exists(

@@ -1,0 +1,93 @@
+// The one way the console calls the host: adds the bearer, parses JSON, and turns the host's
+// `{"error": "..."}` bodies into thrown ApiError messages. A 401 anywhere signs the user out.
+
+const TOKEN_KEY = 'molecule.console.token';
+
+export function token() {
+  return sessionStorage.getItem(TOKEN_KEY) || '';
+}
+
+export function setToken(value) {
+  sessionStorage.setItem(TOKEN_KEY, value);
+}
+
+export function clearToken() {
+  sessionStorage.removeItem(TOKEN_KEY);
+}
+
+export class ApiError extends Error {
+  constructor(status, message, body) {
+    super(message);
+    this.status = status;
+    this.body = body;
+  }
+}
+
+let unauthorized = () => {};
+
+/** Sets what happens when the host answers 401 (the app sends the user to sign-in). */
+export function onUnauthorized(handler) {
+  unauthorized = handler;
+}
+
+function describe(status, statusText, data) {
+  let message = `${status} ${statusText}`.trim();
+  if (data && typeof data.error === 'string') {
+    message = data.error;
+  }
+  if (data && data.detail !== undefined && data.detail !== null) {
+    const detail = typeof data.detail === 'string' ? data.detail : JSON.stringify(data.detail);
+    message += `: ${detail}`;
+  }
+  if (data && Array.isArray(data.missing_env) && data.missing_env.length) {
+    message += ` (missing: ${data.missing_env.join(', ')})`;
+  }
+  return message;
+}
+
+export async function api(method, path, body) {
+  const headers = { accept: 'application/json' };
+  const bearer = token();
+  if (bearer) {
+    headers.authorization = `Bearer ${bearer}`;
+  }
+  const init = { method, headers };
+  if (body !== undefined) {
+    headers['content-type'] = 'application/json';
+    init.body = JSON.stringify(body);
+  }
+  let response;
+  try {
+    response = await fetch(path, init);
+  } catch (err) {
+    throw new ApiError(0, `the host did not answer (${err.message})`, null);
+  }
+  const text = await response.text();
+  let data = null;
+  if (text) {
+    try {
+      data = JSON.parse(text);
+    } catch {
+      data = null;
+    }
+  }
+  if (!response.ok) {
+    const error = new ApiError(response.status, describe(response.status, response.statusText, data), data);
+    if (response.status === 401) {
+      unauthorized(error.message);
+    }
+    throw error;
+  }
+  return data;
+}
+
+export const get = (path) => api('GET', path);
+export const post = (path, body = {}) => api('POST', path, body);
+export const put = (path, body) => api('PUT', path, body);
+export const patch = (path, body) => api('PATCH', path, body);
+export const del = (path) => api('DELETE', path);
+
+/** A path segment (or a slash-separated file path) safe to put in a URL. */
+export function seg(value) {
+  return String(value).split('/').map(encodeURIComponent).join('/');
+}

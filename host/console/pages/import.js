@@ -1,0 +1,139 @@
+// Org import: pick a template, merge or reconcile, then watch every workspace come online.
+
+import { get, post } from '../api.js';
+import { statusFromEvent, subscribe } from '../events.js';
+import { badge, busy, debounce, fill, h, note, section, setBadge, table } from '../dom.js';
+
+const SETTLED = new Set(['online', 'failed']);
+
+function render(main) {
+  let alive = true;
+  const list = h('div', { id: 'template-list' }, h('p', { class: 'muted', text: 'Loading templates…' }));
+  const mode = h('select', { id: 'import-mode' },
+    h('option', { value: 'merge', text: 'merge: create what is missing, keep the rest' }),
+    h('option', { value: 'reconcile', text: 'reconcile: also remove what an earlier import created and the template no longer has' }));
+  const button = h('button', { type: 'submit', id: 'import-submit', text: 'Import' });
+  const out = h('p', { class: 'note', id: 'import-note', hidden: true });
+  const progress = h('p', { class: 'progress', id: 'import-progress', hidden: true });
+  const results = h('div', { id: 'import-results' });
+  const form = h('form', { id: 'import-form' }, list,
+    h('div', { class: 'inline' }, h('label', { for: 'import-mode', text: 'Mode' }), mode, button), out);
+
+  main.append(
+    h('div', { class: 'heading' }, h('h1', { text: 'Import an org' })),
+    section('Template', form),
+    section('Progress', progress, results),
+  );
+
+  // Workspace id -> its badge, for the import being watched.
+  const watched = new Map();
+
+  function update() {
+    if (!watched.size) return;
+    const statuses = [...watched.values()].map((b) => b.dataset.status);
+    const online = statuses.filter((s) => s === 'online').length;
+    const failed = statuses.filter((s) => s === 'failed').length;
+    const done = statuses.every((s) => SETTLED.has(s));
+    progress.hidden = false;
+    progress.dataset.done = String(done);
+    progress.textContent = done
+      ? `Done: ${online} online, ${failed} failed of ${statuses.length}.`
+      : `${online} of ${statuses.length} online${failed ? `, ${failed} failed` : ''}; waiting for the rest…`;
+  }
+
+  const unsubscribe = subscribe((frame) => {
+    if (frame.event === 'STREAM_OPENED') {
+      refresh();
+      return;
+    }
+    const b = frame.workspace_id && watched.get(frame.workspace_id);
+    const status = statusFromEvent(frame.event);
+    if (b && status) {
+      setBadge(b, status);
+      update();
+      // Events can arrive out of order; the stored status read shortly after has the last word.
+      refreshSoon();
+    }
+  });
+
+  /** Catches up with statuses that changed before the page was listening. */
+  async function refresh() {
+    if (!watched.size) return;
+    try {
+      const rows = await get('/workspaces');
+      for (const row of rows) {
+        const b = watched.get(row.id);
+        if (b) setBadge(b, row.status);
+      }
+      update();
+    } catch (err) {
+      note(out, 'error', err.message);
+    }
+  }
+
+  const refreshSoon = debounce(refresh, 500);
+
+  async function loadTemplates() {
+    try {
+      const templates = await get('/org/templates');
+      if (!alive) return;
+      if (!templates.length) {
+        fill(list, h('p', { class: 'muted', text: 'No org templates in the host\'s templates directory.' }));
+        button.disabled = true;
+        return;
+      }
+      fill(list, templates.map((t, i) => h('label', { class: 'choice', dataset: { dir: t.dir } },
+        h('input', { type: 'radio', name: 'template', value: t.dir, checked: i === 0 }),
+        h('span', {},
+          h('strong', { text: t.name }), ` (${t.dir}, ${t.workspaces} workspace${t.workspaces === 1 ? '' : 's'})`,
+          t.description ? h('span', { class: 'muted block', text: t.description }) : null,
+          t.required_env && t.required_env.length
+            ? h('span', { class: 'muted block', text: `requires: ${t.required_env.map((e) => (typeof e === 'string' ? e : e.name || JSON.stringify(e))).join(', ')}` })
+            : null))));
+    } catch (err) {
+      note(out, 'error', err.message);
+    }
+  }
+
+  form.addEventListener('submit', async (e) => {
+    e.preventDefault();
+    const chosen = form.querySelector('input[name="template"]:checked');
+    if (!chosen) {
+      note(out, 'error', 'Pick a template.');
+      return;
+    }
+    watched.clear();
+    fill(results);
+    progress.hidden = false;
+    progress.dataset.done = 'false';
+    progress.textContent = 'Importing…';
+    const outcome = await busy(button, 'Importing…', out, () => post('/org/import', { dir: chosen.value, mode: mode.value }));
+    if (!outcome) {
+      progress.hidden = true;
+      return;
+    }
+    const parts = [`Imported ${outcome.org}: ${outcome.created_count} created, ${outcome.skipped_count} already there`];
+    if (outcome.reconcile_removed_count) parts.push(`${outcome.reconcile_removed_count} removed`);
+    if (outcome.duration_ms !== undefined) parts.push(`${outcome.duration_ms} ms`);
+    note(out, outcome.error ? 'error' : 'ok', `${parts.join(', ')}.${outcome.error ? ` Stopped part way: ${outcome.error}` : ''}`);
+    fill(results, table(['Workspace', 'Tier', 'Status', ''], outcome.workspaces.map((w) => {
+      const b = badge(w.status);
+      watched.set(w.id, b);
+      return {
+        attrs: { dataset: { id: w.id } },
+        cells: [h('a', { href: `#/workspaces/${encodeURIComponent(w.id)}`, text: w.name }), String(w.tier), b,
+          w.skipped ? 'already existed' : (w.plugins_missing && w.plugins_missing.length ? `missing plugins: ${w.plugins_missing.join(', ')}` : '')],
+      };
+    }), { id: 'import-table' }));
+    update();
+    refresh();
+  });
+
+  loadTemplates();
+  return () => {
+    alive = false;
+    unsubscribe();
+  };
+}
+
+export const page = { name: 'import', render };

@@ -1,0 +1,147 @@
+//! The operator console: static HTML, CSS and JavaScript modules compiled into the binary and
+//! served at `/` (the page) and under `/console/` (its assets).
+//!
+//! The files live in `host/console/` and are embedded with `include_bytes!` through one table,
+//! so the binary is the whole deployment and there is no build step. The console talks only to
+//! the public HTTP API and `/ws`, with the bearer the operator signs in with; serving it needs
+//! no authentication because the files hold no data.
+
+use std::collections::HashMap;
+use std::sync::LazyLock;
+
+use axum::Router;
+use axum::extract::Path;
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use sha2::{Digest as _, Sha256};
+
+use super::AppState;
+use super::error::ApiError;
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/", get(index))
+        .route("/console/{*path}", get(asset))
+}
+
+/// One embedded file.
+struct Asset {
+    bytes: &'static [u8],
+    content_type: &'static str,
+    /// A strong validator: the file's SHA-256, quoted.
+    etag: HeaderValue,
+}
+
+/// Embeds `host/console/<name>` under its name with a content type.
+macro_rules! assets {
+    ($($name:literal => $type:expr),+ $(,)?) => {
+        &[$(($name, include_bytes!(concat!("../../console/", $name)).as_slice(), $type)),+]
+    };
+}
+
+const JS: &str = "text/javascript; charset=utf-8";
+
+/// Every file of the console. A file not listed here is not served.
+const FILES: &[(&str, &[u8], &str)] = assets![
+    "index.html" => "text/html; charset=utf-8",
+    "style.css" => "text/css; charset=utf-8",
+    "favicon.svg" => "image/svg+xml",
+    "app.js" => JS,
+    "api.js" => JS,
+    "events.js" => JS,
+    "dom.js" => JS,
+    "router.js" => JS,
+    "pages/signin.js" => JS,
+    "pages/tree.js" => JS,
+    "pages/workspace.js" => JS,
+    "pages/import.js" => JS,
+    "pages/extensions.js" => JS,
+    "pages/drift.js" => JS,
+];
+
+static ASSETS: LazyLock<HashMap<&'static str, Asset>> = LazyLock::new(|| {
+    FILES
+        .iter()
+        .map(|(name, bytes, content_type)| {
+            let digest = hex::encode(Sha256::digest(bytes));
+            let etag = HeaderValue::from_str(&format!("\"{}\"", &digest[..32]))
+                .expect("a hex digest is a valid header value");
+            (
+                *name,
+                Asset {
+                    bytes,
+                    content_type,
+                    etag,
+                },
+            )
+        })
+        .collect()
+});
+
+async fn index(headers: HeaderMap) -> Response {
+    serve("index.html", &headers).unwrap_or_else(IntoResponse::into_response)
+}
+
+async fn asset(Path(path): Path<String>, headers: HeaderMap) -> Response {
+    serve(&path, &headers).unwrap_or_else(IntoResponse::into_response)
+}
+
+fn serve(name: &str, request: &HeaderMap) -> Result<Response, ApiError> {
+    let asset = ASSETS
+        .get(name)
+        .ok_or(ApiError::not_found("no such console file"))?;
+    // File names carry no content hash, so browsers must revalidate every time; the ETag makes
+    // that a 304 without a body when nothing changed.
+    let cache = HeaderValue::from_static("no-cache");
+    let fresh = request
+        .get(header::IF_NONE_MATCH)
+        .is_some_and(|tags| tags.as_bytes() == asset.etag.as_bytes());
+    if fresh {
+        return Ok((
+            StatusCode::NOT_MODIFIED,
+            [
+                (header::ETAG, asset.etag.clone()),
+                (header::CACHE_CONTROL, cache),
+            ],
+        )
+            .into_response());
+    }
+    Ok((
+        [
+            (
+                header::CONTENT_TYPE,
+                HeaderValue::from_static(asset.content_type),
+            ),
+            (header::ETAG, asset.etag.clone()),
+            (header::CACHE_CONTROL, cache),
+        ],
+        asset.bytes,
+    )
+        .into_response())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_embedded_file_is_indexed_once_with_a_type() {
+        assert_eq!(ASSETS.len(), FILES.len(), "a file is listed twice");
+        for (name, asset) in ASSETS.iter() {
+            assert!(!asset.bytes.is_empty(), "{name} is empty");
+            assert!(asset.content_type.contains('/'), "{name}");
+        }
+    }
+
+    #[test]
+    fn the_page_only_loads_embedded_modules() {
+        let page = std::str::from_utf8(ASSETS["index.html"].bytes).expect("utf-8");
+        for src in page.split("src=\"").skip(1) {
+            let src = src.split('"').next().unwrap_or_default();
+            let name = src.strip_prefix("/console/").unwrap_or(src);
+            assert!(ASSETS.contains_key(name), "{src} is not embedded");
+        }
+        assert!(!page.contains("<script>"), "inline scripts break the CSP");
+    }
+}
