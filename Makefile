@@ -161,7 +161,7 @@ bench-tools:
 # fuzz-api: schemathesis (pinned, installed once into target/fuzz-venv) against a live host on
 # a free 127.0.0.1 port with a throw-away SQLite data dir and the process runtime, driven by the
 # host's own GET /openapi.json; fails on any 5xx and on any answer (status, content type,
-# headers, body) the description does not allow. FUZZ_MAX_EXAMPLES (default 20) bounds the
+# headers, body) the description does not allow. FUZZ_MAX_EXAMPLES (default 50) bounds the
 # test cases per operation; FUZZ_SEED replays a run. See scripts/fuzz-api.sh.
 fuzz-api:
 	bash scripts/fuzz-api.sh

@@ -10,7 +10,7 @@
 # answer as they do in production instead of a designed 503 "no runtime". Agents are the
 # reference agent beside the host binary; the host stops them when it stops.
 #
-#   FUZZ_MAX_EXAMPLES  test cases per operation and phase (default 20)
+#   FUZZ_MAX_EXAMPLES  test cases per operation and phase (default 50)
 #   FUZZ_SEED          schemathesis seed (default: random, printed in the summary)
 #   FUZZ_KEEP          set to 1 to keep the data dir and the host log
 set -euo pipefail
@@ -18,7 +18,7 @@ cd "$(dirname "$0")/.."
 
 SCHEMATHESIS_VERSION=4.32.5
 VENV=target/fuzz-venv
-EXAMPLES="${FUZZ_MAX_EXAMPLES:-20}"
+EXAMPLES="${FUZZ_MAX_EXAMPLES:-50}"
 
 if ! "$VENV/bin/schemathesis" --version 2>/dev/null | grep -qF "version $SCHEMATHESIS_VERSION"; then
     echo "fuzz-api: installing schemathesis $SCHEMATHESIS_VERSION into $VENV"
@@ -85,6 +85,11 @@ api POST "/workspaces/$child/secrets" '{"key": "FUZZ_KEY", "value": "y"}' >/dev/
 cat >"$work/schemathesis.toml" <<EOF
 [dictionaries.workspaces]
 values = ["$parent", "$child", "$external"]
+
+# A description that refers to something it does not define, or an operation no example
+# could reach, is a failure of the description, not a note.
+[warnings]
+fail-on = ["unresolvable_reference", "unused_openapi_auth", "missing_deserializer", "unsupported_regex"]
 
 [parameters]
 "path.id" = { dictionary = "workspaces", probability = 0.5 }

@@ -15,10 +15,10 @@ use chrono::{DateTime, Utc};
 use futures::{Stream, StreamExt as _};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
+use tokio_util::sync::CancellationToken;
 use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
-use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use super::AppState;

@@ -207,10 +207,7 @@ async fn upload(
         .extensions
         .upload(body.manifest, bytes, body.confirm, false)
         .await?;
-    Ok((
-        StatusCode::CREATED,
-        axum::Json(version(&row, false, false)),
-    ))
+    Ok((StatusCode::CREATED, axum::Json(version(&row, false, false))))
 }
 
 fn parse_id(raw: &str) -> ApiResult<Uuid> {

@@ -86,7 +86,10 @@ pub fn base() -> utoipa::openapi::OpenApi {
         )
         .tags(Some([
             tag("meta", "Health, metrics and this description"),
-            tag("workspaces", "Workspaces: create, read, change, delete, config"),
+            tag(
+                "workspaces",
+                "Workspaces: create, read, change, delete, config",
+            ),
             tag("lifecycle", "Restart, pause, resume"),
             tag("files", "A workspace's template files"),
             tag("registry", "Agents register, heartbeat and discover peers"),
@@ -108,9 +111,7 @@ pub fn base() -> utoipa::openapi::OpenApi {
 pub fn finish(spec: utoipa::openapi::OpenApi) -> Value {
     let mut doc = serde_json::to_value(&spec).expect("the OpenAPI document serialises");
     let error = json!({ "$ref": "#/components/schemas/ErrorBody" });
-    let answer = |description: &str, schema: &Value| {
-        json!({ "description": description, "content": { "application/json": { "schema": schema } } })
-    };
+    let answer = |description: &str, schema: &Value| json!({ "description": description, "content": { "application/json": { "schema": schema } } });
     let mut paths = Map::new();
     let old_paths = doc["paths"].as_object().cloned().unwrap_or_default();
     for (path, mut item) in old_paths {
@@ -128,7 +129,10 @@ pub fn finish(spec: utoipa::openapi::OpenApi) -> Value {
             let secured = op
                 .get("security")
                 .and_then(Value::as_array)
-                .is_some_and(|s| s.iter().any(|r| r.as_object().is_some_and(|r| !r.is_empty())));
+                .is_some_and(|s| {
+                    s.iter()
+                        .any(|r| r.as_object().is_some_and(|r| !r.is_empty()))
+                });
             let responses = op
                 .entry("responses")
                 .or_insert_with(|| json!({}))
@@ -145,11 +149,20 @@ pub fn finish(spec: utoipa::openapi::OpenApi) -> Value {
                     "content": { "application/json": { "schema": { "$ref": "#/components/schemas/RateLimited" } } },
                 }),
             );
-            add("500", answer("Internal error (the cause is logged, never returned)", &error));
+            add(
+                "500",
+                answer(
+                    "Internal error (the cause is logged, never returned)",
+                    &error,
+                ),
+            );
             if has_body {
                 add("400", answer("Invalid request body", &error));
                 add("413", answer("Request body too large", &error));
-                add("415", answer("Content-Type is not application/json", &error));
+                add(
+                    "415",
+                    answer("Content-Type is not application/json", &error),
+                );
             }
             if secured {
                 add("401", answer("Missing or invalid token", &error));
@@ -166,9 +179,18 @@ pub fn finish(spec: utoipa::openapi::OpenApi) -> Value {
         paths.insert(path.replace("{*", "{"), item);
     }
     doc["paths"] = Value::Object(paths);
-    let bearer = |description: &str| {
-        json!({ "type": "http", "scheme": "bearer", "description": description })
-    };
+    // The shared answers above refer to these whether or not an annotation did.
+    for (name, schema) in [
+        ("ErrorBody", <ErrorBody as utoipa::PartialSchema>::schema()),
+        (
+            "RateLimited",
+            <RateLimited as utoipa::PartialSchema>::schema(),
+        ),
+    ] {
+        doc["components"]["schemas"][name] =
+            serde_json::to_value(schema).expect("a schema serialises");
+    }
+    let bearer = |description: &str| json!({ "type": "http", "scheme": "bearer", "description": description });
     doc["components"]["securitySchemes"] = json!({
         ADMIN: bearer("The admin token (MOLECULE_ADMIN_TOKEN) or an org API token (POST /org/tokens). Open on a fresh install and in development without an admin token."),
         WORKSPACE: bearer("A token of the workspace named in the path (POST /registry/register or /workspaces/{id}/tokens); the admin and org tokens pass as well."),
@@ -182,13 +204,18 @@ mod tests {
 
     use serde_json::Value;
 
-    const METHODS: &[&str] = &["get", "put", "post", "patch", "delete", "head", "options", "trace"];
+    const METHODS: &[&str] = &[
+        "get", "put", "post", "patch", "delete", "head", "options", "trace",
+    ];
 
     fn operations(doc: &Value) -> Vec<(String, String, Value)> {
         let mut out = Vec::new();
         for (path, item) in doc["paths"].as_object().expect("paths") {
             for (method, op) in item.as_object().expect("a path item") {
-                assert!(METHODS.contains(&method.as_str()), "{path}: unexpected key {method}");
+                assert!(
+                    METHODS.contains(&method.as_str()),
+                    "{path}: unexpected key {method}"
+                );
                 out.push((path.clone(), method.clone(), op.clone()));
             }
         }
@@ -228,7 +255,10 @@ mod tests {
         for (path, method, op) in operations(&doc) {
             let at = format!("{method} {path}");
             let id = op["operationId"].as_str().expect("an operationId");
-            assert!(ids.insert(id.to_owned()), "{at}: duplicate operationId {id}");
+            assert!(
+                ids.insert(id.to_owned()),
+                "{at}: duplicate operationId {id}"
+            );
             assert!(op["tags"][0].is_string(), "{at}: no tag");
             let responses = op["responses"].as_object().expect("responses");
             assert!(
@@ -236,7 +266,10 @@ mod tests {
                 "{at}: no success response"
             );
             for (status, response) in responses {
-                assert!(response["description"].is_string(), "{at} {status}: no description");
+                assert!(
+                    response["description"].is_string(),
+                    "{at} {status}: no description"
+                );
             }
             // Every `{name}` of the template is a required path parameter, and nothing else is.
             let in_template: BTreeSet<String> = path
@@ -255,10 +288,16 @@ mod tests {
                 })
                 .collect();
             assert_eq!(in_template, declared, "{at}: path parameters");
-            assert!(!path.contains('*'), "{at}: an axum catch-all left in the template");
+            assert!(
+                !path.contains('*'),
+                "{at}: an axum catch-all left in the template"
+            );
             for requirement in op["security"].as_array().into_iter().flatten() {
                 for scheme in requirement.as_object().expect("a requirement").keys() {
-                    assert!(schemes.contains(scheme.as_str()), "{at}: unknown scheme {scheme}");
+                    assert!(
+                        schemes.contains(scheme.as_str()),
+                        "{at}: unknown scheme {scheme}"
+                    );
                 }
             }
         }

@@ -17,7 +17,9 @@ use super::extract::{AdminAuth, ApiJson, ApiQuery, WorkspaceAuth, WorkspacePath}
 use super::openapi::{ErrorBody, WorkspaceIdParam};
 use super::workspaces::WorkspaceGone;
 use crate::plugins::drift::{self, Applied, ApplyError, Rollout};
-use crate::plugins::{self, InstallRequest, Installed, InstalledPlugin, PluginError, RegistryPlugin, Track};
+use crate::plugins::{
+    self, InstallRequest, Installed, InstalledPlugin, PluginError, RegistryPlugin, Track,
+};
 use crate::store;
 use crate::store::plugins::UpdateRow;
 

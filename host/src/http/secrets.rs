@@ -374,7 +374,10 @@ async fn list_global(State(state): State<AppState>, _: AdminAuth) -> ApiResult<i
     responses((status = 200, body = Vec<SecretMeta>)),
     security(("admin_token" = [])),
 )]
-async fn admin_list_global(state: State<AppState>, auth: AdminAuth) -> ApiResult<impl IntoResponse> {
+async fn admin_list_global(
+    state: State<AppState>,
+    auth: AdminAuth,
+) -> ApiResult<impl IntoResponse> {
     list_global(state, auth).await
 }
 

@@ -15,10 +15,10 @@ use uuid::Uuid;
 
 use super::AppState;
 use super::error::{ApiError, ApiResult};
-use super::openapi::{ErrorBody, WorkspaceIdParam};
 use super::extract::{
     AdminAuth, ApiJson, ApiQuery, WorkspaceAuth, WorkspacePath, contains_nul, nul_rejection,
 };
+use super::openapi::{ErrorBody, WorkspaceIdParam};
 use crate::store::workspaces::WorkspaceRow;
 use crate::workspaces::{self, CreateRequest, PatchRequest, Status, WorkspaceError};
 use crate::{auth, store};

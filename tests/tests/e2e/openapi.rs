@@ -24,7 +24,10 @@ async fn the_description_is_public_json_behind_the_usual_layers(backend: DbBacke
     assert_eq!(reply.status, 200, "{}", reply.text);
     assert_eq!(reply.headers["content-type"], "application/json");
     assert_eq!(reply.headers["x-content-type-options"], "nosniff");
-    assert_eq!(reply.headers["content-security-policy"], "default-src 'self'");
+    assert_eq!(
+        reply.headers["content-security-policy"],
+        "default-src 'self'"
+    );
     assert!(reply.headers.contains_key("x-ratelimit-limit"));
     let doc = reply.body;
     assert_eq!(doc["openapi"], "3.1.0");
@@ -51,10 +54,12 @@ fn placeholder(name: &str) -> &'static str {
 fn concrete(template: &str) -> String {
     template
         .split('/')
-        .map(|segment| match segment.strip_prefix('{').and_then(|s| s.strip_suffix('}')) {
-            Some(name) => placeholder(name).to_owned(),
-            None => segment.to_owned(),
-        })
+        .map(
+            |segment| match segment.strip_prefix('{').and_then(|s| s.strip_suffix('}')) {
+                Some(name) => placeholder(name).to_owned(),
+                None => segment.to_owned(),
+            },
+        )
         .collect::<Vec<_>>()
         .join("/")
 }
@@ -106,7 +111,11 @@ async fn every_described_operation_is_routed_to_its_own_route_and_no_other_metho
         let body = (method != Method::GET && method != Method::DELETE).then(|| json!({}));
         let reply = app.call(method.clone(), &concrete(path), body, &[]).await;
         assert_ne!(reply.status, 405, "{method} {path}: {}", reply.text);
-        assert!(reply.status.as_u16() < 500, "{method} {path}: {}", reply.text);
+        assert!(
+            reply.status.as_u16() < 500,
+            "{method} {path}: {}",
+            reply.text
+        );
     }
     // ... and every other method on the described paths.
     let mut refused = 0;
@@ -117,7 +126,10 @@ async fn every_described_operation_is_routed_to_its_own_route_and_no_other_metho
             }
             let method = Method::from_bytes(method.as_bytes()).expect("a method");
             let reply = app.call(method.clone(), &concrete(path), None, &[]).await;
-            assert_eq!(reply.status, 405, "{method} {path} is routed but not described");
+            assert_eq!(
+                reply.status, 405,
+                "{method} {path} is routed but not described"
+            );
             assert_eq!(reply.body, json!({ "error": "method not allowed" }));
             refused += 1;
         }
@@ -153,6 +165,10 @@ async fn every_described_operation_is_routed_to_its_own_route_and_no_other_metho
             .map(|(_, n)| n)
             .sum()
     };
-    assert_eq!(count(&|route, _| route == "unmatched"), 0, "requests fell to the 404 fallback");
+    assert_eq!(
+        count(&|route, _| route == "unmatched"),
+        0,
+        "requests fell to the 404 fallback"
+    );
     assert_eq!(count(&|_, status| status == 405), refused);
 }
