@@ -118,13 +118,24 @@ pub fn finish(spec: utoipa::openapi::OpenApi) -> Value {
         let Some(methods) = item.as_object_mut() else {
             continue;
         };
+        // One handler serving two methods (`method(put, post)`) has one id; each method's
+        // operation gets its own.
+        let shared: Vec<String> = methods
+            .values()
+            .filter_map(|op| op["operationId"].as_str().map(str::to_owned))
+            .collect();
         for (method, operation) in methods.iter_mut() {
             let Some(op) = operation.as_object_mut() else {
                 continue;
             };
             let tag = op["tags"][0].as_str().unwrap_or("api").to_owned();
             let id = op["operationId"].as_str().unwrap_or(method).to_owned();
-            op.insert("operationId".into(), json!(format!("{tag}_{id}")));
+            let id = if shared.iter().filter(|other| **other == id).count() > 1 {
+                format!("{tag}_{id}_{method}")
+            } else {
+                format!("{tag}_{id}")
+            };
+            op.insert("operationId".into(), json!(id));
             let has_body = op.contains_key("requestBody");
             let secured = op
                 .get("security")
@@ -138,6 +149,21 @@ pub fn finish(spec: utoipa::openapi::OpenApi) -> Value {
                 .or_insert_with(|| json!({}))
                 .as_object_mut()
                 .expect("responses is an object");
+            // OpenAPI requires a description on every response; annotations that name only a
+            // body get the status's reason phrase.
+            for (status, response) in responses.iter_mut() {
+                if let Some(response) = response.as_object_mut()
+                    && !response.contains_key("description")
+                {
+                    let reason = status
+                        .parse::<u16>()
+                        .ok()
+                        .and_then(|code| axum::http::StatusCode::from_u16(code).ok())
+                        .and_then(|code| code.canonical_reason())
+                        .unwrap_or("Response");
+                    response.insert("description".into(), json!(reason));
+                }
+            }
             let mut add = |status: &str, value: Value| {
                 responses.entry(status).or_insert(value);
             };
