@@ -7,6 +7,7 @@
 #   make agent    build the reference agent as a static binary (the process runtime runs it)
 #   make image    build the agent image molecule-agent:dev (no registry: FROM nothing + busybox)
 #   make pg       start the private test PostgreSQL; make pg-stop stops it
+#   make fuzz-api schemathesis against a live host, from its own /openapi.json
 #
 # The test PostgreSQL is managed by scripts/test-postgres.sh (data dir
 # $MOLECULE_TEST_PG_DIR, default /tmp/molecule-test-pg; port
@@ -28,7 +29,7 @@ PLUGINS_OUT := plugins/target/wasm32-wasip2/release
 AGENT_TARGET := x86_64-unknown-linux-gnu
 AGENT_BINARY := target/$(AGENT_TARGET)/release/molecule-agent
 
-.PHONY: deps wasm-target plugins agent image pg pg-stop test test-ui ui-tools run bench bench-tools clean
+.PHONY: deps wasm-target plugins agent image pg pg-stop test test-ui ui-tools run bench bench-tools fuzz-api clean
 
 # deps: idempotent machine setup that run, test and bench depend on.
 deps:
@@ -182,6 +183,14 @@ bench-tools:
 	command -v nginx >/dev/null 2>&1 || [[ -x /usr/sbin/nginx ]] || apt_install nginx-light || apt_install nginx; \
 	command -v wrk >/dev/null 2>&1 || apt_install wrk; \
 	echo "bench-tools: $$(PATH="$$PATH:/usr/sbin" command -v nginx) $$(command -v wrk)"
+
+# fuzz-api: schemathesis (pinned, installed once into target/fuzz-venv) against a live host on
+# a free 127.0.0.1 port with a throw-away SQLite data dir and the process runtime, driven by the
+# host's own GET /openapi.json; fails on any 5xx and on any answer (status, content type,
+# headers, body) the description does not allow. FUZZ_MAX_EXAMPLES (default 50) bounds the
+# test cases per operation; FUZZ_SEED replays a run. See scripts/fuzz-api.sh.
+fuzz-api:
+	bash scripts/fuzz-api.sh
 
 # clean: stop the test PostgreSQL, delete its data dir, and `cargo clean` (both workspaces).
 clean:

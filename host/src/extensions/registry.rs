@@ -72,7 +72,7 @@ impl Slot {
 }
 
 /// What an extension asks for; the operator's confirmation and the host's maximum cut it down.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(default)]
 pub struct Grants {
     pub deadline_ms: Option<u64>,
@@ -85,7 +85,7 @@ pub struct Grants {
 }
 
 /// The manifest uploaded with a component.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Manifest {
     pub name: String,
     pub version: String,

@@ -2,38 +2,82 @@
 
 use std::time::Duration;
 
-use axum::Router;
 use axum::body::Body;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
-use chrono::Utc;
-use serde::Deserialize;
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
+use utoipa::{IntoParams, ToSchema};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 use uuid::Uuid;
 
 use super::AppState;
 use super::error::{ApiError, ApiResult};
 use super::extract::{AdminAuth, ApiJson, ApiQuery, Caller, WorkspaceAuth, WorkspacePath};
+use super::openapi::{ErrorBody, WorkspaceIdParam};
+use super::workspaces::WorkspaceGone;
 use crate::delegation::proxy::{self, Call, Message, OnBusy, Sent};
 use crate::delegation::tasks::{self, Created, Finished, NewDelegation};
 use crate::delegation::{self, forward::TransportError};
 use crate::store;
 use crate::workspaces::get_live;
 
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/workspaces/{id}/a2a", post(proxy_a2a))
-        .route("/workspaces/{id}/a2a/queue/{queue_id}", get(queue_item))
-        .route("/admin/a2a-queue/drop-stale", post(drop_stale))
-        .route("/workspaces/{id}/delegate", post(delegate))
-        .route("/workspaces/{id}/delegations", get(list_delegations))
-        .route("/workspaces/{id}/delegations/record", post(record))
-        .route(
-            "/workspaces/{id}/delegations/{delegation_id}/update",
-            post(update),
-        )
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(proxy_a2a))
+        .routes(routes!(queue_item))
+        .routes(routes!(drop_stale))
+        .routes(routes!(delegate))
+        .routes(routes!(list_delegations))
+        .routes(routes!(record))
+        .routes(routes!(update))
+}
+
+/// The headers an A2A call may carry.
+#[derive(Debug, IntoParams)]
+#[into_params(parameter_in = Header)]
+#[allow(dead_code)] // Describes the headers `Caller` and `caller_timeout` read.
+struct A2aHeaders {
+    /// The calling workspace (absent: the canvas or an operator).
+    #[param(rename = "X-Workspace-ID")]
+    x_workspace_id: Option<Uuid>,
+    /// How long to wait for the agent, in seconds (a positive integer).
+    #[param(rename = "X-Timeout")]
+    x_timeout: Option<u64>,
+}
+
+/// The proxy's own error answers (the agent's are passed on as they came).
+#[derive(Debug, Serialize, ToSchema)]
+#[allow(dead_code)] // Describes the `json!` bodies `From<ProxyError>` and `answer` build.
+struct ProxyFailure {
+    error: String,
+    /// 503: the workspace's status when it has no URL.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    status: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    restarting: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    busy: Option<bool>,
+    /// Seconds to wait before retrying.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    retry_after: Option<u64>,
+    /// 502: why the agent could not be reached.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    detail: Option<String>,
+    /// 502 after a 2xx that broke off: whether the agent confirmed delivery.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    delivery_confirmed: Option<bool>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+struct Queued {
+    queued: bool,
+    queue_id: Uuid,
+    queue_depth: i64,
+    message: &'static str,
 }
 
 /// The caller of an A2A request: `X-Workspace-ID` (which must bring its own token when it holds
@@ -74,6 +118,27 @@ fn caller_timeout(headers: &HeaderMap) -> ApiResult<Option<Duration>> {
         .ok_or_else(|| ApiError::bad_request("X-Timeout must be a positive number of seconds"))
 }
 
+/// Sends an A2A message (JSON-RPC `message/send`, or a bare message) to the workspace's agent
+/// and answers what the agent answered; a busy agent's message is queued (202).
+#[utoipa::path(
+    post,
+    path = "/workspaces/{id}/a2a",
+    tag = "a2a",
+    params(WorkspaceIdParam, A2aHeaders),
+    request_body(content = Object, description = "An A2A JSON-RPC request or message (free-form)"),
+    responses(
+        (status = 200, description = "The agent's answer, verbatim (free-form JSON)", body = Object),
+        (status = 202, description = "The agent is busy; the message is queued", body = Queued),
+        (status = 400, description = "Not an A2A message, an invalid X-Timeout or X-Workspace-ID", body = ErrorBody),
+        (status = 402, description = "The workspace's budget is spent", body = ProxyFailure),
+        (status = 403, description = "The caller may not talk to the target", body = ProxyFailure),
+        (status = 404, description = "No such workspace", body = ProxyFailure),
+        (status = 502, description = "The agent could not be reached or answered badly", body = ProxyFailure),
+        (status = 503, description = "The agent is busy, restarting or has no URL", body = ProxyFailure),
+        (status = "default", description = "The agent's own error status, passed on", body = ErrorBody),
+    ),
+    security(("admin_token" = []), ("workspace_token" = [])),
+)]
 async fn proxy_a2a(
     State(state): State<AppState>,
     WorkspacePath(target): WorkspacePath,
@@ -100,12 +165,12 @@ async fn proxy_a2a(
     Ok(match sent {
         Sent::Queued { queue_id, depth } => (
             StatusCode::ACCEPTED,
-            axum::Json(json!({
-                "queued": true,
-                "queue_id": queue_id,
-                "queue_depth": depth,
-                "message": "the agent is busy; the message is queued and will be delivered when it has capacity",
-            })),
+            axum::Json(Queued {
+                queued: true,
+                queue_id,
+                queue_depth: depth,
+                message: "the agent is busy; the message is queued and will be delivered when it has capacity",
+            }),
         )
             .into_response(),
         Sent::Delivered(delivery) => answer(delivery),
@@ -155,6 +220,46 @@ fn answer(delivery: proxy::Delivery) -> Response {
     (status, axum::Json(json!({ "error": error }))).into_response()
 }
 
+/// The `{queue_id}` segment.
+#[derive(Debug, IntoParams)]
+#[into_params(parameter_in = Path)]
+#[allow(dead_code)] // Describes the segment the handler reads with `Path`.
+struct QueueIdParam {
+    /// The queued message's id (anything that is not a UUID is not found).
+    queue_id: Uuid,
+}
+
+/// A queued A2A message's state.
+#[derive(Debug, Serialize, ToSchema)]
+struct QueueItem {
+    id: Uuid,
+    workspace_id: Uuid,
+    caller_id: Option<Uuid>,
+    priority: i32,
+    method: Option<String>,
+    /// `queued`, `dispatched`, `completed`, `failed` or `dropped`.
+    status: String,
+    attempts: i32,
+    last_error: Option<String>,
+    enqueued_at: DateTime<Utc>,
+    dispatched_at: Option<DateTime<Utc>>,
+    completed_at: Option<DateTime<Utc>>,
+    expires_at: Option<DateTime<Utc>>,
+}
+
+/// One queued message of the workspace.
+#[utoipa::path(
+    get,
+    path = "/workspaces/{id}/a2a/queue/{queue_id}",
+    tag = "a2a",
+    params(WorkspaceIdParam, QueueIdParam),
+    responses(
+        (status = 200, body = QueueItem),
+        (status = 400, description = "Invalid workspace id", body = ErrorBody),
+        (status = 404, description = "No such queue item", body = ErrorBody),
+    ),
+    security(("workspace_token" = [])),
+)]
 async fn queue_item(
     State(state): State<AppState>,
     WorkspaceAuth(id): WorkspaceAuth,
@@ -165,28 +270,48 @@ async fn queue_item(
     let row = store::a2a_queue::get(&state.svc.db, id, queue_id)
         .await?
         .ok_or_else(not_found)?;
-    Ok(axum::Json(json!({
-        "id": row.id,
-        "workspace_id": row.workspace_id,
-        "caller_id": row.caller_id,
-        "priority": row.priority,
-        "method": row.method,
-        "status": row.status,
-        "attempts": row.attempts,
-        "last_error": row.last_error,
-        "enqueued_at": row.enqueued_at,
-        "dispatched_at": row.dispatched_at,
-        "completed_at": row.completed_at,
-        "expires_at": row.expires_at,
-    })))
+    Ok(axum::Json(QueueItem {
+        id: row.id,
+        workspace_id: row.workspace_id,
+        caller_id: row.caller_id,
+        priority: row.priority,
+        method: row.method,
+        status: row.status,
+        attempts: row.attempts,
+        last_error: row.last_error,
+        enqueued_at: row.enqueued_at,
+        dispatched_at: row.dispatched_at,
+        completed_at: row.completed_at,
+        expires_at: row.expires_at,
+    }))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 struct DropStaleQuery {
+    /// 1-525600 (default 60).
     max_age_minutes: Option<i64>,
+    /// Only this workspace's queue.
     workspace_id: Option<Uuid>,
 }
 
+#[derive(Debug, Serialize, ToSchema)]
+struct DroppedCount {
+    dropped: u64,
+}
+
+/// Drops queued messages older than `max_age_minutes`.
+#[utoipa::path(
+    post,
+    path = "/admin/a2a-queue/drop-stale",
+    tag = "a2a",
+    params(DropStaleQuery),
+    responses(
+        (status = 200, body = DroppedCount),
+        (status = 400, description = "max_age_minutes out of range, or an invalid query", body = ErrorBody),
+    ),
+    security(("admin_token" = [])),
+)]
 async fn drop_stale(
     State(state): State<AppState>,
     _: AdminAuth,
@@ -200,10 +325,10 @@ async fn drop_stale(
     }
     let cutoff = Utc::now() - chrono::Duration::minutes(minutes);
     let dropped = store::a2a_queue::drop_stale(&state.svc.db, cutoff, q.workspace_id).await?;
-    Ok(axum::Json(json!({ "dropped": dropped })))
+    Ok(axum::Json(DroppedCount { dropped }))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 struct DelegateBody {
     target_id: String,
     task: String,
@@ -237,6 +362,35 @@ async fn create(
     Ok(tasks::create(&state.svc, request).await?)
 }
 
+#[derive(Debug, Serialize, ToSchema)]
+struct Delegated {
+    delegation_id: Uuid,
+    /// `delegated` for a new delegation; the stored status on an idempotent hit.
+    status: String,
+    target_id: Option<Uuid>,
+    /// Present (true) when the idempotency key named an existing delegation.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    idempotent_hit: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    warning: Option<&'static str>,
+}
+
+/// Delegates a task from the workspace to another; the host carries it out (202).
+#[utoipa::path(
+    post,
+    path = "/workspaces/{id}/delegate",
+    tag = "a2a",
+    params(WorkspaceIdParam),
+    request_body = DelegateBody,
+    responses(
+        (status = 200, description = "An idempotent hit: the existing delegation", body = Delegated),
+        (status = 202, body = Delegated),
+        (status = 400, description = "Invalid target, task, self-delegation, or invalid workspace id", body = ErrorBody),
+        (status = 404, description = "No such workspace or target", body = ErrorBody),
+        (status = 410, description = "The workspace was removed", body = WorkspaceGone),
+    ),
+    security(("workspace_token" = [])),
+)]
 async fn delegate(
     State(state): State<AppState>,
     WorkspaceAuth(source): WorkspaceAuth,
@@ -256,31 +410,65 @@ async fn delegate(
             delegation_id,
             status,
             target_id,
-        } => axum::Json(json!({
-            "delegation_id": delegation_id,
-            "status": status,
-            "target_id": target_id,
-            "idempotent_hit": true,
-        }))
+        } => axum::Json(Delegated {
+            delegation_id,
+            status,
+            target_id,
+            idempotent_hit: Some(true),
+            warning: None,
+        })
         .into_response(),
         Created::New {
             delegation,
             warning,
         } => {
-            let mut answer = json!({
-                "delegation_id": delegation.id,
-                "status": "delegated",
-                "target_id": delegation.target,
-            });
-            if let Some(warning) = warning {
-                answer["warning"] = json!(warning);
-            }
+            let answer = Delegated {
+                delegation_id: delegation.id,
+                status: "delegated".to_owned(),
+                target_id: Some(delegation.target),
+                idempotent_hit: None,
+                warning,
+            };
             tasks::spawn(&state.svc, delegation);
             (StatusCode::ACCEPTED, axum::Json(answer)).into_response()
         }
     })
 }
 
+/// One delegation the workspace started, newest first.
+#[derive(Debug, Serialize, ToSchema)]
+#[allow(dead_code)] // Describes the `json!` rows `tasks::list` builds.
+struct DelegationEntry {
+    /// The activity row's id.
+    id: Uuid,
+    /// `delegate` or `delegate_result`, ...
+    #[serde(rename = "type")]
+    kind: Option<String>,
+    source_id: Option<Uuid>,
+    target_id: Option<Uuid>,
+    summary: Option<String>,
+    status: String,
+    created_at: DateTime<Utc>,
+    delegation_id: Uuid,
+    error: Option<String>,
+    response_preview: Option<String>,
+    task_preview: Option<String>,
+}
+
+/// The workspace's delegations (at most 50).
+#[utoipa::path(
+    get,
+    path = "/workspaces/{id}/delegations",
+    tag = "a2a",
+    params(WorkspaceIdParam),
+    responses(
+        (status = 200, body = Vec<DelegationEntry>),
+        (status = 400, description = "Invalid workspace id", body = ErrorBody),
+        (status = 404, description = "No such workspace", body = ErrorBody),
+        (status = 410, description = "The workspace was removed", body = WorkspaceGone),
+    ),
+    security(("workspace_token" = [])),
+)]
 async fn list_delegations(
     State(state): State<AppState>,
     WorkspaceAuth(source): WorkspaceAuth,
@@ -290,13 +478,38 @@ async fn list_delegations(
     )))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 struct RecordBody {
     target_id: String,
     task: String,
     delegation_id: String,
 }
 
+#[derive(Debug, Serialize, ToSchema)]
+struct Recorded {
+    delegation_id: Uuid,
+    /// `recorded`; the stored status on an idempotent hit.
+    status: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    idempotent_hit: Option<bool>,
+}
+
+/// Records a delegation the agent carries out itself (it reports the end via `update`).
+#[utoipa::path(
+    post,
+    path = "/workspaces/{id}/delegations/record",
+    tag = "a2a",
+    params(WorkspaceIdParam),
+    request_body = RecordBody,
+    responses(
+        (status = 200, description = "Already recorded", body = Recorded),
+        (status = 202, body = Recorded),
+        (status = 400, description = "Invalid ids or task, self-delegation", body = ErrorBody),
+        (status = 404, description = "No such workspace or target", body = ErrorBody),
+        (status = 410, description = "The workspace was removed", body = WorkspaceGone),
+    ),
+    security(("workspace_token" = [])),
+)]
 async fn record(
     State(state): State<AppState>,
     WorkspaceAuth(source): WorkspaceAuth,
@@ -306,27 +519,63 @@ async fn record(
         .map_err(|_| ApiError::bad_request("delegation_id must be a valid UUID"))?;
     let created = create(&state, source, &body.target_id, body.task, None, Some(id)).await?;
     Ok(match created {
-        Created::Existing { status, .. } => axum::Json(json!({
-            "delegation_id": id,
-            "status": status,
-            "idempotent_hit": true,
-        }))
+        Created::Existing { status, .. } => axum::Json(Recorded {
+            delegation_id: id,
+            status,
+            idempotent_hit: Some(true),
+        })
         .into_response(),
         Created::New { .. } => (
             StatusCode::ACCEPTED,
-            axum::Json(json!({ "delegation_id": id, "status": "recorded" })),
+            axum::Json(Recorded {
+                delegation_id: id,
+                status: "recorded".to_owned(),
+                idempotent_hit: None,
+            }),
         )
             .into_response(),
     })
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 struct UpdateBody {
+    /// `completed` or `failed`.
     status: String,
     error: Option<String>,
     response_preview: Option<String>,
 }
 
+/// The `{delegation_id}` segment.
+#[derive(Debug, IntoParams)]
+#[into_params(parameter_in = Path)]
+#[allow(dead_code)] // Describes the segment the handler reads with `Path`.
+struct DelegationIdParam {
+    /// The delegation's id (anything that is not a UUID is not found).
+    delegation_id: Uuid,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+struct DelegationUpdated {
+    status: String,
+    delegation_id: Uuid,
+}
+
+/// The agent reports how a delegation it carried out itself ended.
+#[utoipa::path(
+    post,
+    path = "/workspaces/{id}/delegations/{delegation_id}/update",
+    tag = "a2a",
+    params(WorkspaceIdParam, DelegationIdParam),
+    request_body = UpdateBody,
+    responses(
+        (status = 200, body = DelegationUpdated),
+        (status = 400, description = "status is not completed or failed", body = ErrorBody),
+        (status = 404, description = "No such workspace or delegation", body = ErrorBody),
+        (status = 409, description = "The delegation already finished", body = ErrorBody),
+        (status = 410, description = "The workspace was removed", body = WorkspaceGone),
+    ),
+    security(("workspace_token" = [])),
+)]
 async fn update(
     State(state): State<AppState>,
     WorkspaceAuth(source): WorkspaceAuth,
@@ -349,7 +598,8 @@ async fn update(
     };
     get_live(&state.svc, source).await?;
     tasks::report(&state.svc, source, id, finished).await?;
-    Ok(axum::Json(
-        json!({ "status": body.status, "delegation_id": id }),
-    ))
+    Ok(axum::Json(DelegationUpdated {
+        status: body.status,
+        delegation_id: id,
+    }))
 }

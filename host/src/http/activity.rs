@@ -1,26 +1,29 @@
 //! `/workspaces/:id/activity` and `/notify`: what agents report, and messages to the user.
 
-use axum::Router;
 use axum::extract::State;
 use axum::response::IntoResponse;
-use axum::routing::{get, post};
-use chrono::Utc;
-use serde::Deserialize;
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
+use utoipa::{IntoParams, ToSchema};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 use uuid::Uuid;
 
 use super::AppState;
 use super::error::{ApiError, ApiResult};
 use super::extract::{ApiJson, ApiQuery, WorkspaceAuth};
+use super::openapi::{ErrorBody, WorkspaceIdParam};
+use super::workspaces::WorkspaceGone;
 use crate::events::names;
 use crate::store::activity::{ActivityRow, SourceFilter};
 use crate::store::{self, Constraint, StoreError};
 use crate::workspaces::{activity, get_live};
 
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/workspaces/{id}/activity", get(list).post(report))
-        .route("/workspaces/{id}/notify", post(notify))
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(list, report))
+        .routes(routes!(notify))
 }
 
 /// The activity types an agent may report; the host writes others (`delegation`, ...) itself.
@@ -34,33 +37,74 @@ const REPORTABLE_TYPES: &[&str] = &[
     "error",
 ];
 
-fn row_json(row: &ActivityRow) -> Value {
-    json!({
-        "id": row.id,
-        "workspace_id": row.workspace_id,
-        "activity_type": row.activity_type,
-        "source_id": row.source_id,
-        "target_id": row.target_id,
-        "method": row.method,
-        "summary": row.summary,
-        "request_body": row.request_body,
-        "response_body": row.response_body,
-        "tool_trace": row.tool_trace,
-        "duration_ms": row.duration_ms,
-        "status": row.status,
-        "error_detail": row.error_detail,
-        "created_at": row.created_at,
-    })
+/// One activity row.
+#[derive(Debug, Serialize, ToSchema)]
+struct Activity {
+    id: Uuid,
+    workspace_id: Uuid,
+    activity_type: String,
+    source_id: Option<Uuid>,
+    target_id: Option<Uuid>,
+    method: Option<String>,
+    summary: Option<String>,
+    /// Free-form, as the agent reported it.
+    request_body: Option<Value>,
+    /// Free-form, as the agent reported it.
+    response_body: Option<Value>,
+    /// Free-form, as the agent reported it.
+    tool_trace: Option<Value>,
+    duration_ms: Option<i32>,
+    status: String,
+    error_detail: Option<String>,
+    created_at: DateTime<Utc>,
 }
 
-#[derive(Debug, Deserialize)]
+fn activity_of(row: ActivityRow) -> Activity {
+    Activity {
+        id: row.id,
+        workspace_id: row.workspace_id,
+        activity_type: row.activity_type,
+        source_id: row.source_id,
+        target_id: row.target_id,
+        method: row.method,
+        summary: row.summary,
+        request_body: row.request_body,
+        response_body: row.response_body,
+        tool_trace: row.tool_trace,
+        duration_ms: row.duration_ms,
+        status: row.status,
+        error_detail: row.error_detail,
+        created_at: row.created_at,
+    }
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 struct ListQuery {
+    /// Only rows of this activity type.
     #[serde(rename = "type")]
+    #[param(rename = "type")]
     activity_type: Option<String>,
+    /// `canvas` or `agent`.
     source: Option<String>,
+    /// 1-500 (default 100).
     limit: Option<i64>,
 }
 
+/// The workspace's activity, newest first.
+#[utoipa::path(
+    get,
+    path = "/workspaces/{id}/activity",
+    tag = "activity",
+    params(WorkspaceIdParam, ListQuery),
+    responses(
+        (status = 200, body = Vec<Activity>),
+        (status = 400, description = "Invalid source, limit or workspace id", body = ErrorBody),
+        (status = 404, description = "No such workspace", body = ErrorBody),
+        (status = 410, description = "The workspace was removed", body = WorkspaceGone),
+    ),
+    security(("workspace_token" = [])),
+)]
 async fn list(
     State(state): State<AppState>,
     WorkspaceAuth(id): WorkspaceAuth,
@@ -79,13 +123,15 @@ async fn list(
     get_live(&state.svc, id).await?;
     let kind = q.activity_type.as_deref().filter(|t| !t.is_empty());
     let rows = store::activity::list(&state.svc.db, id, kind, source, limit).await?;
-    Ok(axum::Json(Value::Array(
-        rows.iter().map(row_json).collect(),
-    )))
+    Ok(axum::Json(
+        rows.into_iter().map(activity_of).collect::<Vec<_>>(),
+    ))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 struct ReportBody {
+    /// `a2a_send`, `a2a_receive`, `task_update`, `agent_log`, `skill_promotion`,
+    /// `memory_write` or `error`.
     activity_type: String,
     method: Option<String>,
     summary: Option<String>,
@@ -98,9 +144,34 @@ struct ReportBody {
     metadata: Option<Value>,
     response_body: Option<Value>,
     tool_trace: Option<Value>,
+    /// 1-200 characters; a repeated key is stored once.
     idempotency_key: Option<String>,
 }
 
+#[derive(Debug, Serialize, ToSchema)]
+struct Logged {
+    status: &'static str,
+    /// Present (true) when the idempotency key was seen before.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    duplicate: Option<bool>,
+}
+
+/// An agent reports what it did.
+#[utoipa::path(
+    post,
+    path = "/workspaces/{id}/activity",
+    tag = "activity",
+    params(WorkspaceIdParam),
+    request_body = ReportBody,
+    responses(
+        (status = 200, body = Logged),
+        (status = 400, description = "Not a reportable type, invalid key or workspace id", body = ErrorBody),
+        (status = 403, description = "source_id is not the reporting workspace", body = ErrorBody),
+        (status = 404, description = "No such workspace", body = ErrorBody),
+        (status = 410, description = "The workspace was removed", body = WorkspaceGone),
+    ),
+    security(("workspace_token" = [])),
+)]
 async fn report(
     State(state): State<AppState>,
     WorkspaceAuth(id): WorkspaceAuth,
@@ -148,14 +219,20 @@ async fn report(
         Ok(()) => {}
         // The same report delivered twice is recorded once; the retry is told it landed.
         Err(StoreError::Constraint(Constraint::ActivityDuplicate)) => {
-            return Ok(axum::Json(json!({ "status": "logged", "duplicate": true })));
+            return Ok(axum::Json(Logged {
+                status: "logged",
+                duplicate: Some(true),
+            }));
         }
         Err(err) => return Err(err.into()),
     }
-    Ok(axum::Json(json!({ "status": "logged" })))
+    Ok(axum::Json(Logged {
+        status: "logged",
+        duplicate: None,
+    }))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 struct Attachment {
     uri: String,
     name: String,
@@ -164,13 +241,27 @@ struct Attachment {
     size: Option<u64>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 struct NotifyBody {
     message: String,
     #[serde(default)]
     attachments: Vec<Attachment>,
 }
 
+/// An agent sends the user a message (shown on the canvas).
+#[utoipa::path(
+    post,
+    path = "/workspaces/{id}/notify",
+    tag = "activity",
+    params(WorkspaceIdParam),
+    request_body = NotifyBody,
+    responses(
+        (status = 200, body = super::openapi::StatusBody),
+        (status = 400, description = "Blank message, attachments without uri or name, invalid workspace id", body = ErrorBody),
+        (status = 404, description = "No such workspace", body = ErrorBody),
+    ),
+    security(("workspace_token" = [])),
+)]
 async fn notify(
     State(state): State<AppState>,
     WorkspaceAuth(id): WorkspaceAuth,
@@ -212,5 +303,5 @@ async fn notify(
         .svc
         .events
         .broadcast_only(names::AGENT_MESSAGE, Some(id), payload);
-    Ok(axum::Json(json!({ "status": "sent" })))
+    Ok(axum::Json(super::openapi::StatusBody { status: "sent" }))
 }

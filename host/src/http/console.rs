@@ -9,20 +9,21 @@
 use std::collections::HashMap;
 use std::sync::LazyLock;
 
-use axum::Router;
 use axum::extract::Path;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
 use sha2::{Digest as _, Sha256};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use super::AppState;
 use super::error::ApiError;
+use super::openapi::ErrorBody;
 
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/", get(index))
-        .route("/console/{*path}", get(asset))
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(index))
+        .routes(routes!(asset))
 }
 
 /// One embedded file.
@@ -79,10 +80,37 @@ static ASSETS: LazyLock<HashMap<&'static str, Asset>> = LazyLock::new(|| {
         .collect()
 });
 
+/// The console's page.
+#[utoipa::path(
+    get,
+    path = "/",
+    tag = "console",
+    responses(
+        (status = 200, description = "The console's HTML page", body = String, content_type = "text/html"),
+        (status = 304, description = "Unchanged since the `If-None-Match` tag"),
+    ),
+)]
 async fn index(headers: HeaderMap) -> Response {
     serve("index.html", &headers).unwrap_or_else(IntoResponse::into_response)
 }
 
+/// One of the console's files (scripts, styles, icon).
+#[utoipa::path(
+    get,
+    path = "/console/{*path}",
+    tag = "console",
+    params(("path" = String, Path, description = "The file's path, e.g. `app.js` or `pages/tree.js`")),
+    responses(
+        (status = 200, description = "The file, with its content type and ETag", content(
+            (String = "text/javascript"),
+            (String = "text/css"),
+            (String = "image/svg+xml"),
+            (String = "text/html"),
+        )),
+        (status = 304, description = "Unchanged since the `If-None-Match` tag"),
+        (status = 404, description = "No such console file", body = ErrorBody),
+    ),
+)]
 async fn asset(Path(path): Path<String>, headers: HeaderMap) -> Response {
     serve(&path, &headers).unwrap_or_else(IntoResponse::into_response)
 }

@@ -7,6 +7,7 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 
+use super::openapi::{ErrorBody, RateLimited};
 use crate::auth::AuthError;
 use crate::delegation::proxy::ProxyError;
 use crate::delegation::tasks::DelegationError;
@@ -46,16 +47,17 @@ impl ApiError {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         match self {
-            ApiError::Status(status, message) => {
-                (status, axum::Json(json!({ "error": message }))).into_response()
+            ApiError::Status(status, error) => {
+                (status, axum::Json(ErrorBody { error })).into_response()
             }
             ApiError::Body(status, body) => (status, axum::Json(body)).into_response(),
             ApiError::RateLimited { retry_after_secs } => {
                 let mut response = (
                     StatusCode::TOO_MANY_REQUESTS,
-                    axum::Json(
-                        json!({ "error": "rate limit exceeded", "retry_after": retry_after_secs }),
-                    ),
+                    axum::Json(RateLimited {
+                        error: "rate limit exceeded",
+                        retry_after: retry_after_secs,
+                    }),
                 )
                     .into_response();
                 response
@@ -67,7 +69,9 @@ impl IntoResponse for ApiError {
                 tracing::error!(error = ?err, "request failed");
                 (
                     StatusCode::INTERNAL_SERVER_ERROR,
-                    axum::Json(json!({ "error": "internal error" })),
+                    axum::Json(ErrorBody {
+                        error: "internal error",
+                    }),
                 )
                     .into_response()
             }
@@ -105,15 +109,12 @@ impl From<WorkspaceError> for ApiError {
     fn from(err: WorkspaceError) -> Self {
         match err {
             WorkspaceError::NotFound => ApiError::not_found("workspace not found"),
-            WorkspaceError::Removed(row) => ApiError::Body(
-                StatusCode::GONE,
-                json!({
-                    "error": "workspace removed",
-                    "id": row.id,
-                    "removed_at": row.removed_at,
-                    "hint": "this workspace was deleted; pass ?include_removed=true to read its tombstone",
-                }),
-            ),
+            WorkspaceError::Removed(row) => {
+                match serde_json::to_value(super::workspaces::WorkspaceGone::of(&row)) {
+                    Ok(body) => ApiError::Body(StatusCode::GONE, body),
+                    Err(err) => ApiError::internal(err),
+                }
+            }
             WorkspaceError::Invalid(message) => ApiError::bad_request(message),
             WorkspaceError::NameTaken => ApiError::Status(
                 StatusCode::CONFLICT,

@@ -5,17 +5,20 @@ use std::collections::HashMap;
 use std::convert::Infallible;
 use std::time::{Duration, Instant};
 
-use axum::Router;
+use axum::extract::ws::rejection::WebSocketUpgradeRejection;
 use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use chrono::{DateTime, Utc};
 use futures::{Stream, StreamExt as _};
-use serde::Deserialize;
-use serde_json::{Value, json};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
 use tokio_util::sync::CancellationToken;
+use utoipa::{IntoParams, ToSchema};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 use uuid::Uuid;
 
 use super::AppState;
@@ -23,39 +26,82 @@ use super::error::{ApiError, ApiResult};
 use super::extract::{
     AdminAuth, ApiJson, Caller, CanvasOrBearer, WorkspaceAuth, parse_workspace_id,
 };
+use super::openapi::{ErrorBody, StatusBody, WorkspaceIdParam};
+use super::registry::CallerHeader;
 use crate::events::{Event, Lagged, Subscription};
 use crate::store;
 use crate::workspaces::access::can_communicate;
 use crate::workspaces::get_live;
 
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/events", get(recent))
-        .route("/events/{workspace_id}", get(recent_for_workspace))
-        .route("/ws", get(websocket))
-        .route("/workspaces/{id}/events/stream", get(sse))
-        .route("/canvas/viewport", get(get_viewport).put(put_viewport))
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(recent))
+        .routes(routes!(recent_for_workspace))
+        .routes(routes!(websocket))
+        .routes(routes!(sse))
+        .routes(routes!(get_viewport, put_viewport))
 }
 
 /// How many events the history routes return.
 const HISTORY_LIMIT: i64 = 100;
 
-fn history_json(rows: &[store::events::EventRow]) -> Value {
-    Value::Array(
-        rows.iter()
-            .map(|r| {
-                json!({ "id": r.id, "event_type": r.event_type, "workspace_id": r.workspace_id,
-                        "payload": r.payload, "created_at": r.created_at })
-            })
-            .collect(),
-    )
+/// One stored event.
+#[derive(Debug, Serialize, ToSchema)]
+struct EventEntry {
+    id: Uuid,
+    event_type: String,
+    workspace_id: Option<Uuid>,
+    /// Free-form, per event type.
+    payload: Option<Value>,
+    created_at: DateTime<Utc>,
 }
 
+fn history(rows: Vec<store::events::EventRow>) -> Vec<EventEntry> {
+    rows.into_iter()
+        .map(|r| EventEntry {
+            id: r.id,
+            event_type: r.event_type,
+            workspace_id: r.workspace_id,
+            payload: r.payload,
+            created_at: r.created_at,
+        })
+        .collect()
+}
+
+/// The latest 100 events, newest first.
+#[utoipa::path(
+    get,
+    path = "/events",
+    tag = "events",
+    responses((status = 200, body = Vec<EventEntry>)),
+    security(("admin_token" = [])),
+)]
 async fn recent(State(state): State<AppState>, _: AdminAuth) -> ApiResult<impl IntoResponse> {
     let rows = store::events::recent(&state.svc.db, None, HISTORY_LIMIT).await?;
-    Ok(axum::Json(history_json(&rows)))
+    Ok(axum::Json(history(rows)))
 }
 
+/// The `{workspace_id}` segment of `/events/{workspace_id}`.
+#[derive(Debug, IntoParams)]
+#[into_params(parameter_in = Path)]
+#[allow(dead_code)] // Describes the segment the handler reads with `Path`.
+struct EventsWorkspaceParam {
+    /// Workspace id (a UUID; anything else is a 400).
+    workspace_id: Uuid,
+}
+
+/// The latest 100 events of one workspace, newest first.
+#[utoipa::path(
+    get,
+    path = "/events/{workspace_id}",
+    tag = "events",
+    params(EventsWorkspaceParam),
+    responses(
+        (status = 200, body = Vec<EventEntry>),
+        (status = 400, description = "Invalid workspace id", body = ErrorBody),
+    ),
+    security(("admin_token" = [])),
+)]
 async fn recent_for_workspace(
     State(state): State<AppState>,
     _: AdminAuth,
@@ -63,21 +109,36 @@ async fn recent_for_workspace(
 ) -> ApiResult<impl IntoResponse> {
     let id = parse_workspace_id(&raw)?;
     let rows = store::events::recent(&state.svc.db, Some(id), HISTORY_LIMIT).await?;
-    Ok(axum::Json(history_json(&rows)))
+    Ok(axum::Json(history(rows)))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 struct WsQuery {
     /// Browsers cannot set headers on a WebSocket; they may pass the bearer here instead.
     token: Option<String>,
 }
 
+/// The live event stream over WebSocket: every event for the canvas (admin), or the events of
+/// the workspaces an agent (`X-Workspace-ID`) may talk to.
+#[utoipa::path(
+    get,
+    path = "/ws",
+    tag = "events",
+    params(CallerHeader, WsQuery),
+    responses(
+        (status = 101, description = "Switching to the WebSocket protocol; one JSON text frame per event"),
+        (status = 400, description = "Not a WebSocket upgrade request, or an invalid X-Workspace-ID", body = ErrorBody),
+        (status = 403, description = "Origin not allowed, or a reserved caller id", body = ErrorBody),
+    ),
+    security(("admin_token" = []), ("workspace_token" = [])),
+)]
 async fn websocket(
     State(state): State<AppState>,
     caller: Caller,
     headers: HeaderMap,
     Query(q): Query<WsQuery>,
-    upgrade: WebSocketUpgrade,
+    upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> ApiResult<Response> {
     let cors = &state.svc.config.cors_origins;
     if let Some(origin) = headers.get(header::ORIGIN).and_then(|o| o.to_str().ok())
@@ -92,6 +153,9 @@ async fn websocket(
         Caller::Workspace(id) => state.svc.guard.workspace_self(token, id).await?,
         Caller::Canvas => state.svc.guard.admin_with(token).await?,
     }
+    // axum's own rejection is plain text; every answer of this API is a JSON error body.
+    let upgrade =
+        upgrade.map_err(|_| ApiError::bad_request("expected a WebSocket upgrade request"))?;
     let subscription = state.svc.events.subscribe();
     Ok(upgrade.on_upgrade(move |socket| serve_socket(state, caller, subscription, socket)))
 }
@@ -216,6 +280,20 @@ async fn serve_socket(
     }
 }
 
+/// The live events of one workspace as Server-Sent Events (a `ping` comment first, then one
+/// `data:` frame per event).
+#[utoipa::path(
+    get,
+    path = "/workspaces/{id}/events/stream",
+    tag = "events",
+    params(WorkspaceIdParam),
+    responses(
+        (status = 200, description = "An endless event stream", content_type = "text/event-stream", body = String),
+        (status = 400, description = "Invalid workspace id", body = ErrorBody),
+        (status = 404, description = "No such workspace", body = ErrorBody),
+    ),
+    security(("workspace_token" = [])),
+)]
 async fn sse(
     State(state): State<AppState>,
     WorkspaceAuth(id): WorkspaceAuth,
@@ -266,24 +344,43 @@ fn workspace_stream(
     })
 }
 
+/// The canvas viewport. Open.
+#[utoipa::path(
+    get,
+    path = "/canvas/viewport",
+    tag = "events",
+    responses((status = 200, body = Viewport)),
+)]
 async fn get_viewport(State(state): State<AppState>) -> ApiResult<impl IntoResponse> {
     let (x, y, zoom) = store::canvas::viewport(&state.svc.db)
         .await?
         .unwrap_or((0.0, 0.0, 1.0));
-    Ok(axum::Json(json!({ "x": x, "y": y, "zoom": zoom })))
+    Ok(axum::Json(Viewport { x, y, zoom }))
 }
 
-#[derive(Debug, Deserialize)]
-struct ViewportBody {
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+struct Viewport {
     x: f64,
     y: f64,
     zoom: f64,
 }
 
+/// Saves the canvas viewport (any valid token, or a browser on an allowed origin).
+#[utoipa::path(
+    put,
+    path = "/canvas/viewport",
+    tag = "events",
+    request_body = Viewport,
+    responses(
+        (status = 200, body = StatusBody),
+        (status = 400, description = "Not finite, or zoom not positive", body = ErrorBody),
+    ),
+    security(("admin_token" = []), ("workspace_token" = [])),
+)]
 async fn put_viewport(
     State(state): State<AppState>,
     _: CanvasOrBearer,
-    ApiJson(body): ApiJson<ViewportBody>,
+    ApiJson(body): ApiJson<Viewport>,
 ) -> ApiResult<impl IntoResponse> {
     if !(body.x.is_finite() && body.y.is_finite() && body.zoom.is_finite() && body.zoom > 0.0) {
         return Err(ApiError::bad_request(
@@ -291,5 +388,5 @@ async fn put_viewport(
         ));
     }
     store::canvas::save_viewport(&state.svc.db, body.x, body.y, body.zoom).await?;
-    Ok((StatusCode::OK, axum::Json(json!({ "status": "saved" }))))
+    Ok((StatusCode::OK, axum::Json(StatusBody { status: "saved" })))
 }

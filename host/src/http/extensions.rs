@@ -1,36 +1,69 @@
 //! `/admin/extensions`: upload, list, activate, roll back, shadow and delete extension versions.
 
-use axum::Router;
 use axum::extract::{DefaultBodyLimit, Path, State};
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
-use axum::routing::{get, post};
 use base64::Engine as _;
-use serde::Deserialize;
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
+use utoipa::{IntoParams, ToSchema};
+use utoipa_axum::router::{OpenApiRouter, UtoipaMethodRouterExt as _};
+use utoipa_axum::routes;
 use uuid::Uuid;
 
 use super::AppState;
 use super::error::{ApiError, ApiResult};
 use super::extract::{AdminAuth, ApiJson};
+use super::openapi::{ErrorBody, StatusBody};
 use crate::extensions::registry::{Grants, MAX_COMPONENT_BYTES, Manifest, RegistryError, Slot};
 use crate::store;
 
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route(
-            "/admin/extensions",
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(
             // Base64 makes a component a third larger; leave room for the manifest.
-            get(list).post(upload).layer(DefaultBodyLimit::max(
+            routes!(list, upload).layer(DefaultBodyLimit::max(
                 MAX_COMPONENT_BYTES * 4 / 3 + 64 * 1024,
             )),
         )
         // One parameter name for both shapes: the router cannot tell `{id}` from `{slot}`.
-        .route("/admin/extensions/{key}", axum::routing::delete(remove))
-        .route("/admin/extensions/{key}/activate", post(activate))
-        .route("/admin/extensions/{key}/rollback", post(rollback))
-        .route("/admin/extensions/{key}/shadow", post(shadow))
-        .route("/admin/extensions/{key}/shadow-report", get(shadow_report))
+        .routes(routes!(remove))
+        .routes(routes!(activate))
+        .routes(routes!(rollback))
+        .routes(routes!(shadow))
+        .routes(routes!(shadow_report))
+}
+
+/// `{key}` as an extension version's id.
+#[derive(Debug, IntoParams)]
+#[into_params(parameter_in = Path)]
+#[allow(dead_code)] // Describes the segment the handlers read with `Path`.
+struct IdKey {
+    /// The extension version's id (a UUID; anything else is a 400).
+    key: Uuid,
+}
+
+/// `{key}` as a slot.
+#[derive(Debug, IntoParams)]
+#[into_params(parameter_in = Path)]
+#[allow(dead_code)] // Describes the segment the handlers read with `Path`.
+struct SlotKey {
+    /// `classifier`, `restart-policy` or `resolver:<scheme>` (anything else is a 400).
+    key: String,
+}
+
+/// The 422 answer for a refused component, and the 409 for a duplicate.
+#[derive(Debug, Serialize, ToSchema)]
+#[allow(dead_code)] // Describes the `json!` bodies `From<RegistryError>` builds.
+struct Refused {
+    error: &'static str,
+    /// Why (for 422): the world, version or import at fault.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    detail: Option<String>,
+    /// The stored version (for 409).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    id: Option<Uuid>,
 }
 
 impl From<RegistryError> for ApiError {
@@ -62,43 +95,83 @@ impl From<RegistryError> for ApiError {
     }
 }
 
-fn row_json(row: &store::extensions::ExtensionRow, active: bool, shadow: bool) -> Value {
-    json!({
-        "id": row.id,
-        "name": row.name,
-        "version": row.version,
-        "slot": row.slot,
-        "digest": row.digest,
-        "grants": row.manifest.get("grants"),
-        "builtin": row.builtin,
-        "active": active,
-        "shadow": shadow,
-        "created_at": row.created_at,
-    })
+/// One stored extension version.
+#[derive(Debug, Serialize, ToSchema)]
+struct ExtensionVersion {
+    id: Uuid,
+    name: String,
+    version: String,
+    slot: String,
+    /// sha256 of the component.
+    digest: String,
+    /// The grants the manifest asked for.
+    grants: Option<Value>,
+    builtin: bool,
+    active: bool,
+    shadow: bool,
+    created_at: DateTime<Utc>,
 }
 
+fn version(row: &store::extensions::ExtensionRow, active: bool, shadow: bool) -> ExtensionVersion {
+    ExtensionVersion {
+        id: row.id,
+        name: row.name.clone(),
+        version: row.version.clone(),
+        slot: row.slot.clone(),
+        digest: row.digest.clone(),
+        grants: row.manifest.get("grants").cloned(),
+        builtin: row.builtin,
+        active,
+        shadow,
+        created_at: row.created_at,
+    }
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+struct SlotState {
+    slot: String,
+    active_id: Option<Uuid>,
+    shadow_id: Option<Uuid>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+struct Extensions {
+    slots: Vec<SlotState>,
+    extensions: Vec<ExtensionVersion>,
+}
+
+/// Every slot and every stored version.
+#[utoipa::path(
+    get,
+    path = "/admin/extensions",
+    tag = "extensions",
+    responses((status = 200, body = Extensions)),
+    security(("admin_token" = [])),
+)]
 async fn list(State(state): State<AppState>, _: AdminAuth) -> ApiResult<impl IntoResponse> {
     let host = &state.svc.extensions;
     let slots = host.slot_versions();
     let rows = store::extensions::list(&state.svc.db).await?;
-    let extensions: Vec<Value> = rows
+    let extensions: Vec<ExtensionVersion> = rows
         .iter()
         .map(|row| {
             let active = slots.iter().any(|(_, a, _)| *a == Some(row.id));
             let shadow = slots.iter().any(|(_, _, s)| *s == Some(row.id));
-            row_json(row, active, shadow)
+            version(row, active, shadow)
         })
         .collect();
-    let slots: Vec<Value> = slots
+    let slots: Vec<SlotState> = slots
         .iter()
-        .map(|(slot, active, shadow)| json!({ "slot": slot.as_str(), "active_id": active, "shadow_id": shadow }))
+        .map(|(slot, active, shadow)| SlotState {
+            slot: slot.as_str().to_owned(),
+            active_id: *active,
+            shadow_id: *shadow,
+        })
         .collect();
-    Ok(axum::Json(
-        json!({ "slots": slots, "extensions": extensions }),
-    ))
+    Ok(axum::Json(Extensions { slots, extensions }))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 struct UploadBody {
     manifest: Manifest,
     /// The component's bytes, base64 (standard alphabet).
@@ -107,6 +180,20 @@ struct UploadBody {
     confirm: Option<Grants>,
 }
 
+/// Stores a new extension version (checked against its world and the host's self-test).
+#[utoipa::path(
+    post,
+    path = "/admin/extensions",
+    tag = "extensions",
+    request_body = UploadBody,
+    responses(
+        (status = 201, body = ExtensionVersion),
+        (status = 400, description = "Invalid manifest or base64", body = ErrorBody),
+        (status = 409, description = "This component is already stored for the slot", body = Refused),
+        (status = 422, description = "The component was refused", body = Refused),
+    ),
+    security(("admin_token" = [])),
+)]
 async fn upload(
     State(state): State<AppState>,
     _: AdminAuth,
@@ -120,10 +207,7 @@ async fn upload(
         .extensions
         .upload(body.manifest, bytes, body.confirm, false)
         .await?;
-    Ok((
-        StatusCode::CREATED,
-        axum::Json(row_json(&row, false, false)),
-    ))
+    Ok((StatusCode::CREATED, axum::Json(version(&row, false, false))))
 }
 
 fn parse_id(raw: &str) -> ApiResult<Uuid> {
@@ -136,39 +220,130 @@ fn parse_slot(raw: &str) -> ApiResult<Slot> {
     ))
 }
 
+#[derive(Debug, Serialize, ToSchema)]
+struct SlotChanged {
+    /// `activated`, `rolled_back` or `shadowing`.
+    status: &'static str,
+    slot: String,
+    id: Uuid,
+    /// On rollback: the version now active.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    version: Option<String>,
+}
+
+/// Makes a version the active one of its slot.
+#[utoipa::path(
+    post,
+    path = "/admin/extensions/{key}/activate",
+    tag = "extensions",
+    params(IdKey),
+    responses(
+        (status = 200, body = SlotChanged),
+        (status = 400, description = "Invalid extension id", body = ErrorBody),
+        (status = 404, description = "No such extension", body = ErrorBody),
+        (status = 409, description = "Not possible for this slot", body = ErrorBody),
+    ),
+    security(("admin_token" = [])),
+)]
 async fn activate(
     State(state): State<AppState>,
     _: AdminAuth,
     Path(key): Path<String>,
 ) -> ApiResult<impl IntoResponse> {
     let row = state.svc.extensions.activate(parse_id(&key)?).await?;
-    Ok(axum::Json(
-        json!({ "status": "activated", "slot": row.slot, "id": row.id }),
-    ))
+    Ok(axum::Json(SlotChanged {
+        status: "activated",
+        slot: row.slot,
+        id: row.id,
+        version: None,
+    }))
 }
 
+/// Re-activates the slot's previous version.
+#[utoipa::path(
+    post,
+    path = "/admin/extensions/{key}/rollback",
+    tag = "extensions",
+    params(SlotKey),
+    responses(
+        (status = 200, body = SlotChanged),
+        (status = 400, description = "Invalid slot", body = ErrorBody),
+        (status = 404, description = "No such extension", body = ErrorBody),
+        (status = 409, description = "No earlier version", body = ErrorBody),
+    ),
+    security(("admin_token" = [])),
+)]
 async fn rollback(
     State(state): State<AppState>,
     _: AdminAuth,
     Path(key): Path<String>,
 ) -> ApiResult<impl IntoResponse> {
     let row = state.svc.extensions.rollback(&parse_slot(&key)?).await?;
-    Ok(axum::Json(
-        json!({ "status": "rolled_back", "slot": row.slot, "id": row.id, "version": row.version }),
-    ))
+    Ok(axum::Json(SlotChanged {
+        status: "rolled_back",
+        slot: row.slot,
+        id: row.id,
+        version: Some(row.version),
+    }))
 }
 
+/// Runs a version beside the active one, comparing their answers.
+#[utoipa::path(
+    post,
+    path = "/admin/extensions/{key}/shadow",
+    tag = "extensions",
+    params(IdKey),
+    responses(
+        (status = 200, body = SlotChanged),
+        (status = 400, description = "Invalid extension id", body = ErrorBody),
+        (status = 404, description = "No such extension", body = ErrorBody),
+        (status = 409, description = "Not possible for this slot", body = ErrorBody),
+    ),
+    security(("admin_token" = [])),
+)]
 async fn shadow(
     State(state): State<AppState>,
     _: AdminAuth,
     Path(key): Path<String>,
 ) -> ApiResult<impl IntoResponse> {
     let row = state.svc.extensions.shadow(parse_id(&key)?).await?;
-    Ok(axum::Json(
-        json!({ "status": "shadowing", "slot": row.slot, "id": row.id }),
-    ))
+    Ok(axum::Json(SlotChanged {
+        status: "shadowing",
+        slot: row.slot,
+        id: row.id,
+        version: None,
+    }))
 }
 
+/// How the slot's shadow candidate compares with the active version.
+#[derive(Debug, ToSchema)]
+#[allow(dead_code)] // Describes the `json!` value `Registry::shadow_report` builds.
+struct ShadowReport {
+    slot: String,
+    active_id: Option<Uuid>,
+    candidate_id: Uuid,
+    calls: i64,
+    agree: i64,
+    disagree: i64,
+    candidate_failed: i64,
+    /// The latest disagreements: `outcome`, `input`, `active`, `candidate`, `active_us`,
+    /// `candidate_us`, `at`.
+    recent: Vec<Value>,
+}
+
+/// The shadow report of a slot.
+#[utoipa::path(
+    get,
+    path = "/admin/extensions/{key}/shadow-report",
+    tag = "extensions",
+    params(SlotKey),
+    responses(
+        (status = 200, body = ShadowReport),
+        (status = 400, description = "Invalid slot", body = ErrorBody),
+        (status = 404, description = "No shadow candidate for the slot", body = ErrorBody),
+    ),
+    security(("admin_token" = [])),
+)]
 async fn shadow_report(
     State(state): State<AppState>,
     _: AdminAuth,
@@ -182,11 +357,25 @@ async fn shadow_report(
     Ok(axum::Json(report))
 }
 
+/// Deletes a stored version (not the active one).
+#[utoipa::path(
+    delete,
+    path = "/admin/extensions/{key}",
+    tag = "extensions",
+    params(IdKey),
+    responses(
+        (status = 200, body = StatusBody),
+        (status = 400, description = "Invalid extension id", body = ErrorBody),
+        (status = 404, description = "No such extension", body = ErrorBody),
+        (status = 409, description = "The version is active", body = ErrorBody),
+    ),
+    security(("admin_token" = [])),
+)]
 async fn remove(
     State(state): State<AppState>,
     _: AdminAuth,
     Path(key): Path<String>,
 ) -> ApiResult<impl IntoResponse> {
     state.svc.extensions.delete(parse_id(&key)?).await?;
-    Ok(axum::Json(json!({ "status": "deleted" })))
+    Ok(axum::Json(StatusBody { status: "deleted" }))
 }

@@ -3,26 +3,28 @@
 use std::convert::Infallible;
 use std::time::Duration;
 
-use axum::Router;
 use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
 use futures::StreamExt as _;
 use serde_json::Value;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use super::AppState;
 use super::error::{ApiError, ApiResult};
 use super::extract::{WorkspaceAuth, contains_nul, nul_rejection};
+use super::openapi::{ErrorBody, WorkspaceIdParam};
+use super::workspaces::WorkspaceGone;
 use crate::delegation::mcp;
 use crate::workspaces::get_live;
 
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/workspaces/{id}/mcp", post(call))
-        .route("/workspaces/{id}/mcp/stream", get(stream))
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(call))
+        .routes(routes!(stream))
 }
 
 /// Calls per minute are limited per workspace (the token was checked, so keying by the
@@ -34,6 +36,23 @@ fn limit(state: &AppState, id: uuid::Uuid) -> ApiResult<()> {
         .map_err(|retry_after_secs| ApiError::RateLimited { retry_after_secs })
 }
 
+/// One MCP JSON-RPC message from the workspace's agent (`initialize`, `tools/list`,
+/// `tools/call`, ...). Protocol errors are JSON-RPC error objects with status 200.
+#[utoipa::path(
+    post,
+    path = "/workspaces/{id}/mcp",
+    tag = "mcp",
+    params(WorkspaceIdParam),
+    request_body(content = Object, description = "A JSON-RPC 2.0 request or notification"),
+    responses(
+        (status = 200, description = "The JSON-RPC response", body = Object),
+        (status = 202, description = "A notification: nothing to answer"),
+        (status = 400, description = "Not JSON (a JSON-RPC parse error object), or invalid workspace id", body = Object),
+        (status = 404, description = "No such workspace", body = ErrorBody),
+        (status = 410, description = "The workspace was removed", body = WorkspaceGone),
+    ),
+    security(("workspace_token" = [])),
+)]
 async fn call(
     State(state): State<AppState>,
     WorkspaceAuth(id): WorkspaceAuth,
@@ -58,6 +77,19 @@ async fn call(
 }
 
 /// SSE: one `endpoint` event naming where to POST, then a ping every 30 s until shutdown.
+#[utoipa::path(
+    get,
+    path = "/workspaces/{id}/mcp/stream",
+    tag = "mcp",
+    params(WorkspaceIdParam),
+    responses(
+        (status = 200, description = "An endless event stream", content_type = "text/event-stream", body = String),
+        (status = 400, description = "Invalid workspace id", body = ErrorBody),
+        (status = 404, description = "No such workspace", body = ErrorBody),
+        (status = 410, description = "The workspace was removed", body = WorkspaceGone),
+    ),
+    security(("workspace_token" = [])),
+)]
 async fn stream(
     State(state): State<AppState>,
     WorkspaceAuth(id): WorkspaceAuth,

@@ -103,6 +103,13 @@ impl Metrics {
     }
 }
 
+/// Prometheus text exposition (no auth: it carries counts and latencies, never ids or tokens).
+#[utoipa::path(
+    get,
+    path = "/metrics",
+    tag = "meta",
+    responses((status = 200, description = "OpenMetrics text", content_type = "application/openmetrics-text; version=1.0.0; charset=utf-8", body = String)),
+)]
 pub async fn render(State(state): State<AppState>) -> Result<Response, ApiError> {
     let body = state.metrics.encode().map_err(ApiError::internal)?;
     let mut response = body.into_response();

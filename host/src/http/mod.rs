@@ -15,6 +15,7 @@ mod files;
 mod lifecycle;
 mod mcp;
 mod metrics;
+pub mod openapi;
 mod org;
 mod plugins;
 mod ratelimit;
@@ -30,12 +31,14 @@ use axum::Router;
 use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
 use axum::http::{HeaderName, HeaderValue, Method, header};
 use axum::middleware::{self, Next};
-use axum::response::{IntoResponse, Response};
-use axum::routing::get;
-use serde_json::json;
+use axum::response::Response;
+use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 use tower_http::cors::{AllowOrigin, CorsLayer};
 use tower_http::trace::TraceLayer;
+use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 pub use self::metrics::Metrics;
 use self::ratelimit::{KeyedLimiter, RateLimiter};
@@ -81,11 +84,12 @@ impl AppState {
     }
 }
 
-/// The whole API with its layers.
-pub fn router(state: AppState) -> Router {
-    let api = Router::new()
-        .route("/health", get(health))
-        .route("/metrics", get(metrics::render))
+/// Every route, each registered together with its OpenAPI description (`routes!`).
+fn api() -> OpenApiRouter<AppState> {
+    OpenApiRouter::with_openapi(openapi::base())
+        .routes(routes!(health))
+        .routes(routes!(metrics::render))
+        .routes(routes!(openapi::serve))
         .merge(workspaces::router())
         .merge(lifecycle::router())
         .merge(files::router())
@@ -100,6 +104,17 @@ pub fn router(state: AppState) -> Router {
         .merge(a2a::router())
         .merge(mcp::router())
         .merge(console::router())
+}
+
+/// The OpenAPI 3.1 document of [`router`], as served at `GET /openapi.json`.
+pub fn openapi() -> serde_json::Value {
+    openapi::finish(api().into_openapi())
+}
+
+/// The whole API with its layers.
+pub fn router(state: AppState) -> Router {
+    let (api, _) = api().split_for_parts();
+    let api = api
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed);
 
@@ -118,8 +133,15 @@ pub fn router(state: AppState) -> Router {
         .with_state(state)
 }
 
-async fn health() -> impl IntoResponse {
-    axum::Json(json!({ "status": "ok" }))
+#[derive(Debug, Serialize, ToSchema)]
+struct Health {
+    status: &'static str,
+}
+
+/// Liveness: answers as long as the process serves HTTP.
+#[utoipa::path(get, path = "/health", tag = "meta", responses((status = 200, body = Health)))]
+async fn health() -> axum::Json<Health> {
+    axum::Json(Health { status: "ok" })
 }
 
 async fn not_found() -> error::ApiError {
@@ -183,6 +205,7 @@ const API_PREFIXES: &[&str] = &[
     "/events",
     "/approvals",
     "/canvas",
+    "/openapi.json",
 ];
 
 async fn security_headers(req: Request, next: Next) -> Response {

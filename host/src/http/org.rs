@@ -1,22 +1,46 @@
 //! `GET /org/templates` and `POST /org/import` (admin).
 
-use axum::Router;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
-use axum::routing::{get, post};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::json;
+use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use super::AppState;
 use super::error::{ApiError, ApiResult};
 use super::extract::{AdminAuth, ApiJson};
-use crate::org::{self, OrgError, import};
+use super::openapi::ErrorBody;
+use crate::org::import::ImportOutcome;
+use crate::org::{self, OrgError, TemplateSummary, import};
 
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/org/templates", get(templates))
-        .route("/org/import", post(import_org))
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(templates))
+        .routes(routes!(import_org))
+}
+
+/// An import refused with a reason (`detail`).
+#[derive(Debug, Serialize, ToSchema)]
+#[allow(dead_code)] // Describes the `json!` bodies `From<OrgError>` builds.
+struct ImportRefused {
+    error: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    detail: Option<String>,
+}
+
+/// The 412 answer: environment variables the template requires are not set.
+#[derive(Debug, Serialize, ToSchema)]
+#[allow(dead_code)] // Describes the `json!` body `From<OrgError>` builds.
+struct MissingEnv {
+    error: &'static str,
+    missing_env: Vec<String>,
+    missing_workspace_env: Vec<crate::org::env::MissingWorkspaceEnv>,
+    required_env: Vec<crate::org::template::EnvRequirement>,
+    template: String,
+    suggestion: &'static str,
 }
 
 impl From<OrgError> for ApiError {
@@ -62,14 +86,24 @@ impl From<OrgError> for ApiError {
     }
 }
 
+/// The org templates under the templates directory.
+#[utoipa::path(
+    get,
+    path = "/org/templates",
+    tag = "org",
+    responses((status = 200, body = Vec<TemplateSummary>)),
+    security(("admin_token" = [])),
+)]
 async fn templates(State(state): State<AppState>, _: AdminAuth) -> ApiResult<impl IntoResponse> {
     Ok(axum::Json(org::list_templates(&state.svc).await?))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 struct ImportBody {
+    /// A directory under the templates directory (wins over `template`).
     #[serde(default)]
     dir: Option<String>,
+    /// An inline org template (the YAML document as JSON).
     #[serde(default)]
     template: Option<serde_json::Value>,
     /// `merge` (default; also an empty string) or `reconcile`.
@@ -77,6 +111,23 @@ struct ImportBody {
     mode: Option<String>,
 }
 
+/// Imports an org template: creates its workspace tree (idempotently).
+#[utoipa::path(
+    post,
+    path = "/org/import",
+    tag = "org",
+    request_body = ImportBody,
+    responses(
+        (status = 201, body = ImportOutcome),
+        (status = 207, description = "Creation stopped part way (`error` says why)", body = ImportOutcome),
+        (status = 400, description = "No source, invalid mode, directory or template", body = ImportRefused),
+        (status = 403, description = "An external source was refused", body = ImportRefused),
+        (status = 404, description = "No such template directory", body = ErrorBody),
+        (status = 412, description = "Required environment variables are missing", body = MissingEnv),
+        (status = 502, description = "Fetching an external source failed", body = ImportRefused),
+    ),
+    security(("admin_token" = [])),
+)]
 async fn import_org(
     State(state): State<AppState>,
     _: AdminAuth,

@@ -1,36 +1,72 @@
 //! Plugins: the local registry, the schemes resolvers serve, install/uninstall/list per
 //! workspace, and the per-org allow-list.
 
-use axum::Router;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
-use axum::routing::{delete, get, post};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::json;
+use utoipa::{IntoParams, ToSchema};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+use uuid::Uuid;
 
 use super::AppState;
 use super::error::{ApiError, ApiResult};
 use super::extract::{AdminAuth, ApiJson, ApiQuery, WorkspaceAuth, WorkspacePath};
-use crate::plugins::drift::{self, ApplyError};
-use crate::plugins::{self, InstallRequest, PluginError, Track};
+use super::openapi::{ErrorBody, WorkspaceIdParam};
+use super::workspaces::WorkspaceGone;
+use crate::plugins::drift::{self, Applied, ApplyError, Rollout};
+use crate::plugins::{
+    self, InstallRequest, Installed, InstalledPlugin, PluginError, RegistryPlugin, Track,
+};
 use crate::store;
+use crate::store::plugins::UpdateRow;
 
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/plugins", get(registry))
-        .route("/plugins/sources", get(sources))
-        .route("/workspaces/{id}/plugins", get(list).post(install))
-        .route("/workspaces/{id}/plugins/{name}", delete(uninstall))
-        .route(
-            "/orgs/{id}/plugins/allowlist",
-            get(get_allowlist).put(put_allowlist),
-        )
-        .route("/admin/plugin-updates-pending", get(pending))
-        .route("/admin/plugin-updates/check", post(check))
-        .route("/admin/plugin-updates/apply-all", post(apply_all))
-        .route("/admin/plugin-updates/{queue_id}/apply", post(apply))
-        .route("/admin/plugin-updates/{queue_id}/dismiss", post(dismiss))
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(registry))
+        .routes(routes!(sources))
+        .routes(routes!(list, install))
+        .routes(routes!(uninstall))
+        .routes(routes!(get_allowlist, put_allowlist))
+        .routes(routes!(pending))
+        .routes(routes!(check))
+        .routes(routes!(apply_all))
+        .routes(routes!(apply))
+        .routes(routes!(dismiss))
+}
+
+/// The `{queue_id}` segment of the update routes.
+#[derive(Debug, IntoParams)]
+#[into_params(parameter_in = Path)]
+#[allow(dead_code)] // Describes the segment the handlers read with `Path`.
+struct QueueIdParam {
+    /// The queued update's id (anything that is not a UUID is not found).
+    queue_id: Uuid,
+}
+
+/// The `{name}` segment: a plugin's directory name.
+#[derive(Debug, IntoParams)]
+#[into_params(parameter_in = Path)]
+#[allow(dead_code)] // Describes the segment the handler reads with `Path`.
+struct PluginNameParam {
+    name: String,
+}
+
+/// Plugin answers with more than a message.
+#[derive(Debug, Serialize, ToSchema)]
+#[allow(dead_code)] // Describes the `json!` bodies `From<PluginError>` builds.
+struct PluginRefused {
+    error: String,
+    /// For an unknown scheme: the schemes on offer.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    available_schemes: Option<Vec<String>>,
+    /// `delivery_failed` when the files could not be delivered to the agent.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    code: Option<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    detail: Option<String>,
 }
 
 impl From<ApplyError> for ApiError {
@@ -56,18 +92,52 @@ fn queue_id(raw: &str) -> ApiResult<uuid::Uuid> {
     uuid::Uuid::parse_str(raw).map_err(|_| ApiError::not_found("update not found"))
 }
 
+/// Plugin updates waiting to be applied.
+#[utoipa::path(
+    get,
+    path = "/admin/plugin-updates-pending",
+    tag = "plugins",
+    responses((status = 200, body = Vec<UpdateRow>)),
+    security(("admin_token" = [])),
+)]
 async fn pending(State(state): State<AppState>, _: AdminAuth) -> ApiResult<impl IntoResponse> {
     Ok(axum::Json(
         store::plugins::pending_updates(&state.svc.db).await?,
     ))
 }
 
-/// Runs a drift sweep now (the sweeper runs one every `plugins.drift_interval_secs`).
-async fn check(State(state): State<AppState>, _: AdminAuth) -> ApiResult<impl IntoResponse> {
-    let queued = drift::sweep(&state.svc).await?;
-    Ok(axum::Json(json!({ "queued": queued })))
+#[derive(Debug, Serialize, ToSchema)]
+struct UpdatesQueued {
+    /// Updates queued by this sweep.
+    queued: usize,
 }
 
+/// Runs a drift sweep now (the sweeper runs one every `plugins.drift_interval_secs`).
+#[utoipa::path(
+    post,
+    path = "/admin/plugin-updates/check",
+    tag = "plugins",
+    responses((status = 200, body = UpdatesQueued)),
+    security(("admin_token" = [])),
+)]
+async fn check(State(state): State<AppState>, _: AdminAuth) -> ApiResult<impl IntoResponse> {
+    let queued = drift::sweep(&state.svc).await?;
+    Ok(axum::Json(UpdatesQueued { queued }))
+}
+
+/// Applies one queued update (reinstalls the plugin at the new revision).
+#[utoipa::path(
+    post,
+    path = "/admin/plugin-updates/{queue_id}/apply",
+    tag = "plugins",
+    params(QueueIdParam),
+    responses(
+        (status = 200, body = Applied),
+        (status = 404, description = "No such update, or the plugin is no longer installed", body = ErrorBody),
+        (status = 409, description = "Dismissed or already applied", body = ErrorBody),
+    ),
+    security(("admin_token" = [])),
+)]
 async fn apply(
     State(state): State<AppState>,
     _: AdminAuth,
@@ -78,6 +148,25 @@ async fn apply(
     ))
 }
 
+#[derive(Debug, Serialize, ToSchema)]
+struct Dismissed {
+    status: &'static str,
+    queue_id: Uuid,
+}
+
+/// Dismisses one queued update.
+#[utoipa::path(
+    post,
+    path = "/admin/plugin-updates/{queue_id}/dismiss",
+    tag = "plugins",
+    params(QueueIdParam),
+    responses(
+        (status = 200, body = Dismissed),
+        (status = 404, description = "No such update", body = ErrorBody),
+        (status = 409, description = "Already applied", body = ErrorBody),
+    ),
+    security(("admin_token" = [])),
+)]
 async fn dismiss(
     State(state): State<AppState>,
     _: AdminAuth,
@@ -85,9 +174,20 @@ async fn dismiss(
 ) -> ApiResult<impl IntoResponse> {
     let id = queue_id(&raw)?;
     let status = drift::dismiss(&state.svc, id).await?;
-    Ok(axum::Json(json!({ "status": status, "queue_id": id })))
+    Ok(axum::Json(Dismissed {
+        status,
+        queue_id: id,
+    }))
 }
 
+/// Applies every pending update, canary workspaces first.
+#[utoipa::path(
+    post,
+    path = "/admin/plugin-updates/apply-all",
+    tag = "plugins",
+    responses((status = 200, body = Rollout)),
+    security(("admin_token" = [])),
+)]
 async fn apply_all(State(state): State<AppState>, _: AdminAuth) -> ApiResult<impl IntoResponse> {
     Ok(axum::Json(drift::apply_all(&state.svc).await?))
 }
@@ -143,11 +243,24 @@ impl From<PluginError> for ApiError {
     }
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 struct RegistryQuery {
+    /// Only plugins that support this workspace runtime.
     runtime: Option<String>,
 }
 
+/// The local plugin registry. Open.
+#[utoipa::path(
+    get,
+    path = "/plugins",
+    tag = "plugins",
+    params(RegistryQuery),
+    responses(
+        (status = 200, body = Vec<RegistryPlugin>),
+        (status = 400, description = "Invalid query", body = ErrorBody),
+    ),
+)]
 async fn registry(
     State(state): State<AppState>,
     ApiQuery(q): ApiQuery<RegistryQuery>,
@@ -155,20 +268,60 @@ async fn registry(
     axum::Json(plugins::registry(&state.svc, q.runtime.as_deref()))
 }
 
-async fn sources(State(state): State<AppState>) -> impl IntoResponse {
-    axum::Json(json!({ "schemes": plugins::schemes(&state.svc) }))
+#[derive(Debug, Serialize, ToSchema)]
+struct Schemes {
+    /// The source schemes installs accept (`local`, `github`, ...).
+    schemes: Vec<String>,
 }
 
-#[derive(Debug, Deserialize)]
+/// The plugin source schemes on offer. Open.
+#[utoipa::path(
+    get,
+    path = "/plugins/sources",
+    tag = "plugins",
+    responses((status = 200, body = Schemes)),
+)]
+async fn sources(State(state): State<AppState>) -> impl IntoResponse {
+    axum::Json(Schemes {
+        schemes: plugins::schemes(&state.svc),
+    })
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
 struct InstallBody {
+    /// `<scheme>://<spec>`, e.g. `local://echo-skill`.
     #[serde(default)]
     source: String,
+    /// The expected sha256 of the plugin's content (64 hex characters).
     #[serde(default)]
     sha256: Option<String>,
+    /// `none`, `tag:<ref>` or `sha:<sha>`.
     #[serde(default)]
     track: Option<String>,
 }
 
+/// Installs a plugin into the workspace.
+#[utoipa::path(
+    post,
+    path = "/workspaces/{id}/plugins",
+    tag = "plugins",
+    params(WorkspaceIdParam),
+    request_body = InstallBody,
+    responses(
+        (status = 200, body = Installed),
+        (status = 400, description = "Invalid source, scheme, track or sha256", body = PluginRefused),
+        (status = 403, description = "Not in the org allow-list", body = ErrorBody),
+        (status = 404, description = "No such workspace or plugin source", body = ErrorBody),
+        (status = 410, description = "The workspace was removed", body = WorkspaceGone),
+        (status = 413, description = "The plugin is too large", body = ErrorBody),
+        (status = 422, description = "Source refused, integrity mismatch, or an external workspace", body = ErrorBody),
+        (status = 500, description = "Delivery to the agent failed (`code: delivery_failed`)", body = PluginRefused),
+        (status = 502, description = "Fetching the plugin failed", body = ErrorBody),
+        (status = 503, description = "The agent is not running", body = ErrorBody),
+        (status = 504, description = "Fetching the plugin timed out", body = ErrorBody),
+    ),
+    security(("workspace_token" = [])),
+)]
 async fn install(
     State(state): State<AppState>,
     WorkspaceAuth(id): WorkspaceAuth,
@@ -198,17 +351,55 @@ async fn install(
     Ok(axum::Json(installed))
 }
 
+#[derive(Debug, Serialize, ToSchema)]
+struct Uninstalled {
+    status: &'static str,
+    plugin: String,
+    restarting: bool,
+}
+
+/// Removes a plugin from the workspace.
+#[utoipa::path(
+    delete,
+    path = "/workspaces/{id}/plugins/{name}",
+    tag = "plugins",
+    params(WorkspaceIdParam, PluginNameParam),
+    responses(
+        (status = 200, body = Uninstalled),
+        (status = 400, description = "Invalid plugin name or workspace id", body = ErrorBody),
+        (status = 404, description = "No such workspace, or the plugin is not installed", body = ErrorBody),
+        (status = 410, description = "The workspace was removed", body = WorkspaceGone),
+        (status = 503, description = "The agent is not running", body = ErrorBody),
+    ),
+    security(("workspace_token" = [])),
+)]
 async fn uninstall(
     State(state): State<AppState>,
     WorkspaceAuth(id): WorkspaceAuth,
     Path((_, name)): Path<(String, String)>,
 ) -> ApiResult<impl IntoResponse> {
     let restarting = plugins::uninstall(&state.svc, id, &name).await?;
-    Ok(axum::Json(
-        json!({ "status": "uninstalled", "plugin": name, "restarting": restarting }),
-    ))
+    Ok(axum::Json(Uninstalled {
+        status: "uninstalled",
+        plugin: name,
+        restarting,
+    }))
 }
 
+/// The plugins installed in the workspace (empty while its agent is not running).
+#[utoipa::path(
+    get,
+    path = "/workspaces/{id}/plugins",
+    tag = "plugins",
+    params(WorkspaceIdParam),
+    responses(
+        (status = 200, body = Vec<InstalledPlugin>),
+        (status = 400, description = "Invalid workspace id", body = ErrorBody),
+        (status = 404, description = "No such workspace", body = ErrorBody),
+        (status = 410, description = "The workspace was removed", body = WorkspaceGone),
+    ),
+    security(("workspace_token" = [])),
+)]
 async fn list(
     State(state): State<AppState>,
     WorkspaceAuth(id): WorkspaceAuth,
@@ -216,6 +407,27 @@ async fn list(
     Ok(axum::Json(plugins::list_installed(&state.svc, id).await?))
 }
 
+#[derive(Debug, Serialize, ToSchema)]
+struct Allowlist {
+    org_id: Uuid,
+    /// Plugin names the org's workspaces may install; empty allows all.
+    plugins: Vec<String>,
+}
+
+/// The org's plugin allow-list (`{id}` is the org's root workspace).
+#[utoipa::path(
+    get,
+    path = "/orgs/{id}/plugins/allowlist",
+    tag = "plugins",
+    params(WorkspaceIdParam),
+    responses(
+        (status = 200, body = Allowlist),
+        (status = 400, description = "Invalid workspace id", body = ErrorBody),
+        (status = 404, description = "No such workspace", body = ErrorBody),
+        (status = 410, description = "The workspace was removed", body = WorkspaceGone),
+    ),
+    security(("admin_token" = [])),
+)]
 async fn get_allowlist(
     State(state): State<AppState>,
     _: AdminAuth,
@@ -223,14 +435,32 @@ async fn get_allowlist(
 ) -> ApiResult<impl IntoResponse> {
     crate::workspaces::get_live(&state.svc, id).await?;
     let names = store::plugins::allowlist(&state.svc.db, id).await?;
-    Ok(axum::Json(json!({ "org_id": id, "plugins": names })))
+    Ok(axum::Json(Allowlist {
+        org_id: id,
+        plugins: names,
+    }))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 struct AllowlistBody {
     plugins: Vec<String>,
 }
 
+/// Replaces the org's plugin allow-list.
+#[utoipa::path(
+    put,
+    path = "/orgs/{id}/plugins/allowlist",
+    tag = "plugins",
+    params(WorkspaceIdParam),
+    request_body = AllowlistBody,
+    responses(
+        (status = 200, body = Allowlist),
+        (status = 400, description = "Invalid plugin name or workspace id", body = ErrorBody),
+        (status = 404, description = "No such workspace", body = ErrorBody),
+        (status = 410, description = "The workspace was removed", body = WorkspaceGone),
+    ),
+    security(("admin_token" = [])),
+)]
 async fn put_allowlist(
     State(state): State<AppState>,
     _: AdminAuth,
@@ -245,5 +475,8 @@ async fn put_allowlist(
     names.sort();
     names.dedup();
     store::plugins::set_allowlist(&state.svc.db, id, &names).await?;
-    Ok(axum::Json(json!({ "org_id": id, "plugins": names })))
+    Ok(axum::Json(Allowlist {
+        org_id: id,
+        plugins: names,
+    }))
 }

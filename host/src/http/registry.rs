@@ -1,41 +1,78 @@
 //! `/registry`: agents register, heartbeat and publish their cards; peers discover each other.
 
-use axum::Router;
 use axum::extract::State;
 use axum::http::HeaderMap;
 use axum::response::IntoResponse;
-use axum::routing::{get, post};
 use secrecy::ExposeSecret as _;
-use serde::Deserialize;
-use serde_json::{Value, json};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 use uuid::Uuid;
 
 use super::AppState;
 use super::error::{ApiError, ApiResult};
 use super::extract::{ApiJson, Caller, WorkspacePath};
+use super::openapi::{ErrorBody, StatusBody, WorkspaceIdParam};
+use super::workspaces::WorkspaceGone;
 use crate::auth;
 use crate::store::workspaces::{HeartbeatReport, WorkspaceRow};
 use crate::workspaces::access::{self, can_communicate};
 use crate::workspaces::get_live;
 use crate::workspaces::registry::{self, AgentUrl, Heartbeat};
 
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/registry/register", post(register))
-        .route("/registry/heartbeat", post(heartbeat))
-        .route("/registry/update-card", post(update_card))
-        .route("/registry/discover/{id}", get(discover))
-        .route("/registry/{id}/peers", get(peers))
-        .route("/registry/check-access", post(check_access))
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(register))
+        .routes(routes!(heartbeat))
+        .routes(routes!(update_card))
+        .routes(routes!(discover))
+        .routes(routes!(peers))
+        .routes(routes!(check_access))
 }
 
-#[derive(Debug, Deserialize)]
+/// `X-Workspace-ID`: the workspace an agent calls on behalf of.
+#[derive(Debug, utoipa::IntoParams)]
+#[into_params(parameter_in = Header)]
+#[allow(dead_code)] // Describes the header the `Caller` extractor reads.
+pub struct CallerHeader {
+    /// The calling workspace's id; ids of the host's own callers (`system:` ...) are refused.
+    #[param(rename = "X-Workspace-ID")]
+    x_workspace_id: Option<Uuid>,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
 struct RegisterBody {
     id: Uuid,
+    /// Where the agent serves A2A (http or https).
     url: String,
+    /// The agent's A2A card (a free-form object).
     agent_card: Option<Value>,
 }
 
+#[derive(Debug, Serialize, ToSchema)]
+struct Registered {
+    status: &'static str,
+    /// The workspace's first token, minted at its first registration (shown once).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    auth_token: Option<String>,
+}
+
+/// An agent announces where it serves. A workspace holding tokens must present one of its own.
+#[utoipa::path(
+    post,
+    path = "/registry/register",
+    tag = "registry",
+    request_body = RegisterBody,
+    responses(
+        (status = 200, body = Registered),
+        (status = 400, description = "Invalid URL or card", body = ErrorBody),
+        (status = 404, description = "No such workspace", body = ErrorBody),
+        (status = 410, description = "The workspace was removed", body = WorkspaceGone),
+    ),
+    security((), ("workspace_token" = [])),
+)]
 async fn register(
     State(state): State<AppState>,
     headers: HeaderMap,
@@ -51,14 +88,15 @@ async fn register(
         return Err(ApiError::bad_request("agent_card must be an object"));
     }
     let registered = registry::register(&state.svc, body.id, &url, body.agent_card).await?;
-    let mut response = json!({ "status": "registered" });
-    if let Some(token) = registered.auth_token {
-        response["auth_token"] = json!(token.expose_secret());
-    }
-    Ok(axum::Json(response))
+    Ok(axum::Json(Registered {
+        status: "registered",
+        auth_token: registered
+            .auth_token
+            .map(|token| token.expose_secret().to_owned()),
+    }))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 struct HeartbeatBody {
     workspace_id: Uuid,
     #[serde(default)]
@@ -73,6 +111,20 @@ struct HeartbeatBody {
     runtime_state: Option<String>,
 }
 
+/// An agent reports that it is alive and how it is doing.
+#[utoipa::path(
+    post,
+    path = "/registry/heartbeat",
+    tag = "registry",
+    request_body = HeartbeatBody,
+    responses(
+        (status = 200, body = StatusBody),
+        (status = 400, description = "error_rate outside 0-1, or negative counters", body = ErrorBody),
+        (status = 404, description = "No such workspace", body = ErrorBody),
+        (status = 410, description = "The workspace was removed", body = WorkspaceGone),
+    ),
+    security((), ("workspace_token" = [])),
+)]
 async fn heartbeat(
     State(state): State<AppState>,
     headers: HeaderMap,
@@ -105,15 +157,30 @@ async fn heartbeat(
         wedged: body.runtime_state.as_deref() == Some("wedged"),
     };
     registry::heartbeat(&state.svc, body.workspace_id, &hb).await?;
-    Ok(axum::Json(json!({ "status": "ok" })))
+    Ok(axum::Json(StatusBody { status: "ok" }))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 struct UpdateCardBody {
     workspace_id: Uuid,
+    /// The agent's A2A card (a free-form object).
     agent_card: Value,
 }
 
+/// An agent publishes a new card.
+#[utoipa::path(
+    post,
+    path = "/registry/update-card",
+    tag = "registry",
+    request_body = UpdateCardBody,
+    responses(
+        (status = 200, body = StatusBody),
+        (status = 400, description = "The card is not an object", body = ErrorBody),
+        (status = 404, description = "No such workspace", body = ErrorBody),
+        (status = 410, description = "The workspace was removed", body = WorkspaceGone),
+    ),
+    security((), ("workspace_token" = [])),
+)]
 async fn update_card(
     State(state): State<AppState>,
     headers: HeaderMap,
@@ -128,25 +195,53 @@ async fn update_card(
         return Err(ApiError::bad_request("agent_card must be an object"));
     }
     registry::update_card(&state.svc, body.workspace_id, body.agent_card).await?;
-    Ok(axum::Json(json!({ "status": "updated" })))
+    Ok(axum::Json(StatusBody { status: "updated" }))
 }
 
-fn peer_json(svc: &crate::Services, row: &WorkspaceRow) -> Value {
-    json!({
-        "id": row.id,
-        "name": row.name,
-        "role": row.role,
-        "tier": row.tier,
-        "status": row.status,
-        "url": registry::peer_url(svc, row),
-        "parent_id": row.parent_id,
-        "agent_card": row.agent_card,
-    })
+/// A workspace as its peers see it.
+#[derive(Debug, Serialize, ToSchema)]
+struct Peer {
+    id: Uuid,
+    name: String,
+    role: Option<String>,
+    tier: i32,
+    status: String,
+    /// Where to reach the agent (the host's proxy or its own URL).
+    url: Option<String>,
+    parent_id: Option<Uuid>,
+    agent_card: Option<Value>,
+}
+
+fn peer(svc: &crate::Services, row: &WorkspaceRow) -> Peer {
+    Peer {
+        id: row.id,
+        name: row.name.clone(),
+        role: row.role.clone(),
+        tier: row.tier,
+        status: row.status.clone(),
+        url: registry::peer_url(svc, row),
+        parent_id: row.parent_id,
+        agent_card: row.agent_card.clone(),
+    }
 }
 
 /// Forwarding hops discovery follows before giving up.
 const MAX_FORWARD_HOPS: usize = 5;
 
+/// Another workspace, for an agent that may talk to it (following forwards).
+#[utoipa::path(
+    get,
+    path = "/registry/discover/{id}",
+    tag = "registry",
+    params(WorkspaceIdParam, CallerHeader),
+    responses(
+        (status = 200, body = Peer),
+        (status = 400, description = "X-Workspace-ID missing or invalid, or invalid id", body = ErrorBody),
+        (status = 403, description = "The workspaces may not communicate, or a reserved caller id", body = ErrorBody),
+        (status = 404, description = "No such workspace", body = ErrorBody),
+    ),
+    security((), ("workspace_token" = [])),
+)]
 async fn discover(
     State(state): State<AppState>,
     WorkspacePath(target): WorkspacePath,
@@ -174,10 +269,24 @@ async fn discover(
             Err(_) => break,
         }
     }
-    Ok(axum::Json(peer_json(&state.svc, &row)))
+    Ok(axum::Json(peer(&state.svc, &row)))
 }
 
 /// The workspaces `id` may talk to: its parent, its children and its siblings.
+#[utoipa::path(
+    get,
+    path = "/registry/{id}/peers",
+    tag = "registry",
+    params(WorkspaceIdParam, CallerHeader),
+    responses(
+        (status = 200, body = Vec<Peer>),
+        (status = 400, description = "Invalid id or X-Workspace-ID", body = ErrorBody),
+        (status = 403, description = "The workspaces may not communicate, or a reserved caller id", body = ErrorBody),
+        (status = 404, description = "No such workspace", body = ErrorBody),
+        (status = 410, description = "The workspace was removed", body = WorkspaceGone),
+    ),
+    security(("workspace_token" = []), ("admin_token" = [])),
+)]
 async fn peers(
     State(state): State<AppState>,
     WorkspacePath(id): WorkspacePath,
@@ -198,21 +307,37 @@ async fn peers(
         Caller::Canvas => state.svc.guard.canvas_or_bearer(&headers).await?,
     }
     let peers = access::peers(&state.svc, id).await?;
-    Ok(axum::Json(Value::Array(
-        peers.iter().map(|row| peer_json(&state.svc, row)).collect(),
-    )))
+    Ok(axum::Json(
+        peers
+            .iter()
+            .map(|row| peer(&state.svc, row))
+            .collect::<Vec<_>>(),
+    ))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 struct CheckAccessBody {
     caller_id: Uuid,
     target_id: Uuid,
 }
 
+#[derive(Debug, Serialize, ToSchema)]
+struct Access {
+    allowed: bool,
+}
+
+/// Whether two workspaces may communicate (parent, child or sibling). Open.
+#[utoipa::path(
+    post,
+    path = "/registry/check-access",
+    tag = "registry",
+    request_body = CheckAccessBody,
+    responses((status = 200, body = Access)),
+)]
 async fn check_access(
     State(state): State<AppState>,
     ApiJson(body): ApiJson<CheckAccessBody>,
 ) -> ApiResult<impl IntoResponse> {
     let allowed = can_communicate(&state.svc.db, body.caller_id, body.target_id).await?;
-    Ok(axum::Json(json!({ "allowed": allowed })))
+    Ok(axum::Json(Access { allowed }))
 }

@@ -2,48 +2,88 @@
 //! `/admin/secrets` alias). Values are accepted, never returned, except by `/secrets/values` to
 //! the workspace itself.
 
-use axum::Router;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
-use axum::routing::{delete, get};
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Utc};
 use secrecy::ExposeSecret as _;
-use serde::Deserialize;
-use serde_json::{Map, Value, json};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use utoipa::{IntoParams, ToSchema};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 use uuid::Uuid;
 
 use super::AppState;
 use super::error::{ApiError, ApiResult};
 use super::extract::{AdminAuth, ApiJson, WorkspaceAuth};
+use super::openapi::{ErrorBody, WorkspaceIdParam};
+use super::workspaces::WorkspaceGone;
 use crate::secrets::{self, Bundle, Scope, SecretInfo, SecretKey};
 use crate::workspaces::get_live;
 
-pub fn router() -> Router<AppState> {
-    let global = || get(list_global).put(set_global).post(set_global);
-    Router::new()
-        .route("/workspaces/{id}/secrets", get(list).post(set).put(set))
-        .route("/workspaces/{id}/secrets/values", get(values))
-        .route("/workspaces/{id}/secrets/{key}", delete(remove))
-        .route("/workspaces/{id}/model", get(get_model).put(put_model))
-        .route("/settings/secrets", global())
-        .route("/settings/secrets/{key}", delete(remove_global))
-        .route("/admin/secrets", global())
-        .route("/admin/secrets/{key}", delete(remove_global))
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(list, set))
+        .routes(routes!(values))
+        .routes(routes!(remove))
+        .routes(routes!(get_model, put_model))
+        .routes(routes!(list_global, set_global))
+        .routes(routes!(remove_global))
+        .routes(routes!(admin_list_global, admin_set_global))
+        .routes(routes!(admin_remove_global))
 }
 
-fn info_json(info: &SecretInfo) -> Value {
-    json!({
-        "key": info.key,
-        "has_value": true,
-        "scope": match info.scope { Scope::Workspace => "workspace", Scope::Global => "global" },
-        "created_at": info.created_at,
-        "updated_at": info.updated_at,
-    })
-}
-
-#[derive(Deserialize)]
-struct SecretBody {
+/// A secret's metadata; values are never returned here.
+#[derive(Debug, Serialize, ToSchema)]
+struct SecretMeta {
     key: String,
+    has_value: bool,
+    /// `workspace` or `global` (a global the workspace does not override).
+    scope: &'static str,
+    created_at: DateTime<Utc>,
+    updated_at: DateTime<Utc>,
+}
+
+fn meta(info: &SecretInfo) -> SecretMeta {
+    SecretMeta {
+        key: info.key.clone(),
+        has_value: true,
+        scope: match info.scope {
+            Scope::Workspace => "workspace",
+            Scope::Global => "global",
+        },
+        created_at: info.created_at,
+        updated_at: info.updated_at,
+    }
+}
+
+/// The `{key}` path segment: an environment variable name.
+#[derive(Debug, IntoParams)]
+#[into_params(parameter_in = Path)]
+#[allow(dead_code)] // Describes the segment the handlers read with `Path`.
+struct SecretKeyParam {
+    /// `[A-Za-z_][A-Za-z0-9_]*`; anything else is answered as not found.
+    key: String,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+struct SecretSaved {
+    /// `saved` or `deleted`.
+    status: &'static str,
+    key: String,
+    /// `global` on the global routes.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    scope: Option<&'static str>,
+}
+
+#[derive(Deserialize, ToSchema)]
+struct SecretBody {
+    /// An environment variable name.
+    key: String,
+    /// Not empty; at most 64 KiB.
     value: String,
 }
 
@@ -76,17 +116,45 @@ async fn request_restart(state: &AppState, workspace_id: Uuid, reason: &str, key
     crate::workspaces::lifecycle::secrets_changed(&state.svc, workspace_id, reason, key).await;
 }
 
+/// The workspace's secrets and the global ones it inherits (names only).
+#[utoipa::path(
+    get,
+    path = "/workspaces/{id}/secrets",
+    tag = "secrets",
+    params(WorkspaceIdParam),
+    responses(
+        (status = 200, body = Vec<SecretMeta>),
+        (status = 400, description = "Invalid workspace id", body = ErrorBody),
+        (status = 404, description = "No such workspace", body = ErrorBody),
+        (status = 410, description = "The workspace was removed", body = WorkspaceGone),
+    ),
+    security(("workspace_token" = [])),
+)]
 async fn list(
     State(state): State<AppState>,
     WorkspaceAuth(id): WorkspaceAuth,
 ) -> ApiResult<impl IntoResponse> {
     get_live(&state.svc, id).await?;
     let listed = secrets::list_for_workspace(&state.svc.db, id).await?;
-    Ok(axum::Json(Value::Array(
-        listed.iter().map(info_json).collect(),
-    )))
+    Ok(axum::Json(listed.iter().map(meta).collect::<Vec<_>>()))
 }
 
+/// Sets a workspace secret (the agent restarts as the policy decides).
+#[utoipa::path(
+    method(post, put),
+    path = "/workspaces/{id}/secrets",
+    tag = "secrets",
+    params(WorkspaceIdParam),
+    request_body = SecretBody,
+    responses(
+        (status = 200, body = SecretSaved),
+        (status = 400, description = "Invalid key, empty value, or invalid workspace id", body = ErrorBody),
+        (status = 404, description = "No such workspace", body = ErrorBody),
+        (status = 410, description = "The workspace was removed", body = WorkspaceGone),
+        (status = 413, description = "The value is too large", body = ErrorBody),
+    ),
+    security(("workspace_token" = [])),
+)]
 async fn set(
     State(state): State<AppState>,
     WorkspaceAuth(id): WorkspaceAuth,
@@ -96,11 +164,27 @@ async fn set(
     get_live(&state.svc, id).await?;
     secrets::set_workspace(&state.svc.db, &state.svc.cipher, id, &key, &body.value).await?;
     request_restart(&state, id, "secret_changed", key.as_str()).await;
-    Ok(axum::Json(
-        json!({ "status": "saved", "key": key.as_str() }),
-    ))
+    Ok(axum::Json(SecretSaved {
+        status: "saved",
+        key: key.as_str().to_owned(),
+        scope: None,
+    }))
 }
 
+/// Deletes a workspace secret.
+#[utoipa::path(
+    delete,
+    path = "/workspaces/{id}/secrets/{key}",
+    tag = "secrets",
+    params(WorkspaceIdParam, SecretKeyParam),
+    responses(
+        (status = 200, body = SecretSaved),
+        (status = 400, description = "Invalid workspace id", body = ErrorBody),
+        (status = 404, description = "No such workspace or secret", body = ErrorBody),
+        (status = 410, description = "The workspace was removed", body = WorkspaceGone),
+    ),
+    security(("workspace_token" = [])),
+)]
 async fn remove(
     State(state): State<AppState>,
     WorkspaceAuth(id): WorkspaceAuth,
@@ -112,12 +196,38 @@ async fn remove(
         return Err(ApiError::not_found("secret not found"));
     }
     request_restart(&state, id, "secret_deleted", key.as_str()).await;
-    Ok(axum::Json(
-        json!({ "status": "deleted", "key": key.as_str() }),
-    ))
+    Ok(axum::Json(SecretSaved {
+        status: "deleted",
+        key: key.as_str().to_owned(),
+        scope: None,
+    }))
+}
+
+/// The 500 answer when some secrets cannot be decrypted.
+#[derive(Debug, Serialize, ToSchema)]
+#[allow(dead_code)] // Describes the `json!` body `values` answers.
+struct Undecryptable {
+    error: &'static str,
+    code: &'static str,
+    message: &'static str,
+    failed_keys: Vec<String>,
 }
 
 /// Every secret the workspace would receive, decrypted; all or nothing.
+#[utoipa::path(
+    get,
+    path = "/workspaces/{id}/secrets/values",
+    tag = "secrets",
+    params(WorkspaceIdParam),
+    responses(
+        (status = 200, description = "Name to value", body = BTreeMap<String, String>),
+        (status = 400, description = "Invalid workspace id", body = ErrorBody),
+        (status = 404, description = "No such workspace", body = ErrorBody),
+        (status = 410, description = "The workspace was removed", body = WorkspaceGone),
+        (status = 500, description = "Some secrets cannot be decrypted (`code: secrets_undecryptable`)", body = Undecryptable),
+    ),
+    security(("workspace_token" = [])),
+)]
 async fn values(
     State(state): State<AppState>,
     WorkspaceAuth(id): WorkspaceAuth,
@@ -125,11 +235,11 @@ async fn values(
     get_live(&state.svc, id).await?;
     match secrets::bundle(&state.svc.db, &state.svc.cipher, id).await? {
         Bundle::Complete(values) => {
-            let map: Map<String, Value> = values
+            let map: BTreeMap<String, String> = values
                 .into_iter()
-                .map(|(k, v)| (k, Value::String(v.expose_secret().to_owned())))
+                .map(|(k, v)| (k, v.expose_secret().to_owned()))
                 .collect();
-            Ok(axum::Json(Value::Object(map)))
+            Ok(axum::Json(map))
         }
         Bundle::Refused { failed_keys } => Err(ApiError::Body(
             StatusCode::INTERNAL_SERVER_ERROR,
@@ -143,6 +253,28 @@ async fn values(
     }
 }
 
+#[derive(Debug, Serialize, ToSchema)]
+struct Model {
+    /// Empty when none is chosen.
+    model: String,
+    /// `workspace_secrets` or `default`.
+    source: &'static str,
+}
+
+/// The workspace's model choice.
+#[utoipa::path(
+    get,
+    path = "/workspaces/{id}/model",
+    tag = "secrets",
+    params(WorkspaceIdParam),
+    responses(
+        (status = 200, body = Model),
+        (status = 400, description = "Invalid workspace id", body = ErrorBody),
+        (status = 404, description = "No such workspace", body = ErrorBody),
+        (status = 410, description = "The workspace was removed", body = WorkspaceGone),
+    ),
+    security(("workspace_token" = [])),
+)]
 async fn get_model(
     State(state): State<AppState>,
     WorkspaceAuth(id): WorkspaceAuth,
@@ -151,20 +283,48 @@ async fn get_model(
     match secrets::get_workspace_value(&state.svc.db, &state.svc.cipher, id, secrets::MODEL_KEY)
         .await?
     {
-        Some(Ok(model)) => Ok(axum::Json(
-            json!({ "model": model, "source": "workspace_secrets" }),
-        )),
+        Some(Ok(model)) => Ok(axum::Json(Model {
+            model,
+            source: "workspace_secrets",
+        })),
         Some(Err(err)) => Err(ApiError::internal(err)),
-        None => Ok(axum::Json(json!({ "model": "", "source": "default" }))),
+        None => Ok(axum::Json(Model {
+            model: String::new(),
+            source: "default",
+        })),
     }
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 struct ModelBody {
+    /// At most 100 characters; empty clears the choice.
     #[serde(default)]
     model: String,
 }
 
+#[derive(Debug, Serialize, ToSchema)]
+struct ModelSaved {
+    /// `saved` or `cleared`.
+    status: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    model: Option<String>,
+}
+
+/// Chooses (or clears) the workspace's model; the agent restarts as the policy decides.
+#[utoipa::path(
+    put,
+    path = "/workspaces/{id}/model",
+    tag = "secrets",
+    params(WorkspaceIdParam),
+    request_body = ModelBody,
+    responses(
+        (status = 200, body = ModelSaved),
+        (status = 400, description = "Invalid model or workspace id", body = ErrorBody),
+        (status = 404, description = "No such workspace", body = ErrorBody),
+        (status = 410, description = "The workspace was removed", body = WorkspaceGone),
+    ),
+    security(("workspace_token" = [])),
+)]
 async fn put_model(
     State(state): State<AppState>,
     WorkspaceAuth(id): WorkspaceAuth,
@@ -178,20 +338,47 @@ async fn put_model(
     let key = SecretKey::parse(secrets::MODEL_KEY).expect("MODEL_PROVIDER is a valid key");
     let response = if model.is_empty() {
         crate::store::secrets::delete_workspace(&state.svc.db, id, key.as_str()).await?;
-        json!({ "status": "cleared" })
+        ModelSaved {
+            status: "cleared",
+            model: None,
+        }
     } else {
         secrets::set_workspace(&state.svc.db, &state.svc.cipher, id, &key, model).await?;
-        json!({ "status": "saved", "model": model })
+        ModelSaved {
+            status: "saved",
+            model: Some(model.to_owned()),
+        }
     };
     request_restart(&state, id, "model_changed", key.as_str()).await;
     Ok(axum::Json(response))
 }
 
+/// The global secrets (names only).
+#[utoipa::path(
+    get,
+    path = "/settings/secrets",
+    tag = "secrets",
+    responses((status = 200, body = Vec<SecretMeta>)),
+    security(("admin_token" = [])),
+)]
 async fn list_global(State(state): State<AppState>, _: AdminAuth) -> ApiResult<impl IntoResponse> {
     let listed = secrets::list_global(&state.svc.db).await?;
-    Ok(axum::Json(Value::Array(
-        listed.iter().map(info_json).collect(),
-    )))
+    Ok(axum::Json(listed.iter().map(meta).collect::<Vec<_>>()))
+}
+
+/// `GET /admin/secrets`: an alias of `GET /settings/secrets`.
+#[utoipa::path(
+    get,
+    path = "/admin/secrets",
+    tag = "secrets",
+    responses((status = 200, body = Vec<SecretMeta>)),
+    security(("admin_token" = [])),
+)]
+async fn admin_list_global(
+    state: State<AppState>,
+    auth: AdminAuth,
+) -> ApiResult<impl IntoResponse> {
+    list_global(state, auth).await
 }
 
 /// Every live workspace that inherits global `key` (no own override) needs a restart.
@@ -208,6 +395,19 @@ async fn request_restarts_for_global(
     Ok(())
 }
 
+/// Sets a global secret; every workspace inheriting it restarts as the policy decides.
+#[utoipa::path(
+    method(put, post),
+    path = "/settings/secrets",
+    tag = "secrets",
+    request_body = SecretBody,
+    responses(
+        (status = 200, body = SecretSaved),
+        (status = 400, description = "Invalid key or empty value", body = ErrorBody),
+        (status = 413, description = "The value is too large", body = ErrorBody),
+    ),
+    security(("admin_token" = [])),
+)]
 async fn set_global(
     State(state): State<AppState>,
     _: AdminAuth,
@@ -216,11 +416,46 @@ async fn set_global(
     let key = parse_secret(&body)?;
     secrets::set_global(&state.svc.db, &state.svc.cipher, &key, &body.value).await?;
     request_restarts_for_global(&state, &key, "global_secret_changed").await?;
-    Ok(axum::Json(
-        json!({ "status": "saved", "key": key.as_str(), "scope": "global" }),
-    ))
+    Ok(axum::Json(SecretSaved {
+        status: "saved",
+        key: key.as_str().to_owned(),
+        scope: Some("global"),
+    }))
 }
 
+/// `PUT|POST /admin/secrets`: an alias of `/settings/secrets`.
+#[utoipa::path(
+    method(put, post),
+    path = "/admin/secrets",
+    tag = "secrets",
+    request_body = SecretBody,
+    responses(
+        (status = 200, body = SecretSaved),
+        (status = 400, description = "Invalid key or empty value", body = ErrorBody),
+        (status = 413, description = "The value is too large", body = ErrorBody),
+    ),
+    security(("admin_token" = [])),
+)]
+async fn admin_set_global(
+    state: State<AppState>,
+    auth: AdminAuth,
+    body: ApiJson<SecretBody>,
+) -> ApiResult<impl IntoResponse> {
+    set_global(state, auth, body).await
+}
+
+/// Deletes a global secret.
+#[utoipa::path(
+    delete,
+    path = "/settings/secrets/{key}",
+    tag = "secrets",
+    params(SecretKeyParam),
+    responses(
+        (status = 200, body = SecretSaved),
+        (status = 404, description = "No such secret", body = ErrorBody),
+    ),
+    security(("admin_token" = [])),
+)]
 async fn remove_global(
     State(state): State<AppState>,
     _: AdminAuth,
@@ -231,7 +466,29 @@ async fn remove_global(
         return Err(ApiError::not_found("secret not found"));
     }
     request_restarts_for_global(&state, &key, "global_secret_deleted").await?;
-    Ok(axum::Json(
-        json!({ "status": "deleted", "key": key.as_str(), "scope": "global" }),
-    ))
+    Ok(axum::Json(SecretSaved {
+        status: "deleted",
+        key: key.as_str().to_owned(),
+        scope: Some("global"),
+    }))
+}
+
+/// `DELETE /admin/secrets/{key}`: an alias of `/settings/secrets/{key}`.
+#[utoipa::path(
+    delete,
+    path = "/admin/secrets/{key}",
+    tag = "secrets",
+    params(SecretKeyParam),
+    responses(
+        (status = 200, body = SecretSaved),
+        (status = 404, description = "No such secret", body = ErrorBody),
+    ),
+    security(("admin_token" = [])),
+)]
+async fn admin_remove_global(
+    state: State<AppState>,
+    auth: AdminAuth,
+    key: Path<String>,
+) -> ApiResult<impl IntoResponse> {
+    remove_global(state, auth, key).await
 }

@@ -1,36 +1,80 @@
 //! Workspace tokens, org API tokens and the test-token route.
 
-use axum::Router;
 use axum::extract::{ConnectInfo, Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::IntoResponse;
-use axum::routing::{delete, get};
+use chrono::{DateTime, Utc};
 use secrecy::ExposeSecret as _;
-use serde::Deserialize;
-use serde_json::{Value, json};
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 use uuid::Uuid;
 
 use super::AppState;
 use super::error::{ApiError, ApiResult};
 use super::extract::{AdminAuth, ApiJson, ApiQuery, WorkspaceAuth, WorkspacePath};
+use super::openapi::{ErrorBody, StatusBody, WorkspaceIdParam};
+use super::workspaces::WorkspaceGone;
 use crate::workspaces::get_live;
 use crate::{auth, store};
 
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/workspaces/{id}/tokens", get(list).post(create))
-        .route("/workspaces/{id}/tokens/{token_id}", delete(revoke))
-        .route("/org/tokens", get(list_org).post(create_org))
-        .route("/org/tokens/{token_id}", delete(revoke_org))
-        .route("/admin/workspaces/{id}/test-token", get(test_token))
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(list, create))
+        .routes(routes!(revoke))
+        .routes(routes!(list_org, create_org))
+        .routes(routes!(revoke_org))
+        .routes(routes!(test_token))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 struct Page {
+    /// 1-200 (default 50).
     limit: Option<i64>,
+    /// Not negative (default 0).
     offset: Option<i64>,
 }
 
+/// The `{token_id}` path segment.
+#[derive(Debug, IntoParams)]
+#[into_params(parameter_in = Path)]
+#[allow(dead_code)] // Describes the segment the handlers read with `Path`.
+struct TokenIdParam {
+    /// The token's id (anything that is not a UUID is not found).
+    token_id: Uuid,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+struct WorkspaceToken {
+    id: Uuid,
+    /// The first 8 characters, to recognise it.
+    prefix: String,
+    created_at: DateTime<Utc>,
+    last_used_at: Option<DateTime<Utc>>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+struct WorkspaceTokens {
+    count: usize,
+    tokens: Vec<WorkspaceToken>,
+}
+
+/// The workspace's live tokens (never their values).
+#[utoipa::path(
+    get,
+    path = "/workspaces/{id}/tokens",
+    tag = "tokens",
+    params(WorkspaceIdParam, Page),
+    responses(
+        (status = 200, body = WorkspaceTokens),
+        (status = 400, description = "Invalid page or workspace id", body = ErrorBody),
+        (status = 404, description = "No such workspace", body = ErrorBody),
+        (status = 410, description = "The workspace was removed", body = WorkspaceGone),
+    ),
+    security(("workspace_token" = [])),
+)]
 async fn list(
     State(state): State<AppState>,
     WorkspaceAuth(id): WorkspaceAuth,
@@ -45,14 +89,45 @@ async fn list(
     }
     get_live(&state.svc, id).await?;
     let rows = store::tokens::list_workspace_tokens(&state.svc.db, id, limit, offset).await?;
-    let tokens: Vec<Value> = rows
-        .iter()
-        .map(|t| json!({ "id": t.id, "prefix": t.prefix, "created_at": t.created_at, "last_used_at": t.last_used_at }))
+    let tokens: Vec<WorkspaceToken> = rows
+        .into_iter()
+        .map(|t| WorkspaceToken {
+            id: t.id,
+            prefix: t.prefix,
+            created_at: t.created_at,
+            last_used_at: t.last_used_at,
+        })
         .collect();
-    Ok(axum::Json(
-        json!({ "count": tokens.len(), "tokens": tokens }),
-    ))
+    Ok(axum::Json(WorkspaceTokens {
+        count: tokens.len(),
+        tokens,
+    }))
 }
+
+#[derive(Debug, Serialize, ToSchema)]
+struct TokenMinted {
+    /// The token; shown once.
+    auth_token: String,
+    workspace_id: Uuid,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    message: Option<&'static str>,
+}
+
+/// Mints another token for the workspace.
+#[utoipa::path(
+    post,
+    path = "/workspaces/{id}/tokens",
+    tag = "tokens",
+    params(WorkspaceIdParam),
+    responses(
+        (status = 201, body = TokenMinted),
+        (status = 400, description = "Invalid workspace id", body = ErrorBody),
+        (status = 404, description = "No such workspace", body = ErrorBody),
+        (status = 410, description = "The workspace was removed", body = WorkspaceGone),
+        (status = 429, description = "The workspace holds the maximum of live tokens", body = ErrorBody),
+    ),
+    security(("workspace_token" = [])),
+)]
 
 async fn create(
     State(state): State<AppState>,
@@ -67,14 +142,27 @@ async fn create(
     };
     Ok((
         StatusCode::CREATED,
-        axum::Json(json!({
-            "auth_token": token.plaintext.expose_secret(),
-            "workspace_id": id,
-            "message": "store this token now; it cannot be shown again",
-        })),
+        axum::Json(TokenMinted {
+            auth_token: token.plaintext.expose_secret().to_owned(),
+            workspace_id: id,
+            message: Some("store this token now; it cannot be shown again"),
+        }),
     ))
 }
 
+/// Revokes one of the workspace's tokens.
+#[utoipa::path(
+    delete,
+    path = "/workspaces/{id}/tokens/{token_id}",
+    tag = "tokens",
+    params(WorkspaceIdParam, TokenIdParam),
+    responses(
+        (status = 200, body = StatusBody),
+        (status = 400, description = "Invalid workspace id", body = ErrorBody),
+        (status = 404, description = "No such token", body = ErrorBody),
+    ),
+    security(("workspace_token" = [])),
+)]
 async fn revoke(
     State(state): State<AppState>,
     WorkspaceAuth(id): WorkspaceAuth,
@@ -85,33 +173,85 @@ async fn revoke(
     if !store::tokens::revoke_workspace_token(&state.svc.db, id, token_id).await? {
         return Err(ApiError::not_found("token not found"));
     }
-    Ok(axum::Json(json!({ "status": "revoked" })))
+    Ok(axum::Json(StatusBody { status: "revoked" }))
 }
 
+#[derive(Debug, Serialize, ToSchema)]
+struct OrgToken {
+    id: Uuid,
+    prefix: String,
+    name: Option<String>,
+    org_id: Option<Uuid>,
+    created_by: Option<String>,
+    created_at: DateTime<Utc>,
+    last_used_at: Option<DateTime<Utc>>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+struct OrgTokens {
+    count: usize,
+    tokens: Vec<OrgToken>,
+}
+
+/// The live org API tokens (never their values).
+#[utoipa::path(
+    get,
+    path = "/org/tokens",
+    tag = "tokens",
+    responses((status = 200, body = OrgTokens)),
+    security(("admin_token" = [])),
+)]
 async fn list_org(State(state): State<AppState>, _: AdminAuth) -> ApiResult<impl IntoResponse> {
     let rows = store::tokens::list_org_tokens(&state.svc.db).await?;
-    let tokens: Vec<Value> = rows
-        .iter()
-        .map(|t| {
-            json!({
-                "id": t.id, "prefix": t.prefix, "name": t.name, "org_id": t.org_id,
-                "created_by": t.created_by, "created_at": t.created_at, "last_used_at": t.last_used_at,
-            })
+    let tokens: Vec<OrgToken> = rows
+        .into_iter()
+        .map(|t| OrgToken {
+            id: t.id,
+            prefix: t.prefix,
+            name: t.name,
+            org_id: t.org_id,
+            created_by: t.created_by,
+            created_at: t.created_at,
+            last_used_at: t.last_used_at,
         })
         .collect();
-    Ok(axum::Json(
-        json!({ "count": tokens.len(), "tokens": tokens }),
-    ))
+    Ok(axum::Json(OrgTokens {
+        count: tokens.len(),
+        tokens,
+    }))
 }
 
-#[derive(Debug, Deserialize, Default)]
+#[derive(Debug, Deserialize, Default, ToSchema)]
 struct OrgTokenBody {
+    /// At most 100 characters, no control characters.
     name: Option<String>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+struct OrgTokenMinted {
+    id: Uuid,
+    prefix: String,
+    name: Option<String>,
+    /// The token; shown once.
+    auth_token: String,
+    warning: &'static str,
 }
 
 /// Minting org tokens is limited per client address, on top of the global limit.
 pub const ORG_MINTS_PER_HOUR: u32 = 10;
 
+/// Mints an org API token (admin rights; at most 10 per hour per client address).
+#[utoipa::path(
+    post,
+    path = "/org/tokens",
+    tag = "tokens",
+    request_body = OrgTokenBody,
+    responses(
+        (status = 201, body = OrgTokenMinted),
+        (status = 400, description = "Invalid name", body = ErrorBody),
+    ),
+    security(("admin_token" = [])),
+)]
 async fn create_org(
     State(state): State<AppState>,
     _: AdminAuth,
@@ -135,16 +275,28 @@ async fn create_org(
     let (id, token) = auth::issue_org_token(&state.svc.db, name.as_deref(), Some("admin")).await?;
     Ok((
         StatusCode::CREATED,
-        axum::Json(json!({
-            "id": id,
-            "prefix": token.prefix,
-            "name": name,
-            "auth_token": token.plaintext.expose_secret(),
-            "warning": "store this token now; it cannot be shown again",
-        })),
+        axum::Json(OrgTokenMinted {
+            id,
+            auth_token: token.plaintext.expose_secret().to_owned(),
+            prefix: token.prefix,
+            name,
+            warning: "store this token now; it cannot be shown again",
+        }),
     ))
 }
 
+/// Revokes an org API token.
+#[utoipa::path(
+    delete,
+    path = "/org/tokens/{token_id}",
+    tag = "tokens",
+    params(TokenIdParam),
+    responses(
+        (status = 200, body = StatusBody),
+        (status = 404, description = "No such token", body = ErrorBody),
+    ),
+    security(("admin_token" = [])),
+)]
 async fn revoke_org(
     State(state): State<AppState>,
     _: AdminAuth,
@@ -155,11 +307,25 @@ async fn revoke_org(
     if !store::tokens::revoke_org_token(&state.svc.db, token_id).await? {
         return Err(ApiError::not_found("token not found"));
     }
-    Ok(axum::Json(json!({ "status": "revoked" })))
+    Ok(axum::Json(StatusBody { status: "revoked" }))
 }
 
 /// Mints a token for tests and local tooling. Hidden (404) in production unless explicitly
-/// enabled; demands the admin token when one is configured.
+/// enabled; demands the admin token when one is configured (an org token does not do).
+#[utoipa::path(
+    get,
+    path = "/admin/workspaces/{id}/test-token",
+    tag = "tokens",
+    params(WorkspaceIdParam),
+    responses(
+        (status = 200, body = TokenMinted),
+        (status = 400, description = "Invalid workspace id", body = ErrorBody),
+        (status = 404, description = "No such workspace, or the route is disabled (production)", body = ErrorBody),
+        (status = 410, description = "The workspace was removed", body = WorkspaceGone),
+        (status = 429, description = "The workspace holds the maximum of live tokens", body = ErrorBody),
+    ),
+    security(("admin_token" = [])),
+)]
 async fn test_token(
     State(state): State<AppState>,
     WorkspacePath(id): WorkspacePath,
@@ -176,7 +342,9 @@ async fn test_token(
             "too many live tokens for this workspace; revoke some first",
         ));
     };
-    Ok(axum::Json(
-        json!({ "auth_token": token.plaintext.expose_secret(), "workspace_id": id }),
-    ))
+    Ok(axum::Json(TokenMinted {
+        auth_token: token.plaintext.expose_secret().to_owned(),
+        workspace_id: id,
+        message: None,
+    }))
 }

@@ -1,14 +1,16 @@
 //! `/workspaces`: list, get, create, patch, cascade delete, state and the per-workspace config.
 
-use axum::Router;
 use axum::body::Bytes;
 use axum::extract::State;
 use axum::extract::rejection::BytesRejection;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::IntoResponse;
-use axum::routing::get;
-use serde::Deserialize;
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
+use utoipa::{IntoParams, ToSchema};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 use uuid::Uuid;
 
 use super::AppState;
@@ -16,82 +18,133 @@ use super::error::{ApiError, ApiResult};
 use super::extract::{
     AdminAuth, ApiJson, ApiQuery, WorkspaceAuth, WorkspacePath, contains_nul, nul_rejection,
 };
+use super::openapi::{ErrorBody, WorkspaceIdParam};
 use crate::store::workspaces::WorkspaceRow;
 use crate::workspaces::{self, CreateRequest, PatchRequest, Status, WorkspaceError};
 use crate::{auth, store};
 
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/workspaces", get(list).post(create))
-        .route("/workspaces/{id}", get(get_one).patch(patch).delete(delete))
-        .route("/workspaces/{id}/state", get(state))
-        .route(
-            "/workspaces/{id}/config",
-            get(get_config).patch(patch_config),
-        )
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(list, create))
+        .routes(routes!(get_one, patch, delete))
+        .routes(routes!(state))
+        .routes(routes!(get_config, patch_config))
+}
+
+/// The fields the list and the single-workspace shapes share.
+#[derive(Debug, Serialize, ToSchema)]
+struct WorkspaceFields {
+    id: Uuid,
+    name: String,
+    role: Option<String>,
+    tier: i32,
+    /// `provisioning`, `online`, `offline`, `degraded`, `failed`, `paused`, `removed`, ...
+    status: String,
+    url: Option<String>,
+    parent_id: Option<Uuid>,
+    active_tasks: i32,
+    max_concurrent_tasks: i32,
+    last_error_rate: f64,
+    uptime_seconds: i64,
+    runtime: String,
+    x: f64,
+    y: f64,
+    collapsed: bool,
+    /// The agent's A2A card as it published it (free-form).
+    agent_card: Option<Value>,
+    update_tier: String,
+    created_at: DateTime<Utc>,
+    updated_at: DateTime<Utc>,
+}
+
+impl WorkspaceFields {
+    fn of(row: &WorkspaceRow) -> Self {
+        WorkspaceFields {
+            id: row.id,
+            name: row.name.clone(),
+            role: row.role.clone(),
+            tier: row.tier,
+            status: row.status.clone(),
+            url: row.url.clone(),
+            parent_id: row.parent_id,
+            active_tasks: row.active_tasks,
+            max_concurrent_tasks: row.max_concurrent_tasks,
+            last_error_rate: row.last_error_rate,
+            uptime_seconds: row.uptime_seconds,
+            runtime: row.runtime.clone(),
+            x: row.x,
+            y: row.y,
+            collapsed: row.collapsed,
+            agent_card: row.agent_card.clone(),
+            update_tier: row.update_tier.clone(),
+            created_at: row.created_at,
+            updated_at: row.updated_at,
+        }
+    }
 }
 
 /// The list shape (reference §2.4): every field the canvas reads.
-fn list_json(row: &WorkspaceRow) -> Value {
-    json!({
-        "id": row.id,
-        "name": row.name,
-        "role": row.role,
-        "tier": row.tier,
-        "status": row.status,
-        "url": row.url,
-        "parent_id": row.parent_id,
-        "active_tasks": row.active_tasks,
-        "max_concurrent_tasks": row.max_concurrent_tasks,
-        "last_error_rate": row.last_error_rate,
-        "last_sample_error": row.last_sample_error,
-        "uptime_seconds": row.uptime_seconds,
-        "current_task": row.current_task,
-        "runtime": row.runtime,
-        "workspace_dir": row.workspace_dir,
-        "monthly_spend": row.monthly_spend,
-        "budget_limit": row.budget_limit,
-        "x": row.x,
-        "y": row.y,
-        "collapsed": row.collapsed,
-        "agent_card": row.agent_card,
-        "update_tier": row.update_tier,
-        "created_at": row.created_at,
-        "updated_at": row.updated_at,
-    })
+#[derive(Debug, Serialize, ToSchema)]
+struct WorkspaceSummary {
+    #[serde(flatten)]
+    fields: WorkspaceFields,
+    last_sample_error: Option<String>,
+    current_task: Option<String>,
+    workspace_dir: Option<String>,
+    monthly_spend: i64,
+    budget_limit: Option<i64>,
+}
+
+fn summary(row: &WorkspaceRow) -> WorkspaceSummary {
+    WorkspaceSummary {
+        fields: WorkspaceFields::of(row),
+        last_sample_error: row.last_sample_error.clone(),
+        current_task: row.current_task.clone(),
+        workspace_dir: row.workspace_dir.clone(),
+        monthly_spend: row.monthly_spend,
+        budget_limit: row.budget_limit,
+    }
 }
 
 /// The single-workspace shape: the list shape minus operator-only fields, plus activity times.
-fn detail_json(row: &WorkspaceRow) -> Value {
-    let mut value = list_json(row);
-    if let Value::Object(map) = &mut value {
-        for field in [
-            "budget_limit",
-            "monthly_spend",
-            "current_task",
-            "last_sample_error",
-            "workspace_dir",
-        ] {
-            map.remove(field);
-        }
-        map.insert("last_outbound_at".into(), json!(row.last_outbound_at));
-        map.insert("last_heartbeat_at".into(), json!(row.last_heartbeat_at));
-        if row.status == Status::Removed.as_str() {
-            map.insert("removed_at".into(), json!(row.removed_at));
-        }
-    }
-    value
+#[derive(Debug, Serialize, ToSchema)]
+struct WorkspaceDetail {
+    #[serde(flatten)]
+    fields: WorkspaceFields,
+    last_outbound_at: Option<DateTime<Utc>>,
+    last_heartbeat_at: Option<DateTime<Utc>>,
+    /// Only on a removed workspace's tombstone (`?include_removed=true`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    removed_at: Option<DateTime<Utc>>,
 }
 
+fn detail(row: &WorkspaceRow) -> WorkspaceDetail {
+    WorkspaceDetail {
+        fields: WorkspaceFields::of(row),
+        last_outbound_at: row.last_outbound_at,
+        last_heartbeat_at: row.last_heartbeat_at,
+        removed_at: row
+            .removed_at
+            .filter(|_| row.status == Status::Removed.as_str()),
+    }
+}
+
+/// Every live workspace.
+#[utoipa::path(
+    get,
+    path = "/workspaces",
+    tag = "workspaces",
+    responses((status = 200, body = Vec<WorkspaceSummary>)),
+    security(("admin_token" = [])),
+)]
 async fn list(State(state): State<AppState>, _: AdminAuth) -> ApiResult<impl IntoResponse> {
     let rows = store::workspaces::list_live(&state.svc.db).await?;
-    Ok(axum::Json(Value::Array(
-        rows.iter().map(list_json).collect(),
-    )))
+    Ok(axum::Json(rows.iter().map(summary).collect::<Vec<_>>()))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 struct CreateBody {
+    /// Required (1-255 characters); a taken name under the same parent gets a " (n)" suffix.
     name: Option<String>,
     role: Option<String>,
     template: Option<String>,
@@ -113,12 +166,49 @@ struct CreateBody {
     canvas: Option<CanvasPosition>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 struct CanvasPosition {
     x: f64,
     y: f64,
 }
 
+/// What creation answers.
+#[derive(Debug, Serialize, ToSchema)]
+struct WorkspaceCreated {
+    id: Uuid,
+    status: &'static str,
+    awareness_namespace: String,
+    workspace_access: String,
+    /// Present (true) for an external workspace.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    external: Option<bool>,
+    /// For an external workspace without a URL: how its agent connects (shown once).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    connection: Option<Connection>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+struct Connection {
+    workspace_id: Uuid,
+    platform_url: String,
+    auth_token: String,
+    registry_endpoint: String,
+    heartbeat_endpoint: String,
+}
+
+/// Creates a workspace (and provisions its agent unless it is external).
+#[utoipa::path(
+    post,
+    path = "/workspaces",
+    tag = "workspaces",
+    request_body = CreateBody,
+    responses(
+        (status = 201, body = WorkspaceCreated),
+        (status = 400, description = "Invalid fields, or the parent does not exist", body = ErrorBody),
+        (status = 409, description = "The name is taken under this parent", body = ErrorBody),
+    ),
+    security(("admin_token" = [])),
+)]
 async fn create(
     State(state): State<AppState>,
     _: AdminAuth,
@@ -144,25 +234,24 @@ async fn create(
         ..CreateRequest::default()
     };
     let created = workspaces::create(&state.svc, request).await?;
-    let mut response = json!({
-        "id": created.id,
-        "status": created.status.as_str(),
-        "awareness_namespace": created.awareness_namespace,
-        "workspace_access": created.workspace_access,
-    });
-    if created.external {
-        response["external"] = json!(true);
-    }
-    if let Some(token) = &created.auth_token {
+    let connection = created.auth_token.as_ref().map(|token| {
         let platform_url = platform_url(&state, &headers);
-        response["connection"] = json!({
-            "workspace_id": created.id,
-            "platform_url": platform_url,
-            "auth_token": secrecy::ExposeSecret::expose_secret(token),
-            "registry_endpoint": format!("{platform_url}/registry/register"),
-            "heartbeat_endpoint": format!("{platform_url}/registry/heartbeat"),
-        });
-    }
+        Connection {
+            workspace_id: created.id,
+            auth_token: secrecy::ExposeSecret::expose_secret(token).to_owned(),
+            registry_endpoint: format!("{platform_url}/registry/register"),
+            heartbeat_endpoint: format!("{platform_url}/registry/heartbeat"),
+            platform_url,
+        }
+    });
+    let response = WorkspaceCreated {
+        id: created.id,
+        status: created.status.as_str(),
+        awareness_namespace: created.awareness_namespace,
+        workspace_access: created.workspace_access,
+        external: created.external.then_some(true),
+        connection,
+    };
     Ok((StatusCode::CREATED, axum::Json(response)))
 }
 
@@ -195,20 +284,55 @@ fn platform_url(state: &AppState, headers: &HeaderMap) -> String {
     }
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 struct GetQuery {
+    /// Answer a removed workspace's tombstone instead of 410.
     #[serde(default)]
     include_removed: bool,
 }
 
+/// The `410 Gone` answer for a removed workspace.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct WorkspaceGone {
+    error: &'static str,
+    id: Uuid,
+    removed_at: Option<DateTime<Utc>>,
+    hint: &'static str,
+}
+
+impl WorkspaceGone {
+    pub fn of(row: &WorkspaceRow) -> Self {
+        WorkspaceGone {
+            error: "workspace removed",
+            id: row.id,
+            removed_at: row.removed_at,
+            hint: "this workspace was deleted; pass ?include_removed=true to read its tombstone",
+        }
+    }
+}
+
+/// One workspace. Open: the canvas reads it without a token.
+#[utoipa::path(
+    get,
+    path = "/workspaces/{id}",
+    tag = "workspaces",
+    params(WorkspaceIdParam, GetQuery),
+    responses(
+        (status = 200, body = WorkspaceDetail),
+        (status = 400, description = "Invalid workspace id or query", body = ErrorBody),
+        (status = 404, description = "No such workspace", body = ErrorBody),
+        (status = 410, description = "The workspace was removed", body = WorkspaceGone),
+    ),
+)]
 async fn get_one(
     State(state): State<AppState>,
     WorkspacePath(id): WorkspacePath,
     ApiQuery(q): ApiQuery<GetQuery>,
 ) -> ApiResult<impl IntoResponse> {
     match workspaces::get_live(&state.svc, id).await {
-        Ok(row) => Ok(axum::Json(detail_json(&row))),
-        Err(WorkspaceError::Removed(row)) if q.include_removed => Ok(axum::Json(detail_json(&row))),
+        Ok(row) => Ok(axum::Json(detail(&row))),
+        Err(WorkspaceError::Removed(row)) if q.include_removed => Ok(axum::Json(detail(&row))),
         Err(err) => Err(err.into()),
     }
 }
@@ -268,27 +392,121 @@ fn parse_patch(body: Map<String, Value>) -> ApiResult<PatchRequest> {
     Ok(req)
 }
 
+/// The fields PATCH accepts; any other key is refused (400).
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+#[allow(dead_code)] // Describes the map `parse_patch` reads.
+struct PatchBody {
+    name: Option<String>,
+    /// `null` clears the role.
+    role: Option<String>,
+    tier: Option<i64>,
+    runtime: Option<String>,
+    /// `null` moves the workspace to the top level.
+    parent_id: Option<Uuid>,
+    /// Canvas position; `x` and `y` come together.
+    x: Option<f64>,
+    y: Option<f64>,
+    collapsed: Option<bool>,
+    update_tier: Option<String>,
+    workspace_dir: Option<String>,
+    /// Ignored: only the admin's budget route changes the budget.
+    budget_limit: Option<Value>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+struct Updated {
+    status: &'static str,
+    /// Present (true) when the change takes effect on the next restart.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    needs_restart: Option<bool>,
+}
+
+/// Changes a workspace's fields.
+#[utoipa::path(
+    patch,
+    path = "/workspaces/{id}",
+    tag = "workspaces",
+    params(WorkspaceIdParam),
+    request_body = PatchBody,
+    responses(
+        (status = 200, body = Updated),
+        (status = 400, description = "Invalid or unknown fields, a cycle, or no such parent", body = ErrorBody),
+        (status = 404, description = "No such workspace", body = ErrorBody),
+        (status = 409, description = "The name is taken under this parent", body = ErrorBody),
+        (status = 410, description = "The workspace was removed", body = WorkspaceGone),
+    ),
+    security(("workspace_token" = [])),
+)]
 async fn patch(
     State(state): State<AppState>,
     WorkspaceAuth(id): WorkspaceAuth,
     ApiJson(body): ApiJson<Map<String, Value>>,
 ) -> ApiResult<impl IntoResponse> {
     let patched = workspaces::patch(&state.svc, id, parse_patch(body)?).await?;
-    let mut response = json!({ "status": "updated" });
-    if patched.needs_restart {
-        response["needs_restart"] = json!(true);
-    }
-    Ok(axum::Json(response))
+    Ok(axum::Json(Updated {
+        status: "updated",
+        needs_restart: patched.needs_restart.then_some(true),
+    }))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 struct DeleteQuery {
+    /// Required when the workspace has children: deletes the whole subtree.
     #[serde(default)]
     confirm: bool,
+    /// Hard-delete the rows instead of leaving tombstones.
     #[serde(default)]
     purge: bool,
 }
 
+#[derive(Debug, Serialize, ToSchema)]
+struct Deleted {
+    /// `removed` or `purged`.
+    status: &'static str,
+    cascade_deleted: usize,
+}
+
+/// The 409 answer when the workspace has children and `confirm` was not given.
+#[derive(Debug, Serialize, ToSchema)]
+struct ConfirmationRequired {
+    status: &'static str,
+    message: &'static str,
+    children: Vec<ChildRef>,
+    children_count: usize,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+struct ChildRef {
+    id: Uuid,
+    name: String,
+}
+
+/// The 500 answer when some agents could not be stopped.
+#[derive(Debug, Serialize, ToSchema)]
+struct StopFailures {
+    error: &'static str,
+    removed_count: usize,
+    stop_failures: Vec<Uuid>,
+}
+
+/// Deletes a workspace and its subtree, stopping their agents.
+#[utoipa::path(
+    delete,
+    path = "/workspaces/{id}",
+    tag = "workspaces",
+    params(WorkspaceIdParam, DeleteQuery),
+    responses(
+        (status = 200, body = Deleted),
+        (status = 400, description = "Invalid workspace id or query", body = ErrorBody),
+        (status = 404, description = "No such workspace", body = ErrorBody),
+        (status = 409, description = "The workspace has children; repeat with confirm=true", body = ConfirmationRequired),
+        (status = 410, description = "The workspace was removed", body = WorkspaceGone),
+        (status = 500, description = "Some agents could not be stopped; retry", body = StopFailures),
+    ),
+    security(("admin_token" = [])),
+)]
 async fn delete(
     State(state): State<AppState>,
     _: AdminAuth,
@@ -297,37 +515,70 @@ async fn delete(
 ) -> ApiResult<impl IntoResponse> {
     let children = store::workspaces::live_children(&state.svc.db, id).await?;
     if !children.is_empty() && !q.confirm {
-        let listed: Vec<Value> = children
-            .iter()
-            .map(|(id, name)| json!({ "id": id, "name": name }))
+        let children: Vec<ChildRef> = children
+            .into_iter()
+            .map(|(id, name)| ChildRef { id, name })
             .collect();
-        return Err(ApiError::Body(
+        return Err(body(
             StatusCode::CONFLICT,
-            json!({
-                "status": "confirmation_required",
-                "message": "this workspace has children; repeat with ?confirm=true to delete the whole subtree",
-                "children": listed,
-                "children_count": children.len(),
-            }),
+            ConfirmationRequired {
+                status: "confirmation_required",
+                message: "this workspace has children; repeat with ?confirm=true to delete the whole subtree",
+                children_count: children.len(),
+                children,
+            },
         ));
     }
     let outcome = workspaces::cascade_delete(&state.svc, id, q.purge).await?;
     if !outcome.stop_failures.is_empty() {
-        return Err(ApiError::Body(
+        return Err(body(
             StatusCode::INTERNAL_SERVER_ERROR,
-            json!({
-                "error": "some agents could not be stopped; the workspaces are removed, retry the delete to finish",
-                "removed_count": outcome.subtree.len(),
-                "stop_failures": outcome.stop_failures,
-            }),
+            StopFailures {
+                error: "some agents could not be stopped; the workspaces are removed, retry the delete to finish",
+                removed_count: outcome.subtree.len(),
+                stop_failures: outcome.stop_failures,
+            },
         ));
     }
-    Ok(axum::Json(json!({
-        "status": if outcome.purged { "purged" } else { "removed" },
-        "cascade_deleted": outcome.descendants_removed,
-    })))
+    Ok(axum::Json(Deleted {
+        status: if outcome.purged { "purged" } else { "removed" },
+        cascade_deleted: outcome.descendants_removed,
+    }))
 }
 
+/// A structured error answer from a typed body.
+fn body(status: StatusCode, body: impl Serialize) -> ApiError {
+    match serde_json::to_value(body) {
+        Ok(value) => ApiError::Body(status, value),
+        Err(err) => ApiError::internal(err),
+    }
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+struct WorkspaceState {
+    workspace_id: Uuid,
+    /// Absent when the row is gone; `removed` for a tombstone.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    status: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    paused: Option<bool>,
+    deleted: bool,
+}
+
+/// What an agent polls to learn whether it should keep running. A workspace holding tokens
+/// must present one of its own (or the admin token); one without tokens is open.
+#[utoipa::path(
+    get,
+    path = "/workspaces/{id}/state",
+    tag = "workspaces",
+    params(WorkspaceIdParam),
+    responses(
+        (status = 200, body = WorkspaceState),
+        (status = 400, description = "Invalid workspace id", body = ErrorBody),
+        (status = 404, description = "Deleted or removed (`deleted: true`)", body = WorkspaceState),
+    ),
+    security((), ("workspace_token" = [])),
+)]
 async fn state(
     State(state): State<AppState>,
     WorkspacePath(id): WorkspacePath,
@@ -338,30 +589,64 @@ async fn state(
         .guard
         .workspace_self(auth::bearer(&headers), id)
         .await?;
-    match store::workspaces::get(&state.svc.db, id).await? {
-        None => Ok((
+    let (status, answer) = match store::workspaces::get(&state.svc.db, id).await? {
+        None => (
             StatusCode::NOT_FOUND,
-            axum::Json(json!({ "workspace_id": id, "deleted": true })),
-        )),
-        Some(row) if row.status == Status::Removed.as_str() => Ok((
+            WorkspaceState {
+                workspace_id: id,
+                status: None,
+                paused: None,
+                deleted: true,
+            },
+        ),
+        Some(row) if row.status == Status::Removed.as_str() => (
             StatusCode::NOT_FOUND,
-            axum::Json(json!({ "workspace_id": id, "status": "removed", "deleted": true })),
-        )),
-        Some(row) => Ok((
+            WorkspaceState {
+                workspace_id: id,
+                status: Some(row.status),
+                paused: None,
+                deleted: true,
+            },
+        ),
+        Some(row) => (
             StatusCode::OK,
-            axum::Json(json!({
-                "workspace_id": id,
-                "status": row.status,
-                "paused": row.status == Status::Paused.as_str(),
-                "deleted": false,
-            })),
-        )),
-    }
+            WorkspaceState {
+                workspace_id: id,
+                paused: Some(row.status == Status::Paused.as_str()),
+                status: Some(row.status),
+                deleted: false,
+            },
+        ),
+    };
+    Ok((status, axum::Json(answer)))
 }
 
 /// Largest config object PATCH accepts.
 const MAX_CONFIG_BYTES: usize = 256 * 1024;
 
+#[derive(Debug, Serialize, ToSchema)]
+struct ConfigBody {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    status: Option<&'static str>,
+    /// The workspace's config object (free-form).
+    #[schema(value_type = Object)]
+    data: Value,
+}
+
+/// The workspace's free-form config object.
+#[utoipa::path(
+    get,
+    path = "/workspaces/{id}/config",
+    tag = "workspaces",
+    params(WorkspaceIdParam),
+    responses(
+        (status = 200, body = ConfigBody),
+        (status = 400, description = "Invalid workspace id", body = ErrorBody),
+        (status = 404, description = "No such workspace", body = ErrorBody),
+        (status = 410, description = "The workspace was removed", body = WorkspaceGone),
+    ),
+    security(("workspace_token" = [])),
+)]
 async fn get_config(
     State(state): State<AppState>,
     WorkspaceAuth(id): WorkspaceAuth,
@@ -370,9 +655,24 @@ async fn get_config(
     let data = store::workspace_config::get(&state.svc.db, id)
         .await?
         .unwrap_or_else(|| json!({}));
-    Ok(axum::Json(json!({ "data": data })))
+    Ok(axum::Json(ConfigBody { status: None, data }))
 }
 
+/// Merges keys into the config object (top level; `null` deletes a key).
+#[utoipa::path(
+    patch,
+    path = "/workspaces/{id}/config",
+    tag = "workspaces",
+    params(WorkspaceIdParam),
+    request_body(content = Object, description = "Keys to merge (at most 256 KiB)"),
+    responses(
+        (status = 200, body = ConfigBody),
+        (status = 400, description = "Not a JSON object, or invalid workspace id", body = ErrorBody),
+        (status = 404, description = "No such workspace", body = ErrorBody),
+        (status = 410, description = "The workspace was removed", body = WorkspaceGone),
+    ),
+    security(("workspace_token" = [])),
+)]
 async fn patch_config(
     State(state): State<AppState>,
     WorkspaceAuth(id): WorkspaceAuth,
@@ -403,7 +703,10 @@ async fn patch_config(
     }
     workspaces::get_live(&state.svc, id).await?;
     let data = store::workspace_config::merge(&state.svc.db, id, &patch).await?;
-    Ok(axum::Json(json!({ "status": "updated", "data": data })))
+    Ok(axum::Json(ConfigBody {
+        status: Some("updated"),
+        data,
+    }))
 }
 
 #[cfg(test)]

@@ -151,7 +151,7 @@ pub fn unsatisfied(
 }
 
 /// A workspace whose own requirements are not met.
-#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, PartialEq, Eq, utoipa::ToSchema)]
 pub struct MissingWorkspaceEnv {
     pub workspace: String,
     pub files_dir: Option<String>,

@@ -161,7 +161,7 @@ pub trait ExternalSource {
 }
 
 /// What one import did with an external (reported to the caller).
-#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, PartialEq, Eq, utoipa::ToSchema)]
 pub struct ExternalReport {
     pub repo: String,
     #[serde(rename = "ref")]

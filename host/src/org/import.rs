@@ -21,7 +21,9 @@ use crate::store::{self, events::EventRow};
 use crate::workspaces::{self, WorkspaceError};
 
 /// What to do with workspaces the template no longer places.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, serde::Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, serde::Deserialize, utoipa::ToSchema,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum Mode {
     /// Create what is missing, keep everything else.
@@ -57,7 +59,7 @@ pub struct ImportRequest {
 }
 
 /// One workspace of the result.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct ImportedWorkspace {
     pub id: Uuid,
     pub name: String,
@@ -70,7 +72,7 @@ pub struct ImportedWorkspace {
 }
 
 /// What an import did. `error` is set when creation stopped part way (a 207).
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct ImportOutcome {
     pub org: String,
     pub mode: Mode,

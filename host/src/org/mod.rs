@@ -54,7 +54,7 @@ pub enum OrgError {
 }
 
 /// One entry of `GET /org/templates`.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct TemplateSummary {
     pub dir: String,
     pub name: String,

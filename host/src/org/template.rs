@@ -119,7 +119,7 @@ pub struct Canvas {
 }
 
 /// `NAME` or `{any_of: [A, B]}`.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, serde::Serialize, utoipa::ToSchema)]
 #[serde(untagged)]
 pub enum EnvRequirement {
     Name(String),

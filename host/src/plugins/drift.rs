@@ -68,7 +68,7 @@ pub async fn sweep(svc: &Services) -> Result<usize, StoreError> {
 }
 
 /// What applying an update did.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct Applied {
     pub status: &'static str,
     pub queue_id: Uuid,
@@ -160,7 +160,7 @@ pub async fn dismiss(svc: &Services, queue_id: Uuid) -> Result<&'static str, App
 }
 
 /// The result of a rollout.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct Rollout {
     /// Updates applied, in order (canary workspaces first).
     pub applied: Vec<Applied>,
@@ -171,7 +171,7 @@ pub struct Rollout {
     pub stopped: bool,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct RolloutFailure {
     pub queue_id: Uuid,
     pub workspace_id: Uuid,

@@ -126,7 +126,7 @@ impl From<StoreError> for PluginError {
 }
 
 /// What an install did.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct Installed {
     pub status: &'static str,
     pub plugin: String,
@@ -398,7 +398,7 @@ pub async fn uninstall(svc: &Services, id: Uuid, name: &str) -> Result<bool, Plu
 }
 
 /// One installed plugin.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct InstalledPlugin {
     pub name: String,
     pub complete: bool,
@@ -455,7 +455,7 @@ pub async fn list_installed(svc: &Services, id: Uuid) -> Result<Vec<InstalledPlu
 }
 
 /// An entry of the local registry.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct RegistryPlugin {
     pub name: String,
     pub version: Option<String>,

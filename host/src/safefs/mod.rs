@@ -328,7 +328,7 @@ fn escape_or(err: io::Error, path: &RelPath) -> SafeFsError {
 }
 
 /// One entry of a listing.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
 pub struct ListedFile {
     pub path: String,
     pub size: u64,

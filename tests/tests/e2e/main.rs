@@ -7,6 +7,7 @@ mod edges;
 mod extensions;
 mod lifecycle;
 mod logs;
+mod openapi;
 mod org;
 mod plugins;
 mod registry;

@@ -1,0 +1,421 @@
+//! `GET /openapi.json`: the API description, generated from the handlers' `#[utoipa::path]`
+//! annotations as the routers are built (`utoipa_axum::routes!` registers a handler and its
+//! spec entry in one step, so a route cannot exist without its description).
+//!
+//! What every route shares is added here once instead of on each annotation: the security
+//! schemes, the answers of the layers around every handler (429 from the rate limit, 500), of
+//! the JSON body extractor (400, 413, 415) and of the auth checks (401, 503).
+
+use std::sync::LazyLock;
+
+use axum::http::{HeaderValue, header};
+use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+use serde_json::{Map, Value, json};
+use utoipa::{IntoParams, ToSchema};
+use uuid::Uuid;
+
+/// Security scheme: the admin token or an org API token.
+pub const ADMIN: &str = "admin_token";
+/// Security scheme: a token of the workspace in the path (the admin and org tokens pass too).
+pub const WORKSPACE: &str = "workspace_token";
+
+/// The body of every error answer: a fixed message, never an echo of the input. Some answers
+/// add fields (`code`, `detail`, `retry_after`, ...), which the operation's response describes.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ErrorBody {
+    pub error: &'static str,
+}
+
+/// The answer of the rate limits (429), with a `Retry-After` header.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct RateLimited {
+    pub error: &'static str,
+    /// Seconds to wait before the next request.
+    pub retry_after: u64,
+}
+
+/// `{"status": "..."}`: the answer of routes that only confirm.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct StatusBody {
+    pub status: &'static str,
+}
+
+/// The `{id}` path segment of workspace routes.
+#[derive(Debug, IntoParams)]
+#[into_params(parameter_in = Path)]
+pub struct WorkspaceIdParam {
+    /// Workspace id (a UUID; anything else is a 400).
+    #[allow(dead_code)]
+    id: Uuid,
+}
+
+/// Answers `GET /openapi.json`.
+#[utoipa::path(
+    get,
+    path = "/openapi.json",
+    tag = "meta",
+    responses((status = 200, description = "This document (OpenAPI 3.1)", content_type = "application/json", body = Object)),
+)]
+pub async fn serve() -> Response {
+    static SPEC: LazyLock<String> = LazyLock::new(|| super::openapi().to_string());
+    let mut response = SPEC.as_str().into_response();
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    response
+}
+
+/// The document's fixed parts: info, tags. Paths come from the routers.
+pub fn base() -> utoipa::openapi::OpenApi {
+    use utoipa::openapi::{InfoBuilder, OpenApiBuilder, tag::TagBuilder};
+    let tag = |name: &str, description: &str| {
+        TagBuilder::new()
+            .name(name)
+            .description(Some(description))
+            .build()
+    };
+    OpenApiBuilder::new()
+        .info(
+            InfoBuilder::new()
+                .title("Molecule host")
+                .version(env!("CARGO_PKG_VERSION"))
+                .description(Some(env!("CARGO_PKG_DESCRIPTION")))
+                .build(),
+        )
+        .tags(Some([
+            tag("meta", "Health, metrics and this description"),
+            tag(
+                "workspaces",
+                "Workspaces: create, read, change, delete, config",
+            ),
+            tag("lifecycle", "Restart, pause, resume"),
+            tag("files", "A workspace's template files"),
+            tag("registry", "Agents register, heartbeat and discover peers"),
+            tag("secrets", "Workspace and global secrets, the model choice"),
+            tag("tokens", "Workspace and org API tokens"),
+            tag("activity", "What agents report; messages to the user"),
+            tag("events", "Event history, live streams, the canvas viewport"),
+            tag("extensions", "WASM extension versions per slot"),
+            tag("org", "Org templates and import"),
+            tag("plugins", "Plugin registry, installs, allow-lists, updates"),
+            tag("a2a", "The A2A proxy, its queue, delegations"),
+            tag("mcp", "MCP over HTTP for agents"),
+        ]))
+        .build()
+}
+
+/// Finishes the generated document: security schemes, the answers every route shares, unique
+/// operation ids, and OpenAPI path templates for axum's catch-all segments.
+pub fn finish(spec: utoipa::openapi::OpenApi) -> Value {
+    let mut doc = serde_json::to_value(&spec).expect("the OpenAPI document serialises");
+    let error = json!({ "$ref": "#/components/schemas/ErrorBody" });
+    let answer = |description: &str, schema: &Value| json!({ "description": description, "content": { "application/json": { "schema": schema } } });
+    let mut paths = Map::new();
+    let old_paths = doc["paths"].as_object().cloned().unwrap_or_default();
+    for (path, mut item) in old_paths {
+        let Some(methods) = item.as_object_mut() else {
+            continue;
+        };
+        // One handler serving two methods (`method(put, post)`) has one id; each method's
+        // operation gets its own.
+        let shared: Vec<String> = methods
+            .values()
+            .filter_map(|op| op["operationId"].as_str().map(str::to_owned))
+            .collect();
+        for (method, operation) in methods.iter_mut() {
+            let Some(op) = operation.as_object_mut() else {
+                continue;
+            };
+            let tag = op["tags"][0].as_str().unwrap_or("api").to_owned();
+            let id = op["operationId"].as_str().unwrap_or(method).to_owned();
+            let id = if shared.iter().filter(|other| **other == id).count() > 1 {
+                format!("{tag}_{id}_{method}")
+            } else {
+                format!("{tag}_{id}")
+            };
+            op.insert("operationId".into(), json!(id));
+            let has_body = op.contains_key("requestBody");
+            let secured = op
+                .get("security")
+                .and_then(Value::as_array)
+                .is_some_and(|s| {
+                    s.iter()
+                        .any(|r| r.as_object().is_some_and(|r| !r.is_empty()))
+                });
+            let responses = op
+                .entry("responses")
+                .or_insert_with(|| json!({}))
+                .as_object_mut()
+                .expect("responses is an object");
+            // OpenAPI requires a description on every response; annotations that name only a
+            // body get the status's reason phrase.
+            for (status, response) in responses.iter_mut() {
+                if let Some(response) = response.as_object_mut()
+                    && !response.contains_key("description")
+                {
+                    let reason = status
+                        .parse::<u16>()
+                        .ok()
+                        .and_then(|code| axum::http::StatusCode::from_u16(code).ok())
+                        .and_then(|code| code.canonical_reason())
+                        .unwrap_or("Response");
+                    response.insert("description".into(), json!(reason));
+                }
+            }
+            let mut add = |status: &str, value: Value| {
+                responses.entry(status).or_insert(value);
+            };
+            add(
+                "429",
+                json!({
+                    "description": "Rate limited (per client address; some routes also per token or workspace)",
+                    "headers": { "Retry-After": { "description": "Seconds to wait", "schema": { "type": "integer" } } },
+                    "content": { "application/json": { "schema": { "$ref": "#/components/schemas/RateLimited" } } },
+                }),
+            );
+            add(
+                "500",
+                answer(
+                    "Internal error (the cause is logged, never returned)",
+                    &error,
+                ),
+            );
+            if has_body {
+                add("400", answer("Invalid request body", &error));
+                add("413", answer("Request body too large", &error));
+                add(
+                    "415",
+                    answer("Content-Type is not application/json", &error),
+                );
+            }
+            if secured {
+                add("401", answer("Missing or invalid token", &error));
+                add(
+                    "503",
+                    answer(
+                        "The token store cannot be reached (`code: platform_unavailable`)",
+                        &error,
+                    ),
+                );
+            }
+        }
+        // axum's catch-all `{*path}` is an ordinary `{path}` parameter in OpenAPI.
+        paths.insert(path.replace("{*", "{"), item);
+    }
+    doc["paths"] = Value::Object(paths);
+    // The shared answers above refer to these whether or not an annotation did.
+    for (name, schema) in [
+        ("ErrorBody", <ErrorBody as utoipa::PartialSchema>::schema()),
+        (
+            "RateLimited",
+            <RateLimited as utoipa::PartialSchema>::schema(),
+        ),
+    ] {
+        doc["components"]["schemas"][name] =
+            serde_json::to_value(schema).expect("a schema serialises");
+    }
+    let bearer = |description: &str| json!({ "type": "http", "scheme": "bearer", "description": description });
+    doc["components"]["securitySchemes"] = json!({
+        ADMIN: bearer("The admin token (MOLECULE_ADMIN_TOKEN) or an org API token (POST /org/tokens). Open on a fresh install and in development without an admin token."),
+        WORKSPACE: bearer("A token of the workspace named in the path (POST /registry/register or /workspaces/{id}/tokens); the admin and org tokens pass as well."),
+    });
+    doc
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeSet;
+
+    use serde_json::Value;
+
+    const METHODS: &[&str] = &[
+        "get", "put", "post", "patch", "delete", "head", "options", "trace",
+    ];
+
+    fn operations(doc: &Value) -> Vec<(String, String, Value)> {
+        let mut out = Vec::new();
+        for (path, item) in doc["paths"].as_object().expect("paths") {
+            for (method, op) in item.as_object().expect("a path item") {
+                assert!(
+                    METHODS.contains(&method.as_str()),
+                    "{path}: unexpected key {method}"
+                );
+                out.push((path.clone(), method.clone(), op.clone()));
+            }
+        }
+        out
+    }
+
+    /// Every `$ref` in `value`.
+    fn refs(value: &Value, out: &mut Vec<String>) {
+        match value {
+            Value::Object(map) => {
+                if let Some(Value::String(target)) = map.get("$ref") {
+                    out.push(target.clone());
+                }
+                map.values().for_each(|v| refs(v, out));
+            }
+            Value::Array(items) => items.iter().for_each(|v| refs(v, out)),
+            _ => {}
+        }
+    }
+
+    #[test]
+    fn the_description_is_openapi_3_1_and_self_consistent() {
+        let doc = super::super::openapi();
+        assert_eq!(doc["openapi"], "3.1.0");
+        assert_eq!(doc["info"]["title"], "Molecule host");
+        assert_eq!(doc["info"]["version"], env!("CARGO_PKG_VERSION"));
+
+        let schemes: BTreeSet<&str> = doc["components"]["securitySchemes"]
+            .as_object()
+            .expect("security schemes")
+            .keys()
+            .map(String::as_str)
+            .collect();
+        assert_eq!(schemes, BTreeSet::from([super::ADMIN, super::WORKSPACE]));
+
+        let mut ids = BTreeSet::new();
+        for (path, method, op) in operations(&doc) {
+            let at = format!("{method} {path}");
+            let id = op["operationId"].as_str().expect("an operationId");
+            assert!(
+                ids.insert(id.to_owned()),
+                "{at}: duplicate operationId {id}"
+            );
+            assert!(op["tags"][0].is_string(), "{at}: no tag");
+            let responses = op["responses"].as_object().expect("responses");
+            assert!(
+                responses.keys().any(|s| s.starts_with('2') || s == "101"),
+                "{at}: no success response"
+            );
+            for (status, response) in responses {
+                assert!(
+                    response["description"].is_string(),
+                    "{at} {status}: no description"
+                );
+            }
+            // Every `{name}` of the template is a required path parameter, and nothing else is.
+            let in_template: BTreeSet<String> = path
+                .split('/')
+                .filter_map(|s| s.strip_prefix('{')?.strip_suffix('}'))
+                .map(str::to_owned)
+                .collect();
+            let declared: BTreeSet<String> = op["parameters"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter(|p| p["in"] == "path")
+                .map(|p| {
+                    assert_eq!(p["required"], true, "{at}: optional path parameter");
+                    p["name"].as_str().expect("a name").to_owned()
+                })
+                .collect();
+            assert_eq!(in_template, declared, "{at}: path parameters");
+            assert!(
+                !path.contains('*'),
+                "{at}: an axum catch-all left in the template"
+            );
+            for requirement in op["security"].as_array().into_iter().flatten() {
+                for scheme in requirement.as_object().expect("a requirement").keys() {
+                    assert!(
+                        schemes.contains(scheme.as_str()),
+                        "{at}: unknown scheme {scheme}"
+                    );
+                }
+            }
+        }
+
+        let mut targets = Vec::new();
+        refs(&doc, &mut targets);
+        assert!(!targets.is_empty());
+        for target in targets {
+            let name = target
+                .strip_prefix("#/components/schemas/")
+                .unwrap_or_else(|| panic!("unexpected $ref {target}"));
+            assert!(
+                doc["components"]["schemas"][name].is_object(),
+                "$ref to a missing schema {name}"
+            );
+        }
+    }
+
+    #[test]
+    fn the_description_names_the_routes_of_every_resource() {
+        let doc = super::super::openapi();
+        let ops: BTreeSet<String> = operations(&doc)
+            .into_iter()
+            .map(|(path, method, _)| format!("{} {path}", method.to_uppercase()))
+            .collect();
+        for expected in [
+            "GET /health",
+            "GET /metrics",
+            "GET /openapi.json",
+            "GET /workspaces",
+            "POST /workspaces",
+            "PATCH /workspaces/{id}",
+            "DELETE /workspaces/{id}",
+            "POST /workspaces/{id}/restart",
+            "GET /workspaces/{id}/files/{path}",
+            "PUT /workspaces/{id}/files/{path}",
+            "POST /registry/register",
+            "PUT /workspaces/{id}/secrets",
+            "POST /admin/secrets",
+            "DELETE /org/tokens/{token_id}",
+            "POST /workspaces/{id}/notify",
+            "GET /ws",
+            "GET /workspaces/{id}/events/stream",
+            "POST /admin/extensions/{key}/rollback",
+            "POST /org/import",
+            "POST /admin/plugin-updates/{queue_id}/apply",
+            "POST /workspaces/{id}/a2a",
+            "POST /workspaces/{id}/mcp",
+        ] {
+            assert!(ops.contains(expected), "{expected} is not described");
+        }
+    }
+
+    /// The other half of "the description and the router agree": a route can only be added
+    /// through `utoipa_axum::routes!`, which registers its description with it. Any other way
+    /// of adding a route to an HTTP module would escape the description, so none may appear.
+    #[test]
+    fn no_route_is_added_outside_routes_macro() {
+        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/src/http");
+        // Spelled in pieces so this file does not trip its own check.
+        let forbidden = [
+            concat!(".rou", "te("),
+            concat!(".rou", "te_service("),
+            concat!(".ne", "st("),
+            concat!(".ne", "st_service("),
+            concat!(".fallback", "_service("),
+            concat!("axum::", "routing::"),
+        ];
+        let plain_router = concat!("Router::", "new()");
+        let wrapped_router = concat!("OpenApiRouter::", "new()");
+        let mut checked = 0;
+        for entry in std::fs::read_dir(dir).expect("the http sources") {
+            let path = entry.expect("an entry").path();
+            if path.extension().is_none_or(|e| e != "rs") {
+                continue;
+            }
+            let source = std::fs::read_to_string(&path).expect("a source file");
+            for pattern in forbidden {
+                assert!(
+                    !source.contains(pattern),
+                    "{} adds routes with `{pattern}`, outside `routes!`",
+                    path.display()
+                );
+            }
+            assert_eq!(
+                source.matches(plain_router).count(),
+                source.matches(wrapped_router).count(),
+                "{} builds a plain axum router",
+                path.display()
+            );
+            checked += 1;
+        }
+        assert!(checked > 10, "only {checked} HTTP modules found");
+    }
+}
