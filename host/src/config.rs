@@ -678,14 +678,14 @@ mod tests {
             out: &mut std::collections::BTreeMap<String, serde_json::Value>,
         ) {
             match value {
-                serde_json::Value::Object(fields) if !fields.is_empty() && prefix.is_empty() => {
-                    for (name, field) in fields {
-                        walk(name, field, out);
-                    }
-                }
                 serde_json::Value::Object(fields) if !fields.is_empty() => {
                     for (name, field) in fields {
-                        walk(&format!("{prefix}.{name}"), field, out);
+                        let key = if prefix.is_empty() {
+                            name.clone()
+                        } else {
+                            format!("{prefix}.{name}")
+                        };
+                        walk(&key, field, out);
                     }
                 }
                 leaf => {
