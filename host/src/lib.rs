@@ -5,6 +5,7 @@
 
 pub mod auth;
 pub mod cli;
+pub mod cluster;
 pub mod config;
 pub mod delegation;
 pub mod events;
@@ -48,6 +49,8 @@ pub struct Services {
     pub lifecycle: Arc<workspaces::lifecycle::Lifecycle>,
     /// The A2A client and the delegations and queue drains running in the background.
     pub a2a: delegation::Hub,
+    /// This replica among those sharing the database: its id and sweeper leases.
+    pub cluster: Arc<cluster::Cluster>,
 }
 
 impl Services {
@@ -78,8 +81,9 @@ impl Services {
             );
         }
         let db = Db::connect(&config.database_url(), config.database_max_connections).await?;
+        let cluster = Arc::new(cluster::Cluster::join(&db)?);
         db.migrate().await.context("migrating the database")?;
-        let events = EventBus::new(db.clone());
+        let events = EventBus::new(db.clone(), cluster.replica);
         let guard = auth::Guard::new(&config, db.clone());
         let mut resolvers = extensions::registry::ResolverSettings {
             timeout: Duration::from_secs(config.git_timeout_secs.max(1)),
@@ -106,16 +110,22 @@ impl Services {
         .await
         .context("starting the extension platform")?;
         plugins::clear_fetch_staging(&config.data_dir);
-        let requeued = store::a2a_queue::requeue_interrupted(&db).await?;
-        if requeued > 0 {
-            tracing::info!(
-                requeued,
-                "messages left mid-delivery by the previous run are queued again"
-            );
+        if db.backend() == store::Backend::Sqlite {
+            // The only replica: whatever is mid-delivery was left by the previous run. (With
+            // several replicas the queue-expiry sweep requeues them once no delivery can still
+            // be running.)
+            let requeued = store::a2a_queue::requeue_interrupted(&db, chrono::Utc::now()).await?;
+            if requeued > 0 {
+                tracing::info!(
+                    requeued,
+                    "messages left mid-delivery by the previous run are queued again"
+                );
+            }
         }
         let lifecycle = Arc::new(workspaces::lifecycle::Lifecycle::new(
             runtime,
             config.runtime.provision_concurrency,
+            cluster.replica,
         ));
         let a2a = delegation::Hub::new(&config.a2a).context("building the A2A client")?;
         Ok(Services {
@@ -127,6 +137,7 @@ impl Services {
             guard,
             extensions,
             lifecycle,
+            cluster,
         })
     }
 }
@@ -164,8 +175,12 @@ pub async fn run(
     let tracker = TaskTracker::new();
     let metrics = Arc::new(http::Metrics::new());
     svc.extensions.metrics.register(&mut metrics.registry());
+    svc.cluster.leases.register(&mut metrics.registry());
     let state = http::AppState::new(svc.clone(), metrics, stop.clone());
     sweepers::spawn_all(&svc, &tracker, &stop);
+    sweepers::spawn_extension_sync(&svc, &tracker, &stop);
+    let (relay, relay_stop) = (svc.events.clone(), stop.clone());
+    tracker.spawn(async move { relay.relay(relay_stop).await });
     if let Some(dir) = svc
         .config
         .org
@@ -239,6 +254,8 @@ pub async fn run(
     tracker.wait().await;
     svc.a2a.shutdown().await;
     svc.lifecycle.shutdown().await;
+    svc.lifecycle.release_claims(&svc.db).await;
+    svc.cluster.leases.release().await;
     svc.extensions.stop();
     svc.db.close().await;
     tracing::info!("host stopped");
@@ -297,6 +314,7 @@ fn log_startup(svc: &Services, listener: &TcpListener) {
         addr,
         console = %format!("http://{addr}/"),
         database = svc.db.backend().name(),
+        replica = %svc.cluster.replica,
         env = ?svc.config.env,
         encryption = svc.cipher.encrypts(),
         "molecule host listening"

@@ -1,5 +1,6 @@
 //! Draining the busy queue: a heartbeat that reports spare capacity delivers one waiting message.
 
+use chrono::Utc;
 use uuid::Uuid;
 
 use super::Caller;
@@ -95,6 +96,14 @@ pub async fn drain_one(svc: &Services, workspace_id: Uuid) -> Result<Option<Sett
 /// Drops queued messages that expired before their agent had capacity; a delegation among them
 /// fails, so no delegation waits forever. Returns how many were dropped.
 pub async fn sweep_expired(svc: &Services) -> Result<usize, StoreError> {
+    let requeued =
+        a2a_queue::requeue_interrupted(&svc.db, Utc::now() - longest_delivery(svc)).await?;
+    if requeued > 0 {
+        tracing::info!(
+            requeued,
+            "messages left mid-delivery by a host that stopped are queued again"
+        );
+    }
     let expired = a2a_queue::expire(&svc.db).await?;
     for item in &expired {
         tracing::info!(workspace_id = %item.workspace_id, queue_id = %item.id, "a queued message expired undelivered");
@@ -115,6 +124,15 @@ pub async fn sweep_expired(svc: &Services) -> Result<usize, StoreError> {
         }
     }
     Ok(expired.len())
+}
+
+/// Longer than any one delivery can take (connect, then the overall deadline), plus a margin: a
+/// message dispatched longer ago than this is no longer being delivered by anyone.
+fn longest_delivery(svc: &Services) -> chrono::Duration {
+    let a2a = &svc.config.a2a;
+    chrono::Duration::seconds(
+        i64::try_from(a2a.connect_timeout_secs + a2a.max_timeout_secs + 60).unwrap_or(i64::MAX / 2),
+    )
 }
 
 /// Whether a heartbeat with `active_tasks` leaves room for one more message.

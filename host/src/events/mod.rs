@@ -4,15 +4,27 @@
 //! Publishing never waits for subscribers. Each subscriber reads from a bounded broadcast channel;
 //! one that falls behind by more than the channel holds is dropped (its stream ends with
 //! [`Lagged`]) rather than slowing anyone else down.
+//!
+//! Across replicas (PostgreSQL): each replica publishes to its own subscribers at once and hands
+//! the event to its notifier, which sends it, in order, as a `NOTIFY` on [`CHANNEL`]. Every
+//! replica's relay ([`EventBus::relay`]) listens there and publishes what other replicas sent. An
+//! event too large for a notification travels by id and is read back from `structure_events`.
+//! When the relay's connection is lost it reconnects, then replays `structure_events` from a
+//! little before the newest event it had seen, skipping every event id it already published, so
+//! subscribers see each recorded event once.
 
-use std::sync::Arc;
+mod relay;
+
+use std::sync::{Arc, Mutex, OnceLock};
 
 use chrono::{DateTime, SecondsFormat, Utc};
 use serde_json::{Value, json};
-use tokio::sync::broadcast;
+use tokio::sync::{broadcast, mpsc};
 use uuid::Uuid;
 
 use crate::store::{self, Db, StoreError};
+
+pub use relay::CHANNEL;
 
 /// How many events a subscriber may fall behind before it is dropped.
 pub const SUBSCRIBER_BUFFER: usize = 256;
@@ -66,11 +78,17 @@ impl Event {
     }
 }
 
-/// The in-process bus. Cloning shares it.
+/// The bus. Cloning shares it.
 #[derive(Debug, Clone)]
 pub struct EventBus {
     db: Db,
     tx: broadcast::Sender<Arc<Event>>,
+    /// The replica publishing; notifications from it are its own and not published twice.
+    origin: Uuid,
+    /// Recorded events already published here, for the relay's catch-up.
+    seen: Arc<Mutex<relay::Seen>>,
+    /// Where events go to be sent to other replicas, once the relay runs (PostgreSQL only).
+    outbox: Arc<OnceLock<mpsc::UnboundedSender<relay::Outgoing>>>,
 }
 
 /// A subscriber fell too far behind and was dropped.
@@ -97,9 +115,16 @@ impl Subscription {
 }
 
 impl EventBus {
-    pub fn new(db: Db) -> Self {
+    /// A bus for the replica `origin`.
+    pub fn new(db: Db, origin: Uuid) -> Self {
         let (tx, _) = broadcast::channel(SUBSCRIBER_BUFFER);
-        EventBus { db, tx }
+        EventBus {
+            db,
+            tx,
+            origin,
+            seen: Arc::default(),
+            outbox: Arc::default(),
+        }
     }
 
     pub fn subscribe(&self) -> Subscription {
@@ -116,24 +141,15 @@ impl EventBus {
         workspace_id: Option<Uuid>,
         payload: Value,
     ) -> Result<(), StoreError> {
-        let timestamp = Utc::now();
-        store::events::insert(
-            &self.db,
-            &store::events::EventRow {
-                id: Uuid::new_v4(),
-                event_type: event.to_owned(),
-                workspace_id,
-                payload: Some(payload.clone()),
-                created_at: timestamp,
-            },
-        )
-        .await?;
-        self.publish(Event {
-            event: event.to_owned(),
+        let row = store::events::EventRow {
+            id: Uuid::new_v4(),
+            event_type: event.to_owned(),
             workspace_id,
-            timestamp,
-            payload,
-        });
+            payload: Some(payload),
+            created_at: Utc::now(),
+        };
+        store::events::insert(&self.db, &row).await?;
+        self.publish_recorded(row);
         Ok(())
     }
 
@@ -161,29 +177,50 @@ impl EventBus {
             .collect();
         store::events::insert_many(&self.db, &rows).await?;
         for row in rows {
-            self.publish(Event {
-                event: row.event_type,
-                workspace_id: row.workspace_id,
-                timestamp: row.created_at,
-                payload: row.payload.unwrap_or(Value::Null),
-            });
+            self.publish_recorded(row);
         }
         Ok(())
     }
 
     /// Publishes without recording: for high-frequency or transient events (heartbeats, chat).
     pub fn broadcast_only(&self, event: &str, workspace_id: Option<Uuid>, payload: Value) {
-        self.publish(Event {
+        let event = Arc::new(Event {
             event: event.to_owned(),
             workspace_id,
             timestamp: Utc::now(),
             payload,
         });
+        self.send_out(relay::Outgoing::Transient(event.clone()));
+        self.publish(event);
     }
 
-    fn publish(&self, event: Event) {
+    /// Publishes a recorded event here and sends it to the other replicas.
+    fn publish_recorded(&self, row: store::events::EventRow) {
+        self.seen
+            .lock()
+            .expect("seen lock")
+            .insert(row.id, row.created_at);
+        let id = row.id;
+        let event = Arc::new(Event {
+            event: row.event_type,
+            workspace_id: row.workspace_id,
+            timestamp: row.created_at,
+            payload: row.payload.unwrap_or(Value::Null),
+        });
+        self.send_out(relay::Outgoing::Recorded(id, event.clone()));
+        self.publish(event);
+    }
+
+    fn send_out(&self, outgoing: relay::Outgoing) {
+        if let Some(outbox) = self.outbox.get() {
+            // An error only means the relay has stopped (the host is stopping).
+            let _ = outbox.send(outgoing);
+        }
+    }
+
+    fn publish(&self, event: Arc<Event>) {
         // An error only means nobody is listening right now.
-        let _ = self.tx.send(Arc::new(event));
+        let _ = self.tx.send(event);
     }
 
     /// [`EventBus::record_and_broadcast_all`] on a best-effort basis, like [`EventBus::emit`].

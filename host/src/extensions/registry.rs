@@ -333,6 +333,7 @@ impl ExtensionHost {
             grantable_dirs: vec![(PLUGINS_REGISTRY_GRANT.to_owned(), registry_dir)],
             allow_unpinned: settings.allow_unpinned,
         });
+        host.backfill_blobs().await?;
         for slot in store::extensions::slots(&host.db).await? {
             let Some(name) = Slot::parse(&slot.slot) else {
                 continue;
@@ -437,6 +438,74 @@ impl ExtensionHost {
             .map_err(RegistryError::Io)
     }
 
+    /// A component's bytes: from this replica's cache, else from the database (stored by
+    /// another replica), checked against the digest and cached.
+    async fn component_bytes(&self, digest: &str) -> Result<Vec<u8>, RegistryError> {
+        match tokio::fs::read(self.component_path(digest)).await {
+            Ok(bytes) => Ok(bytes),
+            Err(err) if err.kind() == std::io::ErrorKind::NotFound => {
+                let bytes = store::extensions::get_blob(&self.db, digest)
+                    .await?
+                    .ok_or(RegistryError::Io(err))?;
+                if engine::digest(&bytes) != digest {
+                    return Err(RegistryError::InvalidManifest(
+                        "stored component does not match its digest",
+                    ));
+                }
+                self.store_component(digest, &bytes).await?;
+                Ok(bytes)
+            }
+            Err(err) => Err(RegistryError::Io(err)),
+        }
+    }
+
+    /// Copies into the database the bytes of versions stored before it kept them, so other
+    /// replicas can load them.
+    async fn backfill_blobs(&self) -> Result<(), RegistryError> {
+        for digest in store::extensions::digests_without_blob(&self.db).await? {
+            match tokio::fs::read(self.component_path(&digest)).await {
+                Ok(bytes) => store::extensions::put_blob(&self.db, &digest, &bytes).await?,
+                Err(err) => {
+                    tracing::warn!(%digest, error = %err, "a stored extension's component is missing here")
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Brings this replica's slots in line with the database after another replica activated,
+    /// rolled back, shadowed or deleted a version: each slot whose stored active or shadow id
+    /// differs from the loaded one loads the stored version by digest and swaps it in. Returns
+    /// how many swaps it made.
+    pub async fn sync(&self) -> Result<usize, RegistryError> {
+        let mut swapped = 0;
+        for row in store::extensions::slots(&self.db).await? {
+            let Some(slot) = Slot::parse(&row.slot) else {
+                continue;
+            };
+            let state = self.slot(&slot);
+            for (want, shadow) in [(row.active_id, false), (row.shadow_id, true)] {
+                let cell = if shadow { &state.shadow } else { &state.active };
+                if cell.load().as_ref().map(|l| l.id) == want {
+                    continue;
+                }
+                match want {
+                    None => cell.store(None),
+                    Some(id) => match self.load_by_id(id).await {
+                        Ok(loaded) => cell.store(Some(loaded)),
+                        Err(err) => {
+                            tracing::error!(slot = slot.as_str(), %id, error = %err, "cannot load the version another replica chose; the slot keeps its current one");
+                            continue;
+                        }
+                    },
+                }
+                swapped += 1;
+                tracing::info!(slot = slot.as_str(), id = ?want, shadow, "extension slot follows the database");
+            }
+        }
+        Ok(swapped)
+    }
+
     fn component_path(&self, digest: &str) -> PathBuf {
         self.components_dir
             .join(format!("{}.wasm", digest.trim_start_matches("sha256:")))
@@ -457,9 +526,7 @@ impl ExtensionHost {
             .manifest
             .get("confirmed")
             .and_then(|c| serde_json::from_value(c.clone()).ok());
-        let bytes = tokio::fs::read(self.component_path(&row.digest))
-            .await
-            .map_err(RegistryError::Io)?;
+        let bytes = self.component_bytes(&row.digest).await?;
         let identity = Identity {
             name: row.name.clone(),
             version: row.version.clone(),
@@ -549,6 +616,7 @@ impl ExtensionHost {
         .map_err(|_| RegistryError::Unsupported("validation was aborted"))??;
 
         self.store_component(&digest, &bytes).await?;
+        store::extensions::put_blob(&self.db, &digest, &bytes).await?;
         let mut stored_manifest = serde_json::to_value(&manifest).unwrap_or(Value::Null);
         if let Some(confirmed) = &confirmed {
             stored_manifest["confirmed"] = serde_json::to_value(confirmed).unwrap_or(Value::Null);
@@ -634,6 +702,9 @@ impl ExtensionHost {
             ));
         }
         state.shadow.store(Some(self.load_row(&row).await?));
+        self.events
+            .emit("EXTENSION_SHADOWED", None, json!({ "slot": slot.as_str(), "id": row.id, "name": row.name, "version": row.version, "digest": row.digest }))
+            .await;
         Ok(row)
     }
 
@@ -657,7 +728,11 @@ impl ExtensionHost {
             .any(|r| r.digest == row.digest);
         if !still_used {
             let _ = tokio::fs::remove_file(self.component_path(&row.digest)).await;
+            store::extensions::delete_unused_blob(&self.db, &row.digest).await?;
         }
+        self.events
+            .emit("EXTENSION_DELETED", None, json!({ "slot": slot.as_str(), "id": row.id, "name": row.name, "version": row.version }))
+            .await;
         Ok(())
     }
 

@@ -1016,7 +1016,7 @@ mod registry_specs {
             .join("../plugins/target/wasm32-wasip2/release");
         let host = ExtensionHost::start_with(
             db.clone(),
-            EventBus::new(db.clone()),
+            EventBus::new(db.clone(), uuid::Uuid::new_v4()),
             dir.path(),
             Some(&builtin_dir),
             settings,

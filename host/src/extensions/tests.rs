@@ -343,7 +343,7 @@ mod registry_specs {
             .join("../plugins/target/wasm32-wasip2/release");
         let host = ExtensionHost::start(
             db.clone(),
-            EventBus::new(db.clone()),
+            EventBus::new(db.clone(), uuid::Uuid::new_v4()),
             dir.path(),
             builtins.then_some(builtin_dir.as_path()),
         )
@@ -369,9 +369,14 @@ mod registry_specs {
         assert_eq!(decided, Decision::RestartNow);
         host.stop();
         // A restart finds the same versions active and installs nothing twice.
-        let again = ExtensionHost::start(db.clone(), EventBus::new(db.clone()), dir.path(), None)
-            .await
-            .unwrap();
+        let again = ExtensionHost::start(
+            db.clone(),
+            EventBus::new(db.clone(), uuid::Uuid::new_v4()),
+            dir.path(),
+            None,
+        )
+        .await
+        .unwrap();
         assert_eq!(again.slot_versions(), slots);
         again.stop();
     }

@@ -165,15 +165,17 @@ pub async fn expire(db: &Db) -> StoreResult<Vec<QueueRow>> {
     on_db!(db, pool => Ok(sqlx::query_as(&sql).bind(now).fetch_all(pool).await?))
 }
 
-/// Puts messages a previous host left mid-delivery (it stopped hard) back in the queue.
-/// Returns how many there were. Run at start, before anything drains.
-pub async fn requeue_interrupted(db: &Db) -> StoreResult<u64> {
+/// Puts messages left mid-delivery by a host that stopped hard back in the queue: those
+/// dispatched before `dispatched_before` (no delivery lasts that long, so no live replica is still
+/// delivering them). Returns how many there were.
+pub async fn requeue_interrupted(db: &Db, dispatched_before: DateTime<Utc>) -> StoreResult<u64> {
     on_db!(db, pool => {
         let done = sqlx::query(
             "UPDATE a2a_queue SET status = 'queued',
                  last_error = 'the host stopped during delivery'
-             WHERE status = 'dispatched'",
+             WHERE status = 'dispatched' AND dispatched_at < $1",
         )
+        .bind(dispatched_before)
         .execute(pool)
         .await?;
         Ok(done.rows_affected())

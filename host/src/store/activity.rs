@@ -171,3 +171,16 @@ pub async fn update_status(
         Ok(done.rows_affected() > 0)
     })
 }
+
+/// How many `activity_type` rows a workspace has had since `since` (restarts a policy sees,
+/// whichever replica ran them).
+pub async fn count_since(
+    db: &Db,
+    workspace_id: Uuid,
+    activity_type: &str,
+    since: DateTime<Utc>,
+) -> StoreResult<i64> {
+    on_db!(db, pool => Ok(sqlx::query_scalar(
+        "SELECT COUNT(*) FROM activity_logs WHERE workspace_id = $1 AND activity_type = $2 AND created_at >= $3",
+    ).bind(workspace_id).bind(activity_type).bind(since).fetch_one(pool).await?))
+}

@@ -79,3 +79,18 @@ pub async fn recent(db: &Db, workspace_id: Option<Uuid>, limit: i64) -> StoreRes
         Ok(rows)
     })
 }
+
+/// One event by id (a notification too large to carry the event names only its id).
+pub async fn get(db: &Db, id: Uuid) -> StoreResult<Option<EventRow>> {
+    on_db!(db, pool => Ok(sqlx::query_as(
+        "SELECT id, event_type, workspace_id, payload, created_at FROM structure_events WHERE id = $1",
+    ).bind(id).fetch_optional(pool).await?))
+}
+
+/// Events recorded at or after `since`, oldest first, at most `limit`.
+pub async fn since(db: &Db, since: DateTime<Utc>, limit: i64) -> StoreResult<Vec<EventRow>> {
+    on_db!(db, pool => Ok(sqlx::query_as(
+        "SELECT id, event_type, workspace_id, payload, created_at FROM structure_events
+         WHERE created_at >= $1 ORDER BY created_at, id LIMIT $2",
+    ).bind(since).bind(limit).fetch_all(pool).await?))
+}

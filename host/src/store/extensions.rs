@@ -200,3 +200,47 @@ pub async fn shadow_disagreements(
     .fetch_all(pool)
     .await?))
 }
+
+/// Stores a component's bytes under its digest (a no-op when they are already there).
+pub async fn put_blob(db: &Db, digest: &str, bytes: &[u8]) -> StoreResult<()> {
+    on_db!(db, pool => {
+        sqlx::query(
+            "INSERT INTO extension_blobs (digest, bytes, created_at) VALUES ($1, $2, $3)
+             ON CONFLICT (digest) DO NOTHING",
+        )
+        .bind(digest)
+        .bind(bytes)
+        .bind(Utc::now())
+        .execute(pool)
+        .await?;
+        Ok(())
+    })
+}
+
+/// A component's bytes by digest.
+pub async fn get_blob(db: &Db, digest: &str) -> StoreResult<Option<Vec<u8>>> {
+    on_db!(db, pool => Ok(sqlx::query_scalar("SELECT bytes FROM extension_blobs WHERE digest = $1").bind(digest).fetch_optional(pool).await?))
+}
+
+/// Digests of stored versions whose bytes are not in the database yet (stored before it kept
+/// them).
+pub async fn digests_without_blob(db: &Db) -> StoreResult<Vec<String>> {
+    on_db!(db, pool => Ok(sqlx::query_scalar(
+        "SELECT DISTINCT digest FROM extensions e
+         WHERE NOT EXISTS (SELECT 1 FROM extension_blobs b WHERE b.digest = e.digest)",
+    ).fetch_all(pool).await?))
+}
+
+/// Forgets a digest's bytes once no version uses them.
+pub async fn delete_unused_blob(db: &Db, digest: &str) -> StoreResult<()> {
+    on_db!(db, pool => {
+        sqlx::query(
+            "DELETE FROM extension_blobs WHERE digest = $1
+             AND NOT EXISTS (SELECT 1 FROM extensions WHERE digest = $1)",
+        )
+        .bind(digest)
+        .execute(pool)
+        .await?;
+        Ok(())
+    })
+}

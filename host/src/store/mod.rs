@@ -11,6 +11,7 @@ pub mod events;
 pub mod extensions;
 mod migrate;
 pub mod plugins;
+pub mod restarts;
 pub mod secrets;
 pub mod testing;
 #[cfg(test)]
@@ -187,6 +188,9 @@ const OTHER_CONSTRAINTS: &[&str] = &[
     "extension_shadow_results_candidate_fkey",
     "extension_shadow_results_outcome_check",
     "workspace_plugins_pkey",
+    "workspace_restarts_pkey",
+    "workspace_restarts_workspace_fkey",
+    "extension_blobs_pkey",
     "org_plugin_allowlist_pkey",
     "org_plugin_allowlist_org_fkey",
     "plugin_update_queue_pkey",

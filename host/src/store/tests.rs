@@ -794,8 +794,27 @@ async fn the_busy_queue_keeps_one_active_copy_per_message_and_drains_by_priority
         .collect();
     assert_eq!(swept, [expired]);
     assert!(a2a_queue::expire(&db).await.unwrap().is_empty());
-    // A delivery a stopped host left behind is queued again at the next start.
-    assert_eq!(a2a_queue::requeue_interrupted(&db).await.unwrap(), 1);
+    // A delivery a stopped host left behind is queued again, once it is older than any
+    // delivery still running could be.
+    let dispatched_at = a2a_queue::get(&db, ws, first)
+        .await
+        .unwrap()
+        .expect("the row")
+        .dispatched_at
+        .expect("dispatched");
+    assert_eq!(
+        a2a_queue::requeue_interrupted(&db, dispatched_at)
+            .await
+            .unwrap(),
+        0,
+        "a delivery that may still be running stays dispatched"
+    );
+    assert_eq!(
+        a2a_queue::requeue_interrupted(&db, Utc::now() + Duration::seconds(1))
+            .await
+            .unwrap(),
+        1
+    );
     let row = a2a_queue::get(&db, ws, first)
         .await
         .unwrap()

@@ -1,5 +1,8 @@
 //! Background loops. Each runs on the host's task tracker, checks the shutdown token before every
 //! pass and between passes, and is joined when the host stops.
+//!
+//! The sweepers here work on the shared database and runtime, so each runs on one replica at a
+//! time: a pass runs only while this replica holds the sweeper's lease (`cluster::Leases`).
 
 use std::future::Future;
 use std::time::Duration;
@@ -13,22 +16,16 @@ use crate::workspaces::lifecycle;
 
 /// Starts every sweeper on `tracker`.
 pub fn spawn_all(svc: &Services, tracker: &TaskTracker, shutdown: &CancellationToken) {
-    let liveness = svc.clone();
-    spawn_loop(
+    spawn_sweep(
+        svc,
         tracker,
         shutdown,
         "liveness",
         svc.config.liveness.sweep_interval(),
-        move || {
-            let svc = liveness.clone();
-            async move {
-                match crate::workspaces::registry::sweep_liveness(&svc).await {
-                    Ok(stale) => lifecycle::after_heartbeat_loss(&svc, &stale).await,
-                    Err(err) => {
-                        tracing::warn!(error = ?err, "liveness sweep failed; retrying next interval")
-                    }
-                }
-            }
+        |svc| async move {
+            let stale = crate::workspaces::registry::sweep_liveness(&svc).await?;
+            lifecycle::after_heartbeat_loss(&svc, &stale).await;
+            Ok(())
         },
     );
     spawn_sweep(
@@ -94,7 +91,41 @@ pub fn spawn_all(svc: &Services, tracker: &TaskTracker, shutdown: &CancellationT
     );
 }
 
-/// A sweep over the services whose failures are logged and retried next interval.
+/// How often a replica re-reads the extension slots even when no event said they changed (an
+/// event lost with a dropped connection is caught here).
+const EXTENSION_SYNC_INTERVAL: Duration = Duration::from_secs(30);
+
+/// Keeps this replica's extension slots in line with the database: at once after any
+/// `EXTENSION_*` event (from this replica or another), and every [`EXTENSION_SYNC_INTERVAL`].
+/// Every replica runs it; it takes no lease.
+pub fn spawn_extension_sync(svc: &Services, tracker: &TaskTracker, shutdown: &CancellationToken) {
+    let (svc, shutdown) = (svc.clone(), shutdown.clone());
+    let mut events = svc.events.subscribe();
+    tracker.spawn(async move {
+        let mut ticker = tokio::time::interval(EXTENSION_SYNC_INTERVAL);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                biased;
+                () = shutdown.cancelled() => break,
+                _ = ticker.tick() => {}
+                event = events.next() => match event {
+                    Ok(Some(event)) if event.event.starts_with("EXTENSION_") => {}
+                    Ok(Some(_)) => continue,
+                    Ok(None) => break,
+                    // Fell behind: whatever it missed, a sync now covers it.
+                    Err(_) => events = svc.events.subscribe(),
+                },
+            }
+            if let Err(err) = svc.extensions.sync().await {
+                tracing::warn!(error = %err, "syncing extension slots failed; retrying");
+            }
+        }
+    });
+}
+
+/// A sweep over the services, run while this replica holds its lease; failures are logged and
+/// retried next interval.
 fn spawn_sweep<F, Fut>(
     svc: &Services,
     tracker: &TaskTracker,
@@ -111,6 +142,10 @@ fn spawn_sweep<F, Fut>(
     spawn_loop(tracker, shutdown, name, interval, move || {
         let (svc, pass) = (svc.clone(), pass.clone());
         async move {
+            if !svc.cluster.leases.hold(name).await {
+                return;
+            }
+            svc.cluster.leases.count_pass(name);
             if let Err(err) = pass(svc).await {
                 tracing::warn!(sweeper = name, error = ?err, "sweep failed; retrying next interval");
             }

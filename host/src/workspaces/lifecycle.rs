@@ -14,7 +14,7 @@
 //! Every step is idempotent: a stop of a stopped agent succeeds, a transition whose source status
 //! no longer holds does nothing, and every change is logged as `old -> new`.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
@@ -46,27 +46,18 @@ const MAX_SAMPLE_ERROR: usize = 500;
 /// restart history policies see, and the tasks it spawned.
 #[derive(Debug)]
 pub struct Lifecycle {
+    replica: Uuid,
     runtime: Option<Arc<dyn ContainerRuntime>>,
     provision_slots: Semaphore,
-    /// Restart state of workspaces with a cycle running or a delayed restart scheduled.
-    restarts: Mutex<HashMap<Uuid, RestartState>>,
-    history: Mutex<HashMap<Uuid, VecDeque<Instant>>>,
+    /// The ticket of each workspace's delayed restart still waiting on this replica; requests
+    /// meanwhile join it. A restart that starts sooner cancels it (its timer then finds another
+    /// ticket, or none). Running cycles are claimed in the database (`workspace_restarts`).
+    scheduled: Mutex<HashMap<Uuid, u64>>,
     platform_url: OnceLock<String>,
     tasks: TaskTracker,
     stop: CancellationToken,
     cycles: AtomicU64,
     tickets: AtomicU64,
-}
-
-/// A workspace's pending restart work. An entry exists while either flag is set.
-#[derive(Debug, Clone, Copy, Default)]
-struct RestartState {
-    /// A cycle is running; `pending` asks for one more after it.
-    running: bool,
-    pending: bool,
-    /// The ticket of a scheduled delayed restart; requests meanwhile join it. A restart that
-    /// starts sooner cancels it (its timer then finds another ticket, or none).
-    scheduled: Option<u64>,
 }
 
 /// What a restart request led to.
@@ -83,12 +74,17 @@ pub enum RestartOutcome {
 }
 
 impl Lifecycle {
-    pub fn new(runtime: Option<Arc<dyn ContainerRuntime>>, concurrency: usize) -> Self {
+    /// `replica` names this host process in the restart claims it takes.
+    pub fn new(
+        runtime: Option<Arc<dyn ContainerRuntime>>,
+        concurrency: usize,
+        replica: Uuid,
+    ) -> Self {
         Lifecycle {
+            replica,
             runtime,
             provision_slots: Semaphore::new(concurrency.max(1)),
-            restarts: Mutex::new(HashMap::new()),
-            history: Mutex::new(HashMap::new()),
+            scheduled: Mutex::new(HashMap::new()),
             platform_url: OnceLock::new(),
             tasks: TaskTracker::new(),
             stop: CancellationToken::new(),
@@ -148,29 +144,30 @@ impl Lifecycle {
         });
     }
 
-    fn recent_restarts(&self, id: Uuid) -> u32 {
-        let mut history = self.history.lock().expect("history lock");
-        let entry = history.entry(id).or_default();
-        while entry.front().is_some_and(|t| t.elapsed() > RESTART_WINDOW) {
-            entry.pop_front();
+    /// A holder name for one claim on a workspace's restarts: this replica and a ticket, so two
+    /// requests on the same replica are two claimants like requests on two replicas.
+    fn claimant(&self) -> String {
+        format!(
+            "{}/{}",
+            self.replica,
+            self.tickets.fetch_add(1, Ordering::Relaxed)
+        )
+    }
+
+    /// Drops this replica's claims on restart cycles (it is stopping, so its cycles stop too).
+    pub async fn release_claims(&self, db: &store::Db) {
+        match store::restarts::release_all(db, &format!("{}/", self.replica)).await {
+            Ok(0) => {}
+            Ok(released) => tracing::info!(released, "restart claims released on shutdown"),
+            Err(err) => {
+                tracing::warn!(error = ?err, "releasing restart claims failed; they expire")
+            }
         }
-        entry.len() as u32
     }
 
-    fn note_restart(&self, id: Uuid) {
-        self.history
-            .lock()
-            .expect("history lock")
-            .entry(id)
-            .or_default()
-            .push_back(Instant::now());
-        self.cycles.fetch_add(1, Ordering::Relaxed);
-    }
-
-    /// Forgets a removed workspace's restart state.
+    /// Forgets a removed workspace's delayed restart.
     pub fn forget(&self, id: Uuid) {
-        self.restarts.lock().expect("restart lock").remove(&id);
-        self.history.lock().expect("history lock").remove(&id);
+        self.scheduled.lock().expect("restart lock").remove(&id);
     }
 }
 
@@ -608,7 +605,7 @@ pub async fn request_restart(
         tier: u8::try_from(row.tier).unwrap_or(2),
         status: row.status.clone(),
         update_tier: row.update_tier.clone(),
-        recent_restarts: svc.lifecycle.recent_restarts(id),
+        recent_restarts: recent_restarts(svc, id).await,
     };
     let decision = svc.extensions.decide(info, trigger.clone()).await;
     record_activity(
@@ -623,10 +620,10 @@ pub async fn request_restart(
     match decision {
         Decision::KeepRunning | Decision::HotReload => {}
         Decision::RestartNow => {
-            restart_now(svc, id);
+            restart_now(svc, id).await;
         }
         Decision::RestartAfterMs(ms) => {
-            restart_after(svc, id, Duration::from_millis(u64::from(ms)));
+            restart_after(svc, id, Duration::from_millis(u64::from(ms))).await;
         }
     }
     Ok(RestartOutcome::Decided(decision))
@@ -641,86 +638,99 @@ fn decision_label(decision: &Decision) -> String {
     }
 }
 
-/// Requests a restart cycle now. While a cycle runs, further requests only mark one more cycle
-/// due, so any number of requests collapse into at most two cycles and the last change is
-/// always picked up. A delayed restart still waiting is replaced by this one.
-pub fn restart_now(svc: &Services, id: Uuid) -> RestartOutcome {
-    {
-        let mut restarts = svc.lifecycle.restarts.lock().expect("restart lock");
-        let state = restarts.entry(id).or_default();
-        if state.running {
-            state.pending = true;
-            return RestartOutcome::Coalesced;
+/// Restarts a workspace has had within [`RESTART_WINDOW`], on any replica (from the activity
+/// log, which every cycle writes to).
+async fn recent_restarts(svc: &Services, id: Uuid) -> u32 {
+    let since = Utc::now() - RESTART_WINDOW;
+    match store::activity::count_since(&svc.db, id, "restart", since).await {
+        Ok(count) => u32::try_from(count).unwrap_or(u32::MAX),
+        Err(err) => {
+            tracing::warn!(workspace_id = %id, error = ?err, "counting recent restarts failed");
+            0
         }
-        state.running = true;
-        state.scheduled = None;
     }
-    spawn_cycles(svc, id);
-    RestartOutcome::Started
+}
+
+/// How long a claim on a workspace's restart cycles holds without being renewed: longer than
+/// one cycle (a stop, a start and [`CYCLE_ONLINE_WAIT`]), so only a holder that died loses it.
+fn claim_lease() -> chrono::Duration {
+    chrono::Duration::from_std(CYCLE_ONLINE_WAIT * 2).unwrap_or(chrono::Duration::MAX)
+}
+
+/// Requests a restart cycle now. While a cycle runs — on this replica or any other on the same
+/// database — further requests only mark one more cycle due, so any number of requests collapse
+/// into at most two cycles and the last change is always picked up. A delayed restart still
+/// waiting here is replaced by this one.
+pub async fn restart_now(svc: &Services, id: Uuid) -> RestartOutcome {
+    svc.lifecycle
+        .scheduled
+        .lock()
+        .expect("restart lock")
+        .remove(&id);
+    let holder = svc.lifecycle.claimant();
+    let now = Utc::now();
+    match store::restarts::claim(&svc.db, id, &holder, now, now + claim_lease()).await {
+        Ok(store::restarts::Claim::Won) => {
+            spawn_cycles(svc, id, holder);
+            RestartOutcome::Started
+        }
+        Ok(store::restarts::Claim::Joined) => RestartOutcome::Coalesced,
+        Err(err) => {
+            tracing::error!(workspace_id = %id, error = ?err, "claiming a restart failed");
+            RestartOutcome::Skipped("the restart could not be recorded")
+        }
+    }
 }
 
 /// Requests a restart after `delay` (the policy's or the clamp's back-off). A cycle already
-/// running or scheduled absorbs it: that cycle starts from the files as they are then.
-fn restart_after(svc: &Services, id: Uuid, delay: Duration) {
-    let ticket = {
-        let mut restarts = svc.lifecycle.restarts.lock().expect("restart lock");
-        let state = restarts.entry(id).or_default();
-        if state.running {
-            state.pending = true;
-            return;
+/// running (anywhere) or scheduled here absorbs it: that cycle starts from the files as they are
+/// then.
+async fn restart_after(svc: &Services, id: Uuid, delay: Duration) {
+    match store::restarts::join_running(&svc.db, id, Utc::now()).await {
+        Ok(true) => return,
+        Ok(false) => {}
+        Err(err) => {
+            tracing::warn!(workspace_id = %id, error = ?err, "checking for a running restart failed")
         }
-        if state.scheduled.is_some() {
+    }
+    let ticket = {
+        let mut scheduled = svc.lifecycle.scheduled.lock().expect("restart lock");
+        if scheduled.contains_key(&id) {
             return;
         }
         let ticket = svc.lifecycle.tickets.fetch_add(1, Ordering::Relaxed);
-        state.scheduled = Some(ticket);
+        scheduled.insert(id, ticket);
         ticket
     };
     let task_svc = svc.clone();
     svc.lifecycle.spawn(async move {
         tokio::time::sleep(delay).await;
-        let start = {
-            let mut restarts = task_svc.lifecycle.restarts.lock().expect("restart lock");
-            let state = restarts.entry(id).or_default();
-            if state.scheduled != Some(ticket) {
-                // Superseded by a restart that started sooner.
-                if !state.running && state.scheduled.is_none() {
-                    restarts.remove(&id);
-                }
-                return;
-            }
-            state.scheduled = None;
-            if state.running {
-                state.pending = true;
-                false
-            } else {
-                state.running = true;
-                true
-            }
+        let due = {
+            let mut scheduled = task_svc.lifecycle.scheduled.lock().expect("restart lock");
+            // Otherwise superseded by a restart that started sooner.
+            scheduled.get(&id) == Some(&ticket) && scheduled.remove(&id).is_some()
         };
-        if start {
-            spawn_cycles(&task_svc, id);
+        if due {
+            restart_now(&task_svc, id).await;
         }
     });
 }
 
-/// Runs cycles until none is pending, then clears the running flag.
-fn spawn_cycles(svc: &Services, id: Uuid) {
+/// Runs cycles while this claim holds and one more is due, then releases it.
+fn spawn_cycles(svc: &Services, id: Uuid, holder: String) {
     let task_svc = svc.clone();
     svc.lifecycle.spawn(async move {
         loop {
             restart_cycle(&task_svc, id).await;
-            let mut restarts = task_svc.lifecycle.restarts.lock().expect("restart lock");
-            let state = restarts.entry(id).or_default();
-            if state.pending {
-                state.pending = false;
-                continue;
+            let lease_until = Utc::now() + claim_lease();
+            match store::restarts::next_cycle(&task_svc.db, id, &holder, lease_until).await {
+                Ok(true) => continue,
+                Ok(false) => break,
+                Err(err) => {
+                    tracing::error!(workspace_id = %id, error = ?err, "releasing a restart claim failed; it expires");
+                    break;
+                }
             }
-            state.running = false;
-            if state.scheduled.is_none() {
-                restarts.remove(&id);
-            }
-            break;
         }
     });
 }
@@ -750,8 +760,8 @@ async fn restart_cycle(svc: &Services, id: Uuid) {
             return;
         }
     }
-    svc.lifecycle.note_restart(id);
-    let cycle = svc.lifecycle.recent_restarts(id);
+    svc.lifecycle.cycles.fetch_add(1, Ordering::Relaxed);
+    let cycle = recent_restarts(svc, id).await + 1;
     let from = [
         Status::Online,
         Status::Degraded,
@@ -820,7 +830,7 @@ pub async fn manual_restart(svc: &Services, id: Uuid) -> Result<RestartOutcome, 
             "workspace is paused — resume it instead",
         ));
     }
-    Ok(restart_now(svc, id))
+    Ok(restart_now(svc, id).await)
 }
 
 /// Errors of lifecycle operations the HTTP layer maps.
