@@ -1,8 +1,10 @@
 //! Where agents run. [`ContainerRuntime`] is the narrow seam the lifecycle needs; `docker`
-//! (bollard) is the production runtime and `process` runs the reference agent as local child
-//! processes when no Docker engine answers. Runtimes run things and write no database rows.
+//! (bollard) is the production runtime, `kubernetes` (kube-rs) runs one Pod per workspace in a
+//! cluster, and `process` runs the reference agent as local child processes when no Docker
+//! engine answers. Runtimes run things and write no database rows.
 
 pub mod docker;
+pub mod kubernetes;
 pub mod process;
 
 use std::collections::BTreeMap;
@@ -324,6 +326,7 @@ pub async fn select(config: &Config) -> anyhow::Result<Option<Arc<dyn ContainerR
         RuntimeKind::None => return Ok(None),
         RuntimeKind::Docker => Arc::new(docker::DockerRuntime::connect(settings).await?),
         RuntimeKind::Process => Arc::new(process::ProcessRuntime::new(config)?),
+        RuntimeKind::Kubernetes => Arc::new(kubernetes::KubernetesRuntime::connect(config).await?),
         RuntimeKind::Auto => match docker::DockerRuntime::connect(settings).await {
             Ok(docker) => Arc::new(docker),
             Err(err) => {
