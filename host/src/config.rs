@@ -252,6 +252,8 @@ pub enum RuntimeKind {
     Auto,
     Docker,
     Process,
+    /// One Pod per workspace in a Kubernetes cluster (`runtime.kubernetes`).
+    Kubernetes,
     /// The host starts no agents: workspaces wait in `provisioning` for agents started
     /// elsewhere to register (and fail after the provision timeout).
     None,
@@ -296,6 +298,38 @@ pub struct RuntimeConfig {
     pub tier_cpu_shares: Vec<u64>,
     /// Extra labels put on every container and volume (tests mark theirs).
     pub labels: std::collections::BTreeMap<String, String>,
+    /// The Kubernetes runtime's cluster objects (`MOLECULE_RUNTIME__KUBERNETES__*`).
+    pub kubernetes: KubernetesConfig,
+}
+
+/// Where and how the Kubernetes runtime creates each workspace's objects. The cluster
+/// connection itself comes from kube's inference (`KUBECONFIG`, `~/.kube/config`, or the
+/// in-cluster service account).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct KubernetesConfig {
+    /// The namespace every workspace's Pod, Service, PVC, Secrets and ConfigMap live in.
+    pub namespace: String,
+    /// The port the agent listens on inside its Pod (and the Service's port).
+    pub agent_port: u16,
+    /// The StorageClass of the `/configs` volume claims; unset: the cluster's default.
+    pub storage_class: Option<String>,
+    /// The size each workspace's `/configs` claim requests (a Kubernetes quantity).
+    pub pvc_size: String,
+    /// How long a start waits for the Pod to be running (image pulls count).
+    pub start_timeout_secs: u64,
+}
+
+impl Default for KubernetesConfig {
+    fn default() -> Self {
+        Self {
+            namespace: "molecule".into(),
+            agent_port: 8000,
+            storage_class: None,
+            pvc_size: "1Gi".into(),
+            start_timeout_secs: 300,
+        }
+    }
 }
 
 impl Default for RuntimeConfig {
@@ -317,6 +351,7 @@ impl Default for RuntimeConfig {
             tier_memory_mb: vec![256, 512, 2048, 4096],
             tier_cpu_shares: vec![512, 1024, 2048, 4096],
             labels: std::collections::BTreeMap::new(),
+            kubernetes: KubernetesConfig::default(),
         }
     }
 }
@@ -487,6 +522,14 @@ pub fn test_postgres_url() -> Option<String> {
         .filter(|url| !url.is_empty())
 }
 
+/// The kubeconfig the Kubernetes runtime's tests run against instead of their in-process fake
+/// API server (`MOLECULE_TEST_KUBECONFIG`).
+pub fn test_kubeconfig() -> Option<PathBuf> {
+    std::env::var_os("MOLECULE_TEST_KUBECONFIG")
+        .filter(|path| !path.is_empty())
+        .map(PathBuf::from)
+}
+
 /// The host's `PATH`, handed to agents and commands the process runtime starts.
 pub fn inherited_path() -> Option<String> {
     std::env::var("PATH").ok()
@@ -499,6 +542,7 @@ const TEMPLATE_HIDDEN_ENV: &[&str] = &[
     "SECRETS_ENCRYPTION_KEY",
     "DATABASE_URL",
     "MOLECULE_TEST_PG_URL",
+    "KUBECONFIG",
 ];
 
 /// A host environment variable for `${VAR}` expansion in an org template (`workspace_dir`).

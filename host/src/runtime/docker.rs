@@ -25,16 +25,15 @@ use futures::StreamExt as _;
 use uuid::Uuid;
 
 use super::{
-    CONFIGS_ROOT, ContainerRuntime, ExecOutput, FILE_ROOTS, Inspection, MANAGED_LABEL,
-    RuntimeError, StartSpec, Started, WORKSPACE_LABEL, WriteTarget, id12,
+    CONFIGS_ROOT, ContainerRuntime, ExecOutput, Inspection, MANAGED_LABEL, RuntimeError, StartSpec,
+    Started, WORKSPACE_LABEL, WriteTarget, entry_digests, exited_ok, extend_capped, id12, listing,
+    managed_selectors, rename_commands, rooted, workspace_labels,
 };
 use crate::config::RuntimeConfig;
 use crate::safefs::{self, FileTree, ListedFile, RelPath};
 
 /// The agent's A2A port inside the container.
 const AGENT_PORT: &str = "8000/tcp";
-/// Output kept from an exec or a log read.
-const MAX_OUTPUT: usize = 1024 * 1024;
 
 /// The Docker runtime.
 #[derive(Debug)]
@@ -95,23 +94,12 @@ impl DockerRuntime {
     }
 
     fn labels(&self, id: Uuid) -> HashMap<String, String> {
-        let mut labels: HashMap<String, String> = self
-            .settings
-            .labels
-            .iter()
-            .map(|(k, v)| (k.clone(), v.clone()))
-            .collect();
-        labels.insert(MANAGED_LABEL.into(), "true".into());
-        labels.insert(WORKSPACE_LABEL.into(), id.to_string());
-        labels
+        workspace_labels(&self.settings, id).into_iter().collect()
     }
 
-    /// Filters selecting what this host manages (its extra labels included, so hosts sharing an
-    /// engine, such as parallel tests, never touch each other's containers).
+    /// Filters selecting what this host manages.
     fn label_filters(&self) -> HashMap<String, Vec<String>> {
-        let mut labels = vec![format!("{MANAGED_LABEL}=true")];
-        labels.extend(self.settings.labels.iter().map(|(k, v)| format!("{k}={v}")));
-        HashMap::from([("label".to_owned(), labels)])
+        HashMap::from([("label".to_owned(), managed_selectors(&self.settings))])
     }
 
     async fn image_present(&self, image: &str) -> Result<(), RuntimeError> {
@@ -288,13 +276,7 @@ impl DockerRuntime {
         root: &str,
         path: Option<&RelPath>,
     ) -> Result<Vec<safefs::TarEntry>, RuntimeError> {
-        if !FILE_ROOTS.contains(&root) {
-            return Err(RuntimeError::InvalidPath);
-        }
-        let full = match path {
-            Some(p) => format!("{root}/{p}"),
-            None => root.to_owned(),
-        };
+        let full = rooted(root, path)?;
         let (archive, _) = self
             .with_files_container(id, |container| async move {
                 self.download(&container, &full).await
@@ -344,11 +326,6 @@ impl DockerRuntime {
             stderr: String::from_utf8_lossy(&stderr).into_owned(),
         })
     }
-}
-
-fn extend_capped(buffer: &mut Vec<u8>, data: &[u8]) {
-    let room = MAX_OUTPUT.saturating_sub(buffer.len());
-    buffer.extend_from_slice(&data[..data.len().min(room)]);
 }
 
 /// Creates the network when missing (a concurrent creator winning is fine) and returns its
@@ -526,13 +503,7 @@ impl ContainerRuntime for DockerRuntime {
             let out = self
                 .run_exec(&container_name(id), &["rm".into(), "-rf".into(), target])
                 .await?;
-            if out.exit_code != 0 {
-                return Err(RuntimeError::Failed(format!(
-                    "rm exited with {}: {}",
-                    out.exit_code,
-                    out.stderr.lines().next().unwrap_or_default()
-                )));
-            }
+            exited_ok("rm", &out)?;
             return Ok(WriteTarget::Running);
         }
         // A stopped workspace: rewrite its volume through a helper that runs `rm` once.
@@ -582,27 +553,7 @@ impl ContainerRuntime for DockerRuntime {
         path: Option<&RelPath>,
         depth: usize,
     ) -> Result<Vec<ListedFile>, RuntimeError> {
-        let base_depth = path.map_or(0, |p| p.as_str().split('/').count());
-        let mut out: Vec<ListedFile> = self
-            .tree(id, root, path)
-            .await?
-            .into_iter()
-            .filter(|(p, _)| Some(p) != path)
-            .filter(|(p, _)| {
-                let parts: Vec<&str> = p.as_str().split('/').collect();
-                parts.len() - base_depth <= depth
-                    && !parts.iter().any(|part| {
-                        [".git", "__pycache__", "node_modules", ".DS_Store"].contains(part)
-                    })
-            })
-            .map(|(p, data)| ListedFile {
-                path: p.to_string(),
-                size: data.as_ref().map_or(0, |d| d.len() as u64),
-                dir: data.is_none(),
-            })
-            .collect();
-        out.sort_by(|a, b| a.path.cmp(&b.path));
-        Ok(out)
+        Ok(listing(self.tree(id, root, path).await?, path, depth))
     }
 
     async fn digests(
@@ -610,20 +561,10 @@ impl ContainerRuntime for DockerRuntime {
         id: Uuid,
         path: Option<&RelPath>,
     ) -> Result<BTreeMap<String, String>, RuntimeError> {
-        let prefix = path.map(|p| format!("{p}/"));
-        Ok(self
-            .tree(id, CONFIGS_ROOT, path)
-            .await?
-            .into_iter()
-            .filter_map(|(p, data)| {
-                let data = data?;
-                let relative = match &prefix {
-                    Some(prefix) => p.as_str().strip_prefix(prefix.as_str())?.to_owned(),
-                    None => p.to_string(),
-                };
-                Some((relative, safefs::digest(&data)))
-            })
-            .collect())
+        Ok(entry_digests(
+            self.tree(id, CONFIGS_ROOT, path).await?,
+            path,
+        ))
     }
 
     async fn rename_path(
@@ -636,24 +577,9 @@ impl ContainerRuntime for DockerRuntime {
             return Err(RuntimeError::Offline);
         }
         let container = container_name(id);
-        let target = format!("{CONFIGS_ROOT}/{to}");
-        let parent = target
-            .rsplit_once('/')
-            .map_or(CONFIGS_ROOT, |(p, _)| p)
-            .to_owned();
-        for argv in [
-            vec!["mkdir".to_owned(), "-p".to_owned(), parent],
-            vec!["mv".to_owned(), format!("{CONFIGS_ROOT}/{from}"), target],
-        ] {
+        for argv in rename_commands(from, to) {
             let out = self.run_exec(&container, &argv).await?;
-            if out.exit_code != 0 {
-                return Err(RuntimeError::Failed(format!(
-                    "{} exited with {}: {}",
-                    argv[0],
-                    out.exit_code,
-                    out.stderr.lines().next().unwrap_or_default()
-                )));
-            }
+            exited_ok(&argv[0], &out)?;
         }
         Ok(())
     }

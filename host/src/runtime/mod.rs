@@ -1,8 +1,10 @@
 //! Where agents run. [`ContainerRuntime`] is the narrow seam the lifecycle needs; `docker`
-//! (bollard) is the production runtime and `process` runs the reference agent as local child
-//! processes when no Docker engine answers. Runtimes run things and write no database rows.
+//! (bollard) is the production runtime, `kubernetes` (kube-rs) runs one Pod per workspace in a
+//! cluster, and `process` runs the reference agent as local child processes when no Docker
+//! engine answers. Runtimes run things and write no database rows.
 
 pub mod docker;
+pub mod kubernetes;
 pub mod process;
 
 use std::collections::BTreeMap;
@@ -10,8 +12,8 @@ use std::sync::Arc;
 
 use uuid::Uuid;
 
-use crate::config::{Config, RuntimeKind};
-use crate::safefs::{FileTree, ListedFile, RelPath, SafeFsError};
+use crate::config::{Config, RuntimeConfig, RuntimeKind};
+use crate::safefs::{self, FileTree, ListedFile, RelPath, SafeFsError};
 
 /// The label every container and volume the host manages carries.
 pub const MANAGED_LABEL: &str = "molecule.platform.managed";
@@ -25,6 +27,117 @@ pub const FILE_ROOTS: &[&str] = &["/configs", "/workspace", "/home", "/plugins"]
 /// The first 12 characters of a workspace id: container `ws-<id12>`.
 pub fn id12(id: Uuid) -> String {
     id.to_string()[..12].to_owned()
+}
+
+/// Output kept from an exec or a log read.
+pub(crate) const MAX_OUTPUT: usize = 1024 * 1024;
+
+/// Appends what fits under [`MAX_OUTPUT`]; the rest is dropped.
+pub(crate) fn extend_capped(buffer: &mut Vec<u8>, data: &[u8]) {
+    let room = MAX_OUTPUT.saturating_sub(buffer.len());
+    buffer.extend_from_slice(&data[..data.len().min(room)]);
+}
+
+/// The labels of everything the host creates for a workspace: the configured extra labels, the
+/// managed marker and the workspace id.
+pub(crate) fn workspace_labels(settings: &RuntimeConfig, id: Uuid) -> BTreeMap<String, String> {
+    let mut labels = settings.labels.clone();
+    labels.insert(MANAGED_LABEL.into(), "true".into());
+    labels.insert(WORKSPACE_LABEL.into(), id.to_string());
+    labels
+}
+
+/// `key=value` selectors matching what this host manages (its extra labels included, so hosts
+/// sharing an engine or a namespace, such as parallel tests, never touch each other's agents).
+pub(crate) fn managed_selectors(settings: &RuntimeConfig) -> Vec<String> {
+    let mut selectors = vec![format!("{MANAGED_LABEL}=true")];
+    selectors.extend(settings.labels.iter().map(|(k, v)| format!("{k}={v}")));
+    selectors
+}
+
+/// The absolute path of `path` under one of the [`FILE_ROOTS`].
+pub(crate) fn rooted(root: &str, path: Option<&RelPath>) -> Result<String, RuntimeError> {
+    if !FILE_ROOTS.contains(&root) {
+        return Err(RuntimeError::InvalidPath);
+    }
+    Ok(match path {
+        Some(p) => format!("{root}/{p}"),
+        None => root.to_owned(),
+    })
+}
+
+/// A listing from the entries of an archive of `root/path` (already re-rooted): at most `depth`
+/// levels below `path`, without tool and cache directories, sorted by path.
+pub(crate) fn listing(
+    entries: Vec<safefs::TarEntry>,
+    path: Option<&RelPath>,
+    depth: usize,
+) -> Vec<ListedFile> {
+    let base_depth = path.map_or(0, |p| p.as_str().split('/').count());
+    let mut out: Vec<ListedFile> = entries
+        .into_iter()
+        .filter(|(p, _)| Some(p) != path)
+        .filter(|(p, _)| {
+            let parts: Vec<&str> = p.as_str().split('/').collect();
+            parts.len() - base_depth <= depth
+                && !parts
+                    .iter()
+                    .any(|part| safefs::SKIPPED_NAMES.contains(part))
+        })
+        .map(|(p, data)| ListedFile {
+            path: p.to_string(),
+            size: data.as_ref().map_or(0, |d| d.len() as u64),
+            dir: data.is_none(),
+        })
+        .collect();
+    out.sort_by(|a, b| a.path.cmp(&b.path));
+    out
+}
+
+/// `sha256:<hex>` of every file among the entries of an archive of `/configs/path`, keyed by
+/// its path relative to `path`.
+pub(crate) fn entry_digests(
+    entries: Vec<safefs::TarEntry>,
+    path: Option<&RelPath>,
+) -> BTreeMap<String, String> {
+    let prefix = path.map(|p| format!("{p}/"));
+    entries
+        .into_iter()
+        .filter_map(|(p, data)| {
+            let data = data?;
+            let relative = match &prefix {
+                Some(prefix) => p.as_str().strip_prefix(prefix.as_str())?.to_owned(),
+                None => p.to_string(),
+            };
+            Some((relative, safefs::digest(&data)))
+        })
+        .collect()
+}
+
+/// The commands that rename `from` to `to` inside `/configs`, creating `to`'s parent first.
+pub(crate) fn rename_commands(from: &RelPath, to: &RelPath) -> [Vec<String>; 2] {
+    let target = format!("{CONFIGS_ROOT}/{to}");
+    let parent = target
+        .rsplit_once('/')
+        .map_or(CONFIGS_ROOT, |(p, _)| p)
+        .to_owned();
+    [
+        vec!["mkdir".to_owned(), "-p".to_owned(), parent],
+        vec!["mv".to_owned(), format!("{CONFIGS_ROOT}/{from}"), target],
+    ]
+}
+
+/// A command that must succeed: a non-zero exit is an error naming the program and the first
+/// line of its stderr.
+pub(crate) fn exited_ok(program: &str, out: &ExecOutput) -> Result<(), RuntimeError> {
+    if out.exit_code == 0 {
+        return Ok(());
+    }
+    Err(RuntimeError::Failed(format!(
+        "{program} exited with {}: {}",
+        out.exit_code,
+        out.stderr.lines().next().unwrap_or_default()
+    )))
 }
 
 /// Environment for an agent. `Debug` shows only the names: values carry secrets.
@@ -213,6 +326,7 @@ pub async fn select(config: &Config) -> anyhow::Result<Option<Arc<dyn ContainerR
         RuntimeKind::None => return Ok(None),
         RuntimeKind::Docker => Arc::new(docker::DockerRuntime::connect(settings).await?),
         RuntimeKind::Process => Arc::new(process::ProcessRuntime::new(config)?),
+        RuntimeKind::Kubernetes => Arc::new(kubernetes::KubernetesRuntime::connect(config).await?),
         RuntimeKind::Auto => match docker::DockerRuntime::connect(settings).await {
             Ok(docker) => Arc::new(docker),
             Err(err) => {
