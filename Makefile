@@ -95,6 +95,7 @@ test: deps ui-tools
 	trap 'echo "Test PostgreSQL left running at $$MOLECULE_TEST_PG_URL; stop it with: make pg-stop"' EXIT; \
 	leftovers="$$(docker ps -aq --filter label=molecule.test.host 2>/dev/null || true)"; \
 	if [[ -n "$$leftovers" ]]; then docker rm -f -v $$leftovers >/dev/null; fi; \
+	cargo build -p molecule-host --bin molecule; \
 	if cargo nextest --version >/dev/null 2>&1; then \
 		cargo test --workspace --doc; \
 		cargo nextest run --workspace; \

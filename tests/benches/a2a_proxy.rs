@@ -10,12 +10,11 @@
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use molecule_e2e::{ADMIN_TOKEN, DbBackend, Runtime, TestApp, eventually};
+use molecule_e2e::{ADMIN_TOKEN, DbBackend, Runtime, TestApp, eventually, free_port};
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 use serde_json::Value;
@@ -109,13 +108,6 @@ fn tool(name: &str) -> PathBuf {
 }
 
 /// A loopback port nobody listens on right now.
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("a free loopback port")
-        .port()
-}
-
 /// nginx in the foreground with everything it writes under `dir`: one server on `port` passing
 /// every request to the agent at `agent` (`127.0.0.1:<port>`) over kept-alive HTTP/1.1.
 fn start_nginx(nginx: &Path, dir: &Path, port: u16, agent: &str) -> ChildGuard {

@@ -76,6 +76,16 @@ pub fn builtin_extensions_dir() -> std::path::PathBuf {
     std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../plugins/target/wasm32-wasip2/release")
 }
 
+pub mod replicas;
+
+/// A port on 127.0.0.1 that is free right now.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free loopback port")
+        .port()
+}
+
 /// The admin token test hosts are configured with; [`TestApp`]'s client sends it by default.
 pub const ADMIN_TOKEN: &str = "test-admin-token-0123456789";
 
