@@ -158,9 +158,11 @@ run: deps
 # workspaces on process and Docker, and the 100-trigger restart storm), then the org import
 # bench (tests/benches/org_import.rs: a 1,000-workspace template on SQLite and PostgreSQL),
 # the plugin install bench (tests/benches/plugin_install.rs: WASM classifier and policy
-# against the native fallbacks), and the A2A proxy bench (tests/benches/a2a_proxy.rs: wrk
+# against the native fallbacks), the A2A proxy bench (tests/benches/a2a_proxy.rs: wrk
 # against the echo agent directly, through nginx and through the host's
-# POST /workspaces/{id}/a2a; p50/p90/p99, req/s and the host/direct and host/nginx ratios).
+# POST /workspaces/{id}/a2a; p50/p90/p99, req/s and the host/direct and host/nginx ratios),
+# and the replica bench (tests/benches/replicas.rs: req/s through 1, 2 and 3 replicas of the
+# release binary behind nginx, and event fan-out latency to another replica's /ws).
 bench: deps bench-tools
 	url="$$(bash $(PG_SCRIPT) start)"; \
 	export MOLECULE_TEST_PG_URL="$$url"; \
@@ -170,7 +172,9 @@ bench: deps bench-tools
 	cargo bench -p molecule-e2e --bench lifecycle && \
 	cargo bench -p molecule-e2e --bench org_import && \
 	cargo bench -p molecule-e2e --bench plugin_install && \
-	cargo bench -p molecule-e2e --bench a2a_proxy
+	cargo bench -p molecule-e2e --bench a2a_proxy && \
+	cargo build --release -p molecule-host --bin molecule && \
+	cargo bench -p molecule-e2e --bench replicas
 
 # bench-tools: what the A2A proxy bench drives, from Debian's packages (idempotent): nginx
 # (nginx-light, else nginx) and the wrk load generator. apt-get update runs only when an

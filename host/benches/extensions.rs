@@ -223,10 +223,14 @@ fn bench(c: &mut Criterion) {
     let data = tempfile::tempdir().unwrap();
     let (host, a, b) = rt.block_on(async {
         let db = db_handle.connect().await;
-        let host: Arc<ExtensionHost> =
-            ExtensionHost::start(db.clone(), EventBus::new(db), data.path(), None)
-                .await
-                .unwrap();
+        let host: Arc<ExtensionHost> = ExtensionHost::start(
+            db.clone(),
+            EventBus::new(db, uuid::Uuid::new_v4()),
+            data.path(),
+            None,
+        )
+        .await
+        .unwrap();
         let manifest = |name: &str| Manifest {
             name: name.into(),
             version: "1".into(),

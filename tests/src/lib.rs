@@ -76,6 +76,7 @@ pub fn builtin_extensions_dir() -> std::path::PathBuf {
     std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../plugins/target/wasm32-wasip2/release")
 }
 
+pub mod load;
 pub mod replicas;
 
 /// A port on 127.0.0.1 that is free right now.

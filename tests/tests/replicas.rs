@@ -203,13 +203,13 @@ async fn holders_of(set: &ReplicaSet, replicas: &[usize]) -> BTreeMap<&'static s
     for &i in replicas {
         let gauges = set[i].metric(HELD).await;
         for (sweeper, _) in SWEEPERS {
-            if gauges.get(*sweeper) == Some(&1.0) {
-                if let Some(other) = held.insert(*sweeper, i) {
-                    panic!(
-                        "{sweeper} is held by {} and {}",
-                        set[other].name, set[i].name
-                    );
-                }
+            if gauges.get(*sweeper) == Some(&1.0)
+                && let Some(other) = held.insert(*sweeper, i)
+            {
+                panic!(
+                    "{sweeper} is held by {} and {}",
+                    set[other].name, set[i].name
+                );
             }
         }
     }

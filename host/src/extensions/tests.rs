@@ -583,7 +583,75 @@ mod registry_specs {
         );
     }
 
+    fn walk_files(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+        let mut files = Vec::new();
+        for entry in std::fs::read_dir(dir).unwrap().flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                files.extend(walk_files(&path));
+            } else {
+                files.push(path);
+            }
+        }
+        files
+    }
+
+    /// Two replicas with their own data directories on one database: what one uploads and
+    /// activates, the other loads by digest from the database and swaps in on sync; a shadow run
+    /// started on one runs on both, and the report counts both replicas' calls.
+    async fn another_replica_follows_activation_and_shadow_and_their_reports_merge(db: Db) {
+        let (a, _a_dir) = host(&db, false).await;
+        let (b, b_dir) = host(&db, false).await;
+        let slot = Slot::parse("classifier").unwrap();
+        let v1 = upload(&a, "skill", "classifier", "skill-classifier").await;
+        a.activate(v1.id).await.unwrap();
+        assert_eq!(b.sync().await.unwrap(), 1, "one swap: the active version");
+        let active_on_b = |host: &ExtensionHost| {
+            host.slot_versions()
+                .into_iter()
+                .find(|(s, _, _)| *s == slot)
+                .map(|(_, active, shadow)| (active, shadow))
+        };
+        assert_eq!(active_on_b(&b), Some((Some(v1.id), None)));
+        let cached = walk_files(b_dir.path());
+        assert!(
+            cached.iter().any(|p| p.ends_with(format!(
+                "components/{}.wasm",
+                v1.digest.trim_start_matches("sha256:")
+            ))),
+            "the component was cached in B's own data directory: {cached:?}"
+        );
+        let skill_change = vec![change("skills/a/SKILL.md", ChangeKind::Modified)];
+        assert_eq!(b.classify(skill_change.clone()).await, Reload::Hot);
+
+        let v2 = upload(&a, "answer", "classifier", "answer-classifier").await;
+        a.shadow(v2.id).await.unwrap();
+        assert_eq!(b.sync().await.unwrap(), 1, "one swap: the shadow");
+        assert_eq!(b.sync().await.unwrap(), 0, "in line: nothing to do");
+        a.classify(skill_change.clone()).await;
+        b.classify(skill_change.clone()).await;
+        b.classify(skill_change.clone()).await;
+        for host in [&a, &b] {
+            let report = host.shadow_report(&slot).await.unwrap();
+            assert_eq!(report["calls"], 3, "both replicas' shadow calls: {report}");
+            assert_eq!(report["disagree"], 3);
+        }
+
+        // Activated on B, followed by A; rolled back on A, followed by B.
+        b.activate(v2.id).await.unwrap();
+        a.sync().await.unwrap();
+        assert_eq!(active_on_b(&a), Some((Some(v2.id), None)));
+        assert_eq!(
+            a.classify(skill_change.clone()).await,
+            Reload::Cold("v2".into())
+        );
+        a.rollback(&slot).await.unwrap();
+        b.sync().await.unwrap();
+        assert_eq!(b.classify(skill_change).await, Reload::Hot);
+    }
+
     crate::both_backends!(
+        another_replica_follows_activation_and_shadow_and_their_reports_merge,
         the_shadow_report_counts_agreements_disagreements_and_candidate_failures,
         first_start_installs_and_activates_the_defaults,
         swapping_under_load_fails_no_call_and_in_flight_calls_finish_on_the_old_version,
