@@ -95,6 +95,64 @@ fn sqlite_lock(database: &Path) -> anyhow::Result<Option<File>> {
     }
 }
 
+/// The first key of the advisory locks that serialise one plugin's installs in one workspace
+/// across replicas ("MOLP").
+pub const PLUGIN_LOCK_CLASS: i32 = 0x4D4F_4C50;
+
+/// Exclusive work on one key across every replica: this replica's own lock for the key, then,
+/// on PostgreSQL, a session advisory lock on a pooled connection. The connection is closed
+/// rather than returned when the guard drops (on success, error, panic or cancellation alike),
+/// which releases the advisory lock with it.
+#[derive(Debug)]
+pub struct KeyGuard {
+    _local: tokio::sync::OwnedMutexGuard<()>,
+    _remote: Option<sqlx::pool::PoolConnection<sqlx::Postgres>>,
+}
+
+/// Takes the lock of `key` in `class` (waiting for it, or `None` at once when `wait` is false and
+/// it is held, here or on another replica). `local` is this replica's lock of the same key.
+pub async fn lock_key(
+    db: &Db,
+    local: std::sync::Arc<tokio::sync::Mutex<()>>,
+    class: i32,
+    key: &str,
+    wait: bool,
+) -> Result<Option<KeyGuard>, sqlx::Error> {
+    let local = if wait {
+        local.lock_owned().await
+    } else {
+        match local.try_lock_owned() {
+            Ok(guard) => guard,
+            Err(_) => return Ok(None),
+        }
+    };
+    let remote = match db {
+        Db::Sqlite(_) => None,
+        Db::Postgres(pool) => {
+            let mut conn = pool.acquire().await?;
+            conn.close_on_drop();
+            let sql = if wait {
+                "SELECT pg_advisory_lock($1, $2) IS NOT NULL"
+            } else {
+                "SELECT pg_try_advisory_lock($1, $2)"
+            };
+            let taken: bool = sqlx::query_scalar(sql)
+                .bind(class)
+                .bind(lease_key(key))
+                .fetch_one(&mut *conn)
+                .await?;
+            if !taken {
+                return Ok(None);
+            }
+            Some(conn)
+        }
+    };
+    Ok(Some(KeyGuard {
+        _local: local,
+        _remote: remote,
+    }))
+}
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct SweeperLabels {
     sweeper: String,
@@ -243,7 +301,8 @@ async fn lease_query(
         .await
 }
 
-/// A stable 32-bit key per sweeper name (FNV-1a), the same on every replica and every build.
+/// A stable 32-bit key per name (FNV-1a), the same on every replica and every build. Two names
+/// sharing a key only serialise each other.
 fn lease_key(sweeper: &str) -> i32 {
     let hash = sweeper.bytes().fold(0x811c_9dc5_u32, |h, b| {
         (h ^ u32::from(b)).wrapping_mul(0x0100_0193)
@@ -343,5 +402,38 @@ mod tests {
         // A graceful stop gives leases up at once.
         b.leases.release().await;
         assert!(a.leases.hold("health").await);
+
+        // A key lock is exclusive across replicas (each has its own local lock) and is released
+        // when its guard drops.
+        let local = || std::sync::Arc::new(tokio::sync::Mutex::new(()));
+        let held = lock_key(&db, local(), PLUGIN_LOCK_CLASS, "ws/plugin", true)
+            .await
+            .unwrap()
+            .expect("a free key");
+        assert!(
+            lock_key(&db, local(), PLUGIN_LOCK_CLASS, "ws/plugin", false)
+                .await
+                .unwrap()
+                .is_none(),
+            "held by the other replica"
+        );
+        assert!(
+            lock_key(&db, local(), PLUGIN_LOCK_CLASS, "ws/other", false)
+                .await
+                .unwrap()
+                .is_some()
+        );
+        drop(held);
+        let mut again = None;
+        for _ in 0..100 {
+            again = lock_key(&db, local(), PLUGIN_LOCK_CLASS, "ws/plugin", false)
+                .await
+                .unwrap();
+            if again.is_some() {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+        assert!(again.is_some(), "released when the guard dropped");
     }
 }

@@ -292,8 +292,7 @@ pub async fn sweep_swap_dirs(svc: &Services) -> Result<usize, StoreError> {
                 if now - stamp < max_age {
                     continue;
                 }
-                let lock = install_lock(id, name);
-                let Ok(_held) = lock.try_lock() else {
+                let Some(_held) = install_lock(svc, id, name, false).await? else {
                     continue;
                 };
                 let Ok(path) = RelPath::parse(&entry.path) else {

@@ -147,10 +147,26 @@ pub fn valid_name(name: &str) -> bool {
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
 }
 
-/// Serialises installs and uninstalls of one plugin in one workspace.
-pub(crate) fn install_lock(id: Uuid, name: &str) -> Arc<tokio::sync::Mutex<()>> {
+/// Serialises installs and uninstalls of one plugin in one workspace, across every replica.
+/// `wait: false` gives `None` at once when someone holds it.
+pub(crate) async fn install_lock(
+    svc: &Services,
+    id: Uuid,
+    name: &str,
+    wait: bool,
+) -> Result<Option<crate::cluster::KeyGuard>, StoreError> {
     static LOCKS: LazyLock<KeyedLocks<(Uuid, String)>> = LazyLock::new(KeyedLocks::default);
-    LOCKS.get((id, name.to_owned()))
+    let local = LOCKS.get((id, name.to_owned()));
+    let key = format!("{id}/{name}");
+    crate::cluster::lock_key(
+        &svc.db,
+        local,
+        crate::cluster::PLUGIN_LOCK_CLASS,
+        &key,
+        wait,
+    )
+    .await
+    .map_err(StoreError::from)
 }
 
 /// Where resolvers fetch into: one fresh temporary directory per install.
@@ -265,8 +281,7 @@ pub async fn install(
     check_tree(&tree, req.sha256.as_deref())?;
     check_allowlist(svc, &row, &name).await?;
 
-    let lock = install_lock(id, &name);
-    let _held = lock.lock().await;
+    let _held = install_lock(svc, id, &name, true).await?;
     let live = rel(&format!("plugins/{name}"));
     // Whether a live copy exists decides the snapshot step, so it must be known, not guessed
     // from a failed read.
@@ -347,8 +362,7 @@ pub async fn uninstall(svc: &Services, id: Uuid, name: &str) -> Result<bool, Plu
         return Err(PluginError::InvalidName);
     }
     let (_, runtime) = running(svc, id).await?;
-    let lock = install_lock(id, name);
-    let _held = lock.lock().await;
+    let _held = install_lock(svc, id, name, true).await?;
     let live = rel(&format!("plugins/{name}"));
     let manifest = runtime
         .read_file(
