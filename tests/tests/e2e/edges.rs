@@ -18,6 +18,7 @@ on_both_backends!(
     every_response_carries_the_security_headers,
     cors_preflights_echo_allowed_origins_only,
     health_answers_ok_and_metrics_count_requests_by_route,
+    a_second_host_on_one_sqlite_file_is_refused_and_postgres_takes_several,
 );
 
 const REPORTABLE: [&str; 7] = [
@@ -1009,4 +1010,37 @@ async fn health_answers_ok_and_metrics_count_requests_by_route(backend: DbBacken
     );
     // The workspace id itself never becomes a label (unbounded cardinality).
     assert!(!text.contains(&id), "{text}");
+}
+
+/// SQLite serves one host process: a second one on the same file is refused with a message that
+/// names the fix, until the first stops. PostgreSQL takes any number.
+async fn a_second_host_on_one_sqlite_file_is_refused_and_postgres_takes_several(
+    backend: DbBackend,
+) {
+    let mut app = TestApp::spawn(backend).await;
+    let second = app.run_once_with(|_| {}).await;
+    match backend {
+        DbBackend::Sqlite => {
+            let err = format!(
+                "{:#}",
+                second.expect_err("a second host on the file is refused")
+            );
+            assert!(
+                err.contains("another molecule host is already running on the SQLite database"),
+                "{err}"
+            );
+            assert!(
+                err.contains("PostgreSQL"),
+                "the message names the way out: {err}"
+            );
+            app.stop().await.expect("the first host stops");
+            app.run_once_with(|_| {})
+                .await
+                .expect("once the first host stopped, the file is free");
+        }
+        DbBackend::Postgres => {
+            second.expect("a second replica on PostgreSQL starts and stops");
+            app.get("/health").await.expect(200);
+        }
+    }
 }

@@ -502,7 +502,7 @@ async fn values_are_encrypted_at_rest_when_a_key_is_configured_and_plain_otherwi
 async fn production_refuses_to_start_without_a_valid_key_and_a_bad_key_is_always_refused(
     backend: DbBackend,
 ) {
-    let app = TestApp::spawn(backend).await;
+    let mut app = TestApp::spawn(backend).await;
     let bad_key = "zzBADKEYzz";
 
     let no_key = app
@@ -541,7 +541,9 @@ async fn production_refuses_to_start_without_a_valid_key_and_a_bad_key_is_always
         }
     }
 
-    // The contrast: a valid key (base64 of 32 bytes, or 32 raw characters) starts production.
+    // The contrast: a valid key (base64 of 32 bytes, or 32 raw characters) starts production
+    // (once the first host has stopped: a SQLite file serves one host at a time).
+    app.stop().await.expect("the first host stops");
     for key in [KEY_A, "0123456789abcdef0123456789abcdef"] {
         app.run_once_with(|c| {
             c.env = Environment::Production;
