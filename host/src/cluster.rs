@@ -162,7 +162,9 @@ struct SweeperLabels {
 /// held on one dedicated connection per replica: the holder keeps it pass after pass, and when
 /// the holder dies its connection closes, PostgreSQL drops the lock, and the next replica to
 /// try (at its next tick, so within one interval) takes it. Without PostgreSQL every lease is
-/// this replica's.
+/// this replica's. A holder confirms its connection before each pass, so two replicas overlap
+/// by at most the one pass that was running when the holder's connection dropped; every sweep
+/// is written to tolerate that (status transitions are conditional updates).
 #[derive(Debug)]
 pub struct Leases {
     options: Option<PgConnectOptions>,
