@@ -102,8 +102,7 @@ pub fn spawn_extension_sync(svc: &Services, tracker: &TaskTracker, shutdown: &Ca
     let (svc, shutdown) = (svc.clone(), shutdown.clone());
     let mut events = svc.events.subscribe();
     tracker.spawn(async move {
-        let mut ticker = tokio::time::interval(EXTENSION_SYNC_INTERVAL);
-        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut ticker = ticker(EXTENSION_SYNC_INTERVAL);
         loop {
             tokio::select! {
                 biased;
@@ -153,6 +152,13 @@ fn spawn_sweep<F, Fut>(
     });
 }
 
+/// Ticks at once, then every `interval`; a late pass delays the next tick instead of bunching.
+fn ticker(interval: Duration) -> tokio::time::Interval {
+    let mut ticker = tokio::time::interval(interval);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    ticker
+}
+
 /// Runs `pass` every `interval` until `shutdown` is cancelled. A pass in progress is finished,
 /// never cut off halfway, so a sweep's writes and events always arrive together.
 pub fn spawn_loop<F, Fut>(
@@ -167,8 +173,7 @@ pub fn spawn_loop<F, Fut>(
 {
     let shutdown = shutdown.clone();
     tracker.spawn(async move {
-        let mut ticker = tokio::time::interval(interval);
-        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut ticker = ticker(interval);
         loop {
             tokio::select! {
                 biased;
