@@ -98,8 +98,12 @@ async fn bench() {
             )
             .await
             .expect(200);
-        local.push(arrival(&mut on_a, id, started).await);
-        remote.push(arrival(&mut on_c, id, started).await);
+        let (on_a_at, on_c_at) = tokio::join!(
+            arrival(&mut on_a, id, started),
+            arrival(&mut on_c, id, started)
+        );
+        local.push(on_a_at);
+        remote.push(on_c_at);
     }
 
     println!(
