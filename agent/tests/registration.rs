@@ -196,3 +196,22 @@ async fn heartbeats_go_on_after_the_platform_forgets_the_workspace() {
     assert_eq!((status, body), (StatusCode::OK, json!({ "status": "ok" })));
     agent.stop().await.unwrap();
 }
+
+/// The platform URL may name the host instead of giving its address (a Kubernetes Service, a
+/// Docker network name): the agent resolves it.
+#[tokio::test]
+async fn a_platform_url_with_a_host_name_is_resolved() {
+    let mut platform = FakePlatform::start().await;
+    let by_name = platform.url.as_str().replace("127.0.0.1", "localhost");
+    assert_ne!(by_name, platform.url.as_str());
+    platform.url = molecule_agent::config::BaseUrl::parse(&by_name).unwrap();
+    let agent = agent()
+        .file("config.yaml", "name: dev\n")
+        .start(&platform)
+        .await;
+
+    let registration = platform.first_registration().await;
+
+    assert_eq!(registration.body["id"], json!(agent.id));
+    agent.stop().await.unwrap();
+}

@@ -4,13 +4,14 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use molecule_e2e::{Runtime, agent_binary, docker, docker_runtime, eventually};
+use molecule_e2e::{DbBackend, Runtime, TestApp, agent_binary, docker, docker_runtime, eventually};
 use molecule_host::Config;
 use molecule_host::config::RuntimeKind;
 use molecule_host::runtime::docker::DockerRuntime;
 use molecule_host::runtime::process::ProcessRuntime;
 use molecule_host::runtime::{AgentEnv, ContainerRuntime, RuntimeError, StartSpec, WriteTarget};
 use molecule_host::safefs::{FileTree, RelPath};
+use serde_json::json;
 use uuid::Uuid;
 
 struct Fixture {
@@ -281,4 +282,73 @@ async fn a_stopped_agent_is_written_through_its_stored_files_and_removal_is_idem
         Err(RuntimeError::Offline)
     ));
     assert!(!rt.managed().await.unwrap().contains(&id));
+}
+
+/// The agent image (one static binary on busybox) resolves host names: here the host is given by
+/// a name only the container's `/etc/hosts` knows (as Docker's `--add-host` and Kubernetes'
+/// `hostAliases` write it), and the agent registers through it. Kubernetes deployments rely on
+/// this to give agents the host's Service name.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_agent_image_reaches_a_host_given_by_name() {
+    let app = TestApp::spawn_with(DbBackend::Sqlite, docker_runtime).await;
+    let label = app.config.runtime.labels[molecule_e2e::TEST_LABEL].clone();
+    let network = app.config.runtime.network.clone();
+    let gateway = docker(&[
+        "network",
+        "inspect",
+        "-f",
+        "{{(index .IPAM.Config 0).Gateway}}",
+        &network,
+    ]);
+    assert!(!gateway.is_empty(), "the runtime created {network}");
+    // An external workspace: the host starts nothing for it; this test runs its agent.
+    let created = app
+        .post("/workspaces", json!({ "name": "Named", "external": true }))
+        .await
+        .expect(201);
+    let id = created["id"].as_str().expect("an id").to_owned();
+    let token = created["connection"]["auth_token"]
+        .as_str()
+        .expect("a token")
+        .to_owned();
+    let configs = tempfile::tempdir().unwrap();
+    std::fs::write(configs.path().join(".auth_token"), &token).unwrap();
+    std::fs::write(configs.path().join("config.yaml"), "name: named\n").unwrap();
+    // The host listens for agents on the network's gateway at its own port (when free there,
+    // which it is unless something else took that port on that address).
+    let port = app.api.addr.port();
+    let container = format!("named-{}", molecule_e2e::id12(&id));
+    let started = std::process::Command::new("docker")
+        .args(["run", "-d", "--name", &container, "--network", &network])
+        .args(["--label", &format!("{}={label}", molecule_e2e::TEST_LABEL)])
+        .args(["--add-host", &format!("molecule-host.test:{gateway}")])
+        .args(["-v", &format!("{}:/configs", configs.path().display())])
+        .args(["-e", &format!("WORKSPACE_ID={id}")])
+        .args([
+            "-e",
+            &format!("PLATFORM_URL=http://molecule-host.test:{port}"),
+        ])
+        .arg(molecule_e2e::AGENT_IMAGE)
+        .output()
+        .expect("docker runs");
+    assert!(
+        started.status.success(),
+        "{}",
+        String::from_utf8_lossy(&started.stderr)
+    );
+    let online = tokio::time::timeout(Duration::from_secs(60), async {
+        loop {
+            let row = app.get(&format!("/workspaces/{id}")).await.expect(200);
+            if row["status"] == "online" {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    })
+    .await;
+    let logs = docker(&["logs", &container]);
+    assert!(
+        online.is_ok(),
+        "the agent never registered by name:\n{logs}"
+    );
 }
