@@ -409,6 +409,21 @@ impl Api {
     }
 }
 
+/// Whether the workspace has restart cycles running or due (a claim in `workspace_restarts`),
+/// read from the database at `database_url`: a spec that acts on a running agent waits until
+/// none is.
+pub async fn restart_claimed(database_url: &str, id: &str) -> bool {
+    let db = molecule_host::store::Db::connect(database_url, 1)
+        .await
+        .expect("the test database");
+    let id: uuid::Uuid = id.parse().expect("a workspace id");
+    let claimed = molecule_host::store::restarts::claimed(&db, id)
+        .await
+        .expect("reading restart claims");
+    db.close().await;
+    claimed
+}
+
 /// Polls `check` until it returns `Some`, or panics after `timeout`.
 pub async fn eventually<T, F, Fut>(timeout: Duration, mut check: F) -> T
 where

@@ -15,7 +15,7 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use molecule_e2e::replicas::{Agents, ReplicaSet};
-use molecule_e2e::{Api, eventually};
+use molecule_e2e::{Api, eventually, restart_claimed};
 use serde_json::json;
 
 /// Every sweeper that takes a lease, and whether its interval (1 s here) is short enough to
@@ -160,8 +160,8 @@ async fn three_replicas_on_one_postgres_behave_as_one_host() {
     }
     eventually(Duration::from_secs(120), || async {
         let row = live.get(&format!("/workspaces/{target}")).await.expect(200);
-        let claims = open_claims(set.database_url(), &target).await;
-        (row["status"] == "online" && claims == 0).then_some(())
+        let claimed = restart_claimed(set.database_url(), &target).await;
+        (row["status"] == "online" && !claimed).then_some(())
     })
     .await;
     let cycles = live.restart_count(&target).await;
@@ -222,18 +222,4 @@ async fn passes(set: &ReplicaSet, replicas: &[usize]) -> Vec<BTreeMap<String, f6
         all[i] = set[i].metric(PASSES).await;
     }
     all
-}
-
-/// Restart claims still open for the workspace (a storm is over when none is).
-async fn open_claims(url: &str, id: &str) -> i64 {
-    let pool = sqlx::PgPool::connect(url).await.expect("the test database");
-    let id: uuid::Uuid = id.parse().expect("a uuid");
-    let count =
-        sqlx::query_scalar("SELECT COUNT(*) FROM workspace_restarts WHERE workspace_id = $1")
-            .bind(id)
-            .fetch_one(&pool)
-            .await
-            .expect("counting claims");
-    pool.close().await;
-    count
 }

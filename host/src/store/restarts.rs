@@ -101,3 +101,10 @@ pub async fn release_all(db: &Db, prefix: &str) -> StoreResult<u64> {
         "DELETE FROM workspace_restarts WHERE substr(holder, 1, length($1)) = $1",
     ).bind(prefix).execute(pool).await?.rows_affected()))
 }
+
+/// Whether a claim on `workspace_id`'s restart cycles is open (cycles running or due).
+pub async fn claimed(db: &Db, workspace_id: Uuid) -> StoreResult<bool> {
+    on_db!(db, pool => Ok(sqlx::query_scalar::<_, i64>(
+        "SELECT COUNT(*) FROM workspace_restarts WHERE workspace_id = $1",
+    ).bind(workspace_id).fetch_one(pool).await? > 0))
+}

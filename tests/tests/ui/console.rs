@@ -4,7 +4,7 @@ use std::time::{Duration, Instant};
 
 use molecule_e2e::{
     ADMIN_TOKEN, DbBackend, TestApp, builtin_extensions_dir, eventually, process_runtime,
-    write_file,
+    restart_claimed, write_file,
 };
 use serde_json::json;
 
@@ -39,10 +39,13 @@ async fn host(registry: &std::path::Path) -> TestApp {
     .await
 }
 
+/// Waits until the agent is online with no restart running or due (a restart a policy delayed
+/// would otherwise stop it under the next click).
 async fn wait_online(app: &TestApp, id: &str) {
     eventually(ONLINE, || async {
         let row = app.get(&format!("/workspaces/{id}")).await.body;
-        (row["status"] == "online" && !row["last_heartbeat_at"].is_null()).then_some(())
+        let up = row["status"] == "online" && !row["last_heartbeat_at"].is_null();
+        (up && !restart_claimed(app.database_url(), id).await).then_some(())
     })
     .await;
 }
