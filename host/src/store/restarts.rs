@@ -87,6 +87,19 @@ pub async fn next_cycle(
     })
 }
 
+/// Extends `holder`'s claim on `workspace_id` to `lease_until` during a long cycle; false once
+/// the claim is no longer theirs (released, or expired and taken by another holder).
+pub async fn renew(
+    db: &Db,
+    workspace_id: Uuid,
+    holder: &str,
+    lease_until: DateTime<Utc>,
+) -> StoreResult<bool> {
+    on_db!(db, pool => Ok(sqlx::query(
+        "UPDATE workspace_restarts SET lease_until = $3 WHERE workspace_id = $1 AND holder = $2",
+    ).bind(workspace_id).bind(holder).bind(lease_until).execute(pool).await?.rows_affected() > 0))
+}
+
 /// Marks one more cycle due when a claim on `workspace_id` holds at `now`; false when none does.
 pub async fn join_running(db: &Db, workspace_id: Uuid, now: DateTime<Utc>) -> StoreResult<bool> {
     on_db!(db, pool => Ok(sqlx::query(

@@ -651,8 +651,8 @@ async fn recent_restarts(svc: &Services, id: Uuid) -> u32 {
     }
 }
 
-/// How long a claim on a workspace's restart cycles holds without being renewed: longer than
-/// one cycle (a stop, a start and [`CYCLE_ONLINE_WAIT`]), so only a holder that died loses it.
+/// How long a claim on a workspace's restart cycles holds without being renewed: twice the
+/// renewal period of a running cycle, so only a holder that died loses it.
 fn claim_lease() -> chrono::Duration {
     chrono::Duration::from_std(CYCLE_ONLINE_WAIT * 2).unwrap_or(chrono::Duration::MAX)
 }
@@ -721,7 +721,7 @@ fn spawn_cycles(svc: &Services, id: Uuid, holder: String) {
     let task_svc = svc.clone();
     svc.lifecycle.spawn(async move {
         loop {
-            restart_cycle(&task_svc, id).await;
+            renewing(&task_svc, id, &holder, restart_cycle(&task_svc, id)).await;
             let lease_until = Utc::now() + claim_lease();
             match store::restarts::next_cycle(&task_svc.db, id, &holder, lease_until).await {
                 Ok(true) => continue,
@@ -733,6 +733,29 @@ fn spawn_cycles(svc: &Services, id: Uuid, holder: String) {
             }
         }
     });
+}
+
+/// Runs `cycle` while renewing `holder`'s claim every half [`CYCLE_ONLINE_WAIT`], so a cycle
+/// held up (a provisioning backlog, a slow stop) keeps its claim and no other replica starts a
+/// concurrent one. A claim lost anyway is logged; the cycle under way still finishes, and
+/// [`store::restarts::next_cycle`] then ends this holder's cycles.
+async fn renewing(svc: &Services, id: Uuid, holder: &str, cycle: impl Future<Output = ()>) {
+    let every = CYCLE_ONLINE_WAIT / 2;
+    let mut renew = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+    tokio::pin!(cycle);
+    loop {
+        tokio::select! {
+            () = &mut cycle => return,
+            _ = renew.tick() => {
+                let lease_until = Utc::now() + claim_lease();
+                match store::restarts::renew(&svc.db, id, holder, lease_until).await {
+                    Ok(true) => {}
+                    Ok(false) => tracing::warn!(workspace_id = %id, "a restart claim was lost during a cycle"),
+                    Err(err) => tracing::warn!(workspace_id = %id, error = ?err, "renewing a restart claim failed"),
+                }
+            }
+        }
+    }
 }
 
 /// One restart: stop the agent, `provisioning`, start it again from its existing files, and wait
