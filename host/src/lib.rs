@@ -170,6 +170,19 @@ pub async fn run(
 ) -> anyhow::Result<()> {
     let svc = Services::start(config).await?;
     log_startup(&svc, &listener);
+    if svc.db.backend() == store::Backend::Sqlite {
+        // The only replica: a delegation still being carried out was left by the previous run.
+        // (With several replicas the queue-expiry sweep fails them once none can be running.)
+        let stranded = delegation::tasks::fail_stranded(&svc, chrono::Utc::now())
+            .await
+            .context("failing the delegations the previous run left unfinished")?;
+        if stranded > 0 {
+            tracing::info!(
+                stranded,
+                "delegations the previous run left unfinished are marked failed"
+            );
+        }
+    }
 
     let stop = CancellationToken::new();
     let tracker = TaskTracker::new();

@@ -107,11 +107,13 @@ pub fn parse_metric(text: &str, metric: &str) -> BTreeMap<String, f64> {
         .collect()
 }
 
-/// Replicas sharing one fresh PostgreSQL database; every process and container is removed on
-/// drop.
+/// Replicas sharing one fresh database (PostgreSQL; or SQLite, one replica at a time); every
+/// process and container is removed on drop.
 #[derive(Debug)]
 pub struct ReplicaSet {
     pub replicas: Vec<Replica>,
+    /// Extra lines for the `[a2a]` table of replicas started from now on.
+    pub a2a_settings: String,
     db: TestDatabase,
     agents: Agents,
     label: String,
@@ -120,8 +122,18 @@ pub struct ReplicaSet {
 }
 
 impl ReplicaSet {
-    /// Starts `count` replicas one after another (each healthy before the next starts).
+    /// Starts `count` replicas on PostgreSQL one after another (each healthy before the next
+    /// starts).
     pub async fn start(count: usize, agents: Agents, templates: &Path) -> Self {
+        let mut set = Self::new(Backend::Postgres, agents, templates).await;
+        for _ in 0..count {
+            set.spawn().await;
+        }
+        set
+    }
+
+    /// A fresh database on `backend` and no replica yet: [`ReplicaSet::spawn`] starts them.
+    pub async fn new(backend: Backend, agents: Agents, templates: &Path) -> Self {
         if agents == Agents::Docker {
             let image = docker(&["image", "inspect", "--format", "{{.Id}}", AGENT_IMAGE]);
             assert!(
@@ -129,18 +141,15 @@ impl ReplicaSet {
                 "Docker engine or image {AGENT_IMAGE} unavailable: run `make image` (make test does)"
             );
         }
-        let mut set = ReplicaSet {
+        ReplicaSet {
             replicas: Vec::new(),
-            db: TestDatabase::create(Backend::Postgres).await,
+            a2a_settings: String::new(),
+            db: TestDatabase::create(backend).await,
             agents,
             label: uuid::Uuid::new_v4().to_string(),
             templates: templates.to_path_buf(),
             registry: tempfile::tempdir().expect("a plugin registry dir"),
-        };
-        for _ in 0..count {
-            set.spawn().await;
         }
-        set
     }
 
     pub fn database_url(&self) -> &str {
@@ -253,6 +262,7 @@ swap_sweep_secs = 1
 
 [a2a]
 queue_expiry_sweep_secs = 1
+{a2a}
 "#,
             db = self.db.url,
             data = data_dir.display(),
@@ -260,6 +270,7 @@ queue_expiry_sweep_secs = 1
             registry = self.registry.path().display(),
             label = self.label,
             templates = self.templates.display(),
+            a2a = self.a2a_settings,
         )
     }
 }

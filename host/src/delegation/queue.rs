@@ -94,7 +94,9 @@ pub async fn drain_one(svc: &Services, workspace_id: Uuid) -> Result<Option<Sett
 }
 
 /// Drops queued messages that expired before their agent had capacity; a delegation among them
-/// fails, so no delegation waits forever. Returns how many were dropped.
+/// fails, so no delegation waits forever. Also requeues deliveries and fails delegations that a
+/// host stopped hard in the middle of, once no live replica can still be running them. Returns
+/// how many queued messages were dropped.
 pub async fn sweep_expired(svc: &Services) -> Result<usize, StoreError> {
     let requeued =
         a2a_queue::requeue_interrupted(&svc.db, Utc::now() - longest_delivery(svc)).await?;
@@ -102,6 +104,13 @@ pub async fn sweep_expired(svc: &Services) -> Result<usize, StoreError> {
         tracing::info!(
             requeued,
             "messages left mid-delivery by a host that stopped are queued again"
+        );
+    }
+    let stranded = tasks::fail_stranded(svc, Utc::now() - tasks::longest_run(svc)).await?;
+    if stranded > 0 {
+        tracing::info!(
+            stranded,
+            "delegations left unfinished by a host that stopped are marked failed"
         );
     }
     let expired = a2a_queue::expire(&svc.db).await?;

@@ -6,6 +6,7 @@
 
 use std::time::Duration;
 
+use chrono::{DateTime, Utc};
 use serde_json::{Value, json};
 use uuid::Uuid;
 
@@ -119,7 +120,13 @@ pub async fn create(svc: &Services, req: NewDelegation) -> Result<Created, Deleg
     row.source_id = Some(req.source);
     row.target_id = Some(req.target);
     row.summary = Some(format!("Delegating to {}", target.name));
-    row.request_body = Some(json!({ "task": req.task, "delegation_id": id }));
+    let mut request = json!({ "task": req.task, "delegation_id": id });
+    if req.status == "pending" {
+        // The host carries this one out: if the host stops hard, a sweep fails it (the agent
+        // reports recorded ones itself).
+        request["carrier"] = json!("host");
+    }
+    row.request_body = Some(request);
     row.response_body = Some(json!({ "delegation_id": id }));
     row.status = req.status.to_owned();
     row.idempotency_key = req.idempotency_key.clone();
@@ -474,6 +481,39 @@ pub async fn list(svc: &Services, source: Uuid) -> Result<Vec<Value>, Delegation
             item
         })
         .collect())
+}
+
+/// Fails the delegations a host was carrying out when it stopped hard (killed, or its machine
+/// lost): those still `pending` or `dispatched` though created before `created_before`, when no
+/// live host can still be running them. Returns how many there were.
+pub async fn fail_stranded(
+    svc: &Services,
+    created_before: DateTime<Utc>,
+) -> Result<usize, StoreError> {
+    let stranded = store::activity::stranded_delegations(&svc.db, created_before).await?;
+    for (source, id) in &stranded {
+        let Some(delegation) = load(svc, *source, *id).await? else {
+            continue;
+        };
+        tracing::warn!(delegation_id = %id, %source, "a delegation was left unfinished by a host that stopped");
+        let error = "the host carrying out the delegation stopped before it finished".to_owned();
+        finish(svc, &delegation, Finished::Failed { error }, Via::Direct).await;
+    }
+    Ok(stranded.len())
+}
+
+/// The longest a host can carry a delegation out: two deliveries (connect, then the overall
+/// deadline) with the retry pause between them, plus a margin.
+pub fn longest_run(svc: &Services) -> chrono::Duration {
+    let a2a = &svc.config.a2a;
+    let delivery = a2a
+        .connect_timeout_secs
+        .saturating_add(a2a.max_timeout_secs);
+    chrono::Duration::seconds(i64::try_from(delivery.saturating_mul(2)).unwrap_or(i64::MAX / 4))
+        + chrono::Duration::milliseconds(
+            i64::try_from(a2a.delegation_retry_delay_ms).unwrap_or(i64::MAX / 4),
+        )
+        + chrono::Duration::seconds(60)
 }
 
 /// An agent reports how a delegation it carried out itself ended.

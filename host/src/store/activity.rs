@@ -184,3 +184,19 @@ pub async fn count_since(
         "SELECT COUNT(*) FROM activity_logs WHERE workspace_id = $1 AND activity_type = $2 AND created_at >= $3",
     ).bind(workspace_id).bind(activity_type).bind(since).fetch_one(pool).await?))
 }
+
+/// Delegations the host carries out itself (`"carrier": "host"` in the request) still `pending`
+/// or `dispatched` though created before `created_before`: the host carrying them stopped hard.
+/// Their `(workspace_id, id)`.
+pub async fn stranded_delegations(
+    db: &Db,
+    created_before: DateTime<Utc>,
+) -> StoreResult<Vec<(Uuid, Uuid)>> {
+    on_db!(db, pool => Ok(sqlx::query_as(
+        "SELECT workspace_id, id FROM activity_logs
+         WHERE activity_type = 'delegation' AND method = 'delegate'
+           AND status IN ('pending', 'dispatched') AND created_at < $1
+           AND request_body ->> 'carrier' = 'host'
+         ORDER BY created_at",
+    ).bind(created_before).fetch_all(pool).await?))
+}

@@ -25,6 +25,8 @@ crate::both_backends!(
     mark_stale_offline_only_touches_silent_online_and_degraded_rows,
     tokens_ignore_revoked_tokens_and_removed_workspaces,
     the_busy_queue_keeps_one_active_copy_per_message_and_drains_by_priority,
+    stranded_delegations_are_the_host_run_ones_left_unfinished_before_the_cutoff,
+    a_restart_claim_coalesces_is_renewed_and_passes_on_only_once_expired,
 );
 
 fn workspace(name: &str, parent: Option<Uuid>) -> NewWorkspace {
@@ -838,4 +840,82 @@ async fn the_busy_queue_keeps_one_active_copy_per_message_and_drains_by_priority
             .unwrap()
             .is_none()
     );
+}
+
+async fn stranded_delegations_are_the_host_run_ones_left_unfinished_before_the_cutoff(db: Db) {
+    let ws = add(&db, "source", None).await;
+    let now = Utc::now();
+    let insert = async |status: &str, host_run: bool, age_secs: i64| {
+        let mut row = crate::workspaces::activity::row(ws, "delegation");
+        row.method = Some("delegate".into());
+        row.status = status.to_owned();
+        row.created_at = now - Duration::seconds(age_secs);
+        row.request_body = Some(if host_run {
+            json!({ "task": "t", "carrier": "host" })
+        } else {
+            json!({ "task": "t" })
+        });
+        super::activity::insert(&db, &row).await.unwrap();
+        row.id
+    };
+    let pending = insert("pending", true, 600).await;
+    let dispatched = insert("dispatched", true, 300).await;
+    let _running = insert("dispatched", true, 10).await;
+    let _recorded = insert("dispatched", false, 600).await;
+    let _queued = insert("queued", true, 600).await;
+    let _failed = insert("failed", true, 600).await;
+
+    let stranded = super::activity::stranded_delegations(&db, now - Duration::seconds(60))
+        .await
+        .unwrap();
+
+    assert_eq!(stranded, [(ws, pending), (ws, dispatched)], "oldest first");
+}
+
+async fn a_restart_claim_coalesces_is_renewed_and_passes_on_only_once_expired(db: Db) {
+    use super::restarts::{self, Claim};
+    let ws = add(&db, "restarting", None).await;
+    let now = Utc::now();
+    let lease = now + Duration::seconds(240);
+    assert_eq!(
+        restarts::claim(&db, ws, "a/1", now, lease).await.unwrap(),
+        Claim::Won
+    );
+    assert_eq!(
+        restarts::claim(&db, ws, "b/1", now, lease).await.unwrap(),
+        Claim::Joined
+    );
+    assert!(restarts::claimed(&db, ws).await.unwrap());
+    // The due cycle goes to the holder, then the claim is released.
+    assert!(restarts::next_cycle(&db, ws, "a/1", lease).await.unwrap());
+    assert!(!restarts::next_cycle(&db, ws, "a/1", lease).await.unwrap());
+    assert!(!restarts::claimed(&db, ws).await.unwrap());
+
+    // A renewed claim holds past its first lease; only an expired one passes to another holder.
+    let short = now + Duration::seconds(1);
+    assert_eq!(
+        restarts::claim(&db, ws, "a/2", now, short).await.unwrap(),
+        Claim::Won
+    );
+    assert!(restarts::renew(&db, ws, "a/2", lease).await.unwrap());
+    let later = now + Duration::seconds(10);
+    assert_eq!(
+        restarts::claim(&db, ws, "b/2", later, later + Duration::seconds(240))
+            .await
+            .unwrap(),
+        Claim::Joined
+    );
+    let expired = lease + Duration::seconds(1);
+    assert_eq!(
+        restarts::claim(&db, ws, "b/3", expired, expired + Duration::seconds(240))
+            .await
+            .unwrap(),
+        Claim::Won
+    );
+    // The old holder can no longer renew or run cycles; a replica stopping drops its claims.
+    assert!(!restarts::renew(&db, ws, "a/2", lease).await.unwrap());
+    assert!(!restarts::next_cycle(&db, ws, "a/2", lease).await.unwrap());
+    assert!(restarts::join_running(&db, ws, expired).await.unwrap());
+    assert_eq!(restarts::release_all(&db, "b/").await.unwrap(), 1);
+    assert!(!restarts::claimed(&db, ws).await.unwrap());
 }

@@ -3,9 +3,10 @@
 
 use std::time::Duration;
 
+use molecule_e2e::replicas::{Agents, ReplicaSet};
 use molecule_e2e::{
-    DbBackend, Fault, FaultAgent, Runtime, TestApp, eventually, id12, kill_agent, on_both_backends,
-    on_both_runtimes,
+    Api, DbBackend, Fault, FaultAgent, Runtime, TestApp, eventually, id12, kill_agent,
+    on_both_backends, on_both_runtimes,
 };
 use molecule_host::Config;
 use reqwest::Method;
@@ -27,6 +28,7 @@ on_both_backends!(
     agents_record_their_own_delegations_and_report_how_they_ended,
     concurrent_requests_with_one_idempotency_key_start_one_delegation,
     a_message_that_expires_in_the_queue_fails_its_delegation,
+    a_delegation_a_killed_host_was_carrying_fails_instead_of_hanging,
 );
 
 const ONLINE: Duration = Duration::from_secs(120);
@@ -50,7 +52,7 @@ fn message(text: &str) -> Value {
 }
 
 /// The `delegate` row of a delegation as `GET /delegations` lists it.
-async fn delegation(app: &TestApp, source: &str, id: &str) -> Value {
+async fn delegation(app: &Api, source: &str, id: &str) -> Value {
     let rows = app
         .get(&format!("/workspaces/{source}/delegations"))
         .await
@@ -63,7 +65,7 @@ async fn delegation(app: &TestApp, source: &str, id: &str) -> Value {
         .unwrap_or(Value::Null)
 }
 
-async fn wait_delegation(app: &TestApp, source: &str, id: &str, status: &str) -> Value {
+async fn wait_delegation(app: &Api, source: &str, id: &str, status: &str) -> Value {
     eventually(Duration::from_secs(30), || async {
         let row = delegation(app, source, id).await;
         (row["status"] == status).then_some(row)
@@ -71,7 +73,7 @@ async fn wait_delegation(app: &TestApp, source: &str, id: &str, status: &str) ->
     .await
 }
 
-async fn delegate(app: &TestApp, source: &str, target: &str, task: &str) -> String {
+async fn delegate(app: &Api, source: &str, target: &str, task: &str) -> String {
     let answer = app
         .post(
             &format!("/workspaces/{source}/delegate"),
@@ -832,4 +834,66 @@ async fn a_message_that_expires_in_the_queue_fails_its_delegation(backend: DbBac
         "the target agent stayed busy until the queued message expired"
     );
     assert_eq!(agent.requests().len(), 1);
+}
+
+/// A host SIGKILLed while carrying out a delegation cannot record how it ended. On SQLite the
+/// next run fails it at start; on PostgreSQL another replica's sweep fails it once no host can
+/// still be running it. Either way nothing is sent twice and the delegation does not hang.
+async fn a_delegation_a_killed_host_was_carrying_fails_instead_of_hanging(backend: DbBackend) {
+    let agent = FaultAgent::start(|_| Fault::Slow(Duration::from_secs(600))).await;
+    let templates = tempfile::tempdir().expect("a templates dir");
+    let mut hosts = ReplicaSet::new(backend, Agents::None, templates.path()).await;
+    // A delivery lasts at most 1 + 10 s, so another replica may fail the delegation
+    // 2 × 11 s + the retry pause + a 60 s margin after it began.
+    hosts.a2a_settings =
+        "connect_timeout_secs = 1\nmax_timeout_secs = 10\ndelegation_retry_delay_ms = 100".into();
+    let first = hosts.spawn().await;
+    // PostgreSQL: a second replica is up before the delegation starts, so the kill falls well
+    // within the delivery (which would otherwise time out and fail on its own).
+    let standby = match backend {
+        DbBackend::Postgres => Some(hosts.spawn().await),
+        DbBackend::Sqlite => None,
+    };
+    let carrier = hosts[first].api.clone();
+    let (root, _) = carrier.workspace_at("root", None, &agent.url).await;
+    let (child, _) = carrier.workspace_at("child", Some(&root), &agent.url).await;
+    let id = delegate(&carrier, &root, &child, "never answered").await;
+    wait_delegation(&carrier, &root, &id, "dispatched").await;
+    eventually(Duration::from_secs(5), || async {
+        (!agent.requests().is_empty()).then_some(())
+    })
+    .await;
+
+    hosts[first].kill();
+    // SQLite: the next run on the file.
+    let survivor = match standby {
+        Some(standby) => standby,
+        None => hosts.spawn().await,
+    };
+
+    let api = hosts[survivor].api.clone();
+    let row = eventually(Duration::from_secs(120), || async {
+        let row = delegation(&api, &root, &id).await;
+        (row["status"] == "failed").then_some(row)
+    })
+    .await;
+    assert_eq!(
+        row["error"],
+        "the host carrying out the delegation stopped before it finished",
+        "{}",
+        hosts[survivor].log()
+    );
+    let rows = api
+        .get(&format!("/workspaces/{root}/delegations"))
+        .await
+        .expect(200);
+    let result = rows
+        .as_array()
+        .expect("a list")
+        .iter()
+        .find(|r| r["type"] == "delegate_result" && r["delegation_id"] == id.as_str())
+        .cloned()
+        .expect("a delegate_result row");
+    assert_eq!(result["status"], "failed");
+    assert_eq!(agent.requests().len(), 1, "nothing is sent twice");
 }
