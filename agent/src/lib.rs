@@ -13,6 +13,7 @@ mod loadout;
 mod platform;
 mod plugins;
 mod server;
+mod signals;
 mod skills;
 mod tasks;
 mod token;
@@ -72,14 +73,14 @@ pub async fn run(
     let platform = Platform::new(config.platform_url.clone(), config.workspace_id, tokens)
         .context("building the platform client")?;
     // The echo brain follows the `delegate <id>: <task>` directive through the host.
-    let delegator = follows_directives.then(|| platform.clone());
     let state = AppState::new(
         config.workspace_id,
         config.config_dir.clone(),
         identity,
         brain,
         tasks.clone(),
-        delegator,
+        platform.clone(),
+        follows_directives,
     );
     let card = state.card().await;
     let platform_loop = tokio::spawn(platform::run(

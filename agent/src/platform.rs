@@ -125,6 +125,18 @@ impl Platform {
         }
     }
 
+    /// Reports an `agent_log` activity row for this workspace (what the canvas's activity
+    /// feed shows).
+    pub async fn log_activity(&self, summary: &str) -> Result<(), CallError> {
+        let body = serde_json::json!({
+            "activity_type": "agent_log",
+            "source_id": self.workspace_id,
+            "summary": summary,
+        });
+        let path = format!("/workspaces/{}/activity", self.workspace_id);
+        self.post(&path, &body).await.map(drop)
+    }
+
     /// Calls one of the host's MCP tools for this workspace and returns its text. Delegation
     /// waits for the other agent, so this call has no timeout of its own beyond `wait`.
     pub async fn mcp_tool(
@@ -259,7 +271,7 @@ async fn register_until_accepted(
 }
 
 /// The error with its causes (connection refused, timeout), which reqwest keeps in sources.
-fn display_error(e: &CallError) -> String {
+pub fn display_error(e: &CallError) -> String {
     let mut text = e.to_string();
     let mut source = std::error::Error::source(e);
     while let Some(cause) = source {

@@ -13,6 +13,7 @@ use crate::brain::Brain;
 use crate::card::{self, Identity};
 use crate::loadout::Loadout;
 use crate::platform::Platform;
+use crate::signals;
 use crate::tasks::Tasks;
 
 /// What request handlers share. Nothing in it is locked across an `.await`.
@@ -28,19 +29,22 @@ struct Inner {
     identity: Identity,
     brain: Arc<dyn Brain>,
     tasks: Tasks,
-    /// Set when messages may carry the delegation directive (the echo brain).
-    delegator: Option<Platform>,
+    platform: Platform,
+    /// Whether messages may carry the delegation directive (the echo brain).
+    follows_directives: bool,
 }
 
 impl AppState {
-    /// `delegator`: set when messages may carry the delegation directive (the echo brain).
+    /// `follows_directives`: whether messages may carry the delegation directive (the echo
+    /// brain).
     pub fn new(
         workspace_id: Uuid,
         config_dir: PathBuf,
         identity: Identity,
         brain: Arc<dyn Brain>,
         tasks: Tasks,
-        delegator: Option<Platform>,
+        platform: Platform,
+        follows_directives: bool,
     ) -> Self {
         Self {
             inner: Arc::new(Inner {
@@ -49,13 +53,21 @@ impl AppState {
                 identity,
                 brain,
                 tasks,
-                delegator,
+                platform,
+                follows_directives,
             }),
         }
     }
 
+    /// The platform client, when messages may carry the delegation directive.
     pub fn delegator(&self) -> Option<&Platform> {
-        self.inner.delegator.as_ref()
+        self.inner
+            .follows_directives
+            .then_some(&self.inner.platform)
+    }
+
+    pub fn platform(&self) -> &Platform {
+        &self.inner.platform
     }
 
     pub fn workspace_id(&self) -> Uuid {
@@ -92,6 +104,7 @@ pub fn app(state: AppState) -> Router {
         .route("/health", get(health))
         .merge(card::router())
         .merge(a2a::router())
+        .merge(signals::router())
         .with_state(state)
 }
 

@@ -51,6 +51,7 @@ type HeartbeatHook = dyn Fn(Option<&str>) -> StatusCode + Send + Sync;
 struct PlatformState {
     registrations: Mutex<Vec<Received>>,
     heartbeats: Mutex<Vec<Received>>,
+    activities: Mutex<Vec<Received>>,
     on_register: Box<RegisterHook>,
     on_heartbeat: Box<HeartbeatHook>,
 }
@@ -80,12 +81,14 @@ impl FakePlatform {
         let state = Arc::new(PlatformState {
             registrations: Mutex::default(),
             heartbeats: Mutex::default(),
+            activities: Mutex::default(),
             on_register: Box::new(on_register),
             on_heartbeat: Box::new(on_heartbeat),
         });
         let app = axum::Router::new()
             .route("/registry/register", post(register))
             .route("/registry/heartbeat", post(heartbeat))
+            .route("/workspaces/{id}/activity", post(activity))
             .with_state(state.clone());
         let (url, shutdown) = serve(app).await;
         Self {
@@ -101,6 +104,11 @@ impl FakePlatform {
 
     pub fn heartbeats(&self) -> Vec<Received> {
         self.state.heartbeats.lock().unwrap().clone()
+    }
+
+    /// The activity rows reported so far.
+    pub fn activities(&self) -> Vec<Received> {
+        self.state.activities.lock().unwrap().clone()
     }
 
     pub async fn first_registration(&self) -> Received {
@@ -168,6 +176,20 @@ async fn heartbeat(
         at: tokio::time::Instant::now(),
     });
     (status, Json(json!({ "status": "ok" })))
+}
+
+async fn activity(
+    axum::extract::State(state): axum::extract::State<Arc<PlatformState>>,
+    headers: HeaderMap,
+    Json(body): Json<Value>,
+) -> (StatusCode, Json<Value>) {
+    state.activities.lock().unwrap().push(Received {
+        bearer: bearer(&headers),
+        body,
+        status: StatusCode::OK,
+        at: tokio::time::Instant::now(),
+    });
+    (StatusCode::OK, Json(json!({ "status": "logged" })))
 }
 
 /// Serves `app` on 127.0.0.1; returns its base URL and a token that stops it.

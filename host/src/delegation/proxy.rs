@@ -384,6 +384,53 @@ async fn settle(
     }
 }
 
+/// How long an agent has to finish its work once told a restart is coming (the
+/// `signals/restart_pending` notification's `drain_seconds`).
+pub const RESTART_DRAIN_SECS: u64 = 20;
+/// The longest the host waits for an agent to take the restart signal.
+const RESTART_SIGNAL_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Tells `target`'s agent a restart is coming: `POST <url>/signals/restart_pending` with
+/// `X-Restart-Signal: true` and the JSON-RPC notification `signals/restart_pending`
+/// `{drain_seconds, workspace_id}`. Best effort: waits at most 10 s, and an agent that is gone,
+/// refuses or answers with an error does not hold the restart up. Whether the agent took it.
+pub async fn signal_restart_pending(svc: &Services, target: &WorkspaceRow) -> bool {
+    let Some(url) = target.url.as_deref().filter(|u| !u.is_empty()) else {
+        return false;
+    };
+    if !url_allowed(svc, target, url).await {
+        return false;
+    }
+    let notification = json!({
+        "jsonrpc": "2.0",
+        "method": "signals/restart_pending",
+        "params": { "drain_seconds": RESTART_DRAIN_SECS, "workspace_id": target.id },
+    });
+    let sent = svc
+        .a2a
+        .client()
+        .post(format!(
+            "{}/signals/restart_pending",
+            url.trim_end_matches('/')
+        ))
+        .header("X-Restart-Signal", "true")
+        .timeout(RESTART_SIGNAL_TIMEOUT)
+        .json(&notification)
+        .send()
+        .await;
+    match sent {
+        Ok(response) if response.status().is_success() => true,
+        Ok(response) => {
+            tracing::debug!(workspace_id = %target.id, status = %response.status(), "the agent refused the restart signal");
+            false
+        }
+        Err(err) => {
+            tracing::debug!(workspace_id = %target.id, error = %err, "the restart signal did not reach the agent");
+            false
+        }
+    }
+}
+
 /// Whether the host may call `url`. Addresses in ranges no agent lives in (link-local and cloud
 /// metadata, multicast, documentation, carrier-grade NAT) are refused always; loopback only when
 /// the host's own runtime assigned the URL, or outside production. Names must resolve, and every

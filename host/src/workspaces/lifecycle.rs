@@ -805,6 +805,8 @@ async fn restart_cycle(svc: &Services, id: Uuid) {
             return;
         }
     }
+    // The agent hears first, so it can wind down what it is doing before the stop.
+    crate::delegation::proxy::signal_restart_pending(svc, &row).await;
     if let Err(err) = runtime.stop(id).await {
         tracing::warn!(workspace_id = %id, error = %err, "stopping the agent before a restart failed");
     }

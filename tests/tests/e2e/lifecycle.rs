@@ -274,6 +274,24 @@ async fn a_file_write_restarts_once_and_a_burst_of_writes_at_most_twice(
     wait_online(&app, &id).await;
     tokio::time::sleep(Duration::from_secs(2)).await;
     assert_eq!(restarts(&app, &id).await, 1, "one write, one restart");
+    // The agent was told before it was stopped (signals/restart_pending), and said so.
+    let told = activity(&app, &id, "agent_log").await;
+    assert_eq!(
+        told.iter()
+            .map(|r| r["summary"].as_str().unwrap_or_default())
+            .collect::<Vec<_>>(),
+        ["restart pending: idle"],
+        "{told:?}"
+    );
+    let restarted = activity(&app, &id, "restart").await;
+    let at = |row: &Value| {
+        chrono::DateTime::parse_from_rfc3339(row["created_at"].as_str().expect("created_at"))
+            .expect("an RFC 3339 time")
+    };
+    assert!(
+        at(&told[0]) < at(&restarted[0]),
+        "the signal came before the stop: {told:?} {restarted:?}"
+    );
     let read = app
         .get(&format!("/workspaces/{id}/files/system-prompt.md"))
         .await
