@@ -172,9 +172,11 @@ impl Default for PluginsConfig {
 pub struct A2aConfig {
     /// Seconds to establish the connection to an agent.
     pub connect_timeout_secs: u64,
-    /// Seconds to wait for the agent's response headers (an agent thinking counts here).
+    /// Seconds to wait for the agent's response headers (an agent thinking counts here);
+    /// restarted by every event of the agent's workspace (its heartbeats, for one).
     pub response_header_timeout_secs: u64,
-    /// Seconds the agent may stay silent between two pieces of its response body.
+    /// Seconds the agent may stay silent between two pieces of its response body; restarted
+    /// like the header timeout.
     pub idle_timeout_secs: u64,
     /// The ceiling for a caller's `X-Timeout` (seconds); larger values are clamped to it.
     pub max_timeout_secs: u64,

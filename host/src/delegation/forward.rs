@@ -1,4 +1,5 @@
-//! One HTTP exchange with an agent, bounded by a connect, a response-header and an idle timeout,
+//! One HTTP exchange with an agent, bounded by a connect, a response-header and an idle timeout
+//! (both restarted by the agent's signs of life) and an overall deadline,
 //! that reports everything it got: the status, whatever part of the body arrived, and the
 //! transport error if one ended it. A body that breaks off after a 2xx is therefore still
 //! evidence that the agent received and answered the message.
@@ -6,7 +7,9 @@
 use std::time::Duration;
 
 use futures::StreamExt as _;
-use tokio::time::{Instant, timeout};
+use tokio::time::{Instant, sleep_until};
+
+use crate::events::SignsOfLife;
 
 /// The largest agent response kept; the rest is cut off (and reported as [`TransportError::TooLarge`]).
 pub const MAX_RESPONSE_BYTES: usize = 10 * 1024 * 1024;
@@ -74,32 +77,26 @@ pub struct Forwarded {
     pub elapsed: Duration,
 }
 
-/// POSTs `body` as JSON to `url` and reads the answer within `timeouts`.
+/// POSTs `body` as JSON to `url` and reads the answer within `timeouts`. Each of `alive`'s
+/// signs of life (the target's events: heartbeats, task updates, activity) restarts the header
+/// and idle timers; the deadline stays.
 pub async fn forward(
     client: &reqwest::Client,
     url: &str,
     body: Vec<u8>,
     timeouts: Timeouts,
+    mut alive: SignsOfLife,
 ) -> Forwarded {
     let started = Instant::now();
     let mut out = Forwarded::default();
-    // Whichever comes first: this step's own timeout or the overall deadline.
-    let wait = |step: Duration, kind: TransportError| {
-        let left = timeouts.deadline.saturating_duration_since(Instant::now());
-        if left < step {
-            (left, TransportError::Deadline)
-        } else {
-            (step, kind)
-        }
-    };
     let request = client
         .post(url)
         .header(reqwest::header::CONTENT_TYPE, "application/json")
         .body(body)
         .send();
-    let (limit, kind) = wait(timeouts.header, TransportError::HeaderTimeout);
-    let response = match timeout(limit, request).await {
-        Err(_) => {
+    let header = (timeouts.header, TransportError::HeaderTimeout);
+    let response = match bounded(request, header, timeouts.deadline, &mut alive).await {
+        Err(kind) => {
             out.error = Some(kind);
             out.elapsed = started.elapsed();
             return out;
@@ -113,10 +110,10 @@ pub async fn forward(
     };
     out.status = Some(response.status().as_u16());
     let mut stream = response.bytes_stream();
+    let idle = (timeouts.idle, TransportError::IdleTimeout);
     loop {
-        let (limit, kind) = wait(timeouts.idle, TransportError::IdleTimeout);
-        match timeout(limit, stream.next()).await {
-            Err(_) => {
+        match bounded(stream.next(), idle, timeouts.deadline, &mut alive).await {
+            Err(kind) => {
                 out.error = Some(kind);
                 break;
             }
@@ -138,6 +135,30 @@ pub async fn forward(
     }
     out.elapsed = started.elapsed();
     out
+}
+
+/// Awaits `work` for at most `step` (the timer restarting at each sign of life) and never past
+/// `deadline`; on expiry, the error `step` names, or [`TransportError::Deadline`].
+async fn bounded<F: Future>(
+    work: F,
+    (step, kind): (Duration, TransportError),
+    deadline: Instant,
+    alive: &mut SignsOfLife,
+) -> Result<F::Output, TransportError> {
+    tokio::pin!(work);
+    loop {
+        let step_end = Instant::now() + step;
+        let (until, kind) = if deadline <= step_end {
+            (deadline, TransportError::Deadline)
+        } else {
+            (step_end, kind)
+        };
+        tokio::select! {
+            output = &mut work => return Ok(output),
+            () = sleep_until(until) => return Err(kind),
+            () = alive.next() => {}
+        }
+    }
 }
 
 /// Names a client error by what it says about the agent, from the innermost cause outwards.

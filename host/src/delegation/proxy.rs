@@ -325,7 +325,8 @@ pub async fn send(svc: &Services, call: Call) -> Result<Sent, ProxyError> {
         deadline: Instant::now() + call.timeout.map_or(ceiling, |t| t.min(ceiling)),
     };
     let payload = serde_json::to_vec(&call.message.body).unwrap_or_default();
-    let forwarded = forward::forward(svc.a2a.client(), &url, payload, timeouts).await;
+    let alive = svc.events.signs_of_life(target.id);
+    let forwarded = forward::forward(svc.a2a.client(), &url, payload, timeouts, alive).await;
     let outcome = settle(svc, &call, &target, forwarded).await;
     record(svc, &call, &target, &outcome).await;
     outcome

@@ -15,11 +15,12 @@
 
 mod relay;
 
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex, OnceLock};
 
 use chrono::{DateTime, SecondsFormat, Utc};
 use serde_json::{Value, json};
-use tokio::sync::{broadcast, mpsc};
+use tokio::sync::{broadcast, mpsc, watch};
 use uuid::Uuid;
 
 use crate::store::{self, Db, StoreError};
@@ -89,6 +90,44 @@ pub struct EventBus {
     seen: Arc<Mutex<relay::Seen>>,
     /// Where events go to be sent to other replicas, once the relay runs (PostgreSQL only).
     outbox: Arc<OnceLock<mpsc::UnboundedSender<relay::Outgoing>>>,
+    /// Workspaces someone waits on for signs of life (see [`EventBus::signs_of_life`]).
+    watched: Watched,
+}
+
+type Watched = Arc<Mutex<HashMap<Uuid, watch::Sender<u64>>>>;
+
+/// Ticks on every event published for one workspace; see [`EventBus::signs_of_life`].
+#[derive(Debug)]
+pub struct SignsOfLife {
+    workspace_id: Uuid,
+    rx: Option<watch::Receiver<u64>>,
+    watched: Watched,
+}
+
+impl SignsOfLife {
+    /// Resolves at the workspace's next event (never, once the bus is gone).
+    pub async fn next(&mut self) {
+        let changed = match self.rx.as_mut() {
+            Some(rx) => rx.changed().await.is_ok(),
+            None => false,
+        };
+        if !changed {
+            std::future::pending::<()>().await;
+        }
+    }
+}
+
+impl Drop for SignsOfLife {
+    fn drop(&mut self) {
+        drop(self.rx.take());
+        let mut watched = self.watched.lock().expect("watched workspaces");
+        if watched
+            .get(&self.workspace_id)
+            .is_some_and(|tx| tx.receiver_count() == 0)
+        {
+            watched.remove(&self.workspace_id);
+        }
+    }
 }
 
 /// A subscriber fell too far behind and was dropped.
@@ -124,6 +163,24 @@ impl EventBus {
             origin,
             seen: Arc::default(),
             outbox: Arc::default(),
+            watched: Arc::default(),
+        }
+    }
+
+    /// Signs of life of `workspace_id`: every event published for it on this replica (its
+    /// own, or relayed from another), heartbeats included. An A2A delivery waiting for the
+    /// agent's answer restarts its header and idle timers on each, so an agent that is busy
+    /// but alive is not cut off.
+    pub fn signs_of_life(&self, workspace_id: Uuid) -> SignsOfLife {
+        let mut watched = self.watched.lock().expect("watched workspaces");
+        let rx = watched
+            .entry(workspace_id)
+            .or_insert_with(|| watch::channel(0).0)
+            .subscribe();
+        SignsOfLife {
+            workspace_id,
+            rx: Some(rx),
+            watched: self.watched.clone(),
         }
     }
 
@@ -219,6 +276,11 @@ impl EventBus {
     }
 
     fn publish(&self, event: Arc<Event>) {
+        if let Some(id) = event.workspace_id
+            && let Some(tx) = self.watched.lock().expect("watched workspaces").get(&id)
+        {
+            tx.send_modify(|ticks| *ticks = ticks.wrapping_add(1));
+        }
         // An error only means nobody is listening right now.
         let _ = self.tx.send(event);
     }
@@ -240,5 +302,48 @@ impl EventBus {
         {
             tracing::error!(event, ?workspace_id, error = ?err, "recording event failed");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use tokio::time::timeout;
+
+    use super::*;
+    use crate::store::Backend;
+    use crate::store::testing::TestDatabase;
+
+    #[tokio::test]
+    async fn signs_of_life_tick_for_their_workspace_only_and_are_forgotten_when_dropped() {
+        let database = TestDatabase::create(Backend::Sqlite).await;
+        let bus = EventBus::new(database.connect().await, Uuid::new_v4());
+        let (busy, other) = (Uuid::new_v4(), Uuid::new_v4());
+        let mut alive = bus.signs_of_life(busy);
+        let mut also = bus.signs_of_life(busy);
+
+        bus.broadcast_only(names::WORKSPACE_HEARTBEAT, Some(other), json!({}));
+        assert!(
+            timeout(Duration::from_millis(50), alive.next())
+                .await
+                .is_err(),
+            "another workspace's event is no sign of life"
+        );
+        bus.broadcast_only(names::WORKSPACE_HEARTBEAT, Some(busy), json!({}));
+        timeout(Duration::from_secs(1), alive.next())
+            .await
+            .expect("a heartbeat is a sign of life");
+        timeout(Duration::from_secs(1), also.next())
+            .await
+            .expect("every watcher sees it");
+
+        drop(alive);
+        assert_eq!(bus.watched.lock().unwrap().len(), 1);
+        drop(also);
+        assert!(
+            bus.watched.lock().unwrap().is_empty(),
+            "nothing is left behind"
+        );
     }
 }

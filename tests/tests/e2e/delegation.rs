@@ -29,6 +29,7 @@ on_both_backends!(
     concurrent_requests_with_one_idempotency_key_start_one_delegation,
     a_message_that_expires_in_the_queue_fails_its_delegation,
     a_delegation_a_killed_host_was_carrying_fails_instead_of_hanging,
+    a_busy_agent_that_heartbeats_is_waited_for_past_the_header_timeout,
 );
 
 const ONLINE: Duration = Duration::from_secs(120);
@@ -896,4 +897,40 @@ async fn a_delegation_a_killed_host_was_carrying_fails_instead_of_hanging(backen
         .expect("a delegate_result row");
     assert_eq!(result["status"], "failed");
     assert_eq!(agent.requests().len(), 1, "nothing is sent twice");
+}
+
+/// The header timeout (1 s here) is for an agent that has gone quiet: one still heartbeating
+/// while it works (every 300 ms, for its 3 s task) is waited for, and its answer arrives.
+async fn a_busy_agent_that_heartbeats_is_waited_for_past_the_header_timeout(backend: DbBackend) {
+    let app = TestApp::spawn_with(backend, quick).await;
+    let agent = FaultAgent::start(|_| Fault::Slow(Duration::from_secs(3))).await;
+    let (_, child, child_token) = pair(&app, &agent).await;
+    let as_child = app.with_token(&child_token);
+    let working = json!({ "workspace_id": child, "active_tasks": 1, "current_task": "thinking" });
+    let beating = tokio::spawn(async move {
+        loop {
+            as_child
+                .post("/registry/heartbeat", working.clone())
+                .await
+                .expect(200);
+            tokio::time::sleep(Duration::from_millis(300)).await;
+        }
+    });
+
+    let started = std::time::Instant::now();
+    let answer = app
+        .post(
+            &format!("/workspaces/{child}/a2a"),
+            message("take your time"),
+        )
+        .await;
+    beating.abort();
+
+    let answer = answer.expect(200);
+    assert_eq!(
+        answer["result"]["parts"][0]["text"], "echo: take your time",
+        "{answer}"
+    );
+    assert!(started.elapsed() >= Duration::from_secs(3));
+    assert_eq!(agent.requests().len(), 1, "answered once, not queued");
 }
