@@ -631,7 +631,17 @@ impl ExtensionHost {
             builtin,
             created_at: Utc::now(),
         };
-        store::extensions::insert(&self.db, &row).await?;
+        if let Err(err) = store::extensions::insert(&self.db, &row).await {
+            // The same component stored meanwhile (another replica installing the defaults on
+            // the same empty database): theirs is the row.
+            if matches!(err, StoreError::Constraint(_))
+                && let Some(existing) =
+                    store::extensions::find_by_digest(&self.db, &row.slot, &row.digest).await?
+            {
+                return Err(RegistryError::Duplicate(Box::new(existing)));
+            }
+            return Err(err.into());
+        }
         tracing::info!(extension = %row.name, version = %row.version, slot = %row.slot, digest = %row.digest, "extension stored");
         Ok(row)
     }

@@ -650,7 +650,27 @@ mod registry_specs {
         assert_eq!(b.classify(skill_change).await, Reload::Hot);
     }
 
+    /// Replicas started at the same moment on an empty database both install the defaults:
+    /// whichever stores a component second takes the first one's row, so each default is stored
+    /// once and both hosts run the same versions.
+    async fn hosts_starting_together_on_an_empty_database_store_each_default_once(db: Db) {
+        let ((first, _first_dir), (second, _second_dir)) =
+            tokio::join!(host(&db, true), host(&db, true));
+
+        let stored = crate::store::extensions::list(&db).await.unwrap();
+        assert_eq!(stored.len(), 5, "{stored:?}");
+        let versions = first.slot_versions();
+        assert!(
+            versions.iter().all(|(_, active, _)| active.is_some()),
+            "{versions:?}"
+        );
+        assert_eq!(second.slot_versions(), versions);
+        first.stop();
+        second.stop();
+    }
+
     crate::both_backends!(
+        hosts_starting_together_on_an_empty_database_store_each_default_once,
         another_replica_follows_activation_and_shadow_and_their_reports_merge,
         the_shadow_report_counts_agreements_disagreements_and_candidate_failures,
         first_start_installs_and_activates_the_defaults,
