@@ -16,7 +16,7 @@ use crate::events::names;
 use crate::store::workspaces::WorkspaceRow;
 use crate::store::{self, StoreError, a2a_queue};
 use crate::workspaces::lifecycle::{AgentCheck, check_agent};
-use crate::workspaces::registry::blocked_ip;
+use crate::workspaces::registry::{blocked_ip, runtime_assigned};
 use crate::workspaces::{EXTERNAL_RUNTIME, Status, access, activity};
 
 /// A JSON-RPC 2.0 request ready to forward.
@@ -443,10 +443,7 @@ async fn url_allowed(svc: &Services, target: &WorkspaceRow, url: &str) -> bool {
     if !matches!(parsed.scheme(), "http" | "https") {
         return false;
     }
-    let assigned = target.runtime != EXTERNAL_RUNTIME
-        && svc.lifecycle.runtime().is_some()
-        && url.starts_with("http://127.0.0.1:");
-    let allow_loopback = assigned || !svc.config.is_production();
+    let allow_loopback = runtime_assigned(svc, target, url) || !svc.config.is_production();
     let port = parsed.port_or_known_default().unwrap_or(80);
     let Some(host) = parsed.host_str() else {
         return false;

@@ -17,7 +17,10 @@ use super::extract::{ApiJson, Caller, WorkspacePath};
 use super::openapi::{ErrorBody, StatusBody, WorkspaceIdParam};
 use super::workspaces::WorkspaceGone;
 use crate::auth;
-use crate::store::workspaces::{HeartbeatReport, WorkspaceRow};
+use crate::store::{
+    self,
+    workspaces::{HeartbeatReport, WorkspaceRow},
+};
 use crate::workspaces::access::{self, can_communicate};
 use crate::workspaces::get_live;
 use crate::workspaces::registry::{self, AgentUrl, Heartbeat};
@@ -83,7 +86,12 @@ async fn register(
         .guard
         .workspace_self(auth::bearer(&headers), body.id)
         .await?;
-    let url = AgentUrl::parse(&body.url, &state.svc.config).map_err(ApiError::bad_request)?;
+    let assigned = store::workspaces::get(&state.svc.db, body.id)
+        .await?
+        .filter(|row| registry::runtime_assigned(&state.svc, row, &body.url))
+        .map(|_| body.url.as_str());
+    let url = AgentUrl::parse_assigned(&body.url, &state.svc.config, assigned)
+        .map_err(ApiError::bad_request)?;
     if body.agent_card.as_ref().is_some_and(|c| !c.is_object()) {
         return Err(ApiError::bad_request("agent_card must be an object"));
     }

@@ -28,6 +28,17 @@ impl AgentUrl {
     /// production, where agents run as local processes. Names are not resolved here: container
     /// names only resolve inside the container network.
     pub fn parse(raw: &str, config: &Config) -> Result<Self, &'static str> {
+        Self::parse_assigned(raw, config, None)
+    }
+
+    /// [`AgentUrl::parse`], except that `assigned`, the loopback URL the host's own runtime gave
+    /// the workspace's agent (see [`runtime_assigned`]), is accepted in production too: local
+    /// agents register there.
+    pub fn parse_assigned(
+        raw: &str,
+        config: &Config,
+        assigned: Option<&str>,
+    ) -> Result<Self, &'static str> {
         const INVALID: &str = "invalid agent url";
         let rest = raw
             .strip_prefix("http://")
@@ -48,8 +59,9 @@ impl AgentUrl {
         if host.is_empty() {
             return Err(INVALID);
         }
+        let allow_loopback = !config.is_production() || assigned == Some(raw);
         if let Ok(ip) = host.parse::<IpAddr>() {
-            if blocked_ip(ip, !config.is_production()) {
+            if blocked_ip(ip, allow_loopback) {
                 return Err("agent url points at a blocked address range");
             }
         } else if !host
@@ -93,6 +105,16 @@ pub(crate) fn blocked_ip(ip: IpAddr, allow_loopback: bool) -> bool {
                 || (first == 0x2001 && v6.segments()[1] == 0x0db8)
         }
     }
+}
+
+/// Whether `url` is the loopback URL the host's own runtime assigned `row`'s agent (the
+/// process runtime's port, a Docker agent's published port): the one loopback address the host
+/// calls, and accepts at registration, in production.
+pub fn runtime_assigned(svc: &Services, row: &store::workspaces::WorkspaceRow, url: &str) -> bool {
+    row.runtime != super::EXTERNAL_RUNTIME
+        && svc.lifecycle.runtime().is_some()
+        && url.starts_with("http://127.0.0.1:")
+        && row.url.as_deref() == Some(url)
 }
 
 /// The URL another agent reaches `row`'s agent on. The stored URL is the host's view: for a
@@ -285,5 +307,16 @@ mod tests {
         }
         assert!(AgentUrl::parse("http://127.0.0.1:8000", &prod).is_err());
         assert!(AgentUrl::parse("http://localhost:8000", &prod).is_err());
+        let assigned = Some("http://127.0.0.1:8000");
+        assert!(AgentUrl::parse_assigned("http://127.0.0.1:8000", &prod, assigned).is_ok());
+        assert!(AgentUrl::parse_assigned("http://127.0.0.1:8001", &prod, assigned).is_err());
+        assert!(
+            AgentUrl::parse_assigned(
+                "http://169.254.169.254/",
+                &prod,
+                Some("http://169.254.169.254/")
+            )
+            .is_err()
+        );
     }
 }

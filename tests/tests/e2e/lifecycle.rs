@@ -729,6 +729,44 @@ mod process_only {
     use super::*;
     use molecule_e2e::process_runtime;
 
+    /// Production refuses loopback agent URLs, except the one the host's own runtime assigned:
+    /// local agents register there, and A2A reaches them.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_production_host_runs_local_agents_on_the_loopback_urls_it_assigned() {
+        let app = TestApp::spawn_with(DbBackend::Sqlite, |c| {
+            process_runtime(c);
+            c.env = molecule_host::config::Environment::Production;
+            c.secrets_encryption_key = Some("0123456789abcdef0123456789abcdef".to_owned().into());
+        })
+        .await;
+        let id = app.create_workspace("Local", None).await;
+        wait_online(&app, &id).await;
+        let assigned = row(&app, &id).await["url"].as_str().unwrap().to_owned();
+        assert!(assigned.starts_with("http://127.0.0.1:"), "{assigned}");
+        let reply = app
+            .post(
+                &format!("/workspaces/{id}/a2a"),
+                json!({ "params": { "message": { "content": "hello" } } }),
+            )
+            .await
+            .expect(200);
+        assert!(
+            reply["result"]["parts"][0]["text"]
+                .as_str()
+                .is_some_and(|t| t.ends_with("hello")),
+            "{reply}"
+        );
+
+        // Any other loopback URL is still refused.
+        let elsewhere = json!({ "id": id, "url": "http://127.0.0.1:9/a2a" });
+        let refused = app.post("/registry/register", elsewhere).await.expect(400);
+        assert_eq!(
+            refused["error"],
+            "agent url points at a blocked address range"
+        );
+        assert_eq!(row(&app, &id).await["url"], assigned.as_str());
+    }
+
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_start_failure_marks_the_workspace_failed_with_a_clean_reason() {
         let app = TestApp::spawn_with(DbBackend::Sqlite, |c| {
