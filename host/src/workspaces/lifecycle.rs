@@ -651,7 +651,7 @@ async fn recent_restarts(svc: &Services, id: Uuid) -> u32 {
     }
 }
 
-/// How long a claim on a workspace's restart cycles holds without being renewed: twice the
+/// How long a claim on a workspace's restart cycles holds without being renewed: four times the
 /// renewal period of a running cycle, so only a holder that died loses it.
 fn claim_lease() -> chrono::Duration {
     chrono::Duration::from_std(CYCLE_ONLINE_WAIT * 2).unwrap_or(chrono::Duration::MAX)
