@@ -6,12 +6,19 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
+use fantoccini::elements::Element;
 use fantoccini::{Client, ClientBuilder, Locator};
 use hyper_util::client::legacy::connect::HttpConnector;
 use serde_json::{Value, json};
 
 /// How long one DOM condition may take (agents coming online included).
 pub const DEADLINE: Duration = Duration::from_secs(90);
+
+/// How long a freshly loaded console may take to show its first page before it is reloaded.
+const START_GRACE: Duration = Duration::from_secs(20);
+
+/// True once the console's router has rendered a page.
+const STARTED: &str = "return document.body && document.body.dataset.page ? true : null";
 
 fn binary(env: &str, default: &str) -> PathBuf {
     let path = std::env::var_os(env).map_or_else(|| PathBuf::from(default), PathBuf::from);
@@ -57,6 +64,8 @@ pub struct Browser {
     base: String,
     /// Prefix of this test's screenshot files.
     test: &'static str,
+    /// The chromedriver's address, for the browser's console log.
+    driver_url: String,
     _profile: tempfile::TempDir,
     _driver: Driver,
 }
@@ -109,6 +118,9 @@ impl Browser {
         }
         let profile = tempfile::tempdir().expect("a browser profile dir");
         let mut caps = serde_json::Map::new();
+        // The page's console messages (script errors, failed module loads) go into a failure's
+        // report.
+        caps.insert("goog:loggingPrefs".into(), json!({ "browser": "ALL" }));
         caps.insert(
             "goog:chromeOptions".into(),
             json!({
@@ -134,17 +146,32 @@ impl Browser {
             client,
             base: base.to_owned(),
             test,
+            driver_url: url,
             _profile: profile,
             _driver: driver,
         }
     }
 
-    /// Loads the console at `hash` (e.g. `#/import`) as a fresh document.
+    /// Loads the console at `hash` (e.g. `#/import`) as a fresh document and waits for its
+    /// router to show a page.
+    ///
+    /// A document whose scripts did not start (the page still says "Loading…") is reloaded
+    /// once after [`START_GRACE`], and what the first document showed goes to stderr: a browser
+    /// on a loaded CI machine has been seen to sit on a fresh profile's first page, and the
+    /// report says whether a module request failed or a script threw.
     pub async fn open(&self, hash: &str) {
-        self.client
-            .goto(&format!("{}/{hash}", self.base))
-            .await
-            .expect("navigating");
+        let url = format!("{}/{hash}", self.base);
+        self.client.goto(&url).await.expect("navigating");
+        if self.poll(START_GRACE, STARTED).await.is_some() {
+            return;
+        }
+        eprintln!(
+            "the console at {url} had not started after {START_GRACE:?}; reloading once.\n{}",
+            self.report("console-not-started").await
+        );
+        self.client.goto(&url).await.expect("navigating again");
+        self.until("the console to start (after a reload)", STARTED)
+            .await;
     }
 
     /// Runs `script` (a function body; `return` a value) in the page.
@@ -155,10 +182,9 @@ impl Browser {
             .unwrap_or_else(|e| panic!("script failed: {e}\n{script}"))
     }
 
-    /// Polls `script` until it returns something truthy, and returns that. On timeout it saves
-    /// a screenshot and fails with `what` and the page's text.
-    pub async fn until(&self, what: &str, script: &str) -> Value {
-        let deadline = tokio::time::Instant::now() + DEADLINE;
+    /// Polls `script` for up to `limit` until it returns something truthy, and returns that.
+    async fn poll(&self, limit: Duration, script: &str) -> Option<Value> {
+        let deadline = tokio::time::Instant::now() + limit;
         loop {
             let value = self
                 .client
@@ -173,18 +199,102 @@ impl Browser {
                 _ => true,
             };
             if truthy {
-                return value;
+                return Some(value);
             }
             if tokio::time::Instant::now() >= deadline {
-                self.screenshot(&format!("FAILED-{}", slug(what))).await;
-                let text = self.js("return document.body.innerText").await;
-                panic!(
-                    "waited {DEADLINE:?} for {what}; the page says:\n{}",
-                    text.as_str().unwrap_or_default()
-                );
+                return None;
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
+    }
+
+    /// Polls `script` until it returns something truthy, and returns that. On timeout it fails
+    /// with `what` and a [report](Self::report) of the page.
+    pub async fn until(&self, what: &str, script: &str) -> Value {
+        match self.poll(DEADLINE, script).await {
+            Some(value) => value,
+            None => panic!(
+                "waited {DEADLINE:?} for {what}.\n{}",
+                self.report(&format!("FAILED-{}", slug(what))).await
+            ),
+        }
+    }
+
+    /// What the page shows and went through, for a failure message: a screenshot named
+    /// `shot`, the address, the document's state, its text, every resource it requested with
+    /// its status, and the browser's console log. Never panics: it runs when something is
+    /// already wrong.
+    pub async fn report(&self, shot: &str) -> String {
+        let mut out = String::new();
+        match self.client.screenshot().await {
+            Ok(png) => {
+                let path = screenshot_dir().join(format!("{}-{shot}.png", self.test));
+                match std::fs::write(&path, png) {
+                    Ok(()) => out.push_str(&format!("screenshot: {}\n", path.display())),
+                    Err(e) => out.push_str(&format!("screenshot not written: {e}\n")),
+                }
+            }
+            Err(e) => out.push_str(&format!("no screenshot: {e}\n")),
+        }
+        let page = self
+            .client
+            .execute(
+                "const entries = (type) => performance.getEntriesByType(type).map((e) => \
+                   `${e.name} status=${e.responseStatus ?? '?'} ${Math.round(e.duration)}ms`); \
+                 return { url: location.href, readyState: document.readyState, \
+                   page: document.body ? (document.body.dataset.page || null) : null, \
+                   text: document.body ? document.body.innerText.slice(0, 3000) : null, \
+                   navigation: entries('navigation'), resources: entries('resource') };",
+                vec![],
+            )
+            .await;
+        match page {
+            Ok(page) => out.push_str(&format!(
+                "page: {}\n",
+                serde_json::to_string_pretty(&page).unwrap_or_default()
+            )),
+            Err(e) => out.push_str(&format!("the page did not answer a script: {e}\n")),
+        }
+        match self.console_log().await {
+            Ok(lines) if lines.is_empty() => out.push_str("browser console: empty\n"),
+            Ok(lines) => {
+                out.push_str("browser console:\n");
+                for line in lines {
+                    out.push_str(&format!("  {line}\n"));
+                }
+            }
+            Err(e) => out.push_str(&format!("browser console not read: {e}\n")),
+        }
+        out
+    }
+
+    /// The browser's console messages since the last call (chromedriver's log endpoint).
+    async fn console_log(&self) -> Result<Vec<String>, String> {
+        let session = self
+            .client
+            .session_id()
+            .await
+            .map_err(|e| e.to_string())?
+            .ok_or("no session")?;
+        let response = reqwest::Client::new()
+            .post(format!("{}/session/{session}/se/log", self.driver_url))
+            .json(&json!({ "type": "browser" }))
+            .timeout(Duration::from_secs(10))
+            .send()
+            .await
+            .map_err(|e| e.to_string())?;
+        let body: Value = response.json().await.map_err(|e| e.to_string())?;
+        let entries = body["value"].as_array().ok_or_else(|| body.to_string())?;
+        Ok(entries
+            .iter()
+            .map(|e| {
+                format!(
+                    "{} {}",
+                    e["level"].as_str().unwrap_or("?"),
+                    e["message"].as_str().unwrap_or_default()
+                )
+            })
+            .collect())
     }
 
     /// Waits for the text of the first element matching `css` to contain `needle`.
@@ -201,13 +311,22 @@ impl Browser {
         found.as_str().unwrap_or_default().to_owned()
     }
 
-    pub async fn click(&self, css: &str) {
+    /// Waits for an element matching `css` and returns it.
+    async fn element(&self, css: &str) -> Element {
+        self.until(
+            &format!("an element matching {css}"),
+            &format!("return document.querySelector({}) !== null", json!(css)),
+        )
+        .await;
         self.client
-            .wait()
-            .at_most(DEADLINE)
-            .for_element(Locator::Css(css))
+            .find(Locator::Css(css))
             .await
             .unwrap_or_else(|e| panic!("no {css}: {e}"))
+    }
+
+    pub async fn click(&self, css: &str) {
+        self.element(css)
+            .await
             .click()
             .await
             .unwrap_or_else(|e| panic!("clicking {css}: {e}"));
@@ -215,13 +334,7 @@ impl Browser {
 
     /// Replaces the value of the input matching `css` by typing `text`.
     pub async fn type_into(&self, css: &str, text: &str) {
-        let el = self
-            .client
-            .wait()
-            .at_most(DEADLINE)
-            .for_element(Locator::Css(css))
-            .await
-            .unwrap_or_else(|e| panic!("no {css}: {e}"));
+        let el = self.element(css).await;
         el.clear().await.expect("clearing");
         el.send_keys(text).await.expect("typing");
     }
