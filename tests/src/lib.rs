@@ -312,6 +312,42 @@ impl TestApp {
 }
 
 impl TestApp {
+    /// Waits until the agent of `id` is online, has heartbeaten, and no restart is running,
+    /// due or still scheduled: a restart would otherwise stop it under the test's next request.
+    /// A running cycle holds a claim (`workspace_restarts`) until the cycle a request during it
+    /// made due has run too; a restart the policy delayed (`restart_after_ms(n)`) waits in the
+    /// host until its time, so the wait also covers the latest such time the `restart_decision`
+    /// rows name (and a moment for its cycle to claim).
+    pub async fn wait_settled(&self, id: &str, timeout: Duration) {
+        eventually(timeout, || async {
+            let row = self.get(&format!("/workspaces/{id}")).await.body;
+            let up = row["status"] == "online" && !row["last_heartbeat_at"].is_null();
+            let scheduled = self.last_scheduled_restart(id).await;
+            let settled =
+                scheduled.is_none_or(|at| chrono::Utc::now() > at + Duration::from_millis(500));
+            (up && settled && !restart_claimed(self.database_url(), id).await).then_some(())
+        })
+        .await;
+    }
+
+    /// The latest time a delayed restart decision of `id` was due.
+    async fn last_scheduled_restart(&self, id: &str) -> Option<chrono::DateTime<chrono::Utc>> {
+        let decisions = self.activity(id, "?type=restart_decision&limit=50").await;
+        decisions
+            .iter()
+            .filter_map(|row| {
+                let ms: i64 = row["summary"]
+                    .as_str()?
+                    .strip_prefix("restart policy: restart_after_ms(")?
+                    .strip_suffix(')')?
+                    .parse()
+                    .ok()?;
+                let at = chrono::DateTime::parse_from_rfc3339(row["created_at"].as_str()?).ok()?;
+                Some(at.to_utc() + chrono::Duration::milliseconds(ms))
+            })
+            .max()
+    }
+
     /// The host's data directory (the process runtime keeps agents' files under it).
     pub fn data_dir(&self) -> &std::path::Path {
         self.data_dir.path()

@@ -83,7 +83,9 @@ async fn install_settled(app: &TestApp, id: &str, body: Value) -> Value {
     installed
 }
 
-/// Waits for the restart an answer announced (`restarting`) and for the agent to be back.
+/// Waits for the restart an answer announced (`restarting`) and for the agent to be back with
+/// no restart running or due: a second coalesced cycle would otherwise stop it under the next
+/// request.
 async fn settle(app: &TestApp, id: &str, restarts_before: usize, answer: &Value) {
     if answer["restarting"] == true {
         eventually(ONLINE, || async {
@@ -91,7 +93,7 @@ async fn settle(app: &TestApp, id: &str, restarts_before: usize, answer: &Value)
         })
         .await;
     }
-    wait_online(app, id).await;
+    app.wait_settled(id, ONLINE).await;
 }
 
 /// The agent's card, fetched from the agent itself.
@@ -223,11 +225,7 @@ async fn a_local_plugin_installs_hot_and_cold_and_uninstalls(runtime: Runtime, b
         .await
         .expect(200);
     assert_eq!(cold["reload"], "cold");
-    eventually(ONLINE, || async {
-        (app.restart_count(id).await > settled).then_some(())
-    })
-    .await;
-    wait_online(app, id).await;
+    settle(app, id, settled, &cold).await;
 
     // Listing shows the plugin with its tracking row, never the swap's dot directories.
     let installed = app

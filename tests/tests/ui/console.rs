@@ -4,7 +4,7 @@ use std::time::{Duration, Instant};
 
 use molecule_e2e::{
     ADMIN_TOKEN, DbBackend, TestApp, builtin_extensions_dir, eventually, process_runtime,
-    restart_claimed, write_file,
+    write_file,
 };
 use serde_json::json;
 
@@ -39,38 +39,9 @@ async fn host(registry: &std::path::Path) -> TestApp {
     .await
 }
 
-/// Waits until the agent is online with no restart running, due or still scheduled: a restart
-/// would otherwise stop it under the next click. A restart the policy delayed
-/// (`restart_after_ms(n)`) waits in the host until its time, so the wait also covers the latest
-/// such time the `restart_decision` rows name (and a moment for the cycle to claim).
+/// Waits until the agent is online with no restart running, due or still scheduled.
 async fn wait_online(app: &TestApp, id: &str) {
-    eventually(ONLINE, || async {
-        let row = app.get(&format!("/workspaces/{id}")).await.body;
-        let up = row["status"] == "online" && !row["last_heartbeat_at"].is_null();
-        let scheduled = last_scheduled_restart(app, id).await;
-        let settled =
-            scheduled.is_none_or(|at| chrono::Utc::now() > at + Duration::from_millis(500));
-        (up && settled && !restart_claimed(app.database_url(), id).await).then_some(())
-    })
-    .await;
-}
-
-/// The latest time a delayed restart decision of `id` was due.
-async fn last_scheduled_restart(app: &TestApp, id: &str) -> Option<chrono::DateTime<chrono::Utc>> {
-    let decisions = app.activity(id, "?type=restart_decision&limit=50").await;
-    decisions
-        .iter()
-        .filter_map(|row| {
-            let ms: i64 = row["summary"]
-                .as_str()?
-                .strip_prefix("restart policy: restart_after_ms(")?
-                .strip_suffix(')')?
-                .parse()
-                .ok()?;
-            let at = chrono::DateTime::parse_from_rfc3339(row["created_at"].as_str()?).ok()?;
-            Some(at.to_utc() + chrono::Duration::milliseconds(ms))
-        })
-        .max()
+    app.wait_settled(id, ONLINE).await;
 }
 
 fn report(started: Instant, test: &str) {
