@@ -292,6 +292,10 @@ pub struct RuntimeConfig {
     pub heartbeat_interval_secs: u64,
     /// How long a stop waits for the agent before killing it.
     pub stop_timeout_secs: u64,
+    /// Tell a restarted agent, once it is back online, when it was restarted and which
+    /// environment keys it has (an A2A message from `system:restart-context`).
+    #[serde(deserialize_with = "loose_bool")]
+    pub restart_context: bool,
     /// Memory limit per tier (1..4) in MiB.
     #[serde(deserialize_with = "comma_u64_list")]
     pub tier_memory_mb: Vec<u64>,
@@ -350,6 +354,7 @@ impl Default for RuntimeConfig {
             orphan_sweep_secs: 60,
             heartbeat_interval_secs: 30,
             stop_timeout_secs: 10,
+            restart_context: true,
             tier_memory_mb: vec![256, 512, 2048, 4096],
             tier_cpu_shares: vec![512, 1024, 2048, 4096],
             labels: std::collections::BTreeMap::new(),

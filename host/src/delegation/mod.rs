@@ -22,12 +22,14 @@ pub enum Caller {
     /// The canvas or an operator (no `X-Workspace-ID`).
     Canvas,
     Workspace(Uuid),
+    /// The host itself, telling an agent something (e.g. `system:restart-context`).
+    System(&'static str),
 }
 
 impl Caller {
     pub fn workspace(self) -> Option<Uuid> {
         match self {
-            Caller::Canvas => None,
+            Caller::Canvas | Caller::System(_) => None,
             Caller::Workspace(id) => Some(id),
         }
     }

@@ -477,7 +477,12 @@ async fn record(
     row.source_id = call.caller.workspace();
     row.target_id = Some(target.id);
     row.method = Some(call.message.method.clone());
-    row.summary = Some(format!("{} → {}", call.message.method, target.name));
+    row.summary = Some(match call.caller {
+        Caller::System(source) => {
+            format!("{} from {source} → {}", call.message.method, target.name)
+        }
+        _ => format!("{} → {}", call.message.method, target.name),
+    });
     row.request_body = Some(call.message.body.clone());
     match outcome {
         Ok(Sent::Delivered(delivery)) => {

@@ -378,15 +378,17 @@ pub struct Registration {
 }
 
 /// Records a registration on a live row: URL (unless the host already stored the runtime's own
-/// loopback URL for it), card, `online`, heartbeat time. Returns the stored URL, or `None` when
-/// the row is missing or removed.
+/// loopback URL for it), card, `online`, heartbeat time, and an uptime of zero (a new session:
+/// the last one's uptime would otherwise stand until the first heartbeat). Returns the stored
+/// URL, or `None` when the row is missing or removed.
 pub async fn register(db: &Db, id: Uuid, reg: &Registration) -> StoreResult<Option<String>> {
     let now = Utc::now();
     on_db!(db, pool => {
         let url: Option<Option<String>> = sqlx::query_scalar(
             "UPDATE workspaces SET
                  url = CASE WHEN url LIKE 'http://127.0.0.1:%' THEN url ELSE $2 END,
-                 agent_card = $3, status = 'online', last_heartbeat_at = $4, updated_at = $4
+                 agent_card = $3, status = 'online', last_heartbeat_at = $4, uptime_seconds = 0,
+                 updated_at = $4
              WHERE id = $1 AND status <> 'removed'
              RETURNING url",
         )

@@ -27,6 +27,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use uuid::Uuid;
 
+use super::restart_context::{self, Restart, Session};
 use super::{Status, WorkspaceError, get_live};
 use crate::Services;
 use crate::events::names;
@@ -720,12 +721,25 @@ async fn restart_after(svc: &Services, id: Uuid, delay: Duration) {
 fn spawn_cycles(svc: &Services, id: Uuid, holder: String) {
     let task_svc = svc.clone();
     svc.lifecycle.spawn(async move {
+        let mut back = None;
         loop {
-            renewing(&task_svc, id, &holder, restart_cycle(&task_svc, id)).await;
+            back = renewing(&task_svc, id, &holder, restart_cycle(&task_svc, id))
+                .await
+                .or(back);
             let lease_until = Utc::now() + claim_lease();
             match store::restarts::next_cycle(&task_svc.db, id, &holder, lease_until).await {
                 Ok(true) => continue,
-                Ok(false) => break,
+                Ok(false) => {
+                    // Told once the last cycle is done (an agent about to be stopped again
+                    // would not keep it), and outside the claim: the answer may take a whole
+                    // turn of the agent's model, and a new restart must not wait for it.
+                    if let Some(restart) = back
+                        && task_svc.config.runtime.restart_context
+                    {
+                        restart_context::send(&task_svc, id, restart).await;
+                    }
+                    break;
+                }
                 Err(err) => {
                     tracing::error!(workspace_id = %id, error = ?err, "releasing a restart claim failed; it expires");
                     break;
@@ -739,13 +753,13 @@ fn spawn_cycles(svc: &Services, id: Uuid, holder: String) {
 /// held up (a provisioning backlog, a slow stop) keeps its claim and no other replica starts a
 /// concurrent one. A claim lost anyway is logged; the cycle under way still finishes, and
 /// [`store::restarts::next_cycle`] then ends this holder's cycles.
-async fn renewing(svc: &Services, id: Uuid, holder: &str, cycle: impl Future<Output = ()>) {
+async fn renewing<T>(svc: &Services, id: Uuid, holder: &str, cycle: impl Future<Output = T>) -> T {
     let every = CYCLE_ONLINE_WAIT / 2;
     let mut renew = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
     tokio::pin!(cycle);
     loop {
         tokio::select! {
-            () = &mut cycle => return,
+            done = &mut cycle => return done,
             _ = renew.tick() => {
                 let lease_until = Utc::now() + claim_lease();
                 match store::restarts::renew(&svc.db, id, holder, lease_until).await {
@@ -759,28 +773,27 @@ async fn renewing(svc: &Services, id: Uuid, holder: &str, cycle: impl Future<Out
 }
 
 /// One restart: stop the agent, `provisioning`, start it again from its existing files, and wait
-/// (bounded) for it to register, so requests arriving meanwhile coalesce.
-async fn restart_cycle(svc: &Services, id: Uuid) {
-    let Some(runtime) = svc.lifecycle.runtime.clone() else {
-        return;
-    };
+/// (bounded) for it to register, so requests arriving meanwhile coalesce. What the agent is told
+/// about it, when it came back online.
+async fn restart_cycle(svc: &Services, id: Uuid) -> Option<Restart> {
+    let runtime = svc.lifecycle.runtime.clone()?;
     let row = match store::workspaces::get(&svc.db, id).await {
         Ok(Some(row)) => row,
-        Ok(None) => return,
+        Ok(None) => return None,
         Err(err) => {
             tracing::error!(workspace_id = %id, error = ?err, "loading a workspace to restart");
-            return;
+            return None;
         }
     };
     match restart_blocker(svc, &row).await {
         Ok(None) => {}
         Ok(Some(reason)) => {
             tracing::info!(workspace_id = %id, reason, "restart skipped");
-            return;
+            return None;
         }
         Err(err) => {
             tracing::error!(workspace_id = %id, error = ?err, "checking a restart");
-            return;
+            return None;
         }
     }
     svc.lifecycle.cycles.fetch_add(1, Ordering::Relaxed);
@@ -798,11 +811,11 @@ async fn restart_cycle(svc: &Services, id: Uuid) {
         Ok(true) => {}
         Ok(false) => {
             tracing::info!(workspace_id = %id, "restart skipped: the workspace changed meanwhile");
-            return;
+            return None;
         }
         Err(err) => {
             tracing::error!(workspace_id = %id, error = ?err, "marking a restart");
-            return;
+            return None;
         }
     }
     // The agent hears first, so it can wind down what it is doing before the stop.
@@ -810,6 +823,10 @@ async fn restart_cycle(svc: &Services, id: Uuid) {
     if let Err(err) = runtime.stop(id).await {
         tracing::warn!(workspace_id = %id, error = %err, "stopping the agent before a restart failed");
     }
+    let restart = Restart {
+        at: Utc::now(),
+        previous: Session::of(&row),
+    };
     record_activity(
         svc,
         id,
@@ -827,14 +844,22 @@ async fn restart_cycle(svc: &Services, id: Uuid) {
         .await;
     provision(svc, id, None, None).await;
     let deadline = Instant::now() + CYCLE_ONLINE_WAIT;
+    let mut back = false;
     while Instant::now() < deadline {
         match store::workspaces::get(&svc.db, id).await {
-            Ok(Some(now)) if now.status != Status::Provisioning.as_str() => break,
+            Ok(Some(now)) if now.status != Status::Provisioning.as_str() => {
+                back = matches!(
+                    Status::parse(&now.status),
+                    Some(Status::Online | Status::Degraded)
+                );
+                break;
+            }
             Ok(Some(_)) => {}
             _ => break,
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+    back.then_some(restart)
 }
 
 /// `POST /workspaces/:id/restart`: a manual restart (no policy), refused under a paused

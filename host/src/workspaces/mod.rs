@@ -5,6 +5,7 @@ pub mod activity;
 pub mod files;
 pub mod lifecycle;
 pub mod registry;
+pub mod restart_context;
 
 use serde_json::{Value, json};
 use uuid::Uuid;

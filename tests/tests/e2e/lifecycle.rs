@@ -32,9 +32,18 @@ on_both_backends!(
 const ONLINE: Duration = Duration::from_secs(60);
 
 async fn spawn(runtime: Runtime, backend: DbBackend) -> TestApp {
+    spawn_with(runtime, backend, |_| {}).await
+}
+
+async fn spawn_with(
+    runtime: Runtime,
+    backend: DbBackend,
+    tweak: impl FnOnce(&mut molecule_host::config::Config),
+) -> TestApp {
     TestApp::spawn_with(backend, |c| {
         runtime.configure(c);
         c.builtin_extensions_dir = Some(builtin_extensions_dir());
+        tweak(c);
     })
     .await
 }
@@ -214,7 +223,8 @@ async fn a_killed_agent_goes_offline_and_is_restarted_by_the_policy(
     runtime: Runtime,
     backend: DbBackend,
 ) {
-    let app = spawn(runtime, backend).await;
+    // Without the restart context, so the only message after the restart is the test's own.
+    let app = spawn_with(runtime, backend, |c| c.runtime.restart_context = false).await;
     let id = app.create_workspace("Crashy", None).await;
     wait_online(&app, &id).await;
     assert_eq!(restarts(&app, &id).await, 0);
@@ -247,6 +257,13 @@ async fn a_killed_agent_goes_offline_and_is_restarted_by_the_policy(
     .await;
     wait_online(&app, &id).await;
     assert_eq!(reply_text(&ask(&app, &id, "again").await), "Crashy: again");
+    // With the context on, it is recorded right after the agent is back (see the model spec).
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let received = activity(&app, &id, "a2a_receive").await;
+    assert!(
+        received.is_empty(),
+        "no restart context when it is off: {received:?}"
+    );
 }
 
 async fn a_file_write_restarts_once_and_a_burst_of_writes_at_most_twice(
@@ -319,12 +336,37 @@ async fn a_file_write_restarts_once_and_a_burst_of_writes_at_most_twice(
         "ten writes caused {} cycles",
         total - 1
     );
+    // The agent is told once per run of coalesced cycles, after the last: at least once for the
+    // first write and once for the burst, never more often than it was restarted.
+    let told = eventually(ONLINE, || async {
+        let told = restart_contexts(&app, &id).await;
+        (told.len() >= 2).then_some(told)
+    })
+    .await;
+    assert!(
+        told.len() <= total,
+        "{} messages for {total} cycles",
+        told.len()
+    );
+    assert!(told.iter().all(|row| row["status"] == "ok"), "{told:?}");
     let listed = app
         .get(&format!("/workspaces/{id}/files?path=notes&depth=1"))
         .await
         .expect(200);
     assert_eq!(listed.as_array().unwrap().len(), 10, "{listed}");
     assert_eq!(decisions_with(&app, &id, "files_written").await, 11);
+}
+
+/// The `a2a_receive` rows of the restart-context messages `id` was sent.
+async fn restart_contexts(app: &TestApp, id: &str) -> Vec<Value> {
+    activity(app, id, "a2a_receive")
+        .await
+        .into_iter()
+        .filter(|row| {
+            row["request_body"]["params"]["message"]["metadata"]["source"]
+                == "system:restart-context"
+        })
+        .collect()
 }
 
 /// The restart cycles once at least `at_least` ran and the workspace stayed online for `quiet`.
@@ -580,6 +622,43 @@ async fn the_callers_model_wins_and_a_restart_keeps_the_operators_model(
         "{env:?}"
     );
     assert_eq!(decisions_with(&app, &id, "secrets_changed").await, 1);
+
+    // Back online, the agent is told it was restarted and which keys it has now: MODEL by
+    // name, as set since its previous session, and never its value.
+    let context = eventually(ONLINE, || async {
+        restart_contexts(&app, &id).await.into_iter().next()
+    })
+    .await;
+    let message = &context["request_body"]["params"]["message"];
+    let text = message["parts"][0]["text"].as_str().unwrap_or_default();
+    assert!(text.contains("Your workspace was restarted at"), "{text}");
+    assert!(text.contains("and was last heard from at"), "{text}");
+    assert!(
+        text.contains("Set or changed since your previous session started: MODEL."),
+        "{text}"
+    );
+    assert!(
+        message["metadata"]["env_keys"]
+            .as_array()
+            .is_some_and(|keys| keys.contains(&json!("MODEL"))),
+        "{context}"
+    );
+    assert_eq!(
+        message["metadata"]["changed_env_keys"],
+        json!(["MODEL"]),
+        "{context}"
+    );
+    assert_eq!(context["source_id"], Value::Null);
+    assert_eq!(
+        context["summary"],
+        "message/send from system:restart-context → Modelled"
+    );
+    assert!(
+        !context.to_string().contains("operator:model-b"),
+        "{context}"
+    );
+    // The reference agent answers it like any message.
+    assert_eq!(context["status"], "ok", "{context}");
 }
 
 async fn without_a_runtime_file_operations_answer_503_and_nothing_is_written(backend: DbBackend) {

@@ -52,12 +52,19 @@ async fn register_heartbeat_degrade_and_recover(backend: DbBackend) {
     let ws = app.get(&format!("/workspaces/{id}")).await.expect(200);
     assert_eq!(ws["status"], "online");
     assert_eq!(ws["active_tasks"], 1);
+    assert_eq!(ws["uptime_seconds"], 5);
     let wedged = json!({ "workspace_id": id, "error_rate": 0.0, "runtime_state": "wedged" });
     agent.post("/registry/heartbeat", wedged).await.expect(200);
     assert_eq!(
         app.get(&format!("/workspaces/{id}")).await.expect(200)["status"],
         "degraded"
     );
+    // A new registration is a new session: the last one's uptime does not stand for it.
+    let again = json!({ "id": id, "url": "http://127.0.0.1:9/a2a", "agent_card": { "name": "agent", "skills": [] } });
+    agent.post("/registry/register", again).await.expect(200);
+    let ws = app.get(&format!("/workspaces/{id}")).await.expect(200);
+    assert_eq!(ws["status"], "online");
+    assert_eq!(ws["uptime_seconds"], 0);
 
     let kinds: Vec<String> = app
         .get(&format!("/events/{id}"))
