@@ -147,6 +147,37 @@ async fn terminate(child: &mut Child, timeout: Duration) {
     }
 }
 
+/// How long a start watches a new agent for an early exit before it leaves it to register.
+const START_WATCH: Duration = Duration::from_secs(2);
+
+/// Watches a just-started agent until its port accepts connections or [`START_WATCH`] passes,
+/// and returns its exit code if it exited first (`-1` for a signal). The port was free when
+/// the host chose it, but any program (an outgoing connection included) may take it before the
+/// agent binds; the agent then exits at once, and without this the workspace would sit in
+/// `provisioning` until the provision timeout instead of being started again on another port.
+async fn exited_before_listening(child: &mut Child, port: u16) -> Option<i32> {
+    let deadline = tokio::time::Instant::now() + START_WATCH;
+    loop {
+        if let Ok(Some(status)) = child.try_wait() {
+            return Some(status.code().unwrap_or(-1));
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return None;
+        }
+        let probe = tokio::net::TcpStream::connect(("127.0.0.1", port));
+        if let Ok(Ok(_)) = tokio::time::timeout(Duration::from_millis(200), probe).await {
+            // Listening (or another listener holds the port: then the agent is exiting, and
+            // the health sweep and provision timeout take it from here).
+            return child
+                .try_wait()
+                .ok()
+                .flatten()
+                .map(|status| status.code().unwrap_or(-1));
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 /// Stops agents a previous host left running, recognised by pid file and command line.
 fn stop_leftovers(root: &Path) {
     let Ok(entries) = std::fs::read_dir(root) else {
@@ -222,11 +253,19 @@ impl ContainerRuntime for ProcessRuntime {
         if let Some(path) = &self.path_env {
             command.env("PATH", path);
         }
-        let child = command
+        let mut child = command
             .spawn()
             .map_err(|e| RuntimeError::Failed(format!("starting {}: {e}", self.agent.display())))?;
         if let Some(pid) = child.id() {
             let _ = std::fs::write(dir.join(PID_FILE), pid.to_string());
+        }
+        if let Some(code) = exited_before_listening(&mut child, port).await {
+            let _ = std::fs::remove_file(dir.join(PID_FILE));
+            let log = std::fs::read_to_string(dir.join(LOG_FILE)).unwrap_or_default();
+            return Err(RuntimeError::Failed(format!(
+                "the agent exited with code {code} before it listened on port {port}: {}",
+                tail_lines(&log, 5)
+            )));
         }
         self.agents.lock().await.insert(
             id,

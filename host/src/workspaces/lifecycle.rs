@@ -454,6 +454,7 @@ async fn start_agent(
 }
 
 fn is_port_taken(message: &str) -> bool {
+    let message = message.to_ascii_lowercase();
     message.contains("port is already allocated") || message.contains("address already in use")
 }
 

@@ -867,6 +867,84 @@ mod process_only {
         );
     }
 
+    /// Writes an executable shell script `name` with `body` into `dir`.
+    fn script(dir: &std::path::Path, name: &str, body: &str) -> std::path::PathBuf {
+        let path = dir.join(name);
+        std::fs::write(&path, format!("#!/bin/sh\n{body}")).unwrap();
+        std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+            .unwrap();
+        path
+    }
+
+    /// The port the host chose can be taken before the agent binds it (by any program, an
+    /// outgoing connection included). The agent then exits at once; the host sees that and
+    /// starts it again on another port instead of waiting out the provision timeout.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_agent_whose_port_was_taken_is_started_again_on_another() {
+        let bin = tempfile::tempdir().unwrap();
+        let ports = bin.path().join("ports");
+        // The first start fails the way the agent does when its port is taken; later ones
+        // run the real agent.
+        let agent = script(
+            bin.path(),
+            "agent",
+            &format!(
+                "echo \"$MOLECULE_AGENT_LISTEN\" >> {ports}\n\
+                 if [ \"$(wc -l < {ports})\" -eq 1 ]; then\n\
+                 echo \"Error: binding $MOLECULE_AGENT_LISTEN\" >&2\n\
+                 echo \"Caused by: Address already in use (os error 98)\" >&2\n\
+                 exit 1\nfi\nexec {real}\n",
+                ports = ports.display(),
+                real = molecule_e2e::agent_binary().display(),
+            ),
+        );
+        let app = TestApp::spawn_with(DbBackend::Sqlite, |c| {
+            process_runtime(c);
+            c.runtime.agent_binary = Some(agent);
+        })
+        .await;
+        let id = app.create_workspace("Retried", None).await;
+        let online = wait_online(&app, &id).await;
+        let tried: Vec<String> = std::fs::read_to_string(&ports)
+            .unwrap()
+            .lines()
+            .map(str::to_owned)
+            .collect();
+        assert_eq!(tried.len(), 2, "{tried:?}");
+        assert_ne!(tried[0], tried[1], "another port the second time");
+        assert_eq!(
+            online["url"],
+            format!("http://{}", tried[1]),
+            "the URL is the second port's"
+        );
+    }
+
+    /// An agent that dies before it listens fails its workspace at once, with its last words,
+    /// instead of leaving it `provisioning` until the timeout.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_agent_that_exits_at_start_fails_its_workspace_at_once() {
+        let bin = tempfile::tempdir().unwrap();
+        let agent = script(
+            bin.path(),
+            "agent",
+            "echo 'config.yaml: no model configured' >&2\nexit 3\n",
+        );
+        let app = TestApp::spawn_with(DbBackend::Sqlite, |c| {
+            process_runtime(c);
+            c.runtime.agent_binary = Some(agent);
+            c.runtime.provision_timeout_secs = 3600;
+        })
+        .await;
+        let id = app.create_workspace("Doomed", None).await;
+        let failed = wait_status(&app, &id, "failed").await;
+        let reason = failed["last_sample_error"].as_str().unwrap();
+        assert!(
+            reason.contains("the agent exited with code 3 before it listened")
+                && reason.contains("no model configured"),
+            "{reason}"
+        );
+    }
+
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_workspace_whose_agent_never_registers_fails_at_the_provision_timeout() {
         let bin = tempfile::tempdir().unwrap();
