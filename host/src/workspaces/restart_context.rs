@@ -51,11 +51,15 @@ impl Session {
         Session::from_heartbeat(row.last_heartbeat_at, row.uptime_seconds)
     }
 
+    /// The uptime is the agent's own report: one too large for a date goes back to the
+    /// earliest date there is rather than failing.
     fn from_heartbeat(last: Option<DateTime<Utc>>, uptime_seconds: i64) -> Option<Session> {
         let last_heard = last?;
-        let uptime = chrono::Duration::seconds(uptime_seconds.max(0));
+        let started = chrono::Duration::try_seconds(uptime_seconds.max(0))
+            .and_then(|uptime| last_heard.checked_sub_signed(uptime))
+            .unwrap_or(DateTime::<Utc>::MIN_UTC);
         Some(Session {
-            started: last_heard - uptime,
+            started,
             last_heard,
         })
     }
@@ -65,8 +69,8 @@ impl Session {
 pub fn message(restart: Restart, keys: &[SecretInfo]) -> Value {
     let time = |t: DateTime<Utc>| t.to_rfc3339_opts(SecondsFormat::Secs, true);
     let names: Vec<&str> = keys.iter().map(|k| k.key.as_str()).collect();
-    // The previous session's environment was fixed when it started; without one, nothing
-    // counts as new.
+    // The previous session's environment was fixed when it started; without one, only keys
+    // set since the restart began count as new.
     let since = restart.previous.map_or(restart.at, |s| s.started);
     let changed: Vec<&str> = keys
         .iter()
@@ -241,6 +245,8 @@ mod tests {
     #[test]
     fn a_session_starts_its_reported_uptime_before_its_last_heartbeat() {
         assert!(Session::from_heartbeat(None, 90).is_none());
+        let absurd = Session::from_heartbeat(Some(at("2026-11-30T10:00:00Z")), i64::MAX).unwrap();
+        assert_eq!(absurd.started, DateTime::<Utc>::MIN_UTC);
         let session = Session::from_heartbeat(Some(at("2026-11-30T10:00:00Z")), 90).unwrap();
         assert_eq!(session.started, at("2026-11-30T09:58:30Z"));
         assert_eq!(session.last_heard, at("2026-11-30T10:00:00Z"));
