@@ -51,11 +51,13 @@ impl Session {
         Session::from_heartbeat(row.last_heartbeat_at, row.uptime_seconds)
     }
 
-    /// The uptime is the agent's own report: one too large for a date goes back to the
-    /// earliest date there is rather than failing.
+    /// Agents report whole seconds (truncated), so the session may have started up to a second
+    /// before `last - uptime`; the earlier bound is taken, so a secret set in that second counts
+    /// as one the session lacked rather than one it had. The uptime is the agent's own report:
+    /// one too large for a date goes back to the earliest date there is rather than failing.
     fn from_heartbeat(last: Option<DateTime<Utc>>, uptime_seconds: i64) -> Option<Session> {
         let last_heard = last?;
-        let started = chrono::Duration::try_seconds(uptime_seconds.max(0))
+        let started = chrono::Duration::try_seconds(uptime_seconds.max(0).saturating_add(1))
             .and_then(|uptime| last_heard.checked_sub_signed(uptime))
             .unwrap_or(DateTime::<Utc>::MIN_UTC);
         Some(Session {
@@ -248,7 +250,8 @@ mod tests {
         let absurd = Session::from_heartbeat(Some(at("2026-11-30T10:00:00Z")), i64::MAX).unwrap();
         assert_eq!(absurd.started, DateTime::<Utc>::MIN_UTC);
         let session = Session::from_heartbeat(Some(at("2026-11-30T10:00:00Z")), 90).unwrap();
-        assert_eq!(session.started, at("2026-11-30T09:58:30Z"));
+        // 90 s reported means 90 to 91 s: the earlier start.
+        assert_eq!(session.started, at("2026-11-30T09:58:29Z"));
         assert_eq!(session.last_heard, at("2026-11-30T10:00:00Z"));
     }
 }
