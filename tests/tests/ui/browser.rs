@@ -225,17 +225,10 @@ impl Browser {
     /// its status, and the browser's console log. Never panics: it runs when something is
     /// already wrong.
     pub async fn report(&self, shot: &str) -> String {
-        let mut out = String::new();
-        match self.client.screenshot().await {
-            Ok(png) => {
-                let path = screenshot_dir().join(format!("{}-{shot}.png", self.test));
-                match std::fs::write(&path, png) {
-                    Ok(()) => out.push_str(&format!("screenshot: {}\n", path.display())),
-                    Err(e) => out.push_str(&format!("screenshot not written: {e}\n")),
-                }
-            }
-            Err(e) => out.push_str(&format!("no screenshot: {e}\n")),
-        }
+        let mut out = match self.try_screenshot(shot).await {
+            Ok(path) => format!("screenshot: {}\n", path.display()),
+            Err(e) => format!("no screenshot: {e}\n"),
+        };
         let page = self
             .client
             .execute(
@@ -341,10 +334,16 @@ impl Browser {
 
     /// Writes `<test>-<name>.png` into the screenshot dir.
     pub async fn screenshot(&self, name: &str) -> PathBuf {
-        let png = self.client.screenshot().await.expect("a screenshot");
+        self.try_screenshot(name)
+            .await
+            .unwrap_or_else(|e| panic!("screenshot {name}: {e}"))
+    }
+
+    async fn try_screenshot(&self, name: &str) -> Result<PathBuf, String> {
+        let png = self.client.screenshot().await.map_err(|e| e.to_string())?;
         let path = screenshot_dir().join(format!("{}-{name}.png", self.test));
-        std::fs::write(&path, png).expect("writing the screenshot");
-        path
+        std::fs::write(&path, png).map_err(|e| format!("writing {}: {e}", path.display()))?;
+        Ok(path)
     }
 
     /// Signs in on the sign-in page with `token` and waits for the org tree.
