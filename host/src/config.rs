@@ -98,11 +98,20 @@ pub struct Config {
     /// `CORS_ORIGINS`: comma-separated list of allowed browser origins.
     #[serde(deserialize_with = "comma_list")]
     pub cors_origins: Vec<String>,
-    /// `MOLECULE_ENABLE_TEST_TOKENS=1` keeps the test-token route open in production.
+    /// `MOLECULE_ENABLE_TEST_TOKENS=1` opens the test-token route outside development (it
+    /// still demands admin credentials there).
     #[serde(deserialize_with = "loose_bool")]
     pub enable_test_tokens: bool,
-    /// `RATE_LIMIT`: requests per minute per client.
+    /// Seconds a workspace token minted through the API lives (`POST /workspaces/:id/tokens`,
+    /// the test-token route). The tokens the host writes for its own agents are rotated at
+    /// every provision instead.
+    pub workspace_token_ttl_secs: u64,
+    /// `RATE_LIMIT`: requests per minute per client (per live token; per address without one).
     pub rate_limit_per_minute: u32,
+    /// Reverse proxies (IP addresses or CIDR blocks) whose `X-Forwarded-For` names the client;
+    /// from anyone else the header is ignored. Empty: the TCP peer is always the client.
+    #[serde(deserialize_with = "comma_list")]
+    pub trusted_proxies: Vec<String>,
     /// Largest request body accepted on any route, in bytes.
     pub max_body_bytes: usize,
     /// Seconds a shutdown waits for open connections (requests in flight, live streams whose
@@ -408,7 +417,9 @@ impl Default for Config {
                 "http://localhost:3001".into(),
             ],
             enable_test_tokens: false,
+            workspace_token_ttl_secs: 30 * 24 * 3600,
             rate_limit_per_minute: 600,
+            trusted_proxies: Vec::new(),
             max_body_bytes: 1024 * 1024,
             shutdown_grace_secs: 10,
             liveness: LivenessConfig::default(),
@@ -490,9 +501,14 @@ impl Config {
         self.env == Environment::Production
     }
 
-    /// Development fail-open: development environment and no admin token configured.
+    /// Development fail-open (for callers on loopback): development environment and no admin
+    /// token configured.
     pub fn dev_fail_open(&self) -> bool {
         self.env == Environment::Development && self.admin_token().is_none()
+    }
+
+    pub fn is_development(&self) -> bool {
+        self.env == Environment::Development
     }
 
     /// The admin token, treating an empty value as unset.
@@ -508,9 +524,15 @@ impl Config {
         Duration::from_secs(self.shutdown_grace_secs)
     }
 
-    /// Whether `GET /admin/workspaces/:id/test-token` answers at all.
+    /// Whether `GET /admin/workspaces/:id/test-token` answers at all: in development, or when
+    /// explicitly enabled. Forgetting `MOLECULE_ENV` never opens it.
     pub fn test_tokens_enabled(&self) -> bool {
-        !self.is_production() || self.enable_test_tokens
+        self.is_development() || self.enable_test_tokens
+    }
+
+    /// How long a workspace token minted through the API lives.
+    pub fn workspace_token_ttl(&self) -> Duration {
+        Duration::from_secs(self.workspace_token_ttl_secs.max(1))
     }
 }
 

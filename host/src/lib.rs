@@ -75,6 +75,12 @@ impl Services {
                 "MOLECULE_ENV=production requires SECRETS_ENCRYPTION_KEY (base64 of 32 bytes)"
             );
         }
+        if config.is_production() && config.admin_token().is_none() {
+            anyhow::bail!(
+                "MOLECULE_ENV=production requires an admin token (ADMIN_TOKEN or MOLECULE_ADMIN_TOKEN): \
+                 without one a fresh install would be open to the first caller"
+            );
+        }
         if !cipher.encrypts() {
             tracing::warn!(
                 "no SECRETS_ENCRYPTION_KEY configured: secrets are stored unencrypted (encryption_version 0)"
@@ -83,6 +89,9 @@ impl Services {
         let db = Db::connect(&config.database_url(), config.database_max_connections).await?;
         let cluster = Arc::new(cluster::Cluster::join(&db)?);
         db.migrate().await.context("migrating the database")?;
+        auth::settle_install_mode(&db, &config)
+            .await
+            .context("reading the install mode")?;
         let events = EventBus::new(db.clone(), cluster.replica);
         let guard = auth::Guard::new(&config, db.clone());
         let mut resolvers = extensions::registry::ResolverSettings {
@@ -168,6 +177,16 @@ pub async fn run(
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
+    let addr = listener
+        .local_addr()
+        .context("reading the listen address")?;
+    if config.is_development() && !addr.ip().is_loopback() {
+        anyhow::bail!(
+            "MOLECULE_ENV=development opens conveniences (the test-token route, open reads, the \
+             canvas recognised by its Origin) and only listens on loopback; {addr} is not: bind \
+             127.0.0.1 or use another environment"
+        );
+    }
     let svc = Services::start(config).await?;
     log_startup(&svc, &listener);
     if svc.db.backend() == store::Backend::Sqlite {
@@ -189,7 +208,7 @@ pub async fn run(
     let metrics = Arc::new(http::Metrics::new());
     svc.extensions.metrics.register(&mut metrics.registry());
     svc.cluster.leases.register(&mut metrics.registry());
-    let state = http::AppState::new(svc.clone(), metrics, stop.clone());
+    let state = http::AppState::new(svc.clone(), metrics, stop.clone())?;
     sweepers::spawn_all(&svc, &tracker, &stop);
     sweepers::spawn_extension_sync(&svc, &tracker, &stop);
     let (relay, relay_stop) = (svc.events.clone(), stop.clone());
@@ -351,19 +370,27 @@ pub enum Notice {
 pub const TEST_TOKENS_NOTICE: &str =
     "test-token route enabled: GET /admin/workspaces/:id/test-token mints workspace tokens";
 
+/// Development mode: operators confirm from the boot log which conveniences are on.
+pub const DEVELOPMENT_NOTICE: &str = "MOLECULE_ENV=development: for callers on loopback only, \
+     the test-token route is open, GET /workspaces/:id and POST /registry/check-access need no \
+     token, and a browser Origin from cors_origins is accepted as the canvas";
+
 /// What the boot log says about the doors this configuration leaves open.
 pub fn startup_notices(config: &Config) -> Vec<Notice> {
     let mut notices = Vec::new();
     if config.test_tokens_enabled() {
         notices.push(Notice::Info(TEST_TOKENS_NOTICE));
     }
+    if config.is_development() {
+        notices.push(Notice::Warn(DEVELOPMENT_NOTICE));
+    }
     if config.dev_fail_open() {
         notices.push(Notice::Warn(
-            "development mode without ADMIN_TOKEN: authentication and rate limits are open",
+            "development mode without ADMIN_TOKEN: admin routes and rate limits are open to callers on loopback",
         ));
     } else if config.admin_token().is_none() {
         notices.push(Notice::Warn(
-            "no ADMIN_TOKEN configured: admin routes stay open until the first token is minted",
+            "no ADMIN_TOKEN configured: admin routes are open until the first credential is issued (once, for good)",
         ));
     }
     notices
@@ -378,7 +405,10 @@ mod tests {
     fn the_boot_log_says_when_the_test_token_route_is_open() {
         let says =
             |config: &Config| startup_notices(config).contains(&Notice::Info(TEST_TOKENS_NOTICE));
-        assert!(says(&Config::default()));
+        assert!(
+            !says(&Config::default()),
+            "closed when MOLECULE_ENV is unset"
+        );
         let production = Config {
             env: Environment::Production,
             ..Config::default()
@@ -390,6 +420,15 @@ mod tests {
                 ..production
             }),
             "unless explicitly enabled"
+        );
+        let development = Config {
+            env: Environment::Development,
+            ..Config::default()
+        };
+        assert!(says(&development), "open in development");
+        assert!(
+            startup_notices(&development).contains(&Notice::Warn(DEVELOPMENT_NOTICE)),
+            "development says what it opens"
         );
     }
 }

@@ -22,6 +22,10 @@ pub struct Api {
     pub client: reqwest::Client,
     /// Sent as the bearer on every request when set.
     pub token: Option<String>,
+    /// The workspace tokens creation answers handed out (workspaces whose agent the host does
+    /// not start get theirs there), so [`Api::register`] can act as their agent. Shared by every
+    /// clone of this client.
+    pub agent_tokens: std::sync::Arc<std::sync::Mutex<std::collections::HashMap<String, String>>>,
 }
 
 /// A running host and the database it owns. Dereferences to its [`Api`] client.
@@ -230,6 +234,7 @@ impl TestApp {
                     .build()
                     .expect("a client"),
                 token,
+                agent_tokens: Default::default(),
             },
             config,
             db,
@@ -423,25 +428,72 @@ impl Api {
         self.call(Method::DELETE, path, None, &[]).await
     }
 
-    /// Creates a workspace and returns its id.
+    /// Creates a workspace and returns its id (remembering the token its creation answer
+    /// carries, for [`Api::register`]).
     pub async fn create_workspace(&self, name: &str, parent: Option<&str>) -> String {
         let mut body = serde_json::json!({ "name": name });
         if let Some(parent) = parent {
             body["parent_id"] = Value::String(parent.to_owned());
         }
         let created = self.post("/workspaces", body).await.expect(201);
-        created["id"].as_str().expect("an id").to_owned()
+        let id = created["id"].as_str().expect("an id").to_owned();
+        self.remember_agent_token(&created);
+        id
     }
 
-    /// Registers the agent of `id` and returns the token minted for it, if any.
+    /// Remembers the workspace token a creation answer carries (`connection.auth_token`).
+    pub fn remember_agent_token(&self, created: &Value) {
+        if let (Some(id), Some(token)) = (
+            created["id"].as_str(),
+            created["connection"]["auth_token"].as_str(),
+        ) {
+            self.agent_tokens
+                .lock()
+                .expect("agent tokens")
+                .insert(id.to_owned(), token.to_owned());
+        }
+    }
+
+    /// The token the agent of `id` holds: the one its creation answer carried, else one this
+    /// client (the operator) mints for it.
+    pub async fn agent_token(&self, id: &str) -> String {
+        let known = self
+            .agent_tokens
+            .lock()
+            .expect("agent tokens")
+            .get(id)
+            .cloned();
+        match known {
+            Some(token) => token,
+            None => {
+                let minted = self
+                    .post(&format!("/workspaces/{id}/tokens"), serde_json::json!({}))
+                    .await
+                    .expect(201);
+                let token = minted["auth_token"].as_str().expect("a token").to_owned();
+                self.agent_tokens
+                    .lock()
+                    .expect("agent tokens")
+                    .insert(id.to_owned(), token.clone());
+                token
+            }
+        }
+    }
+
+    /// Registers the agent of `id` as that agent would, with its own token, and returns the
+    /// token.
     pub async fn register(&self, id: &str) -> Option<String> {
+        let token = self.agent_token(id).await;
         let body = serde_json::json!({
             "id": id,
             "url": "http://127.0.0.1:9/a2a",
             "agent_card": { "name": "agent", "skills": [] },
         });
-        let reply = self.post("/registry/register", body).await.expect(200);
-        reply["auth_token"].as_str().map(str::to_owned)
+        self.with_token(&token)
+            .post("/registry/register", body)
+            .await
+            .expect(200);
+        Some(token)
     }
 }
 
@@ -765,12 +817,12 @@ impl Api {
         url: &str,
     ) -> (String, String) {
         let id = self.create_workspace(name, parent).await;
+        let token = self.agent_token(&id).await;
         let body = serde_json::json!({ "id": id, "url": url, "agent_card": { "name": name, "skills": [] } });
-        let reply = self.post("/registry/register", body).await.expect(200);
-        let token = reply["auth_token"]
-            .as_str()
-            .expect("a token at first registration")
-            .to_owned();
+        self.with_token(&token)
+            .post("/registry/register", body)
+            .await
+            .expect(200);
         (id, token)
     }
 

@@ -185,6 +185,7 @@ impl ReplicaSet {
                 .build()
                 .expect("a client"),
             token: Some(ADMIN_TOKEN.to_owned()),
+            agent_tokens: Default::default(),
         };
         let mut replica = Replica {
             name,

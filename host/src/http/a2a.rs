@@ -16,9 +16,12 @@ use uuid::Uuid;
 
 use super::AppState;
 use super::error::{ApiError, ApiResult};
-use super::extract::{AdminAuth, ApiJson, ApiQuery, Caller, WorkspaceAuth, WorkspacePath};
+use super::extract::{
+    AdminAuth, ApiJson, ApiQuery, Caller, Creds, WorkspaceAuth, WorkspacePath, calling_workspace,
+};
 use super::openapi::{ErrorBody, WorkspaceIdParam};
 use super::workspaces::WorkspaceGone;
+use crate::auth::Credentials;
 use crate::delegation::proxy::{self, Call, Message, OnBusy, Sent};
 use crate::delegation::tasks::{self, Created, Finished, NewDelegation};
 use crate::delegation::{self, forward::TransportError};
@@ -80,28 +83,21 @@ struct Queued {
     message: &'static str,
 }
 
-/// The caller of an A2A request: `X-Workspace-ID` (which must bring its own token when it holds
-/// any), else the workspace whose token is the bearer, else the canvas.
+/// The caller of an A2A request: `X-Workspace-ID` (with its own token, or the operator's; a
+/// removed workspace is never a caller), else the workspace whose token is the bearer, else the
+/// canvas, which must hold the operator's token (an `Origin` is no credential outside
+/// development).
 async fn a2a_caller(
     state: &AppState,
     caller: Caller,
-    headers: &HeaderMap,
+    creds: &Credentials,
 ) -> ApiResult<delegation::Caller> {
-    let guard = &state.svc.guard;
-    match caller {
-        Caller::Workspace(id) => {
-            guard
-                .workspace_self(crate::auth::bearer(headers), id)
-                .await?;
-            Ok(delegation::Caller::Workspace(id))
+    match calling_workspace(state, &caller, creds).await? {
+        Some(id) => Ok(delegation::Caller::Workspace(id)),
+        None => {
+            state.svc.guard.canvas(creds).await?;
+            Ok(delegation::Caller::Canvas)
         }
-        Caller::Canvas => match guard.token_workspace(headers).await? {
-            Some(id) => Ok(delegation::Caller::Workspace(id)),
-            None => {
-                guard.canvas_or_bearer(headers).await?;
-                Ok(delegation::Caller::Canvas)
-            }
-        },
     }
 }
 
@@ -144,9 +140,10 @@ async fn proxy_a2a(
     WorkspacePath(target): WorkspacePath,
     caller: Caller,
     headers: HeaderMap,
+    Creds(creds): Creds,
     ApiJson(body): ApiJson<Value>,
 ) -> ApiResult<Response> {
-    let caller = a2a_caller(&state, caller, &headers).await?;
+    let caller = a2a_caller(&state, caller, &creds).await?;
     let timeout = caller_timeout(&headers)?;
     let message = Message::normalize(body).map_err(ApiError::bad_request)?;
     let call = Call {

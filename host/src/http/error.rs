@@ -94,6 +94,7 @@ impl From<AuthError> for ApiError {
             AuthError::MissingWorkspace => ApiError::Status(status, "missing workspace auth token"),
             AuthError::InvalidWorkspace => ApiError::Status(status, "invalid workspace auth token"),
             AuthError::Required => ApiError::Status(status, "auth required"),
+            AuthError::Forbidden(message) => ApiError::forbidden(message),
             AuthError::Unavailable(cause) => {
                 tracing::error!(error = ?cause, "auth check could not reach the database");
                 ApiError::Body(

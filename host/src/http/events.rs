@@ -24,7 +24,8 @@ use uuid::Uuid;
 use super::AppState;
 use super::error::{ApiError, ApiResult};
 use super::extract::{
-    AdminAuth, ApiJson, Caller, CanvasOrBearer, WorkspaceAuth, parse_workspace_id,
+    AdminAuth, ApiJson, Caller, CanvasAuth, Creds, WorkspaceAuth, calling_workspace,
+    parse_workspace_id,
 };
 use super::openapi::{ErrorBody, StatusBody, WorkspaceIdParam};
 use super::registry::CallerHeader;
@@ -119,8 +120,9 @@ struct WsQuery {
     token: Option<String>,
 }
 
-/// The live event stream over WebSocket: every event for the canvas (admin), or the events of
-/// the workspaces an agent (`X-Workspace-ID`) may talk to.
+/// The live event stream over WebSocket: every event for the canvas (the operator's token), or
+/// the events of the workspaces an agent may talk to (`X-Workspace-ID` with its own token). The
+/// token may come as `?token=`, since browsers cannot set WebSocket headers.
 #[utoipa::path(
     get,
     path = "/ws",
@@ -137,6 +139,7 @@ async fn websocket(
     State(state): State<AppState>,
     caller: Caller,
     headers: HeaderMap,
+    Creds(mut creds): Creds,
     Query(q): Query<WsQuery>,
     upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> ApiResult<Response> {
@@ -148,16 +151,23 @@ async fn websocket(
     {
         return Err(ApiError::forbidden("origin not allowed"));
     }
-    let token = crate::auth::bearer(&headers).or(q.token.as_deref());
-    match caller {
-        Caller::Workspace(id) => state.svc.guard.workspace_self(token, id).await?,
-        Caller::Canvas => state.svc.guard.admin_with(token).await?,
+    if creds.bearer.is_none() {
+        creds.bearer = q.token.filter(|t| !t.is_empty()).map(Into::into);
     }
+    // Without `X-Workspace-ID` this is the canvas's stream of every event: the operator's
+    // token only (a workspace token is not the canvas).
+    let client = match caller {
+        Caller::Workspace(_) => calling_workspace(&state, &caller, &creds).await?,
+        Caller::Canvas => {
+            state.svc.guard.canvas(&creds).await?;
+            None
+        }
+    };
     // axum's own rejection is plain text; every answer of this API is a JSON error body.
     let upgrade =
         upgrade.map_err(|_| ApiError::bad_request("expected a WebSocket upgrade request"))?;
     let subscription = state.svc.events.subscribe();
-    Ok(upgrade.on_upgrade(move |socket| serve_socket(state, caller, subscription, socket)))
+    Ok(upgrade.on_upgrade(move |socket| serve_socket(state, client, subscription, socket)))
 }
 
 /// Whether a browser's `Origin` names the host it is talking to: the console the host serves
@@ -230,19 +240,18 @@ async fn send_close(socket: &mut WebSocket, code: u16, reason: &'static str) {
     let _ = tokio::time::timeout(CLOSE_TIMEOUT, socket.send(frame)).await;
 }
 
+/// Streams events to one subscriber: every event to the canvas (`client` `None`), the events of
+/// the workspaces it may talk to for an agent.
 async fn serve_socket(
     state: AppState,
-    caller: Caller,
+    client: Option<Uuid>,
     mut subscription: Subscription,
     mut socket: WebSocket,
 ) {
-    let mut access = match caller {
-        Caller::Workspace(client) => Some(AccessCache {
-            client,
-            decisions: HashMap::new(),
-        }),
-        Caller::Canvas => None,
-    };
+    let mut access = client.map(|client| AccessCache {
+        client,
+        decisions: HashMap::new(),
+    });
     loop {
         tokio::select! {
             () = state.shutdown.cancelled() => {
@@ -344,14 +353,22 @@ fn workspace_stream(
     })
 }
 
-/// The canvas viewport. Open.
+/// The canvas viewport, for the canvas (the operator's token; open in development on loopback,
+/// as the original's canvas reads it without one).
 #[utoipa::path(
     get,
     path = "/canvas/viewport",
     tag = "events",
     responses((status = 200, body = Viewport)),
+    security(("admin_token" = [])),
 )]
-async fn get_viewport(State(state): State<AppState>) -> ApiResult<impl IntoResponse> {
+async fn get_viewport(
+    State(state): State<AppState>,
+    Creds(creds): Creds,
+) -> ApiResult<impl IntoResponse> {
+    if !state.svc.guard.development(&creds) {
+        state.svc.guard.canvas(&creds).await?;
+    }
     let (x, y, zoom) = store::canvas::viewport(&state.svc.db)
         .await?
         .unwrap_or((0.0, 0.0, 1.0));
@@ -365,7 +382,8 @@ struct Viewport {
     zoom: f64,
 }
 
-/// Saves the canvas viewport (any valid token, or a browser on an allowed origin).
+/// Saves the canvas viewport: the canvas only (the operator's token; in development on
+/// loopback, also a browser on an allowed origin). An `Origin` is never a credential elsewhere.
 #[utoipa::path(
     put,
     path = "/canvas/viewport",
@@ -375,11 +393,11 @@ struct Viewport {
         (status = 200, body = StatusBody),
         (status = 400, description = "Not finite, or zoom not positive", body = ErrorBody),
     ),
-    security(("admin_token" = []), ("workspace_token" = [])),
+    security(("admin_token" = [])),
 )]
 async fn put_viewport(
     State(state): State<AppState>,
-    _: CanvasOrBearer,
+    _: CanvasAuth,
     ApiJson(body): ApiJson<Viewport>,
 ) -> ApiResult<impl IntoResponse> {
     if !(body.x.is_finite() && body.y.is_finite() && body.zoom.is_finite() && body.zoom > 0.0) {

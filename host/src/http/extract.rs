@@ -1,9 +1,10 @@
 //! Extractors that parse and authorise at the edge, so handlers receive typed, checked values.
 
 use std::collections::HashMap;
+use std::net::SocketAddr;
 
 use axum::extract::rejection::JsonRejection;
-use axum::extract::{FromRequest, FromRequestParts, Path, Query, Request};
+use axum::extract::{ConnectInfo, FromRequest, FromRequestParts, Path, Query, Request};
 use axum::http::StatusCode;
 use axum::http::request::Parts;
 use serde::de::DeserializeOwned;
@@ -12,6 +13,7 @@ use uuid::Uuid;
 
 use super::AppState;
 use super::error::ApiError;
+use crate::auth::{Credentials, Principal};
 
 /// A JSON body whose rejections are mapped to our error bodies (never axum's plain text, which
 /// quotes the offending input).
@@ -102,6 +104,29 @@ async fn path_param(parts: &mut Parts, state: &AppState, name: &str) -> Result<S
         .ok_or_else(|| ApiError::bad_request("invalid path"))
 }
 
+/// What the request brings to be authenticated: its bearer, its `Origin` and whether its
+/// connection came from loopback. Never fails; the guards decide.
+#[derive(Debug, Clone)]
+pub struct Creds(pub Credentials);
+
+impl Creds {
+    pub fn of(parts: &Parts) -> Credentials {
+        let peer = parts
+            .extensions
+            .get::<ConnectInfo<SocketAddr>>()
+            .map(|ConnectInfo(addr)| addr.ip());
+        Credentials::from_request(&parts.headers, peer)
+    }
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for Creds {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
+        Ok(Creds(Creds::of(parts)))
+    }
+}
+
 /// The `{id}` of a workspace route, after WorkspaceAuth for that workspace passed.
 #[derive(Debug, Clone, Copy)]
 pub struct WorkspaceAuth(pub Uuid);
@@ -113,9 +138,30 @@ impl FromRequestParts<AppState> for WorkspaceAuth {
         parts: &mut Parts,
         state: &AppState,
     ) -> Result<Self, Self::Rejection> {
+        Ok(WorkspaceAuth(
+            WorkspaceAccess::from_request_parts(parts, state).await?.id,
+        ))
+    }
+}
+
+/// [`WorkspaceAuth`] that also says who passed: the operator, or the workspace itself (whose
+/// token may do less on some routes).
+#[derive(Debug, Clone, Copy)]
+pub struct WorkspaceAccess {
+    pub id: Uuid,
+    pub principal: Principal,
+}
+
+impl FromRequestParts<AppState> for WorkspaceAccess {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
         let id = parse_workspace_id(&path_param(parts, state, "id").await?)?;
-        state.svc.guard.workspace(&parts.headers, id).await?;
-        Ok(WorkspaceAuth(id))
+        let principal = state.svc.guard.workspace(&Creds::of(parts), id).await?;
+        Ok(WorkspaceAccess { id, principal })
     }
 }
 
@@ -147,24 +193,41 @@ impl FromRequestParts<AppState> for AdminAuth {
         parts: &mut Parts,
         state: &AppState,
     ) -> Result<Self, Self::Rejection> {
-        state.svc.guard.admin(&parts.headers).await?;
+        state.svc.guard.admin(&Creds::of(parts)).await?;
         Ok(AdminAuth)
     }
 }
 
-/// Proof that CanvasOrBearer passed.
+/// Proof that the canvas check passed: the operator's token (or, in development on loopback,
+/// an allowed browser `Origin`).
 #[derive(Debug, Clone, Copy)]
-pub struct CanvasOrBearer;
+pub struct CanvasAuth;
 
-impl FromRequestParts<AppState> for CanvasOrBearer {
+impl FromRequestParts<AppState> for CanvasAuth {
     type Rejection = ApiError;
 
     async fn from_request_parts(
         parts: &mut Parts,
         state: &AppState,
     ) -> Result<Self, Self::Rejection> {
-        state.svc.guard.canvas_or_bearer(&parts.headers).await?;
-        Ok(CanvasOrBearer)
+        state.svc.guard.canvas(&Creds::of(parts)).await?;
+        Ok(CanvasAuth)
+    }
+}
+
+/// Proof that some live credential was presented (the operator's or any workspace's).
+#[derive(Debug, Clone, Copy)]
+pub struct AnyAuth;
+
+impl FromRequestParts<AppState> for AnyAuth {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
+        state.svc.guard.any(&Creds::of(parts)).await?;
+        Ok(AnyAuth)
     }
 }
 
@@ -199,5 +262,33 @@ impl FromRequestParts<AppState> for Caller {
         Uuid::parse_str(raw)
             .map(Caller::Workspace)
             .map_err(|_| ApiError::bad_request("invalid X-Workspace-ID"))
+    }
+}
+
+/// The workspace an agent-facing request acts for: `X-Workspace-ID` (whose own token, or the
+/// operator's, must come with it; the workspace must be live), else the workspace whose token is
+/// the bearer; `None` when neither names one (the canvas or the operator). A removed workspace is
+/// never a caller, whatever credential comes with its id.
+pub async fn calling_workspace(
+    state: &AppState,
+    caller: &Caller,
+    creds: &Credentials,
+) -> Result<Option<Uuid>, ApiError> {
+    match caller {
+        Caller::Workspace(id) => {
+            state.svc.guard.agent(creds, *id).await?;
+            match crate::workspaces::get_live(&state.svc, *id).await {
+                Ok(_) => Ok(Some(*id)),
+                Err(crate::workspaces::WorkspaceError::NotFound)
+                | Err(crate::workspaces::WorkspaceError::Removed(_)) => Err(ApiError::forbidden(
+                    "the calling workspace does not exist or was removed",
+                )),
+                Err(err) => Err(err.into()),
+            }
+        }
+        Caller::Canvas => match state.svc.guard.bearer_principal(creds).await? {
+            Some(Principal::Workspace(id)) => Ok(Some(id)),
+            Some(Principal::Admin) | None => Ok(None),
+        },
     }
 }

@@ -57,13 +57,17 @@ pub struct AppState {
 }
 
 impl AppState {
-    pub fn new(svc: Services, metrics: Arc<Metrics>, shutdown: CancellationToken) -> Self {
-        let limiter = Arc::new(RateLimiter::new(&svc.config));
+    pub fn new(
+        svc: Services,
+        metrics: Arc<Metrics>,
+        shutdown: CancellationToken,
+    ) -> anyhow::Result<Self> {
+        let limiter = Arc::new(RateLimiter::new(&svc.config)?);
         let mcp_calls = Arc::new(KeyedLimiter::new(
             governor::Quota::per_minute,
             svc.config.a2a.mcp_per_minute,
         ));
-        AppState {
+        Ok(AppState {
             svc,
             metrics,
             limiter,
@@ -73,12 +77,13 @@ impl AppState {
             )),
             mcp_calls,
             shutdown,
-        }
+        })
     }
 
     /// Forgets rate-limit buckets of clients that have gone quiet.
     pub fn housekeep(&self) {
         self.limiter.retain_recent();
+        self.svc.guard.forget_stale_limiter_keys();
         self.org_mints.retain_recent();
         self.mcp_calls.retain_recent();
     }

@@ -13,7 +13,7 @@ use uuid::Uuid;
 
 use super::AppState;
 use super::error::{ApiError, ApiResult};
-use super::extract::{AdminAuth, ApiJson, ApiQuery, WorkspaceAuth, WorkspacePath};
+use super::extract::{AdminAuth, AnyAuth, ApiJson, ApiQuery, WorkspaceAuth, WorkspacePath};
 use super::openapi::{ErrorBody, WorkspaceIdParam};
 use super::workspaces::WorkspaceGone;
 use crate::plugins::drift::{self, Applied, ApplyError, Rollout};
@@ -250,7 +250,7 @@ struct RegistryQuery {
     runtime: Option<String>,
 }
 
-/// The local plugin registry. Open.
+/// The local plugin registry (any live credential).
 #[utoipa::path(
     get,
     path = "/plugins",
@@ -260,9 +260,11 @@ struct RegistryQuery {
         (status = 200, body = Vec<RegistryPlugin>),
         (status = 400, description = "Invalid query", body = ErrorBody),
     ),
+    security(("admin_token" = []), ("workspace_token" = [])),
 )]
 async fn registry(
     State(state): State<AppState>,
+    _: AnyAuth,
     ApiQuery(q): ApiQuery<RegistryQuery>,
 ) -> impl IntoResponse {
     axum::Json(plugins::registry(&state.svc, q.runtime.as_deref()))
@@ -274,14 +276,15 @@ struct Schemes {
     schemes: Vec<String>,
 }
 
-/// The plugin source schemes on offer. Open.
+/// The plugin source schemes on offer (any live credential).
 #[utoipa::path(
     get,
     path = "/plugins/sources",
     tag = "plugins",
     responses((status = 200, body = Schemes)),
+    security(("admin_token" = []), ("workspace_token" = [])),
 )]
-async fn sources(State(state): State<AppState>) -> impl IntoResponse {
+async fn sources(State(state): State<AppState>, _: AnyAuth) -> impl IntoResponse {
     axum::Json(Schemes {
         schemes: plugins::schemes(&state.svc),
     })
@@ -455,7 +458,7 @@ struct AllowlistBody {
     request_body = AllowlistBody,
     responses(
         (status = 200, body = Allowlist),
-        (status = 400, description = "Invalid plugin name or workspace id", body = ErrorBody),
+        (status = 400, description = "Invalid plugin name or workspace id, or not an org root", body = ErrorBody),
         (status = 404, description = "No such workspace", body = ErrorBody),
         (status = 410, description = "The workspace was removed", body = WorkspaceGone),
     ),
@@ -467,7 +470,12 @@ async fn put_allowlist(
     WorkspacePath(id): WorkspacePath,
     ApiJson(body): ApiJson<AllowlistBody>,
 ) -> ApiResult<impl IntoResponse> {
-    crate::workspaces::get_live(&state.svc, id).await?;
+    let org = crate::workspaces::get_live(&state.svc, id).await?;
+    if org.parent_id.is_some() {
+        return Err(ApiError::bad_request(
+            "an allow-list belongs to an org's root workspace; this workspace has a parent",
+        ));
+    }
     let mut names: Vec<String> = body.plugins.iter().map(|n| n.trim().to_owned()).collect();
     if names.iter().any(|n| !plugins::valid_name(n)) {
         return Err(ApiError::bad_request("invalid plugin name"));

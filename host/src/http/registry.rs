@@ -1,9 +1,7 @@
 //! `/registry`: agents register, heartbeat and publish their cards; peers discover each other.
 
 use axum::extract::State;
-use axum::http::HeaderMap;
 use axum::response::IntoResponse;
-use secrecy::ExposeSecret as _;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use utoipa::ToSchema;
@@ -13,10 +11,10 @@ use uuid::Uuid;
 
 use super::AppState;
 use super::error::{ApiError, ApiResult};
-use super::extract::{ApiJson, Caller, WorkspacePath};
+use super::extract::{ApiJson, Caller, Creds, WorkspacePath, calling_workspace};
 use super::openapi::{ErrorBody, StatusBody, WorkspaceIdParam};
 use super::workspaces::WorkspaceGone;
-use crate::auth;
+use crate::auth::Principal;
 use crate::store::{
     self,
     workspaces::{HeartbeatReport, WorkspaceRow},
@@ -57,12 +55,11 @@ struct RegisterBody {
 #[derive(Debug, Serialize, ToSchema)]
 struct Registered {
     status: &'static str,
-    /// The workspace's first token, minted at its first registration (shown once).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    auth_token: Option<String>,
 }
 
-/// An agent announces where it serves. A workspace holding tokens must present one of its own.
+/// An agent announces where it serves, with its workspace's own token (written to
+/// `/configs/.auth_token` for managed agents, returned at creation for others). Registration
+/// never mints a token.
 #[utoipa::path(
     post,
     path = "/registry/register",
@@ -74,18 +71,14 @@ struct Registered {
         (status = 404, description = "No such workspace", body = ErrorBody),
         (status = 410, description = "The workspace was removed", body = WorkspaceGone),
     ),
-    security((), ("workspace_token" = [])),
+    security(("workspace_token" = [])),
 )]
 async fn register(
     State(state): State<AppState>,
-    headers: HeaderMap,
+    Creds(creds): Creds,
     ApiJson(body): ApiJson<RegisterBody>,
 ) -> ApiResult<impl IntoResponse> {
-    state
-        .svc
-        .guard
-        .workspace_self(auth::bearer(&headers), body.id)
-        .await?;
+    state.svc.guard.agent(&creds, body.id).await?;
     let assigned = store::workspaces::get(&state.svc.db, body.id)
         .await?
         .filter(|row| registry::runtime_assigned(&state.svc, row, &body.url))
@@ -95,12 +88,9 @@ async fn register(
     if body.agent_card.as_ref().is_some_and(|c| !c.is_object()) {
         return Err(ApiError::bad_request("agent_card must be an object"));
     }
-    let registered = registry::register(&state.svc, body.id, &url, body.agent_card).await?;
+    registry::register(&state.svc, body.id, &url, body.agent_card).await?;
     Ok(axum::Json(Registered {
         status: "registered",
-        auth_token: registered
-            .auth_token
-            .map(|token| token.expose_secret().to_owned()),
     }))
 }
 
@@ -131,18 +121,14 @@ struct HeartbeatBody {
         (status = 404, description = "No such workspace", body = ErrorBody),
         (status = 410, description = "The workspace was removed", body = WorkspaceGone),
     ),
-    security((), ("workspace_token" = [])),
+    security(("workspace_token" = [])),
 )]
 async fn heartbeat(
     State(state): State<AppState>,
-    headers: HeaderMap,
+    Creds(creds): Creds,
     ApiJson(body): ApiJson<HeartbeatBody>,
 ) -> ApiResult<impl IntoResponse> {
-    state
-        .svc
-        .guard
-        .workspace_self(auth::bearer(&headers), body.workspace_id)
-        .await?;
+    state.svc.guard.agent(&creds, body.workspace_id).await?;
     if !(0.0..=1.0).contains(&body.error_rate) {
         return Err(ApiError::bad_request("error_rate must be between 0 and 1"));
     }
@@ -187,18 +173,14 @@ struct UpdateCardBody {
         (status = 404, description = "No such workspace", body = ErrorBody),
         (status = 410, description = "The workspace was removed", body = WorkspaceGone),
     ),
-    security((), ("workspace_token" = [])),
+    security(("workspace_token" = [])),
 )]
 async fn update_card(
     State(state): State<AppState>,
-    headers: HeaderMap,
+    Creds(creds): Creds,
     ApiJson(body): ApiJson<UpdateCardBody>,
 ) -> ApiResult<impl IntoResponse> {
-    state
-        .svc
-        .guard
-        .workspace_self(auth::bearer(&headers), body.workspace_id)
-        .await?;
+    state.svc.guard.agent(&creds, body.workspace_id).await?;
     if !body.agent_card.is_object() {
         return Err(ApiError::bad_request("agent_card must be an object"));
     }
@@ -236,7 +218,8 @@ fn peer(svc: &crate::Services, row: &WorkspaceRow) -> Peer {
 /// Forwarding hops discovery follows before giving up.
 const MAX_FORWARD_HOPS: usize = 5;
 
-/// Another workspace, for an agent that may talk to it (following forwards).
+/// Another workspace, for an agent that may talk to it (following forwards). The caller is
+/// `X-Workspace-ID` with its own token, or the workspace whose token is the bearer.
 #[utoipa::path(
     get,
     path = "/registry/discover/{id}",
@@ -244,26 +227,27 @@ const MAX_FORWARD_HOPS: usize = 5;
     params(WorkspaceIdParam, CallerHeader),
     responses(
         (status = 200, body = Peer),
-        (status = 400, description = "X-Workspace-ID missing or invalid, or invalid id", body = ErrorBody),
-        (status = 403, description = "The workspaces may not communicate, or a reserved caller id", body = ErrorBody),
+        (status = 400, description = "No calling workspace, or an invalid id or X-Workspace-ID", body = ErrorBody),
+        (status = 403, description = "The workspaces may not communicate, a removed caller, or a reserved caller id", body = ErrorBody),
         (status = 404, description = "No such workspace", body = ErrorBody),
     ),
-    security((), ("workspace_token" = [])),
+    security(("workspace_token" = [])),
 )]
 async fn discover(
     State(state): State<AppState>,
     WorkspacePath(target): WorkspacePath,
     caller: Caller,
-    headers: HeaderMap,
+    Creds(creds): Creds,
 ) -> ApiResult<impl IntoResponse> {
-    let Caller::Workspace(caller) = caller else {
+    if matches!(caller, Caller::Canvas) && creds.bearer.is_none() {
+        return Err(ApiError::Status(
+            axum::http::StatusCode::UNAUTHORIZED,
+            "missing workspace auth token",
+        ));
+    }
+    let Some(caller) = calling_workspace(&state, &caller, &creds).await? else {
         return Err(ApiError::bad_request("X-Workspace-ID header is required"));
     };
-    state
-        .svc
-        .guard
-        .workspace_self(auth::bearer(&headers), caller)
-        .await?;
     if !can_communicate(&state.svc.db, caller, target).await? {
         return Err(ApiError::forbidden("workspaces may not communicate"));
     }
@@ -280,7 +264,9 @@ async fn discover(
     Ok(axum::Json(peer(&state.svc, &row)))
 }
 
-/// The workspaces `id` may talk to: its parent, its children and its siblings.
+/// The workspaces `id` may talk to: its parent, its children and its siblings. For an agent
+/// (`X-Workspace-ID` with its own token, or its token as the bearer) that may talk to `id`, or
+/// the canvas (the operator's token).
 #[utoipa::path(
     get,
     path = "/registry/{id}/peers",
@@ -289,7 +275,7 @@ async fn discover(
     responses(
         (status = 200, body = Vec<Peer>),
         (status = 400, description = "Invalid id or X-Workspace-ID", body = ErrorBody),
-        (status = 403, description = "The workspaces may not communicate, or a reserved caller id", body = ErrorBody),
+        (status = 403, description = "The workspaces may not communicate, a removed caller, or a reserved caller id", body = ErrorBody),
         (status = 404, description = "No such workspace", body = ErrorBody),
         (status = 410, description = "The workspace was removed", body = WorkspaceGone),
     ),
@@ -299,20 +285,15 @@ async fn peers(
     State(state): State<AppState>,
     WorkspacePath(id): WorkspacePath,
     caller: Caller,
-    headers: HeaderMap,
+    Creds(creds): Creds,
 ) -> ApiResult<impl IntoResponse> {
-    match caller {
-        Caller::Workspace(caller) => {
-            state
-                .svc
-                .guard
-                .workspace_self(auth::bearer(&headers), caller)
-                .await?;
+    match calling_workspace(&state, &caller, &creds).await? {
+        Some(caller) => {
             if !can_communicate(&state.svc.db, caller, id).await? {
                 return Err(ApiError::forbidden("workspaces may not communicate"));
             }
         }
-        Caller::Canvas => state.svc.guard.canvas_or_bearer(&headers).await?,
+        None => state.svc.guard.canvas(&creds).await?,
     }
     let peers = access::peers(&state.svc, id).await?;
     Ok(axum::Json(
@@ -334,18 +315,35 @@ struct Access {
     allowed: bool,
 }
 
-/// Whether two workspaces may communicate (parent, child or sibling). Open.
+/// Whether two workspaces may communicate (parent, child or sibling): for the operator, or for
+/// a workspace asking about itself as the caller (open in development, on loopback).
 #[utoipa::path(
     post,
     path = "/registry/check-access",
     tag = "registry",
     request_body = CheckAccessBody,
-    responses((status = 200, body = Access)),
+    responses(
+        (status = 200, body = Access),
+        (status = 403, description = "A workspace asked about another caller than itself", body = ErrorBody),
+    ),
+    security(("admin_token" = []), ("workspace_token" = [])),
 )]
 async fn check_access(
     State(state): State<AppState>,
+    Creds(creds): Creds,
     ApiJson(body): ApiJson<CheckAccessBody>,
 ) -> ApiResult<impl IntoResponse> {
+    if !state.svc.guard.development(&creds) {
+        match state.svc.guard.any(&creds).await? {
+            Principal::Admin => {}
+            Principal::Workspace(me) if me == body.caller_id => {}
+            Principal::Workspace(_) => {
+                return Err(ApiError::forbidden(
+                    "a workspace may only ask about its own access",
+                ));
+            }
+        }
+    }
     let allowed = can_communicate(&state.svc.db, body.caller_id, body.target_id).await?;
     Ok(axum::Json(Access { allowed }))
 }

@@ -13,7 +13,7 @@ use uuid::Uuid;
 
 use super::AppState;
 use super::error::{ApiError, ApiResult};
-use super::extract::{AdminAuth, ApiJson, ApiQuery, WorkspaceAuth, WorkspacePath};
+use super::extract::{AdminAuth, ApiJson, ApiQuery, Creds, WorkspaceAuth, WorkspacePath};
 use super::openapi::{ErrorBody, StatusBody, WorkspaceIdParam};
 use super::workspaces::WorkspaceGone;
 use crate::workspaces::get_live;
@@ -53,6 +53,9 @@ struct WorkspaceToken {
     prefix: String,
     created_at: DateTime<Utc>,
     last_used_at: Option<DateTime<Utc>>,
+    /// When it stops working; `null` for the agent's own token, which the host rotates at every
+    /// (re)provision instead.
+    expires_at: Option<DateTime<Utc>>,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -96,6 +99,7 @@ async fn list(
             prefix: t.prefix,
             created_at: t.created_at,
             last_used_at: t.last_used_at,
+            expires_at: t.expires_at,
         })
         .collect();
     Ok(axum::Json(WorkspaceTokens {
@@ -109,11 +113,42 @@ struct TokenMinted {
     /// The token; shown once.
     auth_token: String,
     workspace_id: Uuid,
+    /// When it stops working (`workspace_token_ttl_secs` after minting).
+    expires_at: Option<DateTime<Utc>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     message: Option<&'static str>,
 }
 
-/// Mints another token for the workspace.
+/// The 429 answer when a workspace already holds the maximum of minted tokens.
+fn too_many_tokens() -> ApiError {
+    ApiError::Status(
+        StatusCode::TOO_MANY_REQUESTS,
+        "this workspace holds the maximum of 5 live minted tokens; revoke one first",
+    )
+}
+
+/// Mints a token for the workspace and answers it (shown once).
+async fn mint_for(
+    state: &AppState,
+    id: Uuid,
+    message: Option<&'static str>,
+) -> ApiResult<TokenMinted> {
+    get_live(&state.svc, id).await?;
+    let lifetime = auth::Lifetime::Expires(state.svc.config.workspace_token_ttl());
+    let Some(token) = auth::issue_workspace_token(&state.svc.db, id, lifetime).await? else {
+        return Err(too_many_tokens());
+    };
+    Ok(TokenMinted {
+        auth_token: token.plaintext.expose_secret().to_owned(),
+        workspace_id: id,
+        expires_at: token.expires_at,
+        message,
+    })
+}
+
+/// Mints another token for the workspace: for tools, or for an external agent's credential
+/// (the operator re-mints it here). At most 5 minted tokens live at once, each expiring after
+/// `workspace_token_ttl_secs`.
 #[utoipa::path(
     post,
     path = "/workspaces/{id}/tokens",
@@ -124,30 +159,21 @@ struct TokenMinted {
         (status = 400, description = "Invalid workspace id", body = ErrorBody),
         (status = 404, description = "No such workspace", body = ErrorBody),
         (status = 410, description = "The workspace was removed", body = WorkspaceGone),
-        (status = 429, description = "The workspace holds the maximum of live tokens", body = ErrorBody),
+        (status = 429, description = "The workspace holds the maximum of live minted tokens", body = ErrorBody),
     ),
     security(("workspace_token" = [])),
 )]
-
 async fn create(
     State(state): State<AppState>,
     WorkspaceAuth(id): WorkspaceAuth,
 ) -> ApiResult<impl IntoResponse> {
-    get_live(&state.svc, id).await?;
-    let Some(token) = auth::issue_workspace_token(&state.svc.db, id).await? else {
-        return Err(ApiError::Status(
-            StatusCode::TOO_MANY_REQUESTS,
-            "too many live tokens for this workspace; revoke some first",
-        ));
-    };
-    Ok((
-        StatusCode::CREATED,
-        axum::Json(TokenMinted {
-            auth_token: token.plaintext.expose_secret().to_owned(),
-            workspace_id: id,
-            message: Some("store this token now; it cannot be shown again"),
-        }),
-    ))
+    let minted = mint_for(
+        &state,
+        id,
+        Some("store this token now; it cannot be shown again"),
+    )
+    .await?;
+    Ok((StatusCode::CREATED, axum::Json(minted)))
 }
 
 /// Revokes one of the workspace's tokens.
@@ -256,6 +282,7 @@ async fn create_org(
     State(state): State<AppState>,
     _: AdminAuth,
     ConnectInfo(peer): ConnectInfo<std::net::SocketAddr>,
+    headers: HeaderMap,
     ApiJson(body): ApiJson<OrgTokenBody>,
 ) -> ApiResult<impl IntoResponse> {
     let name = body
@@ -268,7 +295,7 @@ async fn create_org(
     {
         return Err(ApiError::bad_request("invalid token name"));
     }
-    let client = peer.ip().to_string();
+    let client = super::ratelimit::client_address(&state, &headers, peer.ip()).to_string();
     if let Err(retry_after_secs) = state.org_mints.check(&client) {
         return Err(ApiError::RateLimited { retry_after_secs });
     }
@@ -310,8 +337,10 @@ async fn revoke_org(
     Ok(axum::Json(StatusBody { status: "revoked" }))
 }
 
-/// Mints a token for tests and local tooling. Hidden (404) in production unless explicitly
-/// enabled; demands the admin token when one is configured (an org token does not do).
+/// Mints a token for tests and local tooling, as the original's own CI flows do. It exists only
+/// in development or when `enable_test_tokens` is set (404 otherwise: forgetting `MOLECULE_ENV`
+/// never opens it), and always demands the operator's credentials (in development on loopback
+/// without an admin token, the operator is anyone there).
 #[utoipa::path(
     get,
     path = "/admin/workspaces/{id}/test-token",
@@ -320,31 +349,20 @@ async fn revoke_org(
     responses(
         (status = 200, body = TokenMinted),
         (status = 400, description = "Invalid workspace id", body = ErrorBody),
-        (status = 404, description = "No such workspace, or the route is disabled (production)", body = ErrorBody),
+        (status = 404, description = "No such workspace, or the route is disabled (outside development without enable_test_tokens)", body = ErrorBody),
         (status = 410, description = "The workspace was removed", body = WorkspaceGone),
-        (status = 429, description = "The workspace holds the maximum of live tokens", body = ErrorBody),
+        (status = 429, description = "The workspace holds the maximum of live minted tokens", body = ErrorBody),
     ),
     security(("admin_token" = [])),
 )]
 async fn test_token(
     State(state): State<AppState>,
     WorkspacePath(id): WorkspacePath,
-    headers: HeaderMap,
+    Creds(creds): Creds,
 ) -> ApiResult<impl IntoResponse> {
     if !state.svc.config.test_tokens_enabled() {
         return Err(ApiError::not_found("not found"));
     }
-    state.svc.guard.admin_token_required(&headers)?;
-    get_live(&state.svc, id).await?;
-    let Some(token) = auth::issue_workspace_token(&state.svc.db, id).await? else {
-        return Err(ApiError::Status(
-            StatusCode::TOO_MANY_REQUESTS,
-            "too many live tokens for this workspace; revoke some first",
-        ));
-    };
-    Ok(axum::Json(TokenMinted {
-        auth_token: token.plaintext.expose_secret().to_owned(),
-        workspace_id: id,
-        message: None,
-    }))
+    state.svc.guard.admin(&creds).await?;
+    Ok(axum::Json(mint_for(&state, id, None).await?))
 }

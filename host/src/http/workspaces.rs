@@ -16,12 +16,14 @@ use uuid::Uuid;
 use super::AppState;
 use super::error::{ApiError, ApiResult};
 use super::extract::{
-    AdminAuth, ApiJson, ApiQuery, WorkspaceAuth, WorkspacePath, contains_nul, nul_rejection,
+    AdminAuth, ApiJson, ApiQuery, Creds, WorkspaceAccess, WorkspaceAuth, WorkspacePath,
+    contains_nul, nul_rejection,
 };
 use super::openapi::{ErrorBody, WorkspaceIdParam};
+use crate::auth::Principal;
+use crate::store;
 use crate::store::workspaces::WorkspaceRow;
 use crate::workspaces::{self, CreateRequest, PatchRequest, Status, WorkspaceError};
-use crate::{auth, store};
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
@@ -182,7 +184,9 @@ struct WorkspaceCreated {
     /// Present (true) for an external workspace.
     #[serde(skip_serializing_if = "Option::is_none")]
     external: Option<bool>,
-    /// For an external workspace without a URL: how its agent connects (shown once).
+    /// For a workspace whose agent the host does not start (external, or no runtime): its
+    /// credential and how its agent connects (shown once; an admin can mint another with
+    /// `POST /workspaces/{id}/tokens`).
     #[serde(skip_serializing_if = "Option::is_none")]
     connection: Option<Connection>,
 }
@@ -312,7 +316,9 @@ impl WorkspaceGone {
     }
 }
 
-/// One workspace. Open: the canvas reads it without a token.
+/// One workspace: for the operator, the workspace itself, or a workspace that may talk to it
+/// (an agent reads its own row and its parent's). Open in development on loopback, where the
+/// original's canvas reads it without a token.
 #[utoipa::path(
     get,
     path = "/workspaces/{id}",
@@ -321,15 +327,28 @@ impl WorkspaceGone {
     responses(
         (status = 200, body = WorkspaceDetail),
         (status = 400, description = "Invalid workspace id or query", body = ErrorBody),
+        (status = 403, description = "The caller's workspace may not talk to this one", body = ErrorBody),
         (status = 404, description = "No such workspace", body = ErrorBody),
         (status = 410, description = "The workspace was removed", body = WorkspaceGone),
     ),
+    security(("admin_token" = []), ("workspace_token" = [])),
 )]
 async fn get_one(
     State(state): State<AppState>,
     WorkspacePath(id): WorkspacePath,
+    Creds(creds): Creds,
     ApiQuery(q): ApiQuery<GetQuery>,
 ) -> ApiResult<impl IntoResponse> {
+    if !state.svc.guard.development(&creds) {
+        match state.svc.guard.any(&creds).await? {
+            Principal::Admin => {}
+            Principal::Workspace(me) => {
+                if !workspaces::access::can_communicate(&state.svc.db, me, id).await? {
+                    return Err(ApiError::forbidden("workspaces may not communicate"));
+                }
+            }
+        }
+    }
     match workspaces::get_live(&state.svc, id).await {
         Ok(row) => Ok(axum::Json(detail(&row))),
         Err(WorkspaceError::Removed(row)) if q.include_removed => Ok(axum::Json(detail(&row))),
@@ -422,7 +441,13 @@ struct Updated {
     needs_restart: Option<bool>,
 }
 
-/// Changes a workspace's fields.
+/// The fields a workspace's own token may change: how it is shown. Where it sits in the tree,
+/// what it runs with and what it may mount are the operator's.
+const DISPLAY_FIELDS: &[&str] = &["name", "role", "x", "y", "collapsed"];
+
+/// Changes a workspace's fields. The workspace's own token changes its display fields only
+/// (`name`, `role`, canvas position, `collapsed`); `parent_id`, `tier`, `runtime`,
+/// `update_tier` and `workspace_dir` need the operator's token (403 otherwise).
 #[utoipa::path(
     patch,
     path = "/workspaces/{id}",
@@ -432,6 +457,7 @@ struct Updated {
     responses(
         (status = 200, body = Updated),
         (status = 400, description = "Invalid or unknown fields, a cycle, or no such parent", body = ErrorBody),
+        (status = 403, description = "A workspace token tried to change an operator's field", body = ErrorBody),
         (status = 404, description = "No such workspace", body = ErrorBody),
         (status = 409, description = "The name is taken under this parent", body = ErrorBody),
         (status = 410, description = "The workspace was removed", body = WorkspaceGone),
@@ -440,9 +466,20 @@ struct Updated {
 )]
 async fn patch(
     State(state): State<AppState>,
-    WorkspaceAuth(id): WorkspaceAuth,
+    access: WorkspaceAccess,
     ApiJson(body): ApiJson<Map<String, Value>>,
 ) -> ApiResult<impl IntoResponse> {
+    let id = access.id;
+    // `budget_limit` is ignored whoever sends it (only PATCH /budget changes it).
+    if !access.principal.is_admin()
+        && body
+            .keys()
+            .any(|key| !DISPLAY_FIELDS.contains(&key.as_str()) && key != "budget_limit")
+    {
+        return Err(ApiError::forbidden(
+            "a workspace token may change only name, role, x, y and collapsed; parent_id, tier, runtime, update_tier and workspace_dir need an admin or org token",
+        ));
+    }
     let patched = workspaces::patch(&state.svc, id, parse_patch(body)?).await?;
     Ok(axum::Json(Updated {
         status: "updated",
@@ -565,8 +602,8 @@ struct WorkspaceState {
     deleted: bool,
 }
 
-/// What an agent polls to learn whether it should keep running. A workspace holding tokens
-/// must present one of its own (or the admin token); one without tokens is open.
+/// What an agent polls to learn whether it should keep running: with its own token (or the
+/// operator's).
 #[utoipa::path(
     get,
     path = "/workspaces/{id}/state",
@@ -577,18 +614,14 @@ struct WorkspaceState {
         (status = 400, description = "Invalid workspace id", body = ErrorBody),
         (status = 404, description = "Deleted or removed (`deleted: true`)", body = WorkspaceState),
     ),
-    security((), ("workspace_token" = [])),
+    security(("workspace_token" = [])),
 )]
 async fn state(
     State(state): State<AppState>,
     WorkspacePath(id): WorkspacePath,
-    headers: HeaderMap,
+    Creds(creds): Creds,
 ) -> ApiResult<impl IntoResponse> {
-    state
-        .svc
-        .guard
-        .workspace_self(auth::bearer(&headers), id)
-        .await?;
+    state.svc.guard.agent(&creds, id).await?;
     let (status, answer) = match store::workspaces::get(&state.svc.db, id).await? {
         None => (
             StatusCode::NOT_FOUND,

@@ -621,7 +621,10 @@ async fn check_allowlist(
     row: &store::workspaces::WorkspaceRow,
     name: &str,
 ) -> Result<(), PluginError> {
-    let org = row.parent_id.unwrap_or(row.id);
+    // The org is the tree's root, however deep the workspace sits (the original looked one level
+    // up, so a grandchild was never checked).
+    let chain = store::workspaces::ancestry(&svc.db, row.id, i64::from(u16::MAX)).await?;
+    let org = chain.last().map_or(row.id, |(root, _)| *root);
     let allowed = store::plugins::allowlist(&svc.db, org).await?;
     if !allowed.is_empty() && !allowed.iter().any(|a| a == name) {
         return Err(PluginError::NotAllowed(name.to_owned()));

@@ -13,6 +13,7 @@ mod migrate;
 pub mod plugins;
 pub mod restarts;
 pub mod secrets;
+pub mod settings;
 pub mod testing;
 #[cfg(test)]
 mod tests;
@@ -200,6 +201,7 @@ const OTHER_CONSTRAINTS: &[&str] = &[
     "a2a_queue_priority_check",
     "a2a_queue_status_check",
     "a2a_queue_active_uniq",
+    "host_settings_pkey",
 ];
 
 impl Constraint {

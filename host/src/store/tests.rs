@@ -24,6 +24,7 @@ crate::both_backends!(
     workspace_config_merge_is_shallow_and_keeps_json_types,
     mark_stale_offline_only_touches_silent_online_and_degraded_rows,
     tokens_ignore_revoked_tokens_and_removed_workspaces,
+    the_install_lock_is_stored_once_and_keeps_its_first_reason,
     the_busy_queue_keeps_one_active_copy_per_message_and_drains_by_priority,
     stranded_delegations_are_the_host_run_ones_left_unfinished_before_the_cutoff,
     a_restart_claim_coalesces_is_renewed_and_passes_on_only_once_expired,
@@ -299,8 +300,15 @@ async fn a_child_row_for_a_missing_workspace_is_workspace_missing(db: Db) {
         Constraint::WorkspaceMissing,
     );
     assert_constraint(
-        super::tokens::insert_workspace_token(&db, Uuid::new_v4(), ghost, &[7; 32], "prefix00")
-            .await,
+        super::tokens::insert_workspace_token(
+            &db,
+            Uuid::new_v4(),
+            ghost,
+            &[7; 32],
+            "prefix00",
+            None,
+        )
+        .await,
         Constraint::WorkspaceMissing,
     );
 }
@@ -339,11 +347,12 @@ async fn other_unique_violations_carry_their_constraint_name(db: Db) {
         Constraint::Other("workspaces_pkey"),
     );
     let hash = [42u8; 32];
-    super::tokens::insert_workspace_token(&db, Uuid::new_v4(), id, &hash, "prefix00")
+    super::tokens::insert_workspace_token(&db, Uuid::new_v4(), id, &hash, "prefix00", None)
         .await
         .expect("first token");
     assert_constraint(
-        super::tokens::insert_workspace_token(&db, Uuid::new_v4(), id, &hash, "prefix00").await,
+        super::tokens::insert_workspace_token(&db, Uuid::new_v4(), id, &hash, "prefix00", None)
+            .await,
         Constraint::Other("workspace_auth_tokens_hash_uniq"),
     );
     super::tokens::insert_org_token(&db, Uuid::new_v4(), &hash, "prefix00", None, None)
@@ -385,9 +394,16 @@ async fn subtree_mark_removed_and_purge_cover_a_three_level_tree(db: Db) {
         super::secrets::upsert_workspace(&db, *id, "API_KEY", b"sealed", 0)
             .await
             .unwrap();
-        super::tokens::insert_workspace_token(&db, Uuid::new_v4(), *id, &[i as u8; 32], "prefix00")
-            .await
-            .unwrap();
+        super::tokens::insert_workspace_token(
+            &db,
+            Uuid::new_v4(),
+            *id,
+            &[i as u8; 32],
+            "prefix00",
+            None,
+        )
+        .await
+        .unwrap();
         super::activity::insert(&db, &activity(*id, None))
             .await
             .unwrap();
@@ -638,7 +654,7 @@ async fn mark_stale_offline_only_touches_silent_online_and_degraded_rows(db: Db)
 
 async fn tokens_ignore_revoked_tokens_and_removed_workspaces(db: Db) {
     assert!(
-        !super::tokens::any_live_token(&db).await.unwrap(),
+        !super::tokens::any_token_issued(&db).await.unwrap(),
         "fresh install"
     );
     let id = add(&db, "Agent", None).await;
@@ -646,13 +662,13 @@ async fn tokens_ignore_revoked_tokens_and_removed_workspaces(db: Db) {
     let (live, revoked, unknown) = ([1u8; 32], [2u8; 32], [3u8; 32]);
     let live_id = Uuid::new_v4();
     let revoked_id = Uuid::new_v4();
-    super::tokens::insert_workspace_token(&db, live_id, id, &live, "live0000")
+    super::tokens::insert_workspace_token(&db, live_id, id, &live, "live0000", None)
         .await
         .unwrap();
-    super::tokens::insert_workspace_token(&db, revoked_id, id, &revoked, "revoked0")
+    super::tokens::insert_workspace_token(&db, revoked_id, id, &revoked, "revoked0", None)
         .await
         .unwrap();
-    assert!(super::tokens::any_live_token(&db).await.unwrap());
+    assert!(super::tokens::any_token_issued(&db).await.unwrap());
     assert!(
         super::tokens::revoke_workspace_token(&db, id, revoked_id)
             .await
@@ -698,28 +714,111 @@ async fn tokens_ignore_revoked_tokens_and_removed_workspaces(db: Db) {
         1
     );
 
-    // A removed workspace's token stops counting even before anything revokes it.
-    super::workspaces::set_status(&db, id, "removed")
-        .await
-        .unwrap();
+    // An expired token is neither valid, listed nor counted; one expiring later is, and counts
+    // as minted (the agent's own rotated token does not).
+    let (expired, later) = ([4u8; 32], [5u8; 32]);
+    let now = Utc::now();
+    super::tokens::insert_workspace_token(
+        &db,
+        Uuid::new_v4(),
+        id,
+        &expired,
+        "expired0",
+        Some(now - chrono::Duration::seconds(1)),
+    )
+    .await
+    .unwrap();
+    super::tokens::insert_workspace_token(
+        &db,
+        Uuid::new_v4(),
+        id,
+        &later,
+        "later000",
+        Some(now + chrono::Duration::hours(1)),
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        super::tokens::workspace_for_token(&db, &expired)
+            .await
+            .unwrap(),
+        None
+    );
+    assert_eq!(
+        super::tokens::workspace_for_token(&db, &later)
+            .await
+            .unwrap(),
+        Some(id)
+    );
+    assert_eq!(
+        super::tokens::count_live_workspace_tokens(&db, id)
+            .await
+            .unwrap(),
+        2
+    );
+    assert_eq!(
+        super::tokens::count_live_minted_workspace_tokens(&db, id)
+            .await
+            .unwrap(),
+        1
+    );
+    assert_eq!(
+        super::tokens::list_workspace_tokens(&db, id, 10, 0)
+            .await
+            .unwrap()
+            .len(),
+        2
+    );
+    // A provision rotates the agent's own token and leaves minted ones alone.
+    assert_eq!(
+        super::tokens::revoke_rotated_workspace_tokens(&db, id)
+            .await
+            .unwrap(),
+        1
+    );
     assert_eq!(
         super::tokens::workspace_for_token(&db, &live)
             .await
             .unwrap(),
         None
     );
-    assert!(!super::tokens::any_live_token(&db).await.unwrap());
+    assert_eq!(
+        super::tokens::workspace_for_token(&db, &later)
+            .await
+            .unwrap(),
+        Some(id)
+    );
 
-    // Org tokens count for the fresh-install test until revoked.
+    // A removed workspace's token stops counting even before anything revokes it.
+    super::workspaces::set_status(&db, id, "removed")
+        .await
+        .unwrap();
+    assert_eq!(
+        super::tokens::workspace_for_token(&db, &later)
+            .await
+            .unwrap(),
+        None
+    );
+
+    // Org tokens are valid until revoked.
     let org = Uuid::new_v4();
     super::tokens::insert_org_token(&db, org, &unknown, "org00000", Some("ci"), None)
         .await
         .unwrap();
-    assert!(super::tokens::any_live_token(&db).await.unwrap());
     assert!(super::tokens::org_token_valid(&db, &unknown).await.unwrap());
     assert!(super::tokens::revoke_org_token(&db, org).await.unwrap());
     assert!(!super::tokens::org_token_valid(&db, &unknown).await.unwrap());
-    assert!(!super::tokens::any_live_token(&db).await.unwrap());
+    assert!(
+        super::tokens::any_token_issued(&db).await.unwrap(),
+        "issued once is issued for good"
+    );
+}
+
+async fn the_install_lock_is_stored_once_and_keeps_its_first_reason(db: Db) {
+    assert!(!super::settings::install_locked(&db).await.unwrap());
+    super::settings::lock_install(&db, "first").await.unwrap();
+    super::settings::lock_install(&db, "second").await.unwrap();
+    assert!(super::settings::install_locked(&db).await.unwrap());
 }
 
 async fn the_busy_queue_keeps_one_active_copy_per_message_and_drains_by_priority(db: Db) {

@@ -11,6 +11,7 @@ pub struct WorkspaceTokenRow {
     pub prefix: String,
     pub created_at: DateTime<Utc>,
     pub last_used_at: Option<DateTime<Utc>>,
+    pub expires_at: Option<DateTime<Utc>>,
 }
 
 #[derive(Debug, Clone, sqlx::FromRow)]
@@ -24,29 +25,33 @@ pub struct OrgTokenRow {
     pub last_used_at: Option<DateTime<Utc>>,
 }
 
+/// Stores a workspace token; `expires_at` `None` for one that is rotated instead of expiring.
 pub async fn insert_workspace_token(
     db: &Db,
     id: Uuid,
     workspace_id: Uuid,
     hash: &[u8],
     prefix: &str,
+    expires_at: Option<DateTime<Utc>>,
 ) -> StoreResult<()> {
     on_db!(db, pool => {
         sqlx::query(
-            "INSERT INTO workspace_auth_tokens (id, workspace_id, token_hash, prefix, created_at) VALUES ($1, $2, $3, $4, $5)",
+            "INSERT INTO workspace_auth_tokens (id, workspace_id, token_hash, prefix, created_at, expires_at)
+             VALUES ($1, $2, $3, $4, $5, $6)",
         )
         .bind(id)
         .bind(workspace_id)
         .bind(hash)
         .bind(prefix)
         .bind(Utc::now())
+        .bind(expires_at)
         .execute(pool)
         .await?;
         Ok(())
     })
 }
 
-/// The live tokens of one workspace, newest first.
+/// The live (neither revoked nor expired) tokens of one workspace, newest first.
 pub async fn list_workspace_tokens(
     db: &Db,
     workspace_id: Uuid,
@@ -54,44 +59,63 @@ pub async fn list_workspace_tokens(
     offset: i64,
 ) -> StoreResult<Vec<WorkspaceTokenRow>> {
     on_db!(db, pool => Ok(sqlx::query_as(
-        "SELECT id, prefix, created_at, last_used_at FROM workspace_auth_tokens
-         WHERE workspace_id = $1 AND revoked_at IS NULL ORDER BY created_at DESC, id LIMIT $2 OFFSET $3",
+        "SELECT id, prefix, created_at, last_used_at, expires_at FROM workspace_auth_tokens
+         WHERE workspace_id = $1 AND revoked_at IS NULL AND (expires_at IS NULL OR expires_at > $4)
+         ORDER BY created_at DESC, id LIMIT $2 OFFSET $3",
     )
     .bind(workspace_id)
     .bind(limit)
     .bind(offset)
+    .bind(Utc::now())
     .fetch_all(pool)
     .await?))
 }
 
+/// Live tokens of one workspace: neither revoked nor expired.
 pub async fn count_live_workspace_tokens(db: &Db, workspace_id: Uuid) -> StoreResult<i64> {
     on_db!(db, pool => Ok(sqlx::query_scalar(
-        "SELECT COUNT(*) FROM workspace_auth_tokens WHERE workspace_id = $1 AND revoked_at IS NULL",
+        "SELECT COUNT(*) FROM workspace_auth_tokens
+         WHERE workspace_id = $1 AND revoked_at IS NULL AND (expires_at IS NULL OR expires_at > $2)",
     )
     .bind(workspace_id)
+    .bind(Utc::now())
     .fetch_one(pool)
     .await?))
 }
 
-/// Whether any live workspace token or org token exists at all (the fresh-install test).
-pub async fn any_live_token(db: &Db) -> StoreResult<bool> {
+/// Live tokens of one workspace that were minted through the API (the ones that expire).
+pub async fn count_live_minted_workspace_tokens(db: &Db, workspace_id: Uuid) -> StoreResult<i64> {
     on_db!(db, pool => Ok(sqlx::query_scalar(
-        "SELECT EXISTS (SELECT 1 FROM workspace_auth_tokens t JOIN workspaces w ON w.id = t.workspace_id
-                        WHERE t.revoked_at IS NULL AND w.status <> 'removed')
-             OR EXISTS (SELECT 1 FROM org_api_tokens WHERE revoked_at IS NULL)",
+        "SELECT COUNT(*) FROM workspace_auth_tokens
+         WHERE workspace_id = $1 AND revoked_at IS NULL AND expires_at IS NOT NULL AND expires_at > $2",
+    )
+    .bind(workspace_id)
+    .bind(Utc::now())
+    .fetch_one(pool)
+    .await?))
+}
+
+/// Whether any workspace or org token was ever issued, live or not: an install that issued one
+/// has left its fresh-install mode (databases from before that mode was stored).
+pub async fn any_token_issued(db: &Db) -> StoreResult<bool> {
+    on_db!(db, pool => Ok(sqlx::query_scalar(
+        "SELECT EXISTS (SELECT 1 FROM workspace_auth_tokens) OR EXISTS (SELECT 1 FROM org_api_tokens)",
     )
     .fetch_one(pool)
     .await?))
 }
 
-/// The workspace a live token belongs to (the workspace must not be removed); marks it used.
+/// The workspace a live token belongs to (neither revoked nor expired, and the workspace not
+/// removed); marks it used.
 pub async fn workspace_for_token(db: &Db, hash: &[u8]) -> StoreResult<Option<Uuid>> {
     on_db!(db, pool => {
         let found: Option<(Uuid, Uuid)> = sqlx::query_as(
             "SELECT t.id, t.workspace_id FROM workspace_auth_tokens t JOIN workspaces w ON w.id = t.workspace_id
-             WHERE t.token_hash = $1 AND t.revoked_at IS NULL AND w.status <> 'removed'",
+             WHERE t.token_hash = $1 AND t.revoked_at IS NULL AND (t.expires_at IS NULL OR t.expires_at > $2)
+               AND w.status <> 'removed'",
         )
         .bind(hash)
+        .bind(Utc::now())
         .fetch_optional(pool)
         .await?;
         if let Some((token_id, _)) = found {
@@ -121,10 +145,13 @@ pub async fn revoke_workspace_token(
     .rows_affected() > 0))
 }
 
-/// Revokes every live token of a workspace (a fresh one is issued on each provision).
-pub async fn revoke_all_workspace_tokens(db: &Db, workspace_id: Uuid) -> StoreResult<u64> {
+/// Revokes the workspace's rotated tokens (the agent's own, which do not expire): a fresh one
+/// is issued at each provision. Tokens minted through the API live on until they expire or are
+/// revoked.
+pub async fn revoke_rotated_workspace_tokens(db: &Db, workspace_id: Uuid) -> StoreResult<u64> {
     on_db!(db, pool => Ok(sqlx::query(
-        "UPDATE workspace_auth_tokens SET revoked_at = $2 WHERE workspace_id = $1 AND revoked_at IS NULL",
+        "UPDATE workspace_auth_tokens SET revoked_at = $2
+         WHERE workspace_id = $1 AND revoked_at IS NULL AND expires_at IS NULL",
     )
     .bind(workspace_id)
     .bind(Utc::now())

@@ -59,8 +59,10 @@ fn check_root(root: Option<&str>) -> Result<&str, FilesError> {
         ))
 }
 
+/// Refuses the token file and any path through it: on Docker, writing `.auth_token/x` would
+/// make the archive API replace the token file with a directory.
 fn check_writable(path: &RelPath) -> Result<(), FilesError> {
-    if path.as_str() == TOKEN_FILE {
+    if path.as_str().split('/').next() == Some(TOKEN_FILE) {
         return Err(FilesError::Reserved);
     }
     Ok(())
@@ -170,4 +172,31 @@ async fn after_change(
 ) -> Result<Written, FilesError> {
     let restart = lifecycle::request_restart(svc, id, Trigger::FilesWritten { paths }).await?;
     Ok(Written { target, restart })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_token_file_and_every_path_through_it_are_reserved() {
+        for reserved in [".auth_token", ".auth_token/x", ".auth_token/a/b"] {
+            let path = RelPath::parse(reserved).unwrap();
+            assert!(
+                matches!(check_writable(&path), Err(FilesError::Reserved)),
+                "{reserved}"
+            );
+        }
+        for free in [
+            ".auth_token2",
+            "x/.auth_token",
+            "config.yaml",
+            ".auth_tokens/x",
+        ] {
+            assert!(
+                check_writable(&RelPath::parse(free).unwrap()).is_ok(),
+                "{free}"
+            );
+        }
+    }
 }

@@ -412,8 +412,8 @@ async fn start_agent(
         }
     }
 
-    store::tokens::revoke_all_workspace_tokens(&svc.db, id).await?;
-    let token = crate::auth::issue_workspace_token(&svc.db, id)
+    store::tokens::revoke_rotated_workspace_tokens(&svc.db, id).await?;
+    let token = crate::auth::issue_workspace_token(&svc.db, id, crate::auth::Lifetime::Rotated)
         .await?
         .ok_or_else(|| ProvisionError {
             message: "could not issue a workspace token".into(),

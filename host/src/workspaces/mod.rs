@@ -126,23 +126,66 @@ fn check_tier(tier: i64) -> Result<i32, WorkspaceError> {
     }
 }
 
-/// Directories a workspace may never mount from the host.
+/// Directories a workspace may never mount from the host, nor anything below them.
 const SYSTEM_DIRS: &[&str] = &[
-    "/etc", "/var", "/proc", "/sys", "/dev", "/boot", "/sbin", "/bin", "/lib", "/usr",
+    "/etc", "/var", "/proc", "/sys", "/dev", "/boot", "/sbin", "/bin", "/lib", "/lib32", "/lib64",
+    "/libx32", "/usr", "/root", "/run", "/snap",
 ];
+
+/// Directories that hold everyone's files: a workspace may mount a directory below them, never
+/// the whole of one.
+const SHARED_ROOTS: &[&str] = &["/", "/home", "/tmp", "/mnt", "/media", "/opt", "/srv"];
+
+const BAD_WORKSPACE_DIR: &str = "workspace_dir must be a normalised absolute path outside system \
+     directories and the host's own data";
 
 fn check_workspace_dir(dir: &str) -> Result<(), WorkspaceError> {
     let path = std::path::Path::new(dir);
-    let escapes = path
-        .components()
-        .any(|c| matches!(c, std::path::Component::ParentDir));
+    // The path as written must be its own normal form: no `.`, `..`, doubled or trailing
+    // slashes, so what is checked here is exactly what gets mounted.
+    let mut normal = String::new();
+    for component in path.components() {
+        match component {
+            std::path::Component::RootDir => {}
+            std::path::Component::Normal(part) => {
+                normal.push('/');
+                normal.push_str(
+                    part.to_str()
+                        .ok_or(WorkspaceError::Invalid(BAD_WORKSPACE_DIR))?,
+                );
+            }
+            _ => return Err(WorkspaceError::Invalid(BAD_WORKSPACE_DIR)),
+        }
+    }
+    if normal.is_empty() {
+        normal.push('/');
+    }
     let system = SYSTEM_DIRS
         .iter()
         .any(|sys| dir == *sys || dir.starts_with(&format!("{sys}/")));
-    if !path.is_absolute() || escapes || system || dir.chars().any(char::is_control) {
-        return Err(WorkspaceError::Invalid(
-            "workspace_dir must be an absolute path outside system directories",
-        ));
+    if !path.is_absolute()
+        || normal != dir
+        || system
+        || SHARED_ROOTS.contains(&dir)
+        || dir.chars().any(char::is_control)
+    {
+        return Err(WorkspaceError::Invalid(BAD_WORKSPACE_DIR));
+    }
+    Ok(())
+}
+
+/// The host's own state must never be mountable: not its data directory (the database, tokens,
+/// other workspaces' files), nothing inside it, and no directory containing it.
+fn check_workspace_dir_against_host(
+    dir: &str,
+    data_dir: &std::path::Path,
+) -> Result<(), WorkspaceError> {
+    let data = std::path::absolute(data_dir).unwrap_or_else(|_| data_dir.to_path_buf());
+    let data = data.canonicalize().unwrap_or(data);
+    let dir = std::path::Path::new(dir);
+    let dir = dir.canonicalize().unwrap_or_else(|_| dir.to_path_buf());
+    if data.starts_with(&dir) || dir.starts_with(&data) {
+        return Err(WorkspaceError::Invalid(BAD_WORKSPACE_DIR));
     }
     Ok(())
 }
@@ -184,7 +227,8 @@ pub struct Created {
     pub awareness_namespace: String,
     pub workspace_access: String,
     pub external: bool,
-    /// For an external workspace without a URL: the token its agent will register with.
+    /// For a workspace whose agent the host does not start (external, or no runtime): the
+    /// token its agent registers and heartbeats with, shown once.
     pub auth_token: Option<secrecy::SecretString>,
 }
 
@@ -246,6 +290,9 @@ pub fn check(req: &CreateRequest) -> Result<String, WorkspaceError> {
 /// announces it. A name already used by a live sibling gets a numbered suffix.
 pub async fn create(svc: &Services, req: CreateRequest) -> Result<Created, WorkspaceError> {
     let access = check(&req)?;
+    if let Some(dir) = &req.workspace_dir {
+        check_workspace_dir_against_host(dir, &svc.config.data_dir)?;
+    }
     let tier = check_tier(req.tier)?;
     let mut sealed = Vec::with_capacity(req.secrets.len() + 1);
     for (key, value) in &req.secrets {
@@ -327,7 +374,16 @@ pub async fn create(svc: &Services, req: CreateRequest) -> Result<Created, Works
         }
     }
 
-    let mut auth_token = None;
+    // A workspace whose agent the host does not start itself (external, or no runtime here)
+    // gets its credential now, once, in the creation answer: nothing is ever open to whoever
+    // registers first. Managed agents get theirs in `/configs/.auth_token` at provision.
+    let auth_token = if external || svc.lifecycle.runtime().is_none() {
+        crate::auth::issue_workspace_token(&svc.db, id, crate::auth::Lifetime::Rotated)
+            .await?
+            .map(|t| t.plaintext)
+    } else {
+        None
+    };
     match status {
         Status::Online => {
             svc.events
@@ -339,9 +395,6 @@ pub async fn create(svc: &Services, req: CreateRequest) -> Result<Created, Works
                 .await;
         }
         Status::AwaitingAgent => {
-            auth_token = crate::auth::issue_workspace_token(&svc.db, id)
-                .await?
-                .map(|t| t.plaintext);
             svc.events
                 .emit(
                     "WORKSPACE_AWAITING_AGENT",
@@ -432,6 +485,7 @@ pub async fn patch(svc: &Services, id: Uuid, req: PatchRequest) -> Result<Patche
     }
     if let Some(Some(dir)) = &req.workspace_dir {
         check_workspace_dir(dir)?;
+        check_workspace_dir_against_host(dir, &svc.config.data_dir)?;
     }
     if let Some(Some(parent)) = req.parent_id {
         if parent == id {
@@ -600,14 +654,48 @@ mod tests {
     }
 
     #[test]
-    fn workspace_dir_must_be_absolute_and_outside_system_directories() {
+    fn workspace_dir_must_be_absolute_normalised_and_outside_system_directories() {
         assert!(check_workspace_dir("/home/me/project").is_ok());
-        for bad in ["relative", "/etc", "/usr/lib/x", "/home/../etc", "/var/lib"] {
+        assert!(check_workspace_dir("/srv/agents/qa").is_ok());
+        for bad in [
+            "relative",
+            "/",
+            "//",
+            "/etc",
+            "/usr/lib/x",
+            "/home/../etc",
+            "/var/lib",
+            "/root/.ssh",
+            "/run/docker.sock",
+            "/home",
+            "/tmp",
+            "/home/me/",
+            "/home//me",
+            "/home/./me",
+            "/home/me/..",
+        ] {
             assert!(check_workspace_dir(bad).is_err(), "{bad}");
         }
         assert!(
             check_workspace_dir("/variable").is_ok(),
             "prefix match is by path component"
         );
+    }
+
+    #[test]
+    fn workspace_dir_may_neither_hold_nor_sit_in_the_hosts_data() {
+        let data = std::path::Path::new("/srv/molecule/data");
+        assert!(check_workspace_dir_against_host("/srv/agents", data).is_ok());
+        for bad in [
+            "/srv",
+            "/srv/molecule",
+            "/srv/molecule/data",
+            "/srv/molecule/data/x",
+        ] {
+            assert!(
+                check_workspace_dir_against_host(bad, data).is_err(),
+                "{bad}"
+            );
+        }
     }
 }

@@ -132,21 +132,15 @@ pub fn peer_url(svc: &Services, row: &store::workspaces::WorkspaceRow) -> Option
     })
 }
 
-/// The result of a registration.
-#[derive(Debug)]
-pub struct Registered {
-    /// A token minted for a workspace that had none; shown to the agent exactly once.
-    pub auth_token: Option<secrecy::SecretString>,
-}
-
 /// Registers an agent for an existing, live workspace (unknown ids are refused, unlike the
-/// original, which created a row for any id).
+/// original, which created a row for any id). Registration never mints a token: the agent
+/// already holds its workspace's token, and the caller was checked against it.
 pub async fn register(
     svc: &Services,
     id: Uuid,
     url: &AgentUrl,
     agent_card: Option<Value>,
-) -> Result<Registered, WorkspaceError> {
+) -> Result<(), WorkspaceError> {
     let before = get_live(svc, id).await?;
     let reg = store::workspaces::Registration {
         url: url.as_str().to_owned(),
@@ -154,13 +148,6 @@ pub async fn register(
     };
     let Some(stored_url) = store::workspaces::register(&svc.db, id, &reg).await? else {
         return Err(WorkspaceError::NotFound);
-    };
-    let auth_token = if store::tokens::count_live_workspace_tokens(&svc.db, id).await? == 0 {
-        crate::auth::issue_workspace_token(&svc.db, id)
-            .await?
-            .map(|t| t.plaintext)
-    } else {
-        None
     };
     tracing::info!(workspace_id = %id, from = %before.status, to = "online", "workspace registered");
     svc.events
@@ -170,7 +157,7 @@ pub async fn register(
             json!({ "url": stored_url, "agent_card": agent_card }),
         )
         .await;
-    Ok(Registered { auth_token })
+    Ok(())
 }
 
 /// A heartbeat as the agent sent it, already range-checked.

@@ -1,5 +1,5 @@
-//! Admin, workspace and org tokens; fail-open and development modes; the test-token route; the
-//! CanvasOrBearer guard of the canvas viewport.
+//! Admin, workspace and org tokens; the fresh-install and development modes; the test-token
+//! route; the canvas guard of the viewport.
 
 use molecule_e2e::{ADMIN_TOKEN, Api, DbBackend, TestApp, on_both_backends};
 use molecule_host::config::Environment;
@@ -7,16 +7,16 @@ use serde_json::{Value, json};
 
 on_both_backends!(
     a_fresh_install_is_open_until_the_first_token_exists_then_admin_routes_lock,
-    registering_the_first_agent_locks_a_fresh_install,
+    creating_the_first_agent_workspace_locks_a_fresh_install,
     a_configured_admin_token_is_required_and_accepted,
     development_without_an_admin_token_leaves_everything_open,
     workspace_routes_admit_their_own_token_the_admin_and_org_tokens_only,
     workspace_tokens_are_listed_minted_and_revoked_without_showing_secrets,
-    a_workspace_holds_at_most_50_live_tokens,
+    a_workspace_holds_at_most_5_minted_tokens_and_each_expires,
     org_tokens_are_listed_without_secrets_and_can_be_revoked,
     minting_org_tokens_is_limited_to_10_an_hour_per_client,
-    the_test_token_route_is_closed_in_production_and_demands_the_admin_token,
-    the_canvas_viewport_needs_an_allowed_origin_or_a_bearer_once_locked,
+    the_test_token_route_exists_only_in_development_or_when_enabled_and_demands_the_admin,
+    the_canvas_viewport_belongs_to_the_operator_and_an_origin_counts_only_in_development,
 );
 
 /// A host with no admin token in the ordinary environment: open until a token exists.
@@ -50,10 +50,8 @@ async fn a_fresh_install_is_open_until_the_first_token_exists_then_admin_routes_
     let app = spawn_without_admin_token(backend).await;
     let anon = app.anonymous();
     anon.get("/workspaces").await.expect(200);
-    let id = anon.create_workspace("Agent", None).await;
-    patch_status(&anon, &id).await;
 
-    // Act: an org token minted while the install is still open...
+    // Act: an org token minted while the install is still open.
     let minted = anon
         .post("/org/tokens", json!({ "name": "ops" }))
         .await
@@ -64,11 +62,6 @@ async fn a_fresh_install_is_open_until_the_first_token_exists_then_admin_routes_
     let org_token = minted["auth_token"].as_str().unwrap().to_owned();
     assert_eq!(org_token.len(), 43);
     assert_eq!(minted["prefix"], &org_token[..8]);
-    // ...and the first agent's token.
-    let ws_token = anon
-        .register(&id)
-        .await
-        .expect("the first agent gets a token");
 
     // Assert: the same calls now need admin rights.
     let reply = anon.get("/workspaces").await;
@@ -78,22 +71,20 @@ async fn a_fresh_install_is_open_until_the_first_token_exists_then_admin_routes_
         reply.expect(401),
         json!({ "error": "invalid admin auth token" })
     );
+    let operator = app.with_token(&org_token);
+    let id = operator.create_workspace("Agent", None).await;
+    let ws_token = operator.agent_token(&id).await;
     // A workspace token never grants admin (the original accepted any workspace token here).
     let reply = app.with_token(&ws_token).get("/workspaces").await;
     assert_eq!(
         reply.expect(401),
         json!({ "error": "invalid admin auth token" })
     );
-    let reply = app
-        .with_token(&ws_token)
+    app.with_token(&ws_token)
         .post("/org/tokens", json!({}))
-        .await;
-    reply.expect(401);
-    let listed = app
-        .with_token(&org_token)
-        .get("/workspaces")
         .await
-        .expect(200);
+        .expect(401);
+    let listed = operator.get("/workspaces").await.expect(200);
     assert_eq!(listed[0]["id"], id.as_str());
     // The fresh-install door is shut for workspace routes too.
     let (status, body) = patch_status(&anon, &id).await;
@@ -103,16 +94,24 @@ async fn a_fresh_install_is_open_until_the_first_token_exists_then_admin_routes_
     );
 }
 
-async fn registering_the_first_agent_locks_a_fresh_install(backend: DbBackend) {
+async fn creating_the_first_agent_workspace_locks_a_fresh_install(backend: DbBackend) {
     // Arrange
     let app = spawn_without_admin_token(backend).await;
     let anon = app.anonymous();
-    let id = anon.create_workspace("Agent", None).await;
     anon.get("/workspaces").await.expect(200);
-    anon.get(&format!("/events/{id}")).await.expect(200);
 
-    // Act
-    let token = anon.register(&id).await.expect("a token");
+    // Act: the workspace's agent is started elsewhere (no runtime here), so its creation answer
+    // hands out its token: the first credential of this install.
+    let created = anon
+        .post("/workspaces", json!({ "name": "Agent" }))
+        .await
+        .expect(201);
+    let id = created["id"].as_str().unwrap().to_owned();
+    let token = created["connection"]["auth_token"]
+        .as_str()
+        .expect("the workspace's token, once")
+        .to_owned();
+    assert_eq!(created["connection"]["workspace_id"], id.as_str());
 
     // Assert
     anon.get("/workspaces").await.expect(401);
@@ -279,8 +278,21 @@ async fn workspace_tokens_are_listed_minted_and_revoked_without_showing_secrets(
             .map(String::as_str)
             .collect();
         fields.sort_unstable();
-        assert_eq!(fields, ["created_at", "id", "last_used_at", "prefix"]);
+        assert_eq!(
+            fields,
+            ["created_at", "expires_at", "id", "last_used_at", "prefix"]
+        );
     }
+    let own_row = rows.iter().find(|t| t["prefix"] == first[..8]).unwrap();
+    assert!(
+        own_row["expires_at"].is_null(),
+        "the agent's own token is rotated"
+    );
+    let minted_row = rows.iter().find(|t| t["prefix"] == second[..8]).unwrap();
+    assert!(
+        minted_row["expires_at"].is_string(),
+        "a minted token expires"
+    );
     let used = rows.iter().find(|t| t["prefix"] == first[..8]).unwrap();
     assert!(used["last_used_at"].is_string(), "the first token was used");
 
@@ -326,32 +338,69 @@ async fn workspace_tokens_are_listed_minted_and_revoked_without_showing_secrets(
     agent.get(&path).await.expect(200);
 }
 
-async fn a_workspace_holds_at_most_50_live_tokens(backend: DbBackend) {
-    // Arrange: registration minted the first.
-    let app = TestApp::spawn(backend).await;
+async fn a_workspace_holds_at_most_5_minted_tokens_and_each_expires(backend: DbBackend) {
+    // Arrange: minted tokens live two seconds here; the agent's own token does not count.
+    let app = TestApp::spawn_with(backend, |c| c.workspace_token_ttl_secs = 2).await;
     let id = app.create_workspace("Agent", None).await;
-    app.register(&id).await.expect("a token");
+    let own = app.agent_token(&id).await;
+    let agent = app.with_token(&own);
     let path = format!("/workspaces/{id}/tokens");
-    for _ in 1..50 {
-        app.post(&path, json!({})).await.expect(201);
+    let mut minted = Vec::new();
+    for _ in 0..5 {
+        let reply = agent.post(&path, json!({})).await.expect(201);
+        assert!(reply["expires_at"].is_string(), "{reply}");
+        minted.push(reply["auth_token"].as_str().unwrap().to_owned());
     }
 
-    // Act
-    let refused = app.post(&path, json!({})).await;
+    // Act: a sixth, by the agent and by the operator alike.
+    let refused = agent.post(&path, json!({})).await;
 
     // Assert
     assert_eq!(refused.status, 429, "{}", refused.text);
     assert!(refused.body["auth_token"].is_null());
-    let test_token = app.get(&format!("/admin/workspaces/{id}/test-token")).await;
-    assert_eq!(test_token.status, 429);
+    app.post(&path, json!({})).await.expect(429);
     let listed = app.get(&format!("{path}?limit=200")).await.expect(200);
-    assert_eq!(listed["count"], 50);
+    assert_eq!(listed["count"], 6, "the agent's own token and five minted");
+    let own_row = listed["tokens"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["prefix"] == own[..8])
+        .expect("the agent's token is listed");
+    assert!(own_row["expires_at"].is_null(), "rotated, not expiring");
     // Revoking one makes room for one.
-    let some_id = listed["tokens"][7]["id"].as_str().unwrap().to_owned();
+    let some_id = listed["tokens"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["prefix"] == minted[2][..8])
+        .unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
     app.delete(&format!("{path}/{some_id}")).await.expect(200);
     app.post(&path, json!({})).await.expect(201);
     app.post(&path, json!({})).await.expect(429);
     app.get(&format!("{path}?limit=201")).await.expect(400);
+    // Minted tokens stop working when they expire; the agent's own keeps working.
+    let first = minted[0].clone();
+    molecule_e2e::eventually(std::time::Duration::from_secs(10), || {
+        let client = app.with_token(&first);
+        let secrets = format!("/workspaces/{id}/secrets");
+        async move { (client.get(&secrets).await.status == 401).then_some(()) }
+    })
+    .await;
+    agent
+        .get(&format!("/workspaces/{id}/secrets"))
+        .await
+        .expect(200);
+    // Once every minted token expired, only the agent's own is listed and there is room again.
+    molecule_e2e::eventually(std::time::Duration::from_secs(10), || {
+        let (agent, path) = (agent.clone(), path.clone());
+        async move { (agent.get(&path).await.expect(200)["count"] == 1).then_some(()) }
+    })
+    .await;
+    agent.post(&path, json!({})).await.expect(201);
 }
 
 async fn org_tokens_are_listed_without_secrets_and_can_be_revoked(backend: DbBackend) {
@@ -430,52 +479,74 @@ async fn minting_org_tokens_is_limited_to_10_an_hour_per_client(backend: DbBacke
     assert_eq!(app.get("/org/tokens").await.expect(200)["count"], 10);
 }
 
-async fn the_test_token_route_is_closed_in_production_and_demands_the_admin_token(
+async fn the_test_token_route_exists_only_in_development_or_when_enabled_and_demands_the_admin(
     backend: DbBackend,
 ) {
-    // Outside production, with an admin token configured: the route demands it.
+    let key = || Some("0123456789abcdef0123456789abcdef".to_owned().into());
+
+    // The default environment (MOLECULE_ENV unset): the route does not exist, whoever asks.
     let app = TestApp::spawn(backend).await;
     let id = app.create_workspace("Agent", None).await;
     let path = format!("/admin/workspaces/{id}/test-token");
-    let minted = app.get(&path).await.expect(200);
-    assert_eq!(minted["workspace_id"], id.as_str());
+    assert_eq!(
+        app.get(&path).await.expect(404),
+        json!({ "error": "not found" })
+    );
+    app.anonymous().get(&path).await.expect(404);
+    // Without an admin token either: forgetting MOLECULE_ENV never opens it.
+    let open = spawn_without_admin_token(backend).await;
+    let open_id = open.anonymous().create_workspace("Agent", None).await;
+    open.anonymous()
+        .get(&format!("/admin/workspaces/{open_id}/test-token"))
+        .await
+        .expect(404);
+
+    // Development with an admin token: the route demands it.
+    let dev = TestApp::spawn_with(backend, |c| c.env = Environment::Development).await;
+    let dev_id = dev.create_workspace("Agent", None).await;
+    let path = format!("/admin/workspaces/{dev_id}/test-token");
+    let minted = dev.get(&path).await.expect(200);
+    assert_eq!(minted["workspace_id"], dev_id.as_str());
     let token = minted["auth_token"].as_str().expect("a token").to_owned();
-    app.with_token(&token)
-        .get(&format!("/workspaces/{id}/secrets"))
+    dev.with_token(&token)
+        .get(&format!("/workspaces/{dev_id}/secrets"))
         .await
         .expect(200);
     assert_eq!(
-        app.anonymous().get(&path).await.expect(401)["error"],
+        dev.anonymous().get(&path).await.expect(401)["error"],
         "admin auth required"
     );
     assert_eq!(
-        app.with_token(&token).get(&path).await.expect(401)["error"],
+        dev.with_token(&token).get(&path).await.expect(401)["error"],
         "invalid admin auth token"
     );
     let unknown = format!(
         "/admin/workspaces/{}/test-token",
         "6d1c5a3e-0000-4000-8000-000000000001"
     );
-    app.get(&unknown).await.expect(404);
-    app.get("/admin/workspaces/not-a-uuid/test-token")
+    dev.get(&unknown).await.expect(404);
+    dev.get("/admin/workspaces/not-a-uuid/test-token")
         .await
         .expect(400);
 
-    // Without an admin token the route is deliberately open, so tests can get a first token.
-    let open = spawn_without_admin_token(backend).await;
-    let open_id = open.anonymous().create_workspace("Agent", None).await;
-    open.anonymous().register(&open_id).await.expect("a token");
-    let minted = open
+    // Development without an admin token: open on loopback, as the original's CI flows expect.
+    let dev_open = TestApp::spawn_with(backend, |c| {
+        c.env = Environment::Development;
+        c.admin_token = None;
+    })
+    .await;
+    let dev_open_id = dev_open.anonymous().create_workspace("Agent", None).await;
+    let minted = dev_open
         .anonymous()
-        .get(&format!("/admin/workspaces/{open_id}/test-token"))
+        .get(&format!("/admin/workspaces/{dev_open_id}/test-token"))
         .await
         .expect(200);
     assert!(minted["auth_token"].is_string());
 
-    // In production the route does not exist, whoever asks...
+    // Production: absent...
     let production = TestApp::spawn_with(backend, |c| {
         c.env = Environment::Production;
-        c.secrets_encryption_key = Some("0123456789abcdef0123456789abcdef".to_owned().into());
+        c.secrets_encryption_key = key();
     })
     .await;
     let prod_id = production.create_workspace("Agent", None).await;
@@ -484,21 +555,27 @@ async fn the_test_token_route_is_closed_in_production_and_demands_the_admin_toke
         .await;
     assert_eq!(reply.expect(404), json!({ "error": "not found" }));
 
-    // ...unless explicitly enabled.
-    let enabled = TestApp::spawn_with(backend, |c| {
-        c.env = Environment::Production;
-        c.secrets_encryption_key = Some("0123456789abcdef0123456789abcdef".to_owned().into());
-        c.enable_test_tokens = true;
-    })
-    .await;
-    let enabled_id = enabled.create_workspace("Agent", None).await;
-    let path = format!("/admin/workspaces/{enabled_id}/test-token");
-    enabled.get(&path).await.expect(200);
-    enabled.anonymous().get(&path).await.expect(401);
+    // ...unless explicitly enabled, and then for the operator only (in any environment).
+    for env in [Environment::Production, Environment::Default] {
+        let enabled = TestApp::spawn_with(backend, |c| {
+            c.env = env;
+            c.secrets_encryption_key = key();
+            c.enable_test_tokens = true;
+        })
+        .await;
+        let enabled_id = enabled.create_workspace("Agent", None).await;
+        let path = format!("/admin/workspaces/{enabled_id}/test-token");
+        enabled.get(&path).await.expect(200);
+        enabled.anonymous().get(&path).await.expect(401);
+        enabled.with_token("junk").get(&path).await.expect(401);
+    }
 }
 
-async fn the_canvas_viewport_needs_an_allowed_origin_or_a_bearer_once_locked(backend: DbBackend) {
-    // Arrange: a fresh install with one allowed canvas origin.
+async fn the_canvas_viewport_belongs_to_the_operator_and_an_origin_counts_only_in_development(
+    backend: DbBackend,
+) {
+    // Arrange: a fresh install with one allowed canvas origin; anyone is the operator until a
+    // credential exists.
     let app = TestApp::spawn_with(backend, |c| {
         c.admin_token = None;
         c.cors_origins = vec!["http://canvas.test".to_owned()];
@@ -517,19 +594,20 @@ async fn the_canvas_viewport_needs_an_allowed_origin_or_a_bearer_once_locked(bac
         .await
         .expect(200);
     assert_eq!(saved, json!({ "status": "saved" }));
-    assert_eq!(
-        anon.get("/canvas/viewport").await.expect(200),
-        json!({ "x": 10.5, "y": -4.0, "zoom": 1.5 })
-    );
 
-    // Act: the first token locks the install.
-    let id = anon.create_workspace("Agent", None).await;
-    let token = anon.register(&id).await.expect("a token");
+    // Act: the first credential locks the install.
+    let (_, org_token) = mint_org_token(&anon).await;
+    let id = app
+        .with_token(&org_token)
+        .create_workspace("Agent", None)
+        .await;
+    let ws_token = app.with_token(&org_token).agent_token(&id).await;
 
-    // Assert
+    // Assert: an allowed Origin is no credential; a workspace token is not the canvas.
     let body = json!({ "x": 1.0, "y": 2.0, "zoom": 0.5 });
     let reply = anon.put("/canvas/viewport", body.clone()).await;
-    assert_eq!(reply.expect(401)["error"], "auth required");
+    assert_eq!(reply.expect(401)["error"], "admin auth required");
+    anon.get("/canvas/viewport").await.expect(401);
     let from_canvas = anon
         .call(
             reqwest::Method::PUT,
@@ -538,24 +616,17 @@ async fn the_canvas_viewport_needs_an_allowed_origin_or_a_bearer_once_locked(bac
             &[("origin", "http://canvas.test")],
         )
         .await;
-    from_canvas.expect(200);
-    let from_elsewhere = anon
-        .call(
-            reqwest::Method::PUT,
-            "/canvas/viewport",
-            Some(json!({ "x": 9.0, "y": 9.0, "zoom": 9.0 })),
-            &[("origin", "http://evil.test")],
-        )
-        .await;
-    from_elsewhere.expect(401);
+    from_canvas.expect(401);
     app.with_token("garbage")
-        .put(
-            "/canvas/viewport",
-            json!({ "x": 9.0, "y": 9.0, "zoom": 9.0 }),
-        )
+        .put("/canvas/viewport", body.clone())
         .await
         .expect(401);
-    app.with_token(&token)
+    app.with_token(&ws_token)
+        .put("/canvas/viewport", body.clone())
+        .await
+        .expect(401);
+    let canvas = app.with_token(&org_token);
+    canvas
         .put(
             "/canvas/viewport",
             json!({ "x": 3.0, "y": 4.0, "zoom": 2.0 }),
@@ -563,14 +634,42 @@ async fn the_canvas_viewport_needs_an_allowed_origin_or_a_bearer_once_locked(bac
         .await
         .expect(200);
     assert_eq!(
-        anon.get("/canvas/viewport").await.expect(200),
+        canvas.get("/canvas/viewport").await.expect(200),
         json!({ "x": 3.0, "y": 4.0, "zoom": 2.0 })
     );
-    app.with_token(&token)
+    canvas
         .put(
             "/canvas/viewport",
             json!({ "x": 3.0, "y": 4.0, "zoom": 0.0 }),
         )
         .await
         .expect(400);
+
+    // In development (with an admin token set), the original's canvas is recognised by its
+    // allowed Origin, from loopback; any other origin is not.
+    let dev = TestApp::spawn_with(backend, |c| {
+        c.env = Environment::Development;
+        c.cors_origins = vec!["http://canvas.test".to_owned()];
+    })
+    .await;
+    let dev_anon = dev.anonymous();
+    dev_anon.get("/canvas/viewport").await.expect(200);
+    dev_anon
+        .call(
+            reqwest::Method::PUT,
+            "/canvas/viewport",
+            Some(body.clone()),
+            &[("origin", "http://canvas.test")],
+        )
+        .await
+        .expect(200);
+    dev_anon
+        .call(
+            reqwest::Method::PUT,
+            "/canvas/viewport",
+            Some(body),
+            &[("origin", "http://evil.test")],
+        )
+        .await
+        .expect(401);
 }

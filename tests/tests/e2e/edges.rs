@@ -735,11 +735,12 @@ async fn text_with_nul_characters_gets_the_same_answer_on_both_backends(backend:
 }
 
 async fn the_rate_limit_answers_429_with_retry_after(backend: DbBackend) {
-    // Arrange: the harness's readiness probe has already spent one of the three requests.
+    // Arrange: a limit of three per minute. The harness's readiness probe (anonymous) has spent
+    // one of this address's three; the admin token has a bucket of its own.
     let app = TestApp::spawn_with(backend, |c| c.rate_limit_per_minute = 3).await;
 
-    // Act / Assert: the remaining requests pass and say how many remain.
-    for remaining in [1, 0] {
+    // Act / Assert: the token's requests pass and say how many remain.
+    for remaining in [2, 1, 0] {
         let reply = app.get("/workspaces").await;
         assert_eq!(reply.headers.get("x-ratelimit-limit").unwrap(), "3");
         assert_eq!(
@@ -768,13 +769,20 @@ async fn the_rate_limit_answers_429_with_retry_after(backend: DbBackend) {
         limited.headers.get("x-content-type-options").unwrap(),
         "nosniff"
     );
-    // Every route counts, not just the one that ran out.
+    // Every route counts against the token, not just the one that ran out.
     app.get("/health").await.expect(429);
-    // A made-up bearer does not buy a fresh budget: clients are told apart by address.
+    // Anonymous callers from this address have their own budget (two left after the probe),
+    // and a made-up bearer does not buy a fresh one: it counts by address too.
+    app.anonymous().get("/health").await.expect(200);
     app.with_token("another-token")
         .get("/health")
         .await
+        .expect(200);
+    app.with_token("yet-another-token")
+        .get("/health")
+        .await
         .expect(429);
+    app.anonymous().get("/health").await.expect(429);
     // Another client address has its own budget.
     let elsewhere = reqwest::Client::builder()
         .local_address(std::net::IpAddr::from([127, 0, 0, 2]))

@@ -732,11 +732,11 @@ async fn no_secret_value_reaches_the_host_logs(backend: DbBackend) {
         .to_owned();
     let test_token = app
         .with_token(ADMIN_TOKEN)
-        .get(&format!("/admin/workspaces/{id}/test-token"))
+        .post(&format!("/workspaces/{id}/tokens"), json!({}))
         .await
-        .expect(200)["auth_token"]
+        .expect(201)["auth_token"]
         .as_str()
-        .expect("a test token")
+        .expect("a minted token")
         .to_owned();
     app.with_token(&org_token)
         .get("/workspaces")

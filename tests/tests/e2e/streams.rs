@@ -424,9 +424,10 @@ async fn the_websocket_is_open_on_a_fresh_install_and_locked_once_a_token_exists
     let mut canvas = ws_connect(&app, "/ws", &[])
         .await
         .expect("a fresh install has nothing to protect yet");
+    // Creating a workspace whose agent starts elsewhere issues its token: the install locks.
     let id = app.create_workspace("First", None).await;
     frame_for(&mut canvas, "WORKSPACE_PROVISIONING", &id).await;
-    let token = app.register(&id).await.expect("a minted token");
+    let token = app.register(&id).await.expect("the workspace's token");
     assert_eq!(ws_connect(&app, "/ws", &[]).await.err(), Some(401));
     assert_eq!(
         ws_connect(&app, &format!("/ws?token={token}"), &[])
