@@ -213,6 +213,8 @@ impl Default for A2aConfig {
 pub struct Faults {
     /// Fail this step of every plugin reinstall (a live copy exists).
     pub plugin_reinstall: Option<crate::plugins::deliver::Step>,
+    /// DNS answers for names a spec invents (agent URLs); other names use the machine's resolver.
+    pub dns: crate::delegation::agent_url::DnsAnswers,
 }
 
 /// Org templates: where they live, what `!external` may fetch, where persona env comes from.

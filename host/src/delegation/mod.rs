@@ -2,6 +2,7 @@
 //! delegation lifecycle and the MCP tools agents call. Every path to another agent, the MCP tools
 //! included, goes through [`proxy::send`].
 
+pub mod agent_url;
 pub mod forward;
 pub mod mcp;
 pub mod proxy;
@@ -14,7 +15,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use uuid::Uuid;
 
-use crate::config::A2aConfig;
+use crate::config::Config;
 
 /// Who is calling an agent.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -45,9 +46,11 @@ pub struct Hub {
 }
 
 impl Hub {
-    pub fn new(config: &A2aConfig) -> anyhow::Result<Self> {
+    pub fn new(config: &Config) -> anyhow::Result<Self> {
+        let resolver = agent_url::Resolver::new(config.faults.dns.clone());
         let client = reqwest::Client::builder()
-            .connect_timeout(Duration::from_secs(config.connect_timeout_secs.max(1)))
+            .connect_timeout(Duration::from_secs(config.a2a.connect_timeout_secs.max(1)))
+            .dns_resolver(std::sync::Arc::new(resolver))
             // A redirect could point anywhere; the URL check covers only the agent's own URL.
             .redirect(reqwest::redirect::Policy::none())
             .build()?;

@@ -444,17 +444,16 @@ async fn url_allowed(svc: &Services, target: &WorkspaceRow, url: &str) -> bool {
         return false;
     }
     let allow_loopback = runtime_assigned(svc, target, url) || !svc.config.is_production();
-    let port = parsed.port_or_known_default().unwrap_or(80);
     let Some(host) = parsed.host_str() else {
         return false;
     };
     let host = host.trim_start_matches('[').trim_end_matches(']');
     let addresses: Vec<IpAddr> = match host.parse::<IpAddr>() {
         Ok(ip) => vec![ip],
-        Err(_) => match tokio::net::lookup_host((host, port)).await {
-            Ok(found) => found.map(|a| a.ip()).collect(),
-            Err(_) => Vec::new(),
-        },
+        Err(_) => {
+            let answers = &svc.config.faults.dns;
+            super::agent_url::resolve(answers, host, super::agent_url::Lookup::Check).await
+        }
     };
     !addresses.is_empty() && addresses.iter().all(|ip| !blocked_ip(*ip, allow_loopback))
 }
