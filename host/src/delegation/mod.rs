@@ -9,6 +9,7 @@ pub mod proxy;
 pub mod queue;
 pub mod tasks;
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
@@ -36,26 +37,31 @@ impl Caller {
     }
 }
 
-/// Shared state of the delegation services: the HTTP client agents are called with and the
-/// background work (delegations, queue drains) that host shutdown stops.
+/// Shared state of the delegation services: the HTTP client agents are called with, the address
+/// policy it connects under, and the background work (delegations, queue drains) that host shutdown stops.
 #[derive(Debug, Clone)]
 pub struct Hub {
     client: reqwest::Client,
+    policy: Arc<agent_url::Policy>,
     tasks: TaskTracker,
     stop: CancellationToken,
 }
 
 impl Hub {
     pub fn new(config: &Config) -> anyhow::Result<Self> {
-        let resolver = agent_url::Resolver::new(config.faults.dns.clone());
+        let policy = Arc::new(agent_url::Policy::new(config)?);
         let client = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(config.a2a.connect_timeout_secs.max(1)))
-            .dns_resolver(std::sync::Arc::new(resolver))
+            // Names are resolved where the address policy can refuse the answer (DNS rebinding),
+            // and never by a proxy from the environment, which would resolve them itself.
+            .dns_resolver(Arc::new(agent_url::Resolver::new(policy.clone())))
+            .no_proxy()
             // A redirect could point anywhere; the URL check covers only the agent's own URL.
             .redirect(reqwest::redirect::Policy::none())
             .build()?;
         Ok(Hub {
             client,
+            policy,
             tasks: TaskTracker::new(),
             stop: CancellationToken::new(),
         })
@@ -63,6 +69,11 @@ impl Hub {
 
     pub fn client(&self) -> &reqwest::Client {
         &self.client
+    }
+
+    /// Where agents may be called: registration, creation and the proxy check URLs with it.
+    pub fn policy(&self) -> &agent_url::Policy {
+        &self.policy
     }
 
     /// Runs `work` in the background, where a caller that goes away cannot cut it short; host

@@ -247,11 +247,12 @@ async fn production_docker_agents_register_their_network_name() {
     app.post("/registry/register", borrowed).await.expect(400);
 }
 
-/// Waits until `id`'s agent registered and is online; its stored URL.
+/// Waits until `id`'s agent registered (its card is stored) and is online; its stored URL.
 async fn online_url(app: &TestApp, id: &str) -> String {
     eventually(Duration::from_secs(60), || async {
         let row = app.get(&format!("/workspaces/{id}")).await.expect(200);
-        (row["status"] == "online").then(|| row["url"].as_str().unwrap_or_default().to_owned())
+        (row["status"] == "online" && row["agent_card"].is_object())
+            .then(|| row["url"].as_str().unwrap_or_default().to_owned())
     })
     .await
 }
