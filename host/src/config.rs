@@ -199,6 +199,10 @@ pub struct A2aConfig {
     pub mcp_per_minute: u32,
     /// Seconds between sweeps that drop expired queued messages (failing their delegations).
     pub queue_expiry_sweep_secs: u64,
+    /// Private networks (CIDRs inside 10/8, 172.16/12, 192.168/16, fc00::/7) where agents may
+    /// live in production; every other private or loopback agent URL is refused there.
+    #[serde(deserialize_with = "comma_list")]
+    pub private_agent_networks: Vec<String>,
 }
 
 impl Default for A2aConfig {
@@ -213,6 +217,7 @@ impl Default for A2aConfig {
             queue_ttl_secs: 24 * 3600,
             mcp_per_minute: 120,
             queue_expiry_sweep_secs: 60,
+            private_agent_networks: Vec::new(),
         }
     }
 }
@@ -222,6 +227,8 @@ impl Default for A2aConfig {
 pub struct Faults {
     /// Fail this step of every plugin reinstall (a live copy exists).
     pub plugin_reinstall: Option<crate::plugins::deliver::Step>,
+    /// DNS answers for names a spec invents (agent URLs); other names use the machine's resolver.
+    pub dns: crate::delegation::agent_url::DnsAnswers,
 }
 
 /// Org templates: where they live, what `!external` may fetch, where persona env comes from.

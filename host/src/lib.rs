@@ -136,7 +136,7 @@ impl Services {
             config.runtime.provision_concurrency,
             cluster.replica,
         ));
-        let a2a = delegation::Hub::new(&config.a2a).context("building the A2A client")?;
+        let a2a = delegation::Hub::new(&config).context("building the A2A client")?;
         Ok(Services {
             a2a,
             config: Arc::new(config),

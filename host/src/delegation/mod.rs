@@ -2,19 +2,21 @@
 //! delegation lifecycle and the MCP tools agents call. Every path to another agent, the MCP tools
 //! included, goes through [`proxy::send`].
 
+pub mod agent_url;
 pub mod forward;
 pub mod mcp;
 pub mod proxy;
 pub mod queue;
 pub mod tasks;
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use uuid::Uuid;
 
-use crate::config::A2aConfig;
+use crate::config::Config;
 
 /// Who is calling an agent.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -35,24 +37,31 @@ impl Caller {
     }
 }
 
-/// Shared state of the delegation services: the HTTP client agents are called with and the
-/// background work (delegations, queue drains) that host shutdown stops.
+/// Shared state of the delegation services: the HTTP client agents are called with, the address
+/// policy it connects under, and the background work (delegations, queue drains) that host shutdown stops.
 #[derive(Debug, Clone)]
 pub struct Hub {
     client: reqwest::Client,
+    policy: Arc<agent_url::Policy>,
     tasks: TaskTracker,
     stop: CancellationToken,
 }
 
 impl Hub {
-    pub fn new(config: &A2aConfig) -> anyhow::Result<Self> {
+    pub fn new(config: &Config) -> anyhow::Result<Self> {
+        let policy = Arc::new(agent_url::Policy::new(config)?);
         let client = reqwest::Client::builder()
-            .connect_timeout(Duration::from_secs(config.connect_timeout_secs.max(1)))
+            .connect_timeout(Duration::from_secs(config.a2a.connect_timeout_secs.max(1)))
+            // Names are resolved where the address policy can refuse the answer (DNS rebinding),
+            // and never by a proxy from the environment, which would resolve them itself.
+            .dns_resolver(Arc::new(agent_url::Resolver::new(policy.clone())))
+            .no_proxy()
             // A redirect could point anywhere; the URL check covers only the agent's own URL.
             .redirect(reqwest::redirect::Policy::none())
             .build()?;
         Ok(Hub {
             client,
+            policy,
             tasks: TaskTracker::new(),
             stop: CancellationToken::new(),
         })
@@ -60,6 +69,11 @@ impl Hub {
 
     pub fn client(&self) -> &reqwest::Client {
         &self.client
+    }
+
+    /// Where agents may be called: registration, creation and the proxy check URLs with it.
+    pub fn policy(&self) -> &agent_url::Policy {
+        &self.policy
     }
 
     /// Runs `work` in the background, where a caller that goes away cannot cut it short; host

@@ -2,7 +2,6 @@
 //! the target, resolves and checks the target's URL, forwards the JSON-RPC call, queues it when
 //! the agent is busy, restarts an agent that died, and records the exchange.
 
-use std::net::IpAddr;
 use std::time::Duration;
 
 use serde_json::{Map, Value, json};
@@ -16,7 +15,7 @@ use crate::events::names;
 use crate::store::workspaces::WorkspaceRow;
 use crate::store::{self, StoreError, a2a_queue};
 use crate::workspaces::lifecycle::{AgentCheck, check_agent};
-use crate::workspaces::registry::{blocked_ip, runtime_assigned};
+use crate::workspaces::registry::url_owner;
 use crate::workspaces::{EXTERNAL_RUNTIME, Status, access, activity};
 
 /// A JSON-RPC 2.0 request ready to forward.
@@ -432,31 +431,14 @@ pub async fn signal_restart_pending(svc: &Services, target: &WorkspaceRow) -> bo
     }
 }
 
-/// Whether the host may call `url`. Addresses in ranges no agent lives in (link-local and cloud
-/// metadata, multicast, documentation, carrier-grade NAT) are refused always; loopback only when
-/// the host's own runtime assigned the URL, or outside production. Names must resolve, and every
-/// address they resolve to must pass.
+/// Whether the host may call `url` for `target`, under the address policy (see
+/// [`super::agent_url`]): the runtime's own URLs for the target may reach its loopback port or
+/// its private network name in production; any other URL only public addresses (or the
+/// operator's listed private networks). The client's resolver applies the same policy again
+/// when it connects.
 async fn url_allowed(svc: &Services, target: &WorkspaceRow, url: &str) -> bool {
-    let Ok(parsed) = reqwest::Url::parse(url) else {
-        return false;
-    };
-    if !matches!(parsed.scheme(), "http" | "https") {
-        return false;
-    }
-    let allow_loopback = runtime_assigned(svc, target, url) || !svc.config.is_production();
-    let port = parsed.port_or_known_default().unwrap_or(80);
-    let Some(host) = parsed.host_str() else {
-        return false;
-    };
-    let host = host.trim_start_matches('[').trim_end_matches(']');
-    let addresses: Vec<IpAddr> = match host.parse::<IpAddr>() {
-        Ok(ip) => vec![ip],
-        Err(_) => match tokio::net::lookup_host((host, port)).await {
-            Ok(found) => found.map(|a| a.ip()).collect(),
-            Err(_) => Vec::new(),
-        },
-    };
-    !addresses.is_empty() && addresses.iter().all(|ip| !blocked_ip(*ip, allow_loopback))
+    let owner = url_owner(svc, target, url);
+    svc.a2a.policy().permits(url, owner).await.is_ok()
 }
 
 /// Records the exchange on the target (`a2a_receive`), stamps the caller's last outbound call

@@ -21,7 +21,7 @@ use crate::store::{
 };
 use crate::workspaces::access::{self, can_communicate};
 use crate::workspaces::get_live;
-use crate::workspaces::registry::{self, AgentUrl, Heartbeat};
+use crate::workspaces::registry::{self, Heartbeat};
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
@@ -79,11 +79,9 @@ async fn register(
     ApiJson(body): ApiJson<RegisterBody>,
 ) -> ApiResult<impl IntoResponse> {
     state.svc.guard.agent(&creds, body.id).await?;
-    let assigned = store::workspaces::get(&state.svc.db, body.id)
-        .await?
-        .filter(|row| registry::runtime_assigned(&state.svc, row, &body.url))
-        .map(|_| body.url.as_str());
-    let url = AgentUrl::parse_assigned(&body.url, &state.svc.config, assigned)
+    let row = store::workspaces::get(&state.svc.db, body.id).await?;
+    let url = registry::check_url(&state.svc, row.as_ref(), &body.url)
+        .await
         .map_err(ApiError::bad_request)?;
     if body.agent_card.as_ref().is_some_and(|c| !c.is_object()) {
         return Err(ApiError::bad_request("agent_card must be an object"));

@@ -320,7 +320,9 @@ pub async fn create(svc: &Services, req: CreateRequest) -> Result<Created, Works
     }
     let external = req.external || req.runtime.as_deref() == Some(EXTERNAL_RUNTIME);
     if external && let Some(url) = &req.url {
-        registry::AgentUrl::parse(url, &svc.config).map_err(WorkspaceError::Invalid)?;
+        registry::check_url(svc, None, url)
+            .await
+            .map_err(WorkspaceError::Invalid)?;
     }
     let runtime = if external {
         EXTERNAL_RUNTIME.to_owned()

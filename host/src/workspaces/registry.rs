@@ -1,14 +1,11 @@
 //! The registry of live agents: registration, heartbeats, agent cards and the liveness sweep.
 
-use std::net::IpAddr;
-
 use chrono::Utc;
 use serde_json::{Value, json};
 use uuid::Uuid;
 
 use super::{Status, WorkspaceError, get_live};
 use crate::Services;
-use crate::config::Config;
 use crate::events::names;
 use crate::store::{self, StoreError};
 
@@ -17,95 +14,8 @@ pub const DEGRADED_AT: f64 = 0.5;
 /// Error rate below which a degraded workspace is online again.
 pub const RECOVERED_BELOW: f64 = 0.1;
 
-/// An agent URL that passed the address guard.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct AgentUrl(String);
-
-impl AgentUrl {
-    /// Accepts `http(s)://host[:port][/path]` whose host is a name or an address outside the
-    /// ranges an agent has no business living in: link-local (cloud metadata), multicast,
-    /// unspecified, documentation and carrier-grade NAT ranges. Loopback is accepted outside
-    /// production, where agents run as local processes. Names are not resolved here: container
-    /// names only resolve inside the container network.
-    pub fn parse(raw: &str, config: &Config) -> Result<Self, &'static str> {
-        Self::parse_assigned(raw, config, None)
-    }
-
-    /// [`AgentUrl::parse`], except that `assigned`, the loopback URL the host's own runtime gave
-    /// the workspace's agent (see [`runtime_assigned`]), is accepted in production too: local
-    /// agents register there.
-    pub fn parse_assigned(
-        raw: &str,
-        config: &Config,
-        assigned: Option<&str>,
-    ) -> Result<Self, &'static str> {
-        const INVALID: &str = "invalid agent url";
-        let rest = raw
-            .strip_prefix("http://")
-            .or_else(|| raw.strip_prefix("https://"))
-            .ok_or(INVALID)?;
-        if raw.len() > 2048 || raw.chars().any(|c| c.is_control() || c.is_whitespace()) {
-            return Err(INVALID);
-        }
-        let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
-        if authority.is_empty() || authority.contains('@') {
-            return Err(INVALID);
-        }
-        let host = if let Some(bracketed) = authority.strip_prefix('[') {
-            bracketed.split(']').next().unwrap_or_default()
-        } else {
-            authority.rsplit_once(':').map_or(authority, |(h, _)| h)
-        };
-        if host.is_empty() {
-            return Err(INVALID);
-        }
-        let allow_loopback = !config.is_production() || assigned == Some(raw);
-        if let Ok(ip) = host.parse::<IpAddr>() {
-            if blocked_ip(ip, allow_loopback) {
-                return Err("agent url points at a blocked address range");
-            }
-        } else if !host
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.')
-        {
-            return Err(INVALID);
-        } else if host.eq_ignore_ascii_case("localhost") && config.is_production() {
-            return Err("agent url points at a blocked address range");
-        }
-        Ok(AgentUrl(raw.to_owned()))
-    }
-
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
-}
-
-pub(crate) fn blocked_ip(ip: IpAddr, allow_loopback: bool) -> bool {
-    match ip {
-        IpAddr::V4(v4) => {
-            let o = v4.octets();
-            (v4.is_loopback() && !allow_loopback)
-                || v4.is_link_local()
-                || v4.is_multicast()
-                || v4.is_unspecified()
-                || v4.is_broadcast()
-                || v4.is_documentation()
-                || (o[0] == 100 && (64..128).contains(&o[1]))
-                || o[0] >= 240
-        }
-        IpAddr::V6(v6) => {
-            let first = v6.segments()[0];
-            if let Some(mapped) = v6.to_ipv4_mapped() {
-                return blocked_ip(IpAddr::V4(mapped), allow_loopback);
-            }
-            (v6.is_loopback() && !allow_loopback)
-                || v6.is_unspecified()
-                || v6.is_multicast()
-                || (first & 0xffc0) == 0xfe80
-                || (first == 0x2001 && v6.segments()[1] == 0x0db8)
-        }
-    }
-}
+pub use crate::delegation::agent_url::AgentUrl;
+use crate::delegation::agent_url::Owner;
 
 /// Whether `url` is the loopback URL the host's own runtime assigned `row`'s agent (the
 /// process runtime's port, a Docker agent's published port): the one loopback address the host
@@ -115,6 +25,48 @@ pub fn runtime_assigned(svc: &Services, row: &store::workspaces::WorkspaceRow, u
         && svc.lifecycle.runtime().is_some()
         && url.starts_with("http://127.0.0.1:")
         && row.url.as_deref() == Some(url)
+}
+
+/// The URLs the host's own runtime gives `row`'s agent on its network: Docker's container name
+/// (`MOLECULE_AGENT_URL`, which the Kubernetes runtime hands its agents too, where it names the
+/// Service), and the Kubernetes Service's full name the runtime stores at start.
+fn runtime_names(svc: &Services, row: &store::workspaces::WorkspaceRow) -> Vec<String> {
+    let network = crate::runtime::docker::network_url(row.id);
+    match svc.lifecycle.runtime_name() {
+        "docker" => vec![network],
+        "kubernetes" => {
+            let k = &svc.config.runtime.kubernetes;
+            let id12 = crate::runtime::id12(row.id);
+            let service = format!("http://ws-{id12}.{}.svc:{}", k.namespace, k.agent_port);
+            vec![network, service]
+        }
+        _ => Vec::new(),
+    }
+}
+
+/// What `url` is to `row`: one of the URLs the host's own runtime gave its agent, or one chosen
+/// by someone else.
+pub fn url_owner(svc: &Services, row: &store::workspaces::WorkspaceRow, url: &str) -> Owner {
+    if row.runtime == super::EXTERNAL_RUNTIME || svc.lifecycle.runtime().is_none() {
+        Owner::Foreign
+    } else if runtime_assigned(svc, row, url) {
+        Owner::RuntimeLoopback
+    } else if runtime_names(svc, row).iter().any(|name| name == url) {
+        Owner::RuntimeName
+    } else {
+        Owner::Foreign
+    }
+}
+
+/// Checks an agent URL given for `row` (`None`: a workspace being created) against the address
+/// policy, resolving names that the runtime did not assign (see [`crate::delegation::agent_url`]).
+pub async fn check_url(
+    svc: &Services,
+    row: Option<&store::workspaces::WorkspaceRow>,
+    url: &str,
+) -> Result<AgentUrl, &'static str> {
+    let owner = row.map_or(Owner::Foreign, |row| url_owner(svc, row, url));
+    svc.a2a.policy().check(url, owner).await
 }
 
 /// The URL another agent reaches `row`'s agent on. The stored URL is the host's view: for a
@@ -256,54 +208,4 @@ pub async fn sweep_liveness(svc: &Services) -> Result<Vec<Uuid>, StoreError> {
             .await;
     }
     Ok(stale)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::config::Environment;
-
-    #[test]
-    fn agent_urls_outside_agent_ranges_are_refused() {
-        let dev = Config::default();
-        let prod = Config {
-            env: Environment::Production,
-            ..Config::default()
-        };
-        for ok in [
-            "http://127.0.0.1:8000",
-            "http://ws-abc:8000/a2a",
-            "https://agent.example.com",
-            "http://[::1]:9",
-        ] {
-            assert!(AgentUrl::parse(ok, &dev).is_ok(), "{ok}");
-        }
-        for bad in [
-            "ftp://x",
-            "http://",
-            "http://169.254.169.254/latest",
-            "http://[fe80::1]:80",
-            "http://224.0.0.1",
-            "http://0.0.0.0:80",
-            "http://user@host",
-            "http://100.64.0.1",
-            "http://bad host",
-            "http://[::ffff:169.254.169.254]/",
-        ] {
-            assert!(AgentUrl::parse(bad, &dev).is_err(), "{bad}");
-        }
-        assert!(AgentUrl::parse("http://127.0.0.1:8000", &prod).is_err());
-        assert!(AgentUrl::parse("http://localhost:8000", &prod).is_err());
-        let assigned = Some("http://127.0.0.1:8000");
-        assert!(AgentUrl::parse_assigned("http://127.0.0.1:8000", &prod, assigned).is_ok());
-        assert!(AgentUrl::parse_assigned("http://127.0.0.1:8001", &prod, assigned).is_err());
-        assert!(
-            AgentUrl::parse_assigned(
-                "http://169.254.169.254/",
-                &prod,
-                Some("http://169.254.169.254/")
-            )
-            .is_err()
-        );
-    }
 }
