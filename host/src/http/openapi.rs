@@ -419,3 +419,109 @@ mod tests {
         assert!(checked > 10, "only {checked} HTTP modules found");
     }
 }
+
+/// The route table of `SECURITY.md`, parsed: `(METHOD, path, owners, notes)` per row.
+#[cfg(test)]
+pub(crate) fn security_route_table(text: &str) -> Vec<(String, String, Vec<String>, String)> {
+    text.split("\n## Routes\n")
+        .nth(1)
+        .expect("SECURITY.md has a Routes section")
+        .lines()
+        .filter(|line| line.starts_with("| `"))
+        .map(|line| {
+            let cells: Vec<&str> = line.trim_matches('|').split(" | ").map(str::trim).collect();
+            assert_eq!(cells.len(), 4, "a route row has four cells: {line}");
+            let code = |cell: &str| cell.trim_matches('`').to_owned();
+            (
+                code(cells[0]),
+                code(cells[1]),
+                cells[2].split(" or ").map(str::to_owned).collect(),
+                cells[3].to_owned(),
+            )
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod security_table_tests {
+    use std::collections::{BTreeMap, BTreeSet};
+
+    /// What each owner in `SECURITY.md` requires the route's OpenAPI security to offer.
+    fn scheme_of(owner: &str) -> Option<&'static str> {
+        match owner {
+            "admin" | "canvas" => Some(super::ADMIN),
+            "workspace" | "agent" | "peer" => Some(super::WORKSPACE),
+            "any" | "public" => None,
+            other => panic!("unknown owner {other:?} in SECURITY.md"),
+        }
+    }
+
+    #[test]
+    fn the_security_route_table_is_the_router() {
+        let table = super::security_route_table(include_str!("../../../SECURITY.md"));
+        let doc = super::super::openapi();
+        let mut routed: BTreeMap<(String, String), Vec<String>> = BTreeMap::new();
+        for (path, item) in doc["paths"].as_object().expect("paths") {
+            for (method, op) in item.as_object().expect("a path item") {
+                let schemes = op["security"]
+                    .as_array()
+                    .map(|reqs| {
+                        reqs.iter()
+                            .flat_map(|r| r.as_object().expect("a requirement").keys().cloned())
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                let optional = op["security"].as_array().is_some_and(|reqs| {
+                    reqs.iter()
+                        .any(|r| r.as_object().is_some_and(|o| o.is_empty()))
+                });
+                assert!(
+                    !optional,
+                    "{method} {path}: no route is optionally authenticated any more"
+                );
+                routed.insert((method.to_uppercase(), path.clone()), schemes);
+            }
+        }
+        let mut listed = BTreeSet::new();
+        for (method, path, owners, _) in &table {
+            let key = (method.clone(), path.clone());
+            assert!(
+                listed.insert(key.clone()),
+                "{method} {path} is listed twice"
+            );
+            let schemes = routed
+                .get(&key)
+                .unwrap_or_else(|| panic!("{method} {path} is listed but not routed"));
+            let public = owners.iter().any(|o| o == "public");
+            assert!(
+                !public || owners.len() == 1,
+                "{method} {path}: public has no alternatives"
+            );
+            assert_eq!(
+                public,
+                schemes.is_empty(),
+                "{method} {path}: a public route has no security requirement, and only it"
+            );
+            for owner in owners {
+                if let Some(scheme) = scheme_of(owner) {
+                    assert!(
+                        schemes.iter().any(|s| s == scheme),
+                        "{method} {path}: owner {owner} needs {scheme} in its description"
+                    );
+                }
+            }
+            if owners.iter().any(|o| o == "any") {
+                assert_eq!(
+                    schemes.iter().collect::<BTreeSet<_>>(),
+                    BTreeSet::from([&super::ADMIN.to_owned(), &super::WORKSPACE.to_owned()]),
+                    "{method} {path}: any credential"
+                );
+            }
+        }
+        let unlisted: Vec<_> = routed.keys().filter(|k| !listed.contains(*k)).collect();
+        assert!(
+            unlisted.is_empty(),
+            "routes missing from SECURITY.md: {unlisted:?}"
+        );
+    }
+}

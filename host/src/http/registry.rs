@@ -14,7 +14,7 @@ use super::error::{ApiError, ApiResult};
 use super::extract::{ApiJson, Caller, Creds, WorkspacePath, calling_workspace};
 use super::openapi::{ErrorBody, StatusBody, WorkspaceIdParam};
 use super::workspaces::WorkspaceGone;
-use crate::auth::Principal;
+use crate::auth::{AuthError, Principal};
 use crate::store::{
     self,
     workspaces::{HeartbeatReport, WorkspaceRow},
@@ -322,7 +322,7 @@ struct Access {
     request_body = CheckAccessBody,
     responses(
         (status = 200, body = Access),
-        (status = 403, description = "A workspace asked about another caller than itself", body = ErrorBody),
+        (status = 401, description = "A workspace token asked about another caller than its own workspace", body = ErrorBody),
     ),
     security(("admin_token" = []), ("workspace_token" = [])),
 )]
@@ -335,11 +335,9 @@ async fn check_access(
         match state.svc.guard.any(&creds).await? {
             Principal::Admin => {}
             Principal::Workspace(me) if me == body.caller_id => {}
-            Principal::Workspace(_) => {
-                return Err(ApiError::forbidden(
-                    "a workspace may only ask about its own access",
-                ));
-            }
+            // Like every agent route: a token of another workspace than the one the request
+            // names is the wrong credential.
+            Principal::Workspace(_) => return Err(AuthError::InvalidWorkspace.into()),
         }
     }
     let allowed = can_communicate(&state.svc.db, body.caller_id, body.target_id).await?;

@@ -13,6 +13,8 @@ mod plugins;
 mod registry;
 mod runtimes;
 mod secrets;
+mod security_auth;
+mod security_routes;
 mod security_urls;
 mod streams;
 mod workspaces;
