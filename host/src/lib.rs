@@ -83,6 +83,11 @@ impl Services {
         let db = Db::connect(&config.database_url(), config.database_max_connections).await?;
         let cluster = Arc::new(cluster::Cluster::join(&db)?);
         db.migrate().await.context("migrating the database")?;
+        // Before anything reads a secret: rows an older host sealed without their row's
+        // identity are bound to it now, and refused from here on.
+        secrets::reseal_legacy(&db, &cipher)
+            .await
+            .context("re-sealing secrets written by an older host")?;
         let events = EventBus::new(db.clone(), cluster.replica);
         let guard = auth::Guard::new(&config, db.clone());
         let mut resolvers = extensions::registry::ResolverSettings {

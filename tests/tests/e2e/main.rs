@@ -13,6 +13,7 @@ mod plugins;
 mod registry;
 mod runtimes;
 mod secrets;
+mod security_secrets;
 mod security_templates;
 mod streams;
 mod workspaces;
