@@ -274,7 +274,7 @@ fn externals_expand_relative_to_the_fetched_file_and_files_dirs_point_into_the_c
     write(
         upstream.path(),
         "teams/eng.yaml",
-        "name: Eng\nfiles_dir: eng-files\nchildren:\n  - !include people/dev.yaml\n",
+        "name: Eng\nfiles_dir: eng-files\ncanvas: {x: 5, y: 6}\nrequired_env: [{any_of: [A_KEY, B_KEY]}]\nchildren:\n  - !include people/dev.yaml\n",
     );
     write(
         upstream.path(),
@@ -297,6 +297,14 @@ fn externals_expand_relative_to_the_fetched_file_and_files_dirs_point_into_the_c
     assert_eq!(ceo.origin, None);
     assert_eq!(eng.origin.as_deref(), Some(prefix));
     assert_eq!(eng.files_dir.as_deref(), Some("eng-files"));
+    // The origin on every nested mapping leaves their typing alone.
+    assert_eq!(eng.canvas.map(|c| (c.x, c.y)), Some((5.0, 6.0)));
+    assert_eq!(
+        eng.required_env,
+        vec![template::EnvRequirement::AnyOf {
+            any_of: vec!["A_KEY".into(), "B_KEY".into()]
+        }]
+    );
     assert_eq!(eng.children[0].origin.as_deref(), Some(prefix));
     assert_eq!(eng.children[0].files_dir.as_deref(), Some("dev"));
     // The plan reads files_dir in the cache and reports it relative to the org root.
