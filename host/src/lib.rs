@@ -92,6 +92,11 @@ impl Services {
         auth::settle_install_mode(&db, &config)
             .await
             .context("reading the install mode")?;
+        // Before anything reads a secret: rows an older host sealed without their row's
+        // identity are bound to it now, and refused from here on.
+        secrets::reseal_legacy(&db, &cipher)
+            .await
+            .context("re-sealing secrets written by an older host")?;
         let events = EventBus::new(db.clone(), cluster.replica);
         let guard = auth::Guard::new(&config, db.clone());
         let mut resolvers = extensions::registry::ResolverSettings {

@@ -197,7 +197,7 @@ async fn load(
                     "an inline template cannot use !include or !external".to_owned(),
                 ));
             }
-            let template = template::typed(value)?;
+            let template = template::typed_inline(value)?;
             // An inline template has no files: an empty root makes every file lookup a miss.
             let empty = tempfile::tempdir().map_err(|err| {
                 tracing::error!(error = %err, "creating an empty root for an inline template");

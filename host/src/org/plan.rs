@@ -1,13 +1,19 @@
 //! From a typed template to a plan: defaults applied, `spawning: false` subtrees dropped, canvas
 //! positions laid out, prompts, `.env` layers, persona env and file trees read, and every field
 //! checked — all before anything is created, so a bad entry refuses the whole import.
+//!
+//! Every path is resolved in the root of the content that named it: the org root for the org's
+//! own files, the cache entry for `!external` content (its mappings carry
+//! [`template::ORIGIN_KEY`]), so fetched content can neither climb out of its entry nor name the
+//! org's other files.
 
+use std::ops::Deref;
 use std::path::PathBuf;
 
 use serde_yaml_ng::{Mapping, Value};
 
 use super::env::{self, MissingWorkspaceEnv};
-use super::template::{EnvRequirement, OrgTemplate, OrgWorkspace};
+use super::template::{self, EnvRequirement, OrgTemplate, OrgWorkspace, root_name};
 use super::{OrgError, RootDir};
 use crate::safefs::{FileTree, RelPath, SafeFsError};
 use crate::workspaces::{self, CreateRequest};
@@ -100,13 +106,14 @@ impl Plan {
     }
 }
 
-/// Builds the plan. Reads only through `root` (and the persona and registry roots).
+/// Builds the plan. Reads only through `root` and the cache entries under it (and the persona
+/// and registry roots).
 pub fn build(
     template: &OrgTemplate,
     root: &RootDir,
     settings: &PlanSettings,
 ) -> Result<Plan, OrgError> {
-    let org_env = read_env(root, &RelPath::parse(".env").expect("static path"))?;
+    let org_env = read_env(root, &RelPath::parse(".env").expect("static path"), None)?;
     let registry = RootDir::open(&settings.plugins_registry).ok();
     let personas = RootDir::open(&settings.persona_root).ok();
     let mut planner = Planner {
@@ -178,6 +185,56 @@ fn child_offsets(entry: &OrgWorkspace) -> Vec<(f64, f64)> {
         .collect()
 }
 
+/// A path a template names, with the root it resolves in.
+#[derive(Debug, Clone)]
+struct Located {
+    /// The `!external` cache entry (relative to the org root); `None` for the org root.
+    origin: Option<RelPath>,
+    path: RelPath,
+}
+
+impl Located {
+    /// The path relative to the org root, as reported (`.external-cache/<repo>/<sha>/<path>`
+    /// for external content).
+    fn shown(&self) -> String {
+        match &self.origin {
+            None => self.path.to_string(),
+            Some(origin) => format!("{origin}/{}", self.path),
+        }
+    }
+}
+
+/// A root paths resolve in: the org root, or one cache entry opened as a root of its own.
+enum Root<'a> {
+    Org(&'a RootDir),
+    Entry(RootDir),
+}
+
+impl Deref for Root<'_> {
+    type Target = RootDir;
+    fn deref(&self) -> &RootDir {
+        match self {
+            Root::Org(root) => root,
+            Root::Entry(root) => root,
+        }
+    }
+}
+
+/// The origin a mapping carries. Only expansion writes it (content's own is removed as it is
+/// read), so an invalid one is a bug, not a user error.
+fn origin_of(raw: Option<&str>) -> Result<Option<RelPath>, OrgError> {
+    raw.map(|raw| {
+        RelPath::parse(raw).map_err(|_| {
+            tracing::error!(
+                origin = raw,
+                "an expanded template carries an invalid origin"
+            );
+            OrgError::Cache("the template's external origin is invalid".to_owned())
+        })
+    })
+    .transpose()
+}
+
 struct Planner<'a> {
     template: &'a OrgTemplate,
     root: &'a RootDir,
@@ -224,6 +281,9 @@ impl Planner<'_> {
             return Err(OrgError::Invalid("a workspace has no name".to_owned()));
         }
         let defaults = &self.template.defaults;
+        let origin = origin_of(entry.origin.as_deref())?;
+        let defaults_origin = origin_of(defaults.origin.as_deref())?;
+        // files_dir names a directory of the content the entry came from.
         let files_dir = match entry
             .files_dir
             .as_deref()
@@ -231,21 +291,38 @@ impl Planner<'_> {
             .filter(|d| !d.is_empty())
         {
             None => None,
-            Some(raw) => Some(RelPath::resolve(None, raw).map_err(|err| match err {
-                SafeFsError::Escapes(_) => fail(format!("files_dir {raw:?} escapes the org root")),
-                _ => fail(format!("files_dir {raw:?} is not a valid path")),
-            })?),
+            Some(raw) => Some(Located {
+                path: RelPath::resolve(None, raw).map_err(|err| match err {
+                    SafeFsError::Escapes(_) => fail(format!(
+                        "files_dir {raw:?} escapes {}",
+                        root_name(origin.as_ref())
+                    )),
+                    _ => fail(format!("files_dir {raw:?} is not a valid path")),
+                })?,
+                origin: origin.clone(),
+            }),
         };
 
-        // Env layers, later wins: persona, org `.env`, files_dir `.env`.
+        // Env layers, later wins: persona, org `.env`, files_dir `.env`. Persona files are the
+        // operator's, named after the org's own files_dirs: external content never selects one.
         let persona = match (&files_dir, &self.personas) {
-            (Some(dir), Some(personas)) if env::valid_persona_name(dir.as_str()) => {
-                read_env(personas, &dir.join("env").expect("a valid segment"))?
+            (Some(dir), Some(personas))
+                if dir.origin.is_none() && env::valid_persona_name(dir.path.as_str()) =>
+            {
+                read_env(
+                    personas,
+                    &dir.path.join("env").expect("a valid segment"),
+                    None,
+                )?
             }
             _ => Vec::new(),
         };
         let own = match &files_dir {
-            Some(dir) => read_env(self.root, &dir.join(".env").expect("a valid segment"))?,
+            Some(dir) => read_env(
+                &*self.root_of(dir.origin.as_ref())?,
+                &dir.path.join(".env").expect("a valid segment"),
+                dir.origin.as_ref(),
+            )?,
             None => Vec::new(),
         };
         let secrets = env::layer(&[&persona, self.org_env, &own]);
@@ -257,6 +334,13 @@ impl Planner<'_> {
             .filter(|d| !d.is_empty())
         {
             None => None,
+            // A host directory is the operator's choice; remote content does not get to pick
+            // one (nor to expand host variables into a stored field).
+            Some(_) if origin.is_some() => {
+                return Err(fail(
+                    "workspace_dir cannot be set by !external content".to_owned(),
+                ));
+            }
             Some(raw) => Some(
                 env::expand_vars(raw, |var| {
                     secrets
@@ -313,12 +397,16 @@ impl Planner<'_> {
                 .prompt(
                     entry.initial_prompt.as_ref(),
                     entry.initial_prompt_file.as_ref(),
+                    "initial_prompt_file",
+                    origin.as_ref(),
                     dir,
                 )
                 .or_else(|| {
                     self.prompt(
                         defaults.initial_prompt.as_ref(),
                         defaults.initial_prompt_file.as_ref(),
+                        "defaults.initial_prompt_file",
+                        defaults_origin.as_ref(),
                         dir,
                     )
                 })
@@ -327,19 +415,23 @@ impl Planner<'_> {
                 .prompt(
                     entry.idle_prompt.as_ref(),
                     entry.idle_prompt_file.as_ref(),
+                    "idle_prompt_file",
+                    origin.as_ref(),
                     dir,
                 )
                 .or_else(|| {
                     self.prompt(
                         defaults.idle_prompt.as_ref(),
                         defaults.idle_prompt_file.as_ref(),
+                        "defaults.idle_prompt_file",
+                        defaults_origin.as_ref(),
                         dir,
                     )
                 })
                 .transpose();
             let prompts = Prompts {
-                initial: initial.map_err(|e| fail(e.to_string()))?,
-                idle: idle.map_err(|e| fail(e.to_string()))?,
+                initial: initial.map_err(&fail)?,
+                idle: idle.map_err(&fail)?,
                 idle_interval: entry
                     .idle_interval_seconds
                     .or(defaults.idle_interval_seconds),
@@ -404,14 +496,14 @@ impl Planner<'_> {
             }
             request.seed_files = Some(files);
         }
-        let mut origin = serde_json::Map::new();
-        origin.insert("template".to_owned(), serde_json::json!(self.template.name));
+        let mut imported = serde_json::Map::new();
+        imported.insert("template".to_owned(), serde_json::json!(self.template.name));
         if let Some(dir) = &files_dir {
-            origin.insert("files_dir".to_owned(), serde_json::json!(dir.as_str()));
+            imported.insert("files_dir".to_owned(), serde_json::json!(dir.shown()));
         }
         request
             .config
-            .insert("org".to_owned(), serde_json::Value::Object(origin));
+            .insert("org".to_owned(), serde_json::Value::Object(imported));
         if !plugins.is_empty() {
             request
                 .config
@@ -421,58 +513,82 @@ impl Planner<'_> {
         required_env.retain(|r| !matches!(r, EnvRequirement::Name(n) if n.is_empty()));
         Ok(PlannedWorkspace {
             parent,
-            files_dir: files_dir.map(|d| d.to_string()),
+            files_dir: files_dir.map(|d| d.shown()),
             request,
             required_env,
             plugins_missing,
         })
     }
 
-    /// An inline prompt, else the named file under files_dir (or the org root); `None` when
-    /// neither is given.
+    /// The root `origin`'s paths resolve in.
+    fn root_of(&self, origin: Option<&RelPath>) -> Result<Root<'_>, OrgError> {
+        match origin {
+            None => Ok(Root::Org(self.root)),
+            Some(entry) => self.root.open_dir(entry).map(Root::Entry).map_err(|err| {
+                tracing::error!(cache = %entry, error = %err, "opening an external cache entry failed");
+                OrgError::Cache("an external cache entry cannot be read".to_owned())
+            }),
+        }
+    }
+
+    /// An inline prompt, else the file `key` names; `None` when neither is given. The file is
+    /// read in the root of the content that named it (`namer`): relative to files_dir when
+    /// files_dir lives there too (or the org itself names the file, which may point into a
+    /// fetched files_dir), else from the top of that root.
     fn prompt(
         &self,
         inline: Option<&String>,
         file: Option<&String>,
-        files_dir: Option<&RelPath>,
-    ) -> Option<Result<String, OrgError>> {
+        key: &str,
+        namer: Option<&RelPath>,
+        files_dir: Option<&Located>,
+    ) -> Option<Result<String, String>> {
         if let Some(text) = inline.filter(|t| !t.trim().is_empty()) {
             return Some(Ok(text.clone()));
         }
         let raw = file.map(|f| f.trim()).filter(|f| !f.is_empty())?;
+        let (origin, base) = match files_dir {
+            Some(dir) if namer.is_none() || namer == dir.origin.as_ref() => {
+                (dir.origin.as_ref(), Some(&dir.path))
+            }
+            _ => (namer, None),
+        };
         Some((|| {
-            let path = RelPath::resolve(files_dir, raw).map_err(|err| match err {
-                SafeFsError::Escapes(_) => {
-                    OrgError::Invalid(format!("prompt file {raw:?} escapes the org root"))
-                }
-                _ => OrgError::Invalid(format!("prompt file {raw:?} is not a valid path")),
+            let path = RelPath::resolve(base, raw).map_err(|err| match err {
+                SafeFsError::Escapes(_) => format!("{key} {raw:?} escapes {}", root_name(origin)),
+                _ => format!("{key} {raw:?} is not a valid path"),
             })?;
-            let data = self
-                .root
+            let root = self.root_of(origin).map_err(|err| err.to_string())?;
+            let data = root
                 .read_regular(&path, MAX_PROMPT_BYTES)
-                .map_err(|err| super::template::fs_error(&path, err))?;
-            String::from_utf8(data)
-                .map_err(|_| OrgError::Invalid(format!("prompt file {path} is not UTF-8")))
+                .map_err(|err| format!("{key}: {}", template::fs_detail(&path, err, origin)))?;
+            String::from_utf8(data).map_err(|_| format!("{key} {raw:?} is not UTF-8"))
         })())
     }
 
     /// The copy source: files_dir when it is a directory, else the workspace template.
     fn base_files(
         &self,
-        files_dir: Option<&RelPath>,
+        files_dir: Option<&Located>,
         template: Option<&str>,
         runtime: &str,
     ) -> Result<Option<FileTree>, String> {
-        if let Some(dir) = files_dir
-            && self.root.is_dir(dir)
-        {
-            let mut tree = self
-                .root
-                .collect(dir)
-                .map_err(|err| format!("files_dir {dir}: {err}"))?;
-            // Secrets reach the agent as encrypted workspace secrets, never as a file.
-            tree.remove(".env");
-            return Ok(Some(tree));
+        if let Some(dir) = files_dir {
+            let root = self
+                .root_of(dir.origin.as_ref())
+                .map_err(|err| err.to_string())?;
+            if root.is_dir(&dir.path) {
+                let mut tree = root.collect(&dir.path).map_err(|err| {
+                    format!(
+                        "files_dir {}: {}",
+                        dir.path,
+                        template::fs_detail(&dir.path, err, dir.origin.as_ref())
+                    )
+                })?;
+                // Secrets reach the agent as encrypted workspace secrets, never as a file.
+                tree.remove(".env");
+                return Ok(Some(tree));
+            }
         }
         match &self.settings.templates_dir {
             Some(templates) => {
@@ -552,8 +668,13 @@ pub fn merge_plugins(defaults: &[String], own: &[String]) -> Vec<String> {
     out
 }
 
-/// `.env`-style pairs from `path` under `root`; a missing file is no pairs.
-fn read_env(root: &RootDir, path: &RelPath) -> Result<Vec<(String, String)>, OrgError> {
+/// `.env`-style pairs from `path` under `root` (the root of `origin`); a missing file is no
+/// pairs.
+fn read_env(
+    root: &RootDir,
+    path: &RelPath,
+    origin: Option<&RelPath>,
+) -> Result<Vec<(String, String)>, OrgError> {
     match root.read_regular(path, env::MAX_ENV_FILE_BYTES) {
         Ok(bytes) => {
             let text = String::from_utf8(bytes)
@@ -565,7 +686,7 @@ fn read_env(root: &RootDir, path: &RelPath) -> Result<Vec<(String, String)>, Org
             Ok(pairs)
         }
         Err(SafeFsError::NotFound) => Ok(Vec::new()),
-        Err(err) => Err(super::template::fs_error(path, err)),
+        Err(err) => Err(template::fs_error(path, err, origin)),
     }
 }
 

@@ -35,6 +35,13 @@ impl FakeExternals {
         }
     }
 
+    /// Serves `github.com/<repo>` from `upstream` too.
+    fn and(mut self, repo: &str, upstream: &Path) -> Self {
+        self.repos
+            .push((format!("github.com/{repo}"), upstream.to_path_buf()));
+        self
+    }
+
     fn none(root: &Path) -> Self {
         FakeExternals {
             root: root.to_path_buf(),
@@ -267,7 +274,7 @@ fn externals_expand_relative_to_the_fetched_file_and_files_dirs_point_into_the_c
     write(
         upstream.path(),
         "teams/eng.yaml",
-        "name: Eng\nfiles_dir: eng-files\nchildren:\n  - !include people/dev.yaml\n",
+        "name: Eng\nfiles_dir: eng-files\ncanvas: {x: 5, y: 6}\nrequired_env: [{any_of: [A_KEY, B_KEY]}]\nchildren:\n  - !include people/dev.yaml\n",
     );
     write(
         upstream.path(),
@@ -283,24 +290,44 @@ fn externals_expand_relative_to_the_fetched_file_and_files_dirs_point_into_the_c
     let externals = FakeExternals::serving(org.path(), upstream.path());
     let root = RootDir::open(org.path()).unwrap();
     let template = template::load(&root, &externals).unwrap();
-    let eng = &template.workspaces[0].children[0];
+    let ceo = &template.workspaces[0];
+    let eng = &ceo.children[0];
     let prefix = ".external-cache/github.com__acme__parts/abc123";
+    // Paths stay as written; the mapping says which cache entry they resolve in.
+    assert_eq!(ceo.origin, None);
+    assert_eq!(eng.origin.as_deref(), Some(prefix));
+    assert_eq!(eng.files_dir.as_deref(), Some("eng-files"));
+    // The origin on every nested mapping leaves their typing alone.
+    assert_eq!(eng.canvas.map(|c| (c.x, c.y)), Some((5.0, 6.0)));
     assert_eq!(
-        eng.files_dir.as_deref(),
+        eng.required_env,
+        vec![template::EnvRequirement::AnyOf {
+            any_of: vec!["A_KEY".into(), "B_KEY".into()]
+        }]
+    );
+    assert_eq!(eng.children[0].origin.as_deref(), Some(prefix));
+    assert_eq!(eng.children[0].files_dir.as_deref(), Some("dev"));
+    // The plan reads files_dir in the cache and reports it relative to the org root.
+    fs::create_dir_all(org.path().join(prefix).join("eng-files/skills")).unwrap();
+    write(org.path(), &format!("{prefix}/eng-files/skills/x.md"), "x");
+    let empty = tempfile::tempdir().unwrap();
+    let plan = plan::build(&template, &root, &settings(empty.path(), empty.path())).unwrap();
+    let planned = plan
+        .workspaces
+        .iter()
+        .find(|w| w.request.name == "Eng")
+        .unwrap();
+    assert_eq!(
+        planned.files_dir.as_deref(),
         Some(format!("{prefix}/eng-files").as_str())
     );
-    assert_eq!(
-        eng.children[0].files_dir.as_deref(),
-        Some(format!("{prefix}/dev").as_str())
-    );
-
-    // Rewriting is idempotent: a files_dir already in the cache is left alone.
-    let mut value: serde_yaml_ng::Value =
-        serde_yaml_ng::from_str(&format!("files_dir: {prefix}/eng-files\n")).unwrap();
-    template::rewrite_files_dirs(&mut value, &RelPath::parse(prefix).unwrap());
-    assert_eq!(
-        value["files_dir"].as_str(),
-        Some(format!("{prefix}/eng-files").as_str())
+    assert!(
+        planned
+            .request
+            .seed_files
+            .as_ref()
+            .unwrap()
+            .contains("skills/x.md")
     );
 
     // An external that is not served is refused.
@@ -630,4 +657,366 @@ mod fuzz {
             let _ = load(org.path());
         }
     }
+}
+
+/// An org root holding things external content must never reach, and an upstream repository
+/// served as `github.com/acme/parts` whose `part.yaml` is `part`.
+struct Climb {
+    org: tempfile::TempDir,
+    upstream: tempfile::TempDir,
+}
+
+const ORG_SECRET: &str = "org-secret-value-4711";
+const PREFIX: &str = ".external-cache/github.com__acme__parts/abc123";
+
+impl Climb {
+    fn new() -> Self {
+        let org = tempfile::tempdir().unwrap();
+        write(org.path(), ".env", &format!("ORG_TOKEN={ORG_SECRET}\n"));
+        write(org.path(), "secret.md", ORG_SECRET);
+        write(org.path(), "secret.yaml", &format!("name: {ORG_SECRET}\n"));
+        write(org.path(), "vault/.env", &format!("VAULT={ORG_SECRET}\n"));
+        write(org.path(), "vault/key.md", ORG_SECRET);
+        write(
+            org.path(),
+            "org.yaml",
+            "workspaces: !external {repo: acme/parts, ref: v1, path: teams/part.yaml}\n",
+        );
+        Climb {
+            org,
+            upstream: tempfile::tempdir().unwrap(),
+        }
+    }
+
+    /// Loads and plans with `teams/part.yaml` upstream being `part`.
+    fn run(&self, part: &str) -> Result<plan::Plan, OrgError> {
+        write(self.upstream.path(), "teams/part.yaml", part);
+        let externals = FakeExternals::serving(self.org.path(), self.upstream.path());
+        let root = RootDir::open(self.org.path()).unwrap();
+        let template = template::load(&root, &externals)?;
+        let empty = tempfile::tempdir().unwrap();
+        plan::build(&template, &root, &settings(empty.path(), empty.path()))
+    }
+
+    #[track_caller]
+    fn refused(&self, part: &str, names: &str) {
+        let err = self
+            .run(part)
+            .expect_err("external content must stay in its entry");
+        let text = err.to_string();
+        assert!(
+            matches!(err, OrgError::Expansion(_) | OrgError::Invalid(_)),
+            "{part}: a 400, not {err:?}"
+        );
+        assert!(text.contains(names), "{part}: {text} does not name {names}");
+        assert!(!text.contains(ORG_SECRET), "{part}: {text}");
+    }
+}
+
+#[test]
+fn external_content_cannot_name_anything_outside_its_cache_entry() {
+    let climb = Climb::new();
+    // files_dir up to the org root's directories.
+    climb.refused("- name: Mole\n  files_dir: ../../../vault\n", "files_dir");
+    climb.refused("- name: Mole\n  files_dir: ../\n", "files_dir");
+    // Includes, from the fetched file's directory and from a nested include.
+    climb.refused("- !include ../../../../secret.yaml\n", "!include");
+    climb.refused("- !include ../../x.yaml\n", "!include");
+    write(
+        climb.upstream.path(),
+        "teams/inner.yaml",
+        "!include ../../x.yaml\n",
+    );
+    climb.refused("- !include inner.yaml\n", "!include");
+    // Prompt files, relative to files_dir or from the top of the entry.
+    write(climb.upstream.path(), "mole/notes.md", "mine\n");
+    climb.refused(
+        "- name: Mole\n  files_dir: mole\n  initial_prompt_file: ../../../../secret.md\n",
+        "initial_prompt_file",
+    );
+    climb.refused(
+        "- name: Mole\n  idle_prompt_file: ../secret.md\n",
+        "idle_prompt_file",
+    );
+    // Without `..`: the org's own files are simply not in the entry.
+    climb.refused(
+        "- name: Mole\n  initial_prompt_file: secret.md\n",
+        "not found",
+    );
+    // A host directory is never remote content's to choose.
+    climb.refused(
+        "- name: Mole\n  workspace_dir: /srv/mole\n",
+        "workspace_dir",
+    );
+    // The org's own `.env` layering is untouched, and nothing else leaks: the entry's files only.
+    let plan = climb
+        .run("- name: Mole\n  files_dir: mole\n  initial_prompt_file: notes.md\n")
+        .unwrap();
+    let mole = &plan.workspaces[0];
+    assert_eq!(
+        mole.files_dir.as_deref(),
+        Some(format!("{PREFIX}/mole").as_str())
+    );
+    let files = mole.request.seed_files.as_ref().unwrap();
+    assert_eq!(files.paths().len(), 2, "{:?}", files.paths());
+    assert!(files.contains("notes.md"));
+    let config = String::from_utf8(files.get("config.yaml").unwrap().data.clone()).unwrap();
+    assert!(config.contains("mine"), "{config}");
+    assert!(!config.contains(ORG_SECRET));
+}
+
+#[test]
+fn a_symlink_inside_a_cache_entry_cannot_reach_the_org_root() {
+    let climb = Climb::new();
+    // A resolver refuses links in fetched trees; this entry gets one anyway, as if another
+    // resolver (or a later hand) had put it there.
+    write(
+        climb.upstream.path(),
+        "teams/part.yaml",
+        "- name: Mole\n  files_dir: mole\n",
+    );
+    let externals = FakeExternals::serving(climb.org.path(), climb.upstream.path());
+    let root = RootDir::open(climb.org.path()).unwrap();
+    template::load(&root, &externals).unwrap();
+    let entry = climb.org.path().join(PREFIX);
+    fs::create_dir_all(entry.join("mole")).unwrap();
+    std::os::unix::fs::symlink("../../../../vault", entry.join("mole/vault")).unwrap();
+    std::os::unix::fs::symlink("../../../secret.md", entry.join("secret.md")).unwrap();
+    std::os::unix::fs::symlink("../../../secret.yaml", entry.join("teams/leak.yaml")).unwrap();
+    for (part, names) in [
+        (
+            "- name: Mole\n  files_dir: mole\n",
+            "escapes its !external content",
+        ),
+        (
+            "- name: Mole\n  initial_prompt_file: secret.md\n",
+            "escapes its !external content",
+        ),
+        ("- !include leak.yaml\n", "escapes its !external content"),
+    ] {
+        // The fake copies upstream over the entry again; the links stay.
+        climb.refused(part, names);
+    }
+}
+
+#[test]
+fn nested_externals_stay_in_their_own_entry() {
+    let climb = Climb::new();
+    let other = tempfile::tempdir().unwrap();
+    write(
+        other.path(),
+        "inner.yaml",
+        "- name: Inner\n  files_dir: ../../github.com__acme__parts/abc123/mine\n",
+    );
+    write(climb.upstream.path(), "mine/x.md", "x");
+    write(
+        climb.upstream.path(),
+        "teams/part.yaml",
+        "- name: Outer\n  files_dir: mine\n  children: !external {repo: acme/other, ref: v1, path: inner.yaml}\n",
+    );
+    let externals = FakeExternals::serving(climb.org.path(), climb.upstream.path())
+        .and("acme/other", other.path());
+    let root = RootDir::open(climb.org.path()).unwrap();
+    let template = template::load(&root, &externals).unwrap();
+    let outer = &template.workspaces[0];
+    assert_eq!(outer.origin.as_deref(), Some(PREFIX));
+    assert_eq!(
+        outer.children[0].origin.as_deref(),
+        Some(".external-cache/github.com__acme__other/abc123")
+    );
+    let empty = tempfile::tempdir().unwrap();
+    let err = plan::build(&template, &root, &settings(empty.path(), empty.path()))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("files_dir") && err.contains("escapes"),
+        "{err}"
+    );
+
+    // An include from the inner entry into the outer one is refused the same way.
+    write(
+        other.path(),
+        "inner.yaml",
+        "!include ../../github.com__acme__parts/abc123/teams/part.yaml\n",
+    );
+    let err = template::load(&root, &externals).unwrap_err().to_string();
+    assert!(err.contains("!include") && err.contains("escapes"), "{err}");
+}
+
+#[test]
+fn no_content_can_claim_an_origin() {
+    let climb = Climb::new();
+    // External content claiming the org root still resolves in its entry.
+    climb.refused(
+        "- name: Mole\n  __molecule_origin: vault\n  initial_prompt_file: key.md\n",
+        "not found",
+    );
+    // The org's own content claiming a cache entry still resolves in the org root.
+    write(
+        climb.org.path(),
+        "org.yaml",
+        "workspaces:\n  - name: Own\n    __molecule_origin: .external-cache/x/y\n    files_dir: vault\n",
+    );
+    let root = RootDir::open(climb.org.path()).unwrap();
+    let template = template::load(&root, &FakeExternals::none(climb.org.path())).unwrap();
+    assert_eq!(template.workspaces[0].origin, None);
+    let inline: serde_yaml_ng::Value = serde_yaml_ng::from_str(
+        "workspaces:\n  - name: Own\n    __molecule_origin: .external-cache/x/y\n",
+    )
+    .unwrap();
+    assert_eq!(
+        template::typed_inline(inline).unwrap().workspaces[0].origin,
+        None
+    );
+}
+
+#[test]
+fn external_defaults_resolve_in_their_entry_and_the_orgs_own_defaults_may_use_a_fetched_files_dir()
+{
+    let climb = Climb::new();
+    write(climb.upstream.path(), "mine/start.md", "from the entry\n");
+    write(
+        climb.upstream.path(),
+        "defaults.yaml",
+        "initial_prompt_file: ../secret.md\n",
+    );
+    write(
+        climb.org.path(),
+        "org.yaml",
+        "defaults: !external {repo: acme/parts, ref: v1, path: defaults.yaml}\nworkspaces:\n  - name: Own\n    files_dir: vault\n",
+    );
+    let root = RootDir::open(climb.org.path()).unwrap();
+    let externals = FakeExternals::serving(climb.org.path(), climb.upstream.path());
+    let template = template::load(&root, &externals).unwrap();
+    let empty = tempfile::tempdir().unwrap();
+    let err = plan::build(&template, &root, &settings(empty.path(), empty.path()))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("defaults.initial_prompt_file") && err.contains("escapes"),
+        "{err}"
+    );
+    assert!(!err.contains(ORG_SECRET));
+
+    // The org's own default prompt, relative to an external workspace's fetched files_dir.
+    write(
+        climb.org.path(),
+        "org.yaml",
+        "defaults:\n  initial_prompt_file: start.md\nworkspaces: !external {repo: acme/parts, ref: v1, path: teams/part.yaml}\n",
+    );
+    let plan = climb.run("- name: Fetched\n  files_dir: mine\n").unwrap();
+    let files = plan.workspaces[0].request.seed_files.as_ref().unwrap();
+    let config = String::from_utf8(files.get("config.yaml").unwrap().data.clone()).unwrap();
+    assert!(config.contains("from the entry"), "{config}");
+}
+
+#[test]
+fn an_external_files_dir_never_selects_a_persona() {
+    let climb = Climb::new();
+    write(climb.upstream.path(), "lead/x.md", "x");
+    let personas = tempfile::tempdir().unwrap();
+    write(personas.path(), "lead/env", "PERSONA_TOKEN=operator-only\n");
+    write(
+        climb.upstream.path(),
+        "teams/part.yaml",
+        "- name: Lead\n  files_dir: lead\n",
+    );
+    let externals = FakeExternals::serving(climb.org.path(), climb.upstream.path());
+    let root = RootDir::open(climb.org.path()).unwrap();
+    let template = template::load(&root, &externals).unwrap();
+    let empty = tempfile::tempdir().unwrap();
+    let plan = plan::build(&template, &root, &settings(empty.path(), personas.path())).unwrap();
+    let secrets = &plan.workspaces[0].request.secrets;
+    assert!(
+        secrets.iter().all(|(k, _)| k != "PERSONA_TOKEN"),
+        "{secrets:?}"
+    );
+}
+
+/// `org.yaml` includes `l1.yaml`, and each `l<i>.yaml` is a list of `fan_out` includes of the
+/// next level, down to `l<levels>.yaml`, a leaf of about `leaf_bytes`.
+fn fan_out(root: &Path, fan_out: usize, levels: usize, leaf_bytes: usize) {
+    write(
+        root,
+        "org.yaml",
+        "workspaces:\n  - name: A\n    notes: !include l1.yaml\n",
+    );
+    for i in 1..levels {
+        let list = format!("- !include l{}.yaml\n", i + 1).repeat(fan_out);
+        write(root, &format!("l{i}.yaml"), &list);
+    }
+    write(
+        root,
+        &format!("l{levels}.yaml"),
+        &format!("text: {}\n", "x".repeat(leaf_bytes)),
+    );
+}
+
+#[test]
+fn an_include_fan_out_is_refused_on_its_budget_before_it_grows() {
+    let org = tempfile::tempdir().unwrap();
+    // 8^15 reads if nothing stopped it.
+    fan_out(org.path(), 8, 16, 1024);
+    let started = std::time::Instant::now();
+    let err = load_err(org.path());
+    assert!(err.contains("budget") && err.contains("documents"), "{err}");
+    assert!(started.elapsed() < std::time::Duration::from_secs(5));
+
+    // Within the document budget but over the bytes: a few hundred reads of a large leaf.
+    fan_out(org.path(), 20, 3, 100 * 1024);
+    let err = load_err(org.path());
+    assert!(err.contains("budget") && err.contains("bytes"), "{err}");
+
+    // Small files, many nodes each: the node budget.
+    let org = tempfile::tempdir().unwrap();
+    fan_out(org.path(), 30, 2, 0);
+    let leaf = "- a\n".repeat(10_000);
+    write(org.path(), "l2.yaml", &leaf);
+    let err = load_err(org.path());
+    assert!(err.contains("budget") && err.contains("nodes"), "{err}");
+
+    // A real-sized template is far below every limit: 300 workspaces in 30 files.
+    let org = tempfile::tempdir().unwrap();
+    let team: String = (0..10)
+        .map(|i| format!("- name: W{i}\n  role: works\n  plugins: [a, b]\n  required_env: [K]\n  canvas: {{x: 1, y: 2}}\n"))
+        .collect();
+    let mut org_yaml = "workspaces:\n".to_owned();
+    for t in 0..30 {
+        write(org.path(), &format!("teams/t{t}.yaml"), &team);
+        org_yaml.push_str(&format!(
+            "  - name: T{t}\n    children: !include teams/t{t}.yaml\n"
+        ));
+    }
+    write(org.path(), "org.yaml", &org_yaml);
+    assert_eq!(load(org.path()).unwrap().total_workspaces(), 330);
+}
+
+#[test]
+fn externals_count_on_the_budget_too() {
+    let upstream = tempfile::tempdir().unwrap();
+    write(upstream.path(), "x.yaml", "name: X\n");
+    let org = tempfile::tempdir().unwrap();
+    let many = "  - !external {repo: acme/parts, ref: v1, path: x.yaml}\n"
+        .repeat(template::MAX_EXTERNALS + 1);
+    write(org.path(), "org.yaml", &format!("workspaces:\n{many}"));
+    let externals = FakeExternals::serving(org.path(), upstream.path());
+    let root = RootDir::open(org.path()).unwrap();
+    let err = template::load(&root, &externals).unwrap_err().to_string();
+    assert!(err.contains("budget") && err.contains("!external"), "{err}");
+    assert_eq!(externals.fetches.borrow().len(), template::MAX_EXTERNALS);
+
+    // An external's includes are documents on the same budget.
+    write(
+        upstream.path(),
+        "x.yaml",
+        &"- !include y.yaml\n".repeat(600),
+    );
+    write(upstream.path(), "y.yaml", "name: Y\n");
+    write(
+        org.path(),
+        "org.yaml",
+        "workspaces:\n  - name: A\n    children: !external {repo: acme/parts, ref: v1, path: x.yaml}\n  - name: B\n    children: !external {repo: acme/parts, ref: v1, path: x.yaml}\n",
+    );
+    let err = template::load(&root, &externals).unwrap_err().to_string();
+    assert!(err.contains("budget") && err.contains("documents"), "{err}");
 }

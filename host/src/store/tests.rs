@@ -28,6 +28,7 @@ crate::both_backends!(
     the_busy_queue_keeps_one_active_copy_per_message_and_drains_by_priority,
     stranded_delegations_are_the_host_run_ones_left_unfinished_before_the_cutoff,
     a_restart_claim_coalesces_is_renewed_and_passes_on_only_once_expired,
+    the_secret_tables_rebuild_keeps_every_row_constraint_and_cascade,
 );
 
 fn workspace(name: &str, parent: Option<Uuid>) -> NewWorkspace {
@@ -1017,4 +1018,71 @@ async fn a_restart_claim_coalesces_is_renewed_and_passes_on_only_once_expired(db
     assert!(restarts::join_running(&db, ws, expired).await.unwrap());
     assert_eq!(restarts::release_all(&db, "b/").await.unwrap(), 1);
     assert!(!restarts::claimed(&db, ws).await.unwrap());
+}
+
+/// Migration 0008 rebuilds both secret tables; run again over rows (as on an upgraded
+/// database), it keeps every row as it was, and the rebuilt tables keep their constraints.
+async fn the_secret_tables_rebuild_keeps_every_row_constraint_and_cascade(db: Db) {
+    let id = add(&db, "Keeper", None).await;
+    super::secrets::upsert_workspace(&db, id, "OLD", b"sealed-v1", 1)
+        .await
+        .unwrap();
+    super::secrets::upsert_workspace(&db, id, "PLAIN", b"plain", 0)
+        .await
+        .unwrap();
+    super::secrets::upsert_global(&db, "G", b"sealed-g", 1)
+        .await
+        .unwrap();
+    let before_ws = super::secrets::list_workspace(&db, id).await.unwrap();
+    let before_global = super::secrets::list_global(&db).await.unwrap();
+
+    // Act: the migrator applies 0008 again over these rows.
+    on_db!(&db, pool => sqlx::query("DELETE FROM schema_migrations WHERE version = 8").execute(pool).await.unwrap().rows_affected());
+    db.migrate().await.expect("0008 applies over existing rows");
+
+    // Assert: the same rows, byte for byte and with their timestamps.
+    let after_ws = super::secrets::list_workspace(&db, id).await.unwrap();
+    let after_global = super::secrets::list_global(&db).await.unwrap();
+    let shape = |rows: &[super::secrets::SecretRow]| {
+        rows.iter()
+            .map(|r| {
+                (
+                    r.key.clone(),
+                    r.encrypted_value.clone(),
+                    r.encryption_version,
+                    r.created_at,
+                    r.updated_at,
+                )
+            })
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(shape(&after_ws), shape(&before_ws));
+    assert_eq!(shape(&after_global), shape(&before_global));
+    // Version 2 is allowed now, anything else still refused by the named CHECKs.
+    super::secrets::upsert_workspace(&db, id, "NEW", b"sealed-v2", 2)
+        .await
+        .unwrap();
+    super::secrets::upsert_global(&db, "G2", b"sealed-v2", 2)
+        .await
+        .unwrap();
+    assert_constraint(
+        super::secrets::upsert_workspace(&db, id, "BAD", b"x", 3).await,
+        Constraint::Other("workspace_secrets_encryption_version_check"),
+    );
+    assert_constraint(
+        super::secrets::upsert_global(&db, "BAD", b"x", 3).await,
+        Constraint::Other("global_secrets_encryption_version_check"),
+    );
+    // The foreign key still holds and still cascades.
+    assert_constraint(
+        super::secrets::upsert_workspace(&db, Uuid::new_v4(), "KEY", b"x", 2).await,
+        Constraint::WorkspaceMissing,
+    );
+    let cascaded: u64 = on_db!(&db, pool => {
+        sqlx::query("DELETE FROM canvas_layouts WHERE workspace_id = $1").bind(id).execute(pool).await.unwrap();
+        sqlx::query("DELETE FROM workspace_config WHERE workspace_id = $1").bind(id).execute(pool).await.unwrap();
+        sqlx::query("DELETE FROM workspaces WHERE id = $1").bind(id).execute(pool).await.unwrap().rows_affected()
+    });
+    assert_eq!(cascaded, 1);
+    assert_eq!(count(&db, "workspace_secrets", "workspace_id", id).await, 0);
 }

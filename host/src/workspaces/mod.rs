@@ -294,9 +294,11 @@ pub async fn create(svc: &Services, req: CreateRequest) -> Result<Created, Works
         check_workspace_dir_against_host(dir, &svc.config.data_dir)?;
     }
     let tier = check_tier(req.tier)?;
+    // The id is the sealed values' associated data: a value opens only in this workspace's row.
+    let id = Uuid::new_v4();
     let mut sealed = Vec::with_capacity(req.secrets.len() + 1);
     for (key, value) in &req.secrets {
-        let (ciphertext, version) = svc.cipher.seal(value);
+        let (ciphertext, version) = svc.cipher.seal(secrets::Slot::Workspace(id, key), value);
         sealed.push(store::workspaces::SealedSecret {
             key: key.clone(),
             ciphertext,
@@ -304,7 +306,9 @@ pub async fn create(svc: &Services, req: CreateRequest) -> Result<Created, Works
         });
     }
     if let Some(model) = req.model.as_deref().filter(|m| !m.is_empty()) {
-        let (ciphertext, version) = svc.cipher.seal(model);
+        let (ciphertext, version) = svc
+            .cipher
+            .seal(secrets::Slot::Workspace(id, secrets::MODEL_KEY), model);
         sealed.retain(|s| s.key != secrets::MODEL_KEY);
         sealed.push(store::workspaces::SealedSecret {
             key: secrets::MODEL_KEY.to_owned(),
@@ -344,7 +348,6 @@ pub async fn create(svc: &Services, req: CreateRequest) -> Result<Created, Works
     }
     let config = Value::Object(config);
 
-    let id = Uuid::new_v4();
     let mut new = store::workspaces::NewWorkspace {
         id,
         name: req.name.trim().to_owned(),

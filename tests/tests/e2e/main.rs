@@ -15,6 +15,8 @@ mod runtimes;
 mod secrets;
 mod security_auth;
 mod security_routes;
+mod security_secrets;
+mod security_templates;
 mod security_urls;
 mod streams;
 mod workspaces;

@@ -464,13 +464,14 @@ async fn values_are_encrypted_at_rest_when_a_key_is_configured_and_plain_otherwi
     .await
     .expect(200);
 
-    // Assert: AES-GCM rows (nonce + ciphertext + tag), never the plaintext.
+    // Assert: AES-GCM rows bound to their row (version 2: nonce + ciphertext + tag), never the
+    // plaintext.
     for (global, key, value) in [
         (false, "SEALED", &ws_value),
         (true, "SEALED_GLOBAL", &global_value),
     ] {
         let (bytes, version) = stored(&app, global, key).await;
-        assert_eq!(version, 1, "{key}");
+        assert_eq!(version, 2, "{key}");
         assert!(!contains(&bytes, value), "{key} is stored in plaintext");
         assert_eq!(bytes.len(), 12 + value.len() + 16, "{key}");
     }
@@ -487,7 +488,7 @@ async fn values_are_encrypted_at_rest_when_a_key_is_configured_and_plain_otherwi
     .expect(200);
     let (bytes, version) = stored(&app, false, "PLAIN").await;
     assert_eq!((bytes.as_slice(), version), (plain_value.as_bytes(), 0));
-    // A keyed host reads rows written before it had a key.
+    // A keyed host reads rows written before it had a key: it re-seals them when it starts.
     app.restart_with(|c| c.secrets_encryption_key = Some(KEY_A.to_owned().into()))
         .await
         .expect("the host restarts with key A");
