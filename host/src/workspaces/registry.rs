@@ -120,8 +120,9 @@ pub struct Heartbeat {
     pub wedged: bool,
 }
 
-/// Applies a heartbeat: stores the counters, moves the status (provisioning/offline/awaiting →
-/// online; error rate ≥ 0.5 or wedged → degraded; < 0.1 → online again) and tells subscribers.
+/// Applies a heartbeat: stores the counters, moves the status (offline/awaiting → online; error
+/// rate ≥ 0.5 or wedged → degraded; < 0.1 → online again; provisioning only by registration)
+/// and tells subscribers.
 pub async fn heartbeat(svc: &Services, id: Uuid, hb: &Heartbeat) -> Result<(), WorkspaceError> {
     let Some(before) = store::workspaces::record_heartbeat(&svc.db, id, &hb.report).await? else {
         return Err(match store::workspaces::get(&svc.db, id).await? {
@@ -132,13 +133,12 @@ pub async fn heartbeat(svc: &Services, id: Uuid, hb: &Heartbeat) -> Result<(), W
     let unhealthy = hb.wedged || hb.report.error_rate >= DEGRADED_AT;
     let healthy = !hb.wedged && hb.report.error_rate < RECOVERED_BELOW;
     let from = Status::parse(&before.status_before);
+    // A provisioning workspace comes online when its new agent registers, never by a
+    // heartbeat: during a restart cycle the old agent may still heartbeat (it is told first and
+    // stopped after), and that must not make the workspace look back before the new one is.
     let to = match from {
-        Some(Status::Provisioning | Status::Offline | Status::AwaitingAgent) if unhealthy => {
-            Some(Status::Degraded)
-        }
-        Some(Status::Provisioning | Status::Offline | Status::AwaitingAgent) => {
-            Some(Status::Online)
-        }
+        Some(Status::Offline | Status::AwaitingAgent) if unhealthy => Some(Status::Degraded),
+        Some(Status::Offline | Status::AwaitingAgent) => Some(Status::Online),
         Some(Status::Online) if unhealthy => Some(Status::Degraded),
         Some(Status::Degraded) if healthy => Some(Status::Online),
         _ => None,

@@ -615,7 +615,9 @@ async fn the_callers_model_wins_and_a_restart_keeps_the_operators_model(
         (restarts(&app, &id).await == 1).then_some(())
     })
     .await;
-    wait_online(&app, &id).await;
+    // The cycle's row is written as it begins: wait until it finished (claim released, the
+    // new agent online), not merely until the workspace reads online.
+    app.wait_settled(&id, ONLINE).await;
     let env = agent_env(&app, runtime, &id);
     assert!(
         env.contains(&"MODEL=operator:model-b".to_owned()),
