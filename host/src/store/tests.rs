@@ -653,6 +653,11 @@ async fn mark_stale_offline_only_touches_silent_online_and_degraded_rows(db: Db)
     );
 }
 
+/// The workspace a token hash belongs to, as the auth check sees it.
+async fn token_owner(db: &Db, hash: &[u8]) -> Option<Uuid> {
+    super::tokens::workspace_for_token(db, hash).await.unwrap()
+}
+
 async fn tokens_ignore_revoked_tokens_and_removed_workspaces(db: Db) {
     assert!(
         !super::tokens::any_token_issued(&db).await.unwrap(),
@@ -681,24 +686,9 @@ async fn tokens_ignore_revoked_tokens_and_removed_workspaces(db: Db) {
             .unwrap(),
         "a token is revoked through its own workspace only"
     );
-    assert_eq!(
-        super::tokens::workspace_for_token(&db, &live)
-            .await
-            .unwrap(),
-        Some(id)
-    );
-    assert_eq!(
-        super::tokens::workspace_for_token(&db, &revoked)
-            .await
-            .unwrap(),
-        None
-    );
-    assert_eq!(
-        super::tokens::workspace_for_token(&db, &unknown)
-            .await
-            .unwrap(),
-        None
-    );
+    assert_eq!(token_owner(&db, &live).await, Some(id));
+    assert_eq!(token_owner(&db, &revoked).await, None);
+    assert_eq!(token_owner(&db, &unknown).await, None);
     let listed = super::tokens::list_workspace_tokens(&db, id, 10, 0)
         .await
         .unwrap();
@@ -739,18 +729,8 @@ async fn tokens_ignore_revoked_tokens_and_removed_workspaces(db: Db) {
     )
     .await
     .unwrap();
-    assert_eq!(
-        super::tokens::workspace_for_token(&db, &expired)
-            .await
-            .unwrap(),
-        None
-    );
-    assert_eq!(
-        super::tokens::workspace_for_token(&db, &later)
-            .await
-            .unwrap(),
-        Some(id)
-    );
+    assert_eq!(token_owner(&db, &expired).await, None);
+    assert_eq!(token_owner(&db, &later).await, Some(id));
     assert_eq!(
         super::tokens::count_live_workspace_tokens(&db, id)
             .await
@@ -777,29 +757,14 @@ async fn tokens_ignore_revoked_tokens_and_removed_workspaces(db: Db) {
             .unwrap(),
         1
     );
-    assert_eq!(
-        super::tokens::workspace_for_token(&db, &live)
-            .await
-            .unwrap(),
-        None
-    );
-    assert_eq!(
-        super::tokens::workspace_for_token(&db, &later)
-            .await
-            .unwrap(),
-        Some(id)
-    );
+    assert_eq!(token_owner(&db, &live).await, None);
+    assert_eq!(token_owner(&db, &later).await, Some(id));
 
     // A removed workspace's token stops counting even before anything revokes it.
     super::workspaces::set_status(&db, id, "removed")
         .await
         .unwrap();
-    assert_eq!(
-        super::tokens::workspace_for_token(&db, &later)
-            .await
-            .unwrap(),
-        None
-    );
+    assert_eq!(token_owner(&db, &later).await, None);
 
     // Org tokens are valid until revoked.
     let org = Uuid::new_v4();

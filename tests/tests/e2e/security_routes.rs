@@ -12,17 +12,14 @@ on_both_backends!(every_route_refuses_a_missing_or_wrong_credential);
 
 /// `(METHOD, path, owners)` per row of the table in `SECURITY.md`.
 fn table() -> Vec<(Method, String, Vec<String>)> {
-    let text = include_str!("../../../SECURITY.md");
-    text.split("\n## Routes\n")
-        .nth(1)
-        .expect("a Routes section")
-        .lines()
-        .filter(|line| line.starts_with("| `"))
-        .map(|line| {
-            let cells: Vec<&str> = line.trim_matches('|').split(" | ").map(str::trim).collect();
-            let method = Method::from_bytes(cells[0].trim_matches('`').as_bytes()).unwrap();
-            let owners = cells[2].split(" or ").map(str::to_owned).collect();
-            (method, cells[1].trim_matches('`').to_owned(), owners)
+    molecule_host::http::openapi::security_route_table(include_str!("../../../SECURITY.md"))
+        .into_iter()
+        .map(|(method, path, owners, _)| {
+            (
+                Method::from_bytes(method.as_bytes()).expect("a method"),
+                path,
+                owners,
+            )
         })
         .collect()
 }

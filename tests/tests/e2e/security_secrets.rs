@@ -7,7 +7,7 @@ use aes_gcm::aead::{Aead as _, KeyInit as _};
 use aes_gcm::{Aes256Gcm, Nonce};
 use base64::Engine as _;
 use molecule_e2e::{DbBackend, Reply, TestApp, on_both_backends};
-use molecule_host::store::Db;
+use molecule_host::store::{Db, secrets};
 use serde_json::{Value, json};
 use uuid::Uuid;
 
@@ -50,94 +50,27 @@ async fn read_row(db: &Db, row: Row<'_>) -> (Vec<u8>, i32) {
     let found = match row.workspace {
         Some(id) => {
             let id: Uuid = id.parse().expect("a workspace id");
-            let sql = "SELECT encrypted_value, encryption_version FROM workspace_secrets WHERE workspace_id = $1 AND key = $2";
-            match db {
-                Db::Sqlite(pool) => {
-                    sqlx::query_as(sql)
-                        .bind(id)
-                        .bind(row.key)
-                        .fetch_one(pool)
-                        .await
-                }
-                Db::Postgres(pool) => {
-                    sqlx::query_as(sql)
-                        .bind(id)
-                        .bind(row.key)
-                        .fetch_one(pool)
-                        .await
-                }
-            }
+            secrets::get_workspace(db, id, row.key).await
         }
-        None => {
-            let sql =
-                "SELECT encrypted_value, encryption_version FROM global_secrets WHERE key = $1";
-            match db {
-                Db::Sqlite(pool) => sqlx::query_as(sql).bind(row.key).fetch_one(pool).await,
-                Db::Postgres(pool) => sqlx::query_as(sql).bind(row.key).fetch_one(pool).await,
-            }
-        }
+        None => secrets::list_global(db)
+            .await
+            .map(|rows| rows.into_iter().find(|r| r.key == row.key)),
     };
-    found.unwrap_or_else(|err| panic!("reading {}: {err}", row.label()))
+    let found = found
+        .unwrap_or_else(|err| panic!("reading {}: {err}", row.label()))
+        .unwrap_or_else(|| panic!("{} is not stored", row.label()));
+    (found.encrypted_value, found.encryption_version)
 }
 
 /// Writes `bytes` and `version` into `row`, creating it when missing: what an attacker who can
 /// write the database does, or what an older host left behind.
 async fn write_row(db: &Db, row: Row<'_>, bytes: &[u8], version: i32) {
-    let now = chrono::Utc::now();
     let written = match row.workspace {
         Some(id) => {
             let id: Uuid = id.parse().expect("a workspace id");
-            let sql = "INSERT INTO workspace_secrets (id, workspace_id, key, encrypted_value, encryption_version, created_at, updated_at)
-                 VALUES ($1, $2, $3, $4, $5, $6, $6)
-                 ON CONFLICT (workspace_id, key) DO UPDATE SET encrypted_value = excluded.encrypted_value,
-                     encryption_version = excluded.encryption_version";
-            match db {
-                Db::Sqlite(pool) => sqlx::query(sql)
-                    .bind(Uuid::new_v4())
-                    .bind(id)
-                    .bind(row.key)
-                    .bind(bytes)
-                    .bind(version)
-                    .bind(now)
-                    .execute(pool)
-                    .await
-                    .map(|done| done.rows_affected()),
-                Db::Postgres(pool) => sqlx::query(sql)
-                    .bind(Uuid::new_v4())
-                    .bind(id)
-                    .bind(row.key)
-                    .bind(bytes)
-                    .bind(version)
-                    .bind(now)
-                    .execute(pool)
-                    .await
-                    .map(|done| done.rows_affected()),
-            }
+            secrets::upsert_workspace(db, id, row.key, bytes, version).await
         }
-        None => {
-            let sql = "INSERT INTO global_secrets (key, encrypted_value, encryption_version, created_at, updated_at)
-                 VALUES ($1, $2, $3, $4, $4)
-                 ON CONFLICT (key) DO UPDATE SET encrypted_value = excluded.encrypted_value,
-                     encryption_version = excluded.encryption_version";
-            match db {
-                Db::Sqlite(pool) => sqlx::query(sql)
-                    .bind(row.key)
-                    .bind(bytes)
-                    .bind(version)
-                    .bind(now)
-                    .execute(pool)
-                    .await
-                    .map(|done| done.rows_affected()),
-                Db::Postgres(pool) => sqlx::query(sql)
-                    .bind(row.key)
-                    .bind(bytes)
-                    .bind(version)
-                    .bind(now)
-                    .execute(pool)
-                    .await
-                    .map(|done| done.rows_affected()),
-            }
-        }
+        None => secrets::upsert_global(db, row.key, bytes, version).await,
     };
     written.unwrap_or_else(|err| panic!("writing {}: {err}", row.label()));
 }
