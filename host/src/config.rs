@@ -266,6 +266,9 @@ pub enum RuntimeKind {
 #[serde(default)]
 pub struct RuntimeConfig {
     pub kind: RuntimeKind,
+    /// The Docker engine to use (`unix:///path/docker.sock`, `tcp://host:2375`); unset: the
+    /// local engine's socket.
+    pub docker_host: Option<String>,
     /// The user-defined Docker network every workspace container joins.
     pub network: String,
     /// The agent image for every runtime name without an entry in `images`.
@@ -342,6 +345,7 @@ impl Default for RuntimeConfig {
     fn default() -> Self {
         Self {
             kind: RuntimeKind::Auto,
+            docker_host: None,
             network: "molecule-core-net".into(),
             image: "molecule-agent:dev".into(),
             images: std::collections::BTreeMap::new(),
