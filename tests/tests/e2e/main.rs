@@ -13,5 +13,6 @@ mod plugins;
 mod registry;
 mod runtimes;
 mod secrets;
+mod security_sandbox;
 mod streams;
 mod workspaces;
