@@ -1,8 +1,8 @@
 //! The zero-setup runtime: the reference agent as a local child process per workspace, with its
 //! own config directory `<data_dir>/workspaces/<id>/configs`, a free port on 127.0.0.1 and its
 //! output in `agent.log` beside it. Children are terminated (SIGTERM, then SIGKILL) on stop and
-//! on host shutdown; agents a crashed host left behind are found by their pid files (and, under
-//! their own uids, by uid) and stopped when the next host starts.
+//! on host shutdown; agents a crashed host left behind are found by their pid files and
+//! stopped when the next host starts.
 //!
 //! Agents run confined, never as the host. A root host gives each workspace an unprivileged uid
 //! of its own (`uids`) and its directories to that uid; in every mode a Landlock sandbox

@@ -35,7 +35,7 @@ fn running_as_root() -> bool {
 }
 
 /// A shell script that tries each access and prints one `name=yes|no` line per attempt
-/// (`yes`: it succeeded), preceded by `uid=<n>`.
+/// (`yes`: it succeeded), preceded by `uid=<n>` and `groups=<gid> …`.
 fn probe_script(
     reads: &[(&str, &Path)],
     lists: &[(&str, &Path)],
@@ -45,7 +45,8 @@ fn probe_script(
         "r() { if cat \"$2\" >/dev/null 2>&1; then echo \"$1=yes\"; else echo \"$1=no\"; fi; }\n\
          l() { if ls \"$2\" >/dev/null 2>&1; then echo \"$1=yes\"; else echo \"$1=no\"; fi; }\n\
          w() { if (echo pwned > \"$2\") 2>/dev/null; then echo \"$1=yes\"; else echo \"$1=no\"; fi; }\n\
-         echo \"uid=$(id -u)\"\n",
+         echo \"uid=$(id -u)\"\n\
+         echo \"groups=$(id -G)\"\n",
     );
     for (letter, list) in [("r", reads), ("l", lists), ("w", writes)] {
         for (name, path) in list {
@@ -171,6 +172,7 @@ async fn a_workspace_token_cannot_make_its_agent_run_commands_as_the_host(backen
         .remove("uid")
         .and_then(|u| u.parse().ok())
         .unwrap_or_else(|| panic!("the command's output names its uid: {reply}"));
+    let groups = seen.remove("groups").unwrap_or_default();
     let mut expected: BTreeMap<String, String> = reads
         .iter()
         .map(|(name, _)| name)
@@ -189,6 +191,9 @@ async fn a_workspace_token_cannot_make_its_agent_run_commands_as_the_host(backen
         let root = if uid == 0 { "yes" } else { "no" };
         seen.insert("runs_as_root".into(), root.into());
         expected.insert("runs_as_root".into(), "no".into());
+        // Its group is its own, and the host's supplementary groups are gone.
+        seen.insert("groups".into(), groups);
+        expected.insert("groups".into(), uid.to_string());
     }
     assert_eq!(seen, expected, "what the agent's command could reach");
     assert!(
