@@ -693,3 +693,67 @@ impl ContainerRuntime for ProcessRuntime {
         .await;
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::fs::PermissionsExt as _;
+
+    use super::*;
+
+    fn mode(path: &Path) -> u32 {
+        std::fs::metadata(path).unwrap().permissions().mode() & 0o7777
+    }
+
+    #[test]
+    fn the_data_dir_gets_the_search_bit_and_a_closed_directory_above_it_is_named() {
+        let tmp = tempfile::tempdir().unwrap();
+        let data = tmp.path().join("data");
+        let root = data.join("workspaces");
+        std::fs::create_dir_all(&root).unwrap();
+        set_mode(&data, 0o700).unwrap();
+        set_mode(tmp.path(), 0o755).unwrap();
+
+        ensure_reachable(&root).unwrap();
+        assert_eq!(mode(&data), 0o701, "search for others, never read");
+
+        // A private directory above the data dir (a home such as /root) is the operator's.
+        set_mode(tmp.path(), 0o700).unwrap();
+        let err = ensure_reachable(&root).unwrap_err().to_string();
+        assert!(
+            err.contains(&tmp.path().display().to_string()) && err.contains("chmod o+x"),
+            "{err}"
+        );
+        assert_eq!(mode(tmp.path()), 0o700, "left as it was");
+    }
+
+    #[test]
+    fn an_agent_binary_others_cannot_reach_is_copied_where_they_can() {
+        let tmp = tempfile::tempdir().unwrap();
+        set_mode(tmp.path(), 0o755).unwrap();
+        let root = tmp.path().join("workspaces");
+        std::fs::create_dir_all(&root).unwrap();
+        let private = tmp.path().join("private");
+        std::fs::create_dir(&private).unwrap();
+        let agent = private.join("molecule-agent");
+        std::fs::write(&agent, "#!/bin/sh\n").unwrap();
+        set_mode(&agent, 0o755).unwrap();
+
+        // Reachable: used where it is.
+        assert_eq!(reachable_agent(&root, agent.clone()).unwrap(), agent);
+
+        // Behind a closed directory: staged under the workspaces directory.
+        set_mode(&private, 0o700).unwrap();
+        let staged = reachable_agent(&root, agent.clone()).unwrap();
+        assert_eq!(staged, root.join(AGENT_BIN_DIR).join(AGENT_BINARY));
+        assert_eq!(std::fs::read(&staged).unwrap(), b"#!/bin/sh\n");
+        assert_eq!(mode(&staged) & 0o005, 0o005);
+        assert!(unsearchable_ancestor(&staged).is_none());
+
+        // Not executable by others: a copy of its own (a hard link would share the mode).
+        set_mode(&private, 0o755).unwrap();
+        set_mode(&agent, 0o700).unwrap();
+        let copied = reachable_agent(&root, agent.clone()).unwrap();
+        assert_eq!(mode(&copied), 0o755);
+        assert_eq!(mode(&agent), 0o700);
+    }
+}
