@@ -282,6 +282,9 @@ pub enum RuntimeKind {
 #[serde(default)]
 pub struct RuntimeConfig {
     pub kind: RuntimeKind,
+    /// The Docker engine to use (`unix:///path/docker.sock`, `tcp://host:2375`); unset: the
+    /// local engine's socket.
+    pub docker_host: Option<String>,
     /// The user-defined Docker network every workspace container joins.
     pub network: String,
     /// The agent image for every runtime name without an entry in `images`.
@@ -318,6 +321,15 @@ pub struct RuntimeConfig {
     /// CPU shares per tier (1..4); 1024 shares are one CPU.
     #[serde(deserialize_with = "comma_u64_list")]
     pub tier_cpu_shares: Vec<u64>,
+    /// The first uid (and gid) the process runtime gives an agent when the host runs as root:
+    /// each workspace gets one of its own from `process_uid_base .. + process_uid_count`.
+    pub process_uid_base: u32,
+    /// How many uids the process runtime may hand out (one per workspace with files).
+    pub process_uid_count: u32,
+    /// Directories (absolute) process-runtime agents may read and execute from besides the
+    /// system ones (`/usr`, `/bin`, `/lib*`, `/etc`, …), such as `/opt` or `/nix/store`.
+    #[serde(deserialize_with = "comma_list")]
+    pub process_readonly_paths: Vec<String>,
     /// Extra labels put on every container and volume (tests mark theirs).
     pub labels: std::collections::BTreeMap<String, String>,
     /// The Kubernetes runtime's cluster objects (`MOLECULE_RUNTIME__KUBERNETES__*`).
@@ -358,6 +370,7 @@ impl Default for RuntimeConfig {
     fn default() -> Self {
         Self {
             kind: RuntimeKind::Auto,
+            docker_host: None,
             network: "molecule-core-net".into(),
             image: "molecule-agent:dev".into(),
             images: std::collections::BTreeMap::new(),
@@ -373,6 +386,9 @@ impl Default for RuntimeConfig {
             restart_context: true,
             tier_memory_mb: vec![256, 512, 2048, 4096],
             tier_cpu_shares: vec![512, 1024, 2048, 4096],
+            process_uid_base: 2_000_000_000,
+            process_uid_count: 65_536,
+            process_readonly_paths: Vec::new(),
             labels: std::collections::BTreeMap::new(),
             kubernetes: KubernetesConfig::default(),
         }

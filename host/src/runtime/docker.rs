@@ -80,7 +80,10 @@ fn failed(context: &str, err: DockerError) -> RuntimeError {
 impl DockerRuntime {
     /// Connects to the local engine, checks it answers and makes sure the network exists.
     pub async fn connect(settings: &RuntimeConfig) -> anyhow::Result<Self> {
-        let docker = Docker::connect_with_local_defaults()?;
+        let docker = match &settings.docker_host {
+            Some(host) => Docker::connect_with_host(host)?,
+            None => Docker::connect_with_local_defaults()?,
+        };
         tokio::time::timeout(Duration::from_secs(5), docker.ping())
             .await
             .map_err(|_| anyhow::anyhow!("the Docker engine did not answer within 5 s"))??;

@@ -319,7 +319,9 @@ pub trait ContainerRuntime: Send + Sync + std::fmt::Debug {
     async fn shutdown(&self);
 }
 
-/// Picks the runtime the configuration asks for; `auto` means Docker when an engine answers.
+/// Picks the runtime the configuration asks for; `auto` means Docker when an engine answers,
+/// else local processes, but never silently in production: there the host refuses to start
+/// unless `process` is chosen explicitly.
 pub async fn select(config: &Config) -> anyhow::Result<Option<Arc<dyn ContainerRuntime>>> {
     let settings = &config.runtime;
     Ok(Some(match settings.kind {
@@ -329,6 +331,11 @@ pub async fn select(config: &Config) -> anyhow::Result<Option<Arc<dyn ContainerR
         RuntimeKind::Kubernetes => Arc::new(kubernetes::KubernetesRuntime::connect(config).await?),
         RuntimeKind::Auto => match docker::DockerRuntime::connect(settings).await {
             Ok(docker) => Arc::new(docker),
+            Err(err) if config.is_production() => {
+                anyhow::bail!(
+                    "runtime.kind = \"auto\" found no Docker engine ({err:#}); in production the host does not fall back to running agents as local processes on its own machine: start Docker (or set runtime.docker_host), or choose runtime.kind = \"process\" explicitly"
+                );
+            }
             Err(err) => {
                 tracing::info!(reason = %err, "no Docker engine answered; workspaces run as local processes");
                 Arc::new(process::ProcessRuntime::new(config)?)

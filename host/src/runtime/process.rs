@@ -1,15 +1,37 @@
 //! The zero-setup runtime: the reference agent as a local child process per workspace, with its
 //! own config directory `<data_dir>/workspaces/<id>/configs`, a free port on 127.0.0.1 and its
 //! output in `agent.log` beside it. Children are terminated (SIGTERM, then SIGKILL) on stop and
-//! on host shutdown; agents a crashed host left behind are found by their pid files and stopped
-//! when the next host starts.
+//! on host shutdown; agents a crashed host left behind are found by their pid files and
+//! stopped when the next host starts.
+//!
+//! Agents run confined, never as the host. A root host gives each workspace an unprivileged uid
+//! of its own (`uids`) and its directories to that uid; in every mode a Landlock sandbox
+//! (`sandbox`) limits the agent, and every command the host runs in its directory, to the
+//! workspace's own `configs` and `tmp`, the read-only system directories and its own port. A
+//! kernel that cannot enforce the sandbox stops the runtime from starting.
+//!
+//! ```text
+//! <data_dir>/                      searchable by others (o+x), nothing more
+//!   workspaces/                    root 0711 (0700 when the host is not root)
+//!     .uids/<uid>                  which workspace holds which uid (root 0700)
+//!     .agent-bin/molecule-agent    a copy of the agent when its own path is not reachable
+//!     <id>/                        root:<agent gid> 0710: log and pid file stay the host's
+//!       agent.log, agent.pid
+//!       configs/                   <agent uid> 0700: the agent's `/configs`
+//!       tmp/                       <agent uid> 0700: its TMPDIR, emptied at each start
+//! ```
+
+mod sandbox;
+mod uids;
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::IpAddr;
+use std::os::unix::fs::OpenOptionsExt as _;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
 
+use anyhow::Context as _;
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 use tokio::process::{Child, Command};
@@ -21,13 +43,19 @@ use super::{
     WriteTarget,
 };
 use crate::config::{Config, RuntimeConfig};
-use crate::safefs::{FileTree, ListedFile, RelPath, RootDir};
+use crate::safefs::{FileTree, ListedFile, Owner, RelPath, RootDir};
 
 const AGENT_BINARY: &str = "molecule-agent";
 const PID_FILE: &str = "agent.pid";
 const LOG_FILE: &str = "agent.log";
+/// The uid claims, inside the workspaces directory (not a workspace id, so never listed).
+const UIDS_DIR: &str = ".uids";
+/// Where the agent binary is copied when agents could not reach it where it is.
+const AGENT_BIN_DIR: &str = ".agent-bin";
 /// Longest an exec may run.
 const EXEC_TIMEOUT: Duration = Duration::from_secs(120);
+/// How long a start watches a new agent for an early exit before it leaves it to register.
+const START_WATCH: Duration = Duration::from_secs(2);
 
 #[derive(Debug)]
 struct Agent {
@@ -61,26 +89,67 @@ pub struct ProcessRuntime {
     path_env: Option<String>,
     settings: RuntimeConfig,
     agents: Mutex<HashMap<Uuid, Agent>>,
+    /// The part of every agent's sandbox outside its workspace.
+    system: Vec<sandbox::SystemRule>,
+    /// Set when the host runs as root: each workspace's agent runs under a uid of its own.
+    uids: Option<uids::UidPool>,
 }
+
+/// What the operator is told when the kernel cannot confine agents.
+const NO_SANDBOX: &str = "the process runtime runs every agent in a Landlock sandbox and this kernel cannot enforce it (it needs Landlock ABI 3: Linux 6.2 or later with `landlock` among the enabled LSMs); agents are not run unconfined: use the Docker runtime (runtime.kind = \"docker\") instead";
 
 impl ProcessRuntime {
     pub fn new(config: &Config) -> anyhow::Result<Self> {
-        let root = config.data_dir.join("workspaces");
-        std::fs::create_dir_all(&root)?;
-        let agent = match &config.runtime.agent_binary {
+        let settings = &config.runtime;
+        let extra = readonly_paths(settings)?;
+        let agent = match &settings.agent_binary {
             Some(path) => path.clone(),
             None => default_agent_binary(),
+        };
+        let agent = on_path(agent);
+        sandbox::probe(&sandbox::system_rules(&agent, &extra, None))
+            .map_err(|err| anyhow::anyhow!("{NO_SANDBOX} ({err})"))?;
+        let separate = nix::unistd::geteuid().is_root();
+        if separate {
+            uids::check_range(settings.process_uid_base, settings.process_uid_count)
+                .map_err(anyhow::Error::msg)?;
+        }
+        let root = config.data_dir.join("workspaces");
+        std::fs::create_dir_all(&root)?;
+        let root = root
+            .canonicalize()
+            .context("resolving the workspaces directory")?;
+        set_mode(&root, if separate { 0o711 } else { 0o700 })?;
+        let (agent, uids) = if separate {
+            ensure_reachable(&root)?;
+            let agent = reachable_agent(&root, agent)?;
+            let pool = uids::UidPool::open(
+                &root.join(UIDS_DIR),
+                settings.process_uid_base,
+                settings.process_uid_count,
+            )
+            .context("opening the agents' uid claims")?;
+            (agent, Some(pool))
+        } else {
+            tracing::info!(
+                "the host does not run as root: agents run under its own uid, confined by Landlock"
+            );
+            (agent, None)
         };
         if !agent.is_file() {
             tracing::warn!(agent = %agent.display(), "the agent binary does not exist yet; workspaces will fail to start until it is built (cargo build -p molecule-agent)");
         }
-        stop_leftovers(&root);
+        let system =
+            sandbox::system_rules(&agent, &extra, sandbox::resolv_conf_target().as_deref());
+        stop_leftovers(&root, uids.as_ref());
         Ok(ProcessRuntime {
             root,
             agent,
             path_env: crate::config::inherited_path(),
-            settings: config.runtime.clone(),
+            settings: settings.clone(),
             agents: Mutex::new(HashMap::new()),
+            system,
+            uids,
         })
     }
 
@@ -88,12 +157,109 @@ impl ProcessRuntime {
         self.root.join(id.to_string())
     }
 
+    /// Who the agent of `id` runs as: its own uid (claimed on first use) when the host is root,
+    /// `None` (the host's user) otherwise.
+    fn owner(&self, id: Uuid) -> Result<Option<Owner>, RuntimeError> {
+        let Some(pool) = &self.uids else {
+            return Ok(None);
+        };
+        let uid = match pool.uid_of(id) {
+            Some(uid) => uid,
+            None => pool
+                .claim(id, uids::used_by_the_machine())
+                .map_err(|e| RuntimeError::Failed(e.to_string()))?,
+        };
+        Ok(Some(Owner { uid, gid: uid }))
+    }
+
     fn configs(&self, id: Uuid) -> Result<RootDir, RuntimeError> {
         let path = self.dir(id).join("configs");
         if !path.is_dir() {
             return Err(RuntimeError::Offline);
         }
-        Ok(RootDir::open(&path)?)
+        Ok(RootDir::open(&path)?.owned_by(self.owner(id)?))
+    }
+
+    /// Lays out the workspace's directory for its agent (see the module docs): `<id>` stays
+    /// the host's, `configs` and `tmp` become the agent's (given to its uid without following
+    /// any link the agent may have planted), and `tmp` starts empty when `fresh_tmp`.
+    fn prepare(
+        &self,
+        id: Uuid,
+        owner: Option<Owner>,
+        fresh_tmp: bool,
+    ) -> Result<(RootDir, RootDir), RuntimeError> {
+        let dir = self.dir(id);
+        match std::fs::create_dir(&dir) {
+            Err(err) if err.kind() != std::io::ErrorKind::AlreadyExists => {
+                return Err(failed("creating the workspace directory", &err));
+            }
+            _ => {}
+        }
+        match owner {
+            Some(owner) => {
+                std::os::unix::fs::lchown(&dir, Some(0), Some(owner.gid))
+                    .map_err(|e| failed("giving the workspace directory to its agent", &e))?;
+                set_mode(&dir, 0o710)
+                    .map_err(|e| failed("protecting the workspace directory", &e))?;
+            }
+            None => {
+                set_mode(&dir, 0o700)
+                    .map_err(|e| failed("protecting the workspace directory", &e))?;
+            }
+        }
+        let tmp_path = dir.join("tmp");
+        if fresh_tmp {
+            match std::fs::remove_dir_all(&tmp_path) {
+                Err(err) if err.kind() != std::io::ErrorKind::NotFound => {
+                    return Err(failed("emptying the agent's temporary directory", &err));
+                }
+                _ => {}
+            }
+        }
+        let mut dirs = Vec::with_capacity(2);
+        for path in [dir.join("configs"), tmp_path] {
+            let root = RootDir::open_or_create(&path)?.owned_by(owner);
+            root.set_mode(0o700)?;
+            if let Some(owner) = owner {
+                root.give_to(owner)?;
+            }
+            dirs.push(root);
+        }
+        let tmp = dirs.pop().expect("two directories");
+        let configs = dirs.pop().expect("two directories");
+        Ok((configs, tmp))
+    }
+
+    /// A command confined like the workspace's agent: its uid, its sandbox (TCP bind on
+    /// `bind_port` only), `TMPDIR` its private `tmp`, running in its `configs`.
+    fn confined(
+        &self,
+        program: &Path,
+        owner: Option<Owner>,
+        configs: &RootDir,
+        tmp: &RootDir,
+        bind_port: Option<u16>,
+    ) -> Result<Command, RuntimeError> {
+        use std::os::fd::AsFd as _;
+        let ruleset = sandbox::ruleset(&self.system, &[configs.as_fd(), tmp.as_fd()], bind_port)
+            .map_err(|e| RuntimeError::Failed(format!("building the agent's sandbox: {e}")))?;
+        let mut command = Command::new(program);
+        command
+            .env_clear()
+            .env("TMPDIR", tmp.path())
+            .current_dir(configs.path())
+            .stdin(Stdio::null())
+            .kill_on_drop(true);
+        if let Some(path) = &self.path_env {
+            command.env("PATH", path);
+        }
+        if let Some(owner) = owner {
+            // std drops the supplementary groups when it switches the uid.
+            command.uid(owner.uid).gid(owner.gid);
+        }
+        sandbox::confine(&mut command, ruleset);
+        Ok(command)
     }
 
     async fn target(&self, id: Uuid) -> WriteTarget {
@@ -116,9 +282,141 @@ impl ProcessRuntime {
         let _ = std::fs::remove_file(self.dir(id).join(PID_FILE));
     }
 
+    /// Watches a just-started agent until its port accepts connections or [`START_WATCH`]
+    /// passes, and returns its exit code if it exited first. The port was free when the host
+    /// chose it, but any program (an outgoing connection included) may take it before the
+    /// agent binds; the agent then exits at once, and without this the workspace would sit in
+    /// `provisioning` until the provision timeout instead of being started again on another
+    /// port. An agent stopped meanwhile is no longer watched.
+    async fn exited_before_listening(&self, id: Uuid, port: u16) -> Option<i64> {
+        let deadline = tokio::time::Instant::now() + START_WATCH;
+        let exited = || async {
+            let mut agents = self.agents.lock().await;
+            agents.get_mut(&id).map(Agent::poll)
+        };
+        loop {
+            match exited().await {
+                None => return None,
+                Some(Some(code)) => return Some(code),
+                Some(None) => {}
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return None;
+            }
+            let probe = tokio::net::TcpStream::connect(("127.0.0.1", port));
+            if let Ok(Ok(_)) = tokio::time::timeout(Duration::from_millis(200), probe).await {
+                // Listening (or another listener holds the port: then the agent is exiting,
+                // and the health sweep and provision timeout take it from here).
+                return exited().await.flatten();
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
     fn stop_timeout(&self) -> Duration {
         Duration::from_secs(self.settings.stop_timeout_secs.max(1))
     }
+}
+
+/// `runtime.process_readonly_paths`, each of which must be absolute.
+fn readonly_paths(settings: &RuntimeConfig) -> anyhow::Result<Vec<PathBuf>> {
+    settings
+        .process_readonly_paths
+        .iter()
+        .filter(|p| !p.trim().is_empty())
+        .map(|raw| {
+            let path = PathBuf::from(raw.trim());
+            anyhow::ensure!(
+                path.is_absolute(),
+                "runtime.process_readonly_paths: {raw:?} is not an absolute path"
+            );
+            Ok(path)
+        })
+        .collect()
+}
+
+/// A bare program name found on `PATH` as the absolute path the sandbox needs; anything else
+/// as it is.
+fn on_path(agent: PathBuf) -> PathBuf {
+    if agent.components().count() != 1 || agent.is_absolute() {
+        return agent;
+    }
+    crate::config::inherited_path()
+        .iter()
+        .flat_map(|path| std::env::split_paths(path).collect::<Vec<_>>())
+        .map(|dir| dir.join(&agent))
+        .find(|candidate| candidate.is_file() && candidate.is_absolute())
+        .unwrap_or(agent)
+}
+
+fn set_mode(path: &Path, mode: u32) -> std::io::Result<()> {
+    use std::os::unix::fs::PermissionsExt as _;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
+}
+
+fn failed(what: &str, err: &std::io::Error) -> RuntimeError {
+    RuntimeError::Failed(format!("{what}: {err}"))
+}
+
+/// The first directory on the way to `path` (its ancestors) that other users may not search.
+fn unsearchable_ancestor(path: &Path) -> Option<PathBuf> {
+    use std::os::unix::fs::PermissionsExt as _;
+    path.ancestors()
+        .skip(1)
+        .find(|dir| std::fs::metadata(dir).map_or(true, |m| m.permissions().mode() & 0o001 == 0))
+        .map(Path::to_path_buf)
+}
+
+/// Agents under their own uids must pass through every directory above the workspaces
+/// directory `root`. The data dir is the host's: it gets the search bit for others (never the
+/// read bit, so nobody can list it) when it lacks it; any other directory on the way is the
+/// operator's to open, and the runtime refuses to start until it is.
+fn ensure_reachable(root: &Path) -> anyhow::Result<()> {
+    use std::os::unix::fs::{MetadataExt as _, PermissionsExt as _};
+    let data_dir = root.parent().unwrap_or(Path::new("/"));
+    let meta = std::fs::metadata(data_dir)?;
+    let mode = meta.permissions().mode();
+    if mode & 0o001 == 0 && meta.uid() == nix::unistd::geteuid().as_raw() {
+        set_mode(data_dir, (mode & 0o7777) | 0o001)?;
+        tracing::info!(data_dir = %data_dir.display(), "gave the data dir search permission for others (not read): agents run under their own uids and pass through it");
+    }
+    if let Some(blocked) = unsearchable_ancestor(root) {
+        anyhow::bail!(
+            "{} does not let other users pass through it, and agents run under uids of their own that must reach {}: allow it (chmod o+x {}) or move data_dir",
+            blocked.display(),
+            root.display(),
+            blocked.display()
+        );
+    }
+    Ok(())
+}
+
+/// The agent binary where agents can execute it: where it is if every directory above it lets
+/// others pass and it is readable and executable by others, else a copy (a hard link when it
+/// may be) in `<root>/.agent-bin`, which the host owns.
+fn reachable_agent(root: &Path, agent: PathBuf) -> anyhow::Result<PathBuf> {
+    use std::os::unix::fs::PermissionsExt as _;
+    let Ok(meta) = std::fs::metadata(&agent) else {
+        return Ok(agent);
+    };
+    let shared = meta.permissions().mode() & 0o005 == 0o005;
+    if shared && agent.is_absolute() && unsearchable_ancestor(&agent).is_none() {
+        return Ok(agent);
+    }
+    let dir = root.join(AGENT_BIN_DIR);
+    std::fs::create_dir_all(&dir)?;
+    set_mode(&dir, 0o755)?;
+    let staged = dir.join(AGENT_BINARY);
+    let tmp = dir.join(format!("{AGENT_BINARY}.{}", Uuid::new_v4().simple()));
+    let linked = shared && std::fs::hard_link(&agent, &tmp).is_ok();
+    if !linked {
+        std::fs::copy(&agent, &tmp)
+            .with_context(|| format!("copying {} where agents can run it", agent.display()))?;
+        set_mode(&tmp, 0o755)?;
+    }
+    std::fs::rename(&tmp, &staged)?;
+    tracing::info!(agent = %agent.display(), staged = %staged.display(), "agents run a copy of the agent binary: its own path is not reachable by other users");
+    Ok(staged)
 }
 
 /// `molecule-agent` beside the running executable (or one level up, for test binaries in
@@ -147,39 +445,17 @@ async fn terminate(child: &mut Child, timeout: Duration) {
     }
 }
 
-/// How long a start watches a new agent for an early exit before it leaves it to register.
-const START_WATCH: Duration = Duration::from_secs(2);
-
-/// Watches a just-started agent until its port accepts connections or [`START_WATCH`] passes,
-/// and returns its exit code if it exited first (`-1` for a signal). The port was free when
-/// the host chose it, but any program (an outgoing connection included) may take it before the
-/// agent binds; the agent then exits at once, and without this the workspace would sit in
-/// `provisioning` until the provision timeout instead of being started again on another port.
-async fn exited_before_listening(child: &mut Child, port: u16) -> Option<i32> {
-    let deadline = tokio::time::Instant::now() + START_WATCH;
-    loop {
-        if let Ok(Some(status)) = child.try_wait() {
-            return Some(status.code().unwrap_or(-1));
+/// Stops agents a previous host left running, recognised by pid file and command line, and
+/// releases the uids of workspaces whose directory is gone (removed while the host was down,
+/// or a claim made just before a crash).
+fn stop_leftovers(root: &Path, uids: Option<&uids::UidPool>) {
+    if let Some(pool) = uids {
+        for (id, _) in pool.held() {
+            if !root.join(id.to_string()).is_dir() {
+                let _ = pool.release(id);
+            }
         }
-        if tokio::time::Instant::now() >= deadline {
-            return None;
-        }
-        let probe = tokio::net::TcpStream::connect(("127.0.0.1", port));
-        if let Ok(Ok(_)) = tokio::time::timeout(Duration::from_millis(200), probe).await {
-            // Listening (or another listener holds the port: then the agent is exiting, and
-            // the health sweep and provision timeout take it from here).
-            return child
-                .try_wait()
-                .ok()
-                .flatten()
-                .map(|status| status.code().unwrap_or(-1));
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
     }
-}
-
-/// Stops agents a previous host left running, recognised by pid file and command line.
-fn stop_leftovers(root: &Path) {
     let Ok(entries) = std::fs::read_dir(root) else {
         return;
     };
@@ -218,55 +494,44 @@ impl ContainerRuntime for ProcessRuntime {
     async fn start(&self, spec: &StartSpec) -> Result<Started, RuntimeError> {
         let id = spec.workspace_id;
         self.terminate(id).await;
-        if !self.agent.is_file() && !self.agent.is_relative() {
+        if !self.agent.is_file() {
             return Err(RuntimeError::Failed(format!(
                 "agent binary {} not found; build it with `cargo build -p molecule-agent`",
                 self.agent.display()
             )));
         }
         let dir = self.dir(id);
-        let configs = RootDir::open_or_create(&dir.join("configs"))?;
+        let owner = self.owner(id)?;
+        let (configs, tmp) = self.prepare(id, owner, true)?;
         configs.write_tree(&spec.files)?;
         let port = spec.port;
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
+            .mode(0o600)
             .open(dir.join(LOG_FILE))
             .map_err(|e| RuntimeError::Failed(format!("opening the agent log: {e}")))?;
         let log_err = log
             .try_clone()
             .map_err(|e| RuntimeError::Failed(format!("opening the agent log: {e}")))?;
         let url = format!("http://127.0.0.1:{port}");
-        let mut command = Command::new(&self.agent);
+        let mut command = self.confined(&self.agent, owner, &configs, &tmp, Some(port))?;
         command
-            .env_clear()
             .envs(spec.env.iter())
             .env("WORKSPACE_CONFIG_PATH", configs.path())
             .env("MOLECULE_AGENT_LISTEN", format!("127.0.0.1:{port}"))
             .env("MOLECULE_AGENT_URL", &url)
-            .current_dir(configs.path())
-            .stdin(Stdio::null())
             .stdout(Stdio::from(log))
             .stderr(Stdio::from(log_err))
-            .kill_on_drop(true)
             .process_group(0);
-        if let Some(path) = &self.path_env {
-            command.env("PATH", path);
-        }
-        let mut child = command
+        let child = command
             .spawn()
             .map_err(|e| RuntimeError::Failed(format!("starting {}: {e}", self.agent.display())))?;
         if let Some(pid) = child.id() {
             let _ = std::fs::write(dir.join(PID_FILE), pid.to_string());
         }
-        if let Some(code) = exited_before_listening(&mut child, port).await {
-            let _ = std::fs::remove_file(dir.join(PID_FILE));
-            let log = std::fs::read_to_string(dir.join(LOG_FILE)).unwrap_or_default();
-            return Err(RuntimeError::Failed(format!(
-                "the agent exited with code {code} before it listened on port {port}: {}",
-                tail_lines(&log, 5)
-            )));
-        }
+        // Known before it can register: the agent may be online (registered and heartbeating)
+        // before the watch below ends, and whatever asks the runtime then must find it.
         self.agents.lock().await.insert(
             id,
             Agent {
@@ -274,6 +539,15 @@ impl ContainerRuntime for ProcessRuntime {
                 exit_code: None,
             },
         );
+        if let Some(code) = self.exited_before_listening(id, port).await {
+            self.agents.lock().await.remove(&id);
+            let _ = std::fs::remove_file(dir.join(PID_FILE));
+            let log = std::fs::read_to_string(dir.join(LOG_FILE)).unwrap_or_default();
+            return Err(RuntimeError::Failed(format!(
+                "the agent exited with code {code} before it listened on port {port}: {}",
+                tail_lines(&log, 5)
+            )));
+        }
         Ok(Started { url })
     }
 
@@ -285,12 +559,15 @@ impl ContainerRuntime for ProcessRuntime {
     async fn remove(&self, id: Uuid) -> Result<(), RuntimeError> {
         self.terminate(id).await;
         match std::fs::remove_dir_all(self.dir(id)) {
-            Ok(()) => Ok(()),
-            Err(err) if err.kind() == std::io::ErrorKind::NotFound => Ok(()),
-            Err(err) => Err(RuntimeError::Failed(format!(
-                "removing the workspace directory: {err}"
-            ))),
+            Ok(()) => {}
+            Err(err) if err.kind() == std::io::ErrorKind::NotFound => {}
+            Err(err) => return Err(failed("removing the workspace directory", &err)),
         }
+        if let Some(pool) = &self.uids {
+            pool.release(id)
+                .map_err(|e| failed("releasing the agent's uid", &e))?;
+        }
+        Ok(())
     }
 
     async fn inspect(&self, id: Uuid) -> Result<Inspection, RuntimeError> {
@@ -366,20 +643,16 @@ impl ContainerRuntime for ProcessRuntime {
     }
 
     async fn exec(&self, id: Uuid, argv: &[String]) -> Result<ExecOutput, RuntimeError> {
-        let configs = self.configs(id)?;
+        if !self.dir(id).join("configs").is_dir() {
+            return Err(RuntimeError::Offline);
+        }
         let (program, args) = argv
             .split_first()
             .ok_or_else(|| RuntimeError::Failed("empty command".into()))?;
-        let mut command = Command::new(program);
-        command
-            .args(args)
-            .env_clear()
-            .current_dir(configs.path())
-            .stdin(Stdio::null())
-            .kill_on_drop(true);
-        if let Some(path) = &self.path_env {
-            command.env("PATH", path);
-        }
+        let owner = self.owner(id)?;
+        let (configs, tmp) = self.prepare(id, owner, false)?;
+        let mut command = self.confined(Path::new(program), owner, &configs, &tmp, None)?;
+        command.args(args);
         let output = tokio::time::timeout(EXEC_TIMEOUT, command.output())
             .await
             .map_err(|_| RuntimeError::Failed("command timed out".into()))?
@@ -418,5 +691,69 @@ impl ContainerRuntime for ProcessRuntime {
             }
         }))
         .await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::fs::PermissionsExt as _;
+
+    use super::*;
+
+    fn mode(path: &Path) -> u32 {
+        std::fs::metadata(path).unwrap().permissions().mode() & 0o7777
+    }
+
+    #[test]
+    fn the_data_dir_gets_the_search_bit_and_a_closed_directory_above_it_is_named() {
+        let tmp = tempfile::tempdir().unwrap();
+        let data = tmp.path().join("data");
+        let root = data.join("workspaces");
+        std::fs::create_dir_all(&root).unwrap();
+        set_mode(&data, 0o700).unwrap();
+        set_mode(tmp.path(), 0o755).unwrap();
+
+        ensure_reachable(&root).unwrap();
+        assert_eq!(mode(&data), 0o701, "search for others, never read");
+
+        // A private directory above the data dir (a home such as /root) is the operator's.
+        set_mode(tmp.path(), 0o700).unwrap();
+        let err = ensure_reachable(&root).unwrap_err().to_string();
+        assert!(
+            err.contains(&tmp.path().display().to_string()) && err.contains("chmod o+x"),
+            "{err}"
+        );
+        assert_eq!(mode(tmp.path()), 0o700, "left as it was");
+    }
+
+    #[test]
+    fn an_agent_binary_others_cannot_reach_is_copied_where_they_can() {
+        let tmp = tempfile::tempdir().unwrap();
+        set_mode(tmp.path(), 0o755).unwrap();
+        let root = tmp.path().join("workspaces");
+        std::fs::create_dir_all(&root).unwrap();
+        let private = tmp.path().join("private");
+        std::fs::create_dir(&private).unwrap();
+        let agent = private.join("molecule-agent");
+        std::fs::write(&agent, "#!/bin/sh\n").unwrap();
+        set_mode(&agent, 0o755).unwrap();
+
+        // Reachable: used where it is.
+        assert_eq!(reachable_agent(&root, agent.clone()).unwrap(), agent);
+
+        // Behind a closed directory: staged under the workspaces directory.
+        set_mode(&private, 0o700).unwrap();
+        let staged = reachable_agent(&root, agent.clone()).unwrap();
+        assert_eq!(staged, root.join(AGENT_BIN_DIR).join(AGENT_BINARY));
+        assert_eq!(std::fs::read(&staged).unwrap(), b"#!/bin/sh\n");
+        assert_eq!(mode(&staged) & 0o005, 0o005);
+        assert!(unsearchable_ancestor(&staged).is_none());
+
+        // Not executable by others: a copy of its own (a hard link would share the mode).
+        set_mode(&private, 0o755).unwrap();
+        set_mode(&agent, 0o700).unwrap();
+        let copied = reachable_agent(&root, agent.clone()).unwrap();
+        assert_eq!(mode(&copied), 0o755);
+        assert_eq!(mode(&agent), 0o700);
     }
 }

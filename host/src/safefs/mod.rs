@@ -4,6 +4,7 @@
 
 use std::collections::BTreeMap;
 use std::io::{self, Read as _};
+use std::os::fd::{AsFd as _, BorrowedFd, OwnedFd};
 use std::path::{Path, PathBuf};
 
 use cap_std::fs::{Dir, PermissionsExt as _};
@@ -335,11 +336,21 @@ pub struct ListedFile {
     pub dir: bool,
 }
 
+/// Who the host makes the owner of what it creates under a [`RootDir`]: the process runtime's
+/// agents run under uids of their own and must be able to read (and replace) their files.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Owner {
+    pub uid: u32,
+    pub gid: u32,
+}
+
 /// A directory on the host that holds a workspace's files (the process runtime's `/configs`).
 #[derive(Debug)]
 pub struct RootDir {
     dir: Dir,
     path: PathBuf,
+    /// Set: everything this handle creates is given to this owner.
+    owner: Option<Owner>,
 }
 
 impl RootDir {
@@ -353,20 +364,83 @@ impl RootDir {
         Ok(RootDir {
             dir: Dir::open_ambient_dir(path, cap_std::ambient_authority())?,
             path: path.to_path_buf(),
+            owner: None,
         })
+    }
+
+    /// The same root, giving what it creates from now on to `owner` (`None`: the host keeps
+    /// it).
+    pub fn owned_by(mut self, owner: Option<Owner>) -> Self {
+        self.owner = owner;
+        self
     }
 
     pub fn path(&self) -> &Path {
         &self.path
     }
 
+    /// The root directory itself opened for reading (cap-std holds an `O_PATH` descriptor, on
+    /// which `fchmod` and `fchown` fail).
+    fn reopened(&self) -> io::Result<OwnedFd> {
+        use nix::fcntl::{OFlag, openat};
+        let flags = OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC;
+        Ok(openat(
+            self.dir.as_fd(),
+            ".",
+            flags,
+            nix::sys::stat::Mode::empty(),
+        )?)
+    }
+
+    /// Sets the mode of the root directory itself.
+    pub fn set_mode(&self, mode: u32) -> Result<(), SafeFsError> {
+        let mode = nix::sys::stat::Mode::from_bits_truncate(mode);
+        nix::sys::stat::fchmod(self.reopened()?, mode).map_err(io::Error::from)?;
+        Ok(())
+    }
+
+    /// Gives the root and everything below it to `owner`, never following a symlink: every
+    /// entry is opened relative to its parent's descriptor with `O_NOFOLLOW` and changed through
+    /// its own descriptor, so a link planted anywhere in the tree (to `/etc/shadow`, say) is
+    /// left as it is and nothing outside the root changes owner. Symlinks, devices, FIFOs and
+    /// sockets keep their owner, and so does a regular file with more than one link (a hard
+    /// link may name a file outside the root). Directories deeper than the walk limit keep
+    /// theirs too.
+    pub fn give_to(&self, owner: Owner) -> Result<(), SafeFsError> {
+        fchown_fd(self.reopened()?.as_fd(), owner)?;
+        give_tree(self.dir.as_fd(), owner, 0)?;
+        Ok(())
+    }
+
+    /// Gives each directory on `path` (relative to the root) and its last component to this
+    /// root's owner, never following a symlink (see [`RootDir::give_to`]); a symlink on the
+    /// way ends the walk.
+    fn give_path(&self, path: &Path) -> io::Result<()> {
+        let Some(owner) = self.owner else {
+            return Ok(());
+        };
+        let mut parent = self.dir.as_fd().try_clone_to_owned()?;
+        for component in path.components() {
+            match give(parent.as_fd(), component.as_os_str(), owner)? {
+                Some(Given::Dir(fd)) => parent = fd,
+                Some(Given::File) | None => break,
+            }
+        }
+        Ok(())
+    }
+
     /// Writes every file of `tree` (parents created; each file written to a temporary name and
-    /// renamed, so a reader never sees half a file).
+    /// renamed, so a reader never sees half a file). With an owner, new directories and every
+    /// written file are given to it.
     pub fn write_tree(&self, tree: &FileTree) -> Result<(), SafeFsError> {
+        let mut given = std::collections::BTreeSet::new();
         for file in tree.files() {
             let path = Path::new(file.path.as_str());
             if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
                 self.dir.create_dir_all(parent)?;
+                if given.insert(parent.to_path_buf()) {
+                    self.give_path(parent)?;
+                }
             }
             if self
                 .dir
@@ -376,9 +450,17 @@ impl RootDir {
                 self.dir.remove_file(path)?;
             }
             let tmp = format!("{}.molecule-tmp", file.path);
-            self.dir.write(&tmp, &file.data)?;
-            self.dir
-                .set_permissions(&tmp, cap_std::fs::Permissions::from_mode(file.mode))?;
+            // A leftover of an interrupted write (or anything planted under that name) goes.
+            let _ = self.dir.remove_file(&tmp);
+            let mut options = cap_std::fs::OpenOptions::new();
+            options.write(true).create_new(true);
+            let mut handle = self.dir.open_with(&tmp, &options)?;
+            io::Write::write_all(&mut handle, &file.data)?;
+            handle.set_permissions(cap_std::fs::Permissions::from_mode(file.mode))?;
+            if let Some(owner) = self.owner {
+                fchown_fd(handle.as_fd(), owner)?;
+            }
+            drop(handle);
             self.dir.rename(&tmp, &self.dir, path)?;
         }
         Ok(())
@@ -408,6 +490,7 @@ impl RootDir {
                 .open_dir(path.as_str())
                 .map_err(|e| escape_or(e, path))?,
             path: self.path.join(path.as_str()),
+            owner: self.owner,
         })
     }
 
@@ -480,14 +563,18 @@ impl RootDir {
     pub fn create_dir_all(&self, path: &RelPath) -> Result<(), SafeFsError> {
         self.dir
             .create_dir_all(path.as_str())
-            .map_err(|e| escape_or(e, path))
+            .map_err(|e| escape_or(e, path))?;
+        self.give_path(Path::new(path.as_str()))?;
+        Ok(())
     }
 
     /// Writes one file (not atomically; callers rename a finished directory into place).
     pub fn write(&self, path: &RelPath, data: &[u8]) -> Result<(), SafeFsError> {
         self.dir
             .write(path.as_str(), data)
-            .map_err(|e| escape_or(e, path))
+            .map_err(|e| escape_or(e, path))?;
+        self.give_path(Path::new(path.as_str()))?;
+        Ok(())
     }
 
     /// Renames `from` to `to`, both inside this root. Fails when `to` is a non-empty directory.
@@ -577,6 +664,72 @@ impl RootDir {
         }
         Ok(out)
     }
+}
+
+impl std::os::fd::AsFd for RootDir {
+    fn as_fd(&self) -> std::os::fd::BorrowedFd<'_> {
+        self.dir.as_fd()
+    }
+}
+
+/// What [`give`] changed.
+enum Given {
+    /// A directory, opened (`O_PATH`) so the walk can continue below it.
+    Dir(OwnedFd),
+    File,
+}
+
+fn fchown_fd(fd: BorrowedFd<'_>, owner: Owner) -> io::Result<()> {
+    std::os::unix::fs::fchown(fd, Some(owner.uid), Some(owner.gid))
+}
+
+/// Gives the entry `name` of `parent` to `owner` without following a symlink: opened with
+/// `O_PATH | O_NOFOLLOW`, checked and changed through that descriptor, so nothing can be swapped
+/// in between. `None`: left alone (gone, a symlink, not a regular file or directory, or a
+/// regular file with several links).
+fn give(parent: BorrowedFd<'_>, name: &std::ffi::OsStr, owner: Owner) -> io::Result<Option<Given>> {
+    use nix::fcntl::{OFlag, openat};
+    use nix::sys::stat::{Mode, SFlag, fstat};
+    let flags = OFlag::O_PATH | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
+    let fd = match openat(parent, name, flags, Mode::empty()) {
+        Ok(fd) => fd,
+        Err(nix::errno::Errno::ENOENT) => return Ok(None),
+        Err(err) => return Err(err.into()),
+    };
+    let stat = fstat(&fd)?;
+    let kind = SFlag::from_bits_truncate(stat.st_mode) & SFlag::S_IFMT;
+    let is_dir = kind == SFlag::S_IFDIR;
+    let single_file = kind == SFlag::S_IFREG && stat.st_nlink == 1;
+    if !(is_dir || single_file) {
+        return Ok(None);
+    }
+    nix::unistd::fchownat(
+        &fd,
+        "",
+        Some(nix::unistd::Uid::from_raw(owner.uid)),
+        Some(nix::unistd::Gid::from_raw(owner.gid)),
+        nix::fcntl::AtFlags::AT_EMPTY_PATH,
+    )?;
+    Ok(Some(if is_dir { Given::Dir(fd) } else { Given::File }))
+}
+
+/// [`give`] for every entry below the directory `dir`, depth first, down to the walk limit.
+fn give_tree(dir: BorrowedFd<'_>, owner: Owner, depth: usize) -> io::Result<()> {
+    use nix::fcntl::{OFlag, openat};
+    if depth >= MAX_WALK_DEPTH {
+        return Ok(());
+    }
+    // `dir` may be an `O_PATH` descriptor; listing needs one opened for reading.
+    let flags = OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC;
+    let listing = openat(dir, ".", flags, nix::sys::stat::Mode::empty())?;
+    let listing = Dir::from_std_file(std::fs::File::from(listing));
+    for entry in listing.entries()? {
+        let name = entry?.file_name();
+        if let Some(Given::Dir(below)) = give(dir, &name, owner)? {
+            give_tree(below.as_fd(), owner, depth + 1)?;
+        }
+    }
+    Ok(())
 }
 
 /// `sha256:<hex>` of some bytes.
@@ -696,6 +849,94 @@ mod tests {
             collect_template(&root),
             Err(SafeFsError::TooLarge(_))
         ));
+    }
+
+    fn owner_of(path: &Path) -> (u32, u32) {
+        use std::os::unix::fs::MetadataExt as _;
+        let meta = std::fs::symlink_metadata(path).unwrap();
+        (meta.uid(), meta.gid())
+    }
+
+    /// Changing owners needs root; the tests run as root (and so does a host that gives
+    /// agents uids of their own).
+    fn as_root() {
+        assert!(
+            nix::unistd::geteuid().is_root(),
+            "this test changes file owners and must run as root"
+        );
+    }
+
+    #[test]
+    fn giving_a_root_away_never_follows_a_link_out_of_it() {
+        as_root();
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path().join("configs");
+        let outside = tmp.path().join("host-secret");
+        std::fs::create_dir_all(root.join("skills/a")).unwrap();
+        std::fs::write(root.join("skills/a/SKILL.md"), "x").unwrap();
+        std::fs::write(&outside, "secret").unwrap();
+        std::fs::create_dir(tmp.path().join("host-dir")).unwrap();
+        // What an agent could plant: links to a host file and a host directory, and a hard
+        // link to a host file.
+        std::os::unix::fs::symlink(&outside, root.join("shadow")).unwrap();
+        std::os::unix::fs::symlink(tmp.path().join("host-dir"), root.join("skills/b")).unwrap();
+        std::fs::hard_link(&outside, root.join("hard")).unwrap();
+        let agent = Owner {
+            uid: 2_000_000_777,
+            gid: 2_000_000_777,
+        };
+
+        RootDir::open(&root).unwrap().give_to(agent).unwrap();
+
+        let mine = (agent.uid, agent.gid);
+        for own in ["", "skills", "skills/a", "skills/a/SKILL.md"] {
+            assert_eq!(owner_of(&root.join(own)), mine, "{own}");
+        }
+        for host in [
+            outside.as_path(),
+            &tmp.path().join("host-dir"),
+            &root.join("shadow"),
+            &root.join("skills/b"),
+        ] {
+            assert_eq!(owner_of(host), (0, 0), "{}", host.display());
+        }
+    }
+
+    #[test]
+    fn an_owned_root_gives_what_it_writes_to_its_owner() {
+        as_root();
+        let tmp = tempfile::tempdir().unwrap();
+        let agent = Owner {
+            uid: 2_000_000_778,
+            gid: 2_000_000_778,
+        };
+        let root = RootDir::open_or_create(&tmp.path().join("configs"))
+            .unwrap()
+            .owned_by(Some(agent));
+        let mut tree = FileTree::new();
+        tree.insert(RelPath::parse("plugins/p/.complete").unwrap(), "", 0o644);
+        tree.insert(RelPath::parse(".auth_token").unwrap(), "t", 0o600);
+        root.write_tree(&tree).unwrap();
+        root.create_dir_all(&RelPath::parse("plugins/.staging/q").unwrap())
+            .unwrap();
+        let mine = (agent.uid, agent.gid);
+        for path in [
+            "plugins",
+            "plugins/p",
+            "plugins/p/.complete",
+            ".auth_token",
+            "plugins/.staging",
+            "plugins/.staging/q",
+        ] {
+            assert_eq!(owner_of(&root.path().join(path)), mine, "{path}");
+        }
+        let mode = std::fs::metadata(root.path().join(".auth_token"))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600);
+        // The root itself stays as it was until it is given away.
+        assert_eq!(owner_of(root.path()), (0, 0));
     }
 
     #[test]

@@ -888,29 +888,34 @@ mod process_only {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn an_agent_whose_port_was_taken_is_started_again_on_another() {
         let bin = tempfile::tempdir().unwrap();
-        let ports = bin.path().join("ports");
         // The first start fails the way the agent does when its port is taken; later ones
-        // run the real agent.
+        // run the real agent. The script keeps its notes in the agent's own directory (its
+        // working directory, kept across starts): its sandbox allows nothing else.
+        let real = molecule_e2e::agent_binary();
         let agent = script(
             bin.path(),
             "agent",
             &format!(
-                "echo \"$MOLECULE_AGENT_LISTEN\" >> {ports}\n\
-                 if [ \"$(wc -l < {ports})\" -eq 1 ]; then\n\
+                "echo \"$MOLECULE_AGENT_LISTEN\" >> ports\n\
+                 if [ \"$(wc -l < ports)\" -eq 1 ]; then\n\
                  echo \"Error: binding $MOLECULE_AGENT_LISTEN\" >&2\n\
                  echo \"Caused by: Address already in use (os error 98)\" >&2\n\
                  exit 1\nfi\nexec {real}\n",
-                ports = ports.display(),
-                real = molecule_e2e::agent_binary().display(),
+                real = real.display(),
             ),
         );
         let app = TestApp::spawn_with(DbBackend::Sqlite, |c| {
             process_runtime(c);
             c.runtime.agent_binary = Some(agent);
+            // The script runs the real agent, which the sandbox must then let it execute.
+            c.runtime.process_readonly_paths = vec![real.parent().unwrap().display().to_string()];
         })
         .await;
         let id = app.create_workspace("Retried", None).await;
         let online = wait_online(&app, &id).await;
+        let ports = app
+            .data_dir()
+            .join(format!("workspaces/{id}/configs/ports"));
         let tried: Vec<String> = std::fs::read_to_string(&ports)
             .unwrap()
             .lines()

@@ -15,6 +15,7 @@ mod runtimes;
 mod secrets;
 mod security_auth;
 mod security_routes;
+mod security_sandbox;
 mod security_secrets;
 mod security_templates;
 mod security_urls;
