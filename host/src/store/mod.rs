@@ -42,6 +42,23 @@ macro_rules! on_db {
 }
 pub(crate) use on_db;
 
+/// Makes the SQLite database and its journal files readable by the host's user only: they hold
+/// token hashes and sealed secrets, and the default umask would leave them world-readable.
+fn owner_only(database: &std::path::Path) {
+    use std::os::unix::fs::PermissionsExt as _;
+    let mut paths = vec![database.to_path_buf()];
+    for suffix in ["-wal", "-shm"] {
+        let mut name = database.as_os_str().to_owned();
+        name.push(suffix);
+        paths.push(name.into());
+    }
+    for path in paths.iter().filter(|p| p.exists()) {
+        if let Err(err) = std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)) {
+            tracing::warn!(path = %path.display(), error = %err, "could not make the database file private");
+        }
+    }
+}
+
 /// Which engine a [`Db`] talks to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Backend {
@@ -86,11 +103,13 @@ impl Db {
                     format!("creating the database directory {}", dir.display())
                 })?;
             }
+            let path = options.get_filename().to_path_buf();
             let pool = SqlitePoolOptions::new()
                 .max_connections(max_connections.max(1))
                 .connect_with(options)
                 .await
                 .context("opening the sqlite database")?;
+            owner_only(&path);
             Ok(Db::Sqlite(pool))
         } else if url.starts_with("postgres:") || url.starts_with("postgresql:") {
             let options =

@@ -1051,3 +1051,25 @@ async fn the_secret_tables_rebuild_keeps_every_row_constraint_and_cascade(db: Db
     assert_eq!(cascaded, 1);
     assert_eq!(count(&db, "workspace_secrets", "workspace_id", id).await, 0);
 }
+
+#[tokio::test]
+async fn the_sqlite_database_and_its_journal_are_readable_by_the_host_only() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("molecule.db");
+    let db = Db::connect(&format!("sqlite://{}", path.display()), 2)
+        .await
+        .unwrap();
+    db.migrate().await.unwrap();
+    let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode(&path), 0o600);
+    let wal = dir.path().join("molecule.db-wal");
+    if wal.exists() {
+        assert_eq!(
+            mode(&wal),
+            0o600,
+            "SQLite gives the journal the database's mode"
+        );
+    }
+    db.close().await;
+}
