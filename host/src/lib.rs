@@ -194,6 +194,9 @@ pub async fn run(
     }
     let svc = Services::start(config).await?;
     log_startup(&svc, &listener);
+    // Where agents reach the host, before anything can provision one (the sweepers, the import
+    // at start, the first request): an agent told a guessed address never registers.
+    let agent_listener = agent_facing(&svc, &listener).await?;
     if svc.db.backend() == store::Backend::Sqlite {
         // The only replica: a delegation still being carried out was left by the previous run.
         // (With several replicas the queue-expiry sweep fails them once none can be running.)
@@ -241,7 +244,6 @@ pub async fn run(
     );
 
     let router = http::router(state);
-    let agent_listener = agent_facing(&svc, &listener).await?;
     if let Some(agent_listener) = agent_listener {
         let app = router
             .clone()

@@ -163,6 +163,9 @@ async fn round(backend: Backend, templates: &Path) -> Sample {
     let svc = Services::start_with_runtime(config, Some(runtime.clone()))
         .await
         .expect("services start");
+    // No listener here: say where agents would reach the host, as `run` does once it listens.
+    svc.lifecycle
+        .set_platform_url("http://127.0.0.1:8080".to_owned());
     let request = || ImportRequest {
         source: Source::Dir("bench".into()),
         mode: Mode::Merge,

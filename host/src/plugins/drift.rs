@@ -211,16 +211,30 @@ pub async fn apply_all(svc: &Services) -> Result<Rollout, StoreError> {
         let is_canary = index < canary.len();
         let started = Utc::now();
         let updated = u32::try_from(rollout.applied.len()).unwrap_or(u32::MAX);
-        let result = match apply(svc, row.id, updated).await {
-            Ok(applied) => match healthy_after(svc, row.workspace_id, started, timeout).await {
-                Ok(true) => Ok(applied),
-                Ok(false) => Err(format!(
-                    "the workspace did not come back online with a fresh heartbeat within {}s",
-                    timeout.as_secs()
-                )),
-                Err(err) => return Err(err),
-            },
-            Err(err) => Err(err.to_string()),
+        // A rollout proves each step by the workspace coming back healthy: one that is not
+        // running (paused, failed, provisioning) cannot, so it is not updated at all.
+        let running = store::workspaces::get(&svc.db, row.workspace_id)
+            .await?
+            .is_some_and(|w| {
+                w.status == Status::Online.as_str() || w.status == Status::Degraded.as_str()
+            });
+        let result = if !running {
+            Err(
+                "the workspace is not running, so a rollout cannot check it took the update"
+                    .to_owned(),
+            )
+        } else {
+            match apply(svc, row.id, updated).await {
+                Ok(applied) => match healthy_after(svc, row.workspace_id, started, timeout).await {
+                    Ok(true) => Ok(applied),
+                    Ok(false) => Err(format!(
+                        "the workspace did not come back online with a fresh heartbeat within {}s",
+                        timeout.as_secs()
+                    )),
+                    Err(err) => return Err(err),
+                },
+                Err(err) => Err(err.to_string()),
+            }
         };
         match result {
             Ok(applied) => rollout.applied.push(applied),

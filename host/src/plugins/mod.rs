@@ -220,9 +220,12 @@ pub fn parse_source(svc: &Services, raw: &str) -> Result<Source, PluginError> {
     Ok(source)
 }
 
-/// The live workspace and the runtime its agent is running on; plugins are only delivered to
-/// running agents.
-async fn running(
+/// The live workspace and the runtime that holds its files. The agent need not be running: a
+/// plugin that arrives while a restart cycle replaces the agent, or while it is stopped, goes
+/// into the workspace's stored files the way file writes do (the swap's steps work on both, and
+/// the agent loads only plugins carrying `.complete`); a workspace with neither an agent nor
+/// stored files is `Offline` (503) when the swap first touches them.
+async fn with_files(
     svc: &Services,
     id: Uuid,
 ) -> Result<(store::workspaces::WorkspaceRow, Arc<dyn ContainerRuntime>), PluginError> {
@@ -235,9 +238,6 @@ async fn running(
         .runtime()
         .cloned()
         .ok_or(PluginError::Offline)?;
-    if !runtime.inspect(id).await.is_ok_and(|i| i.running) {
-        return Err(PluginError::Offline);
-    }
     Ok((row, runtime))
 }
 
@@ -247,7 +247,7 @@ pub async fn install(
     id: Uuid,
     req: InstallRequest,
 ) -> Result<Installed, PluginError> {
-    let (row, runtime) = running(svc, id).await?;
+    let (row, runtime) = with_files(svc, id).await?;
 
     // Fetch into a fresh directory that only this install uses.
     let staging_root = fetch_staging_dir(&svc.config.data_dir);
@@ -361,7 +361,7 @@ pub async fn uninstall(svc: &Services, id: Uuid, name: &str) -> Result<bool, Plu
     if !valid_name(name) {
         return Err(PluginError::InvalidName);
     }
-    let (_, runtime) = running(svc, id).await?;
+    let (_, runtime) = with_files(svc, id).await?;
     let _held = install_lock(svc, id, name, true).await?;
     let live = rel(&format!("plugins/{name}"));
     let manifest = runtime

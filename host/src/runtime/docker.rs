@@ -180,6 +180,33 @@ impl DockerRuntime {
         Ok((result?, WriteTarget::Stored))
     }
 
+    /// Runs `argv` once in a helper mounting the workspace's volume and returns its exit code.
+    async fn run_helper_once(&self, id: Uuid, argv: Vec<String>) -> Result<i64, RuntimeError> {
+        let helper = self.create_helper(id, Some(argv)).await?;
+        let result = async {
+            self.docker
+                .start_container(&helper, None)
+                .await
+                .map_err(|e| failed("starting a files helper", e))?;
+            let mut code = 0;
+            let mut wait = self.docker.wait_container(&helper, None);
+            while let Some(status) = wait.next().await {
+                match status {
+                    Ok(done) => code = done.status_code,
+                    // bollard reports a non-zero exit as this error; it is an answer, not a fault.
+                    Err(bollard::errors::Error::DockerContainerWaitError {
+                        code: exit, ..
+                    }) => code = exit,
+                    Err(err) => return Err(failed("waiting for a files helper", err)),
+                }
+            }
+            Ok(code)
+        }
+        .await;
+        self.drop_helper(&helper).await;
+        result
+    }
+
     /// A container that only mounts the workspace's volume at `/configs` (no network), for file
     /// work on a workspace whose own container is gone. Created, never started, unless it is
     /// given a `command` to run once.
@@ -514,25 +541,15 @@ impl ContainerRuntime for DockerRuntime {
             return Err(RuntimeError::Offline);
         }
         let target = format!("{CONFIGS_ROOT}/{path}");
-        let helper = self
-            .create_helper(id, Some(vec!["/bin/rm".into(), "-rf".into(), target]))
+        let code = self
+            .run_helper_once(id, vec!["/bin/rm".into(), "-rf".into(), target])
             .await?;
-        let result = async {
-            self.docker
-                .start_container(&helper, None)
-                .await
-                .map_err(|e| failed("starting a files helper", e))?;
-            let mut wait = self.docker.wait_container(&helper, None);
-            while let Some(status) = wait.next().await {
-                if let Err(err) = status {
-                    return Err(failed("waiting for a files helper", err));
-                }
-            }
-            Ok(())
+        if code != 0 {
+            return Err(RuntimeError::Failed(format!(
+                "rm exited with {code} in the files helper"
+            )));
         }
-        .await;
-        self.drop_helper(&helper).await;
-        result.map(|()| WriteTarget::Stored)
+        Ok(WriteTarget::Stored)
     }
 
     async fn read_file(
@@ -577,7 +594,21 @@ impl ContainerRuntime for DockerRuntime {
         to: &RelPath,
     ) -> Result<(), RuntimeError> {
         if !self.container_state(id).await?.is_some_and(|s| s.running) {
-            return Err(RuntimeError::Offline);
+            // Stopped, or between two restart cycles: rename inside the volume through one-shot
+            // helpers, as file writes and removals already do.
+            if !self.volume_exists(id).await? {
+                return Err(RuntimeError::Offline);
+            }
+            for argv in rename_commands(from, to) {
+                let code = self.run_helper_once(id, argv.clone()).await?;
+                if code != 0 {
+                    return Err(RuntimeError::Failed(format!(
+                        "{} exited with {code} in the files helper",
+                        argv[0]
+                    )));
+                }
+            }
+            return Ok(());
         }
         let container = container_name(id);
         for argv in rename_commands(from, to) {

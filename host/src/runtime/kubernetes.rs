@@ -1070,18 +1070,17 @@ impl ContainerRuntime for KubernetesRuntime {
         from: &RelPath,
         to: &RelPath,
     ) -> Result<(), RuntimeError> {
-        if !self.running(id).await? {
-            return Err(RuntimeError::Offline);
-        }
-        let at = FilesPod {
-            pod: pod_name(id),
-            container: AGENT_CONTAINER,
-        };
-        for argv in rename_commands(from, to) {
-            let ran = self.run(&at, &argv, None, MAX_OUTPUT).await?;
-            exited_ok(&argv[0], &ran.output())?;
-        }
-        Ok(())
+        // In the running agent's Pod, or (between two restart cycles, or stopped) a helper Pod
+        // mounting the claim: a plugin swap must not depend on catching the agent up.
+        self.with_files_pod(id, |at| async move {
+            for argv in rename_commands(from, to) {
+                let ran = self.run(&at, &argv, None, MAX_OUTPUT).await?;
+                exited_ok(&argv[0], &ran.output())?;
+            }
+            Ok(())
+        })
+        .await
+        .map(drop)
     }
 
     async fn exec(&self, id: Uuid, argv: &[String]) -> Result<ExecOutput, RuntimeError> {

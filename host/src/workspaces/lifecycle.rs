@@ -16,7 +16,7 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use chrono::Utc;
@@ -40,6 +40,10 @@ use crate::store::{self, StoreError, workspaces::WorkspaceRow};
 const RESTART_WINDOW: Duration = Duration::from_secs(10 * 60);
 /// How long a restart cycle waits for the agent to come back before the next cycle may run.
 const CYCLE_ONLINE_WAIT: Duration = Duration::from_secs(120);
+/// How long a provision waits for the host to know the URL its agents reach it on (it is set as
+/// soon as the listeners are, before anything provisions; this only bounds a host that never
+/// serves).
+const PLATFORM_URL_PATIENCE: Duration = Duration::from_secs(60);
 /// The longest `last_sample_error` the host stores.
 const MAX_SAMPLE_ERROR: usize = 500;
 
@@ -54,7 +58,9 @@ pub struct Lifecycle {
     /// meanwhile join it. A restart that starts sooner cancels it (its timer then finds another
     /// ticket, or none). Running cycles are claimed in the database (`workspace_restarts`).
     scheduled: Mutex<HashMap<Uuid, u64>>,
-    platform_url: OnceLock<String>,
+    /// The URL agents reach the host on, once the host knows its listeners. Provisions wait for
+    /// it: an agent told a guessed address never registers.
+    platform_url: tokio::sync::watch::Sender<Option<String>>,
     tasks: TaskTracker,
     stop: CancellationToken,
     cycles: AtomicU64,
@@ -86,7 +92,7 @@ impl Lifecycle {
             runtime,
             provision_slots: Semaphore::new(concurrency.max(1)),
             scheduled: Mutex::new(HashMap::new()),
-            platform_url: OnceLock::new(),
+            platform_url: tokio::sync::watch::Sender::new(None),
             tasks: TaskTracker::new(),
             stop: CancellationToken::new(),
             cycles: AtomicU64::new(0),
@@ -102,15 +108,27 @@ impl Lifecycle {
         self.runtime.as_ref().map_or("none", |r| r.name())
     }
 
-    /// Sets the URL agents are given to reach the host (once, when the host knows its listener).
+    /// Sets the URL agents are given to reach the host (once, when the host knows its listeners;
+    /// later calls change nothing).
     pub fn set_platform_url(&self, url: String) {
-        let _ = self.platform_url.set(url);
+        self.platform_url.send_if_modified(|current| {
+            if current.is_some() {
+                return false;
+            }
+            *current = Some(url);
+            true
+        });
     }
 
-    pub fn platform_url(&self) -> &str {
-        self.platform_url
-            .get()
-            .map_or("http://127.0.0.1:8080", String::as_str)
+    /// The URL agents reach the host on: waits until the host has set it, at most `patience`.
+    /// Nothing that provisions may use a guessed address (the original fell back to
+    /// `127.0.0.1:8080`, so agents provisioned at start on another port never registered).
+    pub async fn platform_url(&self, patience: Duration) -> Option<String> {
+        let mut known = self.platform_url.subscribe();
+        match tokio::time::timeout(patience, known.wait_for(Option::is_some)).await {
+            Ok(Ok(url)) => url.clone(),
+            _ => None,
+        }
     }
 
     /// Restart cycles run since the host started.
@@ -371,7 +389,14 @@ async fn start_agent(
     if let Some(model) = &model {
         env.set("MODEL", model);
     }
-    let platform = svc.lifecycle.platform_url().to_owned();
+    let Some(platform) = svc.lifecycle.platform_url(PLATFORM_URL_PATIENCE).await else {
+        return Err(ProvisionError {
+            message:
+                "the host does not know yet where its agents reach it; retry once it has started"
+                    .into(),
+            extra: json!({}),
+        });
+    };
     env.set("WORKSPACE_ID", id.to_string());
     env.set("WORKSPACE_CONFIG_PATH", crate::runtime::CONFIGS_ROOT);
     env.set("PLATFORM_URL", &platform);

@@ -6,13 +6,15 @@
 use std::time::Duration;
 
 use molecule_e2e::{
-    DbBackend, Runtime, TestApp, builtin_extensions_dir, eventually, git, on_both_runtimes,
-    serve_github_from, upstream_repo, write_file,
+    DbBackend, Runtime, TestApp, builtin_extensions_dir, eventually, git, kill_agent,
+    on_both_runtimes, serve_github_from, upstream_repo, write_file,
 };
 use serde_json::{Value, json};
 
 on_both_runtimes!(
     a_local_plugin_installs_hot_and_cold_and_uninstalls,
+    a_plugin_installed_while_the_agent_is_down_lands_and_is_loaded_when_it_is_back,
+    a_plugin_installed_into_a_paused_workspace_is_loaded_when_it_resumes,
     a_git_plugin_installs_through_the_resolver_with_its_revision,
     a_fault_at_any_delivery_step_leaves_the_old_or_the_new_plugin_complete,
     a_moved_tag_is_queued_once_and_rolled_out_canary_first,
@@ -120,6 +122,91 @@ async fn file(app: &TestApp, id: &str, path: &str) -> Option<String> {
     })
 }
 
+/// A local plugin `name` with one skill `skill`, in the registry.
+fn registry_plugin(registry: &std::path::Path, name: &str, skill: &str) {
+    write_file(
+        registry,
+        &format!("{name}/plugin.yaml"),
+        &format!("name: {name}\nversion: 1.0.0\nskills: [{skill}]\n"),
+    );
+    write_file(
+        registry,
+        &format!("{name}/skills/{skill}/SKILL.md"),
+        &format!("---\nname: {skill}\ndescription: the {skill} skill\n---\nDo {skill}.\n"),
+    );
+}
+
+async fn a_plugin_installed_while_the_agent_is_down_lands_and_is_loaded_when_it_is_back(
+    runtime: Runtime,
+    backend: DbBackend,
+) {
+    // Arrange: an online agent, and a plugin in the registry.
+    let s = online_workspace(runtime, backend, |_| {}).await;
+    let (app, id) = (&s.app, s.id.as_str());
+    registry_plugin(s.registry.path(), "midway", "bridge");
+    app.wait_settled(id, ONLINE).await;
+
+    // Act: the agent dies (as between the stop and the start of a restart cycle), and the
+    // install arrives before the host has brought it back; the original, and this host before,
+    // answered 503 "workspace container not running".
+    kill_agent(app, runtime, id);
+    let installed = app
+        .post(
+            &format!("/workspaces/{id}/plugins"),
+            json!({ "source": "midway" }),
+        )
+        .await;
+
+    // Assert: it lands in the stored files, and the agent the host starts again loads it.
+    assert_eq!(installed.status, 200, "{}", installed.text);
+    assert_eq!(installed.body["plugin"], "midway");
+    assert!(file(app, id, "plugins/midway/.complete").await.is_some());
+    eventually(ONLINE, || async {
+        (app.restart_count(id).await > 0).then_some(())
+    })
+    .await;
+    app.wait_settled(id, ONLINE).await;
+    let answer = ask(app, id, "which skills do you have?").await;
+    assert!(answer.contains("bridge"), "{answer}");
+}
+
+async fn a_plugin_installed_into_a_paused_workspace_is_loaded_when_it_resumes(
+    runtime: Runtime,
+    backend: DbBackend,
+) {
+    // Arrange: an online agent, paused (its agent stopped, its files kept).
+    let s = online_workspace(runtime, backend, |_| {}).await;
+    let (app, id) = (&s.app, s.id.as_str());
+    registry_plugin(s.registry.path(), "later", "resume");
+    app.wait_settled(id, ONLINE).await;
+    app.post(&format!("/workspaces/{id}/pause"), json!({}))
+        .await
+        .expect(200);
+
+    // Act
+    let installed = app
+        .post(
+            &format!("/workspaces/{id}/plugins"),
+            json!({ "source": "later" }),
+        )
+        .await;
+
+    // Assert: installed into the stored files; the paused agent is not started by it, and
+    // loads the plugin once resumed.
+    assert_eq!(installed.status, 200, "{}", installed.text);
+    assert_eq!(
+        app.get(&format!("/workspaces/{id}")).await.expect(200)["status"],
+        "paused"
+    );
+    assert!(file(app, id, "plugins/later/.complete").await.is_some());
+    app.post(&format!("/workspaces/{id}/resume"), json!({}))
+        .await
+        .expect(200);
+    app.wait_settled(id, ONLINE).await;
+    let answer = ask(app, id, "which skills do you have?").await;
+    assert!(answer.contains("resume"), "{answer}");
+}
+
 async fn a_local_plugin_installs_hot_and_cold_and_uninstalls(runtime: Runtime, backend: DbBackend) {
     let s = online_workspace(runtime, backend, |_| {}).await;
     let (app, id) = (&s.app, s.id.as_str());
@@ -167,7 +254,7 @@ async fn a_local_plugin_installs_hot_and_cold_and_uninstalls(runtime: Runtime, b
         (app.restart_count(id).await > before).then_some(())
     })
     .await;
-    wait_online(app, id).await;
+    app.wait_settled(id, ONLINE).await;
     assert!(file(app, id, "plugins/helper/.complete").await.is_some());
 
     // A SKILL.md-only change is hot: no restart, and the agent answers with the new text.
