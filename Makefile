@@ -15,6 +15,12 @@
 
 SHELL := bash
 .SHELLFLAGS := -euo pipefail -c
+
+# Builds land in the repository's own target directories whatever the caller's environment says:
+# the host, the tests and this Makefile look for the components in plugins/target and for the
+# agent in target/, so a CARGO_TARGET_DIR set globally (a common habit) would build them where
+# nothing finds them. The suite's own test binaries go to target/ too.
+unexport CARGO_TARGET_DIR
 .DEFAULT_GOAL := test
 MAKEFLAGS += --no-builtin-rules
 

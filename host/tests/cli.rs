@@ -284,3 +284,31 @@ fn install_activate_shadow_and_rollback_through_a_running_host() {
         .unwrap();
     assert!(!refused.status.success());
 }
+
+/// `make plugins` (which `make run` and `make test` depend on) builds the components where the
+/// host and the tests look for them, even for someone whose environment sets `CARGO_TARGET_DIR`
+/// (a common Rust habit that used to make the Makefile list files cargo had built elsewhere).
+#[test]
+fn make_plugins_builds_where_the_host_looks_even_with_cargo_target_dir_set() {
+    let elsewhere = tempfile::tempdir().unwrap();
+    let out = Command::new("make")
+        .args(["--no-print-directory", "plugins"])
+        .current_dir(repo())
+        .env("CARGO_TARGET_DIR", elsewhere.path())
+        .output()
+        .expect("make runs");
+    assert!(
+        out.status.success(),
+        "make plugins failed:\n{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(component("skill-classifier").is_file());
+    assert!(
+        std::fs::read_dir(elsewhere.path())
+            .unwrap()
+            .next()
+            .is_none(),
+        "nothing was built under CARGO_TARGET_DIR"
+    );
+}

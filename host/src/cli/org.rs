@@ -31,7 +31,8 @@ pub enum OrgCommand {
         /// an earlier import of this template created.
         #[arg(long, default_value = "merge", value_parser = ["merge", "reconcile"])]
         mode: String,
-        /// Wait until every created workspace is online (or failed).
+        /// Wait until every workspace of the template (created now or kept) is online, and fail
+        /// naming those that failed, with their reasons.
         #[arg(long)]
         wait: bool,
         /// How long --wait waits, in seconds.
@@ -196,21 +197,22 @@ pub async fn import(
         eprintln!("{}", pretty(&answer));
         bail!("the host answered {status}");
     }
-    let mut pending: HashSet<String> = HashSet::new();
+    // Every workspace the template places, created now or kept from before: --wait is about
+    // the org being up, not only about what this import created.
+    let mut placed: Vec<(String, String)> = Vec::new();
     for w in answer["workspaces"].as_array().into_iter().flatten() {
         let (Some(id), Some(name)) = (w["id"].as_str(), w["name"].as_str()) else {
             continue;
         };
+        placed.push((id.to_owned(), name.to_owned()));
         if w["skipped"].as_bool() == Some(true) {
+            board.names.insert(id.to_owned(), name.to_owned());
             board.say(format!("        kept     {name} (already there)"));
         } else {
             board.show(Progress::Created {
                 id: id.to_owned(),
                 name: name.to_owned(),
             });
-            if w["status"].as_str() != Some("online") {
-                pending.insert(id.to_owned());
-            }
         }
         if let Some(missing) = w["plugins_missing"].as_array().filter(|m| !m.is_empty()) {
             board.say(format!(
@@ -231,33 +233,124 @@ pub async fn import(
     if let Some(error) = answer["error"].as_str() {
         bail!("the import stopped part way: {error}");
     }
-    if wait && !pending.is_empty() {
-        let Some(rx) = events.as_mut() else {
-            bail!("--wait needs the host's event stream, which could not be opened");
-        };
-        pending.retain(|id| !board.online.contains(id) && !board.failed.contains(id));
-        let deadline = tokio::time::Instant::now() + timeout;
-        while !pending.is_empty() {
-            match tokio::time::timeout_at(deadline, rx.recv()).await {
+    if wait {
+        wait_until_up(remote, &mut board, events.as_mut(), &placed, timeout).await?;
+    }
+    Ok(board.lines)
+}
+
+/// How often `--wait` re-reads the workspaces' statuses, besides following the event stream
+/// (which misses what changed before it was opened, and cannot be relied on to stay open).
+const WAIT_POLL: Duration = Duration::from_secs(2);
+
+/// What a workspace's status means for `--wait`.
+fn settled(status: &str) -> Option<bool> {
+    match status {
+        "online" | "degraded" => Some(true),
+        "failed" | "removed" => Some(false),
+        _ => None,
+    }
+}
+
+/// Waits until every workspace in `placed` is online (or degraded) or failed, printing each as
+/// it gets there; fails naming the workspaces that failed, with their reasons, or that were not
+/// up in time.
+async fn wait_until_up(
+    remote: &Remote,
+    board: &mut Board,
+    mut events: Option<&mut mpsc::UnboundedReceiver<Progress>>,
+    placed: &[(String, String)],
+    timeout: Duration,
+) -> anyhow::Result<()> {
+    let deadline = tokio::time::Instant::now() + timeout;
+    let mut reasons: HashMap<String, String> = HashMap::new();
+    loop {
+        // The statuses as the host has them now: kept workspaces may still be starting, and
+        // a failure may have happened before the stream opened.
+        let (status, listed) = remote
+            .request(
+                reqwest::Method::GET,
+                "/workspaces",
+                None,
+                Duration::from_secs(30),
+            )
+            .await
+            .context("reading the workspaces' statuses")?;
+        if !status.is_success() {
+            bail!("the host answered {status} while waiting");
+        }
+        for w in listed.as_array().into_iter().flatten() {
+            let Some(id) = w["id"].as_str() else { continue };
+            if !placed.iter().any(|(p, _)| p == id) {
+                continue;
+            }
+            match w["status"].as_str().and_then(settled) {
+                Some(true) => board.show(Progress::Online { id: id.to_owned() }),
+                Some(false) => {
+                    let reason = w["last_sample_error"]
+                        .as_str()
+                        .filter(|r| !r.is_empty())
+                        .unwrap_or("failed")
+                        .to_owned();
+                    reasons.insert(id.to_owned(), reason.clone());
+                    board.show(Progress::Failed {
+                        id: id.to_owned(),
+                        reason,
+                    });
+                }
+                None => {}
+            }
+        }
+        let pending: Vec<&str> = placed
+            .iter()
+            .filter(|(id, _)| !board.online.contains(id) && !board.failed.contains(id))
+            .map(|(_, name)| name.as_str())
+            .collect();
+        if pending.is_empty() {
+            break;
+        }
+        if tokio::time::Instant::now() >= deadline {
+            bail!(
+                "{} workspace(s) not online after {timeout:?}: {}",
+                pending.len(),
+                pending.join(", ")
+            );
+        }
+        // Until the next poll, follow the stream.
+        let next_poll = (tokio::time::Instant::now() + WAIT_POLL).min(deadline);
+        while let Some(rx) = events.as_deref_mut() {
+            match tokio::time::timeout_at(next_poll, rx.recv()).await {
                 Ok(Some(p)) => {
-                    if let Progress::Online { id } | Progress::Failed { id, .. } = &p {
-                        pending.remove(id);
+                    if let Progress::Failed { id, reason } = &p {
+                        reasons.insert(id.clone(), reason.clone());
                     }
                     board.show(p);
                 }
-                Ok(None) => bail!("the event stream closed while waiting"),
-                Err(_) => bail!(
-                    "{} workspace(s) not online after {timeout:?}",
-                    pending.len()
-                ),
+                Ok(None) => events = None,
+                Err(_) => break,
             }
         }
-        if !board.failed.is_empty() {
-            bail!("{} workspace(s) failed to start", board.failed.len());
+        if events.is_none() {
+            tokio::time::sleep_until(next_poll).await;
         }
-        board.say("every workspace is online".to_owned());
     }
-    Ok(board.lines)
+    let failed: Vec<String> = placed
+        .iter()
+        .filter(|(id, _)| board.failed.contains(id))
+        .map(|(id, name)| {
+            let reason = reasons.get(id).map_or("failed", String::as_str);
+            format!("{name} ({reason})")
+        })
+        .collect();
+    if !failed.is_empty() {
+        bail!(
+            "{} workspace(s) failed to start: {}",
+            failed.len(),
+            failed.join("; ")
+        );
+    }
+    board.say("every workspace is online".to_owned());
+    Ok(())
 }
 
 #[cfg(test)]

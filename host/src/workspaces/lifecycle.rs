@@ -933,7 +933,9 @@ impl From<StoreError> for LifecycleError {
 pub async fn pause(svc: &Services, id: Uuid) -> Result<usize, LifecycleError> {
     let row = get_live(svc, id).await?;
     if row.status == Status::Paused.as_str() {
-        return Err(WorkspaceError::NotFound.into());
+        // The original answered 404 "workspace not found" here, which sent operators looking
+        // for a workspace that was right there.
+        return Err(LifecycleError::Conflict("workspace is already paused"));
     }
     let subtree = store::workspaces::subtree(&svc.db, id).await?;
     let mut paused = 0;

@@ -451,9 +451,13 @@ async fn pause_cascades_files_persist_while_stopped_and_resume_brings_agents_bac
         .expect(200);
     assert_eq!(paused, json!({ "status": "paused", "paused_count": 2 }));
     assert_eq!(row(&app, &child).await["status"], "paused");
-    app.post(&format!("/workspaces/{root}/pause"), json!({}))
-        .await
-        .expect(404);
+    // Pausing it again says so (the original answered 404 "workspace not found").
+    assert_eq!(
+        app.post(&format!("/workspaces/{root}/pause"), json!({}))
+            .await
+            .expect(409),
+        json!({ "error": "workspace is already paused" })
+    );
     // Resuming the child under a paused parent is refused; restarting it too.
     let refused = app
         .post(&format!("/workspaces/{child}/resume"), json!({}))

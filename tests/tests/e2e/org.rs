@@ -22,7 +22,49 @@ on_both_backends!(
     an_external_comes_from_a_bare_repository_through_the_resolver_and_is_cached,
 );
 
-on_both_runtimes!(a_three_level_org_imports_and_every_agent_comes_online);
+on_both_runtimes!(
+    a_three_level_org_imports_and_every_agent_comes_online,
+    the_demo_org_imported_at_start_comes_online_whatever_port_the_host_listens_on,
+);
+
+/// The repository's org templates (`make run` imports `demo` from there).
+fn repository_templates() -> std::path::PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../org-templates")
+}
+
+/// `make run`'s first minute on a fresh host: the demo org imported at start, on a port other
+/// than 8080 (every test host listens on a random one). Agents provisioned before the host knew
+/// where they reach it were told `127.0.0.1:8080` and never registered.
+async fn the_demo_org_imported_at_start_comes_online_whatever_port_the_host_listens_on(
+    runtime: Runtime,
+    backend: DbBackend,
+) {
+    let app = TestApp::spawn_with(backend, move |c| {
+        runtime.configure(c);
+        c.org.templates_dir = repository_templates();
+        c.org.import_on_start = Some("demo".to_owned());
+    })
+    .await;
+    assert_ne!(app.addr.port(), 8080);
+    let ids: Vec<String> = eventually(Duration::from_secs(60), || async {
+        let listed = app.get("/workspaces").await.expect(200);
+        let ids: Vec<String> = listed
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|w| w["id"].as_str().map(str::to_owned))
+            .collect();
+        (ids.len() == 5).then_some(ids)
+    })
+    .await;
+    for id in &ids {
+        app.wait_settled(id, Duration::from_secs(120)).await;
+    }
+    let listed = app.get("/workspaces").await.expect(200);
+    for workspace in listed.as_array().unwrap() {
+        assert_eq!(workspace["status"], "online", "{workspace}");
+    }
+}
 
 /// `molecule org import --wait` against a live host: one line per workspace as it is created
 /// and as it comes online, then the summary.
@@ -89,6 +131,72 @@ async fn the_cli_imports_with_progress_and_waits_for_every_agent() {
         .await
         .is_err()
     );
+}
+
+/// `--wait` is about the org being up: a second import right after a first one (which did not
+/// wait) keeps every workspace and still waits until each is online; a workspace that cannot
+/// start fails the wait with its name and the host's reason.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cli_waits_for_kept_workspaces_and_names_the_ones_that_failed() {
+    let templates = tempfile::tempdir().unwrap();
+    acme(templates.path());
+    write_file(
+        templates.path(),
+        "broken/org.yaml",
+        "name: Broken\nworkspaces:\n  - name: Fine\n  - name: Hopeless\n    files_dir: hopeless\n",
+    );
+    // An agent configuration the agent refuses at start: it exits before it listens.
+    write_file(
+        templates.path(),
+        "broken/hopeless/config.yaml",
+        "name: Hopeless\nbrain:\n  kind: command\n  command: []\n",
+    );
+    let dir = templates.path().to_path_buf();
+    let app = TestApp::spawn_with(DbBackend::Sqlite, move |c| {
+        Runtime::Process.configure(c);
+        c.org.templates_dir = dir;
+    })
+    .await;
+    let remote = molecule_host::cli::Remote {
+        host: app.base.clone(),
+        token: app.token.clone(),
+    };
+    let timeout = Duration::from_secs(120);
+
+    // Act: import without waiting, then at once again with --wait.
+    molecule_host::cli::org::import(&remote, "acme", "merge", false, timeout)
+        .await
+        .unwrap();
+    let again = molecule_host::cli::org::import(&remote, "acme", "merge", true, timeout)
+        .await
+        .expect("every kept workspace comes online");
+
+    // Assert
+    assert!(
+        again.iter().any(|l| l == "Acme: 0 created, 4 kept"),
+        "{again:?}"
+    );
+    assert_eq!(
+        again.last().map(String::as_str),
+        Some("every workspace is online")
+    );
+    let listed = app.get("/workspaces").await.expect(200);
+    for w in listed.as_array().unwrap() {
+        assert!(
+            matches!(w["status"].as_str(), Some("online" | "degraded")),
+            "{w}"
+        );
+    }
+    let failed = molecule_host::cli::org::import(&remote, "broken", "merge", true, timeout)
+        .await
+        .expect_err("a workspace that cannot start fails the wait");
+    let message = format!("{failed:#}");
+    assert!(
+        message.contains("1 workspace(s) failed to start"),
+        "{message}"
+    );
+    assert!(message.contains("Hopeless ("), "{message}");
+    assert!(!message.contains("Fine"), "{message}");
 }
 
 /// A host whose org templates live in `templates`.
