@@ -205,7 +205,7 @@ export function createGraph({ onMove, onToggle, onActions }) {
     const scale = Math.min(width / (maxX - minX), height / (maxY - minY), 1);
     const w = width / scale;
     const h = height / scale;
-    setView({ x: (minX + maxX - w) / 2, y: scale < 1 ? (minY + maxY - h) / 2 : minY, w, h });
+    setView({ x: (minX + maxX - w) / 2, y: minY, w, h });
   }
 
   function zoom(factor) {
@@ -238,7 +238,7 @@ export function createGraph({ onMove, onToggle, onActions }) {
       svg('rect', { class: 'card', width: NODE_W, height: NODE_H, rx: 8 }),
       svg('rect', { class: 'stripe', width: 6, height: NODE_H, rx: 3 }),
       svg('text', { class: 'label', x: 16, y: 22, text: clip(row.name, kids.length ? 17 : 21) }),
-      svg('text', { class: 'sub', x: 16, y: 40, text: clip(subline(row), 32) }),
+      svg('text', { class: 'sub', x: 16, y: 40, text: clip(subline(row), 30) }),
       badgeEl(row));
     const parts = [];
     if (hidden) {
@@ -351,7 +351,7 @@ export function createGraph({ onMove, onToggle, onActions }) {
     const old = node.querySelector('g.badge');
     if (old) old.replaceWith(badgeEl(row));
     const sub = node.querySelector('text.sub');
-    if (sub) sub.textContent = clip(subline(row), 32);
+    if (sub) sub.textContent = clip(subline(row), 30);
     drawnFrom.set(node, signature(row));
   }
 

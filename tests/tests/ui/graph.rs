@@ -273,6 +273,68 @@ async fn a_first_visit_asks_for_a_token_without_calling_the_host_and_a_wrong_tok
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn going_on_without_a_token_works_on_an_open_development_host_and_is_refused_once_elsewhere()
+{
+    let started = Instant::now();
+    let guarded = TestApp::spawn(DbBackend::Sqlite).await;
+    let open = TestApp::spawn_with(DbBackend::Sqlite, |c| {
+        c.admin_token = None;
+        c.env = molecule_host::config::Environment::Development;
+    })
+    .await;
+    open.create_workspace("Open", None).await;
+    let browser = Browser::start(&guarded.base, "graph-open-host").await;
+
+    // A host with an admin token: one message, nothing remembered.
+    browser.open("#/signin").await;
+    browser.click("#signin-open").await;
+    browser
+        .until(
+            "the refusal",
+            "const n = document.querySelector('#signin-note'); \
+             return n && !n.hidden && n.classList.contains('error');",
+        )
+        .await;
+    assert_eq!(
+        browser.js(VISIBLE_ERRORS).await,
+        json!(["This host needs a token: paste the admin token or an org token."])
+    );
+    assert_eq!(
+        browser
+            .js("return [sessionStorage.getItem('molecule.console.open-host'), document.body.dataset.signedIn]")
+            .await,
+        json!([null, "false"])
+    );
+    browser.screenshot("1-refused").await;
+
+    // A development host without an admin token (a loopback caller is the operator): the org
+    // and the live stream, with no token.
+    browser
+        .client
+        .goto(&format!("{}/#/signin", open.base))
+        .await
+        .expect("navigating to the open host");
+    browser
+        .until(
+            "the sign-in page of the open host",
+            "return document.body.dataset.page === 'signin'",
+        )
+        .await;
+    browser.click("#signin-open").await;
+    browser.until_text("#tree", "Open").await;
+    browser
+        .until(
+            "the live event stream",
+            "return document.querySelector('#live').dataset.state === 'open'",
+        )
+        .await;
+    assert_eq!(browser.js(VISIBLE_ERRORS).await, json!([]));
+    browser.screenshot("2-open-host").await;
+    browser.close().await;
+    report(started, "graph-open-host");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_demo_org_is_a_graph_whose_dragged_and_collapsed_cards_stay_so_after_a_reload() {
     let started = Instant::now();
     let app = TestApp::spawn_with(DbBackend::Sqlite, |c| {
