@@ -292,8 +292,6 @@ export function createGraph({ onMove, onToggle, onActions }) {
 
   /** Draws `next` (the page's rows); while a card is held or being saved, after that. */
   function draw(next) {
-    // A press that has not moved yet is dropped with the cards it pressed on.
-    if (drag && !drag.moved) drag = null;
     if ((drag && drag.moved) || saving) {
       pending = next;
       return;
@@ -325,6 +323,8 @@ export function createGraph({ onMove, onToggle, onActions }) {
     wanted.forEach((node, i) => {
       if (nodes.children[i] !== node) nodes.insertBefore(node, nodes.children[i] || null);
     });
+    // A press that has not moved yet ends if its card was redrawn (it changed under it).
+    if (drag && drag.kind === 'node' && !drag.node.isConnected) drag = null;
     const key = list.map((r) => r.id).join(' ');
     if (!view || (auto && key !== visibleKey)) fit();
     visibleKey = key;

@@ -37,6 +37,7 @@ function render(main) {
   let byId = new Map();
   let byParent = new Map();
   let view = null;
+  let listDrawn = '';
   let alive = true;
 
   const panel = actionsPanel({
@@ -133,11 +134,17 @@ function render(main) {
       return;
     }
     if (view === 'graph') {
+      listDrawn = '';
       if (graph.el.parentNode !== holder) fill(holder, graph.el);
       graph.draw(rows);
-    } else {
-      fill(holder, listNodes(null));
+      return;
     }
+    // A list read that changed nothing leaves the rows alone (and any reference to them).
+    const drawn = JSON.stringify(rows.map((r) => [r.id, r.parent_id, r.name, r.role, r.status,
+      r.tier, r.runtime, Boolean(r.collapsed), r.last_sample_error]));
+    if (drawn === listDrawn && holder.querySelector(':scope > ul.tree')) return;
+    listDrawn = drawn;
+    fill(holder, listNodes(null));
   }
 
   function counts() {
