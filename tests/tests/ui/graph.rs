@@ -552,6 +552,18 @@ async fn pausing_a_subtree_asks_first_naming_how_many_and_cancelling_pauses_noth
         .until("five online cards again", &all("online"))
         .await;
     browser.screenshot("4-resumed").await;
+
+    // Online again, the CEO restarts from its card's panel.
+    app.wait_settled(&ceo, ONLINE).await;
+    browser
+        .until(
+            "restart offered again",
+            "return !document.querySelector('#act-restart').disabled",
+        )
+        .await;
+    browser.click("#act-restart").await;
+    browser.until_text("#org-note", "Restarting CEO.").await;
+    assert_eq!(browser.js(VISIBLE_ERRORS).await, json!([]));
     browser.close().await;
     report(started, "graph-pause");
 }
