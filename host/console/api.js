@@ -2,6 +2,9 @@
 // `{"error": "..."}` bodies into thrown ApiError messages. A 401 anywhere signs the user out.
 
 const TOKEN_KEY = 'molecule.console.token';
+// Set when the operator chose to go on without a token and the host answered (a development
+// host without an admin token): the console may call the API with no bearer.
+const OPEN_KEY = 'molecule.console.open-host';
 
 export function token() {
   return sessionStorage.getItem(TOKEN_KEY) || '';
@@ -13,6 +16,20 @@ export function setToken(value) {
 
 export function clearToken() {
   sessionStorage.removeItem(TOKEN_KEY);
+  sessionStorage.removeItem(OPEN_KEY);
+}
+
+/** Remembers, for this tab, that the host let the console in without a token. */
+export function setOpenHost() {
+  sessionStorage.setItem(OPEN_KEY, 'true');
+}
+
+/**
+ * True when the console may call the host: it holds a token, or the host was found open. Before
+ * that nothing calls the API or opens /ws, so a first visit makes no request that can fail.
+ */
+export function signedIn() {
+  return Boolean(token()) || sessionStorage.getItem(OPEN_KEY) === 'true';
 }
 
 export class ApiError extends Error {
@@ -34,6 +51,9 @@ function describe(status, statusText, data) {
   let message = `${status} ${statusText}`.trim();
   if (data && typeof data.error === 'string') {
     message = data.error;
+  } else if (data && typeof data.message === 'string') {
+    // Structured refusals (a delete that needs ?confirm=true) carry `message` instead.
+    message = data.message;
   }
   if (data && data.detail !== undefined && data.detail !== null) {
     const detail = typeof data.detail === 'string' ? data.detail : JSON.stringify(data.detail);

@@ -1,6 +1,6 @@
 // The console's entry point: wires the API's 401 handling, the live stream and the pages.
 
-import { clearToken, onUnauthorized, token } from './api.js';
+import { clearToken, onUnauthorized, signedIn } from './api.js';
 import { connect, disconnect, onState } from './events.js';
 import { flash } from './dom.js';
 import { current, go, route, start } from './router.js';
@@ -34,15 +34,31 @@ onState((state) => {
   live.textContent = state === 'open' ? 'live' : state;
 });
 
-route('/signin', signin);
-route('/', tree);
-route('/workspaces/:id', workspace);
-route('/import', importPage);
-route('/extensions', extensions);
-route('/drift', drift);
+/**
+ * A page that needs the host: before sign-in it sends the user to sign-in instead of calling
+ * the API, so a first visit shows no refusal (and no 401 reaches the browser's console).
+ */
+function signedInOnly(page) {
+  return {
+    name: page.name,
+    render(main, params) {
+      if (!signedIn()) {
+        go('/signin');
+        return null;
+      }
+      return page.render(main, params);
+    },
+  };
+}
 
-document.body.dataset.signedIn = token() ? 'true' : 'false';
-// With no token the pages still try: a fresh install has no tokens and the API is open; once
-// tokens exist the first call answers 401 and the user lands on sign-in.
+route('/signin', signin);
+route('/', signedInOnly(tree));
+route('/workspaces/:id', signedInOnly(workspace));
+route('/import', signedInOnly(importPage));
+route('/extensions', signedInOnly(extensions));
+route('/drift', signedInOnly(drift));
+
+document.body.dataset.signedIn = signedIn() ? 'true' : 'false';
+// The stream opens once there is a token (sign-in connects it); `connect` is a no-op before.
 connect();
 start(document.getElementById('main'));

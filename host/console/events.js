@@ -1,7 +1,7 @@
 // The live event stream: one WebSocket to /ws for the whole page, reconnecting with backoff.
 // Browsers cannot set headers on a WebSocket, so the bearer travels as ?token=.
 
-import { token } from './api.js';
+import { signedIn, token } from './api.js';
 
 const listeners = new Set();
 const stateListeners = new Set();
@@ -68,8 +68,9 @@ function open() {
   });
 }
 
-/** Starts (or restarts with the current token) the stream. */
+/** Starts (or restarts with the current token) the stream; does nothing before sign-in. */
 export function connect() {
+  if (!signedIn()) return;
   wanted = true;
   if (socket) {
     const old = socket;

@@ -261,8 +261,9 @@ impl Browser {
         out
     }
 
-    /// The browser's console messages since the last call (chromedriver's log endpoint).
-    async fn console_log(&self) -> Result<Vec<String>, String> {
+    /// The browser's console messages since the last call (chromedriver's log endpoint), each
+    /// as `LEVEL message` (`SEVERE` for failed requests, WebSocket and script errors).
+    pub async fn console_log(&self) -> Result<Vec<String>, String> {
         let session = self
             .client
             .session_id()

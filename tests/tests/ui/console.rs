@@ -59,7 +59,8 @@ async fn the_console_refuses_to_work_without_a_token_and_signs_in_with_one() {
     app.create_workspace("Solo", None).await;
     let browser = Browser::start(&app.base, "signin").await;
 
-    // Tokens exist, so the org page's first call is refused and the user lands on sign-in.
+    // Without a token the org page sends the user to sign-in before calling the host: no
+    // refusal to show (tests/ui/graph.rs checks the first visit in detail).
     browser.open("#/").await;
     browser
         .until(
@@ -67,7 +68,12 @@ async fn the_console_refuses_to_work_without_a_token_and_signs_in_with_one() {
             "return location.hash === '#/signin' && document.querySelector('#signin-form') !== null",
         )
         .await;
-    browser.until_text("#flash", "Sign in again").await;
+    assert_eq!(
+        browser
+            .js("return document.querySelector('#flash').hidden")
+            .await,
+        json!(true)
+    );
     let leaked = browser
         .js("return document.querySelector('#tree') !== null || document.body.innerText.includes('Solo')")
         .await;
@@ -228,7 +234,7 @@ async fn an_operator_imports_the_demo_org_and_works_on_a_workspace() {
 
     // The CEO's page: status, and its system prompt edited in the browser.
     browser
-        .click(&format!("#tree li[data-id='{ceo}'] > .node a.name"))
+        .click(&format!("#tree [data-id='{ceo}'] a.name"))
         .await;
     browser.until_text("#ws-name", "CEO").await;
     browser
