@@ -24,6 +24,9 @@ function tierBadge(tier) {
 function render(main) {
   let alive = true;
   let loadFailed = false;
+  // What the page was last drawn from: a reload that finds the same is not redrawn, so a
+  // button is never replaced under the operator's pointer for nothing.
+  let drawn = '';
   const out = h('p', { class: 'note', id: 'drift-note', hidden: true });
   const sweep = h('p', { class: 'sweep', id: 'drift-sweep' }, h('span', { class: 'muted', text: 'Reading the sweep times…' }));
   const holder = h('div', { id: 'drift-list' }, h('p', { class: 'muted', text: 'Loading…' }));
@@ -100,13 +103,19 @@ function render(main) {
       loadFailed = false;
       note(out, 'info', '');
     }
+    // Set every time: a finished action re-enables its button, whatever the queue holds.
+    applyAllButton.disabled = !pending.length;
+    applyAllButton.title = pending.length ? `apply ${pending.length} update${pending.length === 1 ? '' : 's'}, canary workspaces first` : 'nothing to apply';
+    // Heartbeats change the workspace rows all the time; only what the page shows counts.
+    const signature = JSON.stringify([pending, times,
+      workspaces.map((w) => [w.id, w.name, w.update_tier, w.status === 'removed'])]);
+    if (signature === drawn) return;
+    drawn = signature;
     const byId = new Map(workspaces.map((w) => [w.id, w]));
     const name = (id) => (byId.get(id) ? byId.get(id).name : short(id, 8));
     nameOf = name;
     showSweep(times);
     showTiers(workspaces);
-    applyAllButton.disabled = !pending.length;
-    applyAllButton.title = pending.length ? `apply ${pending.length} update${pending.length === 1 ? '' : 's'}, canary workspaces first` : 'nothing to apply';
     fill(holder, pending.length
       ? table(['Workspace', 'Update tier', 'Plugin', 'Tracking', 'Installed', 'Latest', 'Found', ''], pending.map((u) => ({
         attrs: { dataset: { id: u.id, tier: (byId.get(u.workspace_id) || {}).update_tier || '' } },

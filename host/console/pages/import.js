@@ -81,11 +81,18 @@ function render(main) {
     }
   });
 
+  // Whether the last refresh failed (its message is cleared by the next one that works).
+  let refreshFailed = false;
+
   /** Catches up with statuses that changed before the page was listening. */
   async function refresh() {
     if (!watched.size) return;
     try {
       const rows = await get('/workspaces');
+      if (refreshFailed) {
+        refreshFailed = false;
+        note(out, 'info', '');
+      }
       for (const row of rows) {
         const b = watched.get(row.id);
         if (b) setBadge(b, row.status);
@@ -93,6 +100,7 @@ function render(main) {
       }
       update();
     } catch (err) {
+      refreshFailed = true;
       note(out, 'error', err.message);
     }
   }
