@@ -57,7 +57,8 @@ function describe(status, statusText, data) {
   }
   if (data && data.detail !== undefined && data.detail !== null) {
     const detail = typeof data.detail === 'string' ? data.detail : JSON.stringify(data.detail);
-    message += `: ${detail}`;
+    // A detail that already starts with the message is not prefixed with it a second time.
+    message = detail.startsWith(message) ? detail : `${message}: ${detail}`;
   }
   if (data && Array.isArray(data.missing_env) && data.missing_env.length) {
     message += ` (missing: ${data.missing_env.join(', ')})`;

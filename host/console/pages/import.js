@@ -1,4 +1,6 @@
-// Org import: pick a template, merge or reconcile, then watch every workspace come online.
+// Org import: pick a template, merge or reconcile, then watch every workspace come online. The
+// outcome is green only when every workspace is online; each one that failed is listed with the
+// reason the host stored (`last_sample_error`).
 
 import { get, post } from '../api.js';
 import { statusFromEvent, subscribe } from '../events.js';
@@ -15,6 +17,7 @@ function render(main) {
   const button = h('button', { type: 'submit', id: 'import-submit', text: 'Import' });
   const out = h('p', { class: 'note', id: 'import-note', hidden: true });
   const progress = h('p', { class: 'progress', id: 'import-progress', hidden: true });
+  const failures = h('ul', { class: 'failures', id: 'import-failures', hidden: true });
   const results = h('div', { id: 'import-results' });
   const form = h('form', { id: 'import-form' }, list,
     h('div', { class: 'inline' }, h('label', { for: 'import-mode', text: 'Mode' }), mode, button), out);
@@ -22,23 +25,44 @@ function render(main) {
   main.append(
     h('div', { class: 'heading' }, h('h1', { text: 'Import an org' })),
     section('Template', form),
-    section('Progress', progress, results),
+    section('Progress', progress, failures, results),
   );
 
-  // Workspace id -> its badge, for the import being watched.
+  // Workspace id -> its badge, for the import being watched; id -> name, and id -> the reason the
+  // host stored for a failure (cell in the table, and the text read by `update`).
   const watched = new Map();
+  const names = new Map();
+  const reasons = new Map();
+  const reasonCells = new Map();
 
   function update() {
     if (!watched.size) return;
-    const statuses = [...watched.values()].map((b) => b.dataset.status);
+    const entries = [...watched.entries()];
+    const statuses = entries.map(([, b]) => b.dataset.status);
     const online = statuses.filter((s) => s === 'online').length;
-    const failed = statuses.filter((s) => s === 'failed').length;
+    const failedIds = entries.filter(([, b]) => b.dataset.status === 'failed').map(([id]) => id);
+    const failed = failedIds.length;
     const done = statuses.every((s) => SETTLED.has(s));
     progress.hidden = false;
     progress.dataset.done = String(done);
+    // `ok` only when everything came online; a failure is a failure even when all settled.
+    progress.dataset.outcome = failed ? 'failed' : done ? 'ok' : 'pending';
     progress.textContent = done
-      ? `Done: ${online} online, ${failed} failed of ${statuses.length}.`
+      ? (failed
+        ? `Done with failures: ${online} online, ${failed} failed of ${statuses.length}.`
+        : `Done: all ${online} online.`)
       : `${online} of ${statuses.length} online${failed ? `, ${failed} failed` : ''}; waiting for the rest…`;
+    for (const [id, cell] of reasonCells) {
+      const b = watched.get(id);
+      if (b && b.dataset.status === 'failed') {
+        fill(cell, h('span', { class: 'reason', text: reasons.get(id) || 'failed (reason not recorded yet)' }));
+      }
+    }
+    failures.hidden = !failed;
+    fill(failures, failedIds.map((id) => h('li', { dataset: { id } },
+      h('a', { href: `#/workspaces/${encodeURIComponent(id)}`, text: names.get(id) || id }),
+      ': ',
+      h('span', { class: 'reason', text: reasons.get(id) || 'no reason recorded yet' }))));
   }
 
   const unsubscribe = subscribe((frame) => {
@@ -49,6 +73,7 @@ function render(main) {
     const b = frame.workspace_id && watched.get(frame.workspace_id);
     const status = statusFromEvent(frame.event);
     if (b && status) {
+      if (frame.payload && typeof frame.payload.error === 'string') reasons.set(frame.workspace_id, frame.payload.error);
       setBadge(b, status);
       update();
       // Events can arrive out of order; the stored status read shortly after has the last word.
@@ -56,17 +81,26 @@ function render(main) {
     }
   });
 
+  // Whether the last refresh failed (its message is cleared by the next one that works).
+  let refreshFailed = false;
+
   /** Catches up with statuses that changed before the page was listening. */
   async function refresh() {
     if (!watched.size) return;
     try {
       const rows = await get('/workspaces');
+      if (refreshFailed) {
+        refreshFailed = false;
+        note(out, 'info', '');
+      }
       for (const row of rows) {
         const b = watched.get(row.id);
         if (b) setBadge(b, row.status);
+        if (b && row.last_sample_error) reasons.set(row.id, row.last_sample_error);
       }
       update();
     } catch (err) {
+      refreshFailed = true;
       note(out, 'error', err.message);
     }
   }
@@ -103,6 +137,12 @@ function render(main) {
       return;
     }
     watched.clear();
+    names.clear();
+    reasons.clear();
+    reasonCells.clear();
+    failures.hidden = true;
+    fill(failures);
+    delete progress.dataset.outcome;
     fill(results);
     progress.hidden = false;
     progress.dataset.done = 'false';
@@ -119,10 +159,13 @@ function render(main) {
     fill(results, table(['Workspace', 'Tier', 'Status', ''], outcome.workspaces.map((w) => {
       const b = badge(w.status);
       watched.set(w.id, b);
+      names.set(w.id, w.name);
+      const cell = h('span', {},
+        w.skipped ? 'already existed' : (w.plugins_missing && w.plugins_missing.length ? `missing plugins: ${w.plugins_missing.join(', ')}` : ''));
+      reasonCells.set(w.id, cell);
       return {
         attrs: { dataset: { id: w.id } },
-        cells: [h('a', { href: `#/workspaces/${encodeURIComponent(w.id)}`, text: w.name }), String(w.tier), b,
-          w.skipped ? 'already existed' : (w.plugins_missing && w.plugins_missing.length ? `missing plugins: ${w.plugins_missing.join(', ')}` : '')],
+        cells: [h('a', { href: `#/workspaces/${encodeURIComponent(w.id)}`, text: w.name }), String(w.tier), b, cell],
       };
     }), { id: 'import-table' }));
     update();

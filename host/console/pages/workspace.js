@@ -4,6 +4,7 @@
 import { del, get, post, put, seg } from '../api.js';
 import { statusFromEvent, subscribe } from '../events.js';
 import { badge, busy, debounce, fill, h, note, section, setBadge, short, table, time } from '../dom.js';
+import { trackControl } from './plugin-track.js';
 
 function describeRestart(restart) {
   if (!restart || !restart.kind) return 'no restart decision';
@@ -60,7 +61,8 @@ function render(main, { id }) {
   const pluginsOut = h('p', { class: 'note', id: 'plugins-note', hidden: true });
   const sourceInput = h('input', { id: 'plugin-source', placeholder: 'source: name, local://name or github://owner/repo#tag', spellcheck: 'false', required: true });
   const installButton = h('button', { type: 'submit', id: 'plugin-install', text: 'Install' });
-  const pluginForm = h('form', { class: 'inline', id: 'plugin-form' }, sourceInput, installButton);
+  const track = trackControl();
+  const pluginForm = h('form', { class: 'inline', id: 'plugin-form' }, sourceInput, track.element, installButton);
 
   const activityList = h('div', { id: 'activity-list' });
   const delegationList = h('div', { id: 'delegation-list' });
@@ -202,9 +204,10 @@ function render(main, { id }) {
   pluginForm.addEventListener('submit', async (e) => {
     e.preventDefault();
     const source = sourceInput.value.trim();
-    const done = await busy(installButton, 'Installing…', pluginsOut, () => post(`${base}/plugins`, { source }));
+    const done = await busy(installButton, 'Installing…', pluginsOut, () => post(`${base}/plugins`, { source, track: track.value() }));
     if (done) {
       sourceInput.value = '';
+      track.reset();
       note(pluginsOut, 'ok', `${done.status} ${done.plugin} (${short(done.installed_sha)}): ${done.reload} reload${done.restarting ? ', the agent restarts' : ''}.`);
       loadPlugins();
     }

@@ -6,6 +6,7 @@ mod bindings;
 pub mod engine;
 pub mod metrics;
 pub mod policy;
+pub mod reason;
 pub mod registry;
 pub mod remote;
 #[cfg(test)]

@@ -137,6 +137,10 @@ pub enum RegistryError {
     Duplicate(Box<ExtensionRow>),
     #[error("the active version of a slot cannot be deleted")]
     Active,
+    #[error("a built-in version cannot be deleted")]
+    Builtin,
+    #[error("this version is not shadowing its slot")]
+    NotShadowing,
     #[error("nothing to roll back to")]
     NoPrevious,
     #[error("not supported: {0}")]
@@ -676,13 +680,19 @@ impl ExtensionHost {
         Ok(row)
     }
 
-    /// Re-activates the version that was active before the current one.
-    pub async fn rollback(&self, slot: &Slot) -> Result<ExtensionRow, RegistryError> {
+    /// The version a rollback of `slot` would re-activate: the newest one in its activation
+    /// history that is not the current one (deleting a version drops it from the history).
+    pub async fn previous(&self, slot: &Slot) -> Result<Option<Uuid>, RegistryError> {
         let history = store::extensions::activation_history(&self.db, slot.as_str()).await?;
         let current = self.slot(slot).active.load().as_ref().map(|l| l.id);
-        let previous = history
-            .into_iter()
-            .find(|id| Some(*id) != current)
+        Ok(history.into_iter().find(|id| Some(*id) != current))
+    }
+
+    /// Re-activates the version that was active before the current one.
+    pub async fn rollback(&self, slot: &Slot) -> Result<ExtensionRow, RegistryError> {
+        let previous = self
+            .previous(slot)
+            .await?
             .ok_or(RegistryError::NoPrevious)?;
         self.activate_with(previous, "rolled_back").await
     }
@@ -718,6 +728,32 @@ impl ExtensionHost {
         Ok(row)
     }
 
+    /// Stops `id` running in shadow: the slot's shadow is cleared only while it is still `id`
+    /// (one conditional update, so a click on a stale page cannot stop a candidate another
+    /// operator set meanwhile). Its shadow results stay with it; shadowing it again starts its
+    /// report where it left off. Other replicas follow through `EXTENSION_SHADOW_STOPPED`.
+    pub async fn stop_shadow(&self, id: Uuid) -> Result<ExtensionRow, RegistryError> {
+        let row = store::extensions::get(&self.db, id)
+            .await?
+            .ok_or(RegistryError::NotFound)?;
+        let slot = Slot::parse(&row.slot).ok_or(RegistryError::NotFound)?;
+        if !store::extensions::clear_shadow(&self.db, slot.as_str(), id).await? {
+            return Err(RegistryError::NotShadowing);
+        }
+        let state = self.slot(&slot);
+        if state.shadow.load().as_ref().is_some_and(|s| s.id == id) {
+            state.shadow.store(None);
+        }
+        tracing::info!(slot = slot.as_str(), extension = %row.name, version = %row.version, "extension shadow stopped");
+        self.events
+            .emit("EXTENSION_SHADOW_STOPPED", None, json!({ "slot": slot.as_str(), "id": row.id, "name": row.name, "version": row.version, "digest": row.digest }))
+            .await;
+        Ok(row)
+    }
+
+    /// Deletes a stored version. The active version and the host's built-in ones are kept: a
+    /// built-in is the known-good version a slot rolls back to, and the host only puts one back
+    /// when its slot is empty at start.
     pub async fn delete(&self, id: Uuid) -> Result<(), RegistryError> {
         let row = store::extensions::get(&self.db, id)
             .await?
@@ -726,6 +762,9 @@ impl ExtensionHost {
         let state = self.slot(&slot);
         if state.active.load().as_ref().is_some_and(|a| a.id == id) {
             return Err(RegistryError::Active);
+        }
+        if row.builtin {
+            return Err(RegistryError::Builtin);
         }
         if state.shadow.load().as_ref().is_some_and(|s| s.id == id) {
             store::extensions::set_shadow(&self.db, slot.as_str(), None).await?;
@@ -878,6 +917,9 @@ impl ExtensionHost {
         match result {
             Ok(Ok(value)) => Ok(value),
             Ok(Err(error)) => {
+                // The message goes on to an error body: the guest's words and git's, made safe
+                // once here for every caller (plugin installs, drift checks, `!external`).
+                let error = error.map_message(|m| super::reason::public(&self.remote.redact(&m)));
                 tracing::info!(extension = %ext.identity, %error, "resolver {what} answered an error");
                 Err(FetchFailure::Fetch(error))
             }

@@ -713,6 +713,7 @@ fn summarise(stderr: &str) -> String {
         .copied()
         .filter(|l| l.starts_with("fatal:") || l.starts_with("error:"))
         .take(2)
+        .map(reason_of)
         .collect();
     let tail = if errors.is_empty() {
         lines[lines.len().saturating_sub(2)..].join(" / ")
@@ -732,6 +733,23 @@ fn summarise(stderr: &str) -> String {
         end -= 1;
     }
     format!("{}…", &tail[..end])
+}
+
+/// git's reason in one of its error lines: without the `fatal:` or `error:` label and without
+/// curl's `unable to access '<url>': ` (the caller names the URL it asked for; git would name
+/// the one a configured rewrite made of it).
+fn reason_of(line: &str) -> &str {
+    let line = line
+        .strip_prefix("fatal:")
+        .or_else(|| line.strip_prefix("error:"))
+        .unwrap_or(line)
+        .trim_start();
+    if let Some(rest) = line.strip_prefix("unable to access '")
+        && let Some((_, reason)) = rest.split_once("': ")
+    {
+        return reason;
+    }
+    line
 }
 
 /// A directory of one remote operation, removed when the operation ends.
@@ -1040,6 +1058,30 @@ mod tests {
 
     fn hosts(h: &[&str]) -> Vec<String> {
         h.iter().map(|s| (*s).to_owned()).collect()
+    }
+
+    #[test]
+    fn gits_reason_is_kept_without_its_labels_or_the_rewritten_url() {
+        assert_eq!(
+            summarise(
+                "hint: ignored\nfatal: unable to access 'https://mirror.internal/acme/x.git/': \
+                 Could not resolve host: mirror.internal\n"
+            ),
+            "Could not resolve host: mirror.internal"
+        );
+        assert_eq!(
+            summarise(
+                "fatal: '/srv/git/acme/x.git' does not appear to be a git repository\n\
+                 fatal: Could not read from remote repository.\n"
+            ),
+            "'/srv/git/acme/x.git' does not appear to be a git repository / \
+             Could not read from remote repository."
+        );
+        assert_eq!(
+            summarise("warning: odd\nsomething else\n"),
+            "warning: odd / something else"
+        );
+        assert_eq!(summarise(""), "git gave no reason");
     }
 
     #[test]

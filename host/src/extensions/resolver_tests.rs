@@ -1216,6 +1216,78 @@ mod registry_specs {
         host.stop();
     }
 
+    async fn a_failed_fetch_gives_the_hosts_reason_without_local_paths_or_credentials(db: Db) {
+        let repos = Repos::new();
+        repos.create("acme/tools", super::PLUGIN_FILES);
+        let local = repos.dir.path().display().to_string();
+        let credentials = super::Credentials::new().with("github.com", super::TOKEN);
+        let reason =
+            |failure: &Result<crate::extensions::types::Fetched, FetchFailure>| match failure {
+                Err(FetchFailure::Fetch(error)) => error.message().unwrap_or_default().to_owned(),
+                other => panic!("a resolver error, not {other:?}"),
+            };
+
+        // A repository that does not exist behind a rewrite to local files: git names the
+        // rewritten path, the operator reads only that it is not there.
+        let settings = ResolverSettings {
+            git_env: repos.git_env(),
+            allowed_protocols: "https:file".into(),
+            credentials: credentials.clone(),
+            ..ResolverSettings::default()
+        };
+        let (files, _dir) = host(&db, settings).await;
+        let missing = files
+            .fetch(
+                "github",
+                Source::new("github", "acme/nope", Some("v1")),
+                tempfile::tempdir().unwrap().path(),
+            )
+            .await;
+        assert!(
+            matches!(missing, Err(FetchFailure::Fetch(FetchError::NotFound(_)))),
+            "{missing:?}"
+        );
+        let text = reason(&missing);
+        assert!(
+            text.starts_with("listing the refs of https://github.com/acme/nope.git failed: ")
+                && text.contains(crate::extensions::reason::LOCAL_PATH)
+                && !text.contains(&local)
+                && !text.contains("file://")
+                && !text.contains('\n'),
+            "{text}"
+        );
+        files.stop();
+
+        // A host that does not resolve: the reason is curl's, once, with the host it tried.
+        let settings = ResolverSettings {
+            git_env: super::rewrites("https://unreachable.invalid/", &["https://github.com/"]),
+            credentials,
+            ..ResolverSettings::default()
+        };
+        let (offline, _dir) = host(&db, settings).await;
+        let unreachable = offline
+            .fetch(
+                "github",
+                Source::new("github", "acme/tools", Some("v1")),
+                tempfile::tempdir().unwrap().path(),
+            )
+            .await;
+        assert!(
+            matches!(
+                unreachable,
+                Err(FetchFailure::Fetch(FetchError::Upstream(_)))
+            ),
+            "{unreachable:?}"
+        );
+        assert_eq!(
+            reason(&unreachable),
+            "listing the refs of https://github.com/acme/tools.git failed: \
+             Could not resolve host: unreachable.invalid"
+        );
+        assert!(!format!("{unreachable:?}").contains(super::TOKEN));
+        offline.stop();
+    }
+
     /// The active extension of a slot, for reading its metrics.
     fn host_extension(
         host: &ExtensionHost,
@@ -1229,5 +1301,6 @@ mod registry_specs {
         first_start_activates_the_local_and_git_resolvers_with_their_grants,
         an_unpinned_source_is_denied_unless_the_operator_allows_it_and_then_means_head,
         a_resolver_must_serve_its_slot_scheme_and_unusable_answers_fail_the_fetch,
+        a_failed_fetch_gives_the_hosts_reason_without_local_paths_or_credentials,
     );
 }

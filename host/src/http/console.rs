@@ -61,6 +61,7 @@ const FILES: &[(&str, &[u8], &str)] = assets![
     "pages/import.js" => JS,
     "pages/extensions.js" => JS,
     "pages/drift.js" => JS,
+    "pages/plugin-track.js" => JS,
 ];
 
 static ASSETS: LazyLock<HashMap<&'static str, Asset>> = LazyLock::new(|| {

@@ -16,6 +16,7 @@ use super::AppState;
 use super::error::{ApiError, ApiResult};
 use super::extract::{AdminAuth, ApiJson};
 use super::openapi::{ErrorBody, StatusBody};
+use crate::extensions::reason;
 use crate::extensions::registry::{Grants, MAX_COMPONENT_BYTES, Manifest, RegistryError, Slot};
 use crate::store;
 
@@ -31,7 +32,7 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(remove))
         .routes(routes!(activate))
         .routes(routes!(rollback))
-        .routes(routes!(shadow))
+        .routes(routes!(shadow, stop_shadow))
         .routes(routes!(shadow_report))
 }
 
@@ -72,9 +73,15 @@ impl From<RegistryError> for ApiError {
             RegistryError::InvalidManifest(message) => ApiError::bad_request(message),
             // The operator must learn why their component was refused; the message names the
             // world, version or import at fault and nothing from the host's internals.
-            RegistryError::Rejected(_) | RegistryError::SelfCheck(_) => ApiError::Body(
+            // The detail is the inner reason only: `error` already says "component rejected",
+            // and a client that joins the two must not read it twice.
+            RegistryError::Rejected(inner) => ApiError::Body(
                 StatusCode::UNPROCESSABLE_ENTITY,
-                json!({ "error": "component rejected", "detail": err.to_string() }),
+                json!({ "error": "component rejected", "detail": reason::public(&inner.to_string()) }),
+            ),
+            RegistryError::SelfCheck(inner) => ApiError::Body(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                json!({ "error": "component rejected", "detail": reason::public(&format!("it failed its self-check: {inner}")) }),
             ),
             RegistryError::NotFound => ApiError::not_found("extension not found"),
             RegistryError::Duplicate(row) => ApiError::Body(
@@ -84,6 +91,13 @@ impl From<RegistryError> for ApiError {
             RegistryError::Active => ApiError::Status(
                 StatusCode::CONFLICT,
                 "the active version of a slot cannot be deleted",
+            ),
+            RegistryError::Builtin => {
+                ApiError::Status(StatusCode::CONFLICT, "a built-in version cannot be deleted")
+            }
+            RegistryError::NotShadowing => ApiError::Status(
+                StatusCode::CONFLICT,
+                "this version is not shadowing its slot",
             ),
             RegistryError::NoPrevious => {
                 ApiError::Status(StatusCode::CONFLICT, "no earlier version to roll back to")
@@ -132,6 +146,8 @@ struct SlotState {
     slot: String,
     active_id: Option<Uuid>,
     shadow_id: Option<Uuid>,
+    /// The version a rollback would re-activate; `null` when the slot has no earlier one.
+    previous_id: Option<Uuid>,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -160,14 +176,16 @@ async fn list(State(state): State<AppState>, _: AdminAuth) -> ApiResult<impl Int
             version(row, active, shadow)
         })
         .collect();
-    let slots: Vec<SlotState> = slots
-        .iter()
-        .map(|(slot, active, shadow)| SlotState {
+    let mut states = Vec::with_capacity(slots.len());
+    for (slot, active, shadow) in &slots {
+        states.push(SlotState {
             slot: slot.as_str().to_owned(),
             active_id: *active,
             shadow_id: *shadow,
-        })
-        .collect();
+            previous_id: host.previous(slot).await?,
+        });
+    }
+    let slots = states;
     Ok(axum::Json(Extensions { slots, extensions }))
 }
 
@@ -222,7 +240,7 @@ fn parse_slot(raw: &str) -> ApiResult<Slot> {
 
 #[derive(Debug, Serialize, ToSchema)]
 struct SlotChanged {
-    /// `activated`, `rolled_back` or `shadowing`.
+    /// `activated`, `rolled_back`, `shadowing` or `shadow_stopped`.
     status: &'static str,
     slot: String,
     id: Uuid,
@@ -315,6 +333,35 @@ async fn shadow(
     }))
 }
 
+/// Stops a version running in shadow (the slot keeps its active version; the candidate's
+/// results are kept).
+#[utoipa::path(
+    delete,
+    path = "/admin/extensions/{key}/shadow",
+    tag = "extensions",
+    params(IdKey),
+    responses(
+        (status = 200, body = SlotChanged),
+        (status = 400, description = "Invalid extension id", body = ErrorBody),
+        (status = 404, description = "No such extension", body = ErrorBody),
+        (status = 409, description = "The version is not shadowing its slot", body = ErrorBody),
+    ),
+    security(("admin_token" = [])),
+)]
+async fn stop_shadow(
+    State(state): State<AppState>,
+    _: AdminAuth,
+    Path(key): Path<String>,
+) -> ApiResult<impl IntoResponse> {
+    let row = state.svc.extensions.stop_shadow(parse_id(&key)?).await?;
+    Ok(axum::Json(SlotChanged {
+        status: "shadow_stopped",
+        slot: row.slot,
+        id: row.id,
+        version: None,
+    }))
+}
+
 /// How the slot's shadow candidate compares with the active version.
 #[derive(Debug, ToSchema)]
 #[allow(dead_code)] // Describes the `json!` value `Registry::shadow_report` builds.
@@ -357,7 +404,7 @@ async fn shadow_report(
     Ok(axum::Json(report))
 }
 
-/// Deletes a stored version (not the active one).
+/// Deletes a stored version (not the active one, not a built-in one).
 #[utoipa::path(
     delete,
     path = "/admin/extensions/{key}",
@@ -367,7 +414,7 @@ async fn shadow_report(
         (status = 200, body = StatusBody),
         (status = 400, description = "Invalid extension id", body = ErrorBody),
         (status = 404, description = "No such extension", body = ErrorBody),
-        (status = 409, description = "The version is active", body = ErrorBody),
+        (status = 409, description = "The version is active or built in", body = ErrorBody),
     ),
     security(("admin_token" = [])),
 )]

@@ -16,7 +16,7 @@ use super::error::{ApiError, ApiResult};
 use super::extract::{AdminAuth, AnyAuth, ApiJson, ApiQuery, WorkspaceAuth, WorkspacePath};
 use super::openapi::{ErrorBody, WorkspaceIdParam};
 use super::workspaces::WorkspaceGone;
-use crate::plugins::drift::{self, Applied, ApplyError, Rollout};
+use crate::plugins::drift::{self, Applied, ApplyError, Rollout, SweepTimes};
 use crate::plugins::{
     self, InstallRequest, Installed, InstalledPlugin, PluginError, RegistryPlugin, Track,
 };
@@ -32,6 +32,7 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(get_allowlist, put_allowlist))
         .routes(routes!(pending))
         .routes(routes!(check))
+        .routes(routes!(sweep_times))
         .routes(routes!(apply_all))
         .routes(routes!(apply))
         .routes(routes!(dismiss))
@@ -121,8 +122,22 @@ struct UpdatesQueued {
     security(("admin_token" = [])),
 )]
 async fn check(State(state): State<AppState>, _: AdminAuth) -> ApiResult<impl IntoResponse> {
-    let queued = drift::sweep(&state.svc).await?;
-    Ok(axum::Json(UpdatesQueued { queued }))
+    let swept = drift::sweep_recorded(&state.svc, drift::SweepTrigger::Manual).await?;
+    Ok(axum::Json(UpdatesQueued {
+        queued: swept.queued,
+    }))
+}
+
+/// When drift was last checked (by the sweeper or `check`) and when the sweeper runs next.
+#[utoipa::path(
+    get,
+    path = "/admin/plugin-updates/sweep",
+    tag = "plugins",
+    responses((status = 200, body = SweepTimes)),
+    security(("admin_token" = [])),
+)]
+async fn sweep_times(State(state): State<AppState>, _: AdminAuth) -> ApiResult<impl IntoResponse> {
+    Ok(axum::Json(drift::sweep_times(&state.svc).await?))
 }
 
 /// Applies one queued update (reinstalls the plugin at the new revision).
@@ -192,6 +207,11 @@ async fn apply_all(State(state): State<AppState>, _: AdminAuth) -> ApiResult<imp
     Ok(axum::Json(drift::apply_all(&state.svc).await?))
 }
 
+/// A refusal with the host's message and the reason it was given.
+fn refused(status: StatusCode, error: &'static str, detail: String) -> ApiError {
+    ApiError::Body(status, json!({ "error": error, "detail": detail }))
+}
+
 impl From<PluginError> for ApiError {
     fn from(err: PluginError) -> Self {
         match err {
@@ -201,12 +221,21 @@ impl From<PluginError> for ApiError {
                 json!({ "error": "unknown plugin source scheme", "available_schemes": available }),
             ),
             PluginError::InvalidName => ApiError::bad_request("invalid plugin name"),
-            PluginError::NotFound => ApiError::not_found("plugin source not found"),
-            PluginError::Denied(_) => {
-                ApiError::Status(StatusCode::UNPROCESSABLE_ENTITY, "plugin source refused")
+            // The message is ours; the detail is the resolver's or git's reason, made safe where
+            // it left the extension platform (`extensions::reason`).
+            PluginError::BadSource(why) => {
+                refused(StatusCode::BAD_REQUEST, "invalid plugin source", why)
             }
-            PluginError::Upstream => {
-                ApiError::Status(StatusCode::BAD_GATEWAY, "fetching the plugin failed")
+            PluginError::NotFound(why) => {
+                refused(StatusCode::NOT_FOUND, "plugin source not found", why)
+            }
+            PluginError::Denied(why) => refused(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "plugin source refused",
+                why,
+            ),
+            PluginError::Upstream(why) => {
+                refused(StatusCode::BAD_GATEWAY, "fetching the plugin failed", why)
             }
             PluginError::Timeout => {
                 ApiError::Status(StatusCode::GATEWAY_TIMEOUT, "fetching the plugin timed out")

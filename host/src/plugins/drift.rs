@@ -5,7 +5,7 @@
 
 use std::time::{Duration, Instant};
 
-use chrono::{NaiveDateTime, Utc};
+use chrono::{DateTime, NaiveDateTime, Utc};
 use serde::Serialize;
 use uuid::Uuid;
 
@@ -31,18 +31,79 @@ fn tracked_source(source_raw: &str, tracked_ref: &str) -> Option<Source> {
     Some(source)
 }
 
+/// The event every finished drift pass records (on the replica that ran it, so any replica can
+/// say when drift was last checked): `{trigger, started_at, checked, queued, failed,
+/// interval_secs}`.
+pub const DRIFT_SWEPT: &str = "PLUGIN_DRIFT_SWEPT";
+
+/// What started a drift pass.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SweepTrigger {
+    /// The sweeper, every `plugins.drift_interval_secs`.
+    Scheduled,
+    /// `POST /admin/plugin-updates/check`.
+    Manual,
+}
+
+impl SweepTrigger {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SweepTrigger::Scheduled => "scheduled",
+            SweepTrigger::Manual => "manual",
+        }
+    }
+}
+
+/// What one pass did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Swept {
+    /// Tracked plugins whose upstream was asked.
+    pub checked: usize,
+    /// Updates queued.
+    pub queued: usize,
+    /// Tracked plugins whose upstream could not be asked (retried next pass).
+    pub failed: usize,
+}
+
 /// One pass: queues an update for every tracked plugin whose upstream moved. Returns how many
 /// rows were queued (an update already pending for the plugin is not queued twice).
 pub async fn sweep(svc: &Services) -> Result<usize, StoreError> {
-    let mut queued = 0;
+    Ok(sweep_counted(svc).await?.queued)
+}
+
+/// A pass that records [`DRIFT_SWEPT`] when it finishes.
+pub async fn sweep_recorded(svc: &Services, trigger: SweepTrigger) -> Result<Swept, StoreError> {
+    let started_at = Utc::now();
+    let swept = sweep_counted(svc).await?;
+    svc.events
+        .emit(
+            DRIFT_SWEPT,
+            None,
+            serde_json::json!({
+                "trigger": trigger.as_str(),
+                "started_at": started_at,
+                "checked": swept.checked,
+                "queued": swept.queued,
+                "failed": swept.failed,
+                "interval_secs": svc.config.plugins.drift_interval_secs,
+            }),
+        )
+        .await;
+    Ok(swept)
+}
+
+async fn sweep_counted(svc: &Services) -> Result<Swept, StoreError> {
+    let mut swept = Swept::default();
     for row in store::plugins::tracked(&svc.db).await? {
         let Some(source) = tracked_source(&row.source_raw, &row.tracked_ref) else {
             continue;
         };
         let scheme = source.scheme.clone();
+        swept.checked += 1;
         let latest = match svc.extensions.resolve_revision(&scheme, source).await {
             Ok(latest) => latest,
             Err(err) => {
+                swept.failed += 1;
                 tracing::warn!(workspace_id = %row.workspace_id, plugin = %row.plugin_name, error = %err, "drift check failed; retrying next sweep");
                 continue;
             }
@@ -60,11 +121,79 @@ pub async fn sweep(svc: &Services) -> Result<usize, StoreError> {
         )
         .await?
         {
-            queued += 1;
+            swept.queued += 1;
             tracing::info!(workspace_id = %row.workspace_id, plugin = %row.plugin_name, latest, "plugin drift queued");
         }
     }
-    Ok(queued)
+    Ok(swept)
+}
+
+/// When drift was last checked and when the sweeper checks next.
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
+pub struct SweepTimes {
+    /// `plugins.drift_interval_secs`.
+    pub interval_secs: u64,
+    /// When the last finished pass (scheduled or manual) started; `null` before the first.
+    pub last_run_at: Option<DateTime<Utc>>,
+    /// `scheduled` or `manual`.
+    pub last_trigger: Option<String>,
+    /// What the last pass did.
+    pub last_checked: Option<u64>,
+    pub last_queued: Option<u64>,
+    pub last_failed: Option<u64>,
+    /// The last scheduled pass's start plus the interval: when the sweeper (on whichever
+    /// replica holds its lease) runs next. `null` before the first scheduled pass; a time in
+    /// the past means the pass is due.
+    pub next_run_at: Option<DateTime<Utc>>,
+}
+
+/// How many recent passes are read to find the last scheduled one behind manual ones.
+const SWEEPS_READ: i64 = 50;
+
+/// [`SweepTimes`] from the recorded [`DRIFT_SWEPT`] events.
+pub async fn sweep_times(svc: &Services) -> Result<SweepTimes, StoreError> {
+    let interval_secs = svc.config.plugins.drift_interval_secs;
+    let events = store::events::latest_of_type(&svc.db, DRIFT_SWEPT, SWEEPS_READ).await?;
+    let started = |event: &store::events::EventRow| {
+        event
+            .payload
+            .as_ref()
+            .and_then(|p| p.get("started_at"))
+            .and_then(|v| serde_json::from_value::<DateTime<Utc>>(v.clone()).ok())
+            .unwrap_or(event.created_at)
+    };
+    let field = |event: &store::events::EventRow, name: &str| {
+        event
+            .payload
+            .as_ref()
+            .and_then(|p| p.get(name))
+            .and_then(serde_json::Value::as_u64)
+    };
+    let last = events.first();
+    let scheduled = events.iter().find(|e| {
+        e.payload
+            .as_ref()
+            .and_then(|p| p.get("trigger"))
+            .and_then(serde_json::Value::as_str)
+            == Some(SweepTrigger::Scheduled.as_str())
+    });
+    let interval =
+        chrono::Duration::seconds(i64::try_from(interval_secs).unwrap_or(i64::MAX / 1000));
+    Ok(SweepTimes {
+        interval_secs,
+        last_run_at: last.map(started),
+        last_trigger: last.and_then(|e| {
+            e.payload
+                .as_ref()
+                .and_then(|p| p.get("trigger"))
+                .and_then(serde_json::Value::as_str)
+                .map(str::to_owned)
+        }),
+        last_checked: last.and_then(|e| field(e, "checked")),
+        last_queued: last.and_then(|e| field(e, "queued")),
+        last_failed: last.and_then(|e| field(e, "failed")),
+        next_run_at: scheduled.and_then(|e| started(e).checked_add_signed(interval)),
+    })
 }
 
 /// What applying an update did.

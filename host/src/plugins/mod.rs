@@ -91,12 +91,17 @@ pub enum PluginError {
     UnknownScheme { available: Vec<String> },
     #[error("invalid plugin name")]
     InvalidName,
-    #[error("plugin source not found")]
-    NotFound,
+    /// The reasons below are the resolver's or git's words, made safe for an error body by
+    /// `extensions::reason` (one line, bounded, no control characters, credentials, URL
+    /// userinfo or local paths), or built from the host's own parts.
+    #[error("invalid plugin source: {0}")]
+    BadSource(String),
+    #[error("plugin source not found: {0}")]
+    NotFound(String),
     #[error("plugin source refused: {0}")]
     Denied(String),
-    #[error("fetching the plugin failed")]
-    Upstream,
+    #[error("fetching the plugin failed: {0}")]
+    Upstream(String),
     #[error("fetching the plugin timed out")]
     Timeout,
     #[error("plugin too large")]
@@ -554,17 +559,25 @@ fn internal(err: impl std::fmt::Display) -> PluginError {
     PluginError::Internal(err.to_string())
 }
 
+/// A resolver failure as an install error. Messages from `FetchFailure::Fetch` were made safe
+/// where they left the extension platform; a failed call is named by its label only (a trap's
+/// text is the guest's backtrace, for the log).
 fn fetch_error(err: FetchFailure) -> PluginError {
     match err {
         FetchFailure::NoResolver(_) => PluginError::InvalidSource,
-        FetchFailure::Fetch(FetchError::NotFound(_)) => PluginError::NotFound,
-        FetchFailure::Fetch(FetchError::InvalidSource(_)) => PluginError::InvalidSource,
+        FetchFailure::Fetch(FetchError::NotFound(why)) => PluginError::NotFound(why),
+        FetchFailure::Fetch(FetchError::InvalidSource(why)) => PluginError::BadSource(why),
         FetchFailure::Fetch(FetchError::Denied(why)) => PluginError::Denied(why),
         FetchFailure::Fetch(FetchError::TooLarge(_)) => PluginError::TooLarge,
         FetchFailure::Fetch(FetchError::Timeout) => PluginError::Timeout,
-        FetchFailure::Fetch(FetchError::Upstream(_))
-        | FetchFailure::Failed { .. }
-        | FetchFailure::Malformed { .. } => PluginError::Upstream,
+        FetchFailure::Fetch(FetchError::Upstream(why)) => PluginError::Upstream(why),
+        FetchFailure::Failed { extension, error } => PluginError::Upstream(format!(
+            "the resolver {extension} failed ({})",
+            error.label()
+        )),
+        FetchFailure::Malformed { extension, reason } => {
+            PluginError::Upstream(format!("the resolver {extension} answered {reason}"))
+        }
     }
 }
 

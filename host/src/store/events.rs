@@ -80,6 +80,14 @@ pub async fn recent(db: &Db, workspace_id: Option<Uuid>, limit: i64) -> StoreRes
     })
 }
 
+/// The newest `limit` events named `event_type`, newest first.
+pub async fn latest_of_type(db: &Db, event_type: &str, limit: i64) -> StoreResult<Vec<EventRow>> {
+    on_db!(db, pool => Ok(sqlx::query_as(
+        "SELECT id, event_type, workspace_id, payload, created_at FROM structure_events
+         WHERE event_type = $1 ORDER BY created_at DESC, id DESC LIMIT $2",
+    ).bind(event_type).bind(limit).fetch_all(pool).await?))
+}
+
 /// One event by id (a notification too large to carry the event names only its id).
 pub async fn get(db: &Db, id: Uuid) -> StoreResult<Option<EventRow>> {
     on_db!(db, pool => Ok(sqlx::query_as(

@@ -118,6 +118,18 @@ pub async fn set_shadow(db: &Db, slot: &str, id: Option<Uuid>) -> StoreResult<bo
         .rows_affected() > 0))
 }
 
+/// Clears `slot`'s shadow if it is `id`; false when it was not (already stopped, or another
+/// version shadows the slot now).
+pub async fn clear_shadow(db: &Db, slot: &str, id: Uuid) -> StoreResult<bool> {
+    on_db!(db, pool => Ok(sqlx::query("UPDATE extension_slots SET shadow_id = NULL, updated_at = $3 WHERE slot = $1 AND shadow_id = $2")
+        .bind(slot)
+        .bind(id)
+        .bind(Utc::now())
+        .execute(pool)
+        .await?
+        .rows_affected() > 0))
+}
+
 /// The extension ids activated in `slot`, newest first.
 pub async fn activation_history(db: &Db, slot: &str) -> StoreResult<Vec<Uuid>> {
     on_db!(db, pool => Ok(sqlx::query_scalar(

@@ -34,7 +34,12 @@ pub fn spawn_all(svc: &Services, tracker: &TaskTracker, shutdown: &CancellationT
         shutdown,
         "plugin-drift",
         RuntimeConfig::sweep(svc.config.plugins.drift_interval_secs),
-        |svc| async move { crate::plugins::drift::sweep(&svc).await.map(|_| ()) },
+        |svc| async move {
+            use crate::plugins::drift::{SweepTrigger, sweep_recorded};
+            sweep_recorded(&svc, SweepTrigger::Scheduled)
+                .await
+                .map(|_| ())
+        },
     );
     spawn_sweep(
         svc,

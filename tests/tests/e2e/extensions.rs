@@ -8,6 +8,7 @@ on_both_backends!(
     the_default_extensions_are_installed_and_active_on_first_start,
     an_uploaded_version_can_be_activated_rolled_back_and_deleted,
     components_that_do_not_fit_the_slot_are_rejected_with_a_clear_reason,
+    shadowing_can_be_stopped_and_built_in_versions_are_never_deleted,
 );
 
 fn component(name: &str) -> String {
@@ -150,6 +151,13 @@ async fn components_that_do_not_fit_the_slot_are_rejected_with_a_clear_reason(ba
         trap["detail"].as_str().unwrap().contains("self-check"),
         "{trap}"
     );
+    // The detail says why, not "component rejected" a second time after the error.
+    for refused in [&wrong, &trap] {
+        assert_eq!(refused["error"], "component rejected");
+        let detail = refused["detail"].as_str().unwrap();
+        assert!(!detail.contains("component rejected"), "{refused}");
+        assert!(!detail.contains('\n'), "one line: {refused}");
+    }
     let mut junk = upload_body("j", "classifier", "skill-classifier");
     junk["component"] = json!(base64::engine::general_purpose::STANDARD.encode(b"not wasm"));
     app.post("/admin/extensions", junk).await.expect(422);
@@ -168,4 +176,132 @@ async fn components_that_do_not_fit_the_slot_are_rejected_with_a_clear_reason(ba
     // Nothing rejected was stored.
     let listed = app.get("/admin/extensions").await.expect(200);
     assert_eq!(listed["extensions"].as_array().unwrap().len(), 5);
+}
+
+async fn shadowing_can_be_stopped_and_built_in_versions_are_never_deleted(backend: DbBackend) {
+    // Arrange: the defaults, and a second classifier in shadow.
+    let app = spawn_with_defaults(backend).await;
+    let slot_of = |listed: &Value, name: &str| {
+        listed["slots"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["slot"] == name)
+            .cloned()
+            .unwrap_or_else(|| panic!("slot {name} in {listed}"))
+    };
+    let listed = app.get("/admin/extensions").await.expect(200);
+    assert_eq!(
+        slot_of(&listed, "classifier")["previous_id"],
+        Value::Null,
+        "nothing to roll back to on a fresh host"
+    );
+    let builtin = listed["extensions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["name"] == "skill-classifier")
+        .unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let id = app
+        .post(
+            "/admin/extensions",
+            upload_body("strict", "classifier", "answer-classifier"),
+        )
+        .await
+        .expect(201)["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    app.post(&format!("/admin/extensions/{id}/shadow"), json!({}))
+        .await
+        .expect(200);
+
+    // Only the operator may stop it.
+    let path = format!("/admin/extensions/{id}/shadow");
+    app.anonymous().delete(&path).await.expect(401);
+    let agent = app.create_workspace("Agent", None).await;
+    let agent_token = app.agent_token(&agent).await;
+    app.with_token(&agent_token).delete(&path).await.expect(401);
+    app.with_token("junk-0000000000000000000000000000000000000")
+        .delete(&path)
+        .await
+        .expect(401);
+    assert_eq!(
+        slot_of(
+            &app.get("/admin/extensions").await.expect(200),
+            "classifier"
+        )["shadow_id"],
+        id.as_str(),
+        "refused calls changed nothing"
+    );
+
+    // Act: stop shadowing.
+    let stopped = app.delete(&path).await.expect(200);
+
+    // Assert: the slot has no shadow, its report is gone, other replicas are told, and a
+    // second stop (a stale page) is refused rather than stopping something else.
+    assert_eq!(stopped["status"], "shadow_stopped");
+    assert_eq!(stopped["slot"], "classifier");
+    let listed = app.get("/admin/extensions").await.expect(200);
+    assert_eq!(slot_of(&listed, "classifier")["shadow_id"], Value::Null);
+    app.get("/admin/extensions/classifier/shadow-report")
+        .await
+        .expect(404);
+    let events = app.get("/events").await.expect(200);
+    assert_eq!(events[0]["event_type"], "EXTENSION_SHADOW_STOPPED");
+    assert_eq!(events[0]["payload"]["id"], id.as_str());
+    let again = app.delete(&path).await.expect(409);
+    assert_eq!(again["error"], "this version is not shadowing its slot");
+    app.delete("/admin/extensions/not-an-id/shadow")
+        .await
+        .expect(400);
+    app.delete("/admin/extensions/00000000-0000-4000-8000-000000000000/shadow")
+        .await
+        .expect(404);
+
+    // A built-in version is never deleted, active or not; an uploaded one that is not active is.
+    let refused = app
+        .delete(&format!("/admin/extensions/{builtin}"))
+        .await
+        .expect(409);
+    assert_eq!(
+        refused["error"],
+        "the active version of a slot cannot be deleted"
+    );
+    app.post(&format!("/admin/extensions/{id}/activate"), json!({}))
+        .await
+        .expect(200);
+    let listed = app.get("/admin/extensions").await.expect(200);
+    assert_eq!(
+        slot_of(&listed, "classifier")["previous_id"],
+        builtin.as_str(),
+        "a rollback would bring the built-in back"
+    );
+    let refused = app
+        .delete(&format!("/admin/extensions/{builtin}"))
+        .await
+        .expect(409);
+    assert_eq!(refused["error"], "a built-in version cannot be deleted");
+    app.post("/admin/extensions/classifier/rollback", json!({}))
+        .await
+        .expect(200);
+    app.delete(&format!("/admin/extensions/{id}"))
+        .await
+        .expect(200);
+    let listed = app.get("/admin/extensions").await.expect(200);
+    assert_eq!(
+        slot_of(&listed, "classifier")["previous_id"],
+        Value::Null,
+        "the deleted version left the history"
+    );
+    assert!(
+        listed["extensions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["id"] == builtin.as_str() && e["active"] == true)
+    );
 }

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use molecule_e2e::{
     DbBackend, Runtime, TestApp, builtin_extensions_dir, eventually, git, kill_agent,
+    on_both_backends,
     on_both_runtimes, serve_github_from, upstream_repo, write_file,
 };
 use serde_json::{Value, json};
@@ -19,6 +20,8 @@ on_both_runtimes!(
     a_fault_at_any_delivery_step_leaves_the_old_or_the_new_plugin_complete,
     a_moved_tag_is_queued_once_and_rolled_out_canary_first,
 );
+
+on_both_backends!(the_drift_sweep_says_when_it_ran_and_when_it_runs_next);
 
 const ONLINE: Duration = Duration::from_secs(60);
 
@@ -766,4 +769,121 @@ async fn stale_swap_directories_are_swept() {
     })
     .await;
     assert!(file(app, id, &kept).await.is_some());
+}
+
+/// A fetch that fails says why in the answer's `detail`: git's one-line reason and the URL the
+/// resolver asked for, never a path of the host (a rewrite to local files). (That no credential
+/// reaches it is the resolver unit specs' part: `registry_specs` in the host.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_git_fetch_says_why_without_the_hosts_paths() {
+    // Arrange: github.com/acme/ is served from local bare repositories, github.com/offline/
+    // from a host that never resolves (RFC 6761's `.invalid`).
+    let repos = tempfile::tempdir().unwrap();
+    upstream_repo(
+        repos.path(),
+        "acme/gitplug",
+        &[("plugin.yaml", "name: gitplug\n")],
+    );
+    let root = repos.path().to_path_buf();
+    let local = root.display().to_string();
+    let s = online_workspace(Runtime::Process, DbBackend::Sqlite, move |c| {
+        serve_github_from(c, &root);
+        c.git_env.insert("GIT_CONFIG_COUNT".into(), "2".into());
+        c.git_env.insert(
+            "GIT_CONFIG_KEY_1".into(),
+            "url.https://unreachable.invalid/offline/.insteadOf".into(),
+        );
+        c.git_env.insert(
+            "GIT_CONFIG_VALUE_1".into(),
+            "https://github.com/offline/".into(),
+        );
+    })
+    .await;
+    let (app, id) = (&s.app, s.id.as_str());
+    let install = |source: &'static str| async move {
+        app.post(
+            &format!("/workspaces/{id}/plugins"),
+            json!({ "source": source }),
+        )
+        .await
+    };
+
+    // Act / Assert: an unreachable host.
+    let offline = install("github://offline/tools#v1").await.expect(502);
+    assert_eq!(offline["error"], "fetching the plugin failed");
+    assert_eq!(
+        offline["detail"],
+        "listing the refs of https://github.com/offline/tools.git failed: \
+         Could not resolve host: unreachable.invalid"
+    );
+
+    // A repository that is not there: git named the rewritten local path.
+    let missing = install("github://acme/nope#v1").await.expect(404);
+    assert_eq!(missing["error"], "plugin source not found");
+    let detail = missing["detail"].as_str().unwrap();
+    assert!(
+        detail.starts_with("listing the refs of https://github.com/acme/nope.git failed: ")
+            && detail.contains("[local path]")
+            && !detail.contains(&local)
+            && !detail.contains("file://"),
+        "{missing}"
+    );
+
+    // The resolver's own refusal is passed on too.
+    let unpinned = install("github://acme/gitplug").await.expect(422);
+    assert_eq!(unpinned["error"], "plugin source refused");
+    assert!(
+        unpinned["detail"]
+            .as_str()
+            .unwrap()
+            .contains("pinned ref is required"),
+        "{unpinned}"
+    );
+}
+
+async fn the_drift_sweep_says_when_it_ran_and_when_it_runs_next(backend: DbBackend) {
+    // Arrange: the sweeper passes once at start, then hourly.
+    let app = TestApp::spawn_with(backend, |c| c.plugins.drift_interval_secs = 3600).await;
+    app.anonymous()
+        .get("/admin/plugin-updates/sweep")
+        .await
+        .expect(401);
+    let agent = app.create_workspace("Agent", None).await;
+    let agent_token = app.agent_token(&agent).await;
+    app.with_token(&agent_token)
+        .get("/admin/plugin-updates/sweep")
+        .await
+        .expect(401);
+
+    // Act: wait for the first scheduled pass.
+    let scheduled = eventually(ONLINE, || async {
+        let times = app.get("/admin/plugin-updates/sweep").await.expect(200);
+        (!times["last_run_at"].is_null()).then_some(times)
+    })
+    .await;
+
+    // Assert
+    let at = |v: &Value| chrono::DateTime::parse_from_rfc3339(v.as_str().unwrap()).unwrap();
+    assert_eq!(scheduled["interval_secs"], 3600);
+    assert_eq!(scheduled["last_trigger"], "scheduled");
+    assert_eq!(scheduled["last_checked"], 0);
+    assert_eq!(scheduled["last_queued"], 0);
+    let next = at(&scheduled["next_run_at"]);
+    assert_eq!(
+        (next - at(&scheduled["last_run_at"])).num_seconds(),
+        3600,
+        "{scheduled}"
+    );
+
+    // A manual check is the last run; the sweeper's next pass does not move.
+    app.post("/admin/plugin-updates/check", json!({}))
+        .await
+        .expect(200);
+    let manual = app.get("/admin/plugin-updates/sweep").await.expect(200);
+    assert_eq!(manual["last_trigger"], "manual");
+    assert!(at(&manual["last_run_at"]) >= at(&scheduled["last_run_at"]));
+    assert_eq!(at(&manual["next_run_at"]), next);
+    let events = app.get("/events").await.expect(200);
+    assert_eq!(events[0]["event_type"], "PLUGIN_DRIFT_SWEPT");
+    assert_eq!(events[0]["payload"]["trigger"], "manual");
 }

@@ -6,6 +6,7 @@
 //! `$MOLECULE_UI_SCREENSHOTS`). A missing chromium or chromedriver fails the test with a hint to
 //! run `make test-ui`, which installs both; nothing is ever skipped.
 
+mod admin;
 mod browser;
 mod console;
 mod graph;
