@@ -37,6 +37,7 @@ onState((state) => {
 route('/signin', signin);
 route('/', tree);
 route('/workspaces/:id', workspace);
+route('/workspaces/:id/:tab', workspace);
 route('/import', importPage);
 route('/extensions', extensions);
 route('/drift', drift);

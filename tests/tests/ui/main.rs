@@ -8,3 +8,4 @@
 
 mod browser;
 mod console;
+mod workspace;
