@@ -59,6 +59,12 @@ export function delegationsPanel(base, id, self, nameOf) {
     h('h3', { text: 'Sent by this workspace' }), outgoing,
     h('h3', { text: 'Received from other workspaces' }), incoming);
 
+  /** Another workspace's name, linking to its page. */
+  function link(wid) {
+    if (!wid) return '';
+    return h('a', { href: `#/workspaces/${encodeURIComponent(wid)}/delegations`, text: nameOf(wid) });
+  }
+
   function relation(peer) {
     const me = self();
     if (me && peer.id === me.parent_id) return 'parent';
@@ -90,7 +96,7 @@ export function delegationsPanel(base, id, self, nameOf) {
       const items = mergeDelegations(rows);
       fill(outgoing, items.length ? table(['When', 'To', 'Task', 'Status', 'Answer'], items.map((d) => ({
         attrs: { dataset: { delegation: d.id, status: d.status || '' } },
-        cells: [time(d.created_at), nameOf(d.target_id), d.task || '',
+        cells: [time(d.created_at), link(d.target_id), d.task || '',
           h('span', { class: `dstatus dstatus-${d.status}`, text: d.status || '' }),
           d.error ? h('span', { class: 'error-text', text: d.error }) : (d.answer || '')],
       })), { class: 'delegations-table' }) : h('p', { class: 'muted', id: 'delegations-out-empty', text: 'This workspace has not delegated anything.' }));
@@ -111,7 +117,7 @@ export function delegationsPanel(base, id, self, nameOf) {
           : (reply.queued ? 'queued: the agent was busy' : (reply.error ? h('span', { class: 'error-text', text: reply.error }) : reply.text));
         return {
           attrs: { dataset: { activity: r.id, delegation: delegation || '', status: r.status } },
-          cells: [time(r.created_at), nameOf(r.source_id), delegation ? 'delegation' : (r.method || 'message'),
+          cells: [time(r.created_at), link(r.source_id), delegation ? 'delegation' : (r.method || 'message'),
             requestText(r.request_body), r.status, answer],
         };
       }), { class: 'delegations-table' }) : h('p', { class: 'muted', id: 'delegations-in-empty', text: 'No other workspace has sent this one anything.' }));

@@ -205,17 +205,20 @@ function render(main, { id, tab }) {
   }
 
   async function loadHeader() {
+    // The list (an operator's route) carries the failure reason and the tree around this
+    // workspace; without it the page still shows the workspace itself.
+    const list = get('/workspaces').catch(() => null);
     let ws;
-    let all;
     try {
-      [ws, all] = await Promise.all([get(base), get('/workspaces')]);
+      ws = await get(base);
     } catch (err) {
       if (alive) note(lifeOut, 'error', err.message);
       return;
     }
+    const all = await list;
     if (!alive) return;
     detail = ws;
-    directory = new Map(all.map((row) => [row.id, row]));
+    if (all) directory = new Map(all.map((row) => [row.id, row]));
     title.textContent = ws.name;
     const fact = (k, v) => (v === null || v === undefined || v === '' ? [] : [h('dt', { text: k }), h('dd', { text: v })]);
     fill(facts,
@@ -362,13 +365,16 @@ function render(main, { id, tab }) {
   };
   window.addEventListener('beforeunload', beforeUnload);
 
-  loadHeader();
   files.load();
   loadSecrets();
   loadPlugins();
-  chat.load();
-  delegations.load();
-  activity.load();
+  // The tabs name the agent and other workspaces: they load once the names are known.
+  loadHeader().finally(() => {
+    if (!alive) return;
+    chat.load();
+    delegations.load();
+    activity.load();
+  });
   return () => {
     alive = false;
     unsubscribe();

@@ -134,10 +134,12 @@ async fn the_file_editor_never_saves_one_files_text_under_another_path_and_holds
         .until_text("#files-note", "Could not open .auth_token")
         .await;
     let closed = browser
-        .js("return [document.querySelector('#file-state').dataset.state, \
+        .js(
+            "return [document.querySelector('#file-state').dataset.state, \
                      document.querySelector('#file-editor').value, \
                      document.querySelector('#file-editor').disabled, \
-                     document.querySelector('#file-save').disabled];")
+                     document.querySelector('#file-save').disabled];",
+        )
         .await;
     assert_eq!(closed, json!(["none", "", true, true]));
     browser.screenshot("3-unreadable-file").await;
@@ -170,10 +172,16 @@ async fn the_file_editor_never_saves_one_files_text_under_another_path_and_holds
 
     // Leaving the document (reload, close, another address) is held by the browser.
     let held = browser
-        .js("const e = new Event('beforeunload', { cancelable: true }); \
-             window.dispatchEvent(e); return e.defaultPrevented;")
+        .js(
+            "const e = new Event('beforeunload', { cancelable: true }); \
+             window.dispatchEvent(e); return e.defaultPrevented;",
+        )
         .await;
-    assert_eq!(held, json!(true), "beforeunload is cancelled with unsaved edits");
+    assert_eq!(
+        held,
+        json!(true),
+        "beforeunload is cancelled with unsaved edits"
+    );
 
     // Opening another file asks first; keeping the edit keeps everything as it was.
     browser
@@ -184,9 +192,11 @@ async fn the_file_editor_never_saves_one_files_text_under_another_path_and_holds
     browser.screenshot("5-confirm-before-opening").await;
     browser.click("#confirm-cancel").await;
     let kept = browser
-        .js("return [document.querySelector('#confirm-dialog') === null, \
+        .js(
+            "return [document.querySelector('#confirm-dialog') === null, \
                      document.querySelector('#file-state').dataset.path, \
-                     document.querySelector('#file-editor').value];")
+                     document.querySelector('#file-editor').value];",
+        )
         .await;
     assert_eq!(kept, json!([true, "notes.md", edit]));
 
@@ -216,10 +226,16 @@ async fn the_file_editor_never_saves_one_files_text_under_another_path_and_holds
         )
         .await;
     let released = browser
-        .js("const e = new Event('beforeunload', { cancelable: true }); \
-             window.dispatchEvent(e); return e.defaultPrevented;")
+        .js(
+            "const e = new Event('beforeunload', { cancelable: true }); \
+             window.dispatchEvent(e); return e.defaultPrevented;",
+        )
         .await;
-    assert_eq!(released, json!(false), "the page's unload hold went with it");
+    assert_eq!(
+        released,
+        json!(false),
+        "the page's unload hold went with it"
+    );
     assert_eq!(stored(&app, &id, "notes.md").await.1["content"], first);
     browser.close().await;
     report(started, "ws-editor");
@@ -302,10 +318,7 @@ async fn a_failed_workspace_says_why_and_lifecycle_buttons_follow_the_state() {
              return m ? m.textContent : null;",
         )
         .await;
-    assert!(
-        said.as_str().unwrap().contains("Not answered: "),
-        "{said}"
-    );
+    assert!(said.as_str().unwrap().contains("Not answered: "), "{said}");
     browser.screenshot("2-chat-to-a-failed-agent").await;
 
     // Pausing a workspace with a subtree asks, with the count; cancelling pauses nothing.
@@ -433,9 +446,7 @@ async fn the_operator_chats_with_an_agent_and_delegates_to_its_report() {
             "return document.body.dataset.page === 'workspace' && window.__sameDocument === undefined",
         )
         .await;
-    browser
-        .until("the answer in the history", exchange)
-        .await;
+    browser.until("the answer in the history", exchange).await;
     browser
         .until_text("#chat-log", "I finished the plan.")
         .await;
@@ -554,7 +565,10 @@ async fn saves_say_in_words_what_they_restart_and_the_activity_log_groups_each_r
             .await,
         json!("restart_after_ms")
     );
-    assert!(said.contains("Saved notes.md — restarting in 1 s."), "{said}");
+    assert!(
+        said.contains("Saved notes.md — restarting in 1 s."),
+        "{said}"
+    );
     assert!(!said.contains("restart_after_ms") && !said.contains("ms:"));
     browser.screenshot("2-file-restarting-in-1-s").await;
     app.wait_settled(&id, ONLINE).await;
@@ -655,8 +669,10 @@ async fn saves_say_in_words_what_they_restart_and_the_activity_log_groups_each_r
 
     // Filtered by type: only restart rows, one by one.
     browser
-        .js("const s = document.querySelector('#activity-filter'); s.value = 'restart'; \
-             s.dispatchEvent(new Event('change')); return true;")
+        .js(
+            "const s = document.querySelector('#activity-filter'); s.value = 'restart'; \
+             s.dispatchEvent(new Event('change')); return true;",
+        )
         .await;
     let types = browser
         .until(
