@@ -54,6 +54,7 @@ function signedInOnly(page) {
 route('/signin', signin);
 route('/', signedInOnly(tree));
 route('/workspaces/:id', signedInOnly(workspace));
+route('/workspaces/:id/:tab', signedInOnly(workspace));
 route('/import', signedInOnly(importPage));
 route('/extensions', signedInOnly(extensions));
 route('/drift', signedInOnly(drift));

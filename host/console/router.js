@@ -1,8 +1,13 @@
-// A hash router: `#/path` selects a page module; a page's render returns its cleanup.
+// A hash router: `#/path` selects a page module; a page's render returns its cleanup. A page
+// with unsaved work can hold the operator on it with `guardLeave`.
 
 const routes = [];
 let cleanup = null;
 let main = null;
+/** The path the shown page was rendered for (kept current by `replacePath`). */
+let shown = null;
+/** The shown page's `(path) => Promise<boolean>`: may the operator leave for `path`? */
+let leaveGuard = null;
 
 /** `pattern` is a path with `:name` parameters, e.g. `/workspaces/:id`. */
 export function route(pattern, page) {
@@ -26,7 +31,41 @@ export function go(path) {
   }
 }
 
+/**
+ * Asks `guard(path)` before the router leaves the page shown now for `path`; it resolves true to
+ * leave. The guard goes with the page; the returned function removes it earlier.
+ */
+export function guardLeave(guard) {
+  leaveGuard = guard;
+  return () => {
+    if (leaveGuard === guard) leaveGuard = null;
+  };
+}
+
+/** Changes the address to `path` without rendering again (a page's own tabs). */
+export function replacePath(path) {
+  shown = path;
+  history.replaceState(history.state, '', `#${path}`);
+}
+
+async function hashChanged() {
+  const path = current();
+  // The address put back after a refused leave, or a page's own replacePath.
+  if (path === shown) return;
+  if (leaveGuard && shown !== null) {
+    const from = shown;
+    // The page stays on screen while it asks; the address says so too.
+    history.replaceState(history.state, '', `#${from}`);
+    const guard = leaveGuard;
+    if (!(await guard(path))) return;
+    if (shown !== from) return;
+    history.replaceState(history.state, '', `#${path}`);
+  }
+  render();
+}
+
 function render() {
+  leaveGuard = null;
   if (cleanup) {
     try {
       cleanup();
@@ -36,6 +75,7 @@ function render() {
     cleanup = null;
   }
   const path = current();
+  shown = path;
   for (const { regex, names, page } of routes) {
     const m = regex.exec(path);
     if (!m) continue;
@@ -58,6 +98,6 @@ function render() {
 
 export function start(root) {
   main = root;
-  window.addEventListener('hashchange', render);
+  window.addEventListener('hashchange', hashChanged);
   render();
 }

@@ -4,6 +4,7 @@
 // rename, move) for the selected workspace.
 
 import { del, patch, post, seg } from '../api.js';
+import { confirmAction } from '../confirm.js';
 import { badge, fill, h, note } from '../dom.js';
 
 /** `parent id (or null) -> children sorted by name`; a workspace whose parent is not listed is a root. */
@@ -48,54 +49,31 @@ function pausedAncestor(byId, row) {
 
 /**
  * Which lifecycle actions `row`'s state allows, each `{ ok, why }` (`why` says why not). The
- * host has the last word; this keeps buttons that can only be refused from being offered.
+ * host has the last word; this keeps buttons that can only be refused from being offered. Both
+ * the org page and the workspace page ask here.
  */
 export function allowed(row, byId) {
+  const no = (why) => ({ ok: false, why });
+  if (!row || !row.status || row.status === 'unknown') {
+    const loading = no('loading');
+    return { restart: loading, pause: loading, resume: loading, delete: loading };
+  }
   const paused = row.status === 'paused';
   const removed = row.status === 'removed';
   const above = pausedAncestor(byId, row);
   const yes = { ok: true, why: '' };
-  const no = (why) => ({ ok: false, why });
   return {
     restart: removed ? no('removed') : paused ? no('paused: resume it first')
-      : above ? no(`${above.name} above it is paused`) : yes,
+      : above ? no(`${above.name} above it is paused`)
+        : row.runtime === 'external' ? no('its agent runs outside this host') : yes,
     pause: removed ? no('removed') : paused ? no('already paused') : yes,
-    resume: !paused ? no('not paused') : above ? no(`${above.name} above it is paused: resume that first`) : yes,
+    resume: removed ? no('removed') : !paused ? no('not paused')
+      : above ? no(`${above.name} above it is paused: resume that first`) : yes,
     delete: removed ? no('removed') : yes,
   };
 }
 
 const plural = (n, one, many = `${one}s`) => `${n} ${n === 1 ? one : many}`;
-
-/**
- * Asks before an action: a modal `<dialog>` naming what it touches. Resolves to true only when
- * the operator presses the action's own button (Cancel, Escape and closing say no).
- */
-export function confirmAction({ title, message, count, ok }) {
-  return new Promise((resolve) => {
-    let answered = false;
-    const cancel = h('button', { type: 'button', id: 'confirm-cancel', class: 'secondary', text: 'Cancel' });
-    const accept = h('button', { type: 'button', id: 'confirm-ok', class: 'danger', text: ok });
-    const dialog = h('dialog', { id: 'confirm-dialog', class: 'confirm', dataset: { count: String(count) } },
-      h('h2', { text: title }),
-      h('p', { id: 'confirm-message', text: message }),
-      h('div', { class: 'buttons' }, cancel, accept));
-    const answer = (value) => {
-      if (answered) return;
-      answered = true;
-      if (dialog.open) dialog.close();
-      dialog.remove();
-      resolve(value);
-    };
-    accept.addEventListener('click', () => answer(true));
-    cancel.addEventListener('click', () => answer(false));
-    dialog.addEventListener('close', () => answer(false));
-    document.body.append(dialog);
-    dialog.showModal();
-    // The safe choice has the focus: Enter does not pause or delete a subtree by accident.
-    cancel.focus();
-  });
-}
 
 /**
  * The panel of actions on the selected workspace. `context()` returns the page's current
@@ -172,12 +150,10 @@ export function actionsPanel({ context, out, changed }) {
     if (!row) return;
     const touched = subtree(row);
     if (touched.length > 1) {
-      const yes = await confirmAction({
-        title: `Pause ${row.name}?`,
-        message: `Pausing ${row.name} pauses its ${plural(touched.length - 1, 'descendant')} too: ${plural(touched.length, 'workspace')} will stop their agents until resumed.`,
-        count: touched.length,
-        ok: `Pause ${plural(touched.length, 'workspace')}`,
-      });
+      const yes = await confirmAction(
+        `Pausing ${row.name} pauses its ${plural(touched.length - 1, 'descendant')} too: ${plural(touched.length, 'workspace')} will stop their agents until resumed.`,
+        { title: `Pause ${row.name}?`, count: touched.length, confirm: `Pause ${plural(touched.length, 'workspace')}`, danger: true },
+      );
       if (!yes) return;
     }
     act(pause, 'Pausing…', async () => {
@@ -200,14 +176,12 @@ export function actionsPanel({ context, out, changed }) {
     if (!row) return;
     const touched = subtree(row);
     const below = touched.length - 1;
-    const yes = await confirmAction({
-      title: `Delete ${row.name}?`,
-      message: below
+    const yes = await confirmAction(
+      below
         ? `Deleting ${row.name} deletes its ${plural(below, 'descendant')} too: ${plural(touched.length, 'workspace')} will be removed and their agents stopped.`
         : `${row.name} will be removed and its agent stopped.`,
-      count: touched.length,
-      ok: below ? `Delete ${plural(touched.length, 'workspace')}` : 'Delete',
-    });
+      { title: `Delete ${row.name}?`, count: touched.length, confirm: below ? `Delete ${plural(touched.length, 'workspace')}` : 'Delete', danger: true },
+    );
     if (!yes) return;
     act(remove, 'Deleting…', async () => {
       // The count was confirmed above; a subtree the host finds larger than the list showed

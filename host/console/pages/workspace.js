@@ -1,52 +1,68 @@
-// One workspace: status and lifecycle buttons, files with an editor, secret keys (never values),
-// plugins, activity and delegations.
+// One workspace: its status (with why it failed) and lifecycle buttons that follow the state,
+// then four tabs — overview (files with an editor, secret keys never values, plugins), chat with
+// the agent, delegations sent and received, and the activity log. The tabs live in
+// workspace-*.js; this module holds the header and wires them together.
 
-import { del, get, post, put, seg } from '../api.js';
+import { del, get, post } from '../api.js';
+import { confirmAction } from '../confirm.js';
 import { statusFromEvent, subscribe } from '../events.js';
 import { badge, busy, debounce, fill, h, note, section, setBadge, short, table, time } from '../dom.js';
+import { allowed, buildTree, descendants } from './org-actions.js';
 import { trackControl } from './plugin-track.js';
+import { guardLeave, replacePath } from '../router.js';
+import { activityPanel } from './workspace-activity.js';
+import { chatPanel } from './workspace-chat.js';
+import { delegationsPanel } from './workspace-delegations.js';
+import { filesPanel } from './workspace-files.js';
+import { restartWords } from './workspace-words.js';
 
-function describeRestart(restart) {
-  if (!restart || !restart.kind) return 'no restart decision';
-  switch (restart.kind) {
-    case 'restart_now': return 'the agent restarts now';
-    case 'coalesced': return 'joined a restart already pending';
-    case 'skipped': return `no restart (${restart.reason || 'skipped'})`;
-    default: {
-      const extra = Object.entries(restart).filter(([k]) => k !== 'kind')
-        .map(([k, v]) => `${k}: ${typeof v === 'object' ? JSON.stringify(v) : v}`).join(', ');
-      return extra ? `${restart.kind} (${extra})` : restart.kind;
-    }
-  }
-}
+const TABS = [
+  ['overview', 'Overview'],
+  ['chat', 'Chat'],
+  ['delegations', 'Delegations'],
+  ['activity', 'Activity'],
+];
 
-function render(main, { id }) {
-  const base = `/workspaces/${seg(id)}`;
+/** Statuses whose reason (`last_sample_error`) the page shows at the top. */
+const TROUBLED = {
+  failed: 'Failed',
+  degraded: 'Degraded',
+  offline: 'Offline',
+};
+
+function render(main, { id, tab }) {
+  const base = `/workspaces/${encodeURIComponent(id)}`;
   let alive = true;
+  /** The workspace as `GET /workspaces/:id` shows it. */
+  let detail = null;
+  /** Every workspace by id, from `GET /workspaces` (names, parents, failure reasons). */
+  let directory = new Map();
+  let status = 'unknown';
 
-  // Header and lifecycle.
+  const nameOf = (wid) => {
+    if (!wid) return '';
+    const row = directory.get(wid);
+    return row ? row.name : short(wid, 8);
+  };
+
+  // Header, failure reason and lifecycle.
   const title = h('h1', { id: 'ws-name', text: 'Workspace' });
-  const status = badge('unknown');
-  status.id = 'ws-status';
+  const statusBadge = badge('unknown');
+  statusBadge.id = 'ws-status';
+  const failure = h('div', { class: 'failure', id: 'ws-failure', role: 'alert', hidden: true });
   const facts = h('dl', { class: 'facts', id: 'ws-facts' });
   const lifeOut = h('p', { class: 'note', id: 'ws-lifecycle-note', hidden: true });
-  const lifeButtons = ['restart', 'pause', 'resume'].map((action) => {
-    const button = h('button', { type: 'button', id: `ws-${action}`, class: 'secondary', text: action[0].toUpperCase() + action.slice(1) });
-    button.addEventListener('click', async () => {
-      const reply = await busy(button, `${action}…`, lifeOut, () => post(`${base}/${action}`));
-      if (reply) note(lifeOut, 'ok', `${action}: ${reply.status || 'ok'}${reply.message ? ` (${reply.message})` : ''}`);
-      loadHeader();
-    });
-    return button;
-  });
+  const lifeButtons = {};
+  for (const action of ['restart', 'pause', 'resume']) {
+    const button = h('button', { type: 'button', id: `ws-${action}`, class: 'secondary', text: action[0].toUpperCase() + action.slice(1), disabled: true });
+    button.addEventListener('click', () => lifecycle(action, button));
+    lifeButtons[action] = button;
+  }
 
-  // Files.
-  const fileList = h('ul', { class: 'files', id: 'file-list' });
-  const filesOut = h('p', { class: 'note', id: 'files-note', hidden: true });
-  const pathInput = h('input', { id: 'file-path', placeholder: 'path, e.g. system-prompt.md', spellcheck: 'false' });
-  const editor = h('textarea', { id: 'file-editor', rows: 14, spellcheck: 'false', placeholder: 'Open a file or type a new path above.' });
-  const openButton = h('button', { type: 'button', class: 'secondary', id: 'file-open', text: 'Open' });
-  const saveButton = h('button', { type: 'button', id: 'file-save', text: 'Save' });
+  const files = filesPanel(base);
+  const chat = chatPanel(base, id, () => (detail ? detail.name : ''));
+  const delegations = delegationsPanel(base, id, () => detail, nameOf);
+  const activity = activityPanel(base, id, nameOf);
 
   // Secrets.
   const secretList = h('div', { id: 'secret-list' });
@@ -64,82 +80,140 @@ function render(main, { id }) {
   const track = trackControl();
   const pluginForm = h('form', { class: 'inline', id: 'plugin-form' }, sourceInput, track.element, installButton);
 
-  const activityList = h('div', { id: 'activity-list' });
-  const delegationList = h('div', { id: 'delegation-list' });
+  const panels = {
+    overview: h('div', { class: 'tab-panel', id: 'panel-overview' },
+      section('Files', files.element),
+      section('Secrets', h('p', { class: 'muted small', text: 'Values are write-only: the console never reads them back.' }), secretList, secretForm, secretsOut),
+      section('Plugins', pluginList, pluginForm, pluginsOut)),
+    chat: h('div', { class: 'tab-panel', id: 'panel-chat' }, section('Chat with the agent', chat.element)),
+    delegations: h('div', { class: 'tab-panel', id: 'panel-delegations' }, section('Delegations', delegations.element)),
+    activity: h('div', { class: 'tab-panel', id: 'panel-activity' }, section('Activity', activity.element)),
+  };
+  const tabButtons = TABS.map(([key, label]) => h('button', {
+    type: 'button', role: 'tab', class: 'tab', id: `tab-${key}`, dataset: { tab: key }, text: label,
+    onclick: () => showTab(key, true),
+  }));
+
+  function showTab(key, fromClick) {
+    const chosen = panels[key] ? key : 'overview';
+    for (const button of tabButtons) {
+      const on = button.dataset.tab === chosen;
+      button.classList.toggle('active', on);
+      button.setAttribute('aria-selected', on ? 'true' : 'false');
+    }
+    for (const [name, panel] of Object.entries(panels)) panel.hidden = name !== chosen;
+    main.dataset.tab = chosen;
+    if (fromClick) {
+      // The address names the tab (a reload keeps it) without leaving the page.
+      replacePath(chosen === 'overview' ? `/workspaces/${encodeURIComponent(id)}` : `/workspaces/${encodeURIComponent(id)}/${chosen}`);
+    }
+  }
 
   main.append(
-    h('div', { class: 'heading' }, title, status, h('a', { href: '#/', class: 'muted', text: '← org' })),
-    section('Status', facts, h('div', { class: 'buttons' }, lifeButtons), lifeOut),
-    section('Files',
-      h('div', { class: 'split' },
-        fileList,
-        h('div', { class: 'editor' },
-          h('div', { class: 'inline' }, pathInput, openButton, saveButton),
-          editor, filesOut))),
-    section('Secrets', h('p', { class: 'muted small', text: 'Values are write-only: the console never reads them back.' }), secretList, secretForm, secretsOut),
-    section('Plugins', pluginList, pluginForm, pluginsOut),
-    section('Activity', activityList),
-    section('Delegations', delegationList),
+    h('div', { class: 'heading' }, title, statusBadge, h('a', { href: '#/', class: 'muted', text: '← org' })),
+    failure,
+    section('Status', facts, h('div', { class: 'buttons' }, Object.values(lifeButtons)), lifeOut),
+    h('div', { class: 'tabs', role: 'tablist' }, tabButtons),
+    ...Object.values(panels),
   );
+  showTab(tab || 'overview', false);
 
-  async function loadHeader() {
-    try {
-      const ws = await get(base);
-      if (!alive) return;
-      title.textContent = ws.name;
-      setBadge(status, ws.status);
-      const fact = (k, v) => (v === null || v === undefined || v === '' ? [] : [h('dt', { text: k }), h('dd', { text: v })]);
-      fill(facts,
-        fact('Role', ws.role), fact('Tier', ws.tier), fact('Runtime', ws.runtime), fact('URL', ws.url),
-        fact('Parent', ws.parent_id), fact('Active tasks', `${ws.active_tasks} of ${ws.max_concurrent_tasks}`),
-        fact('Update tier', ws.update_tier), fact('Last heartbeat', time(ws.last_heartbeat_at)),
-        fact('Created', time(ws.created_at)), fact('ID', ws.id));
-    } catch (err) {
-      note(lifeOut, 'error', err.message);
+  /** This workspace as the list shows it, with the status the page follows live. */
+  function self() {
+    return { ...(directory.get(id) || detail || {}), status };
+  }
+
+  function applyButtons() {
+    const can = allowed(self(), directory);
+    for (const [action, button] of Object.entries(lifeButtons)) {
+      if (button.getAttribute('aria-busy') === 'true') continue;
+      const { ok, why } = can[action];
+      button.disabled = !ok;
+      if (ok) button.removeAttribute('title');
+      else button.title = `Not now: ${why}`;
     }
   }
 
-  async function loadFiles() {
-    try {
-      const files = await get(`${base}/files?depth=5`);
-      if (!alive) return;
-      // The agent's own token file is listed by the host but never readable through the API.
-      const entries = files.filter((f) => !f.dir && f.path !== '.auth_token').sort((a, b) => a.path.localeCompare(b.path));
-      fill(fileList, entries.length ? entries.map((f) => h('li', {},
-        h('button', { type: 'button', class: 'link', dataset: { path: f.path }, text: f.path, onclick: () => openFile(f.path) }),
-        h('span', { class: 'muted small', text: ` ${f.size} B` }))) : h('li', { class: 'muted', text: 'No files.' }));
-    } catch (err) {
-      note(filesOut, 'error', err.message);
-    }
-  }
-
-  async function openFile(path) {
-    pathInput.value = path;
-    const file = await busy(openButton, 'Opening…', filesOut, () => get(`${base}/files/${seg(path)}`));
-    if (file && alive) {
-      editor.value = file.content;
-      editor.dataset.path = path;
-      note(filesOut, 'info', `${path} (${file.size} bytes)`);
-    }
-  }
-
-  openButton.addEventListener('click', () => {
-    const path = pathInput.value.trim();
-    if (path) openFile(path);
-  });
-  saveButton.addEventListener('click', async () => {
-    const path = pathInput.value.trim();
-    if (!path) {
-      note(filesOut, 'error', 'Give the file a path first.');
+  function showFailure() {
+    const row = directory.get(id);
+    const label = TROUBLED[status];
+    if (!label) {
+      failure.hidden = true;
+      failure.replaceChildren();
       return;
     }
-    const saved = await busy(saveButton, 'Saving…', filesOut, () => put(`${base}/files/${seg(path)}`, { content: editor.value }));
-    if (saved) {
-      note(filesOut, 'ok', `Saved ${saved.path}; restart decision: ${describeRestart(saved.restart)}.`);
-      filesOut.dataset.restart = saved.restart ? saved.restart.kind : '';
-      loadFiles();
+    const reason = row && row.last_sample_error ? row.last_sample_error : '';
+    failure.dataset.status = status;
+    fill(failure,
+      h('strong', { text: `${label}: ` }),
+      h('span', { id: 'ws-failure-reason', text: reason || 'the host recorded no reason.' }),
+      status === 'failed' ? h('p', { class: 'small', text: 'Fix the cause, then Restart to provision the agent again.' }) : null);
+    failure.hidden = false;
+  }
+
+  function setStatus(next) {
+    status = next || 'unknown';
+    setBadge(statusBadge, status);
+    chat.setStatus(status);
+    applyButtons();
+    showFailure();
+  }
+
+  async function loadHeader() {
+    // The list (an operator's route) carries the failure reason and the tree around this
+    // workspace; without it the page still shows the workspace itself.
+    const list = get('/workspaces').catch(() => null);
+    let ws;
+    try {
+      ws = await get(base);
+    } catch (err) {
+      if (alive) note(lifeOut, 'error', err.message);
+      return;
     }
-  });
+    const all = await list;
+    if (!alive) return;
+    detail = ws;
+    if (all) directory = new Map(all.map((row) => [row.id, row]));
+    title.textContent = ws.name;
+    const fact = (k, v) => (v === null || v === undefined || v === '' ? [] : [h('dt', { text: k }), h('dd', { text: v })]);
+    fill(facts,
+      fact('Role', ws.role), fact('Tier', ws.tier), fact('Runtime', ws.runtime), fact('URL', ws.url),
+      fact('Parent', ws.parent_id ? nameOf(ws.parent_id) : ''), fact('Active tasks', `${ws.active_tasks} of ${ws.max_concurrent_tasks}`),
+      fact('Update tier', ws.update_tier), fact('Last heartbeat', time(ws.last_heartbeat_at)),
+      fact('Created', time(ws.created_at)), fact('ID', ws.id));
+    setStatus(ws.status);
+  }
+
+  function answerWords(action, reply) {
+    switch (action) {
+      case 'restart':
+        if (reply.status === 'noop') return `Nothing to restart: ${reply.message || 'no change'}.`;
+        return reply.coalesced ? 'A restart was already under way; it picks up the current files.' : 'Restarting now.';
+      case 'pause': return `Paused ${reply.paused_count} workspace${reply.paused_count === 1 ? '' : 's'}.`;
+      case 'resume': return `Resuming ${reply.resumed_count} workspace${reply.resumed_count === 1 ? '' : 's'}.`;
+      default: return 'Done.';
+    }
+  }
+
+  async function lifecycle(action, button) {
+    if (action === 'pause') {
+      const under = descendants(buildTree([...directory.values()]), id)
+        .filter((row) => row.status !== 'paused' && row.status !== 'removed');
+      if (under.length) {
+        const name = detail ? detail.name : 'this workspace';
+        const ok = await confirmAction(
+          `Pause ${name} and the ${under.length} workspace${under.length === 1 ? '' : 's'} under it? `
+          + `${under.length + 1} agents stop until ${name} is resumed.`,
+          { confirm: `Pause ${under.length + 1} workspaces`, cancel: 'Cancel', danger: true },
+        );
+        if (!ok) return;
+      }
+    }
+    const reply = await busy(button, `${action}…`, lifeOut, () => post(`${base}/${action}`));
+    if (reply && alive) note(lifeOut, 'ok', answerWords(action, reply));
+    applyButtons();
+    loadHeader();
+  }
 
   async function loadSecrets() {
     try {
@@ -160,7 +234,8 @@ function render(main, { id }) {
   async function removeSecret(button, key) {
     const done = await busy(button, 'Deleting…', secretsOut, () => del(`${base}/secrets/${encodeURIComponent(key)}`));
     if (done) {
-      note(secretsOut, 'ok', `Deleted ${key}.`);
+      note(secretsOut, 'ok', `Deleted ${key} — ${restartWords(done.restart)}.`);
+      secretsOut.dataset.restart = done.restart ? done.restart.kind : '';
       loadSecrets();
     }
   }
@@ -173,7 +248,8 @@ function render(main, { id }) {
     valueInput.value = '';
     if (done) {
       keyInput.value = '';
-      note(secretsOut, 'ok', `Set ${key}.`);
+      note(secretsOut, 'ok', `Set ${key} — ${restartWords(done.restart)}.`);
+      secretsOut.dataset.restart = done.restart ? done.restart.kind : '';
       loadSecrets();
     }
   });
@@ -196,7 +272,7 @@ function render(main, { id }) {
   async function uninstall(button, name) {
     const done = await busy(button, 'Uninstalling…', pluginsOut, () => del(`${base}/plugins/${encodeURIComponent(name)}`));
     if (done) {
-      note(pluginsOut, 'ok', `Uninstalled ${name}${done.restarting ? '; the agent restarts' : ''}.`);
+      note(pluginsOut, 'ok', `Uninstalled ${name} — ${done.restarting ? 'restarting now' : 'no restart needed'}.`);
       loadPlugins();
     }
   }
@@ -208,65 +284,63 @@ function render(main, { id }) {
     if (done) {
       sourceInput.value = '';
       track.reset();
-      note(pluginsOut, 'ok', `${done.status} ${done.plugin} (${short(done.installed_sha)}): ${done.reload} reload${done.restarting ? ', the agent restarts' : ''}.`);
+      note(pluginsOut, 'ok', `${done.status} ${done.plugin} (${short(done.installed_sha)}): ${done.reload} reload — ${done.restarting ? 'restarting now' : 'no restart needed'}.`);
       loadPlugins();
     }
   });
 
-  async function loadActivity() {
-    try {
-      const rows = await get(`${base}/activity?limit=30`);
-      if (!alive) return;
-      fill(activityList, rows.length ? table(['When', 'Type', 'Summary', 'Status'], rows.map((r) => ({
-        cells: [time(r.created_at), r.activity_type, r.summary || r.method || '', r.status || ''],
-      }))) : h('p', { class: 'muted', text: 'No activity yet.' }));
-    } catch (err) {
-      fill(activityList, h('p', { class: 'note error', text: err.message }));
-    }
-  }
-
-  async function loadDelegations() {
-    try {
-      const rows = await get(`${base}/delegations`);
-      if (!alive) return;
-      fill(delegationList, rows.length ? table(['When', 'Type', 'Target', 'Task', 'Status', 'Answer'], rows.map((r) => ({
-        cells: [time(r.created_at), r.type || '', short(r.target_id, 8), r.task_preview || r.summary || '', r.status || '', r.error || r.response_preview || ''],
-      }))) : h('p', { class: 'muted', text: 'No delegations.' }));
-    } catch (err) {
-      fill(delegationList, h('p', { class: 'note error', text: err.message }));
-    }
-  }
-
-  const refreshActivity = debounce(() => {
-    loadActivity();
-    loadDelegations();
-  }, 400);
   const refreshHeader = debounce(loadHeader, 300);
 
   const unsubscribe = subscribe((frame) => {
     if (frame.event === 'STREAM_OPENED') {
       refreshHeader();
-      refreshActivity();
       return;
     }
-    if (frame.workspace_id !== id) return;
-    const next = statusFromEvent(frame.event);
-    if (next) setBadge(status, next);
-    if (next || frame.event === 'WORKSPACE_UPDATED') refreshHeader();
-    if (frame.event === 'ACTIVITY_LOGGED' || frame.event.startsWith('DELEGATION_') || frame.event === 'A2A_RESPONSE') {
-      refreshActivity();
+    if (frame.workspace_id !== id) {
+      // Another workspace's status can change what the buttons allow (a paused ancestor) and
+      // how many a pause would stop.
+      if (statusFromEvent(frame.event)) refreshHeader();
+      return;
     }
+    const next = statusFromEvent(frame.event);
+    if (next) setStatus(next);
+    if (next || frame.event === 'WORKSPACE_UPDATED') refreshHeader();
   });
 
-  loadHeader();
-  loadFiles();
+  // Unsaved edits hold the operator: in the console (a confirmation) and in the browser (a
+  // reload, closing the tab, another address).
+  const unguard = guardLeave(async (path) => {
+    const unsaved = files.unsaved();
+    // A sign-out is never held: without a token nothing can be saved anyway.
+    if (!unsaved || path === '/signin') return true;
+    return confirmAction(`${unsaved} has unsaved changes. Leave this page and lose them?`, { confirm: 'Leave', cancel: 'Stay', danger: true });
+  });
+  const beforeUnload = (e) => {
+    if (!files.unsaved()) return;
+    e.preventDefault();
+    e.returnValue = '';
+  };
+  window.addEventListener('beforeunload', beforeUnload);
+
+  files.load();
   loadSecrets();
   loadPlugins();
-  loadActivity();
-  loadDelegations();
+  // The tabs name the agent and other workspaces: they load once the names are known.
+  loadHeader().finally(() => {
+    if (!alive) return;
+    chat.load();
+    delegations.load();
+    activity.load();
+  });
   return () => {
     alive = false;
     unsubscribe();
+    unguard();
+    window.removeEventListener('beforeunload', beforeUnload);
+    files.stop();
+    chat.stop();
+    delegations.stop();
+    activity.stop();
   };
 }
 

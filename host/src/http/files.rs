@@ -87,7 +87,7 @@ fn path_param(params: &HashMap<String, String>) -> Result<RelPath, ApiError> {
 /// `keep_running`, `hot_reload`, `restart_now`, `restart_after_ms` with `ms`), or `skipped`
 /// (with `reason`) or `coalesced`.
 #[derive(Debug, Serialize, ToSchema)]
-struct RestartReport {
+pub(super) struct RestartReport {
     kind: &'static str,
     #[serde(skip_serializing_if = "Option::is_none")]
     ms: Option<u32>,
@@ -95,7 +95,7 @@ struct RestartReport {
     reason: Option<&'static str>,
 }
 
-fn restart_report(outcome: &RestartOutcome) -> RestartReport {
+pub(super) fn restart_report(outcome: &RestartOutcome) -> RestartReport {
     let kind = |kind| RestartReport {
         kind,
         ms: None,

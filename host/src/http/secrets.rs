@@ -19,6 +19,7 @@ use uuid::Uuid;
 use super::AppState;
 use super::error::{ApiError, ApiResult};
 use super::extract::{AdminAuth, ApiJson, WorkspaceAuth};
+use super::files::{RestartReport, restart_report};
 use super::openapi::{ErrorBody, WorkspaceIdParam};
 use super::workspaces::WorkspaceGone;
 use crate::secrets::{self, Bundle, Scope, SecretInfo, SecretKey};
@@ -77,6 +78,10 @@ struct SecretSaved {
     /// `global` on the global routes.
     #[serde(skip_serializing_if = "Option::is_none")]
     scope: Option<&'static str>,
+    /// What the change did to the agent (the workspace routes): the restart policy's decision,
+    /// as a file write reports it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    restart: Option<RestartReport>,
 }
 
 #[derive(Deserialize, ToSchema)]
@@ -112,8 +117,16 @@ fn parse_secret(body: &SecretBody) -> ApiResult<SecretKey> {
 }
 
 /// A secret change: announced, then the restart policy decides what the workspace does.
-async fn request_restart(state: &AppState, workspace_id: Uuid, reason: &str, key: &str) {
-    crate::workspaces::lifecycle::secrets_changed(&state.svc, workspace_id, reason, key).await;
+async fn request_restart(
+    state: &AppState,
+    workspace_id: Uuid,
+    reason: &str,
+    key: &str,
+) -> Option<RestartReport> {
+    crate::workspaces::lifecycle::secrets_changed(&state.svc, workspace_id, reason, key)
+        .await
+        .as_ref()
+        .map(restart_report)
 }
 
 /// The workspace's secrets and the global ones it inherits (names only).
@@ -163,11 +176,12 @@ async fn set(
     let key = parse_secret(&body)?;
     get_live(&state.svc, id).await?;
     secrets::set_workspace(&state.svc.db, &state.svc.cipher, id, &key, &body.value).await?;
-    request_restart(&state, id, "secret_changed", key.as_str()).await;
+    let restart = request_restart(&state, id, "secret_changed", key.as_str()).await;
     Ok(axum::Json(SecretSaved {
         status: "saved",
         key: key.as_str().to_owned(),
         scope: None,
+        restart,
     }))
 }
 
@@ -195,11 +209,12 @@ async fn remove(
     if !crate::store::secrets::delete_workspace(&state.svc.db, id, key.as_str()).await? {
         return Err(ApiError::not_found("secret not found"));
     }
-    request_restart(&state, id, "secret_deleted", key.as_str()).await;
+    let restart = request_restart(&state, id, "secret_deleted", key.as_str()).await;
     Ok(axum::Json(SecretSaved {
         status: "deleted",
         key: key.as_str().to_owned(),
         scope: None,
+        restart,
     }))
 }
 
@@ -420,6 +435,7 @@ async fn set_global(
         status: "saved",
         key: key.as_str().to_owned(),
         scope: Some("global"),
+        restart: None,
     }))
 }
 
@@ -470,6 +486,7 @@ async fn remove_global(
         status: "deleted",
         key: key.as_str().to_owned(),
         scope: Some("global"),
+        restart: None,
     }))
 }
 

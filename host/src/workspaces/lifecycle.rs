@@ -1194,8 +1194,13 @@ pub async fn sweep_orphans(svc: &Services) -> Result<Vec<Uuid>, StoreError> {
 }
 
 /// A secret (or the model) of a workspace changed: the change is announced and the restart
-/// policy decides what the workspace does about it.
-pub async fn secrets_changed(svc: &Services, id: Uuid, reason: &str, key: &str) {
+/// policy decides what the workspace does about it (`None` when that could not be asked).
+pub async fn secrets_changed(
+    svc: &Services,
+    id: Uuid,
+    reason: &str,
+    key: &str,
+) -> Option<RestartOutcome> {
     svc.events
         .emit(
             names::WORKSPACE_RESTART_REQUESTED,
@@ -1206,8 +1211,12 @@ pub async fn secrets_changed(svc: &Services, id: Uuid, reason: &str, key: &str) 
     let trigger = Trigger::SecretsChanged {
         keys: vec![key.to_owned()],
     };
-    if let Err(err) = request_restart(svc, id, trigger).await {
-        tracing::warn!(workspace_id = %id, error = ?err, "restart after a secret change failed");
+    match request_restart(svc, id, trigger).await {
+        Ok(outcome) => Some(outcome),
+        Err(err) => {
+            tracing::warn!(workspace_id = %id, error = ?err, "restart after a secret change failed");
+            None
+        }
     }
 }
 

@@ -64,15 +64,17 @@ async fn workspace_secrets_round_trip_and_no_reply_ever_shows_a_value(backend: D
         .post(&path, json!({ "key": "API_KEY", "value": v1 }))
         .await;
     assert_hidden(&saved, &[&v1]);
+    // The answer says what the change did to the agent: this host runs none.
+    let no_runtime = json!({ "kind": "skipped", "reason": "no runtime" });
     assert_eq!(
         saved.expect(200),
-        json!({ "status": "saved", "key": "API_KEY" })
+        json!({ "status": "saved", "key": "API_KEY", "restart": no_runtime })
     );
     let saved = app.put(&path, json!({ "key": "OTHER", "value": v2 })).await;
     assert_hidden(&saved, &[&v2]);
     assert_eq!(
         saved.expect(200),
-        json!({ "status": "saved", "key": "OTHER" })
+        json!({ "status": "saved", "key": "OTHER", "restart": no_runtime })
     );
     let created_at = app.get(&path).await.expect(200)[0]["created_at"].clone();
     let replaced = app
@@ -104,6 +106,7 @@ async fn workspace_secrets_round_trip_and_no_reply_ever_shows_a_value(backend: D
     // Delete, then the key is gone.
     let deleted = app.delete(&format!("{path}/API_KEY")).await.expect(200);
     assert_eq!(deleted["status"], "deleted");
+    assert_eq!(deleted["restart"], no_runtime);
     let again = app.delete(&format!("{path}/API_KEY")).await;
     assert_eq!(again.expect(404)["error"], "secret not found");
     assert_eq!(

@@ -258,7 +258,7 @@ async fn an_operator_imports_the_demo_org_and_works_on_a_workspace() {
     let saved = browser
         .until_text("#files-note", "Saved system-prompt.md")
         .await;
-    assert!(saved.contains("restart decision: "), "{saved}");
+    assert!(saved.contains("Saved system-prompt.md — "), "{saved}");
     let kind = browser
         .js("return document.querySelector('#files-note').dataset.restart")
         .await;

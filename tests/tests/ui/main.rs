@@ -10,3 +10,4 @@ mod admin;
 mod browser;
 mod console;
 mod graph;
+mod workspace;
