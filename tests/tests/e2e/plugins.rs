@@ -7,8 +7,7 @@ use std::time::Duration;
 
 use molecule_e2e::{
     DbBackend, Runtime, TestApp, builtin_extensions_dir, eventually, git, kill_agent,
-    on_both_backends,
-    on_both_runtimes, serve_github_from, upstream_repo, write_file,
+    on_both_backends, on_both_runtimes, serve_github_from, upstream_repo, write_file,
 };
 use serde_json::{Value, json};
 
