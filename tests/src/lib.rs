@@ -649,6 +649,16 @@ pub fn write_file(root: &std::path::Path, rel: &str, content: &str) {
 }
 
 impl Api {
+    /// `GET /workspaces`, expecting 200: every workspace the caller may list.
+    pub async fn workspaces(&self) -> Vec<Value> {
+        self.get("/workspaces")
+            .await
+            .expect(200)
+            .as_array()
+            .expect("a list")
+            .clone()
+    }
+
     /// `GET /workspaces/:id/activity<query>` (`query` empty or `?type=...&...`), expecting 200.
     pub async fn activity(&self, id: &str, query: &str) -> Vec<Value> {
         self.get(&format!("/workspaces/{id}/activity{query}"))

@@ -54,11 +54,8 @@ async fn row(app: &TestApp, id: &str) -> Value {
 
 /// The workspace as the list shows it (the list carries `last_sample_error`).
 async fn listed(app: &TestApp, id: &str) -> Value {
-    app.get("/workspaces")
+    app.workspaces()
         .await
-        .expect(200)
-        .as_array()
-        .unwrap()
         .iter()
         .find(|w| w["id"] == id)
         .cloned()

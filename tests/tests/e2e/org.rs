@@ -249,11 +249,8 @@ async fn events_of(app: &TestApp, kind: &str) -> Vec<Value> {
 
 async fn live_names(app: &TestApp) -> Vec<String> {
     let mut names: Vec<String> = app
-        .get("/workspaces")
+        .workspaces()
         .await
-        .expect(200)
-        .as_array()
-        .unwrap()
         .iter()
         .map(|w| w["name"].as_str().unwrap().to_owned())
         .collect();

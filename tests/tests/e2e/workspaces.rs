@@ -249,16 +249,7 @@ async fn delete_asks_for_confirmation_then_cascades(backend: DbBackend) {
     assert_eq!(reply["status"], "confirmation_required");
     assert_eq!(reply["children_count"], 2);
     assert_eq!(reply["children"][0]["name"], "A");
-    assert_eq!(
-        app.get("/workspaces")
-            .await
-            .expect(200)
-            .as_array()
-            .unwrap()
-            .len(),
-        4,
-        "nothing removed yet"
-    );
+    assert_eq!(app.workspaces().await.len(), 4, "nothing removed yet");
 
     let reply = app
         .delete(&format!("/workspaces/{root}?confirm=true"))

@@ -12,17 +12,9 @@ use molecule_e2e::{
 };
 use serde_json::{Value, json};
 
-use crate::browser::{Browser, screenshot_dir};
+use crate::browser::{Browser, report_time};
 
 const ONLINE: Duration = Duration::from_secs(90);
-
-fn report(started: Instant, test: &str) {
-    eprintln!(
-        "{test}: {:.1}s; screenshots in {}",
-        started.elapsed().as_secs_f64(),
-        screenshot_dir().display()
-    );
-}
 
 /// A local plugin registry holding `helper` (one skill).
 fn registry_with_helper(registry: &Path) {
@@ -259,7 +251,7 @@ async fn the_shadow_report_reads_as_a_summary_and_shadowing_can_be_stopped() {
         .await;
     browser.screenshot("6-rollback-offered").await;
     browser.close().await;
-    report(started, "admin-shadow");
+    report_time(started, "admin-shadow");
 }
 
 /// An agent binary that fails at start in a workspace whose files hold `DOOMED` (the way an
@@ -382,11 +374,8 @@ async fn the_import_page_shows_a_failed_workspace_as_a_failure_with_its_reason()
         "the row says why too: {outcome}"
     );
     let doomed = app
-        .get("/workspaces")
+        .workspaces()
         .await
-        .expect(200)
-        .as_array()
-        .unwrap()
         .iter()
         .find(|w| w["name"] == "Doomed")
         .cloned()
@@ -395,7 +384,7 @@ async fn the_import_page_shows_a_failed_workspace_as_a_failure_with_its_reason()
     assert!(failure.ends_with(doomed["last_sample_error"].as_str().unwrap()));
     browser.screenshot("1-import-with-a-failure").await;
     browser.close().await;
-    report(started, "admin-import");
+    report_time(started, "admin-import");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -579,5 +568,5 @@ async fn plugins_from_the_console_say_why_a_source_failed_and_tracked_ones_show_
         .await;
     browser.screenshot("5-drift-dismissed").await;
     browser.close().await;
-    report(started, "admin-plugins");
+    report_time(started, "admin-plugins");
 }

@@ -39,6 +39,15 @@ pub fn screenshot_dir() -> PathBuf {
     )
 }
 
+/// Says how long a UI test took and where its screenshots are.
+pub fn report_time(started: std::time::Instant, test: &str) {
+    eprintln!(
+        "{test}: {:.1}s; screenshots in {}",
+        started.elapsed().as_secs_f64(),
+        screenshot_dir().display()
+    );
+}
+
 /// A chromedriver process and the group it leads (chromedriver and the browsers it starts).
 struct Driver {
     child: Child,

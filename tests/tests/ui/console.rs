@@ -8,7 +8,7 @@ use molecule_e2e::{
 };
 use serde_json::json;
 
-use crate::browser::{Browser, screenshot_dir};
+use crate::browser::{Browser, report_time};
 
 const ONLINE: Duration = Duration::from_secs(90);
 
@@ -42,14 +42,6 @@ async fn host(registry: &std::path::Path) -> TestApp {
 /// Waits until the agent is online with no restart running, due or still scheduled.
 async fn wait_online(app: &TestApp, id: &str) {
     app.wait_settled(id, ONLINE).await;
-}
-
-fn report(started: Instant, test: &str) {
-    eprintln!(
-        "{test}: {:.1}s; screenshots in {}",
-        started.elapsed().as_secs_f64(),
-        screenshot_dir().display()
-    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -130,7 +122,7 @@ async fn the_console_refuses_to_work_without_a_token_and_signs_in_with_one() {
         )
         .await;
     browser.close().await;
-    report(started, "signin");
+    report_time(started, "signin");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -341,7 +333,7 @@ async fn an_operator_imports_the_demo_org_and_works_on_a_workspace() {
     assert_eq!(plugins, json!([]));
     browser.screenshot("7-plugin-uninstalled").await;
     browser.close().await;
-    report(started, "org");
+    report_time(started, "org");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -499,5 +491,5 @@ async fn an_operator_shadows_a_classifier_reads_the_report_then_activates_and_ro
     browser.until_text("#drift-note", "Drift check done").await;
     browser.screenshot("5-drift").await;
     browser.close().await;
-    report(started, "extensions");
+    report_time(started, "extensions");
 }

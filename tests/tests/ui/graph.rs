@@ -9,20 +9,12 @@ use fantoccini::actions::{InputSource as _, MOUSE_BUTTON_LEFT, MouseActions, Poi
 use molecule_e2e::{ADMIN_TOKEN, DbBackend, TestApp, eventually, process_runtime};
 use serde_json::{Value, json};
 
-use crate::browser::{Browser, DEADLINE, screenshot_dir};
+use crate::browser::{Browser, DEADLINE, report_time};
 
 const ONLINE: Duration = Duration::from_secs(90);
 
 fn org_templates() -> std::path::PathBuf {
     std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../org-templates")
-}
-
-fn report(started: Instant, test: &str) {
-    eprintln!(
-        "{test}: {:.1}s; screenshots in {}",
-        started.elapsed().as_secs_f64(),
-        screenshot_dir().display()
-    );
 }
 
 /// The texts of every error message the page shows (page notes and the banner).
@@ -269,7 +261,7 @@ async fn a_first_visit_asks_for_a_token_without_calling_the_host_and_a_wrong_tok
     assert!(log.is_empty(), "the browser logged errors: {log:#?}");
     browser.screenshot("3-signed-in").await;
     browser.close().await;
-    report(started, "graph-signin");
+    report_time(started, "graph-signin");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -331,7 +323,7 @@ async fn going_on_without_a_token_works_on_an_open_development_host_and_is_refus
     assert_eq!(browser.js(VISIBLE_ERRORS).await, json!([]));
     browser.screenshot("2-open-host").await;
     browser.close().await;
-    report(started, "graph-open-host");
+    report_time(started, "graph-open-host");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -443,7 +435,7 @@ async fn the_demo_org_is_a_graph_whose_dragged_and_collapsed_cards_stay_so_after
     })
     .await;
     browser.close().await;
-    report(started, "graph");
+    report_time(started, "graph");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -499,11 +491,8 @@ async fn pausing_a_subtree_asks_first_naming_how_many_and_cancelling_pauses_noth
         )
         .await;
     let statuses: Vec<Value> = app
-        .get("/workspaces")
+        .workspaces()
         .await
-        .expect(200)
-        .as_array()
-        .unwrap()
         .iter()
         .map(|w| w["status"].clone())
         .collect();
@@ -565,7 +554,7 @@ async fn pausing_a_subtree_asks_first_naming_how_many_and_cancelling_pauses_noth
     browser.until_text("#org-note", "Restarting CEO.").await;
     assert_eq!(browser.js(VISIBLE_ERRORS).await, json!([]));
     browser.close().await;
-    report(started, "graph-pause");
+    report_time(started, "graph-pause");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -723,11 +712,8 @@ async fn a_workspace_is_renamed_moved_and_deleted_from_the_console_and_a_failed_
         )
         .await;
     let left: Vec<String> = app
-        .get("/workspaces")
+        .workspaces()
         .await
-        .expect(200)
-        .as_array()
-        .unwrap()
         .iter()
         .map(|w| w["name"].as_str().unwrap().to_owned())
         .collect();
@@ -735,7 +721,7 @@ async fn a_workspace_is_renamed_moved_and_deleted_from_the_console_and_a_failed_
     left.sort();
     assert_eq!(left, ["Delta", "Gamma"]);
     browser.close().await;
-    report(started, "graph-edit");
+    report_time(started, "graph-edit");
 }
 
 /// A card's or a listed workspace's `(x, y)`.

@@ -8,21 +8,13 @@ use std::time::{Duration, Instant};
 use molecule_e2e::{ADMIN_TOKEN, DbBackend, TestApp, process_runtime};
 use serde_json::{Value, json};
 
-use crate::browser::{Browser, screenshot_dir};
+use crate::browser::{Browser, report_time};
 
 const ONLINE: Duration = Duration::from_secs(90);
 
 /// A host whose agents run as local processes (echo brains).
 async fn host() -> TestApp {
     TestApp::spawn_with(DbBackend::Sqlite, process_runtime).await
-}
-
-fn report(started: Instant, test: &str) {
-    eprintln!(
-        "{test}: {:.1}s; screenshots in {}",
-        started.elapsed().as_secs_f64(),
-        screenshot_dir().display()
-    );
 }
 
 /// A JavaScript string literal.
@@ -238,7 +230,7 @@ async fn the_file_editor_never_saves_one_files_text_under_another_path_and_holds
     );
     assert_eq!(stored(&app, &id, "notes.md").await.1["content"], first);
     browser.close().await;
-    report(started, "ws-editor");
+    report_time(started, "ws-editor");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -371,7 +363,7 @@ async fn a_failed_workspace_says_why_and_lifecycle_buttons_follow_the_state() {
     assert!(title.as_str().unwrap().contains("Lead"), "{title}");
     browser.screenshot("5-paused-under-a-paused-parent").await;
     browser.close().await;
-    report(started, "ws-failed");
+    report_time(started, "ws-failed");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -513,7 +505,7 @@ async fn the_operator_chats_with_an_agent_and_delegates_to_its_report() {
     );
     browser.screenshot("5-delegation-received").await;
     browser.close().await;
-    report(started, "ws-chat");
+    report_time(started, "ws-chat");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -685,5 +677,5 @@ async fn saves_say_in_words_what_they_restart_and_the_activity_log_groups_each_r
     assert_eq!(types.as_array().unwrap().len(), 2, "{types}");
     browser.screenshot("5-activity-filtered").await;
     browser.close().await;
-    report(started, "ws-restart");
+    report_time(started, "ws-restart");
 }
