@@ -20,11 +20,13 @@
 //!
 //! Specs supply DNS answers for names they invent through [`DnsAnswers`] (`Config::faults`).
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::HashSet;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::{Arc, Mutex};
 
 use crate::config::Config;
+pub use crate::config::faults::DnsAnswers;
+use crate::config::faults::name_key as key;
 
 const INVALID: &str = "invalid agent url";
 const BLOCKED: &str = "agent url points at a blocked address range";
@@ -409,65 +411,17 @@ pub enum Lookup {
     Connect,
 }
 
-/// DNS answers a spec supplies for names it invents, in place of the machine's resolver. A test
-/// hook set in code only (`Config::faults`): configuration cannot reach it. A name answered with
-/// no address does not resolve.
-#[derive(Debug, Clone, Default)]
-pub struct DnsAnswers {
-    at_check: BTreeMap<String, Vec<IpAddr>>,
-    at_connect: BTreeMap<String, Vec<IpAddr>>,
-    closed: bool,
-}
-
-impl DnsAnswers {
-    /// Names without a supplied answer do not resolve either: the machine's resolver is never
-    /// asked.
-    pub fn closed(&mut self) -> &mut Self {
-        self.closed = true;
-        self
-    }
-
-    /// `name` answers `addresses` whenever it is looked up.
-    pub fn answer(&mut self, name: &str, addresses: &[IpAddr]) -> &mut Self {
-        self.at_check.insert(key(name), addresses.to_vec());
-        self.at_connect.insert(key(name), addresses.to_vec());
-        self
-    }
-
-    /// `name` answers `at_check` when a URL is checked and `at_connect` when the host connects:
-    /// a rebinding name.
-    pub fn rebind(&mut self, name: &str, at_check: &[IpAddr], at_connect: &[IpAddr]) -> &mut Self {
-        self.at_check.insert(key(name), at_check.to_vec());
-        self.at_connect.insert(key(name), at_connect.to_vec());
-        self
-    }
-
-    fn get(&self, name: &str, lookup: Lookup) -> Option<&[IpAddr]> {
-        if is_localhost(name) && !self.at_check.contains_key(&key(name)) {
-            return None;
-        }
-        let answers = match lookup {
-            Lookup::Check => &self.at_check,
-            Lookup::Connect => &self.at_connect,
-        };
-        match answers.get(&key(name)) {
-            Some(found) => Some(found),
-            None if self.closed => Some(&[]),
-            None => None,
-        }
-    }
-}
-
-/// Names compare without case and without the root's trailing dot.
-fn key(name: &str) -> String {
-    name.trim_end_matches('.').to_ascii_lowercase()
-}
-
 /// The addresses `name` resolves to: the supplied answer when there is one, loopback for
 /// `localhost` names (RFC 6761: never asked of DNS), else the machine's resolver. Empty when it
 /// does not resolve.
 async fn resolve(answers: &DnsAnswers, name: &str, lookup: Lookup) -> Vec<IpAddr> {
-    if let Some(supplied) = answers.get(name, lookup) {
+    // `localhost` names keep their meaning unless a spec answers them by name.
+    let supplied = if is_localhost(name) && !answers.answers(name) {
+        None
+    } else {
+        answers.get(name, lookup == Lookup::Connect)
+    };
+    if let Some(supplied) = supplied {
         return supplied.to_vec();
     }
     if is_localhost(name) {

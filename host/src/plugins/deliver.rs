@@ -23,25 +23,7 @@ pub const STAGING: &str = "plugins/.staging";
 pub const PREVIOUS: &str = "plugins/.previous";
 
 /// A delivery step, for fault injection in tests and for error reports.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Step {
-    Stage,
-    Snapshot,
-    Swap,
-    Marker,
-}
-
-impl Step {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Step::Stage => "stage",
-            Step::Snapshot => "snapshot",
-            Step::Swap => "swap",
-            Step::Marker => "marker",
-        }
-    }
-}
+pub use crate::config::faults::DeliveryStep as Step;
 
 /// Why a delivery failed, and what state it left.
 #[derive(Debug, thiserror::Error)]

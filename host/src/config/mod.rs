@@ -13,6 +13,9 @@ use figment::providers::{Env, Format as _, Serialized, Toml};
 use secrecy::{ExposeSecret as _, SecretString};
 use serde::{Deserialize, Deserializer, Serialize};
 
+pub mod faults;
+pub use faults::Faults;
+
 /// Deployment environment, from `MOLECULE_ENV`.
 ///
 /// `development`/`dev` (any case) opens the development doors (fail-open auth when no admin
@@ -220,15 +223,6 @@ impl Default for A2aConfig {
             private_agent_networks: Vec::new(),
         }
     }
-}
-
-/// Test-only fault hooks (set in code; configuration cannot reach them).
-#[derive(Debug, Clone, Default)]
-pub struct Faults {
-    /// Fail this step of every plugin reinstall (a live copy exists).
-    pub plugin_reinstall: Option<crate::plugins::deliver::Step>,
-    /// DNS answers for names a spec invents (agent URLs); other names use the machine's resolver.
-    pub dns: crate::delegation::agent_url::DnsAnswers,
 }
 
 /// Org templates: where they live, what `!external` may fetch, where persona env comes from.
@@ -739,7 +733,7 @@ mod tests {
     /// The operator guide's reference table, one row per documented key: the environment
     /// names and the default cell.
     fn documented_settings() -> std::collections::BTreeMap<String, (Vec<String>, String)> {
-        let guide = include_str!("../../docs/operator-guide.md");
+        let guide = include_str!("../../../docs/operator-guide.md");
         let table = guide
             .split("| key | environment | default | meaning |")
             .nth(1)
