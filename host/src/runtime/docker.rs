@@ -44,7 +44,7 @@ pub struct DockerRuntime {
 }
 
 /// The agent's URL on the shared network: what other containers (and the agent's card) use.
-pub fn network_url(id: Uuid) -> String {
+fn network_url(id: Uuid) -> String {
     format!("http://{}:8000", container_name(id))
 }
 
@@ -399,6 +399,20 @@ async fn ensure_network(docker: &Docker, name: &str) -> anyhow::Result<IpAddr> {
 impl ContainerRuntime for DockerRuntime {
     fn name(&self) -> &'static str {
         "docker"
+    }
+
+    fn network_urls(&self, id: Uuid) -> Vec<String> {
+        vec![network_url(id)]
+    }
+
+    /// The stored URL is the port published on the host's loopback, which means nothing inside
+    /// another container: peers get the container's name on the shared network instead.
+    fn peer_url(&self, id: Uuid, stored: &str) -> String {
+        if stored.starts_with("http://127.0.0.1:") {
+            network_url(id)
+        } else {
+            stored.to_owned()
+        }
     }
 
     fn agent_listen_ip(&self) -> Option<IpAddr> {

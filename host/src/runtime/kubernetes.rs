@@ -948,6 +948,16 @@ impl ContainerRuntime for KubernetesRuntime {
         "kubernetes"
     }
 
+    /// The Service's full name (what the agent announces, reachable from any namespace) and its
+    /// short name (reachable inside the namespace).
+    fn network_urls(&self, id: Uuid) -> Vec<String> {
+        let port = self.settings.kubernetes.agent_port;
+        vec![
+            self.agent_url(id),
+            format!("http://{}:{port}", pod_name(id)),
+        ]
+    }
+
     fn agent_listen_ip(&self) -> Option<std::net::IpAddr> {
         None
     }

@@ -270,8 +270,19 @@ impl From<SafeFsError> for RuntimeError {
 /// stopped agent or removing a removed one succeeds.
 #[async_trait::async_trait]
 pub trait ContainerRuntime: Send + Sync + std::fmt::Debug {
-    /// `docker` or `process`.
+    /// `docker`, `kubernetes` or `process`.
     fn name(&self) -> &'static str;
+    /// The URLs this runtime gives `id`'s agent on its own network, names the host and other
+    /// agents may reach it by; the first is the one the agent announces (`MOLECULE_AGENT_URL`).
+    /// Empty when the agent has no such name (the process runtime assigns a loopback port).
+    fn network_urls(&self, _id: Uuid) -> Vec<String> {
+        Vec::new()
+    }
+    /// The URL another agent reaches `id`'s agent on, given the URL the host stores for it (the
+    /// host's view, which may mean nothing inside another agent's network).
+    fn peer_url(&self, _id: Uuid, stored: &str) -> String {
+        stored.to_owned()
+    }
     /// The address agents reach the host on when it is not loopback (the Docker network's
     /// gateway); the host opens an extra listener there. `None`: the main listener serves.
     fn agent_listen_ip(&self) -> Option<std::net::IpAddr>;

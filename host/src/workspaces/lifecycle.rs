@@ -407,10 +407,9 @@ async fn start_agent(
         "HEARTBEAT_INTERVAL_SECS",
         svc.config.runtime.heartbeat_interval_secs.to_string(),
     );
-    env.set(
-        "MOLECULE_AGENT_URL",
-        crate::runtime::docker::network_url(id),
-    );
+    if let Some(announced) = runtime.network_urls(id).into_iter().next() {
+        env.set("MOLECULE_AGENT_URL", announced);
+    }
 
     let mut files = FileTree::new();
     let has_config = runtime

@@ -27,19 +27,11 @@ pub fn runtime_assigned(svc: &Services, row: &store::workspaces::WorkspaceRow, u
         && row.url.as_deref() == Some(url)
 }
 
-/// The URLs the host's own runtime gives `row`'s agent on its network: Docker's container name
-/// (`MOLECULE_AGENT_URL`, which the Kubernetes runtime hands its agents too, where it names the
-/// Service), and the Kubernetes Service's full name the runtime stores at start.
+/// The URLs the host's own runtime gives `row`'s agent on its network (a Docker container's
+/// name, a Kubernetes Service's names); none for an external agent.
 fn runtime_names(svc: &Services, row: &store::workspaces::WorkspaceRow) -> Vec<String> {
-    let network = crate::runtime::docker::network_url(row.id);
-    match svc.lifecycle.runtime_name() {
-        "docker" => vec![network],
-        "kubernetes" => {
-            let k = &svc.config.runtime.kubernetes;
-            let id12 = crate::runtime::id12(row.id);
-            let service = format!("http://ws-{id12}.{}.svc:{}", k.namespace, k.agent_port);
-            vec![network, service]
-        }
+    match svc.lifecycle.runtime() {
+        Some(runtime) if row.runtime != super::EXTERNAL_RUNTIME => runtime.network_urls(row.id),
         _ => Vec::new(),
     }
 }
@@ -69,18 +61,14 @@ pub async fn check_url(
     svc.a2a.policy().check(url, owner).await
 }
 
-/// The URL another agent reaches `row`'s agent on. The stored URL is the host's view: for a
-/// Docker agent that is the port published on the host's loopback, which means nothing inside
-/// another container, so peers get the container's name on the shared network instead.
+/// The URL another agent reaches `row`'s agent on: the stored URL is the host's view, which the
+/// runtime translates for agents on its network (a Docker agent's published loopback port
+/// becomes its container's name).
 pub fn peer_url(svc: &Services, row: &store::workspaces::WorkspaceRow) -> Option<String> {
     let url = row.url.as_deref().filter(|u| !u.is_empty())?;
-    let in_container = svc.lifecycle.runtime_name() == "docker"
-        && row.runtime != super::EXTERNAL_RUNTIME
-        && url.starts_with("http://127.0.0.1:");
-    Some(if in_container {
-        crate::runtime::docker::network_url(row.id)
-    } else {
-        url.to_owned()
+    Some(match svc.lifecycle.runtime() {
+        Some(runtime) if row.runtime != super::EXTERNAL_RUNTIME => runtime.peer_url(row.id, url),
+        _ => url.to_owned(),
     })
 }
 
