@@ -6,7 +6,7 @@ use serde_json::{Value, json};
 use uuid::Uuid;
 
 use super::tasks::{self, Created, DelegationError, Finished, NewDelegation};
-use crate::Services;
+use crate::services::Services;
 use crate::store;
 use crate::workspaces::{access, get_live, registry};
 

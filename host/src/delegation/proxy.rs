@@ -10,8 +10,8 @@ use uuid::Uuid;
 
 use super::Caller;
 use super::forward::{self, Forwarded, Timeouts, TransportError};
-use crate::Services;
 use crate::events::names;
+use crate::services::Services;
 use crate::store::workspaces::WorkspaceRow;
 use crate::store::{self, StoreError, a2a_queue};
 use crate::workspaces::lifecycle::{AgentCheck, check_agent};

@@ -6,7 +6,7 @@ use uuid::Uuid;
 use super::Caller;
 use super::proxy::{self, Call, Message, OnBusy, Sent};
 use super::tasks::{self, Finished};
-use crate::Services;
+use crate::services::Services;
 use crate::store::a2a_queue::{self, Settled};
 use crate::store::{self, StoreError};
 

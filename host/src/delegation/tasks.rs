@@ -12,8 +12,8 @@ use uuid::Uuid;
 
 use super::Caller;
 use super::proxy::{self, Call, Delivery, Message, OnBusy, ProxyError, Sent};
-use crate::Services;
 use crate::events::names;
+use crate::services::Services;
 use crate::store::activity::{ActivityRow, StatusUpdate};
 use crate::store::{self, Constraint, StoreError};
 use crate::workspaces::{WorkspaceError, activity, get_live};

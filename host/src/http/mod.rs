@@ -42,7 +42,7 @@ use utoipa_axum::routes;
 
 pub use self::metrics::Metrics;
 use self::ratelimit::{KeyedLimiter, RateLimiter};
-use crate::Services;
+use crate::services::Services;
 
 /// What every handler can reach. Cheap to clone: every field is shared.
 #[derive(Debug, Clone)]

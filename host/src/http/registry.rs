@@ -200,7 +200,7 @@ struct Peer {
     agent_card: Option<Value>,
 }
 
-fn peer(svc: &crate::Services, row: &WorkspaceRow) -> Peer {
+fn peer(svc: &crate::services::Services, row: &WorkspaceRow) -> Peer {
     Peer {
         id: row.id,
         name: row.name.clone(),

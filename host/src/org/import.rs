@@ -16,7 +16,7 @@ use super::external::ExternalReport;
 use super::plan::{self, Plan};
 use super::template::{self, OrgTemplate};
 use super::{OrgError, RootDir, load_dir, open_org_dir};
-use crate::Services;
+use crate::services::Services;
 use crate::store::{self, events::EventRow};
 use crate::workspaces::{self, WorkspaceError};
 

@@ -13,9 +13,9 @@ use std::sync::{Arc, Mutex};
 
 use serde::Serialize;
 
-use crate::Services;
 pub use crate::safefs::RootDir;
 use crate::safefs::{RelPath, SafeFsError};
+use crate::services::Services;
 use crate::store::StoreError;
 use env::MissingWorkspaceEnv;
 use external::{ExternalReport, ResolverCache};

@@ -10,10 +10,10 @@ use serde::Serialize;
 use uuid::Uuid;
 
 use super::{InstallRequest, Installed, PluginError, Track, deliver, install, install_lock};
-use crate::Services;
 use crate::extensions::types::Source;
 use crate::runtime::CONFIGS_ROOT;
 use crate::safefs::RelPath;
+use crate::services::Services;
 use crate::store::{self, StoreError};
 use crate::workspaces::Status;
 

@@ -15,12 +15,12 @@ use serde_json::json;
 use sha2::{Digest as _, Sha256};
 use uuid::Uuid;
 
-use crate::Services;
 use crate::extensions::registry::FetchFailure;
 use crate::extensions::types::{ChangeKind, FetchError, FileChange, Reload, Source, Trigger};
 use crate::locks::KeyedLocks;
 use crate::runtime::{CONFIGS_ROOT, ContainerRuntime, RuntimeError};
 use crate::safefs::{self, FileTree, RelPath, SafeFsError};
+use crate::services::Services;
 use crate::store::{self, StoreError};
 use crate::workspaces::lifecycle::{self, RestartOutcome};
 use crate::workspaces::{self, WorkspaceError};

@@ -10,8 +10,8 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::Services;
 use crate::config::RuntimeConfig;
+use crate::services::Services;
 use crate::workspaces::lifecycle;
 
 /// Starts every sweeper on `tracker`.

@@ -6,7 +6,7 @@
 use uuid::Uuid;
 
 use super::{Status, WorkspaceError, get_live};
-use crate::Services;
+use crate::services::Services;
 use crate::store::workspaces::WorkspaceRow;
 use crate::store::{self, Db, StoreError};
 

@@ -4,8 +4,8 @@ use chrono::Utc;
 use serde_json::json;
 use uuid::Uuid;
 
-use crate::Services;
 use crate::events::names;
+use crate::services::Services;
 use crate::store::{self, StoreError, activity::ActivityRow};
 
 /// A row of `activity_type` for `workspace_id` with status `ok` and nothing else filled in.

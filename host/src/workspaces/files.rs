@@ -8,10 +8,10 @@ use uuid::Uuid;
 
 use super::lifecycle::{self, RestartOutcome};
 use super::{WorkspaceError, get_live};
-use crate::Services;
 use crate::extensions::types::Trigger;
 use crate::runtime::{CONFIGS_ROOT, FILE_ROOTS, RuntimeError, WriteTarget};
 use crate::safefs::{FileTree, ListedFile, RelPath};
+use crate::services::Services;
 
 /// Most files one replace may carry.
 pub const MAX_REPLACE_FILES: usize = 200;

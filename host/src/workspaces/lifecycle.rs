@@ -29,11 +29,11 @@ use uuid::Uuid;
 
 use super::restart_context::{self, Restart, Session};
 use super::{Status, WorkspaceError, get_live};
-use crate::Services;
 use crate::events::names;
 use crate::extensions::types::{Decision, Trigger, WorkspaceInfo};
 use crate::runtime::{AgentEnv, ContainerRuntime, RuntimeError, StartSpec};
 use crate::safefs::{self, FileTree, RelPath};
+use crate::services::Services;
 use crate::store::{self, StoreError, workspaces::WorkspaceRow};
 
 /// How far back restarts count towards a policy's `recent_restarts`.

@@ -10,9 +10,9 @@ pub mod restart_context;
 use serde_json::{Value, json};
 use uuid::Uuid;
 
-use crate::Services;
 use crate::events::names;
 use crate::secrets::{self, SecretKey};
+use crate::services::Services;
 use crate::store::{self, Constraint, StoreError, workspaces::WorkspaceRow};
 
 /// The ten statuses a workspace can be in.

@@ -5,8 +5,8 @@ use serde_json::{Value, json};
 use uuid::Uuid;
 
 use super::{Status, WorkspaceError, get_live};
-use crate::Services;
 use crate::events::names;
+use crate::services::Services;
 use crate::store::{self, StoreError};
 
 /// Error rate at or above which an online workspace is degraded.

@@ -16,10 +16,10 @@ use chrono::{DateTime, SecondsFormat, Utc};
 use serde_json::{Value, json};
 use uuid::Uuid;
 
-use crate::Services;
 use crate::delegation::Caller;
 use crate::delegation::proxy::{self, Call, Message, OnBusy, Sent};
 use crate::secrets::{self, SecretInfo};
+use crate::services::Services;
 use crate::store::workspaces::WorkspaceRow;
 
 /// Who the message comes from, in its metadata and in the activity row's summary.

@@ -1,0 +1,133 @@
+//! The domain services every operation needs, built once at start ([`Services::start`]) and
+//! handed to every layer by reference.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use secrecy::ExposeSecret as _;
+
+use crate::config::Config;
+use crate::events::EventBus;
+use crate::secrets::Cipher;
+use crate::store::Db;
+use crate::{auth, cluster, delegation, extensions, plugins, runtime, secrets, store, workspaces};
+
+/// The domain services every operation needs. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct Services {
+    pub config: Arc<Config>,
+    pub db: Db,
+    pub events: EventBus,
+    pub cipher: Cipher,
+    pub guard: auth::Guard,
+    pub extensions: Arc<extensions::registry::ExtensionHost>,
+    pub lifecycle: Arc<workspaces::lifecycle::Lifecycle>,
+    /// The A2A client and the delegations and queue drains running in the background.
+    pub a2a: delegation::Hub,
+    /// This replica among those sharing the database: its id and sweeper leases.
+    pub cluster: Arc<cluster::Cluster>,
+}
+
+impl Services {
+    /// Checks the configuration, connects to and migrates the database, starts the extension
+    /// platform and the configured runtime.
+    pub async fn start(config: Config) -> anyhow::Result<Self> {
+        let runtime = runtime::select(&config)
+            .await
+            .context("starting the workspace runtime")?;
+        Self::start_with_runtime(config, runtime).await
+    }
+
+    /// [`Services::start`] with the runtime chosen by the caller (`None`: agents are started
+    /// elsewhere). Benchmarks use it to leave container start-up out of what they measure.
+    pub async fn start_with_runtime(
+        config: Config,
+        runtime: Option<Arc<dyn runtime::ContainerRuntime>>,
+    ) -> anyhow::Result<Self> {
+        let cipher = Cipher::new(config.secrets_encryption_key.as_ref())?;
+        if config.is_production() && !cipher.encrypts() {
+            anyhow::bail!(
+                "MOLECULE_ENV=production requires SECRETS_ENCRYPTION_KEY (base64 of 32 bytes)"
+            );
+        }
+        if config.is_production() && config.admin_token().is_none() {
+            anyhow::bail!(
+                "MOLECULE_ENV=production requires an admin token (ADMIN_TOKEN or MOLECULE_ADMIN_TOKEN): \
+                 without one a fresh install would be open to the first caller"
+            );
+        }
+        if !cipher.encrypts() {
+            tracing::warn!(
+                "no SECRETS_ENCRYPTION_KEY configured: secrets are stored unencrypted (encryption_version 0)"
+            );
+        }
+        let db = Db::connect(&config.database_url(), config.database_max_connections).await?;
+        let cluster = Arc::new(cluster::Cluster::join(&db)?);
+        db.migrate().await.context("migrating the database")?;
+        auth::settle_install_mode(&db, &config)
+            .await
+            .context("reading the install mode")?;
+        // Before anything reads a secret: rows an older host sealed without their row's
+        // identity are bound to it now, and refused from here on.
+        secrets::reseal_legacy(&db, &cipher)
+            .await
+            .context("re-sealing secrets written by an older host")?;
+        let events = EventBus::new(db.clone(), cluster.replica);
+        let guard = auth::Guard::new(&config, db.clone());
+        let mut resolvers = extensions::registry::ResolverSettings {
+            timeout: Duration::from_secs(config.git_timeout_secs.max(1)),
+            registry_dir: config.plugins_registry_dir.clone(),
+            allow_unpinned: config.allow_unpinned_sources,
+            ..Default::default()
+        };
+        resolvers
+            .git_env
+            .extend(config.git_env.iter().map(|(k, v)| (k.clone(), v.clone())));
+        if let Some(protocols) = &config.git_allowed_protocols {
+            resolvers.allowed_protocols = protocols.clone();
+        }
+        for (host, token) in &config.git_credentials {
+            resolvers.credentials.insert(host, token.expose_secret());
+        }
+        let extensions = extensions::registry::ExtensionHost::start_with(
+            db.clone(),
+            events.clone(),
+            &config.data_dir,
+            config.builtin_extensions_dir.as_deref(),
+            resolvers,
+        )
+        .await
+        .context("starting the extension platform")?;
+        plugins::clear_fetch_staging(&config.data_dir);
+        if db.backend() == store::Backend::Sqlite {
+            // The only replica: whatever is mid-delivery was left by the previous run. (With
+            // several replicas the queue-expiry sweep requeues them once no delivery can still
+            // be running.)
+            let requeued = store::a2a_queue::requeue_interrupted(&db, chrono::Utc::now()).await?;
+            if requeued > 0 {
+                tracing::info!(
+                    requeued,
+                    "messages left mid-delivery by the previous run are queued again"
+                );
+            }
+        }
+        let lifecycle = Arc::new(workspaces::lifecycle::Lifecycle::new(
+            runtime,
+            config.runtime.provision_concurrency,
+            cluster.replica,
+        ));
+        let a2a = delegation::Hub::new(&config).context("building the A2A client")?;
+        Ok(Services {
+            a2a,
+            config: Arc::new(config),
+            db,
+            events,
+            cipher,
+            guard,
+            extensions,
+            lifecycle,
+            cluster,
+        })
+    }
+}
