@@ -10,13 +10,15 @@ use uuid::Uuid;
 
 use super::Caller;
 use super::forward::{self, Forwarded, Timeouts, TransportError};
+use crate::events::activity;
 use crate::events::names;
 use crate::services::Services;
+use crate::store::activity::ActivityRow;
 use crate::store::workspaces::WorkspaceRow;
 use crate::store::{self, StoreError, a2a_queue};
 use crate::workspaces::lifecycle::{AgentCheck, check_agent};
 use crate::workspaces::registry::url_owner;
-use crate::workspaces::{EXTERNAL_RUNTIME, Status, access, activity};
+use crate::workspaces::{EXTERNAL_RUNTIME, Status, access};
 
 /// A JSON-RPC 2.0 request ready to forward.
 #[derive(Debug, Clone, PartialEq)]
@@ -455,7 +457,7 @@ async fn record(
     ) {
         return;
     }
-    let mut row = activity::row(target.id, "a2a_receive");
+    let mut row = ActivityRow::new(target.id, "a2a_receive");
     row.source_id = call.caller.workspace();
     row.target_id = Some(target.id);
     row.method = Some(call.message.method.clone());

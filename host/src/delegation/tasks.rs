@@ -12,11 +12,12 @@ use uuid::Uuid;
 
 use super::Caller;
 use super::proxy::{self, Call, Delivery, Message, OnBusy, ProxyError, Sent};
+use crate::events::activity;
 use crate::events::names;
 use crate::services::Services;
 use crate::store::activity::{ActivityRow, StatusUpdate};
 use crate::store::{self, Constraint, StoreError};
-use crate::workspaces::{WorkspaceError, activity, get_live};
+use crate::workspaces::{WorkspaceError, get_live};
 
 /// The activity type of every delegation row.
 pub const ACTIVITY_TYPE: &str = "delegation";
@@ -114,7 +115,7 @@ pub async fn create(svc: &Services, req: NewDelegation) -> Result<Created, Deleg
         store::activity::delete_if_status(&svc.db, req.source, existing.id, "failed").await?;
     }
     let id = req.id.unwrap_or_else(Uuid::new_v4);
-    let mut row = activity::row(req.source, ACTIVITY_TYPE);
+    let mut row = ActivityRow::new(req.source, ACTIVITY_TYPE);
     row.id = id;
     row.method = Some("delegate".into());
     row.source_id = Some(req.source);
@@ -424,7 +425,7 @@ async fn put_result(svc: &Services, delegation: &Delegation, update: &StatusUpda
             update_row(svc, delegation, existing.id, update).await;
         }
         Ok(None) => {
-            let mut row = activity::row(delegation.source, ACTIVITY_TYPE);
+            let mut row = ActivityRow::new(delegation.source, ACTIVITY_TYPE);
             row.method = Some("delegate_result".into());
             row.source_id = Some(delegation.source);
             row.target_id = Some(delegation.target);

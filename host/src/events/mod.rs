@@ -13,6 +13,7 @@
 //! little before the newest event it had seen, skipping every event id it already published, so
 //! subscribers see each recorded event once.
 
+pub mod activity;
 mod relay;
 
 use std::collections::HashMap;

@@ -15,10 +15,11 @@ use super::error::{ApiError, ApiResult};
 use super::extract::{ApiJson, ApiQuery, WorkspaceAuth};
 use super::openapi::{ErrorBody, WorkspaceIdParam};
 use super::workspaces::WorkspaceGone;
+use crate::events::activity;
 use crate::events::names;
 use crate::store::activity::{ActivityRow, SourceFilter};
 use crate::store::{self, Constraint, StoreError};
-use crate::workspaces::{activity, get_live};
+use crate::workspaces::get_live;
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
@@ -289,7 +290,7 @@ async fn notify(
         .iter()
         .map(|f| json!({ "kind": "file", "file": f }))
         .collect();
-    let mut row = activity::row(id, "a2a_receive");
+    let mut row = ActivityRow::new(id, "a2a_receive");
     row.method = Some("notify".to_owned());
     row.summary = Some(body.message.chars().take(200).collect());
     row.response_body = Some(json!({ "result": body.message, "parts": parts }));

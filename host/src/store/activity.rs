@@ -27,6 +27,29 @@ pub struct ActivityRow {
     pub created_at: DateTime<Utc>,
 }
 
+impl ActivityRow {
+    /// A row of `activity_type` for `workspace_id` with status `ok` and nothing else filled in.
+    pub fn new(workspace_id: Uuid, activity_type: &str) -> ActivityRow {
+        ActivityRow {
+            id: Uuid::new_v4(),
+            workspace_id,
+            activity_type: activity_type.to_owned(),
+            source_id: None,
+            target_id: None,
+            method: None,
+            summary: None,
+            request_body: None,
+            response_body: None,
+            tool_trace: None,
+            duration_ms: None,
+            status: "ok".to_owned(),
+            error_detail: None,
+            idempotency_key: None,
+            created_at: Utc::now(),
+        }
+    }
+}
+
 pub async fn insert(db: &Db, row: &ActivityRow) -> StoreResult<()> {
     on_db!(db, pool => {
         sqlx::query(

@@ -284,7 +284,7 @@ async fn a_missing_parent_maps_to_workspace_parent_missing(db: Db) {
 }
 
 fn activity(workspace_id: Uuid, key: Option<&str>) -> ActivityRow {
-    let mut row = crate::workspaces::activity::row(workspace_id, "agent_log");
+    let mut row = ActivityRow::new(workspace_id, "agent_log");
     row.summary = Some("did a thing".to_owned());
     row.idempotency_key = key.map(str::to_owned);
     row
@@ -911,7 +911,7 @@ async fn stranded_delegations_are_the_host_run_ones_left_unfinished_before_the_c
     let ws = add(&db, "source", None).await;
     let now = Utc::now();
     let insert = async |status: &str, host_run: bool, age_secs: i64| {
-        let mut row = crate::workspaces::activity::row(ws, "delegation");
+        let mut row = ActivityRow::new(ws, "delegation");
         row.method = Some("delegate".into());
         row.status = status.to_owned();
         row.created_at = now - Duration::seconds(age_secs);

@@ -8,6 +8,58 @@ use uuid::Uuid;
 
 use super::{Constraint, Db, StoreError, StoreResult, on_db};
 
+/// The runtime name of a workspace whose agent runs outside the host.
+pub const EXTERNAL_RUNTIME: &str = "external";
+
+/// The ten statuses a workspace can be in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Status {
+    Provisioning,
+    Online,
+    Offline,
+    Degraded,
+    Failed,
+    Removed,
+    Paused,
+    Hibernated,
+    AwaitingAgent,
+    Hibernating,
+}
+
+impl Status {
+    pub const ALL: [Status; 10] = [
+        Status::Provisioning,
+        Status::Online,
+        Status::Offline,
+        Status::Degraded,
+        Status::Failed,
+        Status::Removed,
+        Status::Paused,
+        Status::Hibernated,
+        Status::AwaitingAgent,
+        Status::Hibernating,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::Provisioning => "provisioning",
+            Status::Online => "online",
+            Status::Offline => "offline",
+            Status::Degraded => "degraded",
+            Status::Failed => "failed",
+            Status::Removed => "removed",
+            Status::Paused => "paused",
+            Status::Hibernated => "hibernated",
+            Status::AwaitingAgent => "awaiting_agent",
+            Status::Hibernating => "hibernating",
+        }
+    }
+
+    pub fn parse(raw: &str) -> Option<Self> {
+        Status::ALL.into_iter().find(|s| s.as_str() == raw)
+    }
+}
+
 /// Binding lists longer than this are split; SQLite caps the variables of one statement.
 const ID_CHUNK: usize = 500;
 

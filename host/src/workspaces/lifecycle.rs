@@ -34,6 +34,7 @@ use crate::extensions::types::{Decision, Trigger, WorkspaceInfo};
 use crate::runtime::{AgentEnv, ContainerRuntime, RuntimeError, StartSpec};
 use crate::safefs::{self, FileTree, RelPath};
 use crate::services::Services;
+use crate::store::activity::ActivityRow;
 use crate::store::{self, StoreError, workspaces::WorkspaceRow};
 
 /// How far back restarts count towards a policy's `recent_restarts`.
@@ -242,7 +243,7 @@ async fn record_activity(
     summary: String,
     body: Value,
 ) {
-    let mut row = super::activity::row(id, activity_type);
+    let mut row = ActivityRow::new(id, activity_type);
     row.summary = Some(summary);
     row.request_body = Some(body);
     if let Err(err) = store::activity::insert(&svc.db, &row).await {

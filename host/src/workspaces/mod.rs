@@ -1,7 +1,7 @@
 //! Workspaces: the org tree's nodes, their lifecycle statuses, creation, edits and cascade delete.
 
 pub mod access;
-pub mod activity;
+
 pub mod files;
 pub mod lifecycle;
 pub mod registry;
@@ -15,54 +15,7 @@ use crate::secrets::{self, SecretKey};
 use crate::services::Services;
 use crate::store::{self, Constraint, StoreError, workspaces::WorkspaceRow};
 
-/// The ten statuses a workspace can be in.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Status {
-    Provisioning,
-    Online,
-    Offline,
-    Degraded,
-    Failed,
-    Removed,
-    Paused,
-    Hibernated,
-    AwaitingAgent,
-    Hibernating,
-}
-
-impl Status {
-    pub const ALL: [Status; 10] = [
-        Status::Provisioning,
-        Status::Online,
-        Status::Offline,
-        Status::Degraded,
-        Status::Failed,
-        Status::Removed,
-        Status::Paused,
-        Status::Hibernated,
-        Status::AwaitingAgent,
-        Status::Hibernating,
-    ];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Status::Provisioning => "provisioning",
-            Status::Online => "online",
-            Status::Offline => "offline",
-            Status::Degraded => "degraded",
-            Status::Failed => "failed",
-            Status::Removed => "removed",
-            Status::Paused => "paused",
-            Status::Hibernated => "hibernated",
-            Status::AwaitingAgent => "awaiting_agent",
-            Status::Hibernating => "hibernating",
-        }
-    }
-
-    pub fn parse(raw: &str) -> Option<Self> {
-        Status::ALL.into_iter().find(|s| s.as_str() == raw)
-    }
-}
+pub use crate::store::workspaces::{EXTERNAL_RUNTIME, Status};
 
 /// Errors of workspace operations; the HTTP layer maps each once.
 #[derive(Debug, thiserror::Error)]
@@ -233,7 +186,6 @@ pub struct Created {
 }
 
 const DEFAULT_RUNTIME: &str = "langgraph";
-pub(crate) const EXTERNAL_RUNTIME: &str = "external";
 /// Suffixes tried when a sibling already has the requested name: "name (2)" .. "name (20)".
 const NAME_ATTEMPTS: usize = 20;
 

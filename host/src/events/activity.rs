@@ -1,33 +1,10 @@
 //! Recording activity: one path that stores a row and tells subscribers (`ACTIVITY_LOGGED`).
 
-use chrono::Utc;
 use serde_json::json;
-use uuid::Uuid;
 
 use crate::events::names;
 use crate::services::Services;
 use crate::store::{self, StoreError, activity::ActivityRow};
-
-/// A row of `activity_type` for `workspace_id` with status `ok` and nothing else filled in.
-pub fn row(workspace_id: Uuid, activity_type: &str) -> ActivityRow {
-    ActivityRow {
-        id: Uuid::new_v4(),
-        workspace_id,
-        activity_type: activity_type.to_owned(),
-        source_id: None,
-        target_id: None,
-        method: None,
-        summary: None,
-        request_body: None,
-        response_body: None,
-        tool_trace: None,
-        duration_ms: None,
-        status: "ok".to_owned(),
-        error_detail: None,
-        idempotency_key: None,
-        created_at: Utc::now(),
-    }
-}
 
 /// Stores `row`, then broadcasts `ACTIVITY_LOGGED` with its summary fields (never its bodies).
 pub async fn record(svc: &Services, row: &ActivityRow) -> Result<(), StoreError> {
