@@ -35,7 +35,7 @@ PLUGINS_OUT := plugins/target/wasm32-wasip2/release
 AGENT_TARGET := x86_64-unknown-linux-gnu
 AGENT_BINARY := target/$(AGENT_TARGET)/release/molecule-agent
 
-.PHONY: deps wasm-target plugins agent image pg pg-stop test test-ui ui-tools run bench bench-tools fuzz-api clean
+.PHONY: deps wasm-target plugins agent image pg pg-stop test lint-layers test-ui ui-tools run bench bench-tools fuzz-api clean
 
 # deps: idempotent machine setup that run, test and bench depend on.
 deps:
@@ -111,6 +111,11 @@ test: deps ui-tools
 	left="$$(docker ps -aq --filter label=molecule.test.host 2>/dev/null || true)"; \
 	if [[ -n "$$left" ]]; then echo "error: the suite left containers behind: $$left" >&2; exit 1; fi; \
 	echo "no test container left behind"
+
+# lint-layers: the host's layer rule (no module imports a module above it; host/tests/layers.rs).
+# make test runs it with the rest of the suite.
+lint-layers:
+	cargo test -p molecule-host --test layers
 
 # UI_SCREENSHOTS: where the console tests write their PNGs (one per page visited).
 UI_SCREENSHOTS ?= $(CURDIR)/target/ui-screenshots

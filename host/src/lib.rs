@@ -3,6 +3,7 @@
 //! [`run`] wires configuration, storage, the event bus, background sweepers and the HTTP API, and
 //! serves until the shutdown future resolves. `main.rs` only parses arguments and calls it.
 
+pub mod agents;
 pub mod auth;
 pub mod cli;
 pub mod cluster;

@@ -11,7 +11,11 @@ use crate::config::Config;
 use crate::events::EventBus;
 use crate::secrets::Cipher;
 use crate::store::Db;
-use crate::{auth, cluster, delegation, extensions, plugins, runtime, secrets, store, workspaces};
+use crate::store::workspaces::HeartbeatReport;
+use crate::{
+    agents, auth, cluster, delegation, extensions, plugins, runtime, secrets, store, workspaces,
+};
+use uuid::Uuid;
 
 /// The domain services every operation needs. Cheap to clone.
 #[derive(Debug, Clone)]
@@ -24,7 +28,7 @@ pub struct Services {
     pub extensions: Arc<extensions::registry::ExtensionHost>,
     pub lifecycle: Arc<workspaces::lifecycle::Lifecycle>,
     /// The A2A client and the delegations and queue drains running in the background.
-    pub a2a: delegation::Hub,
+    pub a2a: agents::Hub,
     /// This replica among those sharing the database: its id and sweeper leases.
     pub cluster: Arc<cluster::Cluster>,
 }
@@ -117,7 +121,8 @@ impl Services {
             config.runtime.provision_concurrency,
             cluster.replica,
         ));
-        let a2a = delegation::Hub::new(&config).context("building the A2A client")?;
+        let a2a =
+            agents::Hub::new(&config, Arc::new(Supervision)).context("building the A2A client")?;
         Ok(Services {
             a2a,
             config: Arc::new(config),
@@ -129,5 +134,34 @@ impl Services {
             lifecycle,
             cluster,
         })
+    }
+}
+
+/// What the agent client hands up (see [`agents::Supervision`]): an agent that did not answer
+/// is checked by the lifecycle, spare capacity reported by a heartbeat drains the busy queue.
+#[derive(Debug)]
+struct Supervision;
+
+#[async_trait::async_trait]
+impl agents::Supervision for Supervision {
+    async fn check_agent(
+        &self,
+        svc: &Services,
+        id: Uuid,
+    ) -> Result<agents::AgentCheck, store::StoreError> {
+        match svc.lifecycle.runtime() {
+            Some(runtime) => workspaces::lifecycle::check_agent(svc, runtime.as_ref(), id).await,
+            None => Ok(agents::AgentCheck::Unknown),
+        }
+    }
+
+    fn after_heartbeat(
+        &self,
+        svc: &Services,
+        id: Uuid,
+        report: &HeartbeatReport,
+        max_concurrent_tasks: i32,
+    ) {
+        delegation::queue::after_heartbeat(svc, id, report, max_concurrent_tasks);
     }
 }

@@ -21,10 +21,11 @@ use super::extract::{
 };
 use super::openapi::{ErrorBody, WorkspaceIdParam};
 use super::workspaces::WorkspaceGone;
+use crate::agents::forward::TransportError;
 use crate::auth::Credentials;
+use crate::delegation;
 use crate::delegation::proxy::{self, Call, Message, OnBusy, Sent};
 use crate::delegation::tasks::{self, Created, Finished, NewDelegation};
-use crate::delegation::{self, forward::TransportError};
 use crate::store;
 use crate::workspaces::get_live;
 

@@ -845,7 +845,7 @@ async fn restart_cycle(svc: &Services, id: Uuid) -> Option<Restart> {
         }
     }
     // The agent hears first, so it can wind down what it is doing before the stop.
-    crate::delegation::proxy::signal_restart_pending(svc, &row).await;
+    crate::agents::client::signal_restart_pending(svc, &row).await;
     if let Err(err) = runtime.stop(id).await {
         tracing::warn!(workspace_id = %id, error = %err, "stopping the agent before a restart failed");
     }
@@ -1102,18 +1102,7 @@ pub async fn sweep_health(svc: &Services) -> Result<Vec<Uuid>, StoreError> {
     Ok(gone)
 }
 
-/// What [`check_agent`] found.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum AgentCheck {
-    Running,
-    /// The runtime could not tell (its error is logged).
-    Unknown,
-    /// The agent's container or process has stopped. `went_offline`: this check moved the
-    /// workspace from online or degraded to offline and asked the restart policy.
-    Exited {
-        went_offline: bool,
-    },
-}
+pub use crate::agents::AgentCheck;
 
 /// Asks the runtime whether the agent of `id` still runs. When it stopped, an online or degraded
 /// workspace goes offline (`WORKSPACE_OFFLINE`) and the restart policy decides what follows.

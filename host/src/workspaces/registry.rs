@@ -14,63 +14,8 @@ pub const DEGRADED_AT: f64 = 0.5;
 /// Error rate below which a degraded workspace is online again.
 pub const RECOVERED_BELOW: f64 = 0.1;
 
-pub use crate::delegation::agent_url::AgentUrl;
-use crate::delegation::agent_url::Owner;
-
-/// Whether `url` is the loopback URL the host's own runtime assigned `row`'s agent (the
-/// process runtime's port, a Docker agent's published port): the one loopback address the host
-/// calls, and accepts at registration, in production.
-pub fn runtime_assigned(svc: &Services, row: &store::workspaces::WorkspaceRow, url: &str) -> bool {
-    row.runtime != super::EXTERNAL_RUNTIME
-        && svc.lifecycle.runtime().is_some()
-        && url.starts_with("http://127.0.0.1:")
-        && row.url.as_deref() == Some(url)
-}
-
-/// The URLs the host's own runtime gives `row`'s agent on its network (a Docker container's
-/// name, a Kubernetes Service's names); none for an external agent.
-fn runtime_names(svc: &Services, row: &store::workspaces::WorkspaceRow) -> Vec<String> {
-    match svc.lifecycle.runtime() {
-        Some(runtime) if row.runtime != super::EXTERNAL_RUNTIME => runtime.network_urls(row.id),
-        _ => Vec::new(),
-    }
-}
-
-/// What `url` is to `row`: one of the URLs the host's own runtime gave its agent, or one chosen
-/// by someone else.
-pub fn url_owner(svc: &Services, row: &store::workspaces::WorkspaceRow, url: &str) -> Owner {
-    if row.runtime == super::EXTERNAL_RUNTIME || svc.lifecycle.runtime().is_none() {
-        Owner::Foreign
-    } else if runtime_assigned(svc, row, url) {
-        Owner::RuntimeLoopback
-    } else if runtime_names(svc, row).iter().any(|name| name == url) {
-        Owner::RuntimeName
-    } else {
-        Owner::Foreign
-    }
-}
-
-/// Checks an agent URL given for `row` (`None`: a workspace being created) against the address
-/// policy, resolving names that the runtime did not assign (see [`crate::delegation::agent_url`]).
-pub async fn check_url(
-    svc: &Services,
-    row: Option<&store::workspaces::WorkspaceRow>,
-    url: &str,
-) -> Result<AgentUrl, &'static str> {
-    let owner = row.map_or(Owner::Foreign, |row| url_owner(svc, row, url));
-    svc.a2a.policy().check(url, owner).await
-}
-
-/// The URL another agent reaches `row`'s agent on: the stored URL is the host's view, which the
-/// runtime translates for agents on its network (a Docker agent's published loopback port
-/// becomes its container's name).
-pub fn peer_url(svc: &Services, row: &store::workspaces::WorkspaceRow) -> Option<String> {
-    let url = row.url.as_deref().filter(|u| !u.is_empty())?;
-    Some(match svc.lifecycle.runtime() {
-        Some(runtime) if row.runtime != super::EXTERNAL_RUNTIME => runtime.peer_url(row.id, url),
-        _ => url.to_owned(),
-    })
-}
+pub use crate::agents::addresses::{check_url, peer_url};
+pub use crate::agents::url::AgentUrl;
 
 /// Registers an agent for an existing, live workspace (unknown ids are refused, unlike the
 /// original, which created a row for any id). Registration never mints a token: the agent
@@ -157,7 +102,9 @@ pub async fn heartbeat(svc: &Services, id: Uuid, hb: &Heartbeat) -> Result<(), W
             )
             .await;
     }
-    crate::delegation::queue::after_heartbeat(svc, id, &hb.report, before.max_concurrent_tasks);
+    svc.a2a
+        .supervision()
+        .after_heartbeat(svc, id, &hb.report, before.max_concurrent_tasks);
     svc.events.broadcast_only(
         names::WORKSPACE_HEARTBEAT,
         Some(id),

@@ -6,7 +6,7 @@
 //!
 //! An agent keeps its files across a restart but not what it held in memory; without this
 //! message it cannot tell a fresh start from a restart, nor that the secret it was waiting for
-//! has arrived. The message goes through [`proxy::send`] like any other (URL check, busy queue,
+//! has arrived. The message goes through [`client::send`] like any other (URL check, busy queue,
 //! `a2a_receive` row), so the feed shows it and its answer. Operators turn it off with
 //! `runtime.restart_context = false`.
 
@@ -16,8 +16,8 @@ use chrono::{DateTime, SecondsFormat, Utc};
 use serde_json::{Value, json};
 use uuid::Uuid;
 
-use crate::delegation::Caller;
-use crate::delegation::proxy::{self, Call, Message, OnBusy, Sent};
+use crate::agents::Caller;
+use crate::agents::client::{self, Call, Message, OnBusy, Sent};
 use crate::secrets::{self, SecretInfo};
 use crate::services::Services;
 use crate::store::workspaces::WorkspaceRow;
@@ -149,7 +149,7 @@ pub async fn send(svc: &Services, id: Uuid, restart: Restart) {
         timeout: Some(TIMEOUT),
         on_busy: OnBusy::Enqueue,
     };
-    match proxy::send(svc, call).await {
+    match client::send(svc, call).await {
         Ok(Sent::Delivered(_)) => {
             tracing::debug!(workspace_id = %id, "restart context delivered");
         }
