@@ -78,9 +78,10 @@ const plural = (n, one, many = `${one}s`) => `${n} ${n === 1 ? one : many}`;
 /**
  * The panel of actions on the selected workspace. `context()` returns the page's current
  * `{ rows, byId, byParent }`; `out` is the page's one note for action outcomes (an error shows
- * the host's message there once and the next success replaces it); `changed()` reloads.
+ * the host's message there once and the next success replaces it); `changed()` reloads;
+ * `write(work)` runs each action's request, so the page can tell its list reads from its writes.
  */
-export function actionsPanel({ context, out, changed }) {
+export function actionsPanel({ context, out, changed, write = (work) => work() }) {
   let selected = null;
   const title = h('h2', { id: 'act-title' });
   const status = h('span', { id: 'act-status' });
@@ -122,7 +123,7 @@ export function actionsPanel({ context, out, changed }) {
     target.setAttribute('aria-busy', 'true');
     target.textContent = label;
     try {
-      const message = await work();
+      const message = await write(work);
       if (message) note(out, 'ok', message);
       changed();
     } catch (err) {

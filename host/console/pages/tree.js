@@ -39,17 +39,33 @@ function render(main) {
   let view = null;
   let listDrawn = '';
   let alive = true;
+  // This page's own writes (collapse, move, the actions panel): a list read that overlapped one
+  // may hold the row as it was before it, so its answer is dropped and the list read again
+  // (a status event's reload could otherwise undo a collapse the operator just made).
+  let writeSeq = 0;
+  let writing = 0;
+  async function write(work) {
+    writing += 1;
+    writeSeq += 1;
+    try {
+      return await work();
+    } finally {
+      writing -= 1;
+      writeSeq += 1;
+    }
+  }
 
   const panel = actionsPanel({
     context: () => ({ rows, byId, byParent }),
     out,
     changed: () => load(),
+    write,
   });
 
   const graph = createGraph({
     async onMove(row, x, y) {
       try {
-        await patch(`/workspaces/${seg(row.id)}`, { x, y });
+        await write(() => patch(`/workspaces/${seg(row.id)}`, { x, y }));
         // A saved position clears an earlier error: the last action succeeded.
         note(out, 'ok', '');
       } catch (err) {
@@ -86,7 +102,7 @@ function render(main) {
 
   async function setCollapsed(row, collapsed) {
     try {
-      await patch(`/workspaces/${seg(row.id)}`, { collapsed });
+      await write(() => patch(`/workspaces/${seg(row.id)}`, { collapsed }));
     } catch (err) {
       note(out, 'error', `${row.name} was not ${collapsed ? 'collapsed' : 'expanded'}: ${err.message}`);
       return;
@@ -165,6 +181,7 @@ function render(main) {
   zoomOut.addEventListener('click', () => graph.zoom(1.25));
 
   async function load() {
+    const seq = writeSeq;
     let next;
     try {
       next = await get('/workspaces');
@@ -173,6 +190,11 @@ function render(main) {
       return;
     }
     if (!alive) return;
+    if (writing || seq !== writeSeq) {
+      // Read across one of this page's writes: it may predate it. Read again once they end.
+      reload();
+      return;
+    }
     note(loadOut, 'ok', '');
     rows = next;
     byId = new Map(rows.map((r) => [r.id, r]));
