@@ -59,7 +59,7 @@ fn node(name: String, parent: Option<Uuid>) -> NewWorkspace {
         name,
         role: Some("bench".to_owned()),
         tier: 3,
-        status: "online",
+        status: molecule_host::store::status::Status::Online,
         runtime: "langgraph".to_owned(),
         url: None,
         parent_id: parent,

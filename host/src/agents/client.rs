@@ -293,7 +293,7 @@ impl ProxyError {
 pub async fn send(svc: &Services, call: Call) -> Result<Sent, ProxyError> {
     let target = store::workspaces::get(&svc.db, call.target)
         .await?
-        .filter(|row| row.status != Status::Removed.as_str())
+        .filter(|row| row.status != Status::Removed)
         .ok_or(ProxyError::NotFound)?;
     if target
         .budget_limit
@@ -303,7 +303,7 @@ pub async fn send(svc: &Services, call: Call) -> Result<Sent, ProxyError> {
     }
     let Some(url) = target.url.clone().filter(|u| !u.is_empty()) else {
         return Err(ProxyError::NoUrl {
-            status: target.status.clone(),
+            status: target.status.to_string(),
         });
     };
     if !url_allowed(svc, &target, &url).await {

@@ -378,16 +378,28 @@ pub async fn finish(svc: &Services, delegation: &Delegation, finished: Finished,
         response_body: Some(&result_body),
         duration_ms: None,
     };
-    if !update_row(svc, delegation, delegation.id, &update).await
-        && store::activity::get(&svc.db, delegation.source, delegation.id)
-            .await
-            .ok()
-            .flatten()
-            .is_some_and(|row| FINAL.contains(&row.status.as_str()))
+    // Both rows in one transaction: a reader never sees the delegation ended without its result.
+    let result = result_row(delegation, &update);
+    match store::activity::finish_delegation(
+        &svc.db,
+        delegation.source,
+        delegation.id,
+        &update,
+        FINAL,
+        &result,
+    )
+    .await
     {
-        return false;
+        Ok(store::activity::Finished::AlreadyFinal) => return false,
+        Ok(store::activity::Finished::Written { inserted }) => {
+            if let Some(row) = inserted {
+                activity::announce(svc, &row);
+            }
+        }
+        Err(err) => {
+            tracing::error!(delegation_id = %delegation.id, error = ?err, "recording how a delegation ended failed");
+        }
     }
-    put_result(svc, delegation, &update).await;
     let payload = match &finished {
         Finished::Completed { text } => {
             let mut payload = json!({
@@ -417,29 +429,18 @@ pub async fn finish(svc: &Services, delegation: &Delegation, finished: Finished,
     true
 }
 
-/// Writes the `delegate_result` row, or moves the one a queued delegation left.
-async fn put_result(svc: &Services, delegation: &Delegation, update: &StatusUpdate<'_>) {
-    let key = format!("result:{}", delegation.id);
-    match store::activity::find_by_key(&svc.db, delegation.source, &key).await {
-        Ok(Some(existing)) => {
-            update_row(svc, delegation, existing.id, update).await;
-        }
-        Ok(None) => {
-            let mut row = ActivityRow::new(delegation.source, ACTIVITY_TYPE);
-            row.method = Some("delegate_result".into());
-            row.source_id = Some(delegation.source);
-            row.target_id = Some(delegation.target);
-            row.summary = Some(format!("Delegation {}", update.status));
-            row.response_body = update.response_body.cloned();
-            row.status = update.status.to_owned();
-            row.error_detail = update.error_detail.map(str::to_owned);
-            row.idempotency_key = Some(key);
-            activity::record_logged(svc, &row).await;
-        }
-        Err(err) => {
-            tracing::error!(delegation_id = %delegation.id, error = ?err, "reading a delegation result failed")
-        }
-    }
+/// The `delegate_result` row for `delegation` ending as `update` says (keyed `result:<id>`).
+fn result_row(delegation: &Delegation, update: &StatusUpdate<'_>) -> ActivityRow {
+    let mut row = ActivityRow::new(delegation.source, ACTIVITY_TYPE);
+    row.method = Some("delegate_result".into());
+    row.source_id = Some(delegation.source);
+    row.target_id = Some(delegation.target);
+    row.summary = Some(format!("Delegation {}", update.status));
+    row.response_body = update.response_body.cloned();
+    row.status = update.status.to_owned();
+    row.error_detail = update.error_detail.map(str::to_owned);
+    row.idempotency_key = Some(format!("result:{}", delegation.id));
+    row
 }
 
 /// The first `chars` characters of `text`.

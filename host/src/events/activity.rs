@@ -9,6 +9,12 @@ use crate::store::{self, StoreError, activity::ActivityRow};
 /// Stores `row`, then broadcasts `ACTIVITY_LOGGED` with its summary fields (never its bodies).
 pub async fn record(svc: &Services, row: &ActivityRow) -> Result<(), StoreError> {
     store::activity::insert(&svc.db, row).await?;
+    announce(svc, row);
+    Ok(())
+}
+
+/// Broadcasts `ACTIVITY_LOGGED` for a row already stored (with others, in one transaction).
+pub fn announce(svc: &Services, row: &ActivityRow) {
     svc.events.broadcast_only(
         names::ACTIVITY_LOGGED,
         Some(row.workspace_id),
@@ -23,7 +29,6 @@ pub async fn record(svc: &Services, row: &ActivityRow) -> Result<(), StoreError>
             "summary": row.summary,
         }),
     );
-    Ok(())
 }
 
 /// [`record`] for rows that follow work already done: a failure is logged, not returned.

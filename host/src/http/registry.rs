@@ -206,7 +206,7 @@ fn peer(svc: &crate::services::Services, row: &WorkspaceRow) -> Peer {
         name: row.name.clone(),
         role: row.role.clone(),
         tier: row.tier,
-        status: row.status.clone(),
+        status: row.status.to_string(),
         url: registry::peer_url(svc, row),
         parent_id: row.parent_id,
         agent_card: row.agent_card.clone(),

@@ -66,7 +66,7 @@ impl WorkspaceFields {
             name: row.name.clone(),
             role: row.role.clone(),
             tier: row.tier,
-            status: row.status.clone(),
+            status: row.status.to_string(),
             url: row.url.clone(),
             parent_id: row.parent_id,
             active_tasks: row.active_tasks,
@@ -125,9 +125,7 @@ fn detail(row: &WorkspaceRow) -> WorkspaceDetail {
         fields: WorkspaceFields::of(row),
         last_outbound_at: row.last_outbound_at,
         last_heartbeat_at: row.last_heartbeat_at,
-        removed_at: row
-            .removed_at
-            .filter(|_| row.status == Status::Removed.as_str()),
+        removed_at: row.removed_at.filter(|_| row.status == Status::Removed),
     }
 }
 
@@ -632,11 +630,11 @@ async fn state(
                 deleted: true,
             },
         ),
-        Some(row) if row.status == Status::Removed.as_str() => (
+        Some(row) if row.status == Status::Removed => (
             StatusCode::NOT_FOUND,
             WorkspaceState {
                 workspace_id: id,
-                status: Some(row.status),
+                status: Some(row.status.to_string()),
                 paused: None,
                 deleted: true,
             },
@@ -645,8 +643,8 @@ async fn state(
             StatusCode::OK,
             WorkspaceState {
                 workspace_id: id,
-                paused: Some(row.status == Status::Paused.as_str()),
-                status: Some(row.status),
+                paused: Some(row.status == Status::Paused),
+                status: Some(row.status.to_string()),
                 deleted: false,
             },
         ),

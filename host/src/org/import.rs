@@ -350,14 +350,14 @@ async fn place(
     let parent = request.parent_id;
     let name = request.name.clone();
     if let Some(existing) = store::workspaces::live_child_named(&svc.db, parent, &name).await? {
-        return Ok((existing.id, existing.status, true));
+        return Ok((existing.id, existing.status.to_string(), true));
     }
     match workspaces::create(svc, request).await {
         Ok(created) => Ok((created.id, created.status.as_str().to_owned(), false)),
         // A concurrent import created it between the lookup and the insert.
         Err(WorkspaceError::NameTaken) => {
             match store::workspaces::live_child_named(&svc.db, parent, &name).await? {
-                Some(existing) => Ok((existing.id, existing.status, true)),
+                Some(existing) => Ok((existing.id, existing.status.to_string(), true)),
                 None => Err(WorkspaceError::NameTaken),
             }
         }

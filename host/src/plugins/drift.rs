@@ -344,9 +344,7 @@ pub async fn apply_all(svc: &Services) -> Result<Rollout, StoreError> {
         // running (paused, failed, provisioning) cannot, so it is not updated at all.
         let running = store::workspaces::get(&svc.db, row.workspace_id)
             .await?
-            .is_some_and(|w| {
-                w.status == Status::Online.as_str() || w.status == Status::Degraded.as_str()
-            });
+            .is_some_and(|w| w.status == Status::Online || w.status == Status::Degraded);
         let result = if !running {
             Err(
                 "the workspace is not running, so a rollout cannot check it took the update"
@@ -396,7 +394,7 @@ async fn healthy_after(
     let deadline = Instant::now() + timeout;
     loop {
         if let Some(row) = store::workspaces::get(&svc.db, id).await?
-            && row.status == Status::Online.as_str()
+            && row.status == Status::Online
             && row.last_heartbeat_at.is_some_and(|at| at > since)
         {
             return Ok(true);

@@ -578,7 +578,7 @@ mod tests {
             name: format!("w-{id}"),
             role: None,
             tier: 3,
-            status: "online",
+            status: store::status::Status::Online,
             runtime: "langgraph".to_owned(),
             url: None,
             parent_id: None,

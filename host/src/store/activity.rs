@@ -52,30 +52,44 @@ impl ActivityRow {
 
 pub async fn insert(db: &Db, row: &ActivityRow) -> StoreResult<()> {
     on_db!(db, pool => {
-        sqlx::query(
-            "INSERT INTO activity_logs (id, workspace_id, activity_type, source_id, target_id, method, summary,
-                 request_body, response_body, tool_trace, duration_ms, status, error_detail, idempotency_key, created_at)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)",
-        )
-        .bind(row.id)
-        .bind(row.workspace_id)
-        .bind(&row.activity_type)
-        .bind(row.source_id)
-        .bind(row.target_id)
-        .bind(&row.method)
-        .bind(&row.summary)
-        .bind(row.request_body.as_ref().map(Json))
-        .bind(row.response_body.as_ref().map(Json))
-        .bind(row.tool_trace.as_ref().map(Json))
-        .bind(row.duration_ms)
-        .bind(&row.status)
-        .bind(&row.error_detail)
-        .bind(&row.idempotency_key)
-        .bind(row.created_at)
-        .execute(pool)
-        .await?;
+        insert_row(row).execute(pool).await?;
         Ok(())
     })
+}
+
+/// The `INSERT` of [`insert`].
+fn insert_row<'q, DB: sqlx::Database>(
+    row: &'q ActivityRow,
+) -> sqlx::query::Query<'q, DB, <DB as sqlx::Database>::Arguments<'q>>
+where
+    Uuid: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
+    Option<Uuid>: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
+    &'q String: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
+    &'q Option<String>: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
+    Option<Json<&'q Value>>: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
+    Option<i32>: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
+    DateTime<Utc>: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
+{
+    sqlx::query(
+        "INSERT INTO activity_logs (id, workspace_id, activity_type, source_id, target_id, method, summary,
+             request_body, response_body, tool_trace, duration_ms, status, error_detail, idempotency_key, created_at)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)",
+    )
+    .bind(row.id)
+    .bind(row.workspace_id)
+    .bind(&row.activity_type)
+    .bind(row.source_id)
+    .bind(row.target_id)
+    .bind(&row.method)
+    .bind(&row.summary)
+    .bind(row.request_body.as_ref().map(Json))
+    .bind(row.response_body.as_ref().map(Json))
+    .bind(row.tool_trace.as_ref().map(Json))
+    .bind(row.duration_ms)
+    .bind(&row.status)
+    .bind(&row.error_detail)
+    .bind(&row.idempotency_key)
+    .bind(row.created_at)
 }
 
 /// Who reported an activity: the canvas (no source) or an agent (a source workspace).
@@ -175,23 +189,107 @@ pub async fn update_status(
     final_states: &[&str],
 ) -> StoreResult<bool> {
     on_db!(db, pool => {
-        let mut q = QueryBuilder::new("UPDATE activity_logs SET status = ");
-        q.push_bind(update.status.to_owned());
-        q.push(", error_detail = COALESCE(")
-            .push_bind(update.error_detail.map(str::to_owned))
-            .push(", error_detail), response_body = COALESCE(")
-            .push_bind(update.response_body.cloned().map(Json))
-            .push(", response_body), duration_ms = COALESCE(")
-            .push_bind(update.duration_ms)
-            .push(", duration_ms) WHERE id = ")
-            .push_bind(id)
-            .push(" AND workspace_id = ")
-            .push_bind(workspace_id);
-        for state in final_states {
-            q.push(" AND status <> ").push_bind((*state).to_owned());
-        }
-        let done = q.build().execute(pool).await?;
+        let done = status_update(workspace_id, id, update, final_states).build().execute(pool).await?;
         Ok(done.rows_affected() > 0)
+    })
+}
+
+/// The `UPDATE` of [`update_status`].
+fn status_update<'a, DB: sqlx::Database>(
+    workspace_id: Uuid,
+    id: Uuid,
+    update: &StatusUpdate<'_>,
+    final_states: &[&str],
+) -> QueryBuilder<'a, DB>
+where
+    String: sqlx::Encode<'a, DB> + sqlx::Type<DB>,
+    Option<String>: sqlx::Encode<'a, DB> + sqlx::Type<DB>,
+    Option<Json<Value>>: sqlx::Encode<'a, DB> + sqlx::Type<DB>,
+    Option<i32>: sqlx::Encode<'a, DB> + sqlx::Type<DB>,
+    Uuid: sqlx::Encode<'a, DB> + sqlx::Type<DB>,
+{
+    let mut q = QueryBuilder::new("UPDATE activity_logs SET status = ");
+    q.push_bind(update.status.to_owned());
+    q.push(", error_detail = COALESCE(")
+        .push_bind(update.error_detail.map(str::to_owned))
+        .push(", error_detail), response_body = COALESCE(")
+        .push_bind(update.response_body.cloned().map(Json))
+        .push(", response_body), duration_ms = COALESCE(")
+        .push_bind(update.duration_ms)
+        .push(", duration_ms) WHERE id = ")
+        .push_bind(id)
+        .push(" AND workspace_id = ")
+        .push_bind(workspace_id);
+    for state in final_states {
+        q.push(" AND status <> ").push_bind((*state).to_owned());
+    }
+    q
+}
+
+/// How [`finish_delegation`] went.
+#[derive(Debug, Clone)]
+pub enum Finished {
+    /// The delegation row was already in a final state: nothing was written.
+    AlreadyFinal,
+    /// Both rows were written; `inserted` is the result row when it is new (not an update of
+    /// the one a queued delegation left).
+    Written { inserted: Option<Box<ActivityRow>> },
+}
+
+/// Ends a delegation in one transaction, so no reader sees one row without the other: moves the
+/// delegation row (`id`) unless it is in one of `final_states`, and writes its result row — the
+/// existing row with `result`'s idempotency key moves the same way, or `result` is inserted.
+pub async fn finish_delegation(
+    db: &Db,
+    workspace_id: Uuid,
+    id: Uuid,
+    update: &StatusUpdate<'_>,
+    final_states: &[&str],
+    result: &ActivityRow,
+) -> StoreResult<Finished> {
+    let key = result.idempotency_key.clone().unwrap_or_default();
+    let begin = db.begin_write_sql();
+    let select_status = "SELECT status FROM activity_logs WHERE id = $1 AND workspace_id = $2";
+    let select_key =
+        "SELECT id FROM activity_logs WHERE workspace_id = $1 AND idempotency_key = $2";
+    on_db!(db, pool => {
+        let mut tx = pool.begin_with(begin).await?;
+        let moved = status_update(workspace_id, id, update, final_states)
+            .build()
+            .execute(&mut *tx)
+            .await?
+            .rows_affected() > 0;
+        if !moved {
+            let status: Option<String> = sqlx::query_scalar(select_status)
+                .bind(id)
+                .bind(workspace_id)
+                .fetch_optional(&mut *tx)
+                .await?;
+            if status.is_some_and(|s| final_states.contains(&s.as_str())) {
+                tx.rollback().await?;
+                return Ok(Finished::AlreadyFinal);
+            }
+        }
+        let existing: Option<Uuid> = sqlx::query_scalar(select_key)
+            .bind(workspace_id)
+            .bind(&key)
+            .fetch_optional(&mut *tx)
+            .await?;
+        let inserted = match existing {
+            Some(existing) => {
+                status_update(workspace_id, existing, update, final_states)
+                    .build()
+                    .execute(&mut *tx)
+                    .await?;
+                None
+            }
+            None => {
+                insert_row(result).execute(&mut *tx).await?;
+                Some(Box::new(result.clone()))
+            }
+        };
+        tx.commit().await?;
+        Ok(Finished::Written { inserted })
     })
 }
 

@@ -14,6 +14,7 @@ pub mod plugins;
 pub mod restarts;
 pub mod secrets;
 pub mod settings;
+pub mod status;
 pub mod testing;
 #[cfg(test)]
 mod tests;

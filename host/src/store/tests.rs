@@ -9,6 +9,7 @@ use serde_json::{Map, Value, json};
 use uuid::Uuid;
 
 use super::activity::ActivityRow;
+use super::status::{Cause, Status};
 use super::workspaces::{NewWorkspace, SealedSecret, WorkspacePatch};
 use super::{Backend, Constraint, Db, StoreError, on_db};
 
@@ -27,6 +28,7 @@ crate::both_backends!(
     the_install_lock_is_stored_once_and_keeps_its_first_reason,
     the_busy_queue_keeps_one_active_copy_per_message_and_drains_by_priority,
     stranded_delegations_are_the_host_run_ones_left_unfinished_before_the_cutoff,
+    a_delegation_ends_with_its_result_row_in_one_transaction_and_only_once,
     a_restart_claim_coalesces_is_renewed_and_passes_on_only_once_expired,
     the_secret_tables_rebuild_keeps_every_row_constraint_and_cascade,
 );
@@ -37,7 +39,7 @@ fn workspace(name: &str, parent: Option<Uuid>) -> NewWorkspace {
         name: name.to_owned(),
         role: None,
         tier: 3,
-        status: "provisioning",
+        status: Status::Provisioning,
         runtime: "langgraph".to_owned(),
         url: None,
         parent_id: parent,
@@ -71,6 +73,7 @@ async fn status_of(db: &Db, id: Uuid) -> String {
         .expect("reading a workspace")
         .expect("the workspace exists")
         .status
+        .to_string()
 }
 
 #[track_caller]
@@ -216,14 +219,16 @@ async fn a_live_sibling_name_is_taken_until_the_first_is_removed(db: Db) {
 
 async fn invalid_fields_map_to_workspace_field_invalid(db: Db) {
     let id = add(&db, "Agent", None).await;
-    assert_constraint(
-        super::workspaces::transition(&db, id, &["provisioning"], "bogus").await,
-        Constraint::WorkspaceFieldInvalid,
-    );
-    assert_constraint(
-        super::workspaces::set_status(&db, id, "bogus").await,
-        Constraint::WorkspaceFieldInvalid,
-    );
+    // The typed API cannot name a status outside the ten; the table refuses one written past it.
+    let bogus: Result<(), StoreError> = on_db!(&db, pool => sqlx::query(
+        "UPDATE workspaces SET status = 'bogus' WHERE id = $1",
+    )
+    .bind(id)
+    .execute(pool)
+    .await
+    .map(|_| ())
+    .map_err(StoreError::from));
+    assert_constraint(bogus, Constraint::WorkspaceFieldInvalid);
     assert_eq!(status_of(&db, id).await, "provisioning", "nothing changed");
     let bad_tier = NewWorkspace {
         tier: 9,
@@ -447,7 +452,7 @@ async fn subtree_mark_removed_and_purge_cover_a_three_level_tree(db: Db) {
     );
     for id in tree {
         let row = super::workspaces::get(&db, id).await.unwrap().unwrap();
-        assert_eq!(row.status, "removed");
+        assert_eq!(row.status, Status::Removed);
         assert!(row.removed_at.is_some());
         assert_eq!(count(&db, "canvas_layouts", "workspace_id", id).await, 0);
         assert_eq!(
@@ -761,9 +766,11 @@ async fn tokens_ignore_revoked_tokens_and_removed_workspaces(db: Db) {
     assert_eq!(token_owner(&db, &later).await, Some(id));
 
     // A removed workspace's token stops counting even before anything revokes it.
-    super::workspaces::set_status(&db, id, "removed")
-        .await
-        .unwrap();
+    assert!(
+        super::workspaces::transition(&db, id, None, Status::Removed, Cause::Delete)
+            .await
+            .unwrap()
+    );
     assert_eq!(token_owner(&db, &later).await, None);
 
     // Org tokens are valid until revoked.
@@ -935,6 +942,105 @@ async fn stranded_delegations_are_the_host_run_ones_left_unfinished_before_the_c
         .unwrap();
 
     assert_eq!(stranded, [(ws, pending), (ws, dispatched)], "oldest first");
+}
+
+async fn a_delegation_ends_with_its_result_row_in_one_transaction_and_only_once(db: Db) {
+    use super::activity::{Finished, StatusUpdate};
+    const FINAL: &[&str] = &["completed", "failed"];
+    let ws = add(&db, "source", None).await;
+    let delegation = async |status: &str| {
+        let mut row = ActivityRow::new(ws, "delegation");
+        row.method = Some("delegate".into());
+        row.status = status.to_owned();
+        super::activity::insert(&db, &row).await.unwrap();
+        row.id
+    };
+    let result = |id: Uuid, status: &str| {
+        let mut row = ActivityRow::new(ws, "delegation");
+        row.method = Some("delegate_result".into());
+        row.status = status.to_owned();
+        row.idempotency_key = Some(format!("result:{id}"));
+        row
+    };
+    let body = json!({ "text": "done" });
+    let done = StatusUpdate {
+        status: "completed",
+        error_detail: None,
+        response_body: Some(&body),
+        duration_ms: None,
+    };
+    let key_rows = async |id: Uuid| {
+        super::activity::list(&db, ws, Some("delegation"), None, 50)
+            .await
+            .unwrap()
+            .into_iter()
+            .filter(|r| r.idempotency_key.as_deref() == Some(&format!("result:{id}")))
+            .map(|r| r.status)
+            .collect::<Vec<_>>()
+    };
+
+    // A dispatched delegation ends: both rows, the result inserted.
+    let id = delegation("dispatched").await;
+    let finished =
+        super::activity::finish_delegation(&db, ws, id, &done, FINAL, &result(id, "completed"))
+            .await
+            .unwrap();
+    assert!(
+        matches!(finished, Finished::Written { inserted: Some(_) }),
+        "{finished:?}"
+    );
+    assert_eq!(
+        super::activity::get(&db, ws, id)
+            .await
+            .unwrap()
+            .unwrap()
+            .status,
+        "completed"
+    );
+    assert_eq!(key_rows(id).await, ["completed"]);
+
+    // Ending it again changes nothing.
+    let failed = StatusUpdate {
+        status: "failed",
+        error_detail: Some("late"),
+        response_body: None,
+        duration_ms: None,
+    };
+    let again =
+        super::activity::finish_delegation(&db, ws, id, &failed, FINAL, &result(id, "failed"))
+            .await
+            .unwrap();
+    assert!(matches!(again, Finished::AlreadyFinal), "{again:?}");
+    assert_eq!(
+        super::activity::get(&db, ws, id)
+            .await
+            .unwrap()
+            .unwrap()
+            .status,
+        "completed"
+    );
+    assert_eq!(key_rows(id).await, ["completed"]);
+
+    // A queued delegation left a result row: it moves, no second one is written.
+    let queued = delegation("queued").await;
+    super::activity::insert(&db, &result(queued, "queued"))
+        .await
+        .unwrap();
+    let finished = super::activity::finish_delegation(
+        &db,
+        ws,
+        queued,
+        &done,
+        FINAL,
+        &result(queued, "completed"),
+    )
+    .await
+    .unwrap();
+    assert!(
+        matches!(finished, Finished::Written { inserted: None }),
+        "{finished:?}"
+    );
+    assert_eq!(key_rows(queued).await, ["completed"]);
 }
 
 async fn a_restart_claim_coalesces_is_renewed_and_passes_on_only_once_expired(db: Db) {

@@ -11,54 +11,7 @@ use super::{Constraint, Db, StoreError, StoreResult, on_db};
 /// The runtime name of a workspace whose agent runs outside the host.
 pub const EXTERNAL_RUNTIME: &str = "external";
 
-/// The ten statuses a workspace can be in.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Status {
-    Provisioning,
-    Online,
-    Offline,
-    Degraded,
-    Failed,
-    Removed,
-    Paused,
-    Hibernated,
-    AwaitingAgent,
-    Hibernating,
-}
-
-impl Status {
-    pub const ALL: [Status; 10] = [
-        Status::Provisioning,
-        Status::Online,
-        Status::Offline,
-        Status::Degraded,
-        Status::Failed,
-        Status::Removed,
-        Status::Paused,
-        Status::Hibernated,
-        Status::AwaitingAgent,
-        Status::Hibernating,
-    ];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Status::Provisioning => "provisioning",
-            Status::Online => "online",
-            Status::Offline => "offline",
-            Status::Degraded => "degraded",
-            Status::Failed => "failed",
-            Status::Removed => "removed",
-            Status::Paused => "paused",
-            Status::Hibernated => "hibernated",
-            Status::AwaitingAgent => "awaiting_agent",
-            Status::Hibernating => "hibernating",
-        }
-    }
-
-    pub fn parse(raw: &str) -> Option<Self> {
-        Status::ALL.into_iter().find(|s| s.as_str() == raw)
-    }
-}
+pub use super::status::{Cause, Status};
 
 /// Binding lists longer than this are split; SQLite caps the variables of one statement.
 const ID_CHUNK: usize = 500;
@@ -70,7 +23,7 @@ pub struct WorkspaceRow {
     pub name: String,
     pub role: Option<String>,
     pub tier: i32,
-    pub status: String,
+    pub status: Status,
     pub agent_card: Option<Value>,
     pub url: Option<String>,
     pub parent_id: Option<Uuid>,
@@ -114,7 +67,7 @@ pub struct NewWorkspace {
     pub name: String,
     pub role: Option<String>,
     pub tier: i32,
-    pub status: &'static str,
+    pub status: Status,
     pub runtime: String,
     pub url: Option<String>,
     pub parent_id: Option<Uuid>,
@@ -286,9 +239,13 @@ pub async fn mark_removed(db: &Db, ids: &[Uuid]) -> StoreResult<Vec<Uuid>> {
         let mut tx = pool.begin_with(begin).await?;
         let mut changed = Vec::new();
         for chunk in ids.chunks(ID_CHUNK) {
-            let mut q = QueryBuilder::new("UPDATE workspaces SET status = 'removed', removed_at = ");
+            let mut q = QueryBuilder::new("UPDATE workspaces SET status = ");
+            q.push_bind(Status::Removed).push(", removed_at = ");
             q.push_bind(now).push(", updated_at = ").push_bind(now);
-            q.push(", url = NULL WHERE status <> 'removed' AND id IN (");
+            q.push(", url = NULL WHERE status IN (");
+            let mut list = q.separated(", ");
+            for status in Status::sources(Status::Removed, Cause::Delete) { list.push_bind(status); }
+            q.push(") AND id IN (");
             let mut list = q.separated(", ");
             for id in chunk { list.push_bind(*id); }
             q.push(") RETURNING id");
@@ -399,29 +356,6 @@ async fn update_row(db: &Db, id: Uuid, patch: &WorkspacePatch) -> StoreResult<bo
     })
 }
 
-/// Sets `status` unless the row is removed. Returns the previous status when it changed.
-pub async fn set_status(db: &Db, id: Uuid, status: &str) -> StoreResult<Option<String>> {
-    let now = Utc::now();
-    let begin = db.begin_write_sql();
-    on_db!(db, pool => {
-        let mut tx = pool.begin_with(begin).await?;
-        let previous: Option<String> = sqlx::query_scalar("SELECT status FROM workspaces WHERE id = $1")
-            .bind(id)
-            .fetch_optional(&mut *tx)
-            .await?;
-        let changed = match previous {
-            Some(prev) if prev != status && prev != "removed" => {
-                sqlx::query("UPDATE workspaces SET status = $2, updated_at = $3 WHERE id = $1")
-                    .bind(id).bind(status).bind(now).execute(&mut *tx).await?;
-                Some(prev)
-            }
-            _ => None,
-        };
-        tx.commit().await?;
-        Ok(changed)
-    })
-}
-
 /// A registration: the agent's URL and card, and the moment it registered.
 #[derive(Debug, Clone)]
 pub struct Registration {
@@ -436,20 +370,17 @@ pub struct Registration {
 pub async fn register(db: &Db, id: Uuid, reg: &Registration) -> StoreResult<Option<String>> {
     let now = Utc::now();
     on_db!(db, pool => {
-        let url: Option<Option<String>> = sqlx::query_scalar(
-            "UPDATE workspaces SET
-                 url = CASE WHEN url LIKE 'http://127.0.0.1:%' THEN url ELSE $2 END,
-                 agent_card = $3, status = 'online', last_heartbeat_at = $4, uptime_seconds = 0,
-                 updated_at = $4
-             WHERE id = $1 AND status <> 'removed'
-             RETURNING url",
-        )
-        .bind(id)
-        .bind(&reg.url)
-        .bind(reg.agent_card.as_ref().map(Json))
-        .bind(now)
-        .fetch_optional(pool)
-        .await?;
+        let mut q = QueryBuilder::new(
+            "UPDATE workspaces SET url = CASE WHEN url LIKE 'http://127.0.0.1:%' THEN url ELSE ",
+        );
+        q.push_bind(&reg.url).push(" END, agent_card = ").push_bind(reg.agent_card.as_ref().map(Json));
+        q.push(", status = ").push_bind(Status::Online);
+        q.push(", last_heartbeat_at = ").push_bind(now).push(", uptime_seconds = 0, updated_at = ").push_bind(now);
+        q.push(" WHERE id = ").push_bind(id).push(" AND status IN (");
+        let mut list = q.separated(", ");
+        for status in Status::sources(Status::Online, Cause::Registration) { list.push_bind(status); }
+        q.push(") RETURNING url");
+        let url: Option<Option<String>> = q.build_query_scalar().fetch_optional(pool).await?;
         Ok(url.map(|u| u.unwrap_or_default()))
     })
 }
@@ -526,15 +457,40 @@ pub async fn touch_outbound(db: &Db, id: Uuid) -> StoreResult<()> {
     })
 }
 
-/// Moves `id` from one of `from` to `to` atomically; true when it moved.
-pub async fn transition(db: &Db, id: Uuid, from: &[&str], to: &str) -> StoreResult<bool> {
+/// The statuses an update may move a row from: those the table allows for `to` and `cause`,
+/// narrowed to `from` when the caller saw one (a compare-and-set), empty when it may not move.
+fn sources(from: Option<Status>, to: Status, cause: Cause) -> Vec<Status> {
+    let allowed = Status::sources(to, cause);
+    match from {
+        Some(from) if allowed.contains(&from) => vec![from],
+        Some(from) => {
+            tracing::error!(from = %from, to = %to, ?cause, "a status move the transition table does not hold");
+            Vec::new()
+        }
+        None => allowed,
+    }
+}
+
+/// Moves `id` to `to` for `cause`, from any status the transition table allows (only from
+/// `from` when given: a compare-and-set on what the caller read); true when it moved.
+pub async fn transition(
+    db: &Db,
+    id: Uuid,
+    from: Option<Status>,
+    to: Status,
+    cause: Cause,
+) -> StoreResult<bool> {
+    let from = sources(from, to, cause);
+    if from.is_empty() {
+        return Ok(false);
+    }
     let now = Utc::now();
     on_db!(db, pool => {
         let mut q = QueryBuilder::new("UPDATE workspaces SET status = ");
         q.push_bind(to).push(", updated_at = ").push_bind(now).push(" WHERE id = ").push_bind(id);
         q.push(" AND status IN (");
         let mut list = q.separated(", ");
-        for status in from { list.push_bind(*status); }
+        for status in &from { list.push_bind(*status); }
         q.push(")");
         Ok(q.build().execute(pool).await?.rows_affected() > 0)
     })
@@ -544,15 +500,14 @@ pub async fn transition(db: &Db, id: Uuid, from: &[&str], to: &str) -> StoreResu
 /// sent one since going online before `cutoff`) offline. Returns the ids it changed.
 pub async fn mark_stale_offline(db: &Db, cutoff: DateTime<Utc>) -> StoreResult<Vec<Uuid>> {
     let now = Utc::now();
-    on_db!(db, pool => Ok(sqlx::query_scalar(
-        "UPDATE workspaces SET status = 'offline', updated_at = $2
-         WHERE status IN ('online', 'degraded') AND COALESCE(last_heartbeat_at, updated_at) < $1
-         RETURNING id",
-    )
-    .bind(cutoff)
-    .bind(now)
-    .fetch_all(pool)
-    .await?))
+    on_db!(db, pool => {
+        let mut q = QueryBuilder::new("UPDATE workspaces SET status = ");
+        q.push_bind(Status::Offline).push(", updated_at = ").push_bind(now).push(" WHERE status IN (");
+        let mut list = q.separated(", ");
+        for status in Status::sources(Status::Offline, Cause::Liveness) { list.push_bind(status); }
+        q.push(") AND COALESCE(last_heartbeat_at, updated_at) < ").push_bind(cutoff).push(" RETURNING id");
+        Ok(q.build_query_scalar().fetch_all(pool).await?)
+    })
 }
 
 /// Stores a new agent card on a live row; false when no live row matched.
@@ -631,15 +586,20 @@ pub async fn set_url(db: &Db, id: Uuid, url: Option<&str>) -> StoreResult<bool> 
     .rows_affected() > 0))
 }
 
-/// Moves `id` from one of `from` to `to`, clearing its URL (the agent is gone) and setting
-/// `last_sample_error` when given; true when it moved.
+/// [`transition`] for a move that leaves no agent running: also clears the URL (the agent is
+/// gone) and sets `last_sample_error` when given; true when it moved.
 pub async fn transition_stopped(
     db: &Db,
     id: Uuid,
-    from: &[&str],
-    to: &str,
+    from: Option<Status>,
+    to: Status,
+    cause: Cause,
     sample_error: Option<&str>,
 ) -> StoreResult<bool> {
+    let from = sources(from, to, cause);
+    if from.is_empty() {
+        return Ok(false);
+    }
     let now = Utc::now();
     on_db!(db, pool => {
         let mut q = QueryBuilder::new("UPDATE workspaces SET status = ");
@@ -649,7 +609,7 @@ pub async fn transition_stopped(
         }
         q.push(" WHERE id = ").push_bind(id).push(" AND status IN (");
         let mut list = q.separated(", ");
-        for status in from { list.push_bind(*status); }
+        for status in &from { list.push_bind(*status); }
         q.push(")");
         Ok(q.build().execute(pool).await?.rows_affected() > 0)
     })
@@ -658,7 +618,7 @@ pub async fn transition_stopped(
 /// Workspaces in `status` whose last change is older than `cutoff`, with their runtime.
 pub async fn in_status_since(
     db: &Db,
-    status: &str,
+    status: Status,
     cutoff: DateTime<Utc>,
 ) -> StoreResult<Vec<(Uuid, String)>> {
     on_db!(db, pool => Ok(sqlx::query_as(

@@ -29,7 +29,7 @@ pub async fn peers(svc: &Services, id: Uuid) -> Result<Vec<WorkspaceRow>, Worksp
     let mut peers = Vec::new();
     if let Some(parent) = me.parent_id
         && let Some(row) = store::workspaces::get(&svc.db, parent).await?
-        && row.status != Status::Removed.as_str()
+        && row.status != Status::Removed
     {
         peers.push(row);
     }

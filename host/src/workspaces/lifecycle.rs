@@ -35,6 +35,7 @@ use crate::runtime::{AgentEnv, ContainerRuntime, RuntimeError, StartSpec};
 use crate::safefs::{self, FileTree, RelPath};
 use crate::services::Services;
 use crate::store::activity::ActivityRow;
+use crate::store::status::Cause;
 use crate::store::{self, StoreError, workspaces::WorkspaceRow};
 
 /// How far back restarts count towards a policy's `recent_restarts`.
@@ -191,19 +192,21 @@ impl Lifecycle {
     }
 }
 
-/// Logs and records a status change; false when the workspace was not in any of `from`.
+/// Moves `id` to `to` for `cause` (from any status the transition table allows for it, or only
+/// from `from`), clearing the URL when the agent stops running and recording `sample_error`;
+/// logs `old -> new` when it moved.
 async fn transition(
     svc: &Services,
     id: Uuid,
-    from: &[Status],
+    from: Option<Status>,
     to: Status,
+    cause: Cause,
     sample_error: Option<&str>,
 ) -> Result<bool, StoreError> {
-    let from_names: Vec<&str> = from.iter().map(|s| s.as_str()).collect();
     // With several possible sources, read which one holds, for the `old -> new` log line.
     let old = match from {
-        [only] => Some(only.as_str().to_owned()),
-        _ => store::workspaces::get(&svc.db, id)
+        Some(from) => Some(from),
+        None => store::workspaces::get(&svc.db, id)
             .await?
             .map(|row| row.status),
     };
@@ -212,14 +215,13 @@ async fn transition(
         Status::Offline | Status::Paused | Status::Failed | Status::Provisioning
     );
     let moved = if clears_url {
-        store::workspaces::transition_stopped(&svc.db, id, &from_names, to.as_str(), sample_error)
-            .await?
+        store::workspaces::transition_stopped(&svc.db, id, from, to, cause, sample_error).await?
     } else {
-        store::workspaces::transition(&svc.db, id, &from_names, to.as_str()).await?
+        store::workspaces::transition(&svc.db, id, from, to, cause).await?
     };
     if moved {
-        let old = old.unwrap_or_else(|| from_names.join("|"));
-        tracing::info!(workspace_id = %id, "workspace {old} -> {}", to.as_str());
+        let old = old.map_or("?", Status::as_str);
+        tracing::info!(workspace_id = %id, ?cause, "workspace {old} -> {to}");
     }
     Ok(moved)
 }
@@ -256,8 +258,9 @@ async fn fail_provision(svc: &Services, id: Uuid, error: &str, extra: Value) {
     match transition(
         svc,
         id,
-        &[Status::Provisioning],
+        None,
         Status::Failed,
+        Cause::ProvisionFailed,
         Some(error),
     )
     .await
@@ -299,7 +302,7 @@ async fn provision(svc: &Services, id: Uuid, model: Option<String>, seed: Option
         return;
     };
     let row = match store::workspaces::get(&svc.db, id).await {
-        Ok(Some(row)) if row.status == Status::Provisioning.as_str() => row,
+        Ok(Some(row)) if row.status == Status::Provisioning => row,
         Ok(_) => return,
         Err(err) => {
             tracing::error!(workspace_id = %id, error = ?err, "loading a workspace to provision");
@@ -315,7 +318,7 @@ async fn provision(svc: &Services, id: Uuid, model: Option<String>, seed: Option
             }
             // Removed while starting: take the agent down again.
             if let Ok(Some(now)) = store::workspaces::get(&svc.db, id).await
-                && now.status == Status::Removed.as_str()
+                && now.status == Status::Removed
                 && let Err(err) = runtime.remove(id).await
             {
                 tracing::warn!(workspace_id = %id, error = %err, "removing an agent whose workspace was deleted while it started");
@@ -587,7 +590,7 @@ async fn restart_blocker(
     if row.runtime == "external" {
         return Ok(Some("external workspace"));
     }
-    match Status::parse(&row.status) {
+    match Some(row.status) {
         Some(Status::Removed) => return Ok(Some("removed")),
         Some(Status::Paused) => return Ok(Some("paused")),
         Some(Status::Hibernated | Status::Hibernating) => return Ok(Some("hibernated")),
@@ -604,7 +607,7 @@ async fn paused_ancestor(svc: &Services, id: Uuid) -> Result<Option<String>, Sto
     let chain = store::workspaces::ancestry(&svc.db, id, 64).await?;
     for (ancestor, _) in chain.into_iter().filter(|(a, _)| *a != id) {
         if let Some(row) = store::workspaces::get(&svc.db, ancestor).await?
-            && row.status == Status::Paused.as_str()
+            && row.status == Status::Paused
         {
             return Ok(Some(row.name));
         }
@@ -630,7 +633,7 @@ pub async fn request_restart(
         name: row.name.clone(),
         runtime: row.runtime.clone(),
         tier: u8::try_from(row.tier).unwrap_or(2),
-        status: row.status.clone(),
+        status: row.status.to_string(),
         update_tier: row.update_tier.clone(),
         recent_restarts: recent_restarts(svc, id).await,
     };
@@ -824,16 +827,8 @@ async fn restart_cycle(svc: &Services, id: Uuid) -> Option<Restart> {
     }
     svc.lifecycle.cycles.fetch_add(1, Ordering::Relaxed);
     let cycle = recent_restarts(svc, id).await + 1;
-    let from = [
-        Status::Online,
-        Status::Degraded,
-        Status::Offline,
-        Status::Failed,
-        Status::Provisioning,
-        Status::AwaitingAgent,
-    ];
     // Marked before the agent stops, so the health sweep never mistakes the stop for a crash.
-    match transition(svc, id, &from, Status::Provisioning, None).await {
+    match transition(svc, id, None, Status::Provisioning, Cause::Restart, None).await {
         Ok(true) => {}
         Ok(false) => {
             tracing::info!(workspace_id = %id, "restart skipped: the workspace changed meanwhile");
@@ -873,11 +868,8 @@ async fn restart_cycle(svc: &Services, id: Uuid) -> Option<Restart> {
     let mut back = false;
     while Instant::now() < deadline {
         match store::workspaces::get(&svc.db, id).await {
-            Ok(Some(now)) if now.status != Status::Provisioning.as_str() => {
-                back = matches!(
-                    Status::parse(&now.status),
-                    Some(Status::Online | Status::Degraded)
-                );
+            Ok(Some(now)) if now.status != Status::Provisioning => {
+                back = matches!(Some(now.status), Some(Status::Online | Status::Degraded));
                 break;
             }
             Ok(Some(_)) => {}
@@ -901,7 +893,7 @@ pub async fn manual_restart(svc: &Services, id: Uuid) -> Result<RestartOutcome, 
     if svc.lifecycle.runtime.is_none() {
         return Err(LifecycleError::NoRuntime);
     }
-    if row.status == Status::Paused.as_str() {
+    if row.status == Status::Paused {
         return Err(LifecycleError::Conflict(
             "workspace is paused — resume it instead",
         ));
@@ -932,7 +924,7 @@ impl From<StoreError> for LifecycleError {
 /// `paused`. Returns how many were paused.
 pub async fn pause(svc: &Services, id: Uuid) -> Result<usize, LifecycleError> {
     let row = get_live(svc, id).await?;
-    if row.status == Status::Paused.as_str() {
+    if row.status == Status::Paused {
         // The original answered 404 "workspace not found" here, which sent operators looking
         // for a workspace that was right there.
         return Err(LifecycleError::Conflict("workspace is already paused"));
@@ -943,14 +935,23 @@ pub async fn pause(svc: &Services, id: Uuid) -> Result<usize, LifecycleError> {
         let Some(member_row) = store::workspaces::get(&svc.db, *member).await? else {
             continue;
         };
-        let Some(status) = Status::parse(&member_row.status) else {
+        let Some(status) = Some(member_row.status) else {
             continue;
         };
         if matches!(status, Status::Removed | Status::Paused) {
             continue;
         }
         // Marked before the agent stops, so the health sweep never mistakes the stop for a crash.
-        if transition(svc, *member, &[status], Status::Paused, None).await? {
+        if transition(
+            svc,
+            *member,
+            Some(status),
+            Status::Paused,
+            Cause::Pause,
+            None,
+        )
+        .await?
+        {
             if let Some(runtime) = &svc.lifecycle.runtime
                 && let Err(err) = runtime.stop(*member).await
             {
@@ -973,7 +974,7 @@ pub async fn pause(svc: &Services, id: Uuid) -> Result<usize, LifecycleError> {
 /// starts from its existing files. Refused while an ancestor is paused.
 pub async fn resume(svc: &Services, id: Uuid) -> Result<usize, LifecycleError> {
     let row = get_live(svc, id).await?;
-    if row.status != Status::Paused.as_str() {
+    if row.status != Status::Paused {
         return Err(LifecycleError::Conflict("workspace is not paused"));
     }
     if let Some(name) = paused_ancestor(svc, id).await? {
@@ -988,7 +989,7 @@ pub async fn resume(svc: &Services, id: Uuid) -> Result<usize, LifecycleError> {
         let Some(member_row) = store::workspaces::get(&svc.db, member).await? else {
             continue;
         };
-        if transition(svc, member, &[Status::Paused], Status::Provisioning, None).await? {
+        if transition(svc, member, None, Status::Provisioning, Cause::Resume, None).await? {
             resumed += 1;
             svc.events
                 .emit(
@@ -1016,8 +1017,9 @@ pub async fn bootstrap_failed(
     let moved = transition(
         svc,
         id,
-        &[Status::Provisioning],
+        None,
         Status::Failed,
+        Cause::ProvisionFailed,
         Some(&message),
     )
     .await?;
@@ -1066,8 +1068,7 @@ pub async fn sweep_provision_timeouts(svc: &Services) -> Result<Vec<Uuid>, Store
     let timeout = svc.config.runtime.provision_timeout_secs;
     let cutoff =
         Utc::now() - chrono::Duration::seconds(i64::try_from(timeout).unwrap_or(i64::MAX / 1000));
-    let stuck =
-        store::workspaces::in_status_since(&svc.db, Status::Provisioning.as_str(), cutoff).await?;
+    let stuck = store::workspaces::in_status_since(&svc.db, Status::Provisioning, cutoff).await?;
     let mut failed = Vec::new();
     for (id, runtime) in stuck {
         let message = format!(
@@ -1125,8 +1126,9 @@ pub async fn check_agent(
     let moved = transition(
         svc,
         id,
-        &[Status::Online, Status::Degraded],
+        None,
         Status::Offline,
+        Cause::AgentExited,
         Some(&format!("agent exited with code {code}")),
     )
     .await?;
@@ -1163,7 +1165,7 @@ pub async fn sweep_orphans(svc: &Services) -> Result<Vec<Uuid>, StoreError> {
     for id in managed {
         let orphan = match store::workspaces::get(&svc.db, id).await? {
             None => true,
-            Some(row) => row.status == Status::Removed.as_str(),
+            Some(row) => row.status == Status::Removed,
         };
         if !orphan {
             continue;

@@ -7,6 +7,7 @@ use uuid::Uuid;
 use super::{Status, WorkspaceError, get_live};
 use crate::events::names;
 use crate::services::Services;
+use crate::store::status::Cause;
 use crate::store::{self, StoreError};
 
 /// Error rate at or above which an online workspace is degraded.
@@ -77,7 +78,7 @@ pub async fn heartbeat(svc: &Services, id: Uuid, hb: &Heartbeat) -> Result<(), W
         _ => None,
     };
     if let (Some(from), Some(to)) = (from, to)
-        && store::workspaces::transition(&svc.db, id, &[from.as_str()], to.as_str()).await?
+        && store::workspaces::transition(&svc.db, id, Some(from), to, Cause::Heartbeat).await?
     {
         tracing::info!(workspace_id = %id, from = from.as_str(), to = to.as_str(), "workspace status changed");
         match to {
