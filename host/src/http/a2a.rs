@@ -155,9 +155,12 @@ async fn proxy_a2a(
         on_busy: OnBusy::Enqueue,
     };
     // The call runs in its own task: a client that disconnects does not cut off the agent or
-    // the record of what it answered.
+    // the record of what it answered, and host shutdown waits for it (the A2A hub's tasks).
     let svc = state.svc.clone();
-    let sent = tokio::spawn(async move { proxy::send(&svc, call).await })
+    let sent = state
+        .svc
+        .a2a
+        .spawn(async move { proxy::send(&svc, call).await })
         .await
         .map_err(ApiError::internal)??;
     Ok(match sent {

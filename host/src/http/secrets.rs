@@ -24,6 +24,7 @@ use super::openapi::{ErrorBody, WorkspaceIdParam};
 use super::workspaces::WorkspaceGone;
 use crate::secrets::{self, Bundle, Scope, SecretInfo, SecretKey};
 use crate::workspaces::get_live;
+use crate::workspaces::lifecycle;
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
@@ -123,7 +124,7 @@ async fn request_restart(
     reason: &str,
     key: &str,
 ) -> Option<RestartReport> {
-    crate::workspaces::lifecycle::secrets_changed(&state.svc, workspace_id, reason, key)
+    lifecycle::secrets_changed(&state.svc, workspace_id, reason, key)
         .await
         .as_ref()
         .map(restart_report)
@@ -396,20 +397,6 @@ async fn admin_list_global(
     list_global(state, auth).await
 }
 
-/// Every live workspace that inherits global `key` (no own override) needs a restart.
-async fn request_restarts_for_global(
-    state: &AppState,
-    key: &SecretKey,
-    reason: &str,
-) -> ApiResult<()> {
-    for workspace in
-        crate::store::secrets::workspaces_inheriting_global(&state.svc.db, key.as_str()).await?
-    {
-        request_restart(state, workspace, reason, key.as_str()).await;
-    }
-    Ok(())
-}
-
 /// Sets a global secret; every workspace inheriting it restarts as the policy decides.
 #[utoipa::path(
     method(put, post),
@@ -430,7 +417,8 @@ async fn set_global(
 ) -> ApiResult<impl IntoResponse> {
     let key = parse_secret(&body)?;
     secrets::set_global(&state.svc.db, &state.svc.cipher, &key, &body.value).await?;
-    request_restarts_for_global(&state, &key, "global_secret_changed").await?;
+    // Every workspace inheriting it restarts as the policy decides.
+    lifecycle::global_secret_changed(&state.svc, "global_secret_changed", key.as_str()).await?;
     Ok(axum::Json(SecretSaved {
         status: "saved",
         key: key.as_str().to_owned(),
@@ -481,7 +469,8 @@ async fn remove_global(
     if !crate::store::secrets::delete_global(&state.svc.db, key.as_str()).await? {
         return Err(ApiError::not_found("secret not found"));
     }
-    request_restarts_for_global(&state, &key, "global_secret_deleted").await?;
+    // Every workspace inheriting it restarts as the policy decides.
+    lifecycle::global_secret_changed(&state.svc, "global_secret_deleted", key.as_str()).await?;
     Ok(axum::Json(SecretSaved {
         status: "deleted",
         key: key.as_str().to_owned(),

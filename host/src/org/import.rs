@@ -96,10 +96,11 @@ pub const COMPLETED: &str = "org.import.completed";
 pub const FAILED: &str = "org.import.failed";
 
 /// Imports a template. The work runs in its own task, so a client that disconnects does not cut
-/// an import (and its event pairing) short.
+/// an import (and its event pairing) short, and host shutdown waits for it.
 pub async fn import(svc: &Services, req: ImportRequest) -> Result<ImportOutcome, OrgError> {
     let task_svc = svc.clone();
-    tokio::spawn(async move { run(&task_svc, req).await })
+    svc.lifecycle
+        .run_to_end(async move { run(&task_svc, req).await })
         .await
         .map_err(|_| OrgError::Aborted)?
 }

@@ -149,6 +149,17 @@ impl Lifecycle {
         }
     }
 
+    /// Runs `work` to its end in the background: a caller that goes away cannot cut it short,
+    /// and host shutdown waits for it before the runtime stops (an org import, which
+    /// provisions as it goes).
+    pub fn run_to_end<F>(&self, work: F) -> tokio::task::JoinHandle<F::Output>
+    where
+        F: std::future::Future + Send + 'static,
+        F::Output: Send + 'static,
+    {
+        self.tasks.spawn(work)
+    }
+
     fn spawn<F>(&self, fut: F)
     where
         F: std::future::Future<Output = ()> + Send + 'static,
@@ -1209,6 +1220,19 @@ pub async fn secrets_changed(
             None
         }
     }
+}
+
+/// A global secret changed: every live workspace that inherits `key` (no own override of it)
+/// hears of it through [`secrets_changed`], so the policy decides about each.
+pub async fn global_secret_changed(
+    svc: &Services,
+    reason: &str,
+    key: &str,
+) -> Result<(), StoreError> {
+    for workspace in store::secrets::workspaces_inheriting_global(&svc.db, key).await? {
+        secrets_changed(svc, workspace, reason, key).await;
+    }
+    Ok(())
 }
 
 /// After the liveness sweep marked silent workspaces offline, the policy decides about each.
