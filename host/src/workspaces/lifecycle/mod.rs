@@ -1,0 +1,335 @@
+//! The workspace lifecycle: provisioning agents through the runtime, restarts (coalesced, asked of
+//! the restart policy), pause and resume, and the sweeps that keep the database honest about what
+//! is running.
+//!
+//! The states and the steps between them:
+//!
+//! ```text
+//! create ─► provisioning ─(agent registers)─► online ◄──────────────┐
+//! provisioning ─(start error | timeout | bootstrap-failed)─► failed  │
+//! online/degraded ─(agent gone | heartbeat lost)─► offline ─(policy: restart)─► provisioning
+//! any live ─(pause, cascades)─► paused ─(resume)─► provisioning
+//! ```
+//!
+//! Every step is idempotent: a stop of a stopped agent succeeds, a transition whose source status
+//! no longer holds does nothing, and every change is logged as `old -> new`.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use chrono::Utc;
+use secrecy::ExposeSecret as _;
+use serde_json::{Value, json};
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use uuid::Uuid;
+
+use super::restart_context::{self, Restart, Session};
+use super::{Status, WorkspaceError, get_live};
+use crate::events::names;
+use crate::extensions::types::{Decision, Trigger, WorkspaceInfo};
+use crate::runtime::{AgentEnv, ContainerRuntime, RuntimeError, StartSpec};
+use crate::safefs::{self, FileTree, RelPath};
+use crate::services::Services;
+use crate::store::activity::ActivityRow;
+use crate::store::status::Cause;
+use crate::store::{self, StoreError, workspaces::WorkspaceRow};
+
+/// How far back restarts count towards a policy's `recent_restarts`.
+const RESTART_WINDOW: Duration = Duration::from_secs(10 * 60);
+/// How long a restart cycle waits for the agent to come back before the next cycle may run.
+const CYCLE_ONLINE_WAIT: Duration = Duration::from_secs(120);
+/// How long a provision waits for the host to know the URL its agents reach it on (it is set as
+/// soon as the listeners are, before anything provisions; this only bounds a host that never
+/// serves).
+const PLATFORM_URL_PATIENCE: Duration = Duration::from_secs(60);
+/// The longest `last_sample_error` the host stores.
+const MAX_SAMPLE_ERROR: usize = 500;
+
+/// Holds the runtime and the lifecycle's own state: provision slots, restart coalescing, the
+/// restart history policies see, and the tasks it spawned.
+#[derive(Debug)]
+pub struct Lifecycle {
+    replica: Uuid,
+    runtime: Option<Arc<dyn ContainerRuntime>>,
+    provision_slots: Semaphore,
+    /// The ticket of each workspace's delayed restart still waiting on this replica; requests
+    /// meanwhile join it. A restart that starts sooner cancels it (its timer then finds another
+    /// ticket, or none). Running cycles are claimed in the database (`workspace_restarts`).
+    scheduled: Mutex<HashMap<Uuid, u64>>,
+    /// The URL agents reach the host on, once the host knows its listeners. Provisions wait for
+    /// it: an agent told a guessed address never registers.
+    platform_url: tokio::sync::watch::Sender<Option<String>>,
+    tasks: TaskTracker,
+    stop: CancellationToken,
+    cycles: AtomicU64,
+    tickets: AtomicU64,
+}
+
+/// What a restart request led to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RestartOutcome {
+    /// A cycle started.
+    Started,
+    /// A cycle was running; one more will follow it.
+    Coalesced,
+    /// The policy answered; what it said, after clamping.
+    Decided(Decision),
+    /// The workspace is not restarted (removed, paused, external, no runtime...).
+    Skipped(&'static str),
+}
+
+impl Lifecycle {
+    /// `replica` names this host process in the restart claims it takes.
+    pub fn new(
+        runtime: Option<Arc<dyn ContainerRuntime>>,
+        concurrency: usize,
+        replica: Uuid,
+    ) -> Self {
+        Lifecycle {
+            replica,
+            runtime,
+            provision_slots: Semaphore::new(concurrency.max(1)),
+            scheduled: Mutex::new(HashMap::new()),
+            platform_url: tokio::sync::watch::Sender::new(None),
+            tasks: TaskTracker::new(),
+            stop: CancellationToken::new(),
+            cycles: AtomicU64::new(0),
+            tickets: AtomicU64::new(0),
+        }
+    }
+
+    pub fn runtime(&self) -> Option<&Arc<dyn ContainerRuntime>> {
+        self.runtime.as_ref()
+    }
+
+    pub fn runtime_name(&self) -> &'static str {
+        self.runtime.as_ref().map_or("none", |r| r.name())
+    }
+
+    /// Sets the URL agents are given to reach the host (once, when the host knows its listeners;
+    /// later calls change nothing).
+    pub fn set_platform_url(&self, url: String) {
+        self.platform_url.send_if_modified(|current| {
+            if current.is_some() {
+                return false;
+            }
+            *current = Some(url);
+            true
+        });
+    }
+
+    /// The URL agents reach the host on: waits until the host has set it, at most `patience`.
+    /// Nothing that provisions may use a guessed address (the original fell back to
+    /// `127.0.0.1:8080`, so agents provisioned at start on another port never registered).
+    pub async fn platform_url(&self, patience: Duration) -> Option<String> {
+        let mut known = self.platform_url.subscribe();
+        match tokio::time::timeout(patience, known.wait_for(Option::is_some)).await {
+            Ok(Ok(url)) => url.clone(),
+            _ => None,
+        }
+    }
+
+    /// Restart cycles run since the host started.
+    pub fn cycles(&self) -> u64 {
+        self.cycles.load(Ordering::Relaxed)
+    }
+
+    /// Stops every provision and restart task, waits for them, then lets the runtime clean up
+    /// (the process runtime stops its children; containers keep running).
+    pub async fn shutdown(&self) {
+        self.stop.cancel();
+        self.tasks.close();
+        self.tasks.wait().await;
+        if let Some(runtime) = &self.runtime {
+            runtime.shutdown().await;
+        }
+    }
+
+    /// Runs `work` to its end in the background: a caller that goes away cannot cut it short,
+    /// and host shutdown waits for it before the runtime stops (an org import, which
+    /// provisions as it goes).
+    pub fn run_to_end<F>(&self, work: F) -> tokio::task::JoinHandle<F::Output>
+    where
+        F: std::future::Future + Send + 'static,
+        F::Output: Send + 'static,
+    {
+        self.tasks.spawn(work)
+    }
+
+    fn spawn<F>(&self, fut: F)
+    where
+        F: std::future::Future<Output = ()> + Send + 'static,
+    {
+        if self.stop.is_cancelled() {
+            return;
+        }
+        let stop = self.stop.clone();
+        self.tasks.spawn(async move {
+            tokio::select! {
+                () = stop.cancelled() => {}
+                () = fut => {}
+            }
+        });
+    }
+
+    /// A holder name for one claim on a workspace's restarts: this replica and a ticket, so two
+    /// requests on the same replica are two claimants like requests on two replicas.
+    fn claimant(&self) -> String {
+        format!(
+            "{}/{}",
+            self.replica,
+            self.tickets.fetch_add(1, Ordering::Relaxed)
+        )
+    }
+
+    /// Drops this replica's claims on restart cycles (it is stopping, so its cycles stop too).
+    pub async fn release_claims(&self, db: &store::Db) {
+        match store::restarts::release_all(db, &format!("{}/", self.replica)).await {
+            Ok(0) => {}
+            Ok(released) => tracing::info!(released, "restart claims released on shutdown"),
+            Err(err) => {
+                tracing::warn!(error = ?err, "releasing restart claims failed; they expire")
+            }
+        }
+    }
+
+    /// Forgets a removed workspace's delayed restart.
+    pub fn forget(&self, id: Uuid) {
+        self.scheduled.lock().expect("restart lock").remove(&id);
+    }
+}
+
+/// Moves `id` to `to` for `cause` (from any status the transition table allows for it, or only
+/// from `from`), clearing the URL when the agent stops running and recording `sample_error`;
+/// logs `old -> new` when it moved.
+async fn transition(
+    svc: &Services,
+    id: Uuid,
+    from: Option<Status>,
+    to: Status,
+    cause: Cause,
+    sample_error: Option<&str>,
+) -> Result<bool, StoreError> {
+    // With several possible sources, read which one holds, for the `old -> new` log line.
+    let old = match from {
+        Some(from) => Some(from),
+        None => store::workspaces::get(&svc.db, id)
+            .await?
+            .map(|row| row.status),
+    };
+    let clears_url = matches!(
+        to,
+        Status::Offline | Status::Paused | Status::Failed | Status::Provisioning
+    );
+    let moved = if clears_url {
+        store::workspaces::transition_stopped(&svc.db, id, from, to, cause, sample_error).await?
+    } else {
+        store::workspaces::transition(&svc.db, id, from, to, cause).await?
+    };
+    if moved {
+        let old = old.map_or("?", Status::as_str);
+        tracing::info!(workspace_id = %id, ?cause, "workspace {old} -> {to}");
+    }
+    Ok(moved)
+}
+
+/// Keeps an error fit for the canvas: no control characters, no secret values, bounded length.
+fn sanitize(message: &str, secrets: &[String]) -> String {
+    let mut text: String = message
+        .chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect();
+    for secret in secrets.iter().filter(|s| s.len() >= 4) {
+        text = text.replace(secret.as_str(), "[redacted]");
+    }
+    text.chars().take(MAX_SAMPLE_ERROR).collect()
+}
+
+async fn record_activity(
+    svc: &Services,
+    id: Uuid,
+    activity_type: &str,
+    summary: String,
+    body: Value,
+) {
+    let mut row = ActivityRow::new(id, activity_type);
+    row.summary = Some(summary);
+    row.request_body = Some(body);
+    if let Err(err) = store::activity::insert(&svc.db, &row).await {
+        tracing::warn!(workspace_id = %id, error = ?err, "recording lifecycle activity failed");
+    }
+}
+
+/// Marks a provision failed (only from `provisioning`) and tells subscribers.
+async fn fail_provision(svc: &Services, id: Uuid, error: &str, extra: Value) {
+    match transition(
+        svc,
+        id,
+        None,
+        Status::Failed,
+        Cause::ProvisionFailed,
+        Some(error),
+    )
+    .await
+    {
+        Ok(true) => {
+            let mut payload = json!({ "error": error });
+            if let (Some(obj), Value::Object(more)) = (payload.as_object_mut(), extra) {
+                obj.extend(more);
+            }
+            svc.events
+                .emit(names::WORKSPACE_PROVISION_FAILED, Some(id), payload)
+                .await;
+        }
+        Ok(false) => {}
+        Err(err) => tracing::error!(workspace_id = %id, error = ?err, "marking a provision failed"),
+    }
+}
+
+/// Errors of lifecycle operations the HTTP layer maps.
+#[derive(Debug, thiserror::Error)]
+pub enum LifecycleError {
+    #[error("parent workspace {0:?} is paused — resume it first")]
+    AncestorPaused(String),
+    #[error("{0}")]
+    Conflict(&'static str),
+    #[error("provisioner not available")]
+    NoRuntime,
+    #[error(transparent)]
+    Workspace(#[from] WorkspaceError),
+}
+
+impl From<StoreError> for LifecycleError {
+    fn from(err: StoreError) -> Self {
+        LifecycleError::Workspace(WorkspaceError::Store(err))
+    }
+}
+
+mod pause;
+mod provision;
+mod restart;
+mod sweeps;
+
+pub use pause::*;
+pub use provision::*;
+pub use restart::*;
+pub use sweeps::*;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sample_errors_lose_secrets_control_characters_and_length() {
+        let clean = sanitize(
+            "start failed: token abcd1234 bad\nnext",
+            &["abcd1234".into(), "ab".into()],
+        );
+        assert_eq!(clean, "start failed: token [redacted] bad next");
+        assert_eq!(sanitize(&"x".repeat(2000), &[]).len(), MAX_SAMPLE_ERROR);
+    }
+}
