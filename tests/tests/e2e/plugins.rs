@@ -63,17 +63,38 @@ async fn ask(app: &TestApp, id: &str, text: &str) -> String {
         .as_str()
         .unwrap()
         .to_owned();
-    let reply: Value = reqwest::Client::new()
-        .post(url)
+    let sent = reqwest::Client::new()
+        .post(&url)
         .json(&json!({"jsonrpc": "2.0", "id": 1, "method": "message/send",
             "params": {"message": {"role": "user", "messageId": "m1", "parts": [{"kind": "text", "text": text}]}}}))
         .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    reply.to_string()
+        .await;
+    let reply = match sent {
+        Ok(response) => response.json::<Value>().await,
+        Err(err) => Err(err),
+    };
+    match reply {
+        Ok(reply) => reply.to_string(),
+        // Say what the host knew of the agent then: its row and latest activity (a restart
+        // nobody asked for shows there).
+        Err(err) => {
+            let row = app.get(&format!("/workspaces/{id}")).await.body;
+            let activity = app.activity(id, "?limit=15").await;
+            let lines: Vec<String> = activity
+                .iter()
+                .map(|a| {
+                    format!(
+                        "{} {} {} {}",
+                        a["created_at"], a["activity_type"], a["status"], a["summary"]
+                    )
+                })
+                .collect();
+            panic!(
+                "asking the agent at {url} failed: {err}\nworkspace: {row}\nactivity (newest first):\n{}",
+                lines.join("\n")
+            );
+        }
+    }
 }
 
 /// Installs and waits until the restart the policy decided (if any) is over.
