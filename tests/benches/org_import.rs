@@ -1,6 +1,6 @@
 //! Org import at scale: load + plan + import of a generated 1,000-workspace template on SQLite
-//! and on PostgreSQL, with every database write real and container start-up left out (a runtime
-//! that only records its calls, defined here and nowhere in the product).
+//! and on PostgreSQL, with every database write real and container start-up left out (the
+//! recording runtime of `runtime::recording`, which only records its calls).
 //!
 //! For each backend and round: a fresh database; the import (load, plan, preflight, 1,000 rows
 //! with secrets and layouts, events); the provisions it schedules, until the recording runtime
@@ -8,22 +8,16 @@
 //! Prints medians and the PostgreSQL/SQLite ratio. PostgreSQL comes from
 //! `MOLECULE_TEST_PG_URL` (`make bench` starts it).
 
-use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use molecule_host::Services;
 use molecule_host::config::{Config, RuntimeKind};
 use molecule_host::org::import::{self, ImportRequest, Mode, Source};
-use molecule_host::runtime::{
-    ContainerRuntime, ExecOutput, Inspection, RuntimeError, StartSpec, Started, WriteTarget,
-};
-use molecule_host::safefs::{FileTree, ListedFile, RelPath};
+use molecule_host::runtime::recording::RecordingRuntime;
 use molecule_host::store::Backend;
 use molecule_host::store::testing::TestDatabase;
-use uuid::Uuid;
 
 const ROUNDS: usize = 3;
 /// 1 root, 9 departments, 9 teams each, 11 members each: 1 + 9 + 81 + 891 = 982, plus 18
@@ -34,75 +28,6 @@ const MEMBERS: usize = 11;
 const SPECIALISTS: usize = 18;
 const TOTAL: usize =
     1 + DEPARTMENTS + DEPARTMENTS * TEAMS + DEPARTMENTS * TEAMS * MEMBERS + SPECIALISTS;
-
-/// Records starts; everything else succeeds without doing anything.
-#[derive(Debug, Default)]
-struct RecordingRuntime {
-    starts: AtomicUsize,
-}
-
-#[async_trait::async_trait]
-impl ContainerRuntime for RecordingRuntime {
-    fn name(&self) -> &'static str {
-        "recording"
-    }
-    fn agent_listen_ip(&self) -> Option<std::net::IpAddr> {
-        None
-    }
-    async fn start(&self, spec: &StartSpec) -> Result<Started, RuntimeError> {
-        self.starts.fetch_add(1, Ordering::SeqCst);
-        Ok(Started {
-            url: format!("http://127.0.0.1:{}", spec.port),
-        })
-    }
-    async fn stop(&self, _: Uuid) -> Result<(), RuntimeError> {
-        Ok(())
-    }
-    async fn remove(&self, _: Uuid) -> Result<(), RuntimeError> {
-        Ok(())
-    }
-    async fn inspect(&self, _: Uuid) -> Result<Inspection, RuntimeError> {
-        Ok(Inspection::default())
-    }
-    async fn write_files(&self, _: Uuid, _: &FileTree) -> Result<WriteTarget, RuntimeError> {
-        Ok(WriteTarget::Running)
-    }
-    async fn remove_path(&self, _: Uuid, _: &RelPath) -> Result<WriteTarget, RuntimeError> {
-        Ok(WriteTarget::Running)
-    }
-    async fn read_file(&self, _: Uuid, _: &str, _: &RelPath) -> Result<Vec<u8>, RuntimeError> {
-        Err(RuntimeError::NotFound)
-    }
-    async fn list_files(
-        &self,
-        _: Uuid,
-        _: &str,
-        _: Option<&RelPath>,
-        _: usize,
-    ) -> Result<Vec<ListedFile>, RuntimeError> {
-        Ok(Vec::new())
-    }
-    async fn digests(
-        &self,
-        _: Uuid,
-        _: Option<&RelPath>,
-    ) -> Result<BTreeMap<String, String>, RuntimeError> {
-        Ok(BTreeMap::new())
-    }
-    async fn rename_path(&self, _: Uuid, _: &RelPath, _: &RelPath) -> Result<(), RuntimeError> {
-        Ok(())
-    }
-    async fn exec(&self, _: Uuid, _: &[String]) -> Result<ExecOutput, RuntimeError> {
-        Err(RuntimeError::Unavailable("recording runtime".into()))
-    }
-    async fn logs(&self, _: Uuid, _: usize) -> Result<String, RuntimeError> {
-        Ok(String::new())
-    }
-    async fn managed(&self) -> Result<Vec<Uuid>, RuntimeError> {
-        Ok(Vec::new())
-    }
-    async fn shutdown(&self) {}
-}
 
 /// Writes the template: `org.yaml` including one file per department, each with its teams; an
 /// org `.env`, a files_dir with a prompt and a skill for every team lead.
@@ -175,7 +100,7 @@ async fn round(backend: Backend, templates: &Path) -> Sample {
     let outcome = import::import(&svc, request()).await.expect("import");
     let import_time = started.elapsed();
     assert_eq!(outcome.created_count, TOTAL, "{:?}", outcome.error);
-    while runtime.starts.load(Ordering::SeqCst) < TOTAL {
+    while runtime.starts() < TOTAL {
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     let provisioned = started.elapsed();

@@ -6,6 +6,7 @@
 pub mod docker;
 pub mod kubernetes;
 pub mod process;
+pub mod recording;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;

@@ -332,4 +332,111 @@ mod tests {
         assert_eq!(clean, "start failed: token [redacted] bad next");
         assert_eq!(sanitize(&"x".repeat(2000), &[]).len(), MAX_SAMPLE_ERROR);
     }
+
+    mod with_a_recording_runtime {
+        use std::sync::Arc;
+
+        use crate::config::{Config, RuntimeKind};
+        use crate::runtime::recording::{Call, RecordingRuntime};
+        use crate::services::Services;
+        use crate::store::testing::TestDatabase;
+        use crate::store::{self, Backend};
+        use crate::workspaces::{self, CreateRequest, Status};
+        use uuid::Uuid;
+
+        async fn services() -> (
+            Services,
+            Arc<RecordingRuntime>,
+            TestDatabase,
+            tempfile::TempDir,
+        ) {
+            let db = TestDatabase::create(Backend::Sqlite).await;
+            let data = tempfile::tempdir().expect("a data dir");
+            let mut config = Config {
+                database_url: Some(db.url.clone().into()),
+                data_dir: data.path().to_path_buf(),
+                builtin_extensions_dir: None,
+                ..Config::default()
+            };
+            config.runtime.kind = RuntimeKind::None;
+            let runtime = Arc::new(RecordingRuntime::default());
+            let svc = Services::start_with_runtime(config, Some(runtime.clone()))
+                .await
+                .expect("services start");
+            svc.lifecycle
+                .set_platform_url("http://127.0.0.1:8080".to_owned());
+            (svc, runtime, db, data)
+        }
+
+        async fn create(svc: &Services, name: &str, parent: Option<Uuid>) -> Uuid {
+            let request = CreateRequest {
+                name: name.to_owned(),
+                tier: 2,
+                parent_id: parent,
+                max_concurrent_tasks: 1,
+                ..CreateRequest::default()
+            };
+            workspaces::create(svc, request).await.expect("created").id
+        }
+
+        async fn status(svc: &Services, id: Uuid) -> Status {
+            store::workspaces::get(&svc.db, id)
+                .await
+                .unwrap()
+                .unwrap()
+                .status
+        }
+
+        async fn until(what: &str, mut done: impl AsyncFnMut() -> bool) {
+            for _ in 0..200 {
+                if done().await {
+                    return;
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+            }
+            panic!("waited 5 s for {what}");
+        }
+
+        #[tokio::test]
+        async fn a_pause_stops_every_agent_below_and_a_resume_starts_them_again() {
+            let (svc, runtime, _db, _data) = services().await;
+            let root = create(&svc, "Root", None).await;
+            let child = create(&svc, "Child", Some(root)).await;
+            let leaf = create(&svc, "Leaf", Some(child)).await;
+            until("three starts", async || runtime.starts() == 3).await;
+
+            assert_eq!(super::super::pause(&svc, root).await.unwrap(), 3);
+            for id in [root, child, leaf] {
+                assert_eq!(status(&svc, id).await, Status::Paused);
+                assert!(!runtime.is_running(id), "the agent of {id} still runs");
+                assert!(runtime.calls().contains(&Call::Stop(id)));
+            }
+            // Pausing again is refused, and stops nothing more.
+            let stops = runtime.calls().len();
+            assert!(super::super::pause(&svc, root).await.is_err());
+            assert_eq!(runtime.calls().len(), stops);
+
+            assert_eq!(super::super::resume(&svc, root).await.unwrap(), 3);
+            until("three more starts", async || runtime.starts() == 6).await;
+            for id in [root, child, leaf] {
+                assert_eq!(status(&svc, id).await, Status::Provisioning);
+                assert!(runtime.is_running(id));
+            }
+        }
+
+        #[tokio::test]
+        async fn a_manual_restart_is_refused_under_a_paused_ancestor() {
+            let (svc, runtime, _db, _data) = services().await;
+            let root = create(&svc, "Root", None).await;
+            let child = create(&svc, "Child", Some(root)).await;
+            until("two starts", async || runtime.starts() == 2).await;
+            super::super::pause(&svc, root).await.unwrap();
+            let refused = super::super::manual_restart(&svc, child).await;
+            assert!(
+                matches!(refused, Err(super::super::LifecycleError::AncestorPaused(ref name)) if name == "Root"),
+                "{refused:?}"
+            );
+            assert_eq!(runtime.starts(), 2, "nothing was started");
+        }
+    }
 }
