@@ -108,7 +108,11 @@ function render(main) {
       return;
     }
     note(out, 'ok', '');
+    // The row a view holds may be an earlier read's (a read that changed nothing leaves the
+    // drawn list, and its handlers, alone): the page's current row is the one drawn from.
     row.collapsed = collapsed;
+    const current = byId.get(row.id);
+    if (current) current.collapsed = collapsed;
     draw();
   }
 
@@ -123,7 +127,11 @@ function render(main) {
         ? h('button', {
           type: 'button', class: 'toggle link', 'aria-expanded': String(!row.collapsed),
           title: row.collapsed ? `Expand (${descendants(byParent, row.id).length} hidden)` : 'Collapse',
-          text: row.collapsed ? '▸' : '▾', onclick: () => setCollapsed(row, !row.collapsed),
+          text: row.collapsed ? '▸' : '▾',
+          onclick: () => {
+            const now = byId.get(row.id) || row;
+            setCollapsed(now, !now.collapsed);
+          },
         })
         : h('span', { class: 'toggle' });
       return h('li', { dataset: { id: row.id }, class: row.id === panel.selected() ? 'selected' : null },
