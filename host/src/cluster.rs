@@ -44,10 +44,10 @@ impl Cluster {
     pub fn join(db: &Db) -> anyhow::Result<Cluster> {
         let replica = Uuid::new_v4();
         Ok(match db {
-            Db::Sqlite(pool) => Cluster {
+            Db::Sqlite(sqlite) => Cluster {
                 replica,
                 leases: Leases::new(None),
-                _sqlite_lock: sqlite_lock(pool.connect_options().get_filename())?,
+                _sqlite_lock: sqlite_lock(&sqlite.filename())?,
             },
             Db::Postgres(pool) => Cluster {
                 replica,

@@ -176,6 +176,8 @@ pub async fn run(
     svc.lifecycle.release_claims(&svc.db).await;
     svc.cluster.leases.release().await;
     svc.extensions.stop();
+    // Deferred writes are stored before the pools close.
+    svc.writes.close().await;
     svc.db.close().await;
     tracing::info!("host stopped");
     served

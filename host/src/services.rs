@@ -22,6 +22,9 @@ use uuid::Uuid;
 pub struct Services {
     pub config: Arc<Config>,
     pub db: Db,
+    /// Writes that need not be durable before an answer (activity of A2A calls, last-use
+    /// stamps), stored in batches (see [`store::batch`]).
+    pub writes: store::batch::Writer,
     pub events: EventBus,
     pub cipher: Cipher,
     pub guard: auth::Guard,
@@ -78,7 +81,8 @@ impl Services {
             .await
             .context("re-sealing secrets written by an older host")?;
         let events = EventBus::new(db.clone(), cluster.replica);
-        let guard = auth::Guard::new(&config, db.clone());
+        let writes = store::batch::Writer::start(db.clone());
+        let guard = auth::Guard::new(&config, db.clone(), writes.clone());
         let mut resolvers = extensions::registry::ResolverSettings {
             timeout: Duration::from_secs(config.git_timeout_secs.max(1)),
             registry_dir: config.plugins_registry_dir.clone(),
@@ -127,6 +131,7 @@ impl Services {
             a2a,
             config: Arc::new(config),
             db,
+            writes,
             events,
             cipher,
             guard,

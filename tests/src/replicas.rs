@@ -67,6 +67,19 @@ impl Replica {
         }
     }
 
+    /// SIGTERM, then waits for the process to end: the graceful shutdown an operator's
+    /// `systemctl stop` or `docker stop` asks for.
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let status = Command::new("kill")
+                .args(["-TERM", &child.id().to_string()])
+                .status()
+                .expect("running kill");
+            assert!(status.success(), "kill -TERM failed");
+            let _ = child.wait();
+        }
+    }
+
     /// This replica's `/metrics` samples named `metric`, keyed by their `sweeper` label (or the
     /// whole label set when there is none).
     pub async fn metric(&self, metric: &str) -> BTreeMap<String, f64> {

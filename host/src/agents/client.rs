@@ -481,11 +481,14 @@ async fn record(
             row.error_detail = Some(err.to_string());
         }
     }
-    activity::record_logged(svc, &row).await;
-    if let Some(caller) = call.caller.workspace()
-        && let Err(err) = store::workspaces::touch_outbound(&svc.db, caller).await
-    {
-        tracing::warn!(workspace_id = %caller, error = ?err, "stamping the last outbound call failed");
+    activity::record_deferred(svc, row).await;
+    if let Some(caller) = call.caller.workspace() {
+        svc.writes
+            .write(store::batch::Write::Outbound {
+                workspace: caller,
+                at: chrono::Utc::now(),
+            })
+            .await;
     }
     if call.caller == Caller::Canvas
         && let Ok(Sent::Delivered(delivery)) = outcome

@@ -235,6 +235,8 @@ type LimiterKeys = HashMap<[u8; 32], (Option<Principal>, Instant)>;
 #[derive(Debug, Clone)]
 pub struct Guard {
     db: Db,
+    /// Where a token's last use is stamped, off the request path.
+    writes: store::batch::Writer,
     admin_token: Option<SecretString>,
     env: Environment,
     cors_origins: Vec<String>,
@@ -246,9 +248,10 @@ pub struct Guard {
 }
 
 impl Guard {
-    pub fn new(config: &Config, db: Db) -> Self {
+    pub fn new(config: &Config, db: Db, writes: store::batch::Writer) -> Self {
         Guard {
             db,
+            writes,
             admin_token: config
                 .admin_token()
                 .map(|t| SecretString::from(t.to_owned())),
@@ -299,12 +302,22 @@ impl Guard {
             return Ok(Some(Principal::Admin));
         }
         let hashed = hash(token);
-        if store::tokens::org_token_valid(&self.db, &hashed).await? {
+        let at = chrono::Utc::now();
+        if let Some(token) = store::tokens::org_token(&self.db, &hashed).await? {
+            self.writes
+                .write(store::batch::Write::OrgTokenUsed { token, at })
+                .await;
             return Ok(Some(Principal::Admin));
         }
-        Ok(store::tokens::workspace_for_token(&self.db, &hashed)
-            .await?
-            .map(Principal::Workspace))
+        let Some((token, workspace)) =
+            store::tokens::workspace_for_token(&self.db, &hashed).await?
+        else {
+            return Ok(None);
+        };
+        self.writes
+            .write(store::batch::Write::WorkspaceTokenUsed { token, at })
+            .await;
+        Ok(Some(Principal::Workspace(workspace)))
     }
 
     /// The principal of an explicit credential; `None` without one, an error for one that is

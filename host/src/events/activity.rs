@@ -31,6 +31,16 @@ pub fn announce(svc: &Services, row: &ActivityRow) {
     );
 }
 
+/// Queues `row` with the deferred writes (stored within milliseconds, in a batch; see
+/// [`store::batch`]) and broadcasts `ACTIVITY_LOGGED` at once. For rows that follow work
+/// already done and that no answer depends on: a failure to store is logged by the writer.
+pub async fn record_deferred(svc: &Services, row: ActivityRow) {
+    announce(svc, &row);
+    svc.writes
+        .write(store::batch::Write::Activity(Box::new(row)))
+        .await;
+}
+
 /// [`record`] for rows that follow work already done: a failure is logged, not returned.
 pub async fn record_logged(svc: &Services, row: &ActivityRow) {
     if let Err(err) = record(svc, row).await {

@@ -123,6 +123,8 @@ async fn list(
     }
     get_live(&state.svc, id).await?;
     let kind = q.activity_type.as_deref().filter(|t| !t.is_empty());
+    // Rows of A2A calls are stored in batches: what was recorded before this read is stored first.
+    state.svc.writes.flush().await;
     let rows = store::activity::list(&state.svc.db, id, kind, source, limit).await?;
     Ok(axum::Json(
         rows.into_iter().map(activity_of).collect::<Vec<_>>(),

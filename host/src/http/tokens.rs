@@ -91,6 +91,8 @@ async fn list(
         ));
     }
     get_live(&state.svc, id).await?;
+    // `last_used_at` is a deferred write: what was stamped before this read is stored first.
+    state.svc.writes.flush().await;
     let rows = store::tokens::list_workspace_tokens(&state.svc.db, id, limit, offset).await?;
     let tokens: Vec<WorkspaceToken> = rows
         .into_iter()
@@ -228,6 +230,8 @@ struct OrgTokens {
     security(("admin_token" = [])),
 )]
 async fn list_org(State(state): State<AppState>, _: AdminAuth) -> ApiResult<impl IntoResponse> {
+    // `last_used_at` is a deferred write: what was stamped before this read is stored first.
+    state.svc.writes.flush().await;
     let rows = store::tokens::list_org_tokens(&state.svc.db).await?;
     let tokens: Vec<OrgToken> = rows
         .into_iter()

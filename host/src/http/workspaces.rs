@@ -138,6 +138,8 @@ fn detail(row: &WorkspaceRow) -> WorkspaceDetail {
     security(("admin_token" = [])),
 )]
 async fn list(State(state): State<AppState>, _: AdminAuth) -> ApiResult<impl IntoResponse> {
+    // `last_outbound_at` is a deferred write: what was stamped before this read is stored first.
+    state.svc.writes.flush().await;
     let rows = store::workspaces::list_live(&state.svc.db).await?;
     Ok(axum::Json(rows.iter().map(summary).collect::<Vec<_>>()))
 }
@@ -347,6 +349,7 @@ async fn get_one(
             }
         }
     }
+    state.svc.writes.flush().await;
     match workspaces::get_live(&state.svc, id).await {
         Ok(row) => Ok(axum::Json(detail(&row))),
         Err(WorkspaceError::Removed(row)) if q.include_removed => Ok(axum::Json(detail(&row))),

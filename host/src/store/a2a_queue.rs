@@ -5,7 +5,7 @@ use serde_json::Value;
 use sqlx::types::Json;
 use uuid::Uuid;
 
-use super::{Db, StoreResult, on_db};
+use super::{Db, StoreResult, on_db, on_db_read};
 
 /// A message to queue for `workspace_id`.
 #[derive(Debug, Clone)]
@@ -86,7 +86,7 @@ pub async fn enqueue(db: &Db, item: &NewItem) -> StoreResult<(Uuid, i64)> {
 
 /// How many messages wait for `workspace_id`.
 pub async fn waiting(db: &Db, workspace_id: Uuid) -> StoreResult<i64> {
-    on_db!(db, pool => {
+    on_db_read!(db, pool => {
         Ok(sqlx::query_scalar("SELECT COUNT(*) FROM a2a_queue WHERE workspace_id = $1 AND status = 'queued'")
             .bind(workspace_id)
             .fetch_one(pool)
@@ -185,7 +185,7 @@ pub async fn requeue_interrupted(db: &Db, dispatched_before: DateTime<Utc>) -> S
 /// One queued message of `workspace_id`; `None` for an id of another workspace.
 pub async fn get(db: &Db, workspace_id: Uuid, id: Uuid) -> StoreResult<Option<QueueRow>> {
     let sql = format!("SELECT {COLUMNS} FROM a2a_queue WHERE id = $1 AND workspace_id = $2");
-    on_db!(db, pool => {
+    on_db_read!(db, pool => {
         Ok(sqlx::query_as(&sql).bind(id).bind(workspace_id).fetch_optional(pool).await?)
     })
 }

@@ -6,7 +6,7 @@ use sqlx::QueryBuilder;
 use sqlx::types::Json;
 use uuid::Uuid;
 
-use super::{Db, StoreResult, on_db};
+use super::{Db, StoreResult, on_db, on_db_read};
 
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct ActivityRow {
@@ -58,7 +58,7 @@ pub async fn insert(db: &Db, row: &ActivityRow) -> StoreResult<()> {
 }
 
 /// The `INSERT` of [`insert`].
-fn insert_row<'q, DB: sqlx::Database>(
+pub(super) fn insert_row<'q, DB: sqlx::Database>(
     row: &'q ActivityRow,
 ) -> sqlx::query::Query<'q, DB, <DB as sqlx::Database>::Arguments<'q>>
 where
@@ -107,7 +107,7 @@ pub async fn list(
     source: Option<SourceFilter>,
     limit: i64,
 ) -> StoreResult<Vec<ActivityRow>> {
-    on_db!(db, pool => {
+    on_db_read!(db, pool => {
         let mut q = QueryBuilder::new(format!(
             "SELECT {ROW_COLUMNS} FROM activity_logs WHERE workspace_id = "
         ));
@@ -133,7 +133,7 @@ const ROW_COLUMNS: &str =
 pub async fn get(db: &Db, workspace_id: Uuid, id: Uuid) -> StoreResult<Option<ActivityRow>> {
     let sql =
         format!("SELECT {ROW_COLUMNS} FROM activity_logs WHERE id = $1 AND workspace_id = $2");
-    on_db!(db, pool => {
+    on_db_read!(db, pool => {
         Ok(sqlx::query_as(&sql).bind(id).bind(workspace_id).fetch_optional(pool).await?)
     })
 }
@@ -147,7 +147,7 @@ pub async fn find_by_key(
     let sql = format!(
         "SELECT {ROW_COLUMNS} FROM activity_logs WHERE workspace_id = $1 AND idempotency_key = $2"
     );
-    on_db!(db, pool => {
+    on_db_read!(db, pool => {
         Ok(sqlx::query_as(&sql).bind(workspace_id).bind(key).fetch_optional(pool).await?)
     })
 }
@@ -301,7 +301,7 @@ pub async fn count_since(
     activity_type: &str,
     since: DateTime<Utc>,
 ) -> StoreResult<i64> {
-    on_db!(db, pool => Ok(sqlx::query_scalar(
+    on_db_read!(db, pool => Ok(sqlx::query_scalar(
         "SELECT COUNT(*) FROM activity_logs WHERE workspace_id = $1 AND activity_type = $2 AND created_at >= $3",
     ).bind(workspace_id).bind(activity_type).bind(since).fetch_one(pool).await?))
 }
@@ -313,7 +313,7 @@ pub async fn stranded_delegations(
     db: &Db,
     created_before: DateTime<Utc>,
 ) -> StoreResult<Vec<(Uuid, Uuid)>> {
-    on_db!(db, pool => Ok(sqlx::query_as(
+    on_db_read!(db, pool => Ok(sqlx::query_as(
         "SELECT workspace_id, id FROM activity_logs
          WHERE activity_type = 'delegation' AND method = 'delegate'
            AND status IN ('pending', 'dispatched') AND created_at < $1

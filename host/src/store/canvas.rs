@@ -3,13 +3,13 @@
 use chrono::Utc;
 use uuid::Uuid;
 
-use super::{Db, StoreResult, on_db};
+use super::{Db, StoreResult, on_db, on_db_read};
 
 /// The canvas only ever has one viewport row, under this fixed id.
 const VIEWPORT_ID: Uuid = Uuid::from_u128(1);
 
 pub async fn viewport(db: &Db) -> StoreResult<Option<(f64, f64, f64)>> {
-    on_db!(db, pool => Ok(sqlx::query_as("SELECT x, y, zoom FROM canvas_viewport WHERE id = $1")
+    on_db_read!(db, pool => Ok(sqlx::query_as("SELECT x, y, zoom FROM canvas_viewport WHERE id = $1")
         .bind(VIEWPORT_ID)
         .fetch_optional(pool)
         .await?))

@@ -5,7 +5,7 @@ use serde_json::Value;
 use sqlx::types::Json;
 use uuid::Uuid;
 
-use super::{Db, StoreResult, on_db};
+use super::{Db, StoreResult, on_db, on_db_read};
 
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct EventRow {
@@ -58,7 +58,7 @@ pub async fn insert_many(db: &Db, rows: &[EventRow]) -> StoreResult<()> {
 
 /// The newest `limit` events, for one workspace or all, newest first.
 pub async fn recent(db: &Db, workspace_id: Option<Uuid>, limit: i64) -> StoreResult<Vec<EventRow>> {
-    on_db!(db, pool => {
+    on_db_read!(db, pool => {
         let rows = match workspace_id {
             Some(id) => sqlx::query_as(
                 "SELECT id, event_type, workspace_id, payload, created_at FROM structure_events
@@ -82,7 +82,7 @@ pub async fn recent(db: &Db, workspace_id: Option<Uuid>, limit: i64) -> StoreRes
 
 /// The newest `limit` events named `event_type`, newest first.
 pub async fn latest_of_type(db: &Db, event_type: &str, limit: i64) -> StoreResult<Vec<EventRow>> {
-    on_db!(db, pool => Ok(sqlx::query_as(
+    on_db_read!(db, pool => Ok(sqlx::query_as(
         "SELECT id, event_type, workspace_id, payload, created_at FROM structure_events
          WHERE event_type = $1 ORDER BY created_at DESC, id DESC LIMIT $2",
     ).bind(event_type).bind(limit).fetch_all(pool).await?))
@@ -90,14 +90,14 @@ pub async fn latest_of_type(db: &Db, event_type: &str, limit: i64) -> StoreResul
 
 /// One event by id (a notification too large to carry the event names only its id).
 pub async fn get(db: &Db, id: Uuid) -> StoreResult<Option<EventRow>> {
-    on_db!(db, pool => Ok(sqlx::query_as(
+    on_db_read!(db, pool => Ok(sqlx::query_as(
         "SELECT id, event_type, workspace_id, payload, created_at FROM structure_events WHERE id = $1",
     ).bind(id).fetch_optional(pool).await?))
 }
 
 /// Events recorded at or after `since`, oldest first, at most `limit`.
 pub async fn since(db: &Db, since: DateTime<Utc>, limit: i64) -> StoreResult<Vec<EventRow>> {
-    on_db!(db, pool => Ok(sqlx::query_as(
+    on_db_read!(db, pool => Ok(sqlx::query_as(
         "SELECT id, event_type, workspace_id, payload, created_at FROM structure_events
          WHERE created_at >= $1 ORDER BY created_at, id LIMIT $2",
     ).bind(since).bind(limit).fetch_all(pool).await?))

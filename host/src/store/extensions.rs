@@ -5,7 +5,7 @@ use serde_json::Value;
 use sqlx::types::Json;
 use uuid::Uuid;
 
-use super::{Db, StoreResult, on_db};
+use super::{Db, StoreResult, on_db, on_db_read};
 
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct ExtensionRow {
@@ -51,12 +51,12 @@ pub async fn insert(db: &Db, row: &ExtensionRow) -> StoreResult<()> {
 
 pub async fn list(db: &Db) -> StoreResult<Vec<ExtensionRow>> {
     let sql = format!("{SELECT} ORDER BY slot, created_at, id");
-    on_db!(db, pool => Ok(sqlx::query_as(&sql).fetch_all(pool).await?))
+    on_db_read!(db, pool => Ok(sqlx::query_as(&sql).fetch_all(pool).await?))
 }
 
 pub async fn get(db: &Db, id: Uuid) -> StoreResult<Option<ExtensionRow>> {
     let sql = format!("{SELECT} WHERE id = $1");
-    on_db!(db, pool => Ok(sqlx::query_as(&sql).bind(id).fetch_optional(pool).await?))
+    on_db_read!(db, pool => Ok(sqlx::query_as(&sql).bind(id).fetch_optional(pool).await?))
 }
 
 pub async fn find_by_digest(
@@ -65,7 +65,7 @@ pub async fn find_by_digest(
     digest: &str,
 ) -> StoreResult<Option<ExtensionRow>> {
     let sql = format!("{SELECT} WHERE slot = $1 AND digest = $2");
-    on_db!(db, pool => Ok(sqlx::query_as(&sql).bind(slot).bind(digest).fetch_optional(pool).await?))
+    on_db_read!(db, pool => Ok(sqlx::query_as(&sql).bind(slot).bind(digest).fetch_optional(pool).await?))
 }
 
 pub async fn delete(db: &Db, id: Uuid) -> StoreResult<bool> {
@@ -73,7 +73,7 @@ pub async fn delete(db: &Db, id: Uuid) -> StoreResult<bool> {
 }
 
 pub async fn slots(db: &Db) -> StoreResult<Vec<SlotRow>> {
-    on_db!(db, pool => Ok(sqlx::query_as("SELECT slot, active_id, shadow_id FROM extension_slots ORDER BY slot")
+    on_db_read!(db, pool => Ok(sqlx::query_as("SELECT slot, active_id, shadow_id FROM extension_slots ORDER BY slot")
         .fetch_all(pool)
         .await?))
 }
@@ -132,7 +132,7 @@ pub async fn clear_shadow(db: &Db, slot: &str, id: Uuid) -> StoreResult<bool> {
 
 /// The extension ids activated in `slot`, newest first.
 pub async fn activation_history(db: &Db, slot: &str) -> StoreResult<Vec<Uuid>> {
-    on_db!(db, pool => Ok(sqlx::query_scalar(
+    on_db_read!(db, pool => Ok(sqlx::query_scalar(
         "SELECT extension_id FROM extension_activations WHERE slot = $1 ORDER BY created_at DESC, id DESC",
     )
     .bind(slot)
@@ -185,7 +185,7 @@ pub async fn shadow_counts(
     slot: &str,
     candidate: Uuid,
 ) -> StoreResult<Vec<(String, i64)>> {
-    on_db!(db, pool => Ok(sqlx::query_as(
+    on_db_read!(db, pool => Ok(sqlx::query_as(
         "SELECT outcome, COUNT(*) FROM extension_shadow_results WHERE slot = $1 AND candidate_id = $2 GROUP BY outcome ORDER BY outcome",
     )
     .bind(slot)
@@ -201,7 +201,7 @@ pub async fn shadow_disagreements(
     candidate: Uuid,
     limit: i64,
 ) -> StoreResult<Vec<ShadowResultRow>> {
-    on_db!(db, pool => Ok(sqlx::query_as(
+    on_db_read!(db, pool => Ok(sqlx::query_as(
         "SELECT id, slot, active_id, candidate_id, outcome, input, active_answer, candidate_answer, active_us, candidate_us, created_at
          FROM extension_shadow_results WHERE slot = $1 AND candidate_id = $2 AND outcome <> 'agree'
          ORDER BY created_at DESC, id DESC LIMIT $3",
@@ -231,13 +231,13 @@ pub async fn put_blob(db: &Db, digest: &str, bytes: &[u8]) -> StoreResult<()> {
 
 /// A component's bytes by digest.
 pub async fn get_blob(db: &Db, digest: &str) -> StoreResult<Option<Vec<u8>>> {
-    on_db!(db, pool => Ok(sqlx::query_scalar("SELECT bytes FROM extension_blobs WHERE digest = $1").bind(digest).fetch_optional(pool).await?))
+    on_db_read!(db, pool => Ok(sqlx::query_scalar("SELECT bytes FROM extension_blobs WHERE digest = $1").bind(digest).fetch_optional(pool).await?))
 }
 
 /// Digests of stored versions whose bytes are not in the database yet (stored before it kept
 /// them).
 pub async fn digests_without_blob(db: &Db) -> StoreResult<Vec<String>> {
-    on_db!(db, pool => Ok(sqlx::query_scalar(
+    on_db_read!(db, pool => Ok(sqlx::query_scalar(
         "SELECT DISTINCT digest FROM extensions e
          WHERE NOT EXISTS (SELECT 1 FROM extension_blobs b WHERE b.digest = e.digest)",
     ).fetch_all(pool).await?))

@@ -6,6 +6,7 @@
 
 pub mod a2a_queue;
 pub mod activity;
+pub mod batch;
 pub mod canvas;
 pub mod events;
 pub mod extensions;
@@ -30,18 +31,38 @@ use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{PgPool, SqlitePool};
 
-/// Runs `$body` with `$pool` bound to the concrete pool of whichever backend `$db` is.
+/// Runs `$body` with `$pool` bound to the concrete pool of whichever backend `$db` is: on
+/// SQLite the one writer connection, so every write is serialised in the host instead of in
+/// SQLite's busy handler.
 ///
 /// The body is compiled once per backend, so the same query text and row types serve both.
 macro_rules! on_db {
     ($db:expr, $pool:ident => $body:expr) => {
         match $db {
-            $crate::store::Db::Sqlite($pool) => $body,
+            $crate::store::Db::Sqlite(sqlite) => {
+                let $pool = &sqlite.writer;
+                $body
+            }
             $crate::store::Db::Postgres($pool) => $body,
         }
     };
 }
 pub(crate) use on_db;
+
+/// [`on_db!`] for a body that only reads: on SQLite it runs on the read-only pool, beside the
+/// writer (WAL readers see every committed write and never wait for the writer).
+macro_rules! on_db_read {
+    ($db:expr, $pool:ident => $body:expr) => {
+        match $db {
+            $crate::store::Db::Sqlite(sqlite) => {
+                let $pool = &sqlite.reader;
+                $body
+            }
+            $crate::store::Db::Postgres($pool) => $body,
+        }
+    };
+}
+pub(crate) use on_db_read;
 
 /// Makes the SQLite database and its journal files readable by the host's user only: they hold
 /// token hashes and sealed secrets, and the default umask would leave them world-readable.
@@ -76,10 +97,28 @@ impl Backend {
     }
 }
 
-/// A connection pool on one of the two supported backends.
+/// A SQLite database the way SQLite wants to be used: one writer connection that every write
+/// goes through (no two connections ever fight for the write lock, so nothing sleeps in the
+/// busy handler), a pool of read-only connections beside it, and WAL checkpoints run by a
+/// background task on a connection of their own instead of inside a committing request.
+#[derive(Debug, Clone)]
+pub struct Sqlite {
+    pub writer: SqlitePool,
+    pub reader: SqlitePool,
+    checkpointer: std::sync::Arc<checkpoint::Checkpointer>,
+}
+
+impl Sqlite {
+    /// The database file (empty for an in-memory database).
+    pub fn filename(&self) -> std::path::PathBuf {
+        self.writer.connect_options().get_filename().to_path_buf()
+    }
+}
+
+/// The connection pools of one of the two supported backends.
 #[derive(Debug, Clone)]
 pub enum Db {
-    Sqlite(SqlitePool),
+    Sqlite(Sqlite),
     Postgres(PgPool),
 }
 
@@ -92,8 +131,17 @@ impl Db {
                 .context("parsing the sqlite database url")?
                 .create_if_missing(true)
                 .journal_mode(SqliteJournalMode::Wal)
+                // In WAL mode NORMAL syncs at checkpoints, not at every commit: a power loss can
+                // undo the last commits but never corrupts the database, and a crashed process
+                // (SIGKILL) loses nothing that committed.
                 .synchronous(SqliteSynchronous::Normal)
                 .foreign_keys(true)
+                // The checkpointer keeps the WAL short; this is the backstop should it fall
+                // behind (in pages, about 40 MB).
+                .pragma(
+                    "wal_autocheckpoint",
+                    checkpoint::AUTOCHECKPOINT_PAGES.to_string(),
+                )
                 .busy_timeout(Duration::from_secs(10));
             if let Some(dir) = options
                 .get_filename()
@@ -105,13 +153,27 @@ impl Db {
                 })?;
             }
             let path = options.get_filename().to_path_buf();
-            let pool = SqlitePoolOptions::new()
-                .max_connections(max_connections.max(1))
-                .connect_with(options)
+            // A local file does not drop connections: no ping on every acquire and release.
+            let writer = SqlitePoolOptions::new()
+                .max_connections(1)
+                .test_before_acquire(false)
+                .acquire_timeout(Duration::from_secs(30))
+                .connect_with(options.clone())
                 .await
                 .context("opening the sqlite database")?;
+            let reader = SqlitePoolOptions::new()
+                .max_connections(max_connections.max(1))
+                .test_before_acquire(false)
+                .connect_with(options.clone().read_only(true))
+                .await
+                .context("opening the sqlite database for reading")?;
+            let checkpointer = checkpoint::Checkpointer::start(options);
             owner_only(&path);
-            Ok(Db::Sqlite(pool))
+            Ok(Db::Sqlite(Sqlite {
+                writer,
+                reader,
+                checkpointer: std::sync::Arc::new(checkpointer),
+            }))
         } else if url.starts_with("postgres:") || url.starts_with("postgresql:") {
             let options =
                 PgConnectOptions::from_str(url).context("parsing the postgres database url")?;
@@ -154,10 +216,20 @@ impl Db {
         on_db!(self, pool => sqlx::query("SELECT 1").execute(pool).await.map(|_| ()).map_err(StoreError::from))
     }
 
+    /// Stops the checkpointer (which checkpoints one last time) and closes the pools.
     pub async fn close(&self) {
-        on_db!(self, pool => pool.close().await)
+        match self {
+            Db::Sqlite(sqlite) => {
+                sqlite.reader.close().await;
+                sqlite.writer.close().await;
+                sqlite.checkpointer.stop().await;
+            }
+            Db::Postgres(pool) => pool.close().await,
+        }
     }
 }
+
+mod checkpoint;
 
 /// A named constraint the HTTP layer turns into a client error.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -4,7 +4,7 @@
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
-use super::{Db, StoreResult, on_db};
+use super::{Db, StoreResult, on_db, on_db_read};
 
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct WorkspacePluginRow {
@@ -56,7 +56,7 @@ pub async fn get(
     workspace_id: Uuid,
     plugin_name: &str,
 ) -> StoreResult<Option<WorkspacePluginRow>> {
-    on_db!(db, pool => Ok(sqlx::query_as(
+    on_db_read!(db, pool => Ok(sqlx::query_as(
         "SELECT workspace_id, plugin_name, source_raw, tracked_ref, installed_sha, installed_at, updated_at
          FROM workspace_plugins WHERE workspace_id = $1 AND plugin_name = $2",
     )
@@ -70,7 +70,7 @@ pub async fn list_for_workspace(
     db: &Db,
     workspace_id: Uuid,
 ) -> StoreResult<Vec<WorkspacePluginRow>> {
-    on_db!(db, pool => Ok(sqlx::query_as(
+    on_db_read!(db, pool => Ok(sqlx::query_as(
         "SELECT workspace_id, plugin_name, source_raw, tracked_ref, installed_sha, installed_at, updated_at
          FROM workspace_plugins WHERE workspace_id = $1 ORDER BY plugin_name",
     )
@@ -93,7 +93,7 @@ pub async fn delete(db: &Db, workspace_id: Uuid, plugin_name: &str) -> StoreResu
 
 /// The org's allow-listed plugin names; empty means every plugin is allowed.
 pub async fn allowlist(db: &Db, org_id: Uuid) -> StoreResult<Vec<String>> {
-    on_db!(db, pool => Ok(sqlx::query_scalar(
+    on_db_read!(db, pool => Ok(sqlx::query_scalar(
         "SELECT plugin_name FROM org_plugin_allowlist WHERE org_id = $1 ORDER BY plugin_name",
     )
     .bind(org_id)
@@ -126,7 +126,7 @@ pub async fn set_allowlist(db: &Db, org_id: Uuid, names: &[String]) -> StoreResu
 
 /// Rows whose tracked ref drift detection follows.
 pub async fn tracked(db: &Db) -> StoreResult<Vec<WorkspacePluginRow>> {
-    on_db!(db, pool => Ok(sqlx::query_as(
+    on_db_read!(db, pool => Ok(sqlx::query_as(
         "SELECT p.workspace_id, p.plugin_name, p.source_raw, p.tracked_ref, p.installed_sha, p.installed_at, p.updated_at
          FROM workspace_plugins p JOIN workspaces w ON w.id = p.workspace_id
          WHERE p.tracked_ref <> 'none' AND p.installed_sha IS NOT NULL AND w.status <> 'removed'
@@ -185,12 +185,12 @@ pub async fn queue_update(
 /// Pending updates, newest first.
 pub async fn pending_updates(db: &Db) -> StoreResult<Vec<UpdateRow>> {
     let sql = format!("{SELECT_UPDATE} WHERE status = 'pending' ORDER BY created_at DESC, id");
-    on_db!(db, pool => Ok(sqlx::query_as(&sql).fetch_all(pool).await?))
+    on_db_read!(db, pool => Ok(sqlx::query_as(&sql).fetch_all(pool).await?))
 }
 
 pub async fn get_update(db: &Db, id: Uuid) -> StoreResult<Option<UpdateRow>> {
     let sql = format!("{SELECT_UPDATE} WHERE id = $1");
-    on_db!(db, pool => Ok(sqlx::query_as(&sql).bind(id).fetch_optional(pool).await?))
+    on_db_read!(db, pool => Ok(sqlx::query_as(&sql).bind(id).fetch_optional(pool).await?))
 }
 
 /// Moves a pending update to `status`; whether it was pending.

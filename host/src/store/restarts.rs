@@ -4,7 +4,7 @@
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
-use super::{Db, StoreResult, on_db};
+use super::{Db, StoreResult, on_db, on_db_read};
 
 /// What a claim found.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -117,7 +117,7 @@ pub async fn release_all(db: &Db, prefix: &str) -> StoreResult<u64> {
 
 /// Whether a claim on `workspace_id`'s restart cycles is open (cycles running or due).
 pub async fn claimed(db: &Db, workspace_id: Uuid) -> StoreResult<bool> {
-    on_db!(db, pool => Ok(sqlx::query_scalar::<_, i64>(
+    on_db_read!(db, pool => Ok(sqlx::query_scalar::<_, i64>(
         "SELECT COUNT(*) FROM workspace_restarts WHERE workspace_id = $1",
     ).bind(workspace_id).fetch_one(pool).await? > 0))
 }

@@ -3,7 +3,7 @@
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
-use super::{Backend, Db, StoreResult, on_db};
+use super::{Backend, Db, StoreResult, on_db, on_db_read};
 
 /// Serialises the start-up re-seal across replicas sharing one PostgreSQL database (a one-key
 /// advisory lock, like the migrator's). "molecule" with "seal" in its second half.
@@ -29,7 +29,7 @@ impl std::fmt::Debug for SecretRow {
 }
 
 pub async fn list_workspace(db: &Db, workspace_id: Uuid) -> StoreResult<Vec<SecretRow>> {
-    on_db!(db, pool => Ok(sqlx::query_as(
+    on_db_read!(db, pool => Ok(sqlx::query_as(
         "SELECT key, encrypted_value, encryption_version, created_at, updated_at
          FROM workspace_secrets WHERE workspace_id = $1 ORDER BY key",
     )
@@ -39,7 +39,7 @@ pub async fn list_workspace(db: &Db, workspace_id: Uuid) -> StoreResult<Vec<Secr
 }
 
 pub async fn list_global(db: &Db) -> StoreResult<Vec<SecretRow>> {
-    on_db!(db, pool => Ok(sqlx::query_as(
+    on_db_read!(db, pool => Ok(sqlx::query_as(
         "SELECT key, encrypted_value, encryption_version, created_at, updated_at FROM global_secrets ORDER BY key",
     )
     .fetch_all(pool)
@@ -51,7 +51,7 @@ pub async fn get_workspace(
     workspace_id: Uuid,
     key: &str,
 ) -> StoreResult<Option<SecretRow>> {
-    on_db!(db, pool => Ok(sqlx::query_as(
+    on_db_read!(db, pool => Ok(sqlx::query_as(
         "SELECT key, encrypted_value, encryption_version, created_at, updated_at
          FROM workspace_secrets WHERE workspace_id = $1 AND key = $2",
     )
@@ -127,7 +127,7 @@ pub async fn delete_global(db: &Db, key: &str) -> StoreResult<bool> {
 /// Live, restartable workspaces that have no workspace-level secret named `key`: the ones a
 /// change of the global secret `key` affects.
 pub async fn workspaces_inheriting_global(db: &Db, key: &str) -> StoreResult<Vec<Uuid>> {
-    on_db!(db, pool => Ok(sqlx::query_scalar(
+    on_db_read!(db, pool => Ok(sqlx::query_scalar(
         "SELECT w.id FROM workspaces w
          WHERE w.status NOT IN ('removed', 'paused', 'hibernated', 'hibernating') AND w.runtime <> 'external'
            AND NOT EXISTS (SELECT 1 FROM workspace_secrets s WHERE s.workspace_id = w.id AND s.key = $1)

@@ -31,6 +31,10 @@ crate::both_backends!(
     a_delegation_ends_with_its_result_row_in_one_transaction_and_only_once,
     a_restart_claim_coalesces_is_renewed_and_passes_on_only_once_expired,
     the_secret_tables_rebuild_keeps_every_row_constraint_and_cascade,
+    deferred_writes_are_stored_in_order_with_stamps_coalesced_and_flush_waits_for_them,
+    a_bad_deferred_row_loses_only_itself,
+    closing_the_writer_stores_what_is_queued_and_drops_later_writes,
+    a_full_write_queue_makes_callers_wait_instead_of_growing,
 );
 
 fn workspace(name: &str, parent: Option<Uuid>) -> NewWorkspace {
@@ -660,7 +664,10 @@ async fn mark_stale_offline_only_touches_silent_online_and_degraded_rows(db: Db)
 
 /// The workspace a token hash belongs to, as the auth check sees it.
 async fn token_owner(db: &Db, hash: &[u8]) -> Option<Uuid> {
-    super::tokens::workspace_for_token(db, hash).await.unwrap()
+    super::tokens::workspace_for_token(db, hash)
+        .await
+        .unwrap()
+        .map(|(_, workspace)| workspace)
 }
 
 async fn tokens_ignore_revoked_tokens_and_removed_workspaces(db: Db) {
@@ -699,10 +706,20 @@ async fn tokens_ignore_revoked_tokens_and_removed_workspaces(db: Db) {
         .unwrap();
     assert_eq!(listed.len(), 1, "revoked tokens are not listed");
     assert_eq!(listed[0].id, live_id);
-    assert!(
-        listed[0].last_used_at.is_some(),
-        "a lookup marks the token used"
-    );
+    assert!(listed[0].last_used_at.is_none(), "a lookup only reads");
+    // The guard stamps a use through the deferred writer.
+    let writer = super::batch::Writer::start(db.clone());
+    writer
+        .write(super::batch::Write::WorkspaceTokenUsed {
+            token: live_id,
+            at: Utc::now(),
+        })
+        .await;
+    writer.close().await;
+    let listed = super::tokens::list_workspace_tokens(&db, id, 10, 0)
+        .await
+        .unwrap();
+    assert!(listed[0].last_used_at.is_some(), "the use is stamped");
     assert_eq!(
         super::tokens::count_live_workspace_tokens(&db, id)
             .await
@@ -778,9 +795,12 @@ async fn tokens_ignore_revoked_tokens_and_removed_workspaces(db: Db) {
     super::tokens::insert_org_token(&db, org, &unknown, "org00000", Some("ci"), None)
         .await
         .unwrap();
-    assert!(super::tokens::org_token_valid(&db, &unknown).await.unwrap());
+    assert_eq!(
+        super::tokens::org_token(&db, &unknown).await.unwrap(),
+        Some(org)
+    );
     assert!(super::tokens::revoke_org_token(&db, org).await.unwrap());
-    assert!(!super::tokens::org_token_valid(&db, &unknown).await.unwrap());
+    assert_eq!(super::tokens::org_token(&db, &unknown).await.unwrap(), None);
     assert!(
         super::tokens::any_token_issued(&db).await.unwrap(),
         "issued once is issued for good"
@@ -1178,4 +1198,135 @@ async fn the_sqlite_database_and_its_journal_are_readable_by_the_host_only() {
         );
     }
     db.close().await;
+}
+
+async fn deferred_writes_are_stored_in_order_with_stamps_coalesced_and_flush_waits_for_them(
+    db: Db,
+) {
+    use super::batch::{Write, Writer};
+    let id = add(&db, "Agent", None).await;
+    let writer = Writer::start(db.clone());
+    let start = Utc::now();
+    for n in 0..1200 {
+        let mut row = activity(id, None);
+        row.summary = Some(format!("call {n}"));
+        row.created_at = start + Duration::milliseconds(n);
+        writer.write(Write::Activity(Box::new(row))).await;
+        let at = start + Duration::milliseconds(n);
+        writer.write(Write::Outbound { workspace: id, at }).await;
+    }
+    writer.flush().await;
+    assert_eq!(count(&db, "activity_logs", "workspace_id", id).await, 1200);
+    let rows = super::activity::list(&db, id, None, None, 3).await.unwrap();
+    let newest: Vec<_> = rows.iter().map(|r| r.summary.clone().unwrap()).collect();
+    assert_eq!(newest, ["call 1199", "call 1198", "call 1197"]);
+    let row = super::workspaces::get(&db, id).await.unwrap().unwrap();
+    assert_eq!(
+        row.last_outbound_at.map(|t| t.timestamp_millis()),
+        Some((start + Duration::milliseconds(1199)).timestamp_millis()),
+        "the latest stamp wins"
+    );
+    writer.close().await;
+}
+
+async fn a_bad_deferred_row_loses_only_itself(db: Db) {
+    use super::batch::{Write, Writer};
+    let id = add(&db, "Agent", None).await;
+    let writer = Writer::start(db.clone());
+    // One transaction would hold all three; the row of a workspace that does not exist (deleted
+    // meanwhile) and the repeated idempotency key fail, the others are stored all the same.
+    writer
+        .write(Write::Activity(Box::new(activity(id, Some("k")))))
+        .await;
+    writer
+        .write(Write::Activity(Box::new(activity(Uuid::new_v4(), None))))
+        .await;
+    writer
+        .write(Write::Activity(Box::new(activity(id, Some("k")))))
+        .await;
+    writer
+        .write(Write::Activity(Box::new(activity(id, None))))
+        .await;
+    writer.flush().await;
+    assert_eq!(count(&db, "activity_logs", "workspace_id", id).await, 2);
+    writer.close().await;
+}
+
+async fn closing_the_writer_stores_what_is_queued_and_drops_later_writes(db: Db) {
+    use super::batch::{Write, Writer};
+    let id = add(&db, "Agent", None).await;
+    let writer = Writer::start(db.clone());
+    for _ in 0..700 {
+        writer
+            .write(Write::Activity(Box::new(activity(id, None))))
+            .await;
+    }
+    writer.close().await;
+    assert_eq!(count(&db, "activity_logs", "workspace_id", id).await, 700);
+    writer
+        .write(Write::Activity(Box::new(activity(id, None))))
+        .await;
+    writer.flush().await;
+    assert_eq!(count(&db, "activity_logs", "workspace_id", id).await, 700);
+}
+
+async fn a_full_write_queue_makes_callers_wait_instead_of_growing(db: Db) {
+    use super::batch::{MAX_BATCH, QUEUE, Write, Writer};
+    let id = add(&db, "Agent", None).await;
+    // Hold the rows' table so the writer's first transaction cannot commit: on SQLite by holding
+    // the one writer connection, on PostgreSQL with a lock on the table.
+    let (release, released) = tokio::sync::oneshot::channel::<()>();
+    let (locked, is_locked) = tokio::sync::oneshot::channel::<()>();
+    let holder = {
+        let db = db.clone();
+        tokio::spawn(async move {
+            on_db!(&db, pool => {
+                let mut tx = pool.begin().await.unwrap();
+                sqlx::query("UPDATE workspaces SET name = name WHERE id = $1")
+                    .bind(id)
+                    .execute(&mut *tx)
+                    .await
+                    .unwrap();
+                if db.backend() == Backend::Postgres {
+                    sqlx::query("LOCK TABLE activity_logs IN EXCLUSIVE MODE")
+                        .execute(&mut *tx)
+                        .await
+                        .unwrap();
+                }
+                locked.send(()).unwrap();
+                released.await.unwrap();
+                tx.commit().await.unwrap();
+            })
+        })
+    };
+    is_locked.await.unwrap();
+    let writer = Writer::start(db.clone());
+    // The writer takes a first batch (at most MAX_BATCH writes) and is stuck committing it;
+    // the queue then takes QUEUE more, and the write after that waits for room.
+    let mut accepted = 0;
+    let waiting = loop {
+        let mut write = Box::pin(writer.write(Write::Activity(Box::new(activity(id, None)))));
+        match tokio::time::timeout(std::time::Duration::from_millis(300), &mut write).await {
+            Ok(()) => accepted += 1,
+            Err(_) => break write,
+        }
+        assert!(
+            accepted <= MAX_BATCH + QUEUE,
+            "the queue grows without bound"
+        );
+    };
+    assert!(
+        accepted >= QUEUE,
+        "only {accepted} writes were taken before one waited"
+    );
+    release.send(()).unwrap();
+    holder.await.unwrap();
+    waiting.await;
+    writer.flush().await;
+    assert_eq!(
+        count(&db, "activity_logs", "workspace_id", id).await,
+        i64::try_from(accepted + 1).unwrap(),
+        "every write, the waiting one included, is stored"
+    );
+    writer.close().await;
 }

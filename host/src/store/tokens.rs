@@ -3,7 +3,7 @@
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
-use super::{Db, StoreResult, on_db};
+use super::{Db, StoreResult, on_db, on_db_read};
 
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct WorkspaceTokenRow {
@@ -58,7 +58,7 @@ pub async fn list_workspace_tokens(
     limit: i64,
     offset: i64,
 ) -> StoreResult<Vec<WorkspaceTokenRow>> {
-    on_db!(db, pool => Ok(sqlx::query_as(
+    on_db_read!(db, pool => Ok(sqlx::query_as(
         "SELECT id, prefix, created_at, last_used_at, expires_at FROM workspace_auth_tokens
          WHERE workspace_id = $1 AND revoked_at IS NULL AND (expires_at IS NULL OR expires_at > $4)
          ORDER BY created_at DESC, id LIMIT $2 OFFSET $3",
@@ -73,7 +73,7 @@ pub async fn list_workspace_tokens(
 
 /// Live tokens of one workspace: neither revoked nor expired.
 pub async fn count_live_workspace_tokens(db: &Db, workspace_id: Uuid) -> StoreResult<i64> {
-    on_db!(db, pool => Ok(sqlx::query_scalar(
+    on_db_read!(db, pool => Ok(sqlx::query_scalar(
         "SELECT COUNT(*) FROM workspace_auth_tokens
          WHERE workspace_id = $1 AND revoked_at IS NULL AND (expires_at IS NULL OR expires_at > $2)",
     )
@@ -85,7 +85,7 @@ pub async fn count_live_workspace_tokens(db: &Db, workspace_id: Uuid) -> StoreRe
 
 /// Live tokens of one workspace that were minted through the API (the ones that expire).
 pub async fn count_live_minted_workspace_tokens(db: &Db, workspace_id: Uuid) -> StoreResult<i64> {
-    on_db!(db, pool => Ok(sqlx::query_scalar(
+    on_db_read!(db, pool => Ok(sqlx::query_scalar(
         "SELECT COUNT(*) FROM workspace_auth_tokens
          WHERE workspace_id = $1 AND revoked_at IS NULL AND expires_at IS NOT NULL AND expires_at > $2",
     )
@@ -98,35 +98,25 @@ pub async fn count_live_minted_workspace_tokens(db: &Db, workspace_id: Uuid) -> 
 /// Whether any workspace or org token was ever issued, live or not: an install that issued one
 /// has left its fresh-install mode (databases from before that mode was stored).
 pub async fn any_token_issued(db: &Db) -> StoreResult<bool> {
-    on_db!(db, pool => Ok(sqlx::query_scalar(
+    on_db_read!(db, pool => Ok(sqlx::query_scalar(
         "SELECT EXISTS (SELECT 1 FROM workspace_auth_tokens) OR EXISTS (SELECT 1 FROM org_api_tokens)",
     )
     .fetch_one(pool)
     .await?))
 }
 
-/// The workspace a live token belongs to (neither revoked nor expired, and the workspace not
-/// removed); marks it used.
-pub async fn workspace_for_token(db: &Db, hash: &[u8]) -> StoreResult<Option<Uuid>> {
-    on_db!(db, pool => {
-        let found: Option<(Uuid, Uuid)> = sqlx::query_as(
-            "SELECT t.id, t.workspace_id FROM workspace_auth_tokens t JOIN workspaces w ON w.id = t.workspace_id
-             WHERE t.token_hash = $1 AND t.revoked_at IS NULL AND (t.expires_at IS NULL OR t.expires_at > $2)
-               AND w.status <> 'removed'",
-        )
-        .bind(hash)
-        .bind(Utc::now())
-        .fetch_optional(pool)
-        .await?;
-        if let Some((token_id, _)) = found {
-            sqlx::query("UPDATE workspace_auth_tokens SET last_used_at = $2 WHERE id = $1")
-                .bind(token_id)
-                .bind(Utc::now())
-                .execute(pool)
-                .await?;
-        }
-        Ok(found.map(|(_, workspace)| workspace))
-    })
+/// The id of a live token and the workspace it belongs to (neither revoked nor expired, and the
+/// workspace not removed). Marking it used is the caller's (a deferred write).
+pub async fn workspace_for_token(db: &Db, hash: &[u8]) -> StoreResult<Option<(Uuid, Uuid)>> {
+    on_db_read!(db, pool => Ok(sqlx::query_as(
+        "SELECT t.id, t.workspace_id FROM workspace_auth_tokens t JOIN workspaces w ON w.id = t.workspace_id
+         WHERE t.token_hash = $1 AND t.revoked_at IS NULL AND (t.expires_at IS NULL OR t.expires_at > $2)
+           AND w.status <> 'removed'",
+    )
+    .bind(hash)
+    .bind(Utc::now())
+    .fetch_optional(pool)
+    .await?))
 }
 
 pub async fn revoke_workspace_token(
@@ -185,7 +175,7 @@ pub async fn insert_org_token(
 }
 
 pub async fn list_org_tokens(db: &Db) -> StoreResult<Vec<OrgTokenRow>> {
-    on_db!(db, pool => Ok(sqlx::query_as(
+    on_db_read!(db, pool => Ok(sqlx::query_as(
         "SELECT id, prefix, name, org_id, created_by, created_at, last_used_at FROM org_api_tokens
          WHERE revoked_at IS NULL ORDER BY created_at DESC, id",
     )
@@ -193,16 +183,15 @@ pub async fn list_org_tokens(db: &Db) -> StoreResult<Vec<OrgTokenRow>> {
     .await?))
 }
 
-/// Whether `hash` is a live org token; marks it used.
-pub async fn org_token_valid(db: &Db, hash: &[u8]) -> StoreResult<bool> {
-    on_db!(db, pool => Ok(sqlx::query(
-        "UPDATE org_api_tokens SET last_used_at = $2 WHERE token_hash = $1 AND revoked_at IS NULL",
+/// The id of the live org token `hash`, if it is one. Marking it used is the caller's (a
+/// deferred write).
+pub async fn org_token(db: &Db, hash: &[u8]) -> StoreResult<Option<Uuid>> {
+    on_db_read!(db, pool => Ok(sqlx::query_scalar(
+        "SELECT id FROM org_api_tokens WHERE token_hash = $1 AND revoked_at IS NULL",
     )
     .bind(hash)
-    .bind(Utc::now())
-    .execute(pool)
-    .await?
-    .rows_affected() > 0))
+    .fetch_optional(pool)
+    .await?))
 }
 
 pub async fn revoke_org_token(db: &Db, id: Uuid) -> StoreResult<bool> {

@@ -5,10 +5,10 @@ use serde_json::{Map, Value};
 use sqlx::types::Json;
 use uuid::Uuid;
 
-use super::{Db, StoreResult, on_db};
+use super::{Db, StoreResult, on_db, on_db_read};
 
 pub async fn get(db: &Db, workspace_id: Uuid) -> StoreResult<Option<Value>> {
-    on_db!(db, pool => Ok(sqlx::query_scalar("SELECT data FROM workspace_config WHERE workspace_id = $1")
+    on_db_read!(db, pool => Ok(sqlx::query_scalar("SELECT data FROM workspace_config WHERE workspace_id = $1")
         .bind(workspace_id)
         .fetch_optional(pool)
         .await?))

@@ -6,7 +6,7 @@ use sqlx::QueryBuilder;
 use sqlx::types::Json;
 use uuid::Uuid;
 
-use super::{Constraint, Db, StoreError, StoreResult, on_db};
+use super::{Constraint, Db, StoreError, StoreResult, on_db, on_db_read};
 
 /// The runtime name of a workspace whose agent runs outside the host.
 pub const EXTERNAL_RUNTIME: &str = "external";
@@ -177,18 +177,18 @@ fn parent_missing(err: StoreError) -> StoreError {
 /// Every workspace that is not removed, oldest first.
 pub async fn list_live(db: &Db) -> StoreResult<Vec<WorkspaceRow>> {
     let sql = format!("{SELECT_WORKSPACE} WHERE w.status <> 'removed' ORDER BY w.created_at, w.id");
-    on_db!(db, pool => Ok(sqlx::query_as::<_, WorkspaceRow>(&sql).fetch_all(pool).await?))
+    on_db_read!(db, pool => Ok(sqlx::query_as::<_, WorkspaceRow>(&sql).fetch_all(pool).await?))
 }
 
 /// One workspace, removed or not.
 pub async fn get(db: &Db, id: Uuid) -> StoreResult<Option<WorkspaceRow>> {
     let sql = format!("{SELECT_WORKSPACE} WHERE w.id = $1");
-    on_db!(db, pool => Ok(sqlx::query_as::<_, WorkspaceRow>(&sql).bind(id).fetch_optional(pool).await?))
+    on_db_read!(db, pool => Ok(sqlx::query_as::<_, WorkspaceRow>(&sql).bind(id).fetch_optional(pool).await?))
 }
 
 /// Direct children that are not removed: `(id, name)`, oldest first.
 pub async fn live_children(db: &Db, id: Uuid) -> StoreResult<Vec<(Uuid, String)>> {
-    on_db!(db, pool => Ok(sqlx::query_as(
+    on_db_read!(db, pool => Ok(sqlx::query_as(
         "SELECT id, name FROM workspaces WHERE parent_id = $1 AND status <> 'removed' ORDER BY created_at, id",
     )
     .bind(id)
@@ -198,7 +198,7 @@ pub async fn live_children(db: &Db, id: Uuid) -> StoreResult<Vec<(Uuid, String)>
 
 /// `(id, parent_id)` for `id` and its ancestors, nearest first, at most `max_depth` rows.
 pub async fn ancestry(db: &Db, id: Uuid, max_depth: i64) -> StoreResult<Vec<(Uuid, Option<Uuid>)>> {
-    on_db!(db, pool => Ok(sqlx::query_as(
+    on_db_read!(db, pool => Ok(sqlx::query_as(
         "WITH RECURSIVE chain(id, parent_id, depth) AS (
              SELECT id, parent_id, 0 FROM workspaces WHERE id = $1
              UNION ALL
@@ -216,7 +216,7 @@ pub async fn ancestry(db: &Db, id: Uuid, max_depth: i64) -> StoreResult<Vec<(Uui
 /// `root` and every descendant, whatever their status, root first. A `UNION` (not `UNION ALL`)
 /// keeps the walk finite even if a cycle ever reached the table.
 pub async fn subtree(db: &Db, root: Uuid) -> StoreResult<Vec<Uuid>> {
-    on_db!(db, pool => Ok(sqlx::query_scalar(
+    on_db_read!(db, pool => Ok(sqlx::query_scalar(
         "WITH RECURSIVE tree(id, depth) AS (
              SELECT id, 0 FROM workspaces WHERE id = $1
              UNION
@@ -445,18 +445,6 @@ pub async fn record_heartbeat(
     })
 }
 
-/// Records that `id` just called another workspace.
-pub async fn touch_outbound(db: &Db, id: Uuid) -> StoreResult<()> {
-    on_db!(db, pool => {
-        sqlx::query("UPDATE workspaces SET last_outbound_at = $2 WHERE id = $1")
-            .bind(id)
-            .bind(Utc::now())
-            .execute(pool)
-            .await?;
-        Ok(())
-    })
-}
-
 /// The statuses an update may move a row from: those the table allows for `to` and `cause`,
 /// narrowed to `from` when the caller saw one (a compare-and-set), empty when it may not move.
 fn sources(from: Option<Status>, to: Status, cause: Cause) -> Vec<Status> {
@@ -534,7 +522,7 @@ pub async fn live_with_parent(db: &Db, parent: Option<Uuid>) -> StoreResult<Vec<
             "{SELECT_WORKSPACE} WHERE w.status <> 'removed' AND w.parent_id IS NULL ORDER BY w.created_at, w.id"
         ),
     };
-    on_db!(db, pool => {
+    on_db_read!(db, pool => {
         let q = sqlx::query_as::<_, WorkspaceRow>(&sql);
         let q = match parent { Some(p) => q.bind(p), None => q };
         Ok(q.fetch_all(pool).await?)
@@ -555,7 +543,7 @@ pub async fn live_child_named(
             "{SELECT_WORKSPACE} WHERE w.status <> 'removed' AND w.name = $1 AND w.parent_id IS NULL"
         ),
     };
-    on_db!(db, pool => {
+    on_db_read!(db, pool => {
         let q = sqlx::query_as::<_, WorkspaceRow>(&sql).bind(name);
         let q = match parent { Some(p) => q.bind(p), None => q };
         Ok(q.fetch_optional(pool).await?)
@@ -564,7 +552,7 @@ pub async fn live_child_named(
 
 /// Ids of live workspaces that are not paused or external (the ones a restart would touch).
 pub async fn restartable_ids(db: &Db) -> StoreResult<Vec<Uuid>> {
-    on_db!(db, pool => Ok(sqlx::query_scalar(
+    on_db_read!(db, pool => Ok(sqlx::query_scalar(
         "SELECT id FROM workspaces WHERE status NOT IN ('removed', 'paused', 'hibernated', 'hibernating')
              AND runtime <> 'external' ORDER BY created_at, id",
     )
@@ -621,7 +609,7 @@ pub async fn in_status_since(
     status: Status,
     cutoff: DateTime<Utc>,
 ) -> StoreResult<Vec<(Uuid, String)>> {
-    on_db!(db, pool => Ok(sqlx::query_as(
+    on_db_read!(db, pool => Ok(sqlx::query_as(
         "SELECT id, runtime FROM workspaces WHERE status = $1 AND updated_at < $2 ORDER BY updated_at",
     )
     .bind(status)
@@ -632,7 +620,7 @@ pub async fn in_status_since(
 
 /// Online or degraded workspaces the host runs (not external): the ones a health sweep checks.
 pub async fn running_ids(db: &Db) -> StoreResult<Vec<Uuid>> {
-    on_db!(db, pool => Ok(sqlx::query_scalar(
+    on_db_read!(db, pool => Ok(sqlx::query_scalar(
         "SELECT id FROM workspaces WHERE status IN ('online', 'degraded') AND runtime <> 'external'
          ORDER BY created_at, id",
     )

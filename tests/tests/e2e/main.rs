@@ -3,6 +3,7 @@
 mod auth;
 mod console;
 mod delegation;
+mod durability;
 mod edges;
 mod extensions;
 mod lifecycle;

@@ -424,7 +424,12 @@ async fn stored(app: &TestApp, global: bool, key: &str) -> (Vec<u8>, i32) {
         .await
         .expect("opening the test database");
     let row = match &db {
-        Db::Sqlite(pool) => sqlx::query_as(sql).bind(key).fetch_one(pool).await,
+        Db::Sqlite(sqlite) => {
+            sqlx::query_as(sql)
+                .bind(key)
+                .fetch_one(&sqlite.reader)
+                .await
+        }
         Db::Postgres(pool) => sqlx::query_as(sql).bind(key).fetch_one(pool).await,
     }
     .expect("the secret row");

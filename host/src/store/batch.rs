@@ -1,0 +1,226 @@
+//! Group commit for writes that need not be durable before an answer: the activity row an A2A
+//! call leaves, the caller's last-outbound stamp, a token's last use.
+//!
+//! Callers hand a [`Write`] to the [`Writer`] and go on; one task per host stores whatever has
+//! queued meanwhile in one transaction (up to [`MAX_BATCH`] writes), so under load many rows
+//! share a commit and under no load a row is stored at once. The queue is bounded
+//! ([`QUEUE`]): when the database falls behind, callers wait for room instead of the host
+//! growing without bound. [`Writer::flush`] waits until everything queued before it is stored
+//! (a read of the activity log calls it first, so a caller always reads its own writes), and
+//! [`Writer::close`] stores the rest when the host stops.
+//!
+//! What a crash can lose: a host killed with SIGKILL loses the writes still queued or in the
+//! transaction being committed, i.e. those of the last moments before the kill (one commit's
+//! worth under load, milliseconds). Everything the host must not lose (delegation state,
+//! restarts, statuses) is written synchronously and never goes through here.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+use tokio::sync::{Mutex, mpsc, oneshot};
+use tokio::task::JoinHandle;
+use uuid::Uuid;
+
+use super::activity::{self, ActivityRow};
+use super::{Db, StoreResult, on_db};
+
+/// The most writes one transaction stores.
+pub const MAX_BATCH: usize = 512;
+/// The most writes waiting to be stored before callers wait for room.
+pub const QUEUE: usize = 8192;
+
+/// One deferred write.
+#[derive(Debug, Clone)]
+pub enum Write {
+    /// An activity row (its `ACTIVITY_LOGGED` event is the caller's to send).
+    Activity(Box<ActivityRow>),
+    /// `workspaces.last_outbound_at` of a caller.
+    Outbound { workspace: Uuid, at: DateTime<Utc> },
+    /// `workspace_auth_tokens.last_used_at`.
+    WorkspaceTokenUsed { token: Uuid, at: DateTime<Utc> },
+    /// `org_api_tokens.last_used_at`.
+    OrgTokenUsed { token: Uuid, at: DateTime<Utc> },
+}
+
+enum Command {
+    Write(Write),
+    Flush(oneshot::Sender<()>),
+    Close(oneshot::Sender<()>),
+}
+
+/// The handle callers write through; clones share one queue and one task.
+#[derive(Debug, Clone)]
+pub struct Writer {
+    queue: mpsc::Sender<Command>,
+    task: Arc<Mutex<Option<JoinHandle<()>>>>,
+}
+
+impl Writer {
+    /// Starts the task that stores writes into `db`.
+    pub fn start(db: Db) -> Writer {
+        let (queue, receiver) = mpsc::channel(QUEUE);
+        let task = tokio::spawn(run(db, receiver));
+        Writer {
+            queue,
+            task: Arc::new(Mutex::new(Some(task))),
+        }
+    }
+
+    /// Queues `write`, waiting for room when the queue is full. After [`Writer::close`] the
+    /// write is dropped with a warning (the host is stopping).
+    pub async fn write(&self, write: Write) {
+        if self.queue.send(Command::Write(write)).await.is_err() {
+            tracing::warn!("a deferred write arrived after the host stopped storing them; dropped");
+        }
+    }
+
+    /// Returns once every write queued before this call is stored (or failed and was logged).
+    pub async fn flush(&self) {
+        let (done, stored) = oneshot::channel();
+        if self.queue.send(Command::Flush(done)).await.is_ok() {
+            let _ = stored.await;
+        }
+    }
+
+    /// Stores what is queued and stops the task; later writes are dropped.
+    pub async fn close(&self) {
+        let (done, closed) = oneshot::channel();
+        if self.queue.send(Command::Close(done)).await.is_ok() {
+            let _ = closed.await;
+        }
+        if let Some(task) = self.task.lock().await.take() {
+            let _ = task.await;
+        }
+    }
+}
+
+/// The writes one transaction stores: activity rows in order, stamps coalesced to the latest.
+#[derive(Debug, Default)]
+struct Batch {
+    activity: Vec<ActivityRow>,
+    outbound: HashMap<Uuid, DateTime<Utc>>,
+    workspace_tokens: HashMap<Uuid, DateTime<Utc>>,
+    org_tokens: HashMap<Uuid, DateTime<Utc>>,
+    len: usize,
+}
+
+impl Batch {
+    fn push(&mut self, write: Write) {
+        fn latest(map: &mut HashMap<Uuid, DateTime<Utc>>, key: Uuid, at: DateTime<Utc>) {
+            let entry = map.entry(key).or_insert(at);
+            *entry = (*entry).max(at);
+        }
+        self.len += 1;
+        match write {
+            Write::Activity(row) => self.activity.push(*row),
+            Write::Outbound { workspace, at } => latest(&mut self.outbound, workspace, at),
+            Write::WorkspaceTokenUsed { token, at } => {
+                latest(&mut self.workspace_tokens, token, at)
+            }
+            Write::OrgTokenUsed { token, at } => latest(&mut self.org_tokens, token, at),
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+}
+
+async fn run(db: Db, mut receiver: mpsc::Receiver<Command>) {
+    let mut closing = None;
+    while let Some(first) = receiver.recv().await {
+        let mut batch = Batch::default();
+        let mut answered = Vec::new();
+        let mut next = Some(first);
+        // Everything already waiting joins this transaction, up to MAX_BATCH writes; a flush
+        // closes the batch so its caller is answered as soon as what preceded it is stored.
+        while let Some(command) = next.take() {
+            match command {
+                Command::Write(write) => batch.push(write),
+                Command::Flush(done) => {
+                    answered.push(done);
+                    break;
+                }
+                Command::Close(done) => {
+                    // Nothing new gets in; what is already queued is still stored below.
+                    receiver.close();
+                    closing = Some(done);
+                }
+            }
+            if batch.len >= MAX_BATCH {
+                break;
+            }
+            next = receiver.try_recv().ok();
+        }
+        if !batch.is_empty() {
+            store(&db, &batch).await;
+        }
+        for done in answered {
+            let _ = done.send(());
+        }
+    }
+    if let Some(done) = closing {
+        let _ = done.send(());
+    }
+}
+
+/// Stores `batch` in one transaction; when that fails (a row whose workspace was deleted
+/// meanwhile, a duplicate), each write is stored on its own so one bad row loses only itself.
+async fn store(db: &Db, batch: &Batch) {
+    let Err(err) = store_together(db, batch).await else {
+        return;
+    };
+    tracing::debug!(error = ?err, writes = batch.len, "a batch of deferred writes failed together; storing them one by one");
+    for row in &batch.activity {
+        if let Err(err) = activity::insert(db, row).await {
+            tracing::warn!(workspace_id = %row.workspace_id, activity_type = %row.activity_type, error = ?err, "recording activity failed");
+        }
+    }
+    let stamps = [
+        (STAMP_OUTBOUND, &batch.outbound),
+        (STAMP_WORKSPACE_TOKEN, &batch.workspace_tokens),
+        (STAMP_ORG_TOKEN, &batch.org_tokens),
+    ];
+    for (sql, stamps) in stamps {
+        for (id, at) in stamps {
+            let stored: StoreResult<()> = on_db!(db, pool => sqlx::query(sql)
+                .bind(id)
+                .bind(at)
+                .execute(pool)
+                .await
+                .map(drop)
+                .map_err(Into::into));
+            if let Err(err) = stored {
+                tracing::warn!(%id, error = ?err, "storing a last-use stamp failed");
+            }
+        }
+    }
+}
+
+// Batches are stored in the order they were queued, so the latest stamp always lands last.
+const STAMP_OUTBOUND: &str = "UPDATE workspaces SET last_outbound_at = $2 WHERE id = $1";
+const STAMP_WORKSPACE_TOKEN: &str =
+    "UPDATE workspace_auth_tokens SET last_used_at = $2 WHERE id = $1";
+const STAMP_ORG_TOKEN: &str = "UPDATE org_api_tokens SET last_used_at = $2 WHERE id = $1";
+
+async fn store_together(db: &Db, batch: &Batch) -> StoreResult<()> {
+    let begin = db.begin_write_sql();
+    on_db!(db, pool => {
+        let mut tx = pool.begin_with(begin).await?;
+        for row in &batch.activity {
+            activity::insert_row(row).execute(&mut *tx).await?;
+        }
+        for (sql, stamps) in [
+            (STAMP_OUTBOUND, &batch.outbound),
+            (STAMP_WORKSPACE_TOKEN, &batch.workspace_tokens),
+            (STAMP_ORG_TOKEN, &batch.org_tokens),
+        ] {
+            for (id, at) in stamps {
+                sqlx::query(sql).bind(id).bind(at).execute(&mut *tx).await?;
+            }
+        }
+        tx.commit().await?;
+        Ok(())
+    })
+}
