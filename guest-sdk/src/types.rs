@@ -1,8 +1,13 @@
 //! The plain Rust types an extension works with. They mirror `molecule:plugin/types@0.1.0`
 //! one to one, but belong to this crate, so no generated binding ever appears in an author's code.
+//! The restart-policy types come from `molecule-policy`, which the host uses too.
 
 use std::fmt;
 use std::io;
+
+pub use molecule_policy::{
+    Decision, DriftApplied, PluginInstalled, Reload, Trigger, UpdateTier, WorkspaceInfo,
+};
 
 /// Where a plugin or template comes from, parsed by the host from `scheme://location#reference`.
 ///
@@ -163,120 +168,6 @@ impl FileChange {
             old_digest: Some(old_digest.into()),
             new_digest: Some(new_digest.into()),
         }
-    }
-}
-
-/// Whether the agent can pick a change up while running.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub enum Reload {
-    /// The running agent reloads the files itself.
-    Hot,
-    /// The agent must restart; the reason lands in the host's log and events.
-    Cold(String),
-}
-
-impl Reload {
-    pub fn cold(reason: impl Into<String>) -> Self {
-        Reload::Cold(reason.into())
-    }
-
-    pub fn is_hot(&self) -> bool {
-        matches!(self, Reload::Hot)
-    }
-}
-
-/// Which wave of a rollout a workspace belongs to.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub enum UpdateTier {
-    /// Takes updates first.
-    Canary,
-    /// Takes updates after the canaries.
-    Production,
-    /// A tier this SDK version does not know; treat it like production.
-    Other(String),
-}
-
-impl UpdateTier {
-    pub fn parse(raw: &str) -> Self {
-        match raw {
-            "canary" => UpdateTier::Canary,
-            "production" => UpdateTier::Production,
-            other => UpdateTier::Other(other.to_owned()),
-        }
-    }
-
-    pub fn as_str(&self) -> &str {
-        match self {
-            UpdateTier::Canary => "canary",
-            UpdateTier::Production => "production",
-            UpdateTier::Other(other) => other,
-        }
-    }
-}
-
-/// The workspace a restart decision is about.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct WorkspaceInfo {
-    pub id: String,
-    pub name: String,
-    /// The agent runtime, e.g. `langgraph`.
-    pub runtime: String,
-    /// 1 to 4.
-    pub tier: u8,
-    /// The lifecycle status, e.g. `online`, `paused`, `hibernated`.
-    pub status: String,
-    pub update_tier: UpdateTier,
-    /// Restarts in the host's recent window, for crash-loop back-off.
-    pub recent_restarts: u32,
-}
-
-/// What happened that might need a restart.
-///
-/// Non-exhaustive: a later API version may add triggers, so match with a `_` arm.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-#[non_exhaustive]
-pub enum Trigger {
-    /// Files were written into the workspace's config dir (relative paths).
-    FilesWritten(Vec<String>),
-    /// Secrets changed (their keys, never their values).
-    SecretsChanged(Vec<String>),
-    /// A plugin was installed; `reload` is the classifier's verdict.
-    PluginInstalled(PluginInstalled),
-    /// The workspace's configuration changed.
-    ConfigChanged,
-    /// The agent process exited with this code.
-    AgentExited(i32),
-    /// A tracked plugin drifted upstream and the update was applied.
-    DriftApplied(DriftApplied),
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct PluginInstalled {
-    pub name: String,
-    pub reload: Reload,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct DriftApplied {
-    pub plugin: String,
-    /// How many workspaces of the same org have already been updated in this rollout.
-    pub already_updated: u32,
-}
-
-/// What to do with the workspace. The host clamps every answer (minimum delay, maximum
-/// restarts per window), so a policy cannot cause a restart storm.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Decision {
-    KeepRunning,
-    HotReload,
-    RestartNow,
-    RestartAfterMs(u32),
-}
-
-impl Decision {
-    /// Restart after `delay`, saturating at `u32::MAX` milliseconds (about 49 days).
-    pub fn restart_after(delay: std::time::Duration) -> Self {
-        Decision::RestartAfterMs(u32::try_from(delay.as_millis()).unwrap_or(u32::MAX))
     }
 }
 

@@ -121,7 +121,7 @@ fn bench(c: &mut Criterion) {
     }
 
     let ws = workspace();
-    let trigger = Trigger::AgentExited { code: 1 };
+    let trigger = Trigger::AgentExited(1);
     let mut group = c.benchmark_group("decide");
     group.bench_function("native", |b| {
         b.iter(|| policy::default_decide(std::hint::black_box(&ws), &trigger))

@@ -81,7 +81,7 @@ impl From<&WorkspaceInfo> for wit::WorkspaceInfo {
             runtime: ws.runtime.clone(),
             tier: ws.tier,
             status: ws.status.clone(),
-            update_tier: ws.update_tier.clone(),
+            update_tier: ws.update_tier.as_str().to_owned(),
             recent_restarts: ws.recent_restarts,
         }
     }
@@ -90,22 +90,19 @@ impl From<&WorkspaceInfo> for wit::WorkspaceInfo {
 impl From<&Trigger> for wit::Trigger {
     fn from(trigger: &Trigger) -> Self {
         match trigger {
-            Trigger::FilesWritten { paths } => wit::Trigger::FilesWritten(paths.clone()),
-            Trigger::SecretsChanged { keys } => wit::Trigger::SecretsChanged(keys.clone()),
-            Trigger::PluginInstalled { name, reload } => {
+            Trigger::FilesWritten(paths) => wit::Trigger::FilesWritten(paths.clone()),
+            Trigger::SecretsChanged(keys) => wit::Trigger::SecretsChanged(keys.clone()),
+            Trigger::PluginInstalled(installed) => {
                 wit::Trigger::PluginInstalled(wit::PluginInstalled {
-                    name: name.clone(),
-                    reload: reload.into(),
+                    name: installed.name.clone(),
+                    reload: (&installed.reload).into(),
                 })
             }
             Trigger::ConfigChanged => wit::Trigger::ConfigChanged,
-            Trigger::AgentExited { code } => wit::Trigger::AgentExited(*code),
-            Trigger::DriftApplied {
-                plugin,
-                already_updated,
-            } => wit::Trigger::DriftApplied(wit::DriftApplied {
-                plugin: plugin.clone(),
-                already_updated: *already_updated,
+            Trigger::AgentExited(code) => wit::Trigger::AgentExited(*code),
+            Trigger::DriftApplied(drift) => wit::Trigger::DriftApplied(wit::DriftApplied {
+                plugin: drift.plugin.clone(),
+                already_updated: drift.already_updated,
             }),
         }
     }

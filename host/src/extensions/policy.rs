@@ -1,41 +1,13 @@
-//! The safety net around extension answers: the native default restart policy (used when the
-//! active policy fails), the classifier's fallback, and the clamp that keeps any policy from
-//! causing a restart storm.
+//! The safety net around extension answers: the default restart policy (used when the active
+//! policy fails; the one implementation in `molecule-policy`), the classifier's fallback, and the
+//! clamp that keeps any policy from causing a restart storm.
 
-use super::types::{Decision, Reload, Trigger, WorkspaceInfo};
+use super::types::{Decision, Reload, WorkspaceInfo};
 
-/// Longest exponential back-off after repeated crashes.
-const MAX_BACKOFF_MS: u32 = 5 * 60 * 1000;
-/// How long production workspaces wait during a drift rollout, so canaries go first.
-const PRODUCTION_DRIFT_DELAY_MS: u32 = 60 * 1000;
-
-/// The built-in restart policy: the same rules as the `default-restart-policy` component, in
-/// native code, so a failing or missing component never leaves the host without an answer.
-pub fn default_decide(workspace: &WorkspaceInfo, trigger: &Trigger) -> Decision {
-    match trigger {
-        Trigger::PluginInstalled {
-            reload: Reload::Hot,
-            ..
-        } => Decision::HotReload,
-        Trigger::PluginInstalled {
-            reload: Reload::Cold(_),
-            ..
-        }
-        | Trigger::FilesWritten { .. }
-        | Trigger::SecretsChanged { .. }
-        | Trigger::ConfigChanged => Decision::RestartNow,
-        Trigger::AgentExited { code } => {
-            if *code == 0 && workspace.recent_restarts == 0 {
-                Decision::RestartNow
-            } else {
-                let exponent = workspace.recent_restarts.min(20);
-                Decision::RestartAfterMs(1000u32.saturating_mul(1 << exponent).min(MAX_BACKOFF_MS))
-            }
-        }
-        Trigger::DriftApplied { .. } if workspace.update_tier == "canary" => Decision::RestartNow,
-        Trigger::DriftApplied { .. } => Decision::RestartAfterMs(PRODUCTION_DRIFT_DELAY_MS),
-    }
-}
+/// The built-in restart policy, used when the active policy fails or none is active: the
+/// guest SDK's `default_policy`, which the `default-restart-policy` component exports, so a
+/// failing or missing component never leaves the host without the same answer.
+pub use molecule_policy::decide as default_decide;
 
 /// What a classifier failure means: restart, since a cold reload is always safe.
 pub fn classifier_fallback(reason: &str) -> Reload {
@@ -91,6 +63,9 @@ impl Clamp {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
+
+    use crate::extensions::types::{DriftApplied, PluginInstalled, Trigger, UpdateTier};
 
     fn ws(recent_restarts: u32, update_tier: &str) -> WorkspaceInfo {
         WorkspaceInfo {
@@ -99,57 +74,9 @@ mod tests {
             runtime: "langgraph".into(),
             tier: 3,
             status: "online".into(),
-            update_tier: update_tier.into(),
+            update_tier: UpdateTier::parse(update_tier),
             recent_restarts,
         }
-    }
-
-    #[test]
-    fn the_default_policy_follows_the_reload_kind_and_backs_off_crash_loops() {
-        let hot = Trigger::PluginInstalled {
-            name: "p".into(),
-            reload: Reload::Hot,
-        };
-        let cold = Trigger::PluginInstalled {
-            name: "p".into(),
-            reload: Reload::Cold("x".into()),
-        };
-        assert_eq!(
-            default_decide(&ws(0, "production"), &hot),
-            Decision::HotReload
-        );
-        assert_eq!(
-            default_decide(&ws(0, "production"), &cold),
-            Decision::RestartNow
-        );
-        assert_eq!(
-            default_decide(&ws(0, "production"), &Trigger::AgentExited { code: 0 }),
-            Decision::RestartNow
-        );
-        assert_eq!(
-            default_decide(&ws(0, "production"), &Trigger::AgentExited { code: 1 }),
-            Decision::RestartAfterMs(1000)
-        );
-        assert_eq!(
-            default_decide(&ws(3, "production"), &Trigger::AgentExited { code: 1 }),
-            Decision::RestartAfterMs(8000)
-        );
-        assert_eq!(
-            default_decide(&ws(40, "production"), &Trigger::AgentExited { code: 1 }),
-            Decision::RestartAfterMs(MAX_BACKOFF_MS)
-        );
-        let drift = Trigger::DriftApplied {
-            plugin: "p".into(),
-            already_updated: 0,
-        };
-        assert_eq!(
-            default_decide(&ws(0, "canary"), &drift),
-            Decision::RestartNow
-        );
-        assert_eq!(
-            default_decide(&ws(0, "production"), &drift),
-            Decision::RestartAfterMs(PRODUCTION_DRIFT_DELAY_MS)
-        );
     }
 
     #[test]
@@ -174,6 +101,68 @@ mod tests {
         assert_eq!(
             clamp.apply(&ws(9, "production"), Decision::HotReload),
             Decision::HotReload
+        );
+    }
+
+    /// The JSON the host reads (`molecule ext test` case files) and writes (shadow reports)
+    /// keeps its shape now that the types are the ones the guest SDK uses.
+    #[test]
+    fn triggers_decisions_and_workspaces_keep_their_json_shape() {
+        let triggers = [
+            (
+                Trigger::FilesWritten(vec!["a.md".into()]),
+                json!({ "kind": "files_written", "paths": ["a.md"] }),
+            ),
+            (
+                Trigger::SecretsChanged(vec!["KEY".into()]),
+                json!({ "kind": "secrets_changed", "keys": ["KEY"] }),
+            ),
+            (
+                Trigger::PluginInstalled(PluginInstalled {
+                    name: "p".into(),
+                    reload: Reload::Cold("why".into()),
+                }),
+                json!({ "kind": "plugin_installed", "name": "p", "reload": { "kind": "cold", "reason": "why" } }),
+            ),
+            (Trigger::ConfigChanged, json!({ "kind": "config_changed" })),
+            (
+                Trigger::AgentExited(-1),
+                json!({ "kind": "agent_exited", "code": -1 }),
+            ),
+            (
+                Trigger::DriftApplied(DriftApplied {
+                    plugin: "p".into(),
+                    already_updated: 2,
+                }),
+                json!({ "kind": "drift_applied", "plugin": "p", "already_updated": 2 }),
+            ),
+        ];
+        for (trigger, expected) in triggers {
+            assert_eq!(serde_json::to_value(&trigger).unwrap(), expected);
+            assert_eq!(
+                serde_json::from_value::<Trigger>(expected).unwrap(),
+                trigger
+            );
+        }
+        assert_eq!(
+            serde_json::to_value(Decision::RestartAfterMs(5)).unwrap(),
+            json!({ "kind": "restart_after_ms", "ms": 5 })
+        );
+        assert_eq!(
+            serde_json::to_value(Decision::HotReload).unwrap(),
+            json!({ "kind": "hot_reload" })
+        );
+        assert_eq!(
+            serde_json::to_value(Reload::Hot).unwrap(),
+            json!({ "kind": "hot" })
+        );
+        let beta = json!({ "id": "id", "name": "w", "runtime": "langgraph", "tier": 3, "status": "online", "update_tier": "beta", "recent_restarts": 0 });
+        let read: WorkspaceInfo = serde_json::from_value(beta.clone()).unwrap();
+        assert_eq!(read.update_tier, UpdateTier::Other("beta".into()));
+        assert_eq!(serde_json::to_value(&read).unwrap(), beta);
+        assert_eq!(
+            serde_json::to_value(ws(0, "canary")).unwrap()["update_tier"],
+            json!("canary")
         );
     }
 }

@@ -5,7 +5,10 @@ use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use super::policy::{self, Clamp};
-use super::types::{ChangeKind, Decision, FileChange, Reload, SlotKind, Trigger, WorkspaceInfo};
+use super::types::{
+    ChangeKind, Decision, DriftApplied, FileChange, PluginInstalled, Reload, SlotKind, Trigger,
+    WorkspaceInfo,
+};
 use super::*;
 
 /// One engine (and epoch ticker) for every test in this process, as in the host.
@@ -99,27 +102,23 @@ fn the_default_restart_policy_component_agrees_with_the_native_default() {
     )
     .unwrap();
     let triggers = [
-        Trigger::PluginInstalled {
+        Trigger::PluginInstalled(PluginInstalled {
             name: "p".into(),
             reload: Reload::Hot,
-        },
-        Trigger::PluginInstalled {
+        }),
+        Trigger::PluginInstalled(PluginInstalled {
             name: "p".into(),
             reload: Reload::Cold("x".into()),
-        },
-        Trigger::FilesWritten {
-            paths: vec!["a".into()],
-        },
-        Trigger::SecretsChanged {
-            keys: vec!["K".into()],
-        },
+        }),
+        Trigger::FilesWritten(vec!["a".into()]),
+        Trigger::SecretsChanged(vec!["K".into()]),
         Trigger::ConfigChanged,
-        Trigger::AgentExited { code: 0 },
-        Trigger::AgentExited { code: 137 },
-        Trigger::DriftApplied {
+        Trigger::AgentExited(0),
+        Trigger::AgentExited(137),
+        Trigger::DriftApplied(DriftApplied {
             plugin: "p".into(),
             already_updated: 0,
-        },
+        }),
     ];
     for ws in [
         workspace(0, "production"),
@@ -222,7 +221,7 @@ fn unbounded_memory_growth_hits_the_cap() {
 async fn a_failing_restart_policy_falls_back_to_the_default_and_every_answer_is_clamped() {
     let metrics = metrics::ExtensionMetrics::default();
     let clamp = Clamp::default();
-    let crash = Trigger::AgentExited { code: 1 };
+    let crash = Trigger::AgentExited(1);
     let policy = load(
         "default-restart-policy",
         SlotKind::RestartPolicy,
@@ -521,7 +520,7 @@ mod registry_specs {
         host.activate(active.id).await.unwrap();
         host.shadow(candidate.id).await.unwrap();
         for code in [0, 1, 2] {
-            host.decide(workspace(0, "production"), Trigger::AgentExited { code })
+            host.decide(workspace(0, "production"), Trigger::AgentExited(code))
                 .await;
         }
         let decided = host

@@ -1,5 +1,10 @@
 //! Domain types of the extension slots. The rest of the host uses these; only `bindings.rs`
-//! converts them to and from the generated WIT types.
+//! converts them to and from the generated WIT types. The restart-policy types are the ones
+//! the guest SDK uses too, from `molecule-policy`.
+
+pub use molecule_policy::{
+    Decision, DriftApplied, PluginInstalled, Reload, Trigger, UpdateTier, WorkspaceInfo,
+};
 
 /// How a file differs between the live plugin tree and the staged one.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -17,67 +22,6 @@ pub struct FileChange {
     pub kind: ChangeKind,
     pub old_digest: Option<String>,
     pub new_digest: Option<String>,
-}
-
-/// Whether a change can be picked up by the running agent.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "snake_case", tag = "kind", content = "reason")]
-pub enum Reload {
-    Hot,
-    Cold(String),
-}
-
-/// The workspace a restart decision is about.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct WorkspaceInfo {
-    pub id: String,
-    pub name: String,
-    pub runtime: String,
-    pub tier: u8,
-    pub status: String,
-    pub update_tier: String,
-    pub recent_restarts: u32,
-}
-
-/// What happened that might need a restart.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "snake_case", tag = "kind")]
-pub enum Trigger {
-    FilesWritten {
-        paths: Vec<String>,
-    },
-    SecretsChanged {
-        keys: Vec<String>,
-    },
-    PluginInstalled {
-        name: String,
-        reload: Reload,
-    },
-    ConfigChanged,
-    AgentExited {
-        code: i32,
-    },
-    DriftApplied {
-        plugin: String,
-        already_updated: u32,
-    },
-}
-
-/// What to do with the workspace.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "snake_case", tag = "kind", content = "ms")]
-pub enum Decision {
-    KeepRunning,
-    HotReload,
-    RestartNow,
-    RestartAfterMs(u32),
-}
-
-impl Decision {
-    /// Whether the agent is (or will be) restarted.
-    pub fn restarts(self) -> bool {
-        matches!(self, Decision::RestartNow | Decision::RestartAfterMs(_))
-    }
 }
 
 /// The three kinds of extension slot.

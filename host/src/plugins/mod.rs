@@ -16,7 +16,9 @@ use sha2::{Digest as _, Sha256};
 use uuid::Uuid;
 
 use crate::extensions::registry::FetchFailure;
-use crate::extensions::types::{ChangeKind, FetchError, FileChange, Reload, Source, Trigger};
+use crate::extensions::types::{
+    ChangeKind, DriftApplied, FetchError, FileChange, PluginInstalled, Reload, Source, Trigger,
+};
 use crate::locks::KeyedLocks;
 use crate::runtime::{CONFIGS_ROOT, ContainerRuntime, RuntimeError};
 use crate::safefs::{self, FileTree, RelPath, SafeFsError};
@@ -327,14 +329,14 @@ pub async fn install(
     )
     .await?;
     let trigger = match req.drift {
-        Some(already_updated) => Trigger::DriftApplied {
+        Some(already_updated) => Trigger::DriftApplied(DriftApplied {
             plugin: name.clone(),
             already_updated,
-        },
-        None => Trigger::PluginInstalled {
+        }),
+        None => Trigger::PluginInstalled(PluginInstalled {
             name: name.clone(),
             reload: reload.clone(),
-        },
+        }),
     };
     let outcome = lifecycle::request_restart(svc, id, trigger).await?;
     let restarting = matches!(outcome, RestartOutcome::Decided(d) if d.restarts());
@@ -405,10 +407,10 @@ pub async fn uninstall(svc: &Services, id: Uuid, name: &str) -> Result<bool, Plu
             other => internal(other),
         })?;
     store::plugins::delete(&svc.db, id, name).await?;
-    let trigger = Trigger::PluginInstalled {
+    let trigger = Trigger::PluginInstalled(PluginInstalled {
         name: name.to_owned(),
         reload: Reload::Cold("uninstalled".to_owned()),
-    };
+    });
     let outcome = lifecycle::request_restart(svc, id, trigger).await?;
     svc.events
         .emit("PLUGIN_UNINSTALLED", Some(id), json!({ "plugin": name }))

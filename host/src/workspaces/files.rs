@@ -170,7 +170,7 @@ async fn after_change(
     paths: Vec<String>,
     target: WriteTarget,
 ) -> Result<Written, FilesError> {
-    let restart = lifecycle::request_restart(svc, id, Trigger::FilesWritten { paths }).await?;
+    let restart = lifecycle::request_restart(svc, id, Trigger::FilesWritten(paths)).await?;
     Ok(Written { target, restart })
 }
 

@@ -61,7 +61,7 @@ pub async fn request_restart(
         runtime: row.runtime.clone(),
         tier: u8::try_from(row.tier).unwrap_or(2),
         status: row.status.to_string(),
-        update_tier: row.update_tier.clone(),
+        update_tier: crate::extensions::types::UpdateTier::parse(&row.update_tier),
         recent_restarts: recent_restarts(svc, id).await,
     };
     let decision = svc.extensions.decide(info, trigger.clone()).await;
@@ -383,9 +383,7 @@ pub async fn secrets_changed(
             json!({ "reason": reason, "key": key }),
         )
         .await;
-    let trigger = Trigger::SecretsChanged {
-        keys: vec![key.to_owned()],
-    };
+    let trigger = Trigger::SecretsChanged(vec![key.to_owned()]);
     match request_restart(svc, id, trigger).await {
         Ok(outcome) => Some(outcome),
         Err(err) => {

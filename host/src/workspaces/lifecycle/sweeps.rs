@@ -98,7 +98,7 @@ pub async fn check_agent(
             )
             .await;
         let code = i32::try_from(code).unwrap_or(-1);
-        request_restart(svc, id, Trigger::AgentExited { code }).await?;
+        request_restart(svc, id, Trigger::AgentExited(code)).await?;
     }
     Ok(AgentCheck::Exited {
         went_offline: moved,
@@ -144,7 +144,7 @@ pub async fn sweep_orphans(svc: &Services) -> Result<Vec<Uuid>, StoreError> {
 /// After the liveness sweep marked silent workspaces offline, the policy decides about each.
 pub async fn after_heartbeat_loss(svc: &Services, ids: &[Uuid]) {
     for id in ids {
-        if let Err(err) = request_restart(svc, *id, Trigger::AgentExited { code: -1 }).await {
+        if let Err(err) = request_restart(svc, *id, Trigger::AgentExited(-1)).await {
             tracing::warn!(workspace_id = %id, error = ?err, "restart after heartbeat loss failed");
         }
     }
