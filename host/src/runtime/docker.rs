@@ -4,7 +4,7 @@
 //! a user-defined network, port 8000 published on 127.0.0.1 (ephemeral) and memory/CPU limits
 //! per tier. Docker never restarts a container by itself: the host's restart policy decides.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::net::IpAddr;
 use std::time::Duration;
 
@@ -25,12 +25,12 @@ use futures::StreamExt as _;
 use uuid::Uuid;
 
 use super::{
-    CONFIGS_ROOT, ContainerRuntime, ExecOutput, Inspection, MANAGED_LABEL, RuntimeError, StartSpec,
-    Started, WORKSPACE_LABEL, WriteTarget, entry_digests, exited_ok, extend_capped, id12, listing,
-    managed_selectors, rename_commands, rooted, workspace_labels,
+    CONFIGS_ROOT, ContainerRuntime, ExecOutput, FilesChange, Inspection, MANAGED_LABEL,
+    RuntimeError, StartSpec, Started, WORKSPACE_LABEL, WriteTarget, exited_ok, extend_capped, id12,
+    managed_selectors, rooted, workspace_labels,
 };
 use crate::config::RuntimeConfig;
-use crate::safefs::{self, FileTree, ListedFile, RelPath};
+use crate::safefs::{self, FileTree, RelPath};
 
 /// The agent's A2A port inside the container.
 const AGENT_PORT: &str = "8000/tcp";
@@ -299,22 +299,6 @@ impl DockerRuntime {
         Ok(out)
     }
 
-    /// The files under `root/path` as (path relative to root, content or `None` for a directory).
-    async fn tree(
-        &self,
-        id: Uuid,
-        root: &str,
-        path: Option<&RelPath>,
-    ) -> Result<Vec<safefs::TarEntry>, RuntimeError> {
-        let full = rooted(root, path)?;
-        let (archive, _) = self
-            .with_files_container(id, |container| async move {
-                self.download(&container, &full).await
-            })
-            .await?;
-        Ok(safefs::reroot(safefs::read_tar(&archive)?, path))
-    }
-
     async fn run_exec(&self, container: &str, argv: &[String]) -> Result<ExecOutput, RuntimeError> {
         let exec = self
             .docker
@@ -539,97 +523,49 @@ impl ContainerRuntime for DockerRuntime {
         Ok(target)
     }
 
-    async fn remove_path(&self, id: Uuid, path: &RelPath) -> Result<WriteTarget, RuntimeError> {
-        if let Some(state) = self.container_state(id).await?
-            && state.running
-        {
-            let target = format!("{CONFIGS_ROOT}/{path}");
-            let out = self
-                .run_exec(&container_name(id), &["rm".into(), "-rf".into(), target])
-                .await?;
-            exited_ok("rm", &out)?;
+    async fn archive(
+        &self,
+        id: Uuid,
+        root: &str,
+        path: Option<&RelPath>,
+    ) -> Result<Vec<safefs::TarEntry>, RuntimeError> {
+        let full = rooted(root, path)?;
+        let (archive, _) = self
+            .with_files_container(id, |container| async move {
+                self.download(&container, &full).await
+            })
+            .await?;
+        Ok(safefs::reroot(safefs::read_tar(&archive)?, path))
+    }
+
+    async fn change_files(
+        &self,
+        id: Uuid,
+        change: FilesChange<'_>,
+    ) -> Result<WriteTarget, RuntimeError> {
+        if self.container_state(id).await?.is_some_and(|s| s.running) {
+            let container = container_name(id);
+            for argv in change.commands() {
+                let out = self.run_exec(&container, &argv).await?;
+                exited_ok(&argv[0], &out)?;
+            }
             return Ok(WriteTarget::Running);
         }
-        // A stopped workspace: rewrite its volume through a helper that runs `rm` once.
+        // Stopped, or between two restart cycles: change the volume through one-shot helpers,
+        // as file writes already do.
         if !self.volume_exists(id).await? {
             return Err(RuntimeError::Offline);
         }
-        let target = format!("{CONFIGS_ROOT}/{path}");
-        let code = self
-            .run_helper_once(id, vec!["/bin/rm".into(), "-rf".into(), target])
-            .await?;
-        if code != 0 {
-            return Err(RuntimeError::Failed(format!(
-                "rm exited with {code} in the files helper"
-            )));
+        for argv in change.commands() {
+            let code = self.run_helper_once(id, argv.clone()).await?;
+            if code != 0 {
+                return Err(RuntimeError::Failed(format!(
+                    "{} exited with {code} in the files helper",
+                    argv[0]
+                )));
+            }
         }
         Ok(WriteTarget::Stored)
-    }
-
-    async fn read_file(
-        &self,
-        id: Uuid,
-        root: &str,
-        path: &RelPath,
-    ) -> Result<Vec<u8>, RuntimeError> {
-        let entries = self.tree(id, root, Some(path)).await?;
-        entries
-            .into_iter()
-            .find(|(p, _)| p == path)
-            .and_then(|(_, data)| data)
-            .ok_or(RuntimeError::NotFound)
-    }
-
-    async fn list_files(
-        &self,
-        id: Uuid,
-        root: &str,
-        path: Option<&RelPath>,
-        depth: usize,
-    ) -> Result<Vec<ListedFile>, RuntimeError> {
-        Ok(listing(self.tree(id, root, path).await?, path, depth))
-    }
-
-    async fn digests(
-        &self,
-        id: Uuid,
-        path: Option<&RelPath>,
-    ) -> Result<BTreeMap<String, String>, RuntimeError> {
-        Ok(entry_digests(
-            self.tree(id, CONFIGS_ROOT, path).await?,
-            path,
-        ))
-    }
-
-    async fn rename_path(
-        &self,
-        id: Uuid,
-        from: &RelPath,
-        to: &RelPath,
-    ) -> Result<(), RuntimeError> {
-        if !self.container_state(id).await?.is_some_and(|s| s.running) {
-            // Stopped, or between two restart cycles: rename inside the volume through one-shot
-            // helpers, as file writes and removals already do.
-            if !self.volume_exists(id).await? {
-                return Err(RuntimeError::Offline);
-            }
-            for argv in rename_commands(from, to) {
-                let code = self.run_helper_once(id, argv.clone()).await?;
-                if code != 0 {
-                    return Err(RuntimeError::Failed(format!(
-                        "{} exited with {code} in the files helper",
-                        argv[0]
-                    )));
-                }
-            }
-            return Ok(());
-        }
-        let container = container_name(id);
-        for argv in rename_commands(from, to) {
-            let out = self.run_exec(&container, &argv).await?;
-            exited_ok(&argv[0], &out)?;
-        }
-        Ok(())
     }
 
     async fn exec(&self, id: Uuid, argv: &[String]) -> Result<ExecOutput, RuntimeError> {

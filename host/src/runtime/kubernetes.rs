@@ -28,12 +28,12 @@ use tokio::time::Instant;
 use uuid::Uuid;
 
 use super::{
-    CONFIGS_ROOT, ContainerRuntime, ExecOutput, Inspection, MAX_OUTPUT, RuntimeError, StartSpec,
-    Started, WORKSPACE_LABEL, WriteTarget, entry_digests, exited_ok, id12, listing,
-    managed_selectors, rename_commands, rooted, workspace_labels,
+    CONFIGS_ROOT, ContainerRuntime, ExecOutput, FilesChange, Inspection, MAX_OUTPUT, RuntimeError,
+    StartSpec, Started, WORKSPACE_LABEL, WriteTarget, exited_ok, id12, managed_selectors, rooted,
+    workspace_labels,
 };
 use crate::config::{Config, RuntimeConfig};
-use crate::safefs::{self, FileTree, ListedFile, RelPath};
+use crate::safefs::{self, FileTree, RelPath};
 
 /// The agent's container in its Pod (exec and logs name it).
 const AGENT_CONTAINER: &str = "agent";
@@ -897,37 +897,6 @@ impl KubernetesRuntime {
         self.run_pod(&pod, image, timeout).await?;
         Ok(name)
     }
-
-    /// The files under `root/path`, relative to `root`, read as a tar stream through exec.
-    async fn tree(
-        &self,
-        id: Uuid,
-        root: &str,
-        path: Option<&RelPath>,
-    ) -> Result<Vec<safefs::TarEntry>, RuntimeError> {
-        let full = rooted(root, path)?;
-        let argv = script(
-            &format!("cd \"$1\" 2>/dev/null || exit {MISSING}; exec tar -c -f - ."),
-            &[full],
-        );
-        let (archive, _) = self
-            .with_files_pod(id, |at| async move {
-                self.run(&at, &argv, None, safefs::MAX_TREE_BYTES as usize)
-                    .await?
-                    .file_output("tar")
-            })
-            .await?;
-        Ok(safefs::read_tar(&archive)?
-            .into_iter()
-            .filter_map(|(entry, data)| {
-                let joined = match path {
-                    Some(path) => path.join(entry.as_str()).ok()?,
-                    None => entry,
-                };
-                Some((joined, data))
-            })
-            .collect())
-    }
 }
 
 /// `sh -c <script> sh <args...>`: the arguments reach the script as `$1…`, never as code.
@@ -1021,12 +990,51 @@ impl ContainerRuntime for KubernetesRuntime {
         Ok(target)
     }
 
-    async fn remove_path(&self, id: Uuid, path: &RelPath) -> Result<WriteTarget, RuntimeError> {
-        let argv = vec!["rm".into(), "-rf".into(), format!("{CONFIGS_ROOT}/{path}")];
+    /// Read as a tar stream through exec.
+    async fn archive(
+        &self,
+        id: Uuid,
+        root: &str,
+        path: Option<&RelPath>,
+    ) -> Result<Vec<safefs::TarEntry>, RuntimeError> {
+        let full = rooted(root, path)?;
+        let argv = script(
+            &format!("cd \"$1\" 2>/dev/null || exit {MISSING}; exec tar -c -f - ."),
+            &[full],
+        );
+        let (archive, _) = self
+            .with_files_pod(id, |at| async move {
+                self.run(&at, &argv, None, safefs::MAX_TREE_BYTES as usize)
+                    .await?
+                    .file_output("tar")
+            })
+            .await?;
+        Ok(safefs::read_tar(&archive)?
+            .into_iter()
+            .filter_map(|(entry, data)| {
+                let joined = match path {
+                    Some(path) => path.join(entry.as_str()).ok()?,
+                    None => entry,
+                };
+                Some((joined, data))
+            })
+            .collect())
+    }
+
+    async fn change_files(
+        &self,
+        id: Uuid,
+        change: FilesChange<'_>,
+    ) -> Result<WriteTarget, RuntimeError> {
+        // In the running agent's Pod, or (between two restart cycles, or stopped) a helper Pod
+        // mounting the claim: a plugin swap must not depend on catching the agent up.
         let (_, target) = self
             .with_files_pod(id, |at| async move {
-                let ran = self.run(&at, &argv, None, MAX_OUTPUT).await?;
-                exited_ok("rm", &ran.output())
+                for argv in change.commands() {
+                    let ran = self.run(&at, &argv, None, MAX_OUTPUT).await?;
+                    exited_ok(&argv[0], &ran.output())?;
+                }
+                Ok(())
             })
             .await?;
         Ok(target)
@@ -1051,46 +1059,6 @@ impl ContainerRuntime for KubernetesRuntime {
             })
             .await?;
         Ok(data)
-    }
-
-    async fn list_files(
-        &self,
-        id: Uuid,
-        root: &str,
-        path: Option<&RelPath>,
-        depth: usize,
-    ) -> Result<Vec<ListedFile>, RuntimeError> {
-        Ok(listing(self.tree(id, root, path).await?, path, depth))
-    }
-
-    async fn digests(
-        &self,
-        id: Uuid,
-        path: Option<&RelPath>,
-    ) -> Result<BTreeMap<String, String>, RuntimeError> {
-        Ok(entry_digests(
-            self.tree(id, CONFIGS_ROOT, path).await?,
-            path,
-        ))
-    }
-
-    async fn rename_path(
-        &self,
-        id: Uuid,
-        from: &RelPath,
-        to: &RelPath,
-    ) -> Result<(), RuntimeError> {
-        // In the running agent's Pod, or (between two restart cycles, or stopped) a helper Pod
-        // mounting the claim: a plugin swap must not depend on catching the agent up.
-        self.with_files_pod(id, |at| async move {
-            for argv in rename_commands(from, to) {
-                let ran = self.run(&at, &argv, None, MAX_OUTPUT).await?;
-                exited_ok(&argv[0], &ran.output())?;
-            }
-            Ok(())
-        })
-        .await
-        .map(drop)
     }
 
     async fn exec(&self, id: Uuid, argv: &[String]) -> Result<ExecOutput, RuntimeError> {

@@ -69,7 +69,7 @@ pub(crate) fn rooted(root: &str, path: Option<&RelPath>) -> Result<String, Runti
 
 /// A listing from the entries of an archive of `root/path` (already re-rooted): at most `depth`
 /// levels below `path`, without tool and cache directories, sorted by path.
-pub(crate) fn listing(
+fn listing(
     entries: Vec<safefs::TarEntry>,
     path: Option<&RelPath>,
     depth: usize,
@@ -97,7 +97,7 @@ pub(crate) fn listing(
 
 /// `sha256:<hex>` of every file among the entries of an archive of `/configs/path`, keyed by
 /// its path relative to `path`.
-pub(crate) fn entry_digests(
+fn entry_digests(
     entries: Vec<safefs::TarEntry>,
     path: Option<&RelPath>,
 ) -> BTreeMap<String, String> {
@@ -115,17 +115,37 @@ pub(crate) fn entry_digests(
         .collect()
 }
 
-/// The commands that rename `from` to `to` inside `/configs`, creating `to`'s parent first.
-pub(crate) fn rename_commands(from: &RelPath, to: &RelPath) -> [Vec<String>; 2] {
-    let target = format!("{CONFIGS_ROOT}/{to}");
-    let parent = target
-        .rsplit_once('/')
-        .map_or(CONFIGS_ROOT, |(p, _)| p)
-        .to_owned();
-    [
-        vec!["mkdir".to_owned(), "-p".to_owned(), parent],
-        vec!["mv".to_owned(), format!("{CONFIGS_ROOT}/{from}"), target],
-    ]
+/// A change to the files under `/configs`, what [`ContainerRuntime::change_files`] applies.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FilesChange<'a> {
+    /// Remove a file or directory with everything below it.
+    Remove(&'a RelPath),
+    /// Rename `from` to `to`, creating `to`'s parent first; `to` must not exist.
+    Rename { from: &'a RelPath, to: &'a RelPath },
+}
+
+impl FilesChange<'_> {
+    /// The commands that make this change inside a container or Pod, in order.
+    pub(crate) fn commands(self) -> Vec<Vec<String>> {
+        match self {
+            FilesChange::Remove(path) => vec![vec![
+                "rm".to_owned(),
+                "-rf".to_owned(),
+                format!("{CONFIGS_ROOT}/{path}"),
+            ]],
+            FilesChange::Rename { from, to } => {
+                let target = format!("{CONFIGS_ROOT}/{to}");
+                let parent = target
+                    .rsplit_once('/')
+                    .map_or(CONFIGS_ROOT, |(p, _)| p)
+                    .to_owned();
+                vec![
+                    vec!["mkdir".to_owned(), "-p".to_owned(), parent],
+                    vec!["mv".to_owned(), format!("{CONFIGS_ROOT}/{from}"), target],
+                ]
+            }
+        }
+    }
 }
 
 /// A command that must succeed: a non-zero exit is an error naming the program and the first
@@ -296,32 +316,73 @@ pub trait ContainerRuntime: Send + Sync + std::fmt::Debug {
     async fn inspect(&self, id: Uuid) -> Result<Inspection, RuntimeError>;
     /// Writes files into `/configs` of a running agent, or into its stored files when stopped.
     async fn write_files(&self, id: Uuid, files: &FileTree) -> Result<WriteTarget, RuntimeError>;
+    /// The files under `root/path` (one of the [`FILE_ROOTS`]) as archive entries named
+    /// relative to `root`, a directory without content: the one read primitive the listing, the
+    /// digests and (unless a runtime reads a single file more cheaply) `read_file` are built on.
+    async fn archive(
+        &self,
+        id: Uuid,
+        root: &str,
+        path: Option<&RelPath>,
+    ) -> Result<Vec<safefs::TarEntry>, RuntimeError>;
+    /// Applies one change to the files under `/configs`: the running agent's files, or its stored
+    /// files when it is stopped (or between two restart cycles: a plugin swap must not depend on
+    /// catching the agent up). The one write primitive `remove_path` and `rename_path` are built
+    /// on.
+    async fn change_files(
+        &self,
+        id: Uuid,
+        change: FilesChange<'_>,
+    ) -> Result<WriteTarget, RuntimeError>;
     /// Removes a file or directory under `/configs`.
-    async fn remove_path(&self, id: Uuid, path: &RelPath) -> Result<WriteTarget, RuntimeError>;
+    async fn remove_path(&self, id: Uuid, path: &RelPath) -> Result<WriteTarget, RuntimeError> {
+        self.change_files(id, FilesChange::Remove(path)).await
+    }
     async fn read_file(
         &self,
         id: Uuid,
         root: &str,
         path: &RelPath,
-    ) -> Result<Vec<u8>, RuntimeError>;
+    ) -> Result<Vec<u8>, RuntimeError> {
+        self.archive(id, root, Some(path))
+            .await?
+            .into_iter()
+            .find(|(p, _)| p == path)
+            .and_then(|(_, data)| data)
+            .ok_or(RuntimeError::NotFound)
+    }
     async fn list_files(
         &self,
         id: Uuid,
         root: &str,
         path: Option<&RelPath>,
         depth: usize,
-    ) -> Result<Vec<ListedFile>, RuntimeError>;
+    ) -> Result<Vec<ListedFile>, RuntimeError> {
+        Ok(listing(self.archive(id, root, path).await?, path, depth))
+    }
     /// `sha256:<hex>` of every file under a `/configs` subdirectory, keyed by relative path.
     async fn digests(
         &self,
         id: Uuid,
         path: Option<&RelPath>,
-    ) -> Result<BTreeMap<String, String>, RuntimeError>;
-    /// Runs a command inside the workspace (the running container, or the agent's directory).
+    ) -> Result<BTreeMap<String, String>, RuntimeError> {
+        Ok(entry_digests(
+            self.archive(id, CONFIGS_ROOT, path).await?,
+            path,
+        ))
+    }
     /// Renames `from` to `to` inside `/configs`, creating `to`'s parent; `to` must not exist.
-    /// Docker needs the container running (the atomic plugin swap runs against live agents).
-    async fn rename_path(&self, id: Uuid, from: &RelPath, to: &RelPath)
-    -> Result<(), RuntimeError>;
+    async fn rename_path(
+        &self,
+        id: Uuid,
+        from: &RelPath,
+        to: &RelPath,
+    ) -> Result<(), RuntimeError> {
+        self.change_files(id, FilesChange::Rename { from, to })
+            .await
+            .map(drop)
+    }
+    /// Runs a command inside the workspace (the running container, or the agent's directory).
     async fn exec(&self, id: Uuid, argv: &[String]) -> Result<ExecOutput, RuntimeError>;
     /// The last `tail` lines of the agent's output.
     async fn logs(&self, id: Uuid, tail: usize) -> Result<String, RuntimeError>;

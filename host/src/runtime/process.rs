@@ -24,7 +24,7 @@
 mod sandbox;
 mod uids;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::net::IpAddr;
 use std::os::unix::fs::OpenOptionsExt as _;
 use std::path::{Path, PathBuf};
@@ -39,11 +39,11 @@ use tokio::sync::Mutex;
 use uuid::Uuid;
 
 use super::{
-    CONFIGS_ROOT, ContainerRuntime, ExecOutput, Inspection, RuntimeError, StartSpec, Started,
-    WriteTarget,
+    CONFIGS_ROOT, ContainerRuntime, ExecOutput, FilesChange, Inspection, RuntimeError, StartSpec,
+    Started, WriteTarget,
 };
 use crate::config::{Config, RuntimeConfig};
-use crate::safefs::{FileTree, ListedFile, Owner, RelPath, RootDir};
+use crate::safefs::{FileTree, ListedFile, Owner, RelPath, RootDir, TarEntry};
 
 const AGENT_BINARY: &str = "molecule-agent";
 const PID_FILE: &str = "agent.pid";
@@ -590,11 +590,38 @@ impl ContainerRuntime for ProcessRuntime {
         Ok(self.target(id).await)
     }
 
-    async fn remove_path(&self, id: Uuid, path: &RelPath) -> Result<WriteTarget, RuntimeError> {
-        self.configs(id)?.remove(path)?;
+    /// Its config directory read directly; other roots are not the process runtime's to show.
+    async fn archive(
+        &self,
+        id: Uuid,
+        root: &str,
+        path: Option<&RelPath>,
+    ) -> Result<Vec<TarEntry>, RuntimeError> {
+        if root != CONFIGS_ROOT {
+            return Ok(Vec::new());
+        }
+        Ok(self.configs(id)?.entries(path)?)
+    }
+
+    async fn change_files(
+        &self,
+        id: Uuid,
+        change: FilesChange<'_>,
+    ) -> Result<WriteTarget, RuntimeError> {
+        let configs = self.configs(id)?;
+        match change {
+            FilesChange::Remove(path) => configs.remove(path)?,
+            FilesChange::Rename { from, to } => {
+                if let Some(parent) = to.parent() {
+                    configs.create_dir_all(&parent)?;
+                }
+                configs.rename(from, to)?;
+            }
+        }
         Ok(self.target(id).await)
     }
 
+    /// Reads the one file, where the default would read the archive around it.
     async fn read_file(
         &self,
         id: Uuid,
@@ -607,6 +634,7 @@ impl ContainerRuntime for ProcessRuntime {
         Ok(self.configs(id)?.read(path)?)
     }
 
+    /// Reads metadata only, where the default would read every file's content.
     async fn list_files(
         &self,
         id: Uuid,
@@ -618,28 +646,6 @@ impl ContainerRuntime for ProcessRuntime {
             return Ok(Vec::new());
         }
         Ok(self.configs(id)?.list(path, depth)?)
-    }
-
-    async fn digests(
-        &self,
-        id: Uuid,
-        path: Option<&RelPath>,
-    ) -> Result<BTreeMap<String, String>, RuntimeError> {
-        Ok(self.configs(id)?.digests(path)?)
-    }
-
-    async fn rename_path(
-        &self,
-        id: Uuid,
-        from: &RelPath,
-        to: &RelPath,
-    ) -> Result<(), RuntimeError> {
-        let configs = self.configs(id)?;
-        if let Some(parent) = to.parent() {
-            configs.create_dir_all(&parent)?;
-        }
-        configs.rename(from, to)?;
-        Ok(())
     }
 
     async fn exec(&self, id: Uuid, argv: &[String]) -> Result<ExecOutput, RuntimeError> {

@@ -2,15 +2,16 @@
 //! (pause cascades, restarts) and for benches that leave container start-up out. Every call
 //! succeeds; an agent counts as running from its `start` until its `stop` or `remove`.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::HashSet;
 use std::sync::Mutex;
 
 use uuid::Uuid;
 
 use super::{
-    ContainerRuntime, ExecOutput, Inspection, RuntimeError, StartSpec, Started, WriteTarget,
+    ContainerRuntime, ExecOutput, FilesChange, Inspection, RuntimeError, StartSpec, Started,
+    WriteTarget,
 };
-use crate::safefs::{FileTree, ListedFile, RelPath};
+use crate::safefs::{FileTree, RelPath, TarEntry};
 
 /// One call the runtime was asked to make.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -89,30 +90,16 @@ impl ContainerRuntime for RecordingRuntime {
     async fn write_files(&self, _: Uuid, _: &FileTree) -> Result<WriteTarget, RuntimeError> {
         Ok(WriteTarget::Running)
     }
-    async fn remove_path(&self, _: Uuid, _: &RelPath) -> Result<WriteTarget, RuntimeError> {
-        Ok(WriteTarget::Running)
-    }
-    async fn read_file(&self, _: Uuid, _: &str, _: &RelPath) -> Result<Vec<u8>, RuntimeError> {
-        Err(RuntimeError::NotFound)
-    }
-    async fn list_files(
+    async fn archive(
         &self,
         _: Uuid,
         _: &str,
         _: Option<&RelPath>,
-        _: usize,
-    ) -> Result<Vec<ListedFile>, RuntimeError> {
+    ) -> Result<Vec<TarEntry>, RuntimeError> {
         Ok(Vec::new())
     }
-    async fn digests(
-        &self,
-        _: Uuid,
-        _: Option<&RelPath>,
-    ) -> Result<BTreeMap<String, String>, RuntimeError> {
-        Ok(BTreeMap::new())
-    }
-    async fn rename_path(&self, _: Uuid, _: &RelPath, _: &RelPath) -> Result<(), RuntimeError> {
-        Ok(())
+    async fn change_files(&self, _: Uuid, _: FilesChange<'_>) -> Result<WriteTarget, RuntimeError> {
+        Ok(WriteTarget::Running)
     }
     async fn exec(&self, _: Uuid, _: &[String]) -> Result<ExecOutput, RuntimeError> {
         Err(RuntimeError::Unavailable("recording runtime".into()))

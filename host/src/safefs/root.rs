@@ -1,7 +1,6 @@
 //! [`RootDir`]: a directory on the host holding a workspace's files, every operation confined by
 //! cap-std, and the handing over of what it creates to an agent's uid without following links.
 
-use std::collections::BTreeMap;
 use std::io::{self, Read as _};
 use std::os::fd::{AsFd as _, BorrowedFd, OwnedFd};
 use std::path::{Path, PathBuf};
@@ -11,7 +10,7 @@ use cap_std::fs::{Dir, PermissionsExt as _};
 use super::template::walk_template;
 use super::{
     FileTree, ListedFile, MAX_TREE_BYTES, MAX_WALK_DEPTH, RelPath, SKIPPED_NAMES, SafeFsError,
-    digest, escape_or,
+    TarEntry, escape_or,
 };
 
 /// Who the host makes the owner of what it creates under a [`RootDir`]: the process runtime's
@@ -321,24 +320,19 @@ impl RootDir {
         Ok(())
     }
 
-    /// `sha256:<hex>` of every regular file under `at`, keyed by its path relative to `at`.
-    pub fn digests(&self, at: Option<&RelPath>) -> Result<BTreeMap<String, String>, SafeFsError> {
-        let mut out = BTreeMap::new();
+    /// Every directory and regular file under `at` (the root when `None`) as archive entries
+    /// named relative to the root, a file with its content: what a listing shows, down to the
+    /// walk limit.
+    pub fn entries(&self, at: Option<&RelPath>) -> Result<Vec<TarEntry>, SafeFsError> {
+        let mut out = Vec::new();
         for entry in self.list(at, MAX_WALK_DEPTH)? {
-            if entry.dir {
-                continue;
-            }
             let path = RelPath::parse(&entry.path)?;
-            let data = self.read(&path)?;
-            let relative = match at {
-                Some(prefix) => entry
-                    .path
-                    .strip_prefix(&format!("{prefix}/"))
-                    .unwrap_or(&entry.path)
-                    .to_owned(),
-                None => entry.path,
+            let data = if entry.dir {
+                None
+            } else {
+                Some(self.read(&path)?)
             };
-            out.insert(relative, digest(&data));
+            out.push((path, data));
         }
         Ok(out)
     }

@@ -205,10 +205,19 @@ fn a_tree_round_trips_through_tar_and_a_root_dir() {
         ]
     );
     assert_eq!(root.list(None, 1).unwrap().len(), 3);
-    let digests = root
-        .digests(Some(&RelPath::parse("skills").unwrap()))
+    let entries = root
+        .entries(Some(&RelPath::parse("skills").unwrap()))
         .unwrap();
-    assert_eq!(digests["x/SKILL.md"], digest(b"s"));
+    assert_eq!(
+        entries,
+        [
+            (RelPath::parse("skills/x").unwrap(), None),
+            (
+                RelPath::parse("skills/x/SKILL.md").unwrap(),
+                Some(b"s".to_vec())
+            ),
+        ]
+    );
     root.remove(&RelPath::parse("skills").unwrap()).unwrap();
     assert!(matches!(
         root.read(&RelPath::parse("skills/x/SKILL.md").unwrap()),
