@@ -90,7 +90,7 @@ pg-stop:
 test: deps ui-tools
 	cargo fmt --all -- --check
 	cargo clippy --workspace --all-targets -- -D warnings
-	cargo clippy -p molecule-guest --target wasm32-wasip2 -- -D warnings
+	cargo clippy -p molecule-guest -p molecule-policy --target wasm32-wasip2 -- -D warnings
 	cargo fmt --manifest-path $(PLUGINS_MANIFEST) --all -- --check
 	cargo clippy --manifest-path $(PLUGINS_MANIFEST) --target wasm32-wasip2 -- -D warnings
 	cargo clippy --manifest-path $(PLUGINS_MANIFEST) --all-targets -- -D warnings
