@@ -8,7 +8,7 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
-use serde_json::{Value, json};
+use serde_json::Value;
 use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
@@ -24,7 +24,7 @@ use super::workspaces::WorkspaceGone;
 use crate::agents::forward::TransportError;
 use crate::auth::Credentials;
 use crate::delegation;
-use crate::delegation::proxy::{self, Call, Message, OnBusy, Sent};
+use crate::delegation::proxy::{self, Call, Message, OnBusy, ProxyError, Sent};
 use crate::delegation::tasks::{self, Created, Finished, NewDelegation};
 use crate::store;
 use crate::workspaces::get_live;
@@ -54,8 +54,7 @@ struct A2aHeaders {
 }
 
 /// The proxy's own error answers (the agent's are passed on as they came).
-#[derive(Debug, Serialize, ToSchema)]
-#[allow(dead_code)] // Describes the `json!` bodies `From<ProxyError>` and `answer` build.
+#[derive(Debug, Default, Serialize, ToSchema)]
 struct ProxyFailure {
     error: String,
     /// 503: the workspace's status when it has no URL.
@@ -74,6 +73,53 @@ struct ProxyFailure {
     /// 502 after a 2xx that broke off: whether the agent confirmed delivery.
     #[serde(skip_serializing_if = "Option::is_none")]
     delivery_confirmed: Option<bool>,
+}
+
+impl From<ProxyError> for ApiError {
+    fn from(err: ProxyError) -> Self {
+        let failure = ProxyFailure {
+            error: err.to_string(),
+            ..ProxyFailure::default()
+        };
+        let (status, failure) = match err {
+            ProxyError::Forbidden => (StatusCode::FORBIDDEN, failure),
+            ProxyError::NotFound => (StatusCode::NOT_FOUND, failure),
+            ProxyError::BudgetExceeded => (StatusCode::PAYMENT_REQUIRED, failure),
+            ProxyError::NoUrl { status } => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                ProxyFailure {
+                    status: Some(status),
+                    ..failure
+                },
+            ),
+            ProxyError::UnsafeUrl => (StatusCode::BAD_GATEWAY, failure),
+            ProxyError::Restarting => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                ProxyFailure {
+                    restarting: Some(true),
+                    retry_after: Some(15),
+                    ..failure
+                },
+            ),
+            ProxyError::Busy => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                ProxyFailure {
+                    busy: Some(true),
+                    retry_after: Some(30),
+                    ..failure
+                },
+            ),
+            ProxyError::Unreachable(cause) => (
+                StatusCode::BAD_GATEWAY,
+                ProxyFailure {
+                    detail: Some(cause.as_str().to_owned()),
+                    ..failure
+                },
+            ),
+            ProxyError::Store(err) => return err.into(),
+        };
+        ApiError::body(status, failure)
+    }
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -188,12 +234,18 @@ fn answer(delivery: proxy::Delivery) -> Response {
     if status.is_success() {
         if let Some(error) = delivery.error {
             let truncated = error == TransportError::TooLarge;
-            return ApiError::Body(
+            let error = if truncated {
+                "agent response too large"
+            } else {
+                "failed to read agent response"
+            };
+            return ApiError::body(
                 StatusCode::BAD_GATEWAY,
-                json!({
-                    "error": if truncated { "agent response too large" } else { "failed to read agent response" },
-                    "delivery_confirmed": delivery.delivered(),
-                }),
+                ProxyFailure {
+                    error: error.to_owned(),
+                    delivery_confirmed: Some(delivery.delivered()),
+                    ..ProxyFailure::default()
+                },
             )
             .into_response();
         }
@@ -218,7 +270,7 @@ fn answer(delivery: proxy::Delivery) -> Response {
             .unwrap_or("agent error")
             .to_owned()
     });
-    (status, axum::Json(json!({ "error": error }))).into_response()
+    (status, axum::Json(ErrorBody::new(error))).into_response()
 }
 
 /// The `{queue_id}` segment.

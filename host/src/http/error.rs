@@ -5,11 +5,11 @@
 
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use serde_json::{Value, json};
+use serde::Serialize;
+use serde_json::Value;
 
 use super::openapi::{ErrorBody, RateLimited};
 use crate::auth::AuthError;
-use crate::delegation::proxy::ProxyError;
 use crate::delegation::tasks::DelegationError;
 use crate::store::StoreError;
 use crate::workspaces::WorkspaceError;
@@ -19,6 +19,7 @@ pub enum ApiError {
     #[error("{1}")]
     Status(StatusCode, &'static str),
     /// A designed answer whose body carries more than a message (409 confirmation, 410 gone).
+    /// Built only by [`ApiError::body`] from a typed DTO.
     #[error("structured error {0}")]
     Body(StatusCode, Value),
     #[error("rate limited")]
@@ -42,13 +43,28 @@ impl ApiError {
     pub fn internal(err: impl Into<anyhow::Error>) -> Self {
         ApiError::Internal(err.into())
     }
+    /// A designed answer whose body is a typed DTO. It is kept as a JSON value, so the one error
+    /// type stays free of type parameters (and the keys go out sorted, as they always have).
+    pub fn body(status: StatusCode, body: impl Serialize) -> Self {
+        match serde_json::to_value(body) {
+            Ok(value) => ApiError::Body(status, value),
+            Err(err) => ApiError::internal(err),
+        }
+    }
+}
+
+/// The 503 answer when the token store cannot be reached: the client should retry.
+#[derive(Debug, Serialize)]
+struct Unavailable {
+    error: &'static str,
+    code: &'static str,
 }
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         match self {
             ApiError::Status(status, error) => {
-                (status, axum::Json(ErrorBody { error })).into_response()
+                (status, axum::Json(ErrorBody::new(error))).into_response()
             }
             ApiError::Body(status, body) => (status, axum::Json(body)).into_response(),
             ApiError::RateLimited { retry_after_secs } => {
@@ -69,9 +85,7 @@ impl IntoResponse for ApiError {
                 tracing::error!(error = ?err, "request failed");
                 (
                     StatusCode::INTERNAL_SERVER_ERROR,
-                    axum::Json(ErrorBody {
-                        error: "internal error",
-                    }),
+                    axum::Json(ErrorBody::new("internal error")),
                 )
                     .into_response()
             }
@@ -97,9 +111,12 @@ impl From<AuthError> for ApiError {
             AuthError::Forbidden(message) => ApiError::forbidden(message),
             AuthError::Unavailable(cause) => {
                 tracing::error!(error = ?cause, "auth check could not reach the database");
-                ApiError::Body(
+                ApiError::body(
                     StatusCode::SERVICE_UNAVAILABLE,
-                    json!({ "error": "platform datastore unavailable — retry shortly", "code": "platform_unavailable" }),
+                    Unavailable {
+                        error: "platform datastore unavailable — retry shortly",
+                        code: "platform_unavailable",
+                    },
                 )
             }
         }
@@ -111,10 +128,7 @@ impl From<WorkspaceError> for ApiError {
         match err {
             WorkspaceError::NotFound => ApiError::not_found("workspace not found"),
             WorkspaceError::Removed(row) => {
-                match serde_json::to_value(super::workspaces::WorkspaceGone::of(&row)) {
-                    Ok(body) => ApiError::Body(StatusCode::GONE, body),
-                    Err(err) => ApiError::internal(err),
-                }
+                ApiError::body(StatusCode::GONE, super::workspaces::WorkspaceGone::of(&row))
             }
             WorkspaceError::Invalid(message) => ApiError::bad_request(message),
             WorkspaceError::NameTaken => ApiError::Status(
@@ -126,40 +140,6 @@ impl From<WorkspaceError> for ApiError {
                 ApiError::bad_request("parent_id would make the workspace its own ancestor")
             }
             WorkspaceError::Store(err) => err.into(),
-        }
-    }
-}
-
-impl From<ProxyError> for ApiError {
-    fn from(err: ProxyError) -> Self {
-        let message = err.to_string();
-        let body = |status: StatusCode, extra: Value| {
-            let mut body = json!({ "error": message });
-            if let (Value::Object(body), Value::Object(extra)) = (&mut body, extra) {
-                body.extend(extra);
-            }
-            ApiError::Body(status, body)
-        };
-        match err {
-            ProxyError::Forbidden => body(StatusCode::FORBIDDEN, json!({})),
-            ProxyError::NotFound => body(StatusCode::NOT_FOUND, json!({})),
-            ProxyError::BudgetExceeded => body(StatusCode::PAYMENT_REQUIRED, json!({})),
-            ProxyError::NoUrl { status } => {
-                body(StatusCode::SERVICE_UNAVAILABLE, json!({ "status": status }))
-            }
-            ProxyError::UnsafeUrl => body(StatusCode::BAD_GATEWAY, json!({})),
-            ProxyError::Restarting => body(
-                StatusCode::SERVICE_UNAVAILABLE,
-                json!({ "restarting": true, "retry_after": 15 }),
-            ),
-            ProxyError::Busy => body(
-                StatusCode::SERVICE_UNAVAILABLE,
-                json!({ "busy": true, "retry_after": 30 }),
-            ),
-            ProxyError::Unreachable(cause) => {
-                body(StatusCode::BAD_GATEWAY, json!({ "detail": cause.as_str() }))
-            }
-            ProxyError::Store(err) => err.into(),
         }
     }
 }
@@ -179,5 +159,77 @@ impl From<DelegationError> for ApiError {
             DelegationError::Workspace(err) => err.into(),
             DelegationError::Store(err) => err.into(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use axum::http::StatusCode;
+    use serde_json::{Value, json};
+
+    use super::ApiError;
+    use crate::agents::forward::TransportError;
+    use crate::auth::AuthError;
+    use crate::delegation::proxy::ProxyError;
+    use crate::store::StoreError;
+
+    /// The status and JSON body an error answers with.
+    fn answer(err: impl Into<ApiError>) -> (StatusCode, Value) {
+        match err.into() {
+            ApiError::Body(status, body) => (status, body),
+            other => panic!("not a structured answer: {other:?}"),
+        }
+    }
+
+    /// The typed bodies serialise to exactly the maps the `json!` literals they replaced built
+    /// (a `Value` map keeps its keys sorted, so equal values are equal bytes on the wire).
+    #[test]
+    fn structured_error_bodies_keep_their_shapes() {
+        assert_eq!(
+            answer(ProxyError::Restarting),
+            (
+                StatusCode::SERVICE_UNAVAILABLE,
+                json!({ "error": "workspace agent is not running — container restart triggered", "restarting": true, "retry_after": 15 })
+            )
+        );
+        assert_eq!(
+            answer(ProxyError::Busy),
+            (
+                StatusCode::SERVICE_UNAVAILABLE,
+                json!({ "error": "workspace agent busy — retry later", "busy": true, "retry_after": 30 })
+            )
+        );
+        assert_eq!(
+            answer(ProxyError::NoUrl {
+                status: "offline".to_owned()
+            }),
+            (
+                StatusCode::SERVICE_UNAVAILABLE,
+                json!({ "error": "workspace has no URL", "status": "offline" })
+            )
+        );
+        assert_eq!(
+            answer(ProxyError::Unreachable(TransportError::Reset)),
+            (
+                StatusCode::BAD_GATEWAY,
+                json!({ "error": "failed to reach workspace agent", "detail": "the agent reset the connection" })
+            )
+        );
+        assert_eq!(
+            answer(ProxyError::BudgetExceeded),
+            (
+                StatusCode::PAYMENT_REQUIRED,
+                json!({ "error": "workspace budget limit exceeded" })
+            )
+        );
+        assert_eq!(
+            answer(AuthError::Unavailable(StoreError::Database(
+                sqlx::Error::PoolTimedOut
+            ))),
+            (
+                StatusCode::SERVICE_UNAVAILABLE,
+                json!({ "error": "platform datastore unavailable — retry shortly", "code": "platform_unavailable" })
+            )
+        );
     }
 }

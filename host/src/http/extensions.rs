@@ -6,7 +6,7 @@ use axum::response::IntoResponse;
 use base64::Engine as _;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
-use serde_json::{Value, json};
+use serde_json::Value;
 use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::{OpenApiRouter, UtoipaMethodRouterExt as _};
 use utoipa_axum::routes;
@@ -56,7 +56,6 @@ struct SlotKey {
 
 /// The 422 answer for a refused component, and the 409 for a duplicate.
 #[derive(Debug, Serialize, ToSchema)]
-#[allow(dead_code)] // Describes the `json!` bodies `From<RegistryError>` builds.
 struct Refused {
     error: &'static str,
     /// Why (for 422): the world, version or import at fault.
@@ -75,18 +74,32 @@ impl From<RegistryError> for ApiError {
             // world, version or import at fault and nothing from the host's internals.
             // The detail is the inner reason only: `error` already says "component rejected",
             // and a client that joins the two must not read it twice.
-            RegistryError::Rejected(inner) => ApiError::Body(
+            RegistryError::Rejected(inner) => ApiError::body(
                 StatusCode::UNPROCESSABLE_ENTITY,
-                json!({ "error": "component rejected", "detail": reason::public(&inner.to_string()) }),
+                Refused {
+                    error: "component rejected",
+                    detail: Some(reason::public(&inner.to_string())),
+                    id: None,
+                },
             ),
-            RegistryError::SelfCheck(inner) => ApiError::Body(
+            RegistryError::SelfCheck(inner) => ApiError::body(
                 StatusCode::UNPROCESSABLE_ENTITY,
-                json!({ "error": "component rejected", "detail": reason::public(&format!("it failed its self-check: {inner}")) }),
+                Refused {
+                    error: "component rejected",
+                    detail: Some(reason::public(&format!(
+                        "it failed its self-check: {inner}"
+                    ))),
+                    id: None,
+                },
             ),
             RegistryError::NotFound => ApiError::not_found("extension not found"),
-            RegistryError::Duplicate(row) => ApiError::Body(
+            RegistryError::Duplicate(row) => ApiError::body(
                 StatusCode::CONFLICT,
-                json!({ "error": "this component is already stored for the slot", "id": row.id }),
+                Refused {
+                    error: "this component is already stored for the slot",
+                    detail: None,
+                    id: Some(row.id),
+                },
             ),
             RegistryError::Active => ApiError::Status(
                 StatusCode::CONFLICT,

@@ -6,7 +6,6 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use serde::{Deserialize, Serialize};
-use serde_json::json;
 use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
@@ -45,9 +44,12 @@ impl From<FilesError> for ApiError {
         match err {
             FilesError::Workspace(err) => err.into(),
             FilesError::Invalid(message) => ApiError::bad_request(message),
-            FilesError::TooMany(n) => ApiError::Body(
+            FilesError::TooMany(n) => ApiError::body(
                 StatusCode::BAD_REQUEST,
-                json!({ "error": format!("too many files ({n}), max {}", files::MAX_REPLACE_FILES) }),
+                ErrorBody::new(format!(
+                    "too many files ({n}), max {}",
+                    files::MAX_REPLACE_FILES
+                )),
             ),
             FilesError::Reserved => {
                 ApiError::forbidden("the workspace token file is managed by the host")

@@ -4,7 +4,6 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use serde::{Deserialize, Serialize};
-use serde_json::json;
 use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
@@ -27,9 +26,11 @@ pub fn router() -> OpenApiRouter<AppState> {
 impl From<LifecycleError> for ApiError {
     fn from(err: LifecycleError) -> Self {
         match err {
-            LifecycleError::AncestorPaused(name) => ApiError::Body(
+            LifecycleError::AncestorPaused(name) => ApiError::body(
                 StatusCode::CONFLICT,
-                json!({ "error": format!("parent workspace {name:?} is paused — resume it first") }),
+                ErrorBody::new(format!(
+                    "parent workspace {name:?} is paused — resume it first"
+                )),
             ),
             LifecycleError::Conflict(message) => ApiError::Status(StatusCode::CONFLICT, message),
             LifecycleError::NoRuntime => {

@@ -6,6 +6,7 @@
 //! schemes, the answers of the layers around every handler (429 from the rate limit, 500), of
 //! the JSON body extractor (400, 413, 415) and of the auth checks (401, 503).
 
+use std::borrow::Cow;
 use std::sync::LazyLock;
 
 use axum::http::{HeaderValue, header};
@@ -24,7 +25,15 @@ pub const WORKSPACE: &str = "workspace_token";
 /// add fields (`code`, `detail`, `retry_after`, ...), which the operation's response describes.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct ErrorBody {
-    pub error: &'static str,
+    pub error: Cow<'static, str>,
+}
+
+impl ErrorBody {
+    pub fn new(error: impl Into<Cow<'static, str>>) -> Self {
+        ErrorBody {
+            error: error.into(),
+        }
+    }
 }
 
 /// The answer of the rate limits (429), with a `Retry-After` header.

@@ -4,7 +4,6 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use serde::{Deserialize, Serialize};
-use serde_json::json;
 use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
@@ -24,7 +23,6 @@ pub fn router() -> OpenApiRouter<AppState> {
 
 /// An import refused with a reason (`detail`).
 #[derive(Debug, Serialize, ToSchema)]
-#[allow(dead_code)] // Describes the `json!` bodies `From<OrgError>` builds.
 struct ImportRefused {
     error: &'static str,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -33,7 +31,6 @@ struct ImportRefused {
 
 /// The 412 answer: environment variables the template requires are not set.
 #[derive(Debug, Serialize, ToSchema)]
-#[allow(dead_code)] // Describes the `json!` body `From<OrgError>` builds.
 struct MissingEnv {
     error: &'static str,
     missing_env: Vec<String>,
@@ -45,8 +42,14 @@ struct MissingEnv {
 
 impl From<OrgError> for ApiError {
     fn from(err: OrgError) -> Self {
-        let detail = |status: StatusCode, error: &str, detail: String| {
-            ApiError::Body(status, json!({ "error": error, "detail": detail }))
+        let detail = |status: StatusCode, error: &'static str, detail: String| {
+            ApiError::body(
+                status,
+                ImportRefused {
+                    error,
+                    detail: Some(detail),
+                },
+            )
         };
         match err {
             OrgError::NoSource => ApiError::bad_request("provide 'dir' or 'template'"),
@@ -67,16 +70,16 @@ impl From<OrgError> for ApiError {
                 missing_workspace_env,
                 required_env,
                 template,
-            } => ApiError::Body(
+            } => ApiError::body(
                 StatusCode::PRECONDITION_FAILED,
-                json!({
-                    "error": "missing required environment variables",
-                    "missing_env": missing_env,
-                    "missing_workspace_env": missing_workspace_env,
-                    "required_env": required_env,
-                    "template": template,
-                    "suggestion": "set them as global secrets (PUT /settings/secrets) or in the org's .env files, then import again",
-                }),
+                MissingEnv {
+                    error: "missing required environment variables",
+                    missing_env,
+                    missing_workspace_env,
+                    required_env,
+                    template,
+                    suggestion: "set them as global secrets (PUT /settings/secrets) or in the org's .env files, then import again",
+                },
             ),
             OrgError::Store(err) => ApiError::internal(err),
             err @ (OrgError::Cache(_) | OrgError::Aborted) => {

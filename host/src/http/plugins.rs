@@ -5,7 +5,6 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use serde::{Deserialize, Serialize};
-use serde_json::json;
 use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
@@ -56,8 +55,7 @@ struct PluginNameParam {
 }
 
 /// Plugin answers with more than a message.
-#[derive(Debug, Serialize, ToSchema)]
-#[allow(dead_code)] // Describes the `json!` bodies `From<PluginError>` builds.
+#[derive(Debug, Default, Serialize, ToSchema)]
 struct PluginRefused {
     error: String,
     /// For an unknown scheme: the schemes on offer.
@@ -209,16 +207,27 @@ async fn apply_all(State(state): State<AppState>, _: AdminAuth) -> ApiResult<imp
 
 /// A refusal with the host's message and the reason it was given.
 fn refused(status: StatusCode, error: &'static str, detail: String) -> ApiError {
-    ApiError::Body(status, json!({ "error": error, "detail": detail }))
+    ApiError::body(
+        status,
+        PluginRefused {
+            error: error.to_owned(),
+            detail: Some(detail),
+            ..PluginRefused::default()
+        },
+    )
 }
 
 impl From<PluginError> for ApiError {
     fn from(err: PluginError) -> Self {
         match err {
             PluginError::InvalidSource => ApiError::bad_request("invalid plugin source"),
-            PluginError::UnknownScheme { available } => ApiError::Body(
+            PluginError::UnknownScheme { available } => ApiError::body(
                 StatusCode::BAD_REQUEST,
-                json!({ "error": "unknown plugin source scheme", "available_schemes": available }),
+                PluginRefused {
+                    error: "unknown plugin source scheme".to_owned(),
+                    available_schemes: Some(available),
+                    ..PluginRefused::default()
+                },
             ),
             PluginError::InvalidName => ApiError::bad_request("invalid plugin name"),
             // The message is ours; the detail is the resolver's or git's reason, made safe where
@@ -246,9 +255,9 @@ impl From<PluginError> for ApiError {
             PluginError::Integrity(message) => {
                 ApiError::Status(StatusCode::UNPROCESSABLE_ENTITY, message)
             }
-            PluginError::NotAllowed(name) => ApiError::Body(
+            PluginError::NotAllowed(name) => ApiError::body(
                 StatusCode::FORBIDDEN,
-                json!({ "error": format!("plugin {name:?} is not in the org allowlist") }),
+                ErrorBody::new(format!("plugin {name:?} is not in the org allowlist")),
             ),
             PluginError::NotInstalled(_) => ApiError::not_found("plugin not installed"),
             PluginError::External => ApiError::Status(
@@ -261,9 +270,14 @@ impl From<PluginError> for ApiError {
             ),
             PluginError::Delivery(err) => {
                 tracing::error!(error = %err, "plugin delivery failed");
-                ApiError::Body(
+                ApiError::body(
                     StatusCode::INTERNAL_SERVER_ERROR,
-                    json!({ "error": "plugin delivery failed", "code": "delivery_failed", "detail": err.public() }),
+                    PluginRefused {
+                        error: "plugin delivery failed".to_owned(),
+                        code: Some("delivery_failed"),
+                        detail: Some(err.public()),
+                        ..PluginRefused::default()
+                    },
                 )
             }
             PluginError::Workspace(err) => err.into(),

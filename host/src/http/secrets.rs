@@ -10,7 +10,6 @@ use std::collections::BTreeMap;
 use chrono::{DateTime, Utc};
 use secrecy::ExposeSecret as _;
 use serde::{Deserialize, Serialize};
-use serde_json::json;
 use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
@@ -221,7 +220,6 @@ async fn remove(
 
 /// The 500 answer when some secrets cannot be decrypted.
 #[derive(Debug, Serialize, ToSchema)]
-#[allow(dead_code)] // Describes the `json!` body `values` answers.
 struct Undecryptable {
     error: &'static str,
     code: &'static str,
@@ -257,14 +255,14 @@ async fn values(
                 .collect();
             Ok(axum::Json(map))
         }
-        Bundle::Refused { failed_keys } => Err(ApiError::Body(
+        Bundle::Refused { failed_keys } => Err(ApiError::body(
             StatusCode::INTERNAL_SERVER_ERROR,
-            json!({
-                "error": "internal error",
-                "code": "secrets_undecryptable",
-                "message": "some secrets cannot be decrypted with the configured key; refusing to return a partial bundle",
-                "failed_keys": failed_keys,
-            }),
+            Undecryptable {
+                error: "internal error",
+                code: "secrets_undecryptable",
+                message: "some secrets cannot be decrypted with the configured key; refusing to return a partial bundle",
+                failed_keys,
+            },
         )),
     }
 }

@@ -557,7 +557,7 @@ async fn delete(
             .into_iter()
             .map(|(id, name)| ChildRef { id, name })
             .collect();
-        return Err(body(
+        return Err(ApiError::body(
             StatusCode::CONFLICT,
             ConfirmationRequired {
                 status: "confirmation_required",
@@ -569,7 +569,7 @@ async fn delete(
     }
     let outcome = workspaces::cascade_delete(&state.svc, id, q.purge).await?;
     if !outcome.stop_failures.is_empty() {
-        return Err(body(
+        return Err(ApiError::body(
             StatusCode::INTERNAL_SERVER_ERROR,
             StopFailures {
                 error: "some agents could not be stopped; the workspaces are removed, retry the delete to finish",
@@ -582,14 +582,6 @@ async fn delete(
         status: if outcome.purged { "purged" } else { "removed" },
         cascade_deleted: outcome.descendants_removed,
     }))
-}
-
-/// A structured error answer from a typed body.
-fn body(status: StatusCode, body: impl Serialize) -> ApiError {
-    match serde_json::to_value(body) {
-        Ok(value) => ApiError::Body(status, value),
-        Err(err) => ApiError::internal(err),
-    }
 }
 
 #[derive(Debug, Serialize, ToSchema)]
