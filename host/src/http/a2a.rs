@@ -3,7 +3,8 @@
 use std::time::Duration;
 
 use axum::body::Body;
-use axum::extract::{Path, State};
+use axum::extract::{FromRequestParts, Path, State};
+use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use chrono::{DateTime, Utc};
@@ -16,10 +17,11 @@ use uuid::Uuid;
 
 use super::AppState;
 use super::error::{ApiError, ApiResult};
+use super::extract::WorkspaceIdParam;
 use super::extract::{
     AdminAuth, ApiJson, ApiQuery, Caller, Creds, WorkspaceAuth, WorkspacePath, calling_workspace,
 };
-use super::openapi::{ErrorBody, WorkspaceIdParam};
+use super::openapi::ErrorBody;
 use super::workspaces::WorkspaceGone;
 use crate::agents::forward::TransportError;
 use crate::auth::Credentials;
@@ -43,14 +45,24 @@ pub fn router() -> OpenApiRouter<AppState> {
 /// The headers an A2A call may carry.
 #[derive(Debug, IntoParams)]
 #[into_params(parameter_in = Header)]
-#[allow(dead_code)] // Describes the headers `Caller` and `caller_timeout` read.
 struct A2aHeaders {
     /// The calling workspace (absent: the canvas or an operator).
-    #[param(rename = "X-Workspace-ID")]
-    x_workspace_id: Option<Uuid>,
+    #[param(rename = "X-Workspace-ID", value_type = Option<Uuid>)]
+    caller: Caller,
     /// How long to wait for the agent, in seconds (a positive integer).
-    #[param(rename = "X-Timeout")]
-    x_timeout: Option<u64>,
+    #[param(rename = "X-Timeout", value_type = Option<u64>)]
+    timeout: Option<Duration>,
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for A2aHeaders {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
+        Ok(A2aHeaders {
+            caller: Caller::from_headers(&parts.headers)?,
+            timeout: caller_timeout(&parts.headers)?,
+        })
+    }
 }
 
 /// The proxy's own error answers (the agent's are passed on as they came).
@@ -185,13 +197,11 @@ fn caller_timeout(headers: &HeaderMap) -> ApiResult<Option<Duration>> {
 async fn proxy_a2a(
     State(state): State<AppState>,
     WorkspacePath(target): WorkspacePath,
-    caller: Caller,
-    headers: HeaderMap,
+    A2aHeaders { caller, timeout }: A2aHeaders,
     Creds(creds): Creds,
     ApiJson(body): ApiJson<Value>,
 ) -> ApiResult<Response> {
     let caller = a2a_caller(&state, caller, &creds).await?;
-    let timeout = caller_timeout(&headers)?;
     let message = Message::normalize(body).map_err(ApiError::bad_request)?;
     let call = Call {
         caller,
@@ -274,12 +284,12 @@ fn answer(delivery: proxy::Delivery) -> Response {
 }
 
 /// The `{queue_id}` segment.
-#[derive(Debug, IntoParams)]
+#[derive(Debug, Deserialize, IntoParams)]
 #[into_params(parameter_in = Path)]
-#[allow(dead_code)] // Describes the segment the handler reads with `Path`.
 struct QueueIdParam {
     /// The queued message's id (anything that is not a UUID is not found).
-    queue_id: Uuid,
+    #[param(value_type = Uuid)]
+    queue_id: String,
 }
 
 /// A queued A2A message's state.
@@ -316,7 +326,7 @@ struct QueueItem {
 async fn queue_item(
     State(state): State<AppState>,
     WorkspaceAuth(id): WorkspaceAuth,
-    Path((_, queue_id)): Path<(String, String)>,
+    Path(QueueIdParam { queue_id }): Path<QueueIdParam>,
 ) -> ApiResult<impl IntoResponse> {
     let not_found = || ApiError::not_found("queue item not found");
     let queue_id = Uuid::parse_str(&queue_id).map_err(|_| not_found())?;
@@ -599,12 +609,12 @@ struct UpdateBody {
 }
 
 /// The `{delegation_id}` segment.
-#[derive(Debug, IntoParams)]
+#[derive(Debug, Deserialize, IntoParams)]
 #[into_params(parameter_in = Path)]
-#[allow(dead_code)] // Describes the segment the handler reads with `Path`.
 struct DelegationIdParam {
     /// The delegation's id (anything that is not a UUID is not found).
-    delegation_id: Uuid,
+    #[param(value_type = Uuid)]
+    delegation_id: String,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -632,7 +642,7 @@ struct DelegationUpdated {
 async fn update(
     State(state): State<AppState>,
     WorkspaceAuth(source): WorkspaceAuth,
-    Path((_, delegation_id)): Path<(String, String)>,
+    Path(DelegationIdParam { delegation_id }): Path<DelegationIdParam>,
     ApiJson(body): ApiJson<UpdateBody>,
 ) -> ApiResult<impl IntoResponse> {
     let id =

@@ -12,8 +12,9 @@ use uuid::Uuid;
 
 use super::AppState;
 use super::error::{ApiError, ApiResult};
+use super::extract::WorkspaceIdParam;
 use super::extract::{ApiJson, ApiQuery, WorkspaceAuth};
-use super::openapi::{ErrorBody, WorkspaceIdParam};
+use super::openapi::ErrorBody;
 use super::workspaces::WorkspaceGone;
 use crate::events::activity;
 use crate::events::names;

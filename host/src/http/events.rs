@@ -23,12 +23,12 @@ use uuid::Uuid;
 
 use super::AppState;
 use super::error::{ApiError, ApiResult};
+use super::extract::WorkspaceIdParam;
 use super::extract::{
-    AdminAuth, ApiJson, Caller, CanvasAuth, Creds, WorkspaceAuth, calling_workspace,
+    AdminAuth, ApiJson, Caller, CallerHeader, CanvasAuth, Creds, WorkspaceAuth, calling_workspace,
     parse_workspace_id,
 };
-use super::openapi::{ErrorBody, StatusBody, WorkspaceIdParam};
-use super::registry::CallerHeader;
+use super::openapi::{ErrorBody, StatusBody};
 use crate::events::{Event, Lagged, Subscription};
 use crate::store;
 use crate::workspaces::access::can_communicate;
@@ -83,12 +83,12 @@ async fn recent(State(state): State<AppState>, _: AdminAuth) -> ApiResult<impl I
 }
 
 /// The `{workspace_id}` segment of `/events/{workspace_id}`.
-#[derive(Debug, IntoParams)]
+#[derive(Debug, Deserialize, IntoParams)]
 #[into_params(parameter_in = Path)]
-#[allow(dead_code)] // Describes the segment the handler reads with `Path`.
 struct EventsWorkspaceParam {
     /// Workspace id (a UUID; anything else is a 400).
-    workspace_id: Uuid,
+    #[param(value_type = Uuid)]
+    workspace_id: String,
 }
 
 /// The latest 100 events of one workspace, newest first.
@@ -106,9 +106,9 @@ struct EventsWorkspaceParam {
 async fn recent_for_workspace(
     State(state): State<AppState>,
     _: AdminAuth,
-    Path(raw): Path<String>,
+    Path(EventsWorkspaceParam { workspace_id }): Path<EventsWorkspaceParam>,
 ) -> ApiResult<impl IntoResponse> {
-    let id = parse_workspace_id(&raw)?;
+    let id = parse_workspace_id(&workspace_id)?;
     let rows = store::events::recent(&state.svc.db, Some(id), HISTORY_LIMIT).await?;
     Ok(axum::Json(history(rows)))
 }
@@ -137,7 +137,7 @@ struct WsQuery {
 )]
 async fn websocket(
     State(state): State<AppState>,
-    caller: Caller,
+    CallerHeader { caller }: CallerHeader,
     headers: HeaderMap,
     Creds(mut creds): Creds,
     Query(q): Query<WsQuery>,

@@ -37,21 +37,34 @@ pub fn router() -> OpenApiRouter<AppState> {
 }
 
 /// `{key}` as an extension version's id.
-#[derive(Debug, IntoParams)]
+#[derive(Debug, Deserialize, IntoParams)]
 #[into_params(parameter_in = Path)]
-#[allow(dead_code)] // Describes the segment the handlers read with `Path`.
 struct IdKey {
     /// The extension version's id (a UUID; anything else is a 400).
-    key: Uuid,
+    #[param(value_type = Uuid)]
+    key: String,
+}
+
+impl IdKey {
+    fn id(&self) -> ApiResult<Uuid> {
+        Uuid::parse_str(&self.key).map_err(|_| ApiError::bad_request("invalid extension ID"))
+    }
 }
 
 /// `{key}` as a slot.
-#[derive(Debug, IntoParams)]
+#[derive(Debug, Deserialize, IntoParams)]
 #[into_params(parameter_in = Path)]
-#[allow(dead_code)] // Describes the segment the handlers read with `Path`.
 struct SlotKey {
     /// `classifier`, `restart-policy` or `resolver:<scheme>` (anything else is a 400).
     key: String,
+}
+
+impl SlotKey {
+    fn slot(&self) -> ApiResult<Slot> {
+        Slot::parse(&self.key).ok_or(ApiError::bad_request(
+            "slot must be classifier, restart-policy or resolver:<scheme>",
+        ))
+    }
 }
 
 /// The 422 answer for a refused component, and the 409 for a duplicate.
@@ -241,16 +254,6 @@ async fn upload(
     Ok((StatusCode::CREATED, axum::Json(version(&row, false, false))))
 }
 
-fn parse_id(raw: &str) -> ApiResult<Uuid> {
-    Uuid::parse_str(raw).map_err(|_| ApiError::bad_request("invalid extension ID"))
-}
-
-fn parse_slot(raw: &str) -> ApiResult<Slot> {
-    Slot::parse(raw).ok_or(ApiError::bad_request(
-        "slot must be classifier, restart-policy or resolver:<scheme>",
-    ))
-}
-
 #[derive(Debug, Serialize, ToSchema)]
 struct SlotChanged {
     /// `activated`, `rolled_back`, `shadowing` or `shadow_stopped`.
@@ -279,9 +282,9 @@ struct SlotChanged {
 async fn activate(
     State(state): State<AppState>,
     _: AdminAuth,
-    Path(key): Path<String>,
+    Path(key): Path<IdKey>,
 ) -> ApiResult<impl IntoResponse> {
-    let row = state.svc.extensions.activate(parse_id(&key)?).await?;
+    let row = state.svc.extensions.activate(key.id()?).await?;
     Ok(axum::Json(SlotChanged {
         status: "activated",
         slot: row.slot,
@@ -307,9 +310,9 @@ async fn activate(
 async fn rollback(
     State(state): State<AppState>,
     _: AdminAuth,
-    Path(key): Path<String>,
+    Path(key): Path<SlotKey>,
 ) -> ApiResult<impl IntoResponse> {
-    let row = state.svc.extensions.rollback(&parse_slot(&key)?).await?;
+    let row = state.svc.extensions.rollback(&key.slot()?).await?;
     Ok(axum::Json(SlotChanged {
         status: "rolled_back",
         slot: row.slot,
@@ -335,9 +338,9 @@ async fn rollback(
 async fn shadow(
     State(state): State<AppState>,
     _: AdminAuth,
-    Path(key): Path<String>,
+    Path(key): Path<IdKey>,
 ) -> ApiResult<impl IntoResponse> {
-    let row = state.svc.extensions.shadow(parse_id(&key)?).await?;
+    let row = state.svc.extensions.shadow(key.id()?).await?;
     Ok(axum::Json(SlotChanged {
         status: "shadowing",
         slot: row.slot,
@@ -364,9 +367,9 @@ async fn shadow(
 async fn stop_shadow(
     State(state): State<AppState>,
     _: AdminAuth,
-    Path(key): Path<String>,
+    Path(key): Path<IdKey>,
 ) -> ApiResult<impl IntoResponse> {
-    let row = state.svc.extensions.stop_shadow(parse_id(&key)?).await?;
+    let row = state.svc.extensions.stop_shadow(key.id()?).await?;
     Ok(axum::Json(SlotChanged {
         status: "shadow_stopped",
         slot: row.slot,
@@ -407,13 +410,9 @@ struct ShadowReport {
 async fn shadow_report(
     State(state): State<AppState>,
     _: AdminAuth,
-    Path(key): Path<String>,
+    Path(key): Path<SlotKey>,
 ) -> ApiResult<impl IntoResponse> {
-    let report = state
-        .svc
-        .extensions
-        .shadow_report(&parse_slot(&key)?)
-        .await?;
+    let report = state.svc.extensions.shadow_report(&key.slot()?).await?;
     Ok(axum::Json(report))
 }
 
@@ -434,8 +433,8 @@ async fn shadow_report(
 async fn remove(
     State(state): State<AppState>,
     _: AdminAuth,
-    Path(key): Path<String>,
+    Path(key): Path<IdKey>,
 ) -> ApiResult<impl IntoResponse> {
-    state.svc.extensions.delete(parse_id(&key)?).await?;
+    state.svc.extensions.delete(key.id()?).await?;
     Ok(axum::Json(StatusBody { status: "deleted" }))
 }

@@ -1,14 +1,15 @@
 //! Extractors that parse and authorise at the edge, so handlers receive typed, checked values.
 
-use std::collections::HashMap;
 use std::net::SocketAddr;
 
 use axum::extract::rejection::JsonRejection;
 use axum::extract::{ConnectInfo, FromRequest, FromRequestParts, Path, Query, Request};
-use axum::http::StatusCode;
 use axum::http::request::Parts;
+use axum::http::{HeaderMap, StatusCode};
+use serde::Deserialize;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
+use utoipa::IntoParams;
 use uuid::Uuid;
 
 use super::AppState;
@@ -94,14 +95,24 @@ pub fn parse_workspace_id(raw: &str) -> Result<Uuid, ApiError> {
     Uuid::parse_str(raw).map_err(|_| ApiError::bad_request("invalid workspace ID"))
 }
 
-async fn path_param(parts: &mut Parts, state: &AppState, name: &str) -> Result<String, ApiError> {
-    let Path(params) = Path::<HashMap<String, String>>::from_request_parts(parts, state)
-        .await
-        .map_err(|_| ApiError::bad_request("invalid path"))?;
-    params
-        .get(name)
-        .cloned()
-        .ok_or_else(|| ApiError::bad_request("invalid path"))
+/// The `{id}` path segment of workspace routes, as [`WorkspacePath`], [`WorkspaceAuth`] and
+/// [`WorkspaceAccess`] read it (handlers name it in `params(...)`).
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Path)]
+pub struct WorkspaceIdParam {
+    /// Workspace id (a UUID; anything else is a 400).
+    #[param(value_type = Uuid)]
+    id: String,
+}
+
+impl WorkspaceIdParam {
+    /// The workspace id of the request's path.
+    async fn read(parts: &mut Parts, state: &AppState) -> Result<Uuid, ApiError> {
+        let Path(WorkspaceIdParam { id }) = Path::from_request_parts(parts, state)
+            .await
+            .map_err(|_| ApiError::bad_request("invalid path"))?;
+        parse_workspace_id(&id)
+    }
 }
 
 /// What the request brings to be authenticated: its bearer, its `Origin` and whether its
@@ -159,7 +170,7 @@ impl FromRequestParts<AppState> for WorkspaceAccess {
         parts: &mut Parts,
         state: &AppState,
     ) -> Result<Self, Self::Rejection> {
-        let id = parse_workspace_id(&path_param(parts, state, "id").await?)?;
+        let id = WorkspaceIdParam::read(parts, state).await?;
         let principal = state.svc.guard.workspace(&Creds::of(parts), id).await?;
         Ok(WorkspaceAccess { id, principal })
     }
@@ -176,9 +187,7 @@ impl FromRequestParts<AppState> for WorkspacePath {
         parts: &mut Parts,
         state: &AppState,
     ) -> Result<Self, Self::Rejection> {
-        Ok(WorkspacePath(parse_workspace_id(
-            &path_param(parts, state, "id").await?,
-        )?))
+        Ok(WorkspacePath(WorkspaceIdParam::read(parts, state).await?))
     }
 }
 
@@ -232,7 +241,7 @@ impl FromRequestParts<AppState> for AnyAuth {
 }
 
 /// The optional `X-Workspace-ID` of an agent calling on its own behalf.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Copy)]
 pub enum Caller {
     /// No header: the canvas or an operator.
     Canvas,
@@ -242,14 +251,10 @@ pub enum Caller {
 /// Caller ids with these prefixes belong to the host itself and are refused from outside.
 const RESERVED_CALLER_PREFIXES: &[&str] = &["webhook:", "system:", "test:", "channel:"];
 
-impl FromRequestParts<AppState> for Caller {
-    type Rejection = ApiError;
-
-    async fn from_request_parts(
-        parts: &mut Parts,
-        _state: &AppState,
-    ) -> Result<Self, Self::Rejection> {
-        let Some(raw) = parts.headers.get("x-workspace-id") else {
+impl Caller {
+    /// The caller named by `X-Workspace-ID`, if any.
+    pub fn from_headers(headers: &HeaderMap) -> Result<Caller, ApiError> {
+        let Some(raw) = headers.get("x-workspace-id") else {
             return Ok(Caller::Canvas);
         };
         let raw = raw
@@ -262,6 +267,25 @@ impl FromRequestParts<AppState> for Caller {
         Uuid::parse_str(raw)
             .map(Caller::Workspace)
             .map_err(|_| ApiError::bad_request("invalid X-Workspace-ID"))
+    }
+}
+
+/// `X-Workspace-ID`: the workspace an agent calls on behalf of.
+#[derive(Debug, Clone, Copy, IntoParams)]
+#[into_params(parameter_in = Header)]
+pub struct CallerHeader {
+    /// The calling workspace's id; ids of the host's own callers (`system:` ...) are refused.
+    #[param(rename = "X-Workspace-ID", value_type = Option<Uuid>)]
+    pub caller: Caller,
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for CallerHeader {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
+        Ok(CallerHeader {
+            caller: Caller::from_headers(&parts.headers)?,
+        })
     }
 }
 

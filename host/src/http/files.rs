@@ -1,6 +1,6 @@
 //! `/workspaces/:id/files`: list, read, write, delete and replace a workspace's template files.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
@@ -13,8 +13,9 @@ use uuid::Uuid;
 
 use super::AppState;
 use super::error::{ApiError, ApiResult};
+use super::extract::WorkspaceIdParam;
 use super::extract::{ApiJson, ApiQuery, WorkspaceAuth};
-use super::openapi::{ErrorBody, WorkspaceIdParam};
+use super::openapi::ErrorBody;
 use super::workspaces::WorkspaceGone;
 use crate::extensions::types::Decision;
 use crate::runtime::RuntimeError;
@@ -31,12 +32,17 @@ pub fn router() -> OpenApiRouter<AppState> {
 
 /// The file path after `/files/` (a relative path; `..`, absolute paths and the reserved
 /// token file are refused).
-#[derive(Debug, IntoParams)]
+#[derive(Debug, Deserialize, IntoParams)]
 #[into_params(parameter_in = Path)]
-#[allow(dead_code)] // Describes the catch-all segment `path_param` reads.
 struct FilePathParam {
     /// Relative file path, e.g. `skills/notes.md`.
     path: String,
+}
+
+impl FilePathParam {
+    fn rel(&self) -> Result<RelPath, ApiError> {
+        parse_path(&self.path)
+    }
 }
 
 impl From<FilesError> for ApiError {
@@ -79,10 +85,6 @@ impl From<RuntimeError> for ApiError {
 
 fn parse_path(raw: &str) -> Result<RelPath, ApiError> {
     RelPath::parse(raw).map_err(|_| ApiError::bad_request("invalid path"))
-}
-
-fn path_param(params: &HashMap<String, String>) -> Result<RelPath, ApiError> {
-    parse_path(params.get("path").map_or("", String::as_str))
 }
 
 /// What a change to the files did to the agent: the restart policy's decision (`kind`
@@ -202,10 +204,10 @@ struct FileContent {
 async fn read(
     State(state): State<AppState>,
     WorkspaceAuth(id): WorkspaceAuth,
-    Path(params): Path<HashMap<String, String>>,
+    Path(segment): Path<FilePathParam>,
     ApiQuery(q): ApiQuery<RootQuery>,
 ) -> ApiResult<impl IntoResponse> {
-    let path = path_param(&params)?;
+    let path = segment.rel()?;
     let data = files::read(&state.svc, id, q.root.as_deref(), &path).await?;
     Ok(axum::Json(FileContent {
         path: path.as_str().to_owned(),
@@ -258,10 +260,10 @@ fn written(status: &'static str, path: String, written: &Written) -> FileWritten
 async fn write(
     State(state): State<AppState>,
     WorkspaceAuth(id): WorkspaceAuth,
-    Path(params): Path<HashMap<String, String>>,
+    Path(segment): Path<FilePathParam>,
     ApiJson(body): ApiJson<WriteBody>,
 ) -> ApiResult<impl IntoResponse> {
-    let path = path_param(&params)?;
+    let path = segment.rel()?;
     let shown = path.to_string();
     let done = files::write(&state.svc, id, path, body.content).await?;
     Ok(axum::Json(written("saved", shown, &done)))
@@ -286,9 +288,9 @@ async fn write(
 async fn remove(
     State(state): State<AppState>,
     WorkspaceAuth(id): WorkspaceAuth,
-    Path(params): Path<HashMap<String, String>>,
+    Path(segment): Path<FilePathParam>,
 ) -> ApiResult<impl IntoResponse> {
-    let path = path_param(&params)?;
+    let path = segment.rel()?;
     let shown = path.to_string();
     let done = files::delete(&state.svc, id, path).await?;
     Ok(axum::Json(written("deleted", shown, &done)))

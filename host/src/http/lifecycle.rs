@@ -10,8 +10,9 @@ use utoipa_axum::routes;
 
 use super::AppState;
 use super::error::{ApiError, ApiResult};
+use super::extract::WorkspaceIdParam;
 use super::extract::{AdminAuth, ApiJson, WorkspaceAuth, WorkspacePath};
-use super::openapi::{ErrorBody, WorkspaceIdParam};
+use super::openapi::ErrorBody;
 use super::workspaces::WorkspaceGone;
 use crate::workspaces::lifecycle::{self, LifecycleError, RestartOutcome};
 

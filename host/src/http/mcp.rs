@@ -15,8 +15,9 @@ use utoipa_axum::routes;
 
 use super::AppState;
 use super::error::{ApiError, ApiResult};
+use super::extract::WorkspaceIdParam;
 use super::extract::{WorkspaceAuth, contains_nul, nul_rejection};
-use super::openapi::{ErrorBody, WorkspaceIdParam};
+use super::openapi::ErrorBody;
 use super::workspaces::WorkspaceGone;
 use crate::delegation::mcp;
 use crate::workspaces::get_live;

@@ -13,8 +13,7 @@ use axum::http::{HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 use serde_json::{Map, Value, json};
-use utoipa::{IntoParams, ToSchema};
-use uuid::Uuid;
+use utoipa::ToSchema;
 
 /// Security scheme: the admin token or an org API token.
 pub const ADMIN: &str = "admin_token";
@@ -48,15 +47,6 @@ pub struct RateLimited {
 #[derive(Debug, Serialize, ToSchema)]
 pub struct StatusBody {
     pub status: &'static str,
-}
-
-/// The `{id}` path segment of workspace routes.
-#[derive(Debug, IntoParams)]
-#[into_params(parameter_in = Path)]
-pub struct WorkspaceIdParam {
-    /// Workspace id (a UUID; anything else is a 400).
-    #[allow(dead_code)]
-    id: Uuid,
 }
 
 /// Answers `GET /openapi.json`.

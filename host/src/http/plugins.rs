@@ -12,8 +12,9 @@ use uuid::Uuid;
 
 use super::AppState;
 use super::error::{ApiError, ApiResult};
+use super::extract::WorkspaceIdParam;
 use super::extract::{AdminAuth, AnyAuth, ApiJson, ApiQuery, WorkspaceAuth, WorkspacePath};
-use super::openapi::{ErrorBody, WorkspaceIdParam};
+use super::openapi::ErrorBody;
 use super::workspaces::WorkspaceGone;
 use crate::plugins::drift::{self, Applied, ApplyError, Rollout, SweepTimes};
 use crate::plugins::{
@@ -38,18 +39,23 @@ pub fn router() -> OpenApiRouter<AppState> {
 }
 
 /// The `{queue_id}` segment of the update routes.
-#[derive(Debug, IntoParams)]
+#[derive(Debug, Deserialize, IntoParams)]
 #[into_params(parameter_in = Path)]
-#[allow(dead_code)] // Describes the segment the handlers read with `Path`.
 struct QueueIdParam {
     /// The queued update's id (anything that is not a UUID is not found).
-    queue_id: Uuid,
+    #[param(value_type = Uuid)]
+    queue_id: String,
+}
+
+impl QueueIdParam {
+    fn id(&self) -> ApiResult<Uuid> {
+        Uuid::parse_str(&self.queue_id).map_err(|_| ApiError::not_found("update not found"))
+    }
 }
 
 /// The `{name}` segment: a plugin's directory name.
-#[derive(Debug, IntoParams)]
+#[derive(Debug, Deserialize, IntoParams)]
 #[into_params(parameter_in = Path)]
-#[allow(dead_code)] // Describes the segment the handler reads with `Path`.
 struct PluginNameParam {
     name: String,
 }
@@ -85,10 +91,6 @@ impl From<ApplyError> for ApiError {
             ApplyError::Store(err) => ApiError::internal(err),
         }
     }
-}
-
-fn queue_id(raw: &str) -> ApiResult<uuid::Uuid> {
-    uuid::Uuid::parse_str(raw).map_err(|_| ApiError::not_found("update not found"))
 }
 
 /// Plugin updates waiting to be applied.
@@ -154,10 +156,10 @@ async fn sweep_times(State(state): State<AppState>, _: AdminAuth) -> ApiResult<i
 async fn apply(
     State(state): State<AppState>,
     _: AdminAuth,
-    Path(raw): Path<String>,
+    Path(segment): Path<QueueIdParam>,
 ) -> ApiResult<impl IntoResponse> {
     Ok(axum::Json(
-        drift::apply(&state.svc, queue_id(&raw)?, 0).await?,
+        drift::apply(&state.svc, segment.id()?, 0).await?,
     ))
 }
 
@@ -183,9 +185,9 @@ struct Dismissed {
 async fn dismiss(
     State(state): State<AppState>,
     _: AdminAuth,
-    Path(raw): Path<String>,
+    Path(segment): Path<QueueIdParam>,
 ) -> ApiResult<impl IntoResponse> {
-    let id = queue_id(&raw)?;
+    let id = segment.id()?;
     let status = drift::dismiss(&state.svc, id).await?;
     Ok(axum::Json(Dismissed {
         status,
@@ -422,7 +424,7 @@ struct Uninstalled {
 async fn uninstall(
     State(state): State<AppState>,
     WorkspaceAuth(id): WorkspaceAuth,
-    Path((_, name)): Path<(String, String)>,
+    Path(PluginNameParam { name }): Path<PluginNameParam>,
 ) -> ApiResult<impl IntoResponse> {
     let restarting = plugins::uninstall(&state.svc, id, &name).await?;
     Ok(axum::Json(Uninstalled {

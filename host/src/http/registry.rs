@@ -11,8 +11,9 @@ use uuid::Uuid;
 
 use super::AppState;
 use super::error::{ApiError, ApiResult};
-use super::extract::{ApiJson, Caller, Creds, WorkspacePath, calling_workspace};
-use super::openapi::{ErrorBody, StatusBody, WorkspaceIdParam};
+use super::extract::WorkspaceIdParam;
+use super::extract::{ApiJson, Caller, CallerHeader, Creds, WorkspacePath, calling_workspace};
+use super::openapi::{ErrorBody, StatusBody};
 use super::workspaces::WorkspaceGone;
 use crate::auth::{AuthError, Principal};
 use crate::store::{
@@ -31,16 +32,6 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(discover))
         .routes(routes!(peers))
         .routes(routes!(check_access))
-}
-
-/// `X-Workspace-ID`: the workspace an agent calls on behalf of.
-#[derive(Debug, utoipa::IntoParams)]
-#[into_params(parameter_in = Header)]
-#[allow(dead_code)] // Describes the header the `Caller` extractor reads.
-pub struct CallerHeader {
-    /// The calling workspace's id; ids of the host's own callers (`system:` ...) are refused.
-    #[param(rename = "X-Workspace-ID")]
-    x_workspace_id: Option<Uuid>,
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
@@ -234,7 +225,7 @@ const MAX_FORWARD_HOPS: usize = 5;
 async fn discover(
     State(state): State<AppState>,
     WorkspacePath(target): WorkspacePath,
-    caller: Caller,
+    CallerHeader { caller }: CallerHeader,
     Creds(creds): Creds,
 ) -> ApiResult<impl IntoResponse> {
     if matches!(caller, Caller::Canvas) && creds.bearer.is_none() {
@@ -282,7 +273,7 @@ async fn discover(
 async fn peers(
     State(state): State<AppState>,
     WorkspacePath(id): WorkspacePath,
-    caller: Caller,
+    CallerHeader { caller }: CallerHeader,
     Creds(creds): Creds,
 ) -> ApiResult<impl IntoResponse> {
     match calling_workspace(&state, &caller, &creds).await? {

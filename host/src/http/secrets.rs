@@ -17,9 +17,10 @@ use uuid::Uuid;
 
 use super::AppState;
 use super::error::{ApiError, ApiResult};
+use super::extract::WorkspaceIdParam;
 use super::extract::{AdminAuth, ApiJson, WorkspaceAuth};
 use super::files::{RestartReport, restart_report};
-use super::openapi::{ErrorBody, WorkspaceIdParam};
+use super::openapi::ErrorBody;
 use super::workspaces::WorkspaceGone;
 use crate::secrets::{self, Bundle, Scope, SecretInfo, SecretKey};
 use crate::workspaces::get_live;
@@ -62,9 +63,8 @@ fn meta(info: &SecretInfo) -> SecretMeta {
 }
 
 /// The `{key}` path segment: an environment variable name.
-#[derive(Debug, IntoParams)]
+#[derive(Debug, Deserialize, IntoParams)]
 #[into_params(parameter_in = Path)]
-#[allow(dead_code)] // Describes the segment the handlers read with `Path`.
 struct SecretKeyParam {
     /// `[A-Za-z_][A-Za-z0-9_]*`; anything else is answered as not found.
     key: String,
@@ -202,7 +202,7 @@ async fn set(
 async fn remove(
     State(state): State<AppState>,
     WorkspaceAuth(id): WorkspaceAuth,
-    Path((_, key)): Path<(String, String)>,
+    Path(SecretKeyParam { key }): Path<SecretKeyParam>,
 ) -> ApiResult<impl IntoResponse> {
     let key = SecretKey::parse(&key).ok_or(ApiError::not_found("secret not found"))?;
     get_live(&state.svc, id).await?;
@@ -461,7 +461,7 @@ async fn admin_set_global(
 async fn remove_global(
     State(state): State<AppState>,
     _: AdminAuth,
-    Path(key): Path<String>,
+    Path(SecretKeyParam { key }): Path<SecretKeyParam>,
 ) -> ApiResult<impl IntoResponse> {
     let key = SecretKey::parse(&key).ok_or(ApiError::not_found("secret not found"))?;
     if !crate::store::secrets::delete_global(&state.svc.db, key.as_str()).await? {
@@ -492,7 +492,7 @@ async fn remove_global(
 async fn admin_remove_global(
     state: State<AppState>,
     auth: AdminAuth,
-    key: Path<String>,
+    key: Path<SecretKeyParam>,
 ) -> ApiResult<impl IntoResponse> {
     remove_global(state, auth, key).await
 }

@@ -13,8 +13,9 @@ use uuid::Uuid;
 
 use super::AppState;
 use super::error::{ApiError, ApiResult};
+use super::extract::WorkspaceIdParam;
 use super::extract::{AdminAuth, ApiJson, ApiQuery, Creds, WorkspaceAuth, WorkspacePath};
-use super::openapi::{ErrorBody, StatusBody, WorkspaceIdParam};
+use super::openapi::{ErrorBody, StatusBody};
 use super::workspaces::WorkspaceGone;
 use crate::workspaces::get_live;
 use crate::{auth, store};
@@ -38,12 +39,18 @@ struct Page {
 }
 
 /// The `{token_id}` path segment.
-#[derive(Debug, IntoParams)]
+#[derive(Debug, Deserialize, IntoParams)]
 #[into_params(parameter_in = Path)]
-#[allow(dead_code)] // Describes the segment the handlers read with `Path`.
 struct TokenIdParam {
     /// The token's id (anything that is not a UUID is not found).
-    token_id: Uuid,
+    #[param(value_type = Uuid)]
+    token_id: String,
+}
+
+impl TokenIdParam {
+    fn id(&self) -> ApiResult<Uuid> {
+        Uuid::parse_str(&self.token_id).map_err(|_| ApiError::not_found("token not found"))
+    }
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -194,10 +201,9 @@ async fn create(
 async fn revoke(
     State(state): State<AppState>,
     WorkspaceAuth(id): WorkspaceAuth,
-    Path((_, token_id)): Path<(String, String)>,
+    Path(segment): Path<TokenIdParam>,
 ) -> ApiResult<impl IntoResponse> {
-    let token_id =
-        Uuid::parse_str(&token_id).map_err(|_| ApiError::not_found("token not found"))?;
+    let token_id = segment.id()?;
     if !store::tokens::revoke_workspace_token(&state.svc.db, id, token_id).await? {
         return Err(ApiError::not_found("token not found"));
     }
@@ -331,10 +337,9 @@ async fn create_org(
 async fn revoke_org(
     State(state): State<AppState>,
     _: AdminAuth,
-    Path(token_id): Path<String>,
+    Path(segment): Path<TokenIdParam>,
 ) -> ApiResult<impl IntoResponse> {
-    let token_id =
-        Uuid::parse_str(&token_id).map_err(|_| ApiError::not_found("token not found"))?;
+    let token_id = segment.id()?;
     if !store::tokens::revoke_org_token(&state.svc.db, token_id).await? {
         return Err(ApiError::not_found("token not found"));
     }

@@ -15,11 +15,12 @@ use uuid::Uuid;
 
 use super::AppState;
 use super::error::{ApiError, ApiResult};
+use super::extract::WorkspaceIdParam;
 use super::extract::{
     AdminAuth, ApiJson, ApiQuery, Creds, WorkspaceAccess, WorkspaceAuth, WorkspacePath,
     contains_nul, nul_rejection,
 };
-use super::openapi::{ErrorBody, WorkspaceIdParam};
+use super::openapi::ErrorBody;
 use crate::auth::Principal;
 use crate::store;
 use crate::store::workspaces::WorkspaceRow;
