@@ -7,18 +7,186 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
+use uuid::Uuid;
 
 use super::AppState;
 use super::error::{ApiError, ApiResult};
 use super::extract::{AdminAuth, ApiJson};
 use super::openapi::ErrorBody;
-use crate::org::import::ImportOutcome;
-use crate::org::{self, OrgError, TemplateSummary, import};
+use crate::org::{self, OrgError, env, external, import, template};
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
         .routes(routes!(templates))
         .routes(routes!(import_org))
+}
+
+/// One entry of `GET /org/templates`.
+#[derive(Debug, Serialize, ToSchema)]
+struct TemplateSummary {
+    dir: String,
+    name: String,
+    description: String,
+    /// Every workspace entry, `spawning: false` subtrees included.
+    workspaces: usize,
+    required_env: Vec<EnvRequirement>,
+    recommended_env: Vec<EnvRequirement>,
+}
+
+impl From<&org::TemplateSummary> for TemplateSummary {
+    fn from(summary: &org::TemplateSummary) -> Self {
+        TemplateSummary {
+            dir: summary.dir.clone(),
+            name: summary.name.clone(),
+            description: summary.description.clone(),
+            workspaces: summary.workspaces,
+            required_env: summary.required_env.iter().map(Into::into).collect(),
+            recommended_env: summary.recommended_env.iter().map(Into::into).collect(),
+        }
+    }
+}
+
+/// `NAME` or `{any_of: [A, B]}`.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(untagged)]
+enum EnvRequirement {
+    Name(String),
+    AnyOf { any_of: Vec<String> },
+}
+
+impl From<&template::EnvRequirement> for EnvRequirement {
+    fn from(requirement: &template::EnvRequirement) -> Self {
+        match requirement {
+            template::EnvRequirement::Name(name) => EnvRequirement::Name(name.clone()),
+            template::EnvRequirement::AnyOf { any_of } => EnvRequirement::AnyOf {
+                any_of: any_of.clone(),
+            },
+        }
+    }
+}
+
+/// A workspace whose own requirements are not met.
+#[derive(Debug, Serialize, ToSchema)]
+struct MissingWorkspaceEnv {
+    workspace: String,
+    files_dir: Option<String>,
+    unsatisfied_env: Vec<String>,
+}
+
+impl From<&env::MissingWorkspaceEnv> for MissingWorkspaceEnv {
+    fn from(missing: &env::MissingWorkspaceEnv) -> Self {
+        MissingWorkspaceEnv {
+            workspace: missing.workspace.clone(),
+            files_dir: missing.files_dir.clone(),
+            unsatisfied_env: missing.unsatisfied_env.clone(),
+        }
+    }
+}
+
+/// What to do with workspaces the template no longer places.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+enum Mode {
+    /// Create what is missing, keep everything else.
+    Merge,
+    /// Merge, then remove live workspaces an import of this template created whose name is in
+    /// the template but which the template no longer places.
+    Reconcile,
+}
+
+impl From<import::Mode> for Mode {
+    fn from(mode: import::Mode) -> Self {
+        match mode {
+            import::Mode::Merge => Mode::Merge,
+            import::Mode::Reconcile => Mode::Reconcile,
+        }
+    }
+}
+
+/// One workspace of the result.
+#[derive(Debug, Serialize, ToSchema)]
+struct ImportedWorkspace {
+    id: Uuid,
+    name: String,
+    tier: i64,
+    status: String,
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    skipped: bool,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    plugins_missing: Vec<String>,
+}
+
+impl From<&import::ImportedWorkspace> for ImportedWorkspace {
+    fn from(workspace: &import::ImportedWorkspace) -> Self {
+        ImportedWorkspace {
+            id: workspace.id,
+            name: workspace.name.clone(),
+            tier: workspace.tier,
+            status: workspace.status.clone(),
+            skipped: workspace.skipped,
+            plugins_missing: workspace.plugins_missing.clone(),
+        }
+    }
+}
+
+/// What one import did with an external (reported to the caller).
+#[derive(Debug, Serialize, ToSchema)]
+struct ExternalReport {
+    repo: String,
+    #[serde(rename = "ref")]
+    reference: String,
+    sha: String,
+    /// Whether the cache already held this revision (no fetch ran).
+    cached: bool,
+}
+
+impl From<&external::ExternalReport> for ExternalReport {
+    fn from(report: &external::ExternalReport) -> Self {
+        ExternalReport {
+            repo: report.repo.clone(),
+            reference: report.reference.clone(),
+            sha: report.sha.clone(),
+            cached: report.cached,
+        }
+    }
+}
+
+/// What an import did. `error` is set when creation stopped part way (a 207).
+#[derive(Debug, Serialize, ToSchema)]
+struct ImportOutcome {
+    org: String,
+    mode: Mode,
+    workspaces: Vec<ImportedWorkspace>,
+    count: usize,
+    created_count: usize,
+    skipped_count: usize,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    reconcile_removed_count: Option<usize>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    reconcile_errors: Option<Vec<String>>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    externals: Vec<ExternalReport>,
+    duration_ms: u64,
+}
+
+impl From<&import::ImportOutcome> for ImportOutcome {
+    fn from(outcome: &import::ImportOutcome) -> Self {
+        ImportOutcome {
+            org: outcome.org.clone(),
+            mode: outcome.mode.into(),
+            workspaces: outcome.workspaces.iter().map(Into::into).collect(),
+            count: outcome.count,
+            created_count: outcome.created_count,
+            skipped_count: outcome.skipped_count,
+            error: outcome.error.clone(),
+            reconcile_removed_count: outcome.reconcile_removed_count,
+            reconcile_errors: outcome.reconcile_errors.clone(),
+            externals: outcome.externals.iter().map(Into::into).collect(),
+            duration_ms: outcome.duration_ms,
+        }
+    }
 }
 
 /// An import refused with a reason (`detail`).
@@ -34,8 +202,8 @@ struct ImportRefused {
 struct MissingEnv {
     error: &'static str,
     missing_env: Vec<String>,
-    missing_workspace_env: Vec<crate::org::env::MissingWorkspaceEnv>,
-    required_env: Vec<crate::org::template::EnvRequirement>,
+    missing_workspace_env: Vec<MissingWorkspaceEnv>,
+    required_env: Vec<EnvRequirement>,
     template: String,
     suggestion: &'static str,
 }
@@ -75,8 +243,8 @@ impl From<OrgError> for ApiError {
                 MissingEnv {
                     error: "missing required environment variables",
                     missing_env,
-                    missing_workspace_env,
-                    required_env,
+                    missing_workspace_env: missing_workspace_env.iter().map(Into::into).collect(),
+                    required_env: required_env.iter().map(Into::into).collect(),
                     template,
                     suggestion: "set them as global secrets (PUT /settings/secrets) or in the org's .env files, then import again",
                 },
@@ -98,7 +266,13 @@ impl From<OrgError> for ApiError {
     security(("admin_token" = [])),
 )]
 async fn templates(State(state): State<AppState>, _: AdminAuth) -> ApiResult<impl IntoResponse> {
-    Ok(axum::Json(org::list_templates(&state.svc).await?))
+    let templates = org::list_templates(&state.svc).await?;
+    Ok(axum::Json(
+        templates
+            .iter()
+            .map(TemplateSummary::from)
+            .collect::<Vec<_>>(),
+    ))
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
@@ -156,5 +330,5 @@ async fn import_org(
     } else {
         StatusCode::CREATED
     };
-    Ok((status, axum::Json(outcome)))
+    Ok((status, axum::Json(ImportOutcome::from(&outcome))))
 }

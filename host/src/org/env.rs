@@ -3,8 +3,6 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use serde::Serialize;
-
 use super::template::EnvRequirement;
 use crate::secrets::SecretKey;
 
@@ -151,7 +149,7 @@ pub fn unsatisfied(
 }
 
 /// A workspace whose own requirements are not met.
-#[derive(Debug, Clone, Serialize, PartialEq, Eq, utoipa::ToSchema)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MissingWorkspaceEnv {
     pub workspace: String,
     pub files_dir: Option<String>,

@@ -5,7 +5,6 @@
 use std::path::PathBuf;
 use std::sync::{Arc, LazyLock, Mutex};
 
-use serde::Serialize;
 use serde_yaml_ng::Value;
 use uuid::Uuid;
 
@@ -161,10 +160,9 @@ pub trait ExternalSource {
 }
 
 /// What one import did with an external (reported to the caller).
-#[derive(Debug, Clone, Serialize, PartialEq, Eq, utoipa::ToSchema)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ExternalReport {
     pub repo: String,
-    #[serde(rename = "ref")]
     pub reference: String,
     pub sha: String,
     /// Whether the cache already held this revision (no fetch ran).

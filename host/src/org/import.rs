@@ -8,7 +8,6 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use futures::FutureExt as _;
-use serde::Serialize;
 use serde_json::{Value, json};
 use uuid::Uuid;
 
@@ -21,10 +20,7 @@ use crate::store::{self, events::EventRow};
 use crate::workspaces::{self, WorkspaceError};
 
 /// What to do with workspaces the template no longer places.
-#[derive(
-    Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, serde::Deserialize, utoipa::ToSchema,
-)]
-#[serde(rename_all = "lowercase")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Mode {
     /// Create what is missing, keep everything else.
     #[default]
@@ -59,20 +55,18 @@ pub struct ImportRequest {
 }
 
 /// One workspace of the result.
-#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone)]
 pub struct ImportedWorkspace {
     pub id: Uuid,
     pub name: String,
     pub tier: i64,
     pub status: String,
-    #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub skipped: bool,
-    #[serde(skip_serializing_if = "Vec::is_empty")]
     pub plugins_missing: Vec<String>,
 }
 
 /// What an import did. `error` is set when creation stopped part way (a 207).
-#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone)]
 pub struct ImportOutcome {
     pub org: String,
     pub mode: Mode,
@@ -80,13 +74,9 @@ pub struct ImportOutcome {
     pub count: usize,
     pub created_count: usize,
     pub skipped_count: usize,
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub reconcile_removed_count: Option<usize>,
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub reconcile_errors: Option<Vec<String>>,
-    #[serde(skip_serializing_if = "Vec::is_empty")]
     pub externals: Vec<ExternalReport>,
     pub duration_ms: u64,
 }

@@ -11,8 +11,6 @@ mod tests;
 
 use std::sync::{Arc, Mutex};
 
-use serde::Serialize;
-
 pub use crate::safefs::RootDir;
 use crate::safefs::{RelPath, SafeFsError};
 use crate::services::Services;
@@ -54,7 +52,7 @@ pub enum OrgError {
 }
 
 /// One entry of `GET /org/templates`.
-#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone)]
 pub struct TemplateSummary {
     pub dir: String,
     pub name: String,

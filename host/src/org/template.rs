@@ -149,7 +149,7 @@ pub struct Canvas {
 }
 
 /// `NAME` or `{any_of: [A, B]}`.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize, serde::Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(untagged)]
 pub enum EnvRequirement {
     Name(String),
