@@ -16,12 +16,11 @@ use super::extract::WorkspaceIdParam;
 use super::extract::{AdminAuth, AnyAuth, ApiJson, ApiQuery, WorkspaceAuth, WorkspacePath};
 use super::openapi::ErrorBody;
 use super::workspaces::WorkspaceGone;
-use crate::plugins::drift::{self, Applied, ApplyError, Rollout, SweepTimes};
-use crate::plugins::{
-    self, InstallRequest, Installed, InstalledPlugin, PluginError, RegistryPlugin, Track,
-};
+use chrono::{DateTime, Utc};
+
+use crate::plugins::drift::{self, ApplyError};
+use crate::plugins::{self, InstallRequest, PluginError, Track};
 use crate::store;
-use crate::store::plugins::UpdateRow;
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
@@ -74,6 +73,210 @@ struct PluginRefused {
     detail: Option<String>,
 }
 
+// A queued plugin update, as `plugin_update_queue` stores it (the row itself is never served).
+#[derive(Debug, Serialize, ToSchema)]
+struct UpdateRow {
+    id: Uuid,
+    workspace_id: Uuid,
+    plugin_name: String,
+    tracked_ref: String,
+    current_sha: Option<String>,
+    latest_sha: String,
+    status: String,
+    created_at: DateTime<Utc>,
+    updated_at: DateTime<Utc>,
+}
+
+impl From<&store::plugins::UpdateRow> for UpdateRow {
+    fn from(row: &store::plugins::UpdateRow) -> Self {
+        UpdateRow {
+            id: row.id,
+            workspace_id: row.workspace_id,
+            plugin_name: row.plugin_name.clone(),
+            tracked_ref: row.tracked_ref.clone(),
+            current_sha: row.current_sha.clone(),
+            latest_sha: row.latest_sha.clone(),
+            status: row.status.clone(),
+            created_at: row.created_at,
+            updated_at: row.updated_at,
+        }
+    }
+}
+
+/// When drift was last checked and when the sweeper checks next.
+#[derive(Debug, Serialize, ToSchema)]
+struct SweepTimes {
+    /// `plugins.drift_interval_secs`.
+    interval_secs: u64,
+    /// When the last finished pass (scheduled or manual) started; `null` before the first.
+    last_run_at: Option<DateTime<Utc>>,
+    /// `scheduled` or `manual`.
+    last_trigger: Option<String>,
+    /// What the last pass did.
+    last_checked: Option<u64>,
+    last_queued: Option<u64>,
+    last_failed: Option<u64>,
+    /// The last scheduled pass's start plus the interval: when the sweeper (on whichever
+    /// replica holds its lease) runs next. `null` before the first scheduled pass; a time in
+    /// the past means the pass is due.
+    next_run_at: Option<DateTime<Utc>>,
+}
+
+impl From<&drift::SweepTimes> for SweepTimes {
+    fn from(times: &drift::SweepTimes) -> Self {
+        SweepTimes {
+            interval_secs: times.interval_secs,
+            last_run_at: times.last_run_at,
+            last_trigger: times.last_trigger.clone(),
+            last_checked: times.last_checked,
+            last_queued: times.last_queued,
+            last_failed: times.last_failed,
+            next_run_at: times.next_run_at,
+        }
+    }
+}
+
+/// What applying an update did.
+#[derive(Debug, Serialize, ToSchema)]
+struct Applied {
+    status: &'static str,
+    queue_id: Uuid,
+    workspace_id: Uuid,
+    plugin_name: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    installed_sha: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    restarting: Option<bool>,
+}
+
+impl From<&drift::Applied> for Applied {
+    fn from(applied: &drift::Applied) -> Self {
+        Applied {
+            status: applied.status,
+            queue_id: applied.queue_id,
+            workspace_id: applied.workspace_id,
+            plugin_name: applied.plugin_name.clone(),
+            installed_sha: applied.installed_sha.clone(),
+            restarting: applied.restarting,
+        }
+    }
+}
+
+/// The result of a rollout.
+#[derive(Debug, Serialize, ToSchema)]
+struct Rollout {
+    /// Updates applied, in order (canary workspaces first).
+    applied: Vec<Applied>,
+    /// The update that failed, if any, and why.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    failed: Option<RolloutFailure>,
+    /// Whether production workspaces were left alone because a canary failed.
+    stopped: bool,
+}
+
+impl From<&drift::Rollout> for Rollout {
+    fn from(rollout: &drift::Rollout) -> Self {
+        Rollout {
+            applied: rollout.applied.iter().map(Into::into).collect(),
+            failed: rollout.failed.as_ref().map(Into::into),
+            stopped: rollout.stopped,
+        }
+    }
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+struct RolloutFailure {
+    queue_id: Uuid,
+    workspace_id: Uuid,
+    plugin_name: String,
+    update_tier: String,
+    error: String,
+}
+
+impl From<&drift::RolloutFailure> for RolloutFailure {
+    fn from(failure: &drift::RolloutFailure) -> Self {
+        RolloutFailure {
+            queue_id: failure.queue_id,
+            workspace_id: failure.workspace_id,
+            plugin_name: failure.plugin_name.clone(),
+            update_tier: failure.update_tier.clone(),
+            error: failure.error.clone(),
+        }
+    }
+}
+
+/// What an install did.
+#[derive(Debug, Serialize, ToSchema)]
+struct Installed {
+    status: &'static str,
+    plugin: String,
+    source: String,
+    reload: &'static str,
+    restarting: bool,
+    installed_sha: String,
+}
+
+impl From<&plugins::Installed> for Installed {
+    fn from(installed: &plugins::Installed) -> Self {
+        Installed {
+            status: installed.status,
+            plugin: installed.plugin.clone(),
+            source: installed.source.clone(),
+            reload: installed.reload,
+            restarting: installed.restarting,
+            installed_sha: installed.installed_sha.clone(),
+        }
+    }
+}
+
+/// One installed plugin.
+#[derive(Debug, Serialize, ToSchema)]
+struct InstalledPlugin {
+    name: String,
+    complete: bool,
+    source: Option<String>,
+    tracked_ref: Option<String>,
+    installed_sha: Option<String>,
+}
+
+impl From<&plugins::InstalledPlugin> for InstalledPlugin {
+    fn from(plugin: &plugins::InstalledPlugin) -> Self {
+        InstalledPlugin {
+            name: plugin.name.clone(),
+            complete: plugin.complete,
+            source: plugin.source.clone(),
+            tracked_ref: plugin.tracked_ref.clone(),
+            installed_sha: plugin.installed_sha.clone(),
+        }
+    }
+}
+
+/// An entry of the local registry.
+#[derive(Debug, Serialize, ToSchema)]
+struct RegistryPlugin {
+    name: String,
+    version: Option<String>,
+    description: Option<String>,
+    author: Option<String>,
+    tags: Vec<String>,
+    skills: Vec<String>,
+    runtimes: Vec<String>,
+}
+
+impl From<&plugins::RegistryPlugin> for RegistryPlugin {
+    fn from(plugin: &plugins::RegistryPlugin) -> Self {
+        RegistryPlugin {
+            name: plugin.name.clone(),
+            version: plugin.version.clone(),
+            description: plugin.description.clone(),
+            author: plugin.author.clone(),
+            tags: plugin.tags.clone(),
+            skills: plugin.skills.clone(),
+            runtimes: plugin.runtimes.clone(),
+        }
+    }
+}
+
 impl From<ApplyError> for ApiError {
     fn from(err: ApplyError) -> Self {
         match err {
@@ -102,8 +305,9 @@ impl From<ApplyError> for ApiError {
     security(("admin_token" = [])),
 )]
 async fn pending(State(state): State<AppState>, _: AdminAuth) -> ApiResult<impl IntoResponse> {
+    let rows = store::plugins::pending_updates(&state.svc.db).await?;
     Ok(axum::Json(
-        store::plugins::pending_updates(&state.svc.db).await?,
+        rows.iter().map(UpdateRow::from).collect::<Vec<_>>(),
     ))
 }
 
@@ -137,7 +341,8 @@ async fn check(State(state): State<AppState>, _: AdminAuth) -> ApiResult<impl In
     security(("admin_token" = [])),
 )]
 async fn sweep_times(State(state): State<AppState>, _: AdminAuth) -> ApiResult<impl IntoResponse> {
-    Ok(axum::Json(drift::sweep_times(&state.svc).await?))
+    let times = drift::sweep_times(&state.svc).await?;
+    Ok(axum::Json(SweepTimes::from(&times)))
 }
 
 /// Applies one queued update (reinstalls the plugin at the new revision).
@@ -158,9 +363,8 @@ async fn apply(
     _: AdminAuth,
     Path(segment): Path<QueueIdParam>,
 ) -> ApiResult<impl IntoResponse> {
-    Ok(axum::Json(
-        drift::apply(&state.svc, segment.id()?, 0).await?,
-    ))
+    let applied = drift::apply(&state.svc, segment.id()?, 0).await?;
+    Ok(axum::Json(Applied::from(&applied)))
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -204,7 +408,8 @@ async fn dismiss(
     security(("admin_token" = [])),
 )]
 async fn apply_all(State(state): State<AppState>, _: AdminAuth) -> ApiResult<impl IntoResponse> {
-    Ok(axum::Json(drift::apply_all(&state.svc).await?))
+    let rollout = drift::apply_all(&state.svc).await?;
+    Ok(axum::Json(Rollout::from(&rollout)))
 }
 
 /// A refusal with the host's message and the reason it was given.
@@ -312,7 +517,8 @@ async fn registry(
     _: AnyAuth,
     ApiQuery(q): ApiQuery<RegistryQuery>,
 ) -> impl IntoResponse {
-    axum::Json(plugins::registry(&state.svc, q.runtime.as_deref()))
+    let plugins = plugins::registry(&state.svc, q.runtime.as_deref());
+    axum::Json(plugins.iter().map(RegistryPlugin::from).collect::<Vec<_>>())
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -396,7 +602,7 @@ async fn install(
         },
     )
     .await?;
-    Ok(axum::Json(installed))
+    Ok(axum::Json(Installed::from(&installed)))
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -452,7 +658,13 @@ async fn list(
     State(state): State<AppState>,
     WorkspaceAuth(id): WorkspaceAuth,
 ) -> ApiResult<impl IntoResponse> {
-    Ok(axum::Json(plugins::list_installed(&state.svc, id).await?))
+    let installed = plugins::list_installed(&state.svc, id).await?;
+    Ok(axum::Json(
+        installed
+            .iter()
+            .map(InstalledPlugin::from)
+            .collect::<Vec<_>>(),
+    ))
 }
 
 #[derive(Debug, Serialize, ToSchema)]

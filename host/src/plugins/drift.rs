@@ -6,7 +6,6 @@
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, NaiveDateTime, Utc};
-use serde::Serialize;
 use uuid::Uuid;
 
 use super::{InstallRequest, Installed, PluginError, Track, deliver, install, install_lock};
@@ -129,7 +128,7 @@ async fn sweep_counted(svc: &Services) -> Result<Swept, StoreError> {
 }
 
 /// When drift was last checked and when the sweeper checks next.
-#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct SweepTimes {
     /// `plugins.drift_interval_secs`.
     pub interval_secs: u64,
@@ -197,15 +196,13 @@ pub async fn sweep_times(svc: &Services) -> Result<SweepTimes, StoreError> {
 }
 
 /// What applying an update did.
-#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone)]
 pub struct Applied {
     pub status: &'static str,
     pub queue_id: Uuid,
     pub workspace_id: Uuid,
     pub plugin_name: String,
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub installed_sha: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub restarting: Option<bool>,
 }
 
@@ -289,18 +286,17 @@ pub async fn dismiss(svc: &Services, queue_id: Uuid) -> Result<&'static str, App
 }
 
 /// The result of a rollout.
-#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone)]
 pub struct Rollout {
     /// Updates applied, in order (canary workspaces first).
     pub applied: Vec<Applied>,
     /// The update that failed, if any, and why.
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub failed: Option<RolloutFailure>,
     /// Whether production workspaces were left alone because a canary failed.
     pub stopped: bool,
 }
 
-#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone)]
 pub struct RolloutFailure {
     pub queue_id: Uuid,
     pub workspace_id: Uuid,

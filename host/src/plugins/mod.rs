@@ -10,7 +10,6 @@ pub mod drift;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, LazyLock};
 
-use serde::Serialize;
 use serde_json::json;
 use sha2::{Digest as _, Sha256};
 use uuid::Uuid;
@@ -133,7 +132,7 @@ impl From<StoreError> for PluginError {
 }
 
 /// What an install did.
-#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone)]
 pub struct Installed {
     pub status: &'static str,
     pub plugin: String,
@@ -419,7 +418,7 @@ pub async fn uninstall(svc: &Services, id: Uuid, name: &str) -> Result<bool, Plu
 }
 
 /// One installed plugin.
-#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone)]
 pub struct InstalledPlugin {
     pub name: String,
     pub complete: bool,
@@ -476,7 +475,7 @@ pub async fn list_installed(svc: &Services, id: Uuid) -> Result<Vec<InstalledPlu
 }
 
 /// An entry of the local registry.
-#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone)]
 pub struct RegistryPlugin {
     pub name: String,
     pub version: Option<String>,

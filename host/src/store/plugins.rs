@@ -136,7 +136,7 @@ pub async fn tracked(db: &Db) -> StoreResult<Vec<WorkspacePluginRow>> {
     .await?))
 }
 
-#[derive(Debug, Clone, sqlx::FromRow, serde::Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, sqlx::FromRow)]
 pub struct UpdateRow {
     pub id: Uuid,
     pub workspace_id: Uuid,
