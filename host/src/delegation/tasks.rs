@@ -448,39 +448,59 @@ pub fn preview(text: &str, chars: usize) -> String {
     text.chars().take(chars).collect()
 }
 
+/// One delegation a workspace started, as its activity row records it.
+#[derive(Debug, Clone)]
+pub struct Listed {
+    /// The activity row's id.
+    pub id: Uuid,
+    /// The row's method (`delegate`, `delegate_result`, ...).
+    pub kind: Option<String>,
+    pub source_id: Option<Uuid>,
+    pub target_id: Option<Uuid>,
+    pub summary: Option<String>,
+    pub status: String,
+    pub created_at: DateTime<Utc>,
+    pub delegation_id: Uuid,
+    pub error: Option<String>,
+    /// The first 300 characters of the answer, when there is one.
+    pub response_preview: Option<String>,
+    /// The first 300 characters of the task.
+    pub task_preview: Option<String>,
+}
+
 /// The delegation rows of `source`, newest first (at most 50).
-pub async fn list(svc: &Services, source: Uuid) -> Result<Vec<Value>, DelegationError> {
+pub async fn list(svc: &Services, source: Uuid) -> Result<Vec<Listed>, DelegationError> {
     get_live(svc, source).await?;
     let rows = store::activity::list(&svc.db, source, Some(ACTIVITY_TYPE), None, 50).await?;
     Ok(rows
         .iter()
         .map(|row| {
             let body = row.response_body.as_ref();
-            let mut item = json!({
-                "id": row.id,
-                "type": row.method,
-                "source_id": row.source_id,
-                "target_id": row.target_id,
-                "summary": row.summary,
-                "status": row.status,
-                "created_at": row.created_at,
-                "delegation_id": body.and_then(|b| b.get("delegation_id")).cloned().unwrap_or(json!(row.id)),
-            });
-            if let Some(error) = &row.error_detail {
-                item["error"] = json!(error);
+            let text = |value: Option<&Value>, key: &str| {
+                value
+                    .and_then(|v| v.get(key))
+                    .and_then(Value::as_str)
+                    .map(|t| preview(t, 300))
+            };
+            Listed {
+                id: row.id,
+                kind: row.method.clone(),
+                source_id: row.source_id,
+                target_id: row.target_id,
+                summary: row.summary.clone(),
+                status: row.status.clone(),
+                created_at: row.created_at,
+                // The host writes the id into every row it creates; rows from before it did
+                // are their own delegation.
+                delegation_id: body
+                    .and_then(|b| b.get("delegation_id"))
+                    .and_then(Value::as_str)
+                    .and_then(|id| Uuid::parse_str(id).ok())
+                    .unwrap_or(row.id),
+                error: row.error_detail.clone(),
+                response_preview: text(body, "text"),
+                task_preview: text(row.request_body.as_ref(), "task"),
             }
-            if let Some(text) = body.and_then(|b| b.get("text")).and_then(Value::as_str) {
-                item["response_preview"] = json!(preview(text, 300));
-            }
-            if let Some(task) = row
-                .request_body
-                .as_ref()
-                .and_then(|b| b.get("task"))
-                .and_then(Value::as_str)
-            {
-                item["task_preview"] = json!(preview(task, 300));
-            }
-            item
         })
         .collect())
 }

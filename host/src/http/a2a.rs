@@ -499,23 +499,45 @@ async fn delegate(
 }
 
 /// One delegation the workspace started, newest first.
+// The fields are in alphabetical order: the rows used to be `json!` maps, whose keys go out
+// sorted, and clients see the same bytes.
 #[derive(Debug, Serialize, ToSchema)]
-#[allow(dead_code)] // Describes the `json!` rows `tasks::list` builds.
 struct DelegationEntry {
+    created_at: DateTime<Utc>,
+    delegation_id: Uuid,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error: Option<String>,
     /// The activity row's id.
     id: Uuid,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    response_preview: Option<String>,
+    source_id: Option<Uuid>,
+    status: String,
+    summary: Option<String>,
+    target_id: Option<Uuid>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    task_preview: Option<String>,
     /// `delegate` or `delegate_result`, ...
     #[serde(rename = "type")]
     kind: Option<String>,
-    source_id: Option<Uuid>,
-    target_id: Option<Uuid>,
-    summary: Option<String>,
-    status: String,
-    created_at: DateTime<Utc>,
-    delegation_id: Uuid,
-    error: Option<String>,
-    response_preview: Option<String>,
-    task_preview: Option<String>,
+}
+
+impl From<&tasks::Listed> for DelegationEntry {
+    fn from(listed: &tasks::Listed) -> Self {
+        DelegationEntry {
+            created_at: listed.created_at,
+            delegation_id: listed.delegation_id,
+            error: listed.error.clone(),
+            id: listed.id,
+            response_preview: listed.response_preview.clone(),
+            source_id: listed.source_id,
+            status: listed.status.clone(),
+            summary: listed.summary.clone(),
+            target_id: listed.target_id,
+            task_preview: listed.task_preview.clone(),
+            kind: listed.kind.clone(),
+        }
+    }
 }
 
 /// The workspace's delegations (at most 50).
@@ -536,9 +558,10 @@ async fn list_delegations(
     State(state): State<AppState>,
     WorkspaceAuth(source): WorkspaceAuth,
 ) -> ApiResult<impl IntoResponse> {
-    Ok(axum::Json(Value::Array(
-        tasks::list(&state.svc, source).await?,
-    )))
+    let listed = tasks::list(&state.svc, source).await?;
+    Ok(axum::Json(
+        listed.iter().map(DelegationEntry::from).collect::<Vec<_>>(),
+    ))
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
