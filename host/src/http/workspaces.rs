@@ -358,81 +358,153 @@ async fn get_one(
     }
 }
 
-/// Parses the free-form PATCH map into typed fields; unknown keys are refused.
-fn parse_patch(body: Map<String, Value>) -> ApiResult<PatchRequest> {
-    const BAD: &str = "invalid workspace fields";
-    let mut req = PatchRequest::default();
-    let (mut x, mut y) = (None, None);
-    for (key, value) in body {
-        match key.as_str() {
-            "name" => req.name = Some(value.as_str().ok_or(ApiError::bad_request(BAD))?.to_owned()),
-            "role" => {
-                req.role = Some(match value {
-                    Value::Null => None,
-                    Value::String(s) => Some(s),
-                    _ => return Err(ApiError::bad_request(BAD)),
-                })
-            }
-            "tier" => req.tier = Some(value.as_i64().ok_or(ApiError::bad_request(BAD))?),
-            "runtime" => {
-                req.runtime = Some(value.as_str().ok_or(ApiError::bad_request(BAD))?.to_owned())
-            }
-            "parent_id" => {
-                req.parent_id = Some(match value {
-                    Value::Null => None,
-                    Value::String(s) => Some(
-                        Uuid::parse_str(&s)
-                            .map_err(|_| ApiError::bad_request("invalid parent_id"))?,
-                    ),
-                    _ => return Err(ApiError::bad_request("invalid parent_id")),
-                })
-            }
-            "x" => x = Some(value.as_f64().ok_or(ApiError::bad_request(BAD))?),
-            "y" => y = Some(value.as_f64().ok_or(ApiError::bad_request(BAD))?),
-            "collapsed" => req.collapsed = Some(value.as_bool().ok_or(ApiError::bad_request(BAD))?),
-            "update_tier" => {
-                req.update_tier = Some(value.as_str().ok_or(ApiError::bad_request(BAD))?.to_owned())
-            }
-            "workspace_dir" => {
-                req.workspace_dir = Some(match value {
-                    Value::Null => None,
-                    Value::String(s) => Some(s),
-                    _ => return Err(ApiError::bad_request(BAD)),
-                })
-            }
-            // Only PATCH /budget (admin) may change the budget; the canvas sends it along anyway.
-            "budget_limit" => {}
-            _ => return Err(ApiError::bad_request("unsupported field in request body")),
+/// The fields PATCH accepts; any other key is refused (400).
+// Read from the body's map by `parse_patch` rather than by `ApiJson` directly: the handler first
+// looks at which keys came (a workspace token may send only some). A field sent as `null`
+// (clear it) differs from one that is absent (keep it).
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+struct PatchBody {
+    #[serde(default, deserialize_with = "given")]
+    name: Option<String>,
+    /// `null` clears the role.
+    #[serde(default, deserialize_with = "nullable")]
+    #[schema(value_type = Option<String>)]
+    role: Option<Option<String>>,
+    #[serde(default, deserialize_with = "given")]
+    tier: Option<i64>,
+    #[serde(default, deserialize_with = "given")]
+    runtime: Option<String>,
+    /// `null` moves the workspace to the top level.
+    #[serde(default, deserialize_with = "nullable")]
+    #[schema(value_type = Option<Uuid>)]
+    parent_id: Option<Option<Uuid>>,
+    /// Canvas position; `x` and `y` come together.
+    #[serde(default, deserialize_with = "given")]
+    x: Option<f64>,
+    #[serde(default, deserialize_with = "given")]
+    y: Option<f64>,
+    #[serde(default, deserialize_with = "given")]
+    collapsed: Option<bool>,
+    #[serde(default, deserialize_with = "given")]
+    update_tier: Option<String>,
+    #[serde(default, deserialize_with = "nullable")]
+    #[schema(value_type = Option<String>)]
+    workspace_dir: Option<Option<String>>,
+    /// Ignored: only the admin's budget route changes the budget.
+    #[serde(default, rename = "budget_limit")]
+    _budget_limit: Option<Value>,
+}
+
+/// A field that, when present, must hold a value (`null` is refused).
+fn given<'de, D: serde::Deserializer<'de>, T: Deserialize<'de>>(
+    deserializer: D,
+) -> Result<Option<T>, D::Error> {
+    T::deserialize(deserializer).map(Some)
+}
+
+/// A field where `null` means "clear it": present-and-null is `Some(None)`.
+fn nullable<'de, D: serde::Deserializer<'de>, T: Deserialize<'de>>(
+    deserializer: D,
+) -> Result<Option<Option<T>>, D::Error> {
+    Option::<T>::deserialize(deserializer).map(Some)
+}
+
+/// Why a PATCH body did not parse: the first offending key, in key order, decides.
+#[derive(Debug)]
+enum PatchRefusal {
+    Unsupported,
+    InvalidParent,
+    Invalid,
+}
+
+impl std::fmt::Display for PatchRefusal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.message())
+    }
+}
+
+impl std::error::Error for PatchRefusal {}
+
+impl serde::de::Error for PatchRefusal {
+    fn custom<T: std::fmt::Display>(_: T) -> Self {
+        PatchRefusal::Invalid
+    }
+    fn unknown_field(_: &str, _: &'static [&'static str]) -> Self {
+        PatchRefusal::Unsupported
+    }
+}
+
+impl PatchRefusal {
+    fn message(&self) -> &'static str {
+        match self {
+            PatchRefusal::Unsupported => "unsupported field in request body",
+            PatchRefusal::InvalidParent => "invalid parent_id",
+            PatchRefusal::Invalid => "invalid workspace fields",
         }
     }
-    req.position = match (x, y) {
+}
+
+/// The body's entries for [`PatchBody`]'s derived visitor, with its errors told apart: an
+/// unknown key, a bad `parent_id`, any other bad value.
+struct PatchFields {
+    entries: serde_json::map::IntoIter,
+    value: Option<(String, Value)>,
+}
+
+impl<'de> serde::de::MapAccess<'de> for PatchFields {
+    type Error = PatchRefusal;
+
+    fn next_key_seed<K: serde::de::DeserializeSeed<'de>>(
+        &mut self,
+        seed: K,
+    ) -> Result<Option<K::Value>, PatchRefusal> {
+        let Some((key, value)) = self.entries.next() else {
+            return Ok(None);
+        };
+        let field = seed.deserialize(
+            serde::de::IntoDeserializer::<PatchRefusal>::into_deserializer(key.as_str()),
+        )?;
+        self.value = Some((key, value));
+        Ok(Some(field))
+    }
+
+    fn next_value_seed<V: serde::de::DeserializeSeed<'de>>(
+        &mut self,
+        seed: V,
+    ) -> Result<V::Value, PatchRefusal> {
+        let (key, value) = self.value.take().ok_or(PatchRefusal::Invalid)?;
+        seed.deserialize(value).map_err(|_| match key.as_str() {
+            "parent_id" => PatchRefusal::InvalidParent,
+            _ => PatchRefusal::Invalid,
+        })
+    }
+}
+
+/// Parses the PATCH map into typed fields; unknown keys are refused.
+fn parse_patch(body: Map<String, Value>) -> ApiResult<PatchRequest> {
+    let fields = PatchFields {
+        entries: body.into_iter(),
+        value: None,
+    };
+    let body = PatchBody::deserialize(serde::de::value::MapAccessDeserializer::new(fields))
+        .map_err(|refusal| ApiError::bad_request(refusal.message()))?;
+    let position = match (body.x, body.y) {
         (Some(x), Some(y)) => Some((x, y)),
         (None, None) => None,
         _ => return Err(ApiError::bad_request("x and y must be given together")),
     };
-    Ok(req)
-}
-
-/// The fields PATCH accepts; any other key is refused (400).
-#[derive(Debug, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-#[allow(dead_code)] // Describes the map `parse_patch` reads.
-struct PatchBody {
-    name: Option<String>,
-    /// `null` clears the role.
-    role: Option<String>,
-    tier: Option<i64>,
-    runtime: Option<String>,
-    /// `null` moves the workspace to the top level.
-    parent_id: Option<Uuid>,
-    /// Canvas position; `x` and `y` come together.
-    x: Option<f64>,
-    y: Option<f64>,
-    collapsed: Option<bool>,
-    update_tier: Option<String>,
-    workspace_dir: Option<String>,
-    /// Ignored: only the admin's budget route changes the budget.
-    budget_limit: Option<Value>,
+    Ok(PatchRequest {
+        name: body.name,
+        role: body.role,
+        tier: body.tier,
+        runtime: body.runtime,
+        parent_id: body.parent_id,
+        position,
+        collapsed: body.collapsed,
+        workspace_dir: body.workspace_dir,
+        update_tier: body.update_tier,
+    })
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -752,5 +824,40 @@ mod tests {
         assert_eq!(ok.position, Some((1.0, 2.0)));
         assert_eq!(ok.parent_id, Some(None));
         assert_eq!(ok.role, Some(None));
+    }
+
+    /// The first offending key in key order decides the message, as it did when the map was
+    /// walked by hand; `null` clears only the fields that can be cleared.
+    #[test]
+    fn patch_refusals_name_the_first_offending_key() {
+        let refusal = |v: Value| match parse_patch(v.as_object().unwrap().clone()) {
+            Err(ApiError::Status(StatusCode::BAD_REQUEST, message)) => message,
+            other => panic!("not a 400: {other:?}"),
+        };
+        let unsupported = "unsupported field in request body";
+        let invalid = "invalid workspace fields";
+        assert_eq!(refusal(json!({ "aaa": 1, "name": 5 })), unsupported);
+        assert_eq!(refusal(json!({ "name": 5, "zzz": 1 })), invalid);
+        assert_eq!(refusal(json!({ "name": null })), invalid);
+        assert_eq!(refusal(json!({ "tier": 1.5 })), invalid);
+        assert_eq!(refusal(json!({ "parent_id": 7 })), "invalid parent_id");
+        assert_eq!(
+            refusal(json!({ "x": 1, "y": null })),
+            invalid,
+            "null is not a coordinate"
+        );
+        let ok = parse_patch(
+            json!({ "name": "n", "tier": 2, "workspace_dir": null, "collapsed": true, "x": 1, "y": 2.5 })
+                .as_object()
+                .unwrap()
+                .clone(),
+        )
+        .unwrap();
+        assert_eq!(ok.name.as_deref(), Some("n"));
+        assert_eq!(ok.tier, Some(2));
+        assert_eq!(ok.workspace_dir, Some(None));
+        assert_eq!(ok.collapsed, Some(true));
+        assert_eq!(ok.position, Some((1.0, 2.5)));
+        assert_eq!(ok.role, None);
     }
 }
