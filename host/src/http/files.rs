@@ -19,8 +19,7 @@ use super::openapi::ErrorBody;
 use super::workspaces::WorkspaceGone;
 use crate::extensions::types::Decision;
 use crate::runtime::RuntimeError;
-use crate::safefs::ListedFile;
-use crate::safefs::RelPath;
+use crate::safefs::{self, RelPath};
 use crate::workspaces::files::{self, FilesError, Written};
 use crate::workspaces::lifecycle::RestartOutcome;
 
@@ -123,6 +122,24 @@ pub(super) fn restart_report(outcome: &RestartOutcome) -> RestartReport {
     }
 }
 
+/// One entry of a listing.
+#[derive(Debug, Serialize, ToSchema)]
+struct ListedFile {
+    path: String,
+    size: u64,
+    dir: bool,
+}
+
+impl From<&safefs::ListedFile> for ListedFile {
+    fn from(file: &safefs::ListedFile) -> Self {
+        ListedFile {
+            path: file.path.clone(),
+            size: file.size,
+            dir: file.dir,
+        }
+    }
+}
+
 #[derive(Debug, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
 struct ListQuery {
@@ -167,7 +184,9 @@ async fn list(
         q.depth.unwrap_or(1),
     )
     .await?;
-    Ok(axum::Json(listed))
+    Ok(axum::Json(
+        listed.iter().map(ListedFile::from).collect::<Vec<_>>(),
+    ))
 }
 
 #[derive(Debug, Deserialize, IntoParams)]

@@ -249,7 +249,7 @@ pub(super) fn escape_or(err: io::Error, path: &RelPath) -> SafeFsError {
 }
 
 /// One entry of a listing.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ListedFile {
     pub path: String,
     pub size: u64,
