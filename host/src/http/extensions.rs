@@ -17,7 +17,7 @@ use super::error::{ApiError, ApiResult};
 use super::extract::{AdminAuth, ApiJson};
 use super::openapi::{ErrorBody, StatusBody};
 use crate::extensions::reason;
-use crate::extensions::registry::{Grants, MAX_COMPONENT_BYTES, Manifest, RegistryError, Slot};
+use crate::extensions::registry::{self, MAX_COMPONENT_BYTES, RegistryError, Slot};
 use crate::store;
 
 pub fn router() -> OpenApiRouter<AppState> {
@@ -215,6 +215,51 @@ async fn list(State(state): State<AppState>, _: AdminAuth) -> ApiResult<impl Int
     Ok(axum::Json(Extensions { slots, extensions }))
 }
 
+/// What an extension asks for; the operator's confirmation and the host's maximum cut it down.
+#[derive(Debug, Default, Deserialize, ToSchema)]
+#[serde(default)]
+struct Grants {
+    deadline_ms: Option<u64>,
+    memory_mb: Option<u64>,
+    /// Resolvers only: hosts (`name` or `name:port`) `remote` calls may reach.
+    allowed_hosts: Vec<String>,
+    /// Resolvers only: directories mounted read-only, by the name the host offers them under
+    /// (`plugins-registry`) or by their path.
+    read_only_dirs: Vec<String>,
+}
+
+impl From<Grants> for registry::Grants {
+    fn from(grants: Grants) -> Self {
+        registry::Grants {
+            deadline_ms: grants.deadline_ms,
+            memory_mb: grants.memory_mb,
+            allowed_hosts: grants.allowed_hosts,
+            read_only_dirs: grants.read_only_dirs,
+        }
+    }
+}
+
+/// The manifest uploaded with a component.
+#[derive(Debug, Deserialize, ToSchema)]
+struct Manifest {
+    name: String,
+    version: String,
+    slot: String,
+    #[serde(default)]
+    grants: Grants,
+}
+
+impl From<Manifest> for registry::Manifest {
+    fn from(manifest: Manifest) -> Self {
+        registry::Manifest {
+            name: manifest.name,
+            version: manifest.version,
+            slot: manifest.slot,
+            grants: manifest.grants.into(),
+        }
+    }
+}
+
 #[derive(Debug, Deserialize, ToSchema)]
 struct UploadBody {
     manifest: Manifest,
@@ -249,7 +294,12 @@ async fn upload(
     let row = state
         .svc
         .extensions
-        .upload(body.manifest, bytes, body.confirm, false)
+        .upload(
+            body.manifest.into(),
+            bytes,
+            body.confirm.map(Into::into),
+            false,
+        )
         .await?;
     Ok((StatusCode::CREATED, axum::Json(version(&row, false, false))))
 }

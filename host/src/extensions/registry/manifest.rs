@@ -51,7 +51,8 @@ impl Slot {
 }
 
 /// What an extension asks for; the operator's confirmation and the host's maximum cut it down.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+/// Serialised with the stored version's manifest (the upload body has its own DTO in `http`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct Grants {
     pub deadline_ms: Option<u64>,
@@ -63,8 +64,9 @@ pub struct Grants {
     pub read_only_dirs: Vec<String>,
 }
 
-/// The manifest uploaded with a component.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+/// The manifest uploaded with a component. Serialised into the stored version's row and read
+/// from a file by `molecule ext install` (the upload body has its own DTO in `http`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Manifest {
     pub name: String,
     pub version: String,
