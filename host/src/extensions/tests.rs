@@ -487,16 +487,16 @@ mod registry_specs {
             .shadow_report(&Slot::parse("classifier").unwrap())
             .await
             .unwrap();
-        assert_eq!(report["calls"], 3);
-        assert_eq!(report["disagree"], 3);
-        assert_eq!(report["agree"], 0);
+        assert_eq!(report.calls(), 3);
+        assert_eq!(report.disagree, 3);
+        assert_eq!(report.agree, 0);
         assert_eq!(
-            report["recent"][0]["active"],
-            serde_json::json!({ "kind": "hot" })
+            report.recent[0].active_answer,
+            Some(serde_json::json!({ "kind": "hot" }))
         );
         assert_eq!(
-            report["recent"][0]["candidate"],
-            serde_json::json!({ "kind": "cold", "reason": "v2" })
+            report.recent[0].candidate_answer,
+            Some(serde_json::json!({ "kind": "cold", "reason": "v2" }))
         );
         // Promoting the candidate ends the shadow run.
         host.activate(candidate.id).await.unwrap();
@@ -535,25 +535,14 @@ mod registry_specs {
             .shadow_report(&Slot::parse("restart-policy").unwrap())
             .await
             .unwrap();
+        assert_eq!((report.calls(), report.agree, report.disagree), (4, 3, 1));
+        assert_eq!(report.recent.len(), 1, "only disagreements are listed");
         assert_eq!(
-            (
-                report["calls"].as_i64(),
-                report["agree"].as_i64(),
-                report["disagree"].as_i64()
-            ),
-            (Some(4), Some(3), Some(1))
+            report.recent[0].candidate_answer,
+            Some(serde_json::json!({ "kind": "restart_after_ms", "ms": 60000 }))
         );
         assert_eq!(
-            report["recent"].as_array().unwrap().len(),
-            1,
-            "only disagreements are listed"
-        );
-        assert_eq!(
-            report["recent"][0]["candidate"],
-            serde_json::json!({ "kind": "restart_after_ms", "ms": 60000 })
-        );
-        assert_eq!(
-            report["recent"][0]["input"]["trigger"]["kind"],
+            report.recent[0].input.as_ref().unwrap()["trigger"]["kind"],
             "config_changed"
         );
 
@@ -575,10 +564,10 @@ mod registry_specs {
             .shadow_report(&Slot::parse("classifier").unwrap())
             .await
             .unwrap();
-        assert_eq!(report["candidate_failed"], 1);
+        assert_eq!(report.candidate_failed, 1);
         assert_eq!(
-            report["recent"][0]["candidate"],
-            serde_json::json!({ "error": "timeout" })
+            report.recent[0].candidate_answer,
+            Some(serde_json::json!({ "error": "timeout" }))
         );
     }
 
@@ -632,8 +621,8 @@ mod registry_specs {
         b.classify(skill_change.clone()).await;
         for host in [&a, &b] {
             let report = host.shadow_report(&slot).await.unwrap();
-            assert_eq!(report["calls"], 3, "both replicas' shadow calls: {report}");
-            assert_eq!(report["disagree"], 3);
+            assert_eq!(report.calls(), 3, "both replicas' shadow calls: {report:?}");
+            assert_eq!(report.disagree, 3);
         }
 
         // Activated on B, followed by A; rolled back on A, followed by B.

@@ -429,19 +429,65 @@ async fn stop_shadow(
 }
 
 /// How the slot's shadow candidate compares with the active version.
-#[derive(Debug, ToSchema)]
-#[allow(dead_code)] // Describes the `json!` value `Registry::shadow_report` builds.
+// The fields here and in `ShadowDisagreement` are in alphabetical order: the report used to be a
+// `json!` map, whose keys go out sorted, and clients see the same bytes.
+#[derive(Debug, Serialize, ToSchema)]
 struct ShadowReport {
-    slot: String,
     active_id: Option<Uuid>,
-    candidate_id: Uuid,
-    calls: i64,
     agree: i64,
-    disagree: i64,
+    calls: i64,
     candidate_failed: i64,
-    /// The latest disagreements: `outcome`, `input`, `active`, `candidate`, `active_us`,
-    /// `candidate_us`, `at`.
-    recent: Vec<Value>,
+    candidate_id: Uuid,
+    disagree: i64,
+    /// The latest disagreements (and candidate failures), newest first, at most 20.
+    recent: Vec<ShadowDisagreement>,
+    slot: String,
+}
+
+impl From<&registry::ShadowReport> for ShadowReport {
+    fn from(report: &registry::ShadowReport) -> Self {
+        ShadowReport {
+            active_id: report.active_id,
+            agree: report.agree,
+            calls: report.calls(),
+            candidate_failed: report.candidate_failed,
+            candidate_id: report.candidate_id,
+            disagree: report.disagree,
+            recent: report.recent.iter().map(Into::into).collect(),
+            slot: report.slot.as_str().to_owned(),
+        }
+    }
+}
+
+/// One call on which the candidate disagreed with the active version, or failed.
+#[derive(Debug, Serialize, ToSchema)]
+struct ShadowDisagreement {
+    /// The active version's answer.
+    active: Option<Value>,
+    /// How long the active version took, in microseconds.
+    active_us: i64,
+    at: DateTime<Utc>,
+    /// The candidate's answer.
+    candidate: Option<Value>,
+    candidate_us: i64,
+    /// What both were asked.
+    input: Option<Value>,
+    /// `disagree` or `candidate_failed`.
+    outcome: String,
+}
+
+impl From<&store::extensions::ShadowResultRow> for ShadowDisagreement {
+    fn from(row: &store::extensions::ShadowResultRow) -> Self {
+        ShadowDisagreement {
+            active: row.active_answer.clone(),
+            active_us: row.active_us,
+            at: row.created_at,
+            candidate: row.candidate_answer.clone(),
+            candidate_us: row.candidate_us,
+            input: row.input.clone(),
+            outcome: row.outcome.clone(),
+        }
+    }
 }
 
 /// The shadow report of a slot.
@@ -463,7 +509,7 @@ async fn shadow_report(
     Path(key): Path<SlotKey>,
 ) -> ApiResult<impl IntoResponse> {
     let report = state.svc.extensions.shadow_report(&key.slot()?).await?;
-    Ok(axum::Json(report))
+    Ok(axum::Json(ShadowReport::from(&report)))
 }
 
 /// Deletes a stored version (not the active one, not a built-in one).

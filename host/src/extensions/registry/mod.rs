@@ -31,6 +31,7 @@ use crate::events::EventBus;
 use crate::store::{self, Db, StoreError, extensions::ExtensionRow};
 
 pub use manifest::{Grants, Manifest, Slot, effective_limits};
+pub use shadow::ShadowReport;
 
 /// The name under which the local plugin registry can be granted read-only to a resolver
 /// (`"read_only_dirs": ["plugins-registry"]`); its path works too.

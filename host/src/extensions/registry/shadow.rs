@@ -13,6 +13,26 @@ use super::super::types::{Decision, FileChange, Reload, Trigger, WorkspaceInfo};
 use super::{ExtensionHost, Loaded, RegistryError, Slot};
 use crate::store;
 
+/// How a slot's shadow candidate compares with its active version.
+#[derive(Debug, Clone)]
+pub struct ShadowReport {
+    pub slot: Slot,
+    pub active_id: Option<Uuid>,
+    pub candidate_id: Uuid,
+    pub agree: i64,
+    pub disagree: i64,
+    pub candidate_failed: i64,
+    /// The latest disagreements (and candidate failures), newest first, at most 20.
+    pub recent: Vec<store::extensions::ShadowResultRow>,
+}
+
+impl ShadowReport {
+    /// Every call compared so far.
+    pub fn calls(&self) -> i64 {
+        self.agree + self.disagree + self.candidate_failed
+    }
+}
+
 impl ExtensionHost {
     /// Classifies changes with the active classifier (cold when none is active or it fails),
     /// running the shadow candidate on the same input when one is set.
@@ -130,7 +150,7 @@ impl ExtensionHost {
     }
 
     /// The shadow report of a slot's current (or given) candidate.
-    pub async fn shadow_report(&self, slot: &Slot) -> Result<Value, RegistryError> {
+    pub async fn shadow_report(&self, slot: &Slot) -> Result<ShadowReport, RegistryError> {
         let state = self.slot(slot);
         let active = state.active.load_full();
         let candidate = state.shadow.load_full().ok_or(RegistryError::NotFound)?;
@@ -142,26 +162,17 @@ impl ExtensionHost {
                 .find(|(o, _)| o == name)
                 .map_or(0, |(_, n)| *n)
         };
-        let disagreements =
+        let recent =
             store::extensions::shadow_disagreements(&self.db, slot.as_str(), candidate.id, 20)
                 .await?;
-        Ok(json!({
-            "slot": slot.as_str(),
-            "active_id": active.as_ref().map(|a| a.id),
-            "candidate_id": candidate.id,
-            "calls": count("agree") + count("disagree") + count("candidate_failed"),
-            "agree": count("agree"),
-            "disagree": count("disagree"),
-            "candidate_failed": count("candidate_failed"),
-            "recent": disagreements.iter().map(|d| json!({
-                "outcome": d.outcome,
-                "input": d.input,
-                "active": d.active_answer,
-                "candidate": d.candidate_answer,
-                "active_us": d.active_us,
-                "candidate_us": d.candidate_us,
-                "at": d.created_at,
-            })).collect::<Vec<_>>(),
-        }))
+        Ok(ShadowReport {
+            slot: slot.clone(),
+            active_id: active.as_ref().map(|a| a.id),
+            candidate_id: candidate.id,
+            agree: count("agree"),
+            disagree: count("disagree"),
+            candidate_failed: count("candidate_failed"),
+            recent,
+        })
     }
 }
