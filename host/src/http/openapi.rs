@@ -376,6 +376,36 @@ mod tests {
         }
     }
 
+    /// API types are declared at the edge: a `utoipa` derive anywhere else would mean a domain
+    /// type or a store row is (or describes) an HTTP answer, which the DTOs in `http/` map.
+    #[test]
+    fn api_types_live_only_in_http() {
+        fn visit(dir: &std::path::Path, found: &mut Vec<String>, checked: &mut usize) {
+            for entry in std::fs::read_dir(dir).expect("a source directory") {
+                let path = entry.expect("an entry").path();
+                if path.is_dir() {
+                    if !path.ends_with("http") {
+                        visit(&path, found, checked);
+                    }
+                } else if path.extension().is_some_and(|e| e == "rs") {
+                    let source = std::fs::read_to_string(&path).expect("a source file");
+                    if source.contains(concat!("uto", "ipa")) {
+                        found.push(path.display().to_string());
+                    }
+                    *checked += 1;
+                }
+            }
+        }
+        let (mut found, mut checked) = (Vec::new(), 0);
+        visit(
+            std::path::Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/src")),
+            &mut found,
+            &mut checked,
+        );
+        assert!(checked > 50, "only {checked} source files found");
+        assert!(found.is_empty(), "utoipa outside http/: {found:?}");
+    }
+
     /// The other half of "the description and the router agree": a route can only be added
     /// through `utoipa_axum::routes!`, which registers its description with it. Any other way
     /// of adding a route to an HTTP module would escape the description, so none may appear.

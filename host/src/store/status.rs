@@ -77,6 +77,8 @@ impl std::fmt::Display for Status {
     }
 }
 
+// As its text, for the JSON the domain builds itself (MCP tool results, event payloads); HTTP
+// answers put `status` into their own DTOs.
 impl serde::Serialize for Status {
     fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         serializer.serialize_str(self.as_str())
