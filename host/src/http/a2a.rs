@@ -50,8 +50,10 @@ struct A2aHeaders {
     #[param(rename = "X-Workspace-ID", value_type = Option<Uuid>)]
     caller: Caller,
     /// How long to wait for the agent, in seconds (a positive integer).
+    // Kept as the parse's result: an invalid value is refused only after the caller passed its
+    // checks, so a request without a valid credential is a 401 whatever it carries.
     #[param(rename = "X-Timeout", value_type = Option<u64>)]
-    timeout: Option<Duration>,
+    timeout: ApiResult<Option<Duration>>,
 }
 
 impl<S: Send + Sync> FromRequestParts<S> for A2aHeaders {
@@ -60,7 +62,7 @@ impl<S: Send + Sync> FromRequestParts<S> for A2aHeaders {
     async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
         Ok(A2aHeaders {
             caller: Caller::from_headers(&parts.headers)?,
-            timeout: caller_timeout(&parts.headers)?,
+            timeout: caller_timeout(&parts.headers),
         })
     }
 }
@@ -202,6 +204,7 @@ async fn proxy_a2a(
     ApiJson(body): ApiJson<Value>,
 ) -> ApiResult<Response> {
     let caller = a2a_caller(&state, caller, &creds).await?;
+    let timeout = timeout?;
     let message = Message::normalize(body).map_err(ApiError::bad_request)?;
     let call = Call {
         caller,
