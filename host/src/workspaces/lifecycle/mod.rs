@@ -424,6 +424,125 @@ mod tests {
             }
         }
 
+        /// Plays the agents: every workspace in `ids` whose agent the runtime started and that
+        /// is still provisioning registers (goes online, `WORKSPACE_ONLINE`), as a real agent
+        /// does once it is up.
+        fn agents_register(
+            svc: &Services,
+            runtime: &Arc<RecordingRuntime>,
+            ids: Vec<Uuid>,
+        ) -> tokio::task::JoinHandle<()> {
+            let (svc, runtime) = (svc.clone(), runtime.clone());
+            tokio::spawn(async move {
+                loop {
+                    for id in &ids {
+                        if runtime.is_running(*id)
+                            && store::workspaces::transition(
+                                &svc.db,
+                                *id,
+                                Some(Status::Provisioning),
+                                Status::Online,
+                                crate::store::status::Cause::Registration,
+                            )
+                            .await
+                            .unwrap()
+                        {
+                            svc.events
+                                .emit(
+                                    crate::events::names::WORKSPACE_ONLINE,
+                                    Some(*id),
+                                    serde_json::json!({}),
+                                )
+                                .await;
+                        }
+                    }
+                    tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+                }
+            })
+        }
+
+        fn stops(runtime: &RecordingRuntime, id: Uuid) -> usize {
+            runtime
+                .calls()
+                .iter()
+                .filter(|c| **c == Call::Stop(id))
+                .count()
+        }
+
+        #[tokio::test]
+        async fn a_burst_of_restart_requests_runs_at_most_two_cycles() {
+            let (svc, runtime, _db, _data) = services().await;
+            let id = create(&svc, "Busy", None).await;
+            let registering = agents_register(&svc, &runtime, vec![id]);
+            until("online", async || status(&svc, id).await == Status::Online).await;
+
+            for n in 0..10 {
+                let trigger = super::super::Trigger::FilesWritten(vec![format!("file-{n}.md")]);
+                super::super::request_restart(&svc, id, trigger)
+                    .await
+                    .unwrap();
+            }
+            until("the cycles to end", async || {
+                status(&svc, id).await == Status::Online
+                    && !store::restarts::claimed(&svc.db, id).await.unwrap()
+                    && stops(&runtime, id) > 0
+            })
+            .await;
+            let cycles = stops(&runtime, id);
+            assert!(
+                (1..=2).contains(&cycles),
+                "ten requests ran {cycles} cycles"
+            );
+            assert_eq!(
+                runtime.starts(),
+                1 + cycles,
+                "every cycle started the agent again"
+            );
+            assert!(runtime.is_running(id));
+            registering.abort();
+        }
+
+        #[tokio::test]
+        async fn a_crashing_agent_is_restarted_after_a_delay_that_doubles() {
+            let (svc, runtime, _db, _data) = services().await;
+            let id = create(&svc, "Crashy", None).await;
+            let registering = agents_register(&svc, &runtime, vec![id]);
+            until("online", async || status(&svc, id).await == Status::Online).await;
+
+            let exited = super::super::Trigger::AgentExited(1);
+            let first = super::super::request_restart(&svc, id, exited.clone())
+                .await
+                .unwrap();
+            assert!(
+                matches!(
+                    first,
+                    super::super::RestartOutcome::Decided(super::super::Decision::RestartAfterMs(
+                        1_000
+                    ))
+                ),
+                "{first:?}"
+            );
+            assert_eq!(stops(&runtime, id), 0, "nothing restarts before the delay");
+            until("the delayed restart", async || {
+                stops(&runtime, id) == 1 && status(&svc, id).await == Status::Online
+            })
+            .await;
+            // One restart in the window: the next crash waits twice as long.
+            let second = super::super::request_restart(&svc, id, exited)
+                .await
+                .unwrap();
+            assert!(
+                matches!(
+                    second,
+                    super::super::RestartOutcome::Decided(super::super::Decision::RestartAfterMs(
+                        2_000
+                    ))
+                ),
+                "{second:?}"
+            );
+            registering.abort();
+        }
+
         #[tokio::test]
         async fn a_manual_restart_is_refused_under_a_paused_ancestor() {
             let (svc, runtime, _db, _data) = services().await;
