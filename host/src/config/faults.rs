@@ -12,6 +12,8 @@ pub struct Faults {
     pub plugin_reinstall: Option<DeliveryStep>,
     /// DNS answers for names a spec invents (agent URLs); other names use the machine's resolver.
     pub dns: DnsAnswers,
+    /// Answer 503 for this console file (`pages/tree.js`), as a dropped fetch would fail it.
+    pub console_file_unavailable: Option<String>,
 }
 
 /// A step of a plugin delivery (`plugins::deliver`), for fault injection and error reports.

@@ -9,7 +9,7 @@
 use std::collections::HashMap;
 use std::sync::LazyLock;
 
-use axum::extract::Path;
+use axum::extract::{Path, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use sha2::{Digest as _, Sha256};
@@ -48,6 +48,7 @@ const FILES: &[(&str, &[u8], &str)] = assets![
     "index.html" => "text/html; charset=utf-8",
     "style.css" => "text/css; charset=utf-8",
     "favicon.svg" => "image/svg+xml",
+    "boot.js" => JS,
     "app.js" => JS,
     "api.js" => JS,
     "events.js" => JS,
@@ -120,7 +121,15 @@ async fn index(headers: HeaderMap) -> Response {
         (status = 404, description = "No such console file", body = ErrorBody),
     ),
 )]
-async fn asset(Path(path): Path<String>, headers: HeaderMap) -> Response {
+async fn asset(
+    State(state): State<AppState>,
+    Path(path): Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    if state.svc.config.faults.console_file_unavailable.as_deref() == Some(path.as_str()) {
+        return ApiError::Status(StatusCode::SERVICE_UNAVAILABLE, "console file unavailable")
+            .into_response();
+    }
     serve(&path, &headers).unwrap_or_else(IntoResponse::into_response)
 }
 

@@ -740,3 +740,50 @@ fn id_row<'a>(listed: &'a Value, id: &str) -> &'a Value {
         .find(|w| w["id"] == id)
         .unwrap_or_else(|| panic!("no {id} in {listed}"))
 }
+
+/// A console one of whose modules cannot be fetched (here the host answers 503 for it; in life
+/// a connection dropped mid-load) does not sit on "Loading…": it reloads once by itself, then
+/// says it did not load and offers a Reload button.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_console_whose_modules_do_not_load_reloads_once_then_says_so() {
+    let started = Instant::now();
+    let app = TestApp::spawn_with(DbBackend::Sqlite, |c| {
+        c.faults.console_file_unavailable = Some("pages/tree.js".to_owned());
+    })
+    .await;
+    let browser = Browser::start(&app.base, "console-boot-failed").await;
+    browser
+        .client
+        .goto(&format!("{}/#/signin", app.base))
+        .await
+        .expect("navigating to the console");
+    let note = browser.until_text("#boot-failed", "did not load").await;
+    assert!(note.contains("could not be fetched"), "{note}");
+    assert_eq!(
+        browser
+            .js("return [performance.getEntriesByType('navigation')[0].type, sessionStorage.getItem('molecule.console.boot-reloads')]")
+            .await,
+        json!(["reload", "1"]),
+        "one reload by itself, and no more"
+    );
+    browser.screenshot("1-did-not-load").await;
+    // Reload by hand: still broken, so the note again (in the new document), without a loop.
+    browser
+        .js("document.body.dataset.before = 'yes'; return true")
+        .await;
+    browser.click("#boot-reload").await;
+    browser
+        .until(
+            "the note in the reloaded page",
+            "return !document.body.dataset.before && document.querySelector('#boot-failed') !== null",
+        )
+        .await;
+    assert_eq!(
+        browser
+            .js("return sessionStorage.getItem('molecule.console.boot-reloads')")
+            .await,
+        json!("1")
+    );
+    browser.close().await;
+    report_time(started, "console-boot-failed");
+}
