@@ -108,6 +108,10 @@ export function answerOf(body) {
     return { error: typeof e === 'string' ? e : (e.message || JSON.stringify(e)) };
   }
   if (typeof body.raw === 'string') return { text: body.raw };
+  // An answer too large to keep whole: the log has its beginning.
+  if (typeof body.preview === 'string') {
+    return { text: `${body.preview}\n… (the rest of this ${body.bytes}-byte answer is not kept)` };
+  }
   const result = body.result;
   if (result === undefined) return { text: '' };
   if (typeof result === 'string') return { text: result };

@@ -150,7 +150,13 @@ pub struct Delivery {
     pub body: Vec<u8>,
     pub error: Option<TransportError>,
     pub duration_ms: i32,
+    /// The body parsed as JSON, once, the first time anything asks.
+    parsed: std::sync::OnceLock<Option<Value>>,
 }
+
+/// The most of an answer the activity log (and the canvas's `A2A_RESPONSE`) keeps: a larger
+/// answer is stored as a preview of its text, not as a second copy of the whole body.
+pub const STORED_BODY_MAX: usize = 64 * 1024;
 
 /// The success rule: the agent answered 2xx with a body that is not empty. Whether the
 /// connection then broke does not matter; an empty 2xx and any non-2xx are failures.
@@ -163,12 +169,29 @@ pub fn delivered(
 }
 
 impl Delivery {
+    pub fn new(
+        status: Option<u16>,
+        body: Vec<u8>,
+        error: Option<TransportError>,
+        duration_ms: i32,
+    ) -> Delivery {
+        Delivery {
+            status,
+            body,
+            error,
+            duration_ms,
+            parsed: std::sync::OnceLock::new(),
+        }
+    }
+
     pub fn delivered(&self) -> bool {
         delivered(self.status, &self.body, self.error)
     }
 
-    fn json(&self) -> Option<Value> {
-        serde_json::from_slice(&self.body).ok()
+    fn json(&self) -> Option<&Value> {
+        self.parsed
+            .get_or_init(|| serde_json::from_slice(&self.body).ok())
+            .as_ref()
     }
 
     /// Why this delivery failed, or `None` when it succeeded: the transport, the agent's HTTP
@@ -180,7 +203,7 @@ impl Delivery {
                 (Some(status), _) if (200..300).contains(&status) => {
                     "workspace agent returned empty response".to_owned()
                 }
-                (Some(status), _) => match self.json().as_ref().and_then(error_text) {
+                (Some(status), _) => match self.json().and_then(error_text) {
                     Some(text) => format!("agent answered {status}: {text}"),
                     None => format!("agent answered {status}"),
                 },
@@ -189,7 +212,7 @@ impl Delivery {
         let json = self.json()?;
         json.get("error")
             .filter(|e| !e.is_null())
-            .map(|_| format!("agent error: {}", error_text(&json).unwrap_or_default()))
+            .map(|_| format!("agent error: {}", error_text(json).unwrap_or_default()))
     }
 
     /// The text of the agent's answer: `result.parts` (or `result.artifacts[].parts`) text parts,
@@ -215,11 +238,22 @@ impl Delivery {
     }
 
     /// The body as stored in the activity log: the JSON as sent, or the text when it is not JSON.
+    ///
+    /// An answer over [`STORED_BODY_MAX`] bytes is kept as a preview of its first bytes
+    /// (`{"preview", "bytes", "truncated": true}`).
     fn stored_body(&self) -> Option<Value> {
         if self.body.is_empty() {
             return None;
         }
-        Some(self.json().unwrap_or_else(
+        if self.body.len() > STORED_BODY_MAX {
+            let preview = String::from_utf8_lossy(&self.body[..STORED_BODY_MAX]);
+            return Some(json!({
+                "preview": preview.trim_end_matches('\u{fffd}'),
+                "bytes": self.body.len(),
+                "truncated": true,
+            }));
+        }
+        Some(self.json().cloned().unwrap_or_else(
             || json!({ "raw": String::from_utf8_lossy(&self.body), "truncated": self.error.is_some() }),
         ))
     }
@@ -332,12 +366,12 @@ async fn settle(
     target: &WorkspaceRow,
     forwarded: Forwarded,
 ) -> Result<Sent, ProxyError> {
-    let delivery = Delivery {
-        status: forwarded.status,
-        body: forwarded.body,
-        error: forwarded.error,
-        duration_ms: i32::try_from(forwarded.elapsed.as_millis()).unwrap_or(i32::MAX),
-    };
+    let delivery = Delivery::new(
+        forwarded.status,
+        forwarded.body,
+        forwarded.error,
+        i32::try_from(forwarded.elapsed.as_millis()).unwrap_or(i32::MAX),
+    );
     if delivery.status.is_some() {
         return Ok(Sent::Delivered(delivery));
     }
@@ -481,6 +515,9 @@ async fn record(
             row.error_detail = Some(err.to_string());
         }
     }
+    // The canvas sees the same stored body (built once) in `A2A_RESPONSE`.
+    let for_canvas = (call.caller == Caller::Canvas && matches!(outcome, Ok(Sent::Delivered(_))))
+        .then(|| row.response_body.clone());
     activity::record_deferred(svc, row).await;
     if let Some(caller) = call.caller.workspace() {
         svc.writes
@@ -490,14 +527,12 @@ async fn record(
             })
             .await;
     }
-    if call.caller == Caller::Canvas
-        && let Ok(Sent::Delivered(delivery)) = outcome
-    {
+    if let (Some(response_body), Ok(Sent::Delivered(delivery))) = (for_canvas, outcome) {
         svc.events.broadcast_only(
             names::A2A_RESPONSE,
             Some(target.id),
             json!({
-                "response_body": delivery.stored_body(),
+                "response_body": response_body,
                 "method": call.message.method,
                 "duration_ms": delivery.duration_ms,
             }),
@@ -571,13 +606,25 @@ mod tests {
     }
 
     #[test]
+    fn a_large_answer_is_stored_as_a_bounded_preview_and_a_small_one_whole() {
+        let small = Delivery::new(Some(200), br#"{"result":{"x":1}}"#.to_vec(), None, 1);
+        assert_eq!(small.stored_body(), Some(json!({ "result": { "x": 1 } })));
+        let text = format!(r#"{{"result":{{"text":"{}"}}}}"#, "é".repeat(STORED_BODY_MAX));
+        let large = Delivery::new(Some(200), text.clone().into_bytes(), None, 1);
+        let stored = large.stored_body().expect("a stored body");
+        assert_eq!(stored["truncated"], true);
+        assert_eq!(stored["bytes"], text.len());
+        let preview = stored["preview"].as_str().expect("a preview");
+        assert!(preview.len() <= STORED_BODY_MAX && text.starts_with(preview));
+        // The answer itself is still read in full.
+        assert_eq!(large.failure(), None);
+        assert!(large.text().len() > STORED_BODY_MAX);
+    }
+
+    #[test]
     fn answers_yield_their_text_and_failures_their_reason() {
-        let delivery = |status, body: &str, error| Delivery {
-            status,
-            body: body.as_bytes().to_vec(),
-            error,
-            duration_ms: 1,
-        };
+        let delivery =
+            |status, body: &str, error| Delivery::new(status, body.as_bytes().to_vec(), error, 1);
         let ok = delivery(
             Some(200),
             r#"{"jsonrpc":"2.0","id":1,"result":{"parts":[{"kind":"text","text":"hello"}]}}"#,
