@@ -609,7 +609,10 @@ mod tests {
     fn a_large_answer_is_stored_as_a_bounded_preview_and_a_small_one_whole() {
         let small = Delivery::new(Some(200), br#"{"result":{"x":1}}"#.to_vec(), None, 1);
         assert_eq!(small.stored_body(), Some(json!({ "result": { "x": 1 } })));
-        let text = format!(r#"{{"result":{{"text":"{}"}}}}"#, "é".repeat(STORED_BODY_MAX));
+        let text = format!(
+            r#"{{"result":{{"text":"{}"}}}}"#,
+            "é".repeat(STORED_BODY_MAX)
+        );
         let large = Delivery::new(Some(200), text.clone().into_bytes(), None, 1);
         let stored = large.stored_body().expect("a stored body");
         assert_eq!(stored["truncated"], true);
