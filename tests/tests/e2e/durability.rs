@@ -38,7 +38,11 @@ async fn received(api: &Api, id: &str) -> usize {
     .len()
 }
 
-async fn a_graceful_stop_stores_every_queued_activity_row(backend: DbBackend) {
+/// One host process on a fresh database, an echo agent as a workspace, and `CALLS` calls to it
+/// answered; the host is `hosts[0]`, the echo agent lives as long as the returned guard.
+async fn host_after_calls(
+    backend: DbBackend,
+) -> (ReplicaSet, String, FaultAgent, tempfile::TempDir) {
     let agent = FaultAgent::start(|_| Fault::Answer).await;
     let templates = tempfile::tempdir().expect("a templates dir");
     let mut hosts = ReplicaSet::new(backend, Agents::None, templates.path()).await;
@@ -46,26 +50,29 @@ async fn a_graceful_stop_stores_every_queued_activity_row(backend: DbBackend) {
     let api = hosts[first].api.clone();
     let (id, _) = api.workspace_at("echo", None, &agent.url).await;
     calls(&api, &id).await;
-    // No pause: whatever is still queued when the stop arrives is stored by the shutdown.
-    hosts[first].stop();
+    (hosts, id, agent, templates)
+}
+
+/// The `a2a_receive` rows a fresh host on the same database finds.
+async fn received_after_restart(hosts: &mut ReplicaSet, id: &str) -> usize {
     let next = hosts.spawn().await;
     let api = hosts[next].api.clone();
-    assert_eq!(received(&api, &id).await, CALLS, "{}", hosts[first].log());
+    received(&api, id).await
+}
+
+async fn a_graceful_stop_stores_every_queued_activity_row(backend: DbBackend) {
+    let (mut hosts, id, _agent, _templates) = host_after_calls(backend).await;
+    // No pause: whatever is still queued when the stop arrives is stored by the shutdown.
+    hosts[0].stop();
+    let kept = received_after_restart(&mut hosts, &id).await;
+    assert_eq!(kept, CALLS, "{}", hosts[0].log());
 }
 
 async fn a_killed_host_keeps_the_activity_of_calls_answered_before_the_kill(backend: DbBackend) {
-    let agent = FaultAgent::start(|_| Fault::Answer).await;
-    let templates = tempfile::tempdir().expect("a templates dir");
-    let mut hosts = ReplicaSet::new(backend, Agents::None, templates.path()).await;
-    let first = hosts.spawn().await;
-    let api = hosts[first].api.clone();
-    let (id, _) = api.workspace_at("echo", None, &agent.url).await;
-    calls(&api, &id).await;
+    let (mut hosts, id, _agent, _templates) = host_after_calls(backend).await;
     // A writer idle between calls stores each row within milliseconds of its answer; a second
     // is far beyond that, and anything lost here would be lost for good.
     tokio::time::sleep(Duration::from_secs(1)).await;
-    hosts[first].kill();
-    let next = hosts.spawn().await;
-    let api = hosts[next].api.clone();
-    assert_eq!(received(&api, &id).await, CALLS);
+    hosts[0].kill();
+    assert_eq!(received_after_restart(&mut hosts, &id).await, CALLS);
 }
