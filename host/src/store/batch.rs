@@ -125,6 +125,17 @@ impl Batch {
     fn is_empty(&self) -> bool {
         self.len == 0
     }
+
+    /// Every coalesced stamp with the `UPDATE` that stores it (`$1` the id, `$2` the time).
+    fn stamps(&self) -> impl Iterator<Item = (&'static str, &Uuid, &DateTime<Utc>)> {
+        [
+            (STAMP_OUTBOUND, &self.outbound),
+            (STAMP_WORKSPACE_TOKEN, &self.workspace_tokens),
+            (STAMP_ORG_TOKEN, &self.org_tokens),
+        ]
+        .into_iter()
+        .flat_map(|(sql, stamps)| stamps.iter().map(move |(id, at)| (sql, id, at)))
+    }
 }
 
 async fn run(db: Db, mut receiver: mpsc::Receiver<Command>) {
@@ -177,23 +188,16 @@ async fn store(db: &Db, batch: &Batch) {
             tracing::warn!(workspace_id = %row.workspace_id, activity_type = %row.activity_type, error = ?err, "recording activity failed");
         }
     }
-    let stamps = [
-        (STAMP_OUTBOUND, &batch.outbound),
-        (STAMP_WORKSPACE_TOKEN, &batch.workspace_tokens),
-        (STAMP_ORG_TOKEN, &batch.org_tokens),
-    ];
-    for (sql, stamps) in stamps {
-        for (id, at) in stamps {
-            let stored: StoreResult<()> = on_db!(db, pool => sqlx::query(sql)
-                .bind(id)
-                .bind(at)
-                .execute(pool)
-                .await
-                .map(drop)
-                .map_err(Into::into));
-            if let Err(err) = stored {
-                tracing::warn!(%id, error = ?err, "storing a last-use stamp failed");
-            }
+    for (sql, id, at) in batch.stamps() {
+        let stored: StoreResult<()> = on_db!(db, pool => sqlx::query(sql)
+            .bind(id)
+            .bind(at)
+            .execute(pool)
+            .await
+            .map(drop)
+            .map_err(Into::into));
+        if let Err(err) = stored {
+            tracing::warn!(%id, error = ?err, "storing a last-use stamp failed");
         }
     }
 }
@@ -211,14 +215,8 @@ async fn store_together(db: &Db, batch: &Batch) -> StoreResult<()> {
         for row in &batch.activity {
             activity::insert_row(row).execute(&mut *tx).await?;
         }
-        for (sql, stamps) in [
-            (STAMP_OUTBOUND, &batch.outbound),
-            (STAMP_WORKSPACE_TOKEN, &batch.workspace_tokens),
-            (STAMP_ORG_TOKEN, &batch.org_tokens),
-        ] {
-            for (id, at) in stamps {
-                sqlx::query(sql).bind(id).bind(at).execute(&mut *tx).await?;
-            }
+        for (sql, id, at) in batch.stamps() {
+            sqlx::query(sql).bind(id).bind(at).execute(&mut *tx).await?;
         }
         tx.commit().await?;
         Ok(())
