@@ -83,6 +83,7 @@ impl Services {
         let events = EventBus::new(db.clone(), cluster.replica);
         let writes = store::batch::Writer::start(db.clone());
         let guard = auth::Guard::new(&config, db.clone(), writes.clone());
+        events.register_cache(guard.live_tokens());
         let mut resolvers = extensions::registry::ResolverSettings {
             timeout: Duration::from_secs(config.git_timeout_secs.max(1)),
             registry_dir: config.plugins_registry_dir.clone(),
@@ -127,6 +128,7 @@ impl Services {
         ));
         let a2a =
             agents::Hub::new(&config, Arc::new(Supervision)).context("building the A2A client")?;
+        events.register_cache(a2a.routes().clone());
         Ok(Services {
             a2a,
             config: Arc::new(config),

@@ -127,6 +127,8 @@ pub struct ReplicaSet {
     pub replicas: Vec<Replica>,
     /// Extra lines for the `[a2a]` table of replicas started from now on.
     pub a2a_settings: String,
+    /// Extra top-level lines of the config of replicas started from now on.
+    pub settings: String,
     db: TestDatabase,
     agents: Agents,
     label: String,
@@ -157,6 +159,7 @@ impl ReplicaSet {
         ReplicaSet {
             replicas: Vec::new(),
             a2a_settings: String::new(),
+            settings: String::new(),
             db: TestDatabase::create(backend).await,
             agents,
             label: uuid::Uuid::new_v4().to_string(),
@@ -251,6 +254,7 @@ bind_addr = "127.0.0.1:{port}"
 rate_limit_per_minute = 0
 builtin_extensions_dir = "{builtins}"
 plugins_registry_dir = "{registry}"
+{settings}
 
 [liveness]
 sweep_interval_secs = 1
@@ -285,6 +289,7 @@ queue_expiry_sweep_secs = 1
             label = self.label,
             templates = self.templates.display(),
             a2a = self.a2a_settings,
+            settings = self.settings,
         )
     }
 }

@@ -325,7 +325,10 @@ impl ProxyError {
 
 /// Sends `call` to its target agent. See the module docs for the steps.
 pub async fn send(svc: &Services, call: Call) -> Result<Sent, ProxyError> {
-    let target = store::workspaces::get(&svc.db, call.target)
+    let target = svc
+        .a2a
+        .routes()
+        .row(&svc.db, call.target)
         .await?
         .filter(|row| row.status != Status::Removed)
         .ok_or(ProxyError::NotFound)?;

@@ -8,6 +8,7 @@
 pub mod addresses;
 pub mod client;
 pub mod forward;
+pub mod routes;
 pub mod url;
 
 use std::sync::Arc;
@@ -81,6 +82,8 @@ pub struct Hub {
     client: reqwest::Client,
     policy: Arc<url::Policy>,
     supervision: Arc<dyn Supervision>,
+    /// The workspace rows every call needs, held in memory (see [`routes`]).
+    routes: Arc<routes::Routes>,
     tasks: TaskTracker,
     stop: CancellationToken,
 }
@@ -101,6 +104,9 @@ impl Hub {
             client,
             policy,
             supervision,
+            routes: Arc::new(routes::Routes::new(Duration::from_millis(
+                config.cache_revalidate_ms,
+            ))),
             tasks: TaskTracker::new(),
             stop: CancellationToken::new(),
         })
@@ -108,6 +114,11 @@ impl Hub {
 
     pub fn client(&self) -> &reqwest::Client {
         &self.client
+    }
+
+    /// The routing table: workspace rows for the A2A path, kept current by the event bus.
+    pub fn routes(&self) -> &Arc<routes::Routes> {
+        &self.routes
     }
 
     /// Where agents may be called: registration, creation and the proxy check URLs with it.

@@ -14,6 +14,11 @@
 //!   later.
 //!
 //! A database error fails closed (503) instead of letting the request through.
+//!
+//! Live tokens are held in memory by hash ([`live`]), kept current by the event bus on every
+//! replica: a revoked token stops working everywhere as soon as the invalidation is relayed.
+
+pub mod live;
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -245,6 +250,8 @@ pub struct Guard {
     /// Recently resolved bearers (by hash) for the rate limiter's bucket choice only; never used
     /// to let a request through.
     limiter_keys: Arc<Mutex<LimiterKeys>>,
+    /// Live tokens by hash, kept current by the event bus (see [`live`]).
+    live: Arc<live::LiveTokens>,
 }
 
 impl Guard {
@@ -259,7 +266,15 @@ impl Guard {
             cors_origins: config.cors_origins.clone(),
             locked: Arc::new(AtomicBool::new(false)),
             limiter_keys: Arc::new(Mutex::new(HashMap::new())),
+            live: Arc::new(live::LiveTokens::new(Duration::from_millis(
+                config.cache_revalidate_ms,
+            ))),
         }
+    }
+
+    /// The live tokens held in memory, for the event bus to keep current.
+    pub fn live_tokens(&self) -> Arc<live::LiveTokens> {
+        self.live.clone()
     }
 
     fn is_admin_token(&self, token: &str) -> bool {
@@ -302,22 +317,49 @@ impl Guard {
             return Ok(Some(Principal::Admin));
         }
         let hashed = hash(token);
-        let at = chrono::Utc::now();
-        if let Some(token) = store::tokens::org_token(&self.db, &hashed).await? {
-            self.writes
-                .write(store::batch::Write::OrgTokenUsed { token, at })
-                .await;
-            return Ok(Some(Principal::Admin));
-        }
-        let Some((token, workspace)) =
-            store::tokens::workspace_for_token(&self.db, &hashed).await?
-        else {
-            return Ok(None);
+        let holder = match self.live.get(&hashed) {
+            Some(holder) => holder,
+            None => match self.read_token(hashed).await? {
+                Some(holder) => holder,
+                None => return Ok(None),
+            },
         };
-        self.writes
-            .write(store::batch::Write::WorkspaceTokenUsed { token, at })
-            .await;
-        Ok(Some(Principal::Workspace(workspace)))
+        let at = chrono::Utc::now();
+        Ok(Some(match holder {
+            live::Holder::Org { token } => {
+                self.writes
+                    .write(store::batch::Write::OrgTokenUsed { token, at })
+                    .await;
+                Principal::Admin
+            }
+            live::Holder::Workspace { token, workspace } => {
+                self.writes
+                    .write(store::batch::Write::WorkspaceTokenUsed { token, at })
+                    .await;
+                Principal::Workspace(workspace)
+            }
+        }))
+    }
+
+    /// Reads the token `hashed` from the database, and holds it in memory when it is live.
+    async fn read_token(&self, hashed: [u8; 32]) -> Result<Option<live::Holder>, AuthError> {
+        let generation = self.live.generation();
+        let (holder, expires_at) =
+            if let Some(token) = store::tokens::org_token(&self.db, &hashed).await? {
+                (live::Holder::Org { token }, None)
+            } else if let Some(token) =
+                store::tokens::workspace_for_token(&self.db, &hashed).await?
+            {
+                let holder = live::Holder::Workspace {
+                    token: token.id,
+                    workspace: token.workspace_id,
+                };
+                (holder, token.expires_at)
+            } else {
+                return Ok(None);
+            };
+        self.live.keep(hashed, holder, expires_at, generation);
+        Ok(Some(holder))
     }
 
     /// The principal of an explicit credential; `None` without one, an error for one that is

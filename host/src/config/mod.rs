@@ -117,6 +117,11 @@ pub struct Config {
     pub trusted_proxies: Vec<String>,
     /// Largest request body accepted on any route, in bytes.
     pub max_body_bytes: usize,
+    /// The longest (milliseconds) a replica trusts what it keeps in memory of the database (the
+    /// A2A routing table, live tokens) without reading it again. Changes announced on the event
+    /// bus (statuses, URLs, revoked tokens) are seen at once, on every replica; this bounds how
+    /// long any other change can go unseen.
+    pub cache_revalidate_ms: u64,
     /// Seconds a shutdown waits for open connections (requests in flight, live streams whose
     /// client stopped reading) before the host stops without them.
     pub shutdown_grace_secs: u64,
@@ -439,6 +444,7 @@ impl Default for Config {
             trusted_proxies: Vec::new(),
             max_body_bytes: 1024 * 1024,
             shutdown_grace_secs: 10,
+            cache_revalidate_ms: 1000,
             liveness: LivenessConfig::default(),
             builtin_extensions_dir: Some(PathBuf::from("plugins/target/wasm32-wasip2/release")),
             git_credentials: std::collections::BTreeMap::new(),

@@ -170,7 +170,7 @@ async fn delegate(svc: &Services, me: Uuid, args: &Value, background: bool) -> T
         .and_then(Value::as_str)
         .ok_or_else(|| invalid("task must be a string"))?;
     // Refused before anything is recorded: a delegation the hierarchy forbids never starts.
-    let allowed = access::can_communicate(&svc.db, me, target)
+    let allowed = access::can_communicate(svc, me, target)
         .await
         .map_err(|e| from_delegation(e.into()))?;
     if !allowed {
@@ -259,7 +259,7 @@ async fn workspace_info(svc: &Services, me: Uuid, args: &Value) -> ToolResult {
         None | Some(Value::Null) => me,
         Some(_) => uuid_arg(args, "workspace_id")?,
     };
-    let allowed = access::can_communicate(&svc.db, me, id)
+    let allowed = access::can_communicate(svc, me, id)
         .await
         .map_err(|e| from_delegation(e.into()))?;
     if !allowed {

@@ -13,7 +13,7 @@ use crate::workspaces::access;
 pub async fn send(svc: &Services, call: Call) -> Result<Sent, ProxyError> {
     if let Caller::Workspace(caller) = call.caller
         && caller != call.target
-        && !access::can_communicate(&svc.db, caller, call.target).await?
+        && !access::can_communicate(svc, caller, call.target).await?
     {
         return Err(ProxyError::Forbidden);
     }

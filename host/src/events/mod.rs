@@ -12,14 +12,22 @@
 //! When the relay's connection is lost it reconnects, then replays `structure_events` from a
 //! little before the newest event it had seen, skipping every event id it already published, so
 //! subscribers see each recorded event once.
+//!
+//! The bus also keeps every replica's caches honest ([`Cache`], [`EventBus::invalidate`]): an
+//! event about a workspace (other than the per-call noise of [`changes_nothing_cached`]) makes
+//! every registered cache forget that workspace, on the replica that published it and on each
+//! that relayed it; an explicit invalidation (a revoked token) crosses replicas the same way;
+//! and a relay that lost its connection makes them forget everything, since what it missed is
+//! unknown.
 
 pub mod activity;
 mod relay;
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock, RwLock};
 
 use chrono::{DateTime, SecondsFormat, Utc};
+use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use tokio::sync::{broadcast, mpsc, watch};
 use uuid::Uuid;
@@ -52,6 +60,42 @@ pub mod names {
     pub const DELEGATION_STATUS: &str = "DELEGATION_STATUS";
     pub const DELEGATION_COMPLETE: &str = "DELEGATION_COMPLETE";
     pub const DELEGATION_FAILED: &str = "DELEGATION_FAILED";
+}
+
+/// Events that change nothing a cache holds: the per-call traffic of agents talking (their
+/// activity, answers, chat, tasks and delegations). Every other event about a workspace makes
+/// the caches forget it: its status, URL, place in the tree, budget or tokens may have changed.
+pub fn changes_nothing_cached(event: &str) -> bool {
+    use names::*;
+    [
+        ACTIVITY_LOGGED,
+        A2A_RESPONSE,
+        AGENT_MESSAGE,
+        TASK_UPDATED,
+        AGENT_CARD_UPDATED,
+        DELEGATION_SENT,
+        DELEGATION_STATUS,
+        DELEGATION_COMPLETE,
+        DELEGATION_FAILED,
+    ]
+    .contains(&event)
+}
+
+/// What a replica's caches must forget.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Invalidation {
+    /// One workspace: its row (status, URL, parent, budget) and the tokens it holds.
+    Workspace(Uuid),
+    /// One workspace or org token, by id.
+    Token(Uuid),
+    /// Everything (the relay may have missed changes).
+    All,
+}
+
+/// A cache of database state that the bus keeps current ([`EventBus::register_cache`]).
+pub trait Cache: Send + Sync + std::fmt::Debug {
+    /// Drops what `what` names; the next read goes to the database.
+    fn forget(&self, what: Invalidation);
 }
 
 /// One event as delivered to subscribers.
@@ -93,6 +137,8 @@ pub struct EventBus {
     outbox: Arc<OnceLock<mpsc::UnboundedSender<relay::Outgoing>>>,
     /// Workspaces someone waits on for signs of life (see [`EventBus::signs_of_life`]).
     watched: Watched,
+    /// The caches this replica keeps current (see [`Cache`]).
+    caches: Arc<RwLock<Vec<Arc<dyn Cache>>>>,
 }
 
 type Watched = Arc<Mutex<HashMap<Uuid, watch::Sender<u64>>>>;
@@ -165,6 +211,25 @@ impl EventBus {
             seen: Arc::default(),
             outbox: Arc::default(),
             watched: Arc::default(),
+            caches: Arc::default(),
+        }
+    }
+
+    /// Keeps `cache` current from here on: see [`Cache`].
+    pub fn register_cache(&self, cache: Arc<dyn Cache>) {
+        self.caches.write().expect("caches").push(cache);
+    }
+
+    /// Makes every replica's caches forget `what`: this replica's before this returns, the
+    /// others' as soon as the relay delivers it (and everything, should the relay lose it).
+    pub fn invalidate(&self, what: Invalidation) {
+        self.forget_here(what);
+        self.send_out(relay::Outgoing::Invalidate(what));
+    }
+
+    fn forget_here(&self, what: Invalidation) {
+        for cache in self.caches.read().expect("caches").iter() {
+            cache.forget(what);
         }
     }
 
@@ -277,10 +342,14 @@ impl EventBus {
     }
 
     fn publish(&self, event: Arc<Event>) {
-        if let Some(id) = event.workspace_id
-            && let Some(tx) = self.watched.lock().expect("watched workspaces").get(&id)
-        {
-            tx.send_modify(|ticks| *ticks = ticks.wrapping_add(1));
+        if let Some(id) = event.workspace_id {
+            // Before anyone hears of the change, nothing cached still says otherwise.
+            if !changes_nothing_cached(&event.event) {
+                self.forget_here(Invalidation::Workspace(id));
+            }
+            if let Some(tx) = self.watched.lock().expect("watched workspaces").get(&id) {
+                tx.send_modify(|ticks| *ticks = ticks.wrapping_add(1));
+            }
         }
         // An error only means nobody is listening right now.
         let _ = self.tx.send(event);

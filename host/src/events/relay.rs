@@ -15,7 +15,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-use super::{Event, EventBus};
+use super::{Event, EventBus, Invalidation};
 use crate::store::{self, Db};
 
 /// The notification channel every replica listens on.
@@ -37,6 +37,8 @@ const RECONNECT_DELAY: Duration = Duration::from_secs(1);
 pub(super) enum Outgoing {
     Recorded(Uuid, Arc<Event>),
     Transient(Arc<Event>),
+    /// What the other replicas' caches must forget.
+    Invalidate(Invalidation),
 }
 
 /// Recorded events already published on this replica, oldest forgotten first.
@@ -82,6 +84,9 @@ struct Wire {
     /// The event itself; none when it was too large (read it back by id).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     e: Option<WireEvent>,
+    /// An invalidation instead of an event.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    x: Option<Invalidation>,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -117,12 +122,23 @@ fn encode(origin: Uuid, seq: u64, outgoing: &Outgoing) -> Option<String> {
     let (id, event) = match outgoing {
         Outgoing::Recorded(id, event) => (Some(*id), event),
         Outgoing::Transient(event) => (None, event),
+        Outgoing::Invalidate(what) => {
+            let wire = Wire {
+                o: origin,
+                s: seq,
+                i: None,
+                e: None,
+                x: Some(*what),
+            };
+            return serde_json::to_string(&wire).ok();
+        }
     };
     let full = Wire {
         o: origin,
         s: seq,
         i: id,
         e: Some(WireEvent::of(event)),
+        x: None,
     };
     let text = serde_json::to_string(&full).ok()?;
     if text.len() <= MAX_NOTIFY_BYTES {
@@ -222,6 +238,10 @@ impl EventBus {
         if wire.o == self.origin {
             return;
         }
+        if let Some(what) = wire.x {
+            self.forget_here(what);
+            return;
+        }
         let Some(id) = wire.i else {
             if let Some(event) = wire.e {
                 self.publish(Arc::new(event.into_event()));
@@ -264,6 +284,8 @@ impl EventBus {
     /// Publishes what the log holds from a little before the newest event seen here and was not
     /// published here yet.
     async fn catch_up(&self) {
+        // Invalidations sent meanwhile are lost for good: nothing cached can be trusted.
+        self.forget_here(Invalidation::All);
         let newest = self.seen.lock().expect("seen lock").newest;
         let mut cursor = newest.unwrap_or_else(Utc::now) - CATCH_UP_MARGIN;
         let mut published = 0usize;

@@ -207,7 +207,7 @@ impl AccessCache {
         {
             return *allowed;
         }
-        let allowed = can_communicate(&state.svc.db, self.client, target)
+        let allowed = can_communicate(&state.svc, self.client, target)
             .await
             .unwrap_or(false);
         self.decisions.insert(target, (allowed, Instant::now()));

@@ -237,7 +237,7 @@ async fn discover(
     let Some(caller) = calling_workspace(&state, &caller, &creds).await? else {
         return Err(ApiError::bad_request("X-Workspace-ID header is required"));
     };
-    if !can_communicate(&state.svc.db, caller, target).await? {
+    if !can_communicate(&state.svc, caller, target).await? {
         return Err(ApiError::forbidden("workspaces may not communicate"));
     }
     let mut row = get_live(&state.svc, target)
@@ -278,7 +278,7 @@ async fn peers(
 ) -> ApiResult<impl IntoResponse> {
     match calling_workspace(&state, &caller, &creds).await? {
         Some(caller) => {
-            if !can_communicate(&state.svc.db, caller, id).await? {
+            if !can_communicate(&state.svc, caller, id).await? {
                 return Err(ApiError::forbidden("workspaces may not communicate"));
             }
         }
@@ -331,6 +331,6 @@ async fn check_access(
             Principal::Workspace(_) => return Err(AuthError::InvalidWorkspace.into()),
         }
     }
-    let allowed = can_communicate(&state.svc.db, body.caller_id, body.target_id).await?;
+    let allowed = can_communicate(&state.svc, body.caller_id, body.target_id).await?;
     Ok(axum::Json(Access { allowed }))
 }

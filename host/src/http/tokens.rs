@@ -17,6 +17,7 @@ use super::extract::WorkspaceIdParam;
 use super::extract::{AdminAuth, ApiJson, ApiQuery, Creds, WorkspaceAuth, WorkspacePath};
 use super::openapi::{ErrorBody, StatusBody};
 use super::workspaces::WorkspaceGone;
+use crate::events::Invalidation;
 use crate::workspaces::get_live;
 use crate::{auth, store};
 
@@ -207,6 +208,8 @@ async fn revoke(
     if !store::tokens::revoke_workspace_token(&state.svc.db, id, token_id).await? {
         return Err(ApiError::not_found("token not found"));
     }
+    // It stops working on every replica within the relay's delivery time.
+    state.svc.events.invalidate(Invalidation::Token(token_id));
     Ok(axum::Json(StatusBody { status: "revoked" }))
 }
 
@@ -343,6 +346,8 @@ async fn revoke_org(
     if !store::tokens::revoke_org_token(&state.svc.db, token_id).await? {
         return Err(ApiError::not_found("token not found"));
     }
+    // It stops working on every replica within the relay's delivery time.
+    state.svc.events.invalidate(Invalidation::Token(token_id));
     Ok(axum::Json(StatusBody { status: "revoked" }))
 }
 

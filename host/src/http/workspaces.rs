@@ -344,7 +344,7 @@ async fn get_one(
         match state.svc.guard.any(&creds).await? {
             Principal::Admin => {}
             Principal::Workspace(me) => {
-                if !workspaces::access::can_communicate(&state.svc.db, me, id).await? {
+                if !workspaces::access::can_communicate(&state.svc, me, id).await? {
                     return Err(ApiError::forbidden("workspaces may not communicate"));
                 }
             }

@@ -667,7 +667,7 @@ async fn token_owner(db: &Db, hash: &[u8]) -> Option<Uuid> {
     super::tokens::workspace_for_token(db, hash)
         .await
         .unwrap()
-        .map(|(_, workspace)| workspace)
+        .map(|token| token.workspace_id)
 }
 
 async fn tokens_ignore_revoked_tokens_and_removed_workspaces(db: Db) {

@@ -105,11 +105,20 @@ pub async fn any_token_issued(db: &Db) -> StoreResult<bool> {
     .await?))
 }
 
-/// The id of a live token and the workspace it belongs to (neither revoked nor expired, and the
-/// workspace not removed). Marking it used is the caller's (a deferred write).
-pub async fn workspace_for_token(db: &Db, hash: &[u8]) -> StoreResult<Option<(Uuid, Uuid)>> {
+/// A live workspace token as the auth check sees it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, sqlx::FromRow)]
+pub struct LiveToken {
+    pub id: Uuid,
+    pub workspace_id: Uuid,
+    /// When it stops working (`None`: when the host rotates it).
+    pub expires_at: Option<DateTime<Utc>>,
+}
+
+/// The live token `hash` (neither revoked nor expired, and its workspace not removed). Marking
+/// it used is the caller's (a deferred write).
+pub async fn workspace_for_token(db: &Db, hash: &[u8]) -> StoreResult<Option<LiveToken>> {
     on_db_read!(db, pool => Ok(sqlx::query_as(
-        "SELECT t.id, t.workspace_id FROM workspace_auth_tokens t JOIN workspaces w ON w.id = t.workspace_id
+        "SELECT t.id, t.workspace_id, t.expires_at FROM workspace_auth_tokens t JOIN workspaces w ON w.id = t.workspace_id
          WHERE t.token_hash = $1 AND t.revoked_at IS NULL AND (t.expires_at IS NULL OR t.expires_at > $2)
            AND w.status <> 'removed'",
     )

@@ -8,18 +8,25 @@ use uuid::Uuid;
 use super::{Status, WorkspaceError, get_live};
 use crate::services::Services;
 use crate::store::workspaces::WorkspaceRow;
-use crate::store::{self, Db, StoreError};
+use crate::store::{self, StoreError};
 
 /// How far up the tree ancestor checks look.
 pub const MAX_ANCESTOR_DEPTH: i64 = 32;
 
 /// Whether `caller` may talk to `target`. Unknown ids are never allowed (except to themselves).
-pub async fn can_communicate(db: &Db, caller: Uuid, target: Uuid) -> Result<bool, StoreError> {
+/// The tree is read from the routing table ([`crate::agents::routes`]), not per call.
+pub async fn can_communicate(
+    svc: &Services,
+    caller: Uuid,
+    target: Uuid,
+) -> Result<bool, StoreError> {
     if caller == target {
         return Ok(true);
     }
-    let caller_chain = store::workspaces::ancestry(db, caller, MAX_ANCESTOR_DEPTH + 1).await?;
-    let target_chain = store::workspaces::ancestry(db, target, MAX_ANCESTOR_DEPTH + 1).await?;
+    let depth = MAX_ANCESTOR_DEPTH as usize + 1;
+    let routes = svc.a2a.routes();
+    let caller_chain = routes.ancestry(&svc.db, caller, depth).await?;
+    let target_chain = routes.ancestry(&svc.db, target, depth).await?;
     Ok(allowed(&caller_chain, &target_chain))
 }
 

@@ -10,7 +10,7 @@ pub mod restart_context;
 use serde_json::{Value, json};
 use uuid::Uuid;
 
-use crate::events::names;
+use crate::events::{Invalidation, names};
 use crate::secrets::{self, SecretKey};
 use crate::services::Services;
 use crate::store::{self, Constraint, StoreError, workspaces::WorkspaceRow};
@@ -473,6 +473,7 @@ pub async fn patch(svc: &Services, id: Uuid, req: PatchRequest) -> Result<Patche
     {
         return Err(WorkspaceError::NotFound);
     }
+    svc.events.invalidate(Invalidation::Workspace(id));
     let mut changed = serde_json::Map::new();
     if let Some(name) = &store_patch.name {
         changed.insert("name".into(), json!(name));
@@ -536,6 +537,11 @@ pub async fn cascade_delete(
     }
     let subtree = store::workspaces::subtree(&svc.db, root).await?;
     let changed = store::workspaces::mark_removed(&svc.db, &subtree).await?;
+    // At once: the announcements wait until the agents are stopped, and until then no call
+    // may be routed to them (nor any of their tokens accepted) from memory.
+    for id in &changed {
+        svc.events.invalidate(Invalidation::Workspace(*id));
+    }
     let changed: std::collections::HashSet<Uuid> = changed.into_iter().collect();
     let descendants_removed = changed.iter().filter(|id| **id != root).count();
     // Leaves before the root, so a subscriber never sees a child outlive its removed parent.

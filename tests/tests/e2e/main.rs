@@ -1,6 +1,7 @@
 //! End-to-end specs: the real host over HTTP, on SQLite and on PostgreSQL.
 
 mod auth;
+mod caches;
 mod console;
 mod delegation;
 mod durability;

@@ -29,7 +29,7 @@ use uuid::Uuid;
 
 use super::restart_context::{self, Restart, Session};
 use super::{Status, WorkspaceError, get_live};
-use crate::events::names;
+use crate::events::{Invalidation, names};
 use crate::extensions::types::{Decision, Trigger, WorkspaceInfo};
 use crate::runtime::{AgentEnv, ContainerRuntime, RuntimeError, StartSpec};
 use crate::safefs::{self, FileTree, RelPath};
@@ -231,6 +231,8 @@ async fn transition(
         store::workspaces::transition(&svc.db, id, from, to, cause).await?
     };
     if moved {
+        // Whatever event follows, no replica's routing table keeps the old status or URL.
+        svc.events.invalidate(Invalidation::Workspace(id));
         let old = old.map_or("?", Status::as_str);
         tracing::info!(workspace_id = %id, ?cause, "workspace {old} -> {to}");
     }

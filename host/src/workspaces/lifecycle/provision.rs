@@ -45,6 +45,7 @@ pub(super) async fn provision(
             if let Err(err) = store::workspaces::set_url(&svc.db, id, Some(&url)).await {
                 tracing::error!(workspace_id = %id, error = ?err, "storing the agent url");
             }
+            svc.events.invalidate(Invalidation::Workspace(id));
             // Removed while starting: take the agent down again.
             if let Ok(Some(now)) = store::workspaces::get(&svc.db, id).await
                 && now.status == Status::Removed
@@ -170,6 +171,8 @@ pub(super) async fn start_agent(
     }
 
     store::tokens::revoke_rotated_workspace_tokens(&svc.db, id).await?;
+    // The previous agent's token stops working on every replica now.
+    svc.events.invalidate(Invalidation::Workspace(id));
     let token = crate::auth::issue_workspace_token(&svc.db, id, crate::auth::Lifetime::Rotated)
         .await?
         .ok_or_else(|| ProvisionError {
@@ -199,6 +202,7 @@ pub(super) async fn start_agent(
         spec.port = crate::runtime::free_loopback_port()?;
         let url = format!("http://127.0.0.1:{}", spec.port);
         store::workspaces::set_url(&svc.db, id, Some(&url)).await?;
+        svc.events.invalidate(Invalidation::Workspace(id));
         match runtime.start(&spec).await {
             Ok(started) => return Ok(started.url),
             Err(RuntimeError::Failed(message)) if attempt < 2 && is_port_taken(&message) => {
