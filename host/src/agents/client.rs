@@ -358,7 +358,7 @@ pub async fn send(svc: &Services, call: Call) -> Result<Sent, ProxyError> {
     let alive = svc.events.signs_of_life(target.id);
     let forwarded = forward::forward(svc.a2a.client(), &url, payload, timeouts, alive).await;
     let outcome = settle(svc, &call, &target, forwarded).await;
-    record(svc, &call, &target, &outcome).await;
+    record(svc, call, &target, &outcome).await;
     outcome
 }
 
@@ -475,7 +475,7 @@ async fn url_allowed(svc: &Services, target: &WorkspaceRow, url: &str) -> bool {
 /// and, for the canvas, broadcasts the answer (`A2A_RESPONSE`).
 async fn record(
     svc: &Services,
-    call: &Call,
+    call: Call,
     target: &WorkspaceRow,
     outcome: &Result<Sent, ProxyError>,
 ) {
@@ -495,7 +495,8 @@ async fn record(
         }
         _ => format!("{} → {}", call.message.method, target.name),
     });
-    row.request_body = Some(call.message.body.clone());
+    // The call ends here: its body moves into the row instead of being copied.
+    row.request_body = Some(call.message.body);
     match outcome {
         Ok(Sent::Delivered(delivery)) => {
             row.response_body = delivery.stored_body();

@@ -121,9 +121,9 @@ impl Cache for LiveTokens {
         inner.generation = inner.generation.wrapping_add(1);
         match what {
             Invalidation::Token(id) => inner.entries.retain(|_, e| e.holder.token() != id),
-            Invalidation::Workspace(id) => inner.entries.retain(|_, e| {
-                !matches!(e.holder, Holder::Workspace { workspace, .. } if workspace == id)
-            }),
+            Invalidation::Workspace(id) => inner.entries.retain(
+                |_, e| !matches!(e.holder, Holder::Workspace { workspace, .. } if workspace == id),
+            ),
             Invalidation::All => inner.entries.clear(),
         }
     }

@@ -344,20 +344,19 @@ impl Guard {
     /// Reads the token `hashed` from the database, and holds it in memory when it is live.
     async fn read_token(&self, hashed: [u8; 32]) -> Result<Option<live::Holder>, AuthError> {
         let generation = self.live.generation();
-        let (holder, expires_at) =
-            if let Some(token) = store::tokens::org_token(&self.db, &hashed).await? {
-                (live::Holder::Org { token }, None)
-            } else if let Some(token) =
-                store::tokens::workspace_for_token(&self.db, &hashed).await?
-            {
-                let holder = live::Holder::Workspace {
-                    token: token.id,
-                    workspace: token.workspace_id,
-                };
-                (holder, token.expires_at)
-            } else {
-                return Ok(None);
+        let (holder, expires_at) = if let Some(token) =
+            store::tokens::org_token(&self.db, &hashed).await?
+        {
+            (live::Holder::Org { token }, None)
+        } else if let Some(token) = store::tokens::workspace_for_token(&self.db, &hashed).await? {
+            let holder = live::Holder::Workspace {
+                token: token.id,
+                workspace: token.workspace_id,
             };
+            (holder, token.expires_at)
+        } else {
+            return Ok(None);
+        };
         self.live.keep(hashed, holder, expires_at, generation);
         Ok(Some(holder))
     }

@@ -7,8 +7,10 @@ use crate::services::Services;
 use crate::store::{self, StoreError, activity::ActivityRow};
 
 /// Stores `row`, then broadcasts `ACTIVITY_LOGGED` with its summary fields (never its bodies).
+/// The row is durable when this returns; under load it shares a commit with others (see
+/// [`store::batch::Writer::store`]).
 pub async fn record(svc: &Services, row: &ActivityRow) -> Result<(), StoreError> {
-    store::activity::insert(&svc.db, row).await?;
+    svc.writes.store(row.clone()).await?;
     announce(svc, row);
     Ok(())
 }

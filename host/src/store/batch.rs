@@ -9,10 +9,16 @@
 //! (a read of the activity log calls it first, so a caller always reads its own writes), and
 //! [`Writer::close`] stores the rest when the host stops.
 //!
-//! What a crash can lose: a host killed with SIGKILL loses the writes still queued or in the
-//! transaction being committed, i.e. those of the last moments before the kill (one commit's
-//! worth under load, milliseconds). Everything the host must not lose (delegation state,
-//! restarts, statuses) is written synchronously and never goes through here.
+//! Activity rows that must be durable before an answer (a delegation's row, which its answer
+//! names) go through the same batches with [`Writer::store`]: the caller waits until the
+//! transaction holding its row commits and gets that row's own result, so under load they share
+//! commits too, and a row that fails (a duplicate idempotency key) fails only its own caller.
+//!
+//! What a crash can lose: a host killed with SIGKILL loses the deferred writes still queued or
+//! in the transaction being committed, i.e. those of the last moments before the kill (one
+//! commit's worth under load, milliseconds). Nothing [`Writer::store`] answered for is lost,
+//! and everything else the host must not lose (delegation state changes, restarts, statuses) is
+//! written synchronously and never goes through here.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -23,7 +29,7 @@ use tokio::task::JoinHandle;
 use uuid::Uuid;
 
 use super::activity::{self, ActivityRow};
-use super::{Db, StoreResult, on_db};
+use super::{Db, StoreError, StoreResult, on_db};
 
 /// The most writes one transaction stores.
 pub const MAX_BATCH: usize = 512;
@@ -45,6 +51,8 @@ pub enum Write {
 
 enum Command {
     Write(Write),
+    /// An activity row whose caller waits for it to be stored, with where its result goes.
+    Store(Box<ActivityRow>, oneshot::Sender<StoreResult<()>>),
     Flush(oneshot::Sender<()>),
     Close(oneshot::Sender<()>),
 }
@@ -52,6 +60,7 @@ enum Command {
 /// The handle callers write through; clones share one queue and one task.
 #[derive(Debug, Clone)]
 pub struct Writer {
+    db: Db,
     queue: mpsc::Sender<Command>,
     task: Arc<Mutex<Option<JoinHandle<()>>>>,
 }
@@ -60,8 +69,9 @@ impl Writer {
     /// Starts the task that stores writes into `db`.
     pub fn start(db: Db) -> Writer {
         let (queue, receiver) = mpsc::channel(QUEUE);
-        let task = tokio::spawn(run(db, receiver));
+        let task = tokio::spawn(run(db.clone(), receiver));
         Writer {
+            db,
             queue,
             task: Arc::new(Mutex::new(Some(task))),
         }
@@ -72,6 +82,23 @@ impl Writer {
     pub async fn write(&self, write: Write) {
         if self.queue.send(Command::Write(write)).await.is_err() {
             tracing::warn!("a deferred write arrived after the host stopped storing them; dropped");
+        }
+    }
+
+    /// Stores `row` in the next batch and returns once that batch committed, with this row's own
+    /// result (a constraint it breaks fails it alone). After [`Writer::close`] it is stored on
+    /// its own, still before this returns.
+    pub async fn store(&self, row: ActivityRow) -> StoreResult<()> {
+        let (done, stored) = oneshot::channel();
+        match self.queue.send(Command::Store(Box::new(row), done)).await {
+            // The task stops only with the host; its pools close with it.
+            Ok(()) => stored
+                .await
+                .unwrap_or(Err(StoreError::Database(sqlx::Error::PoolClosed))),
+            Err(mpsc::error::SendError(Command::Store(row, _))) => {
+                activity::insert(&self.db, &row).await
+            }
+            Err(_) => unreachable!("a Store command comes back as sent"),
         }
     }
 
@@ -99,6 +126,8 @@ impl Writer {
 #[derive(Debug, Default)]
 struct Batch {
     activity: Vec<ActivityRow>,
+    /// Callers waiting for rows of `activity` (by index) to be stored.
+    waiting: Vec<(usize, oneshot::Sender<StoreResult<()>>)>,
     outbound: HashMap<Uuid, DateTime<Utc>>,
     workspace_tokens: HashMap<Uuid, DateTime<Utc>>,
     org_tokens: HashMap<Uuid, DateTime<Utc>>,
@@ -149,6 +178,10 @@ async fn run(db: Db, mut receiver: mpsc::Receiver<Command>) {
         while let Some(command) = next.take() {
             match command {
                 Command::Write(write) => batch.push(write),
+                Command::Store(row, done) => {
+                    batch.waiting.push((batch.activity.len(), done));
+                    batch.push(Write::Activity(row));
+                }
                 Command::Flush(done) => {
                     answered.push(done);
                     break;
@@ -165,7 +198,7 @@ async fn run(db: Db, mut receiver: mpsc::Receiver<Command>) {
             next = receiver.try_recv().ok();
         }
         if !batch.is_empty() {
-            store(&db, &batch).await;
+            store(&db, &mut batch).await;
         }
         for done in answered {
             let _ = done.send(());
@@ -178,14 +211,28 @@ async fn run(db: Db, mut receiver: mpsc::Receiver<Command>) {
 
 /// Stores `batch` in one transaction; when that fails (a row whose workspace was deleted
 /// meanwhile, a duplicate), each write is stored on its own so one bad row loses only itself.
-async fn store(db: &Db, batch: &Batch) {
+/// Waiting callers get their row's result either way.
+async fn store(db: &Db, batch: &mut Batch) {
+    let mut waiting: HashMap<usize, oneshot::Sender<StoreResult<()>>> =
+        batch.waiting.drain(..).collect();
     let Err(err) = store_together(db, batch).await else {
+        for (_, done) in waiting {
+            let _ = done.send(Ok(()));
+        }
         return;
     };
     tracing::debug!(error = ?err, writes = batch.len, "a batch of deferred writes failed together; storing them one by one");
-    for row in &batch.activity {
-        if let Err(err) = activity::insert(db, row).await {
-            tracing::warn!(workspace_id = %row.workspace_id, activity_type = %row.activity_type, error = ?err, "recording activity failed");
+    for (index, row) in batch.activity.iter().enumerate() {
+        let stored = activity::insert(db, row).await;
+        match waiting.remove(&index) {
+            Some(done) => {
+                let _ = done.send(stored);
+            }
+            None => {
+                if let Err(err) = stored {
+                    tracing::warn!(workspace_id = %row.workspace_id, activity_type = %row.activity_type, error = ?err, "recording activity failed");
+                }
+            }
         }
     }
     for (sql, id, at) in batch.stamps() {

@@ -32,6 +32,7 @@ crate::both_backends!(
     a_restart_claim_coalesces_is_renewed_and_passes_on_only_once_expired,
     the_secret_tables_rebuild_keeps_every_row_constraint_and_cascade,
     deferred_writes_are_stored_in_order_with_stamps_coalesced_and_flush_waits_for_them,
+    stored_rows_are_durable_on_return_share_commits_and_fail_alone,
     a_bad_deferred_row_loses_only_itself,
     closing_the_writer_stores_what_is_queued_and_drops_later_writes,
     a_full_write_queue_makes_callers_wait_instead_of_growing,
@@ -1250,6 +1251,45 @@ async fn a_bad_deferred_row_loses_only_itself(db: Db) {
     writer.flush().await;
     assert_eq!(count(&db, "activity_logs", "workspace_id", id).await, 2);
     writer.close().await;
+}
+
+async fn stored_rows_are_durable_on_return_share_commits_and_fail_alone(db: Db) {
+    use super::batch::{Write, Writer};
+    let id = add(&db, "Agent", None).await;
+    let writer = Writer::start(db.clone());
+    // Deferred rows and stored ones in the same batches: each caller of `store` gets its own
+    // row's result, the duplicate key alone fails, and the others are there on return.
+    for _ in 0..300 {
+        writer
+            .write(Write::Activity(Box::new(activity(id, None))))
+            .await;
+    }
+    let keyed = |n: usize| activity(id, Some(&format!("key-{}", n % 50)));
+    let results = futures::future::join_all((0..100).map(|n| writer.store(keyed(n)))).await;
+    let failed: Vec<_> = results
+        .iter()
+        .enumerate()
+        .filter(|(_, r)| r.is_err())
+        .map(|(n, r)| (n, format!("{r:?}")))
+        .collect();
+    assert_eq!(failed.len(), 50, "{failed:?}");
+    assert!(
+        failed
+            .iter()
+            .all(|(n, e)| *n >= 50 && e.contains("Constraint")),
+        "only the second row of each key fails, as a constraint: {failed:?}"
+    );
+    assert_eq!(
+        count(&db, "activity_logs", "workspace_id", id).await,
+        350,
+        "stored before `store` returned, deferred rows of the same batches included"
+    );
+    writer.close().await;
+    writer
+        .store(activity(id, None))
+        .await
+        .expect("after close a row is stored on its own");
+    assert_eq!(count(&db, "activity_logs", "workspace_id", id).await, 351);
 }
 
 async fn closing_the_writer_stores_what_is_queued_and_drops_later_writes(db: Db) {
