@@ -17,7 +17,7 @@ use crate::events::names;
 use crate::services::Services;
 use crate::store::activity::{ActivityRow, StatusUpdate};
 use crate::store::{self, Constraint, StoreError};
-use crate::workspaces::{WorkspaceError, get_live};
+use crate::workspaces::{WorkspaceError, get_live, get_live_routed};
 
 /// The activity type of every delegation row.
 pub const ACTIVITY_TYPE: &str = "delegation";
@@ -102,8 +102,8 @@ pub async fn create(svc: &Services, req: NewDelegation) -> Result<Created, Deleg
     {
         return Err(DelegationError::Invalid("invalid idempotency_key"));
     }
-    get_live(svc, req.source).await?;
-    let target = get_live(svc, req.target)
+    get_live_routed(svc, req.source).await?;
+    let target = get_live_routed(svc, req.target)
         .await
         .map_err(|_| DelegationError::TargetNotFound)?;
     if let Some(key) = &req.idempotency_key

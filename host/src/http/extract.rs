@@ -302,13 +302,13 @@ pub async fn calling_workspace(
         Caller::Workspace(id) => {
             state.svc.guard.agent(creds, *id).await?;
             // From the routing table: this runs on every A2A call.
-            match state.svc.a2a.routes().row(&state.svc.db, *id).await? {
-                Some(row) if row.status != crate::store::workspaces::Status::Removed => {
-                    Ok(Some(*id))
-                }
-                _ => Err(ApiError::forbidden(
+            match crate::workspaces::get_live_routed(&state.svc, *id).await {
+                Ok(_) => Ok(Some(*id)),
+                Err(crate::workspaces::WorkspaceError::NotFound)
+                | Err(crate::workspaces::WorkspaceError::Removed(_)) => Err(ApiError::forbidden(
                     "the calling workspace does not exist or was removed",
                 )),
+                Err(err) => Err(err.into()),
             }
         }
         Caller::Canvas => match state.svc.guard.bearer_principal(creds).await? {

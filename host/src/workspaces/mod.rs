@@ -392,6 +392,21 @@ pub async fn get_live(svc: &Services, id: Uuid) -> Result<WorkspaceRow, Workspac
     }
 }
 
+/// [`get_live`] from the routing table ([`crate::agents::routes`]) instead of the database: for
+/// the paths every call takes (a caller's identity, a delegation's two ends).
+pub async fn get_live_routed(
+    svc: &Services,
+    id: Uuid,
+) -> Result<std::sync::Arc<WorkspaceRow>, WorkspaceError> {
+    match svc.a2a.routes().row(&svc.db, id).await? {
+        None => Err(WorkspaceError::NotFound),
+        Some(row) if row.status == Status::Removed => {
+            Err(WorkspaceError::Removed(Box::new((*row).clone())))
+        }
+        Some(row) => Ok(row),
+    }
+}
+
 /// A validated PATCH: `None` leaves the field alone.
 #[derive(Debug, Clone, Default)]
 pub struct PatchRequest {
