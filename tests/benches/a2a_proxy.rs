@@ -64,16 +64,21 @@ fn ms(micros: f64) -> String {
     format!("{:.2} ms", micros / 1000.0)
 }
 
-/// An agent that is always busy: it takes each connection and closes it at once, which the
-/// host reads as "busy" and answers by queueing the message.
+/// An agent that is always busy: it reads each request and closes the connection without an
+/// answer, which the host reads as "busy" and answers by queueing the message. (Closing before
+/// reading would make the close a reset that can race the host's write.)
 async fn busy_agent() -> String {
+    use tokio::io::AsyncReadExt as _;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("binding the busy agent");
     let url = format!("http://{}", listener.local_addr().expect("an address"));
     tokio::spawn(async move {
-        while let Ok((socket, _)) = listener.accept().await {
-            drop(socket);
+        while let Ok((mut socket, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut request = [0u8; 4096];
+                let _ = socket.read(&mut request).await;
+            });
         }
     });
     url

@@ -215,11 +215,11 @@ async fn proxy_a2a(
     };
     // The call runs in its own task: a client that disconnects does not cut off the agent or
     // the record of what it answered, and host shutdown waits for it (the A2A hub's tasks).
-    let svc = state.svc.clone();
+    let task_state = state.clone();
     let sent = state
         .svc
         .a2a
-        .spawn(async move { proxy::send(&svc, call).await })
+        .spawn(async move { proxy::send(&task_state.svc, call).await })
         .await
         .map_err(ApiError::internal)??;
     Ok(match sent {

@@ -44,9 +44,22 @@ pub use self::metrics::Metrics;
 use self::ratelimit::{KeyedLimiter, RateLimiter};
 use crate::services::Services;
 
-/// What every handler can reach. Cheap to clone: every field is shared.
+/// What every handler can reach. One shared allocation: axum clones the state for every
+/// extractor and middleware of every request, and this makes each clone one reference count
+/// instead of one per service.
 #[derive(Debug, Clone)]
-pub struct AppState {
+pub struct AppState(Arc<Shared>);
+
+impl std::ops::Deref for AppState {
+    type Target = Shared;
+    fn deref(&self) -> &Shared {
+        &self.0
+    }
+}
+
+/// What [`AppState`] shares.
+#[derive(Debug)]
+pub struct Shared {
     pub svc: Services,
     pub metrics: Arc<Metrics>,
     limiter: Arc<RateLimiter>,
@@ -67,7 +80,7 @@ impl AppState {
             governor::Quota::per_minute,
             svc.config.a2a.mcp_per_minute,
         ));
-        Ok(AppState {
+        Ok(AppState(Arc::new(Shared {
             svc,
             metrics,
             limiter,
@@ -77,7 +90,7 @@ impl AppState {
             )),
             mcp_calls,
             shutdown,
-        })
+        })))
     }
 
     /// Forgets rate-limit buckets of clients that have gone quiet.
