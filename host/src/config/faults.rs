@@ -12,6 +12,10 @@ pub struct Faults {
     pub plugin_reinstall: Option<DeliveryStep>,
     /// DNS answers for names a spec invents (agent URLs); other names use the machine's resolver.
     pub dns: DnsAnswers,
+    /// Store the secrets of an org import's `n`th new workspace (from 0) with an encryption
+    /// version the schema refuses, so the import's one transaction fails in the database after
+    /// the workspace, layout and config rows (and the secrets before them) were written.
+    pub org_import_refused_secret_at: Option<usize>,
     /// Answer 503 for this console file (`pages/tree.js`), as a dropped fetch would fail it.
     pub console_file_unavailable: Option<String>,
 }

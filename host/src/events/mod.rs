@@ -1,9 +1,11 @@
 //! The event bus: one `record_and_broadcast` path that appends to `structure_events` and fans the
 //! event out to every subscriber (WebSocket and SSE clients).
 //!
-//! Publishing never waits for subscribers. Each subscriber reads from a bounded broadcast channel;
-//! one that falls behind by more than the channel holds is dropped (its stream ends with
-//! [`Lagged`]) rather than slowing anyone else down.
+//! Publishing one event never waits for subscribers. Each subscriber reads from a bounded
+//! broadcast channel; one that falls behind by more than the channel holds is dropped (its stream
+//! ends with [`Lagged`]) rather than slowing anyone else down. A publication of many events at
+//! once (an org import's announcements) goes out in bursts, giving subscribers a bounded moment
+//! to catch up between them.
 //!
 //! Across replicas (PostgreSQL): each replica publishes to its own subscribers at once and hands
 //! the event to its notifier, which sends it, in order, as a `NOTIFY` on [`CHANNEL`]. Every
@@ -25,6 +27,7 @@ mod relay;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, OnceLock, RwLock};
+use std::time::Duration;
 
 use chrono::{DateTime, SecondsFormat, Utc};
 use serde::{Deserialize, Serialize};
@@ -38,10 +41,19 @@ pub use relay::CHANNEL;
 
 /// How many events a subscriber may fall behind before it is dropped.
 pub const SUBSCRIBER_BUFFER: usize = 256;
+/// A many-event publication ([`EventBus::record_and_broadcast_all`]) goes out in bursts of this
+/// many, each once subscribers have caught up with the one before, so a whole org import
+/// announced at once does not overrun every subscriber's buffer.
+const BURST: usize = SUBSCRIBER_BUFFER / 2;
+/// How long one publication waits for subscribers in all: past it, one that cannot keep up is
+/// dropped as lagging, as always.
+const PACING: Duration = Duration::from_secs(1);
+const PACING_STEP: Duration = Duration::from_millis(1);
 
 /// Event names the canvas and agents rely on.
 pub mod names {
     pub const WORKSPACE_PROVISIONING: &str = "WORKSPACE_PROVISIONING";
+    pub const WORKSPACE_AWAITING_AGENT: &str = "WORKSPACE_AWAITING_AGENT";
     pub const WORKSPACE_ONLINE: &str = "WORKSPACE_ONLINE";
     pub const WORKSPACE_OFFLINE: &str = "WORKSPACE_OFFLINE";
     pub const WORKSPACE_DEGRADED: &str = "WORKSPACE_DEGRADED";
@@ -280,8 +292,19 @@ impl EventBus {
     /// operation produces many events (a cascade delete announces every node it removed).
     pub async fn record_and_broadcast_all(
         &self,
-        events: Vec<(&str, Option<Uuid>, Value)>,
+        mut events: Vec<(&str, Option<Uuid>, Value)>,
     ) -> Result<(), StoreError> {
+        if events.is_empty() {
+            return Ok(());
+        }
+        if events.len() == 1
+            && let Some((event, workspace_id, payload)) = events.pop()
+        {
+            // One row needs no transaction of its own.
+            return self
+                .record_and_broadcast(event, workspace_id, payload)
+                .await;
+        }
         // One microsecond apart (the precision both databases keep), so the log's order by time
         // is the order they were announced in.
         let start = Utc::now();
@@ -299,10 +322,29 @@ impl EventBus {
             )
             .collect();
         store::events::insert_many(&self.db, &rows).await?;
-        for row in rows {
-            self.publish_recorded(row);
+        let mut paced = PACING;
+        let mut rows = rows.into_iter().peekable();
+        loop {
+            for row in rows.by_ref().take(BURST) {
+                self.publish_recorded(row);
+            }
+            if rows.peek().is_none() {
+                break;
+            }
+            paced = self.let_subscribers_catch_up(paced).await;
         }
         Ok(())
+    }
+
+    /// Waits, for at most `budget`, until subscribers have read all but a quarter of their
+    /// buffer; returns what is left of `budget`. With nobody subscribed nothing is queued and
+    /// nothing waits.
+    async fn let_subscribers_catch_up(&self, budget: Duration) -> Duration {
+        let started = tokio::time::Instant::now();
+        while self.tx.len() > SUBSCRIBER_BUFFER / 4 && started.elapsed() < budget {
+            tokio::time::sleep(PACING_STEP).await;
+        }
+        budget.saturating_sub(started.elapsed())
     }
 
     /// Publishes without recording: for high-frequency or transient events (heartbeats, chat).
@@ -415,5 +457,35 @@ mod tests {
             bus.watched.lock().unwrap().is_empty(),
             "nothing is left behind"
         );
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_publication_many_times_a_subscribers_buffer_reaches_a_subscriber_that_reads() {
+        let database = TestDatabase::create(Backend::Sqlite).await;
+        let bus = EventBus::new(database.connect().await, Uuid::new_v4());
+        let count = SUBSCRIBER_BUFFER * 8;
+        let mut subscription = bus.subscribe();
+        let reader = tokio::spawn(async move {
+            let mut read = Vec::new();
+            while read.len() < count {
+                match subscription.next().await {
+                    Ok(Some(event)) => read.push(event.payload["n"].as_u64().unwrap()),
+                    other => return Err(other.map(|_| ())),
+                }
+            }
+            Ok(read)
+        });
+
+        let events = (0..count)
+            .map(|n| (names::WORKSPACE_UPDATED, None, json!({ "n": n })))
+            .collect();
+        bus.record_and_broadcast_all(events).await.unwrap();
+
+        let read = timeout(Duration::from_secs(10), reader)
+            .await
+            .expect("the subscriber reads every event")
+            .unwrap()
+            .expect("the subscriber never lags");
+        assert_eq!(read, (0..count as u64).collect::<Vec<_>>());
     }
 }

@@ -151,7 +151,7 @@ impl From<&external::ExternalReport> for ExternalReport {
     }
 }
 
-/// What an import did. `error` is set when creation stopped part way (a 207).
+/// What an import did (its new workspaces were stored in one transaction).
 #[derive(Debug, Serialize, ToSchema)]
 struct ImportOutcome {
     org: String,
@@ -160,8 +160,6 @@ struct ImportOutcome {
     count: usize,
     created_count: usize,
     skipped_count: usize,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    error: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     reconcile_removed_count: Option<usize>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -180,7 +178,6 @@ impl From<&import::ImportOutcome> for ImportOutcome {
             count: outcome.count,
             created_count: outcome.created_count,
             skipped_count: outcome.skipped_count,
-            error: outcome.error.clone(),
             reconcile_removed_count: outcome.reconcile_removed_count,
             reconcile_errors: outcome.reconcile_errors.clone(),
             externals: outcome.externals.iter().map(Into::into).collect(),
@@ -296,7 +293,6 @@ struct ImportBody {
     request_body = ImportBody,
     responses(
         (status = 201, body = ImportOutcome),
-        (status = 207, description = "Creation stopped part way (`error` says why)", body = ImportOutcome),
         (status = 400, description = "No source, invalid mode, directory or template", body = ImportRefused),
         (status = 403, description = "An external source was refused", body = ImportRefused),
         (status = 404, description = "No such template directory", body = ErrorBody),
@@ -325,10 +321,8 @@ async fn import_org(
         _ => return Err(OrgError::NoSource.into()),
     };
     let outcome = import::import(&state.svc, import::ImportRequest { source, mode }).await?;
-    let status = if outcome.error.is_some() {
-        StatusCode::MULTI_STATUS
-    } else {
-        StatusCode::CREATED
-    };
-    Ok((status, axum::Json(ImportOutcome::from(&outcome))))
+    Ok((
+        StatusCode::CREATED,
+        axum::Json(ImportOutcome::from(&outcome)),
+    ))
 }

@@ -1,7 +1,8 @@
-//! `POST /org/import`: load → plan → env preflight → create depth first (existing workspaces are
-//! kept) → provision → in `reconcile` mode remove same-named workspaces the template no longer
-//! places → `org.import.started` paired with exactly one `org.import.completed` or
-//! `org.import.failed` in `structure_events`.
+//! `POST /org/import`: load → plan → env preflight → place (existing workspaces are kept, the new
+//! ones prepared in memory and stored in one transaction) → announce and provision after the
+//! commit → in `reconcile` mode remove same-named workspaces the template no longer places →
+//! `org.import.started` paired with exactly one `org.import.completed` or `org.import.failed` in
+//! `structure_events`.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -17,7 +18,7 @@ use super::template::{self, OrgTemplate};
 use super::{OrgError, RootDir, load_dir, open_org_dir};
 use crate::services::Services;
 use crate::store::{self, events::EventRow};
-use crate::workspaces::{self, WorkspaceError};
+use crate::workspaces::{self, Status, WorkspaceError};
 
 /// What to do with workspaces the template no longer places.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -65,7 +66,8 @@ pub struct ImportedWorkspace {
     pub plugins_missing: Vec<String>,
 }
 
-/// What an import did. `error` is set when creation stopped part way (a 207).
+/// What an import did. Its workspaces were stored in one transaction: an import that fails
+/// returns an error and leaves none of them.
 #[derive(Debug, Clone)]
 pub struct ImportOutcome {
     pub org: String,
@@ -74,7 +76,6 @@ pub struct ImportOutcome {
     pub count: usize,
     pub created_count: usize,
     pub skipped_count: usize,
-    pub error: Option<String>,
     pub reconcile_removed_count: Option<usize>,
     pub reconcile_errors: Option<Vec<String>>,
     pub externals: Vec<ExternalReport>,
@@ -135,14 +136,7 @@ async fn run(svc: &Services, req: ImportRequest) -> Result<ImportOutcome, OrgErr
                 "reconcile_errors".into(),
                 json!(outcome.reconcile_errors.clone().unwrap_or_default()),
             );
-            let kind = match &outcome.error {
-                None => COMPLETED,
-                Some(error) => {
-                    fields.insert("errors".into(), json!([error]));
-                    FAILED
-                }
-            };
-            record(svc, kind, payload).await;
+            record(svc, COMPLETED, payload).await;
             tracing::info!(template = %outcome.org, created = outcome.created_count, skipped = outcome.skipped_count, duration_ms, "org import finished");
             Ok(outcome)
         }
@@ -262,6 +256,14 @@ async fn execute(
     }
     preflight(svc, template, &plan).await?;
 
+    let mut plan = plan;
+    for planned in &mut plan.workspaces {
+        if let Some(Value::Object(org)) = planned.request.config.get_mut("org") {
+            org.insert("dir".to_owned(), json!(origin.dir));
+        }
+    }
+    let placements = place(svc, &plan).await?;
+
     let mut outcome = ImportOutcome {
         org: template.name.clone(),
         mode,
@@ -269,54 +271,46 @@ async fn execute(
         count: 0,
         created_count: 0,
         skipped_count: 0,
-        error: None,
         reconcile_removed_count: None,
         reconcile_errors: None,
         externals: Vec::new(),
         duration_ms: 0,
     };
-    let mut ids: Vec<Option<Uuid>> = Vec::with_capacity(plan.workspaces.len());
-    for planned in plan.workspaces {
-        let parent_id = planned.parent.and_then(|p| ids.get(p).copied().flatten());
-        let mut request = planned.request;
-        request.parent_id = parent_id;
-        if let Some(Value::Object(org)) = request.config.get_mut("org") {
-            org.insert("dir".to_owned(), json!(origin.dir));
-        }
-        let name = request.name.clone();
-        let tier = request.tier;
-        match place(svc, request).await {
-            Ok((id, status, skipped)) => {
-                ids.push(Some(id));
-                if skipped {
-                    outcome.skipped_count += 1;
-                    tracing::info!(workspace_id = %id, name, "provision.skip_existing");
-                } else {
-                    outcome.created_count += 1;
-                }
+    let mut created = Vec::new();
+    for (planned, placement) in plan.workspaces.into_iter().zip(placements) {
+        let request = planned.request;
+        match placement {
+            Placement::Kept { id, status } => {
+                outcome.skipped_count += 1;
+                tracing::info!(workspace_id = %id, name = request.name, "provision.skip_existing");
                 outcome.workspaces.push(ImportedWorkspace {
                     id,
-                    name,
-                    tier,
-                    status,
-                    skipped,
-                    plugins_missing: if skipped {
-                        Vec::new()
-                    } else {
-                        planned.plugins_missing
-                    },
+                    name: request.name,
+                    tier: request.tier,
+                    status: status.to_string(),
+                    skipped: true,
+                    plugins_missing: Vec::new(),
                 });
             }
-            Err(err) => {
-                tracing::warn!(name, error = %err, "org import stopped at a workspace");
-                outcome.error = Some(format!("workspace {name:?}: {}", public_error(&err)));
-                break;
+            Placement::Created(prepared) => {
+                outcome.created_count += 1;
+                outcome.workspaces.push(ImportedWorkspace {
+                    id: prepared.row.id,
+                    name: request.name,
+                    tier: request.tier,
+                    status: prepared.row.status.as_str().to_owned(),
+                    skipped: false,
+                    plugins_missing: planned.plugins_missing,
+                });
+                created.push((*prepared, request.seed_files));
             }
         }
     }
     outcome.count = outcome.workspaces.len();
+    // Everything is stored: announce it in creation order, then start the provisions.
+    workspaces::announce(svc, created).await;
 
-    if mode == Mode::Reconcile && outcome.error.is_none() {
+    if mode == Mode::Reconcile {
         let (removed, errors) = reconcile(svc, template, origin, &outcome).await?;
         outcome.reconcile_removed_count = Some(removed);
         outcome.reconcile_errors = Some(errors);
@@ -324,35 +318,128 @@ async fn execute(
     Ok(outcome)
 }
 
+/// Where a planned workspace ends up.
+enum Placement {
+    /// A live workspace with the same parent and name was already there (or earlier in the same
+    /// template): kept as it is.
+    Kept { id: Uuid, status: Status },
+    /// New, stored by this import.
+    Created(Box<workspaces::Prepared>),
+}
+
+impl Placement {
+    fn id(&self) -> Uuid {
+        match self {
+            Placement::Kept { id, .. } => *id,
+            Placement::Created(prepared) => prepared.row.id,
+        }
+    }
+}
+
+/// How often placing is tried in all when another import stores some of the same workspaces
+/// between this one's read and its write.
+const PLACE_ATTEMPTS: usize = 5;
+
+/// Places every planned workspace: one read of the live workspaces bearing the template's
+/// names, the new ones prepared in memory (ids, sealed secrets, rows, parents), then all of them
+/// stored in one transaction. An import that stored one of the same places first makes that
+/// transaction fail on the sibling-name index; placing is then done again and keeps it.
+async fn place(svc: &Services, plan: &Plan) -> Result<Vec<Placement>, OrgError> {
+    let mut names: Vec<&str> = plan
+        .workspaces
+        .iter()
+        .map(|w| w.request.name.as_str())
+        .collect();
+    names.sort_unstable();
+    names.dedup();
+    let mut attempt = 1;
+    loop {
+        let live = store::workspaces::live_named(&svc.db, &names).await?;
+        let mut placements = resolve(svc, plan, live).await?;
+        if let Some(n) = svc.config.faults.org_import_refused_secret_at {
+            refuse_secrets_of(&mut placements, n);
+        }
+        let new: Vec<&workspaces::Prepared> = placements
+            .iter()
+            .filter_map(|p| match p {
+                Placement::Created(prepared) => Some(&**prepared),
+                Placement::Kept { .. } => None,
+            })
+            .collect();
+        match workspaces::store_many(svc, &new).await {
+            Ok(()) => return Ok(placements),
+            Err(WorkspaceError::NameTaken | WorkspaceError::ParentNotFound)
+                if attempt < PLACE_ATTEMPTS =>
+            {
+                tracing::info!(
+                    attempt,
+                    "another import changed the places this one fills; placing again"
+                );
+                attempt += 1;
+            }
+            Err(WorkspaceError::Store(err)) => return Err(OrgError::Store(err)),
+            Err(other) => {
+                return Err(OrgError::Invalid(format!(
+                    "the workspaces could not be placed: {other}"
+                )));
+            }
+        }
+    }
+}
+
+/// Matches the plan against the live workspaces (`live`) by parent and name, parents first, and
+/// prepares each workspace that is not there yet under its parent's id.
+async fn resolve(
+    svc: &Services,
+    plan: &Plan,
+    live: Vec<store::workspaces::LiveName>,
+) -> Result<Vec<Placement>, OrgError> {
+    let mut at: HashMap<(Option<Uuid>, String), (Uuid, Status)> = live
+        .into_iter()
+        .map(|row| ((row.parent_id, row.name), (row.id, row.status)))
+        .collect();
+    let mut placements: Vec<Placement> = Vec::with_capacity(plan.workspaces.len());
+    for planned in &plan.workspaces {
+        let parent_id = planned.parent.map(|p| placements[p].id());
+        let key = (parent_id, planned.request.name.clone());
+        if let Some(&(id, status)) = at.get(&key) {
+            placements.push(Placement::Kept { id, status });
+            continue;
+        }
+        let mut prepared =
+            workspaces::prepare(svc, &planned.request)
+                .await
+                .map_err(|err| match err {
+                    WorkspaceError::Store(err) => OrgError::Store(err),
+                    other => OrgError::Invalid(format!("workspace {:?}: {other}", key.1)),
+                })?;
+        prepared.row.parent_id = parent_id;
+        at.insert(key, (prepared.row.id, prepared.row.status));
+        placements.push(Placement::Created(Box::new(prepared)));
+    }
+    Ok(placements)
+}
+
+/// The test-only fault [`crate::config::Faults::org_import_refused_secret_at`]: the secrets of
+/// the `n`th new workspace carry an encryption version the schema refuses.
+fn refuse_secrets_of(placements: &mut [Placement], n: usize) {
+    let prepared = placements
+        .iter_mut()
+        .filter_map(|p| match p {
+            Placement::Created(prepared) => Some(prepared),
+            Placement::Kept { .. } => None,
+        })
+        .nth(n);
+    for secret in prepared.into_iter().flat_map(|p| p.secrets.iter_mut()) {
+        secret.version = -1;
+    }
+}
+
 /// A creation error as the caller may see it (store details stay in the log).
 fn public_error(err: &WorkspaceError) -> String {
     match err {
         WorkspaceError::Store(_) => "internal error".to_owned(),
         other => other.to_string(),
-    }
-}
-
-/// Creates the workspace, or finds the live one already at its place (same parent and name):
-/// `(id, status, skipped)`.
-async fn place(
-    svc: &Services,
-    request: workspaces::CreateRequest,
-) -> Result<(Uuid, String, bool), WorkspaceError> {
-    let parent = request.parent_id;
-    let name = request.name.clone();
-    if let Some(existing) = store::workspaces::live_child_named(&svc.db, parent, &name).await? {
-        return Ok((existing.id, existing.status.to_string(), true));
-    }
-    match workspaces::create(svc, request).await {
-        Ok(created) => Ok((created.id, created.status.as_str().to_owned(), false)),
-        // A concurrent import created it between the lookup and the insert.
-        Err(WorkspaceError::NameTaken) => {
-            match store::workspaces::live_child_named(&svc.db, parent, &name).await? {
-                Some(existing) => Ok((existing.id, existing.status.to_string(), true)),
-                None => Err(WorkspaceError::NameTaken),
-            }
-        }
-        Err(err) => Err(err),
     }
 }
 

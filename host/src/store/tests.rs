@@ -36,6 +36,7 @@ crate::both_backends!(
     a_bad_deferred_row_loses_only_itself,
     closing_the_writer_stores_what_is_queued_and_drops_later_writes,
     a_full_write_queue_makes_callers_wait_instead_of_growing,
+    a_batch_larger_than_one_statement_lands_whole_or_not_at_all,
 );
 
 fn workspace(name: &str, parent: Option<Uuid>) -> NewWorkspace {
@@ -1369,4 +1370,79 @@ async fn a_full_write_queue_makes_callers_wait_instead_of_growing(db: Db) {
         "every write, the waiting one included, is stored"
     );
     writer.close().await;
+}
+
+/// More workspaces than one statement binds (15 values each, 32,000 at most): the batch is
+/// split into several statements per table, in one transaction.
+async fn a_batch_larger_than_one_statement_lands_whole_or_not_at_all(db: Db) {
+    use super::workspaces::{BatchItem, NewToken, insert_many};
+    let root = workspace("root", None);
+    let mut rows = vec![root.clone()];
+    rows.extend((0..2_500).map(|n| workspace(&format!("w{n}"), Some(root.id))));
+    let config = json!({ "org": { "template": "big" } });
+    let secrets = vec![SealedSecret {
+        key: "SHARED".to_owned(),
+        ciphertext: b"org".to_vec(),
+        version: 0,
+    }];
+    let tokens: Vec<NewToken> = rows
+        .iter()
+        .map(|row| NewToken {
+            id: Uuid::new_v4(),
+            hash: *row.id.as_bytes().repeat(2).first_chunk().unwrap(),
+            prefix: "prefix00".to_owned(),
+        })
+        .collect();
+    let items: Vec<BatchItem<'_>> = rows
+        .iter()
+        .zip(&tokens)
+        .map(|(row, token)| BatchItem {
+            row,
+            config: &config,
+            secrets: &secrets,
+            token: Some(token),
+        })
+        .collect();
+
+    // A sibling name taken by the last row fails everything, the rows before it included.
+    let mut taken = items.clone();
+    let twin = NewWorkspace {
+        id: Uuid::new_v4(),
+        ..workspace("w0", Some(root.id))
+    };
+    let twin_token = NewToken {
+        id: Uuid::new_v4(),
+        hash: [7; 32],
+        prefix: "twin0000".to_owned(),
+    };
+    taken.push(BatchItem {
+        row: &twin,
+        config: &config,
+        secrets: &[],
+        token: Some(&twin_token),
+    });
+    assert_constraint(
+        insert_many(&db, &taken).await,
+        Constraint::WorkspaceNameTaken,
+    );
+    let tables = [
+        "workspaces",
+        "canvas_layouts",
+        "workspace_config",
+        "workspace_secrets",
+        "workspace_auth_tokens",
+    ];
+    for table in tables {
+        let sql = format!("SELECT COUNT(*) FROM {table}");
+        let n: i64 = on_db!(&db, pool => sqlx::query_scalar(&sql).fetch_one(pool).await.unwrap());
+        assert_eq!(n, 0, "{table} after the failed batch");
+    }
+
+    insert_many(&db, &items).await.expect("the batch");
+    for table in tables {
+        let sql = format!("SELECT COUNT(*) FROM {table}");
+        let n: i64 = on_db!(&db, pool => sqlx::query_scalar(&sql).fetch_one(pool).await.unwrap());
+        assert_eq!(n, 2_501, "{table}");
+    }
+    assert_eq!(count(&db, "workspaces", "parent_id", root.id).await, 2_500);
 }

@@ -162,6 +162,151 @@ async fn insert_rows(
     })
 }
 
+/// The most values one batch statement binds: below SQLite's limit of 32,766 variables (the
+/// bundled SQLite is 3.46) and PostgreSQL's 65,535 parameters.
+const MAX_BINDS: usize = 32_000;
+
+/// A workspace token stored with a batch (the hash and prefix of a freshly minted token).
+#[derive(Debug, Clone)]
+pub struct NewToken {
+    pub id: Uuid,
+    pub hash: [u8; 32],
+    pub prefix: String,
+}
+
+/// One workspace of [`insert_many`]: what [`insert`] stores for it, plus an optional token.
+#[derive(Debug, Clone, Copy)]
+pub struct BatchItem<'a> {
+    pub row: &'a NewWorkspace,
+    pub config: &'a Value,
+    pub secrets: &'a [SealedSecret],
+    pub token: Option<&'a NewToken>,
+}
+
+/// Inserts many workspaces with their layouts, config rows, secrets and tokens in one
+/// transaction, a few multi-row statements per table: either every row exists afterwards or
+/// none does. Parents must come before their children (rows may point at rows earlier in the
+/// batch); a live sibling name already taken fails the whole batch with
+/// [`Constraint::WorkspaceNameTaken`].
+pub async fn insert_many(db: &Db, items: &[BatchItem<'_>]) -> StoreResult<()> {
+    insert_many_rows(db, items).await.map_err(parent_missing)
+}
+
+async fn insert_many_rows(db: &Db, items: &[BatchItem<'_>]) -> StoreResult<()> {
+    if items.is_empty() {
+        return Ok(());
+    }
+    let now = Utc::now();
+    let secrets: Vec<(Uuid, &SealedSecret)> = items
+        .iter()
+        .flat_map(|item| item.secrets.iter().map(|s| (item.row.id, s)))
+        .collect();
+    let tokens: Vec<(Uuid, &NewToken)> = items
+        .iter()
+        .filter_map(|item| item.token.map(|t| (item.row.id, t)))
+        .collect();
+    let begin = db.begin_write_sql();
+    on_db!(db, pool => {
+        let mut tx = pool.begin_with(begin).await?;
+        // Statements differ in their row count, so none is kept in the statement cache.
+        for chunk in items.chunks(MAX_BINDS / 15) {
+            let mut q = QueryBuilder::new(
+                "INSERT INTO workspaces (id, name, role, tier, status, runtime, url, parent_id, workspace_dir,
+                    workspace_access, budget_limit, max_concurrent_tasks, awareness_namespace, created_at, updated_at) ",
+            );
+            q.push_values(chunk, |mut b, item| {
+                let ws = item.row;
+                b.push_bind(ws.id)
+                    .push_bind(&ws.name)
+                    .push_bind(&ws.role)
+                    .push_bind(ws.tier)
+                    .push_bind(ws.status)
+                    .push_bind(&ws.runtime)
+                    .push_bind(&ws.url)
+                    .push_bind(ws.parent_id)
+                    .push_bind(&ws.workspace_dir)
+                    .push_bind(&ws.workspace_access)
+                    .push_bind(ws.budget_limit)
+                    .push_bind(ws.max_concurrent_tasks)
+                    .push_bind(format!("workspace:{}", ws.id))
+                    .push_bind(now)
+                    .push_bind(now);
+            });
+            q.build().persistent(false).execute(&mut *tx).await?;
+        }
+        for chunk in items.chunks(MAX_BINDS / 3) {
+            let mut q = QueryBuilder::new("INSERT INTO canvas_layouts (workspace_id, x, y, collapsed) ");
+            q.push_values(chunk, |mut b, item| {
+                b.push_bind(item.row.id).push_bind(item.row.x).push_bind(item.row.y).push("FALSE");
+            });
+            q.build().persistent(false).execute(&mut *tx).await?;
+        }
+        for chunk in items.chunks(MAX_BINDS / 3) {
+            let mut q = QueryBuilder::new("INSERT INTO workspace_config (workspace_id, data, updated_at) ");
+            q.push_values(chunk, |mut b, item| {
+                b.push_bind(item.row.id).push_bind(Json(item.config)).push_bind(now);
+            });
+            q.build().persistent(false).execute(&mut *tx).await?;
+        }
+        for chunk in secrets.chunks(MAX_BINDS / 7) {
+            let mut q = QueryBuilder::new(
+                "INSERT INTO workspace_secrets (id, workspace_id, key, encrypted_value, encryption_version, created_at, updated_at) ",
+            );
+            q.push_values(chunk, |mut b, (workspace, secret)| {
+                b.push_bind(Uuid::new_v4())
+                    .push_bind(*workspace)
+                    .push_bind(&secret.key)
+                    .push_bind(&secret.ciphertext)
+                    .push_bind(secret.version)
+                    .push_bind(now)
+                    .push_bind(now);
+            });
+            q.build().persistent(false).execute(&mut *tx).await?;
+        }
+        for chunk in tokens.chunks(MAX_BINDS / 5) {
+            let mut q = QueryBuilder::new(
+                "INSERT INTO workspace_auth_tokens (id, workspace_id, token_hash, prefix, created_at) ",
+            );
+            q.push_values(chunk, |mut b, (workspace, token)| {
+                b.push_bind(token.id)
+                    .push_bind(*workspace)
+                    .push_bind(&token.hash[..])
+                    .push_bind(&token.prefix)
+                    .push_bind(now);
+            });
+            q.build().persistent(false).execute(&mut *tx).await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    })
+}
+
+/// A live workspace as the org import matches it: by parent and name.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct LiveName {
+    pub id: Uuid,
+    pub parent_id: Option<Uuid>,
+    pub name: String,
+    pub status: Status,
+}
+
+/// The live workspaces called any of `names`, wherever they are in the tree.
+pub async fn live_named(db: &Db, names: &[&str]) -> StoreResult<Vec<LiveName>> {
+    on_db_read!(db, pool => {
+        let mut out = Vec::new();
+        for chunk in names.chunks(ID_CHUNK) {
+            let mut q = QueryBuilder::new(
+                "SELECT id, parent_id, name, status FROM workspaces WHERE status <> 'removed' AND name IN (",
+            );
+            let mut list = q.separated(", ");
+            for name in chunk { list.push_bind(*name); }
+            q.push(")");
+            out.extend(q.build_query_as::<LiveName>().persistent(false).fetch_all(pool).await?);
+        }
+        Ok(out)
+    })
+}
+
 /// In `insert` and `update` the only workspace reference the input can break is the parent
 /// (the other rows written point at the row being written). SQLite does not name the foreign
 /// key that failed, so the store reports it as a missing workspace; here it is the parent.

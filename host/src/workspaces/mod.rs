@@ -238,10 +238,25 @@ pub fn check(req: &CreateRequest) -> Result<String, WorkspaceError> {
     Ok(access)
 }
 
-/// Creates a workspace with its layout, config row and initial secrets in one transaction, then
-/// announces it. A name already used by a live sibling gets a numbered suffix.
-pub async fn create(svc: &Services, req: CreateRequest) -> Result<Created, WorkspaceError> {
-    let access = check(&req)?;
+/// A workspace ready to be stored: checked, its id chosen and its secrets sealed for that id.
+#[derive(Debug, Clone)]
+pub struct Prepared {
+    /// The row; a caller placing it in a tree may still set `parent_id` (and `name`).
+    pub row: store::workspaces::NewWorkspace,
+    pub secrets: Vec<store::workspaces::SealedSecret>,
+    pub config: Value,
+    pub access: String,
+    pub external: bool,
+    model: Option<String>,
+    announce_xy: Option<(f64, f64)>,
+}
+
+/// Everything [`create`] does before it writes: the checks, the parent check when the request
+/// names a parent, the external URL check, the id, the sealed secrets and the row. A caller that
+/// creates many workspaces at once prepares them all, stores them with [`store_many`] and then
+/// calls [`announce`].
+pub async fn prepare(svc: &Services, req: &CreateRequest) -> Result<Prepared, WorkspaceError> {
+    let access = check(req)?;
     if let Some(dir) = &req.workspace_dir {
         check_workspace_dir_against_host(dir, &svc.config.data_dir)?;
     }
@@ -298,89 +313,159 @@ pub async fn create(svc: &Services, req: CreateRequest) -> Result<Created, Works
     if let Some(template) = &req.template {
         config.insert("template".to_owned(), json!(template));
     }
-    let config = Value::Object(config);
+    Ok(Prepared {
+        row: store::workspaces::NewWorkspace {
+            id,
+            name: req.name.trim().to_owned(),
+            role: req.role.clone(),
+            tier,
+            status,
+            runtime,
+            url: if external { req.url.clone() } else { None },
+            parent_id: req.parent_id,
+            workspace_dir: req.workspace_dir.clone(),
+            workspace_access: access.clone(),
+            budget_limit: req.budget_limit,
+            max_concurrent_tasks: req.max_concurrent_tasks.clamp(1, i32::MAX as i64) as i32,
+            x,
+            y,
+        },
+        secrets: sealed,
+        config: Value::Object(config),
+        access,
+        external,
+        model: req.model.clone(),
+        announce_xy: req.announce_xy,
+    })
+}
 
-    let mut new = store::workspaces::NewWorkspace {
-        id,
-        name: req.name.trim().to_owned(),
-        role: req.role.clone(),
-        tier,
-        status,
-        runtime: runtime.clone(),
-        url: if external { req.url.clone() } else { None },
-        parent_id: req.parent_id,
-        workspace_dir: req.workspace_dir.clone(),
-        workspace_access: access.clone(),
-        budget_limit: req.budget_limit,
-        max_concurrent_tasks: req.max_concurrent_tasks.clamp(1, i32::MAX as i64) as i32,
-        x,
-        y,
-    };
-    let base_name = new.name.clone();
+/// Whether the host hands this workspace its credential at creation: its agent is not one the
+/// host starts itself (external, or no runtime here), so nothing is ever open to whoever
+/// registers first. Managed agents get theirs in `/configs/.auth_token` at provision.
+fn gets_token_at_creation(svc: &Services, prepared: &Prepared) -> bool {
+    prepared.external || svc.lifecycle.runtime().is_none()
+}
+
+/// Creates a workspace with its layout, config row and initial secrets in one transaction, then
+/// announces it. A name already used by a live sibling gets a numbered suffix.
+pub async fn create(svc: &Services, req: CreateRequest) -> Result<Created, WorkspaceError> {
+    let mut prepared = prepare(svc, &req).await?;
+    let base_name = prepared.row.name.clone();
     let mut attempt = 1;
     loop {
-        match store::workspaces::insert(&svc.db, &new, &sealed, &config).await {
+        match store::workspaces::insert(&svc.db, &prepared.row, &prepared.secrets, &prepared.config)
+            .await
+        {
             Ok(()) => break,
             Err(StoreError::Constraint(Constraint::WorkspaceNameTaken))
                 if attempt < NAME_ATTEMPTS && !req.unique_name =>
             {
                 attempt += 1;
-                new.name = format!("{base_name} ({attempt})");
+                prepared.row.name = format!("{base_name} ({attempt})");
             }
             Err(err) => return Err(WorkspaceError::from_constraint(err)),
         }
     }
 
-    // A workspace whose agent the host does not start itself (external, or no runtime here)
-    // gets its credential now, once, in the creation answer: nothing is ever open to whoever
-    // registers first. Managed agents get theirs in `/configs/.auth_token` at provision.
-    let auth_token = if external || svc.lifecycle.runtime().is_none() {
+    let id = prepared.row.id;
+    let auth_token = if gets_token_at_creation(svc, &prepared) {
         crate::auth::issue_workspace_token(&svc.db, id, crate::auth::Lifetime::Rotated)
             .await?
             .map(|t| t.plaintext)
     } else {
         None
     };
-    match status {
-        Status::Online => {
-            svc.events
-                .emit(
-                    names::WORKSPACE_ONLINE,
-                    Some(id),
-                    json!({ "name": new.name, "external": true, "url": new.url }),
-                )
-                .await;
-        }
-        Status::AwaitingAgent => {
-            svc.events
-                .emit(
-                    "WORKSPACE_AWAITING_AGENT",
-                    Some(id),
-                    json!({ "name": new.name, "external": true }),
-                )
-                .await;
-        }
-        _ => {
-            let (ax, ay) = req.announce_xy.unwrap_or((x, y));
-            svc.events
-                .emit(
-                    names::WORKSPACE_PROVISIONING,
-                    Some(id),
-                    json!({ "name": new.name, "tier": tier, "runtime": runtime, "parent_id": req.parent_id, "x": ax, "y": ay }),
-                )
-                .await;
-            lifecycle::schedule_provision(svc, id, req.model.clone(), req.seed_files);
-        }
-    }
-    tracing::info!(workspace_id = %id, status = status.as_str(), "workspace created");
-    Ok(Created {
+    let created = Created {
         id,
-        status,
+        status: prepared.row.status,
         awareness_namespace: format!("workspace:{id}"),
-        workspace_access: access,
-        external,
+        workspace_access: prepared.access.clone(),
+        external: prepared.external,
         auth_token,
-    })
+    };
+    announce(svc, vec![(prepared, req.seed_files)]).await;
+    Ok(created)
+}
+
+/// Stores many prepared workspaces (parents before children) with their layouts, config rows,
+/// secrets and, where [`create`] would issue one, a workspace token, all in one transaction:
+/// either every one of them exists afterwards or none does. Names are not suffixed: a live
+/// sibling with the same name fails the whole batch with [`WorkspaceError::NameTaken`].
+pub async fn store_many(svc: &Services, prepared: &[&Prepared]) -> Result<(), WorkspaceError> {
+    let needed = prepared
+        .iter()
+        .filter(|p| gets_token_at_creation(svc, p))
+        .count();
+    let mut minted = crate::auth::mint_workspace_tokens(&svc.db, needed)
+        .await?
+        .into_iter()
+        .map(|token| store::workspaces::NewToken {
+            id: Uuid::new_v4(),
+            hash: token.hash,
+            prefix: token.prefix,
+        });
+    let tokens: Vec<Option<store::workspaces::NewToken>> = prepared
+        .iter()
+        .map(|p| {
+            if gets_token_at_creation(svc, p) {
+                minted.next()
+            } else {
+                None
+            }
+        })
+        .collect();
+    let items: Vec<store::workspaces::BatchItem<'_>> = prepared
+        .iter()
+        .zip(&tokens)
+        .map(|(p, token)| store::workspaces::BatchItem {
+            row: &p.row,
+            config: &p.config,
+            secrets: &p.secrets,
+            token: token.as_ref(),
+        })
+        .collect();
+    store::workspaces::insert_many(&svc.db, &items)
+        .await
+        .map_err(WorkspaceError::from_constraint)
+}
+
+/// Announces workspaces just stored, in order and in one events transaction, then schedules the
+/// first provision of each one the host starts (with its seed files, when given).
+pub async fn announce(svc: &Services, created: Vec<(Prepared, Option<crate::safefs::FileTree>)>) {
+    let events = created
+        .iter()
+        .map(|(p, _)| {
+            let ws = &p.row;
+            match ws.status {
+                Status::Online => (
+                    names::WORKSPACE_ONLINE,
+                    Some(ws.id),
+                    json!({ "name": ws.name, "external": true, "url": ws.url }),
+                ),
+                Status::AwaitingAgent => (
+                    names::WORKSPACE_AWAITING_AGENT,
+                    Some(ws.id),
+                    json!({ "name": ws.name, "external": true }),
+                ),
+                _ => {
+                    let (x, y) = p.announce_xy.unwrap_or((ws.x, ws.y));
+                    (
+                        names::WORKSPACE_PROVISIONING,
+                        Some(ws.id),
+                        json!({ "name": ws.name, "tier": ws.tier, "runtime": ws.runtime, "parent_id": ws.parent_id, "x": x, "y": y }),
+                    )
+                }
+            }
+        })
+        .collect();
+    svc.events.emit_all(events).await;
+    for (prepared, seed) in created {
+        let ws = prepared.row;
+        if ws.status == Status::Provisioning {
+            lifecycle::schedule_provision(svc, ws.id, prepared.model, seed);
+        }
+        tracing::info!(workspace_id = %ws.id, status = ws.status.as_str(), "workspace created");
+    }
 }
 
 /// A live workspace, or the reason there is none.

@@ -9,6 +9,7 @@ use molecule_e2e::{
     DbBackend, Runtime, TestApp, builtin_extensions_dir, eventually, on_both_backends,
     on_both_runtimes, serve_github_from, upstream_repo, write_file,
 };
+use molecule_host::store::{Db, events};
 use serde_json::{Value, json};
 
 on_both_backends!(
@@ -20,6 +21,8 @@ on_both_backends!(
     an_inline_template_imports_but_cannot_include,
     concurrent_imports_of_one_template_create_each_workspace_once,
     an_external_comes_from_a_bare_repository_through_the_resolver_and_is_cached,
+    a_large_import_lands_whole_with_its_secrets_layouts_and_events,
+    a_failure_part_way_through_the_batch_leaves_nothing,
 );
 
 on_both_runtimes!(
@@ -600,6 +603,206 @@ async fn concurrent_imports_of_one_template_create_each_workspace_once(backend: 
     assert_eq!(live_names(&app).await, vec!["CEO", "Dev", "Eng", "Sales"]);
     assert_eq!(events_of(&app, "org.import.started").await.len(), 4);
     assert_eq!(events_of(&app, "org.import.completed").await.len(), 4);
+}
+
+/// Teams under one root, each with a files_dir `.env`, and members under every team.
+const TEAMS_OF_LARGE: usize = 12;
+const MEMBERS_OF_LARGE: usize = 24;
+const LARGE: usize = 1 + TEAMS_OF_LARGE + TEAMS_OF_LARGE * MEMBERS_OF_LARGE;
+
+/// `large/`: a 301-workspace org whose every workspace gets the org `.env` and whose teams get
+/// their own `.env` too.
+fn large(root: &Path) {
+    let mut org = String::from("name: Large\nworkspaces:\n  - name: HQ\n    children:\n");
+    for t in 0..TEAMS_OF_LARGE {
+        org.push_str(&format!(
+            "      - name: Team {t}\n        files_dir: team\n        children:\n"
+        ));
+        for m in 0..MEMBERS_OF_LARGE {
+            org.push_str(&format!("          - name: Member {t}-{m}\n"));
+        }
+    }
+    write_file(root, "large/org.yaml", &org);
+    write_file(root, "large/.env", "SHARED=org\n");
+    write_file(root, "large/team/.env", "TEAM_KEY=team\n");
+}
+
+/// Rows of `table` in the test's database.
+async fn rows_in(app: &TestApp, table: &str) -> i64 {
+    let sql = format!("SELECT COUNT(*) FROM {table}");
+    let db = Db::connect(app.database_url(), 1)
+        .await
+        .expect("opening the test database");
+    let count = match &db {
+        Db::Sqlite(sqlite) => sqlx::query_scalar(&sql).fetch_one(&sqlite.reader).await,
+        Db::Postgres(pool) => sqlx::query_scalar(&sql).fetch_one(pool).await,
+    }
+    .expect("counting rows");
+    db.close().await;
+    count
+}
+
+/// Workspaces, layouts, config rows, secrets and tokens stored.
+async fn stored_rows(app: &TestApp) -> [i64; 5] {
+    [
+        rows_in(app, "workspaces").await,
+        rows_in(app, "canvas_layouts").await,
+        rows_in(app, "workspace_config").await,
+        rows_in(app, "workspace_secrets").await,
+        rows_in(app, "workspace_auth_tokens").await,
+    ]
+}
+
+async fn a_large_import_lands_whole_with_its_secrets_layouts_and_events(backend: DbBackend) {
+    // Arrange
+    let templates = tempfile::tempdir().unwrap();
+    large(templates.path());
+    let app = spawn(backend, templates.path()).await;
+    let mut stream = app.events().await;
+
+    // Act
+    let outcome = app
+        .post("/org/import", json!({ "dir": "large" }))
+        .await
+        .expect(201);
+
+    // Assert: every row, each secret layer (the org's for all, the team's for teams) and,
+    // with no runtime here, a token each.
+    assert_eq!(outcome["created_count"], LARGE);
+    let teams = TEAMS_OF_LARGE as i64;
+    let all = LARGE as i64;
+    assert_eq!(stored_rows(&app).await, [all, all, all, all + teams, all]);
+    let rows = app.workspaces().await;
+    let by_id: std::collections::HashMap<&str, &Value> = rows
+        .iter()
+        .map(|w| (w["id"].as_str().unwrap(), w))
+        .collect();
+    for row in &rows {
+        let name = row["name"].as_str().unwrap();
+        let Some(member) = name.strip_prefix("Member ") else {
+            continue;
+        };
+        let team = member.split('-').next().unwrap();
+        let parent = by_id[row["parent_id"].as_str().expect("a parent")];
+        assert_eq!(parent["name"], format!("Team {team}"));
+        // Laid out inside its team's card.
+        assert!(
+            row["x"].as_f64() > parent["x"].as_f64(),
+            "{row} in {parent}"
+        );
+        assert!(
+            row["y"].as_f64() > parent["y"].as_f64(),
+            "{row} in {parent}"
+        );
+    }
+    let hq = by_name(&outcome, "HQ")["id"].as_str().unwrap();
+    let keys: Vec<String> = app
+        .get(&format!(
+            "/workspaces/{}/secrets",
+            by_name(&outcome, "Team 7")["id"].as_str().unwrap()
+        ))
+        .await
+        .expect(200)
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["key"].as_str().unwrap().to_owned())
+        .collect();
+    assert!(
+        keys.contains(&"SHARED".to_owned()) && keys.contains(&"TEAM_KEY".to_owned()),
+        "{keys:?}"
+    );
+
+    // One announcement each, recorded parents before children, streamed to the canvas as they
+    // were recorded, children placed relative to their parent.
+    let db = Db::connect(app.database_url(), 1)
+        .await
+        .expect("opening the test database");
+    let recorded = events::since(&db, chrono::DateTime::UNIX_EPOCH, 10_000)
+        .await
+        .expect("reading the event log");
+    db.close().await;
+    let announced: Vec<_> = recorded
+        .iter()
+        .filter(|e| e.event_type == "WORKSPACE_PROVISIONING")
+        .collect();
+    assert_eq!(announced.len(), LARGE);
+    let mut seen = std::collections::HashSet::new();
+    for event in &announced {
+        let payload = event.payload.as_ref().unwrap();
+        if let Some(parent) = payload["parent_id"].as_str() {
+            assert!(seen.contains(parent), "{payload} before its parent");
+        }
+        seen.insert(event.workspace_id.unwrap().to_string());
+    }
+    let first_team = announced
+        .iter()
+        .map(|e| e.payload.as_ref().unwrap())
+        .find(|p| p["parent_id"] == hq)
+        .unwrap();
+    assert_eq!(
+        (&first_team["x"], &first_team["y"]),
+        (&json!(16.0), &json!(130.0))
+    );
+    let mut streamed = Vec::new();
+    while streamed.len() < LARGE {
+        let frame = stream.next().await;
+        if frame["event"] == "WORKSPACE_PROVISIONING" {
+            streamed.push(frame["workspace_id"].as_str().unwrap().to_owned());
+        }
+    }
+    let in_log: Vec<String> = announced
+        .iter()
+        .map(|e| e.workspace_id.unwrap().to_string())
+        .collect();
+    assert_eq!(streamed, in_log);
+
+    // A second import keeps everything and stores nothing.
+    let second = app
+        .post("/org/import", json!({ "dir": "large" }))
+        .await
+        .expect(201);
+    assert_eq!(second["skipped_count"], LARGE);
+    assert_eq!(second["created_count"], 0);
+    assert_eq!(stored_rows(&app).await, [all, all, all, all + teams, all]);
+}
+
+async fn a_failure_part_way_through_the_batch_leaves_nothing(backend: DbBackend) {
+    // Arrange: the database refuses the secrets of the 200th new workspace, after every
+    // workspace, layout and config row (and the secrets before it) went in.
+    let templates = tempfile::tempdir().unwrap();
+    large(templates.path());
+    let dir = templates.path().to_path_buf();
+    let mut app = TestApp::spawn_with(backend, move |c| {
+        c.org.templates_dir = dir;
+        c.faults.org_import_refused_secret_at = Some(200);
+    })
+    .await;
+
+    // Act
+    let refused = app.post("/org/import", json!({ "dir": "large" })).await;
+
+    // Assert: an internal error, nothing stored, nothing announced, the failure recorded.
+    assert_eq!(refused.status, 500, "{}", refused.text);
+    assert_eq!(refused.body["error"], "internal error");
+    assert_eq!(stored_rows(&app).await, [0; 5]);
+    assert!(app.workspaces().await.is_empty());
+    assert!(events_of(&app, "WORKSPACE_PROVISIONING").await.is_empty());
+    assert_eq!(events_of(&app, "org.import.started").await.len(), 1);
+    let failed = events_of(&app, "org.import.failed").await;
+    assert_eq!(failed.len(), 1);
+    assert_eq!(failed[0]["payload"]["created_count"], 0);
+    assert_eq!(failed[0]["payload"]["errors"], json!(["database error"]));
+
+    // Nothing half-created stands in the way of the next import.
+    app.restart_with(|c| c.faults.org_import_refused_secret_at = None)
+        .await
+        .expect("the host restarts");
+    let outcome = app
+        .post("/org/import", json!({ "dir": "large" }))
+        .await
+        .expect(201);
+    assert_eq!(outcome["created_count"], LARGE);
 }
 
 async fn an_external_comes_from_a_bare_repository_through_the_resolver_and_is_cached(
