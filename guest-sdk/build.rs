@@ -8,7 +8,7 @@ use std::{env, fs};
 fn main() {
     let manifest_dir =
         PathBuf::from(env::var_os("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR"));
-    let wit_dir = manifest_dir.join("../wit/v0.1.0");
+    let wit_dir = manifest_dir.join("../wit/v0.1.1");
     let wit_dir = fs::canonicalize(&wit_dir)
         .unwrap_or_else(|e| panic!("the WIT package {} must exist: {e}", wit_dir.display()));
     let wit_dir = wit_dir.to_str().expect("the WIT path is UTF-8");
@@ -17,7 +17,7 @@ fn main() {
     let out = PathBuf::from(env::var_os("OUT_DIR").expect("cargo sets OUT_DIR"))
         .join("generate_world.rs");
     let source = format!(
-        r#"/// Expands `wit_bindgen::generate!` for one world of `molecule:plugin@0.1.0` in the caller's
+        r#"/// Expands `wit_bindgen::generate!` for one world of `molecule:plugin@0.1.1` in the caller's
 /// crate. Only the export macros use it.
 #[doc(hidden)]
 #[macro_export]

@@ -7,14 +7,14 @@
 #![allow(unsafe_code, missing_debug_implementations, clippy::all)]
 
 wit_bindgen::generate!({
-    path: "../wit/v0.1.0",
+    path: "../wit/v0.1.1",
     inline: "
         package molecule:guest-sdk;
 
         world imports {
-            import molecule:plugin/types@0.1.0;
-            import molecule:plugin/log@0.1.0;
-            import molecule:plugin/remote@0.1.0;
+            import molecule:plugin/types@0.1.1;
+            import molecule:plugin/log@0.1.1;
+            import molecule:plugin/remote@0.1.1;
         }
     ",
     world: "molecule:guest-sdk/imports",
@@ -74,15 +74,21 @@ impl From<w::FetchError> for FetchError {
     }
 }
 
+impl From<w::ChangeKind> for ChangeKind {
+    fn from(kind: w::ChangeKind) -> Self {
+        match kind {
+            w::ChangeKind::Added => ChangeKind::Added,
+            w::ChangeKind::Removed => ChangeKind::Removed,
+            w::ChangeKind::Modified => ChangeKind::Modified,
+        }
+    }
+}
+
 impl From<w::FileChange> for FileChange {
     fn from(c: w::FileChange) -> Self {
         FileChange {
             path: c.path,
-            kind: match c.kind {
-                w::ChangeKind::Added => ChangeKind::Added,
-                w::ChangeKind::Removed => ChangeKind::Removed,
-                w::ChangeKind::Modified => ChangeKind::Modified,
-            },
+            kind: c.kind.into(),
             old_digest: c.old_digest,
             new_digest: c.new_digest,
         }

@@ -13,7 +13,7 @@
 //! `$crate`), so depend on this crate under its own name.
 
 /// Exports `$ty`, an implementation of [`Classifier`](crate::Classifier), as the component's
-/// `classify` function. Call it once, at module level, in a `cdylib` crate.
+/// `classify-packed` interface (world `packed-classifier` of `molecule:plugin@0.1.1`). Call it once, at module level, in a `cdylib` crate.
 ///
 /// ```rust,standalone_crate
 /// struct MyClassifier;
@@ -30,19 +30,19 @@ macro_rules! export_classifier {
         #[doc(hidden)]
         mod __molecule_guest_classifier {
             $crate::__molecule_generate_world!({
-                world: "classifier",
+                world: "packed-classifier",
                 with: {
-                    "molecule:plugin/types@0.1.0": ::molecule_guest::__private::wit::types,
-                    "molecule:plugin/log@0.1.0": ::molecule_guest::__private::wit::log,
+                    "molecule:plugin/types@0.1.1": ::molecule_guest::__private::wit::types,
+                    "molecule:plugin/log@0.1.1": ::molecule_guest::__private::wit::log,
                 },
             });
 
             #[derive(Debug)]
             struct Export;
 
-            impl exports::molecule::plugin::classify::Guest for Export {
+            impl exports::molecule::plugin::classify_packed::Guest for Export {
                 fn classify(
-                    changes: ::std::vec::Vec<$crate::__private::wit::types::FileChange>,
+                    changes: $crate::__private::wit::types::PackedChanges,
                 ) -> $crate::__private::wit::types::Reload {
                     $crate::__private::classify::<super::__MoleculeGuestClassifier>(changes)
                 }
@@ -73,8 +73,8 @@ macro_rules! export_restart_policy {
             $crate::__molecule_generate_world!({
                 world: "restart-policy",
                 with: {
-                    "molecule:plugin/types@0.1.0": ::molecule_guest::__private::wit::types,
-                    "molecule:plugin/log@0.1.0": ::molecule_guest::__private::wit::log,
+                    "molecule:plugin/types@0.1.1": ::molecule_guest::__private::wit::types,
+                    "molecule:plugin/log@0.1.1": ::molecule_guest::__private::wit::log,
                 },
             });
 
@@ -125,9 +125,9 @@ macro_rules! export_resolver {
             $crate::__molecule_generate_world!({
                 world: "resolver",
                 with: {
-                    "molecule:plugin/types@0.1.0": ::molecule_guest::__private::wit::types,
-                    "molecule:plugin/log@0.1.0": ::molecule_guest::__private::wit::log,
-                    "molecule:plugin/remote@0.1.0": ::molecule_guest::__private::wit::remote,
+                    "molecule:plugin/types@0.1.1": ::molecule_guest::__private::wit::types,
+                    "molecule:plugin/log@0.1.1": ::molecule_guest::__private::wit::log,
+                    "molecule:plugin/remote@0.1.1": ::molecule_guest::__private::wit::remote,
                 },
             });
 

@@ -2,7 +2,7 @@
 //!
 //! Three decisions of the host live in sandboxed WebAssembly components that operators swap at
 //! runtime: **fetch resolvers**, **hot-reload classifiers** and **restart policies**. Each is a
-//! world of the WIT package `molecule:plugin@0.1.0`; this crate gives each world a Rust trait
+//! world of the WIT package `molecule:plugin@0.1.1`; this crate gives each world a Rust trait
 //! with sensible defaults and an export macro, so an extension is a plain type, one `impl` and
 //! one macro call, and never touches generated bindings.
 //!
@@ -52,13 +52,13 @@ pub mod remote;
 pub mod tree;
 
 pub use types::{
-    ChangeKind, Decision, DriftApplied, FetchError, Fetched, FileChange, PluginInstalled, Reload,
-    RemoteRef, Source, Trigger, UpdateTier, WorkspaceInfo,
+    Change, ChangeKind, Changes, Decision, DriftApplied, FetchError, Fetched, FileChange,
+    PluginInstalled, Reload, RemoteRef, Source, Trigger, UpdateTier, WorkspaceInfo,
 };
 
 /// The version of the WIT package this SDK builds against; the host reads it from the
 /// component's import and export names.
-pub const API_VERSION: &str = "0.1.0";
+pub const API_VERSION: &str = "0.1.1";
 
 /// Where a resolver writes what it fetches: the per-call staging directory, the guest's only
 /// writable preopen.
@@ -81,6 +81,13 @@ pub trait Classifier {
         Reload::cold(format!(
             "{count} changed file(s); this classifier restarts on every change"
         ))
+    }
+
+    /// What the host calls. The default copies every change into a [`FileChange`] and asks
+    /// [`Classifier::classify`]; override this one instead to read the changes where they are
+    /// (the host may send thousands, and a copy costs a few allocations each).
+    fn classify_changes(changes: Changes<'_>) -> Reload {
+        Self::classify(&changes.to_vec())
     }
 }
 
@@ -128,11 +135,10 @@ pub mod __private {
     pub use crate::bindings::molecule::plugin as wit;
     pub use wit_bindgen;
 
-    use crate::{Classifier, FileChange, Resolver, RestartPolicy, Source};
+    use crate::{Changes, Classifier, Resolver, RestartPolicy, Source};
 
-    pub fn classify<T: Classifier>(changes: Vec<wit::types::FileChange>) -> wit::types::Reload {
-        let changes: Vec<FileChange> = changes.into_iter().map(FileChange::from).collect();
-        T::classify(&changes).into()
+    pub fn classify<T: Classifier>(changes: wit::types::PackedChanges) -> wit::types::Reload {
+        T::classify_changes(Changes::packed(&changes.text, &changes.changes)).into()
     }
 
     pub fn decide<T: RestartPolicy>(

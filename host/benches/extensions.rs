@@ -5,8 +5,9 @@
 //! - compiling a component against loading its cached artefact;
 //! - swapping a slot's active version.
 //!
-//! After criterion's report a table prints the medians and the ratios. The components come from
-//! `make plugins` (`make bench` builds them).
+//! After criterion's report a table prints the medians and the ratios, then the extension call
+//! against its goals (fixed cost ≤ 15 µs, a 1,000-change classify ≤ 100 µs; ratio = measured /
+//! goal, so ≤ 1 passes). The components come from `make plugins` (`make bench` builds them).
 
 use std::path::Path;
 use std::sync::Arc;
@@ -297,6 +298,36 @@ fn summary() {
     }
     if let Some(swap) = median_ns("swap", "activate") {
         println!("{:<18} {:>14}", "swap (activate)", human(swap));
+    }
+    goals();
+}
+
+/// The extension call against issue 20's goals: what one call costs whatever it does (a trivial
+/// decide: a fresh Store and instance, the call, the drop) and a classify of 1,000 changes, each
+/// with a fresh instance, as every call of the host has.
+fn goals() {
+    println!(
+        "\nextension call (fresh instance per call) {:>10} {:>10} {:>7} {:>6}   native",
+        "measured", "goal", "ratio", ""
+    );
+    for (what, group, goal_ns) in [
+        ("fixed cost (trivial decide)", "decide", 15_000.0),
+        ("classify of 1,000 changes", "classify_1000", 100_000.0),
+    ] {
+        let (Some(measured), Some(native)) =
+            (median_ns(group, "component"), median_ns(group, "native"))
+        else {
+            continue;
+        };
+        println!(
+            "{:<40} {:>10} {:>10} {:>7.2} {:>6}   {}",
+            what,
+            human(measured),
+            format!("≤ {}", human(goal_ns)),
+            measured / goal_ns,
+            if measured <= goal_ns { "pass" } else { "FAIL" },
+            human(native)
+        );
     }
 }
 

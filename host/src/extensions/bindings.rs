@@ -35,6 +35,35 @@ pub mod resolver {
     });
 }
 
+/// Classifiers of `molecule:plugin@0.1.1`, which export `classify-packed`. Its types and the
+/// `log` import are 0.1.0's (0.1.1 only adds to them): a component's `...@0.1.1` imports link
+/// to the host's 0.1.0 definitions, which wasmtime accepts as semver-compatible.
+pub mod packed_classifier {
+    wasmtime::component::bindgen!({
+        path: "../wit/v0.1.1",
+        world: "packed-classifier",
+        with: {
+            "molecule:plugin/types": super::packed_types,
+            "molecule:plugin/log": super::classifier::molecule::plugin::log,
+        },
+    });
+}
+
+/// `molecule:plugin/types@0.1.1`: the 0.1.0 types plus the packed-change records.
+pub mod packed_types {
+    wasmtime::component::bindgen!({
+        path: "../wit/v0.1.1",
+        inline: "
+            package molecule:host-packed-types;
+            world packed-types {
+                import molecule:plugin/types@0.1.1;
+            }
+        ",
+        world: "molecule:host-packed-types/packed-types",
+    });
+    pub use molecule::plugin::types::*;
+}
+
 use classifier::molecule::plugin::types as wit;
 use resolver::molecule::plugin::remote as wit_remote;
 
@@ -51,6 +80,59 @@ impl From<&FileChange> for wit::FileChange {
             },
             old_digest: change.old_digest.clone(),
             new_digest: change.new_digest.clone(),
+        }
+    }
+}
+
+/// Packs `changes` for `classify-packed` (see `packed-changes` in `wit/v0.1.1/types.wit`):
+/// every path and digest into one text, four words per change. A list of integers crosses into
+/// the guest as one copy, where a list of records is written field by field. `None` when the
+/// text would not fit the `u32` offsets, which no guest memory (at most
+/// [`super::engine::MAX_GUEST_MEMORY`]) could hold anyway.
+pub(super) fn pack(changes: &[FileChange]) -> Option<packed_types::PackedChanges> {
+    const HAS_OLD: u32 = 1 << 8;
+    const HAS_NEW: u32 = 1 << 9;
+    let len: usize = changes
+        .iter()
+        .map(|c| {
+            c.path.len()
+                + c.old_digest.as_ref().map_or(0, String::len)
+                + c.new_digest.as_ref().map_or(0, String::len)
+        })
+        .sum();
+    u32::try_from(len).ok()?;
+    let mut text = String::with_capacity(len);
+    let mut words = Vec::with_capacity(changes.len() * 4);
+    for c in changes {
+        let mut flags = match c.kind {
+            ChangeKind::Added => 0,
+            ChangeKind::Removed => 1,
+            ChangeKind::Modified => 2,
+        };
+        text.push_str(&c.path);
+        let path_end = text.len() as u32;
+        if let Some(old) = &c.old_digest {
+            flags |= HAS_OLD;
+            text.push_str(old);
+        }
+        let old_end = text.len() as u32;
+        if let Some(new) = &c.new_digest {
+            flags |= HAS_NEW;
+            text.push_str(new);
+        }
+        words.extend([flags, path_end, old_end, text.len() as u32]);
+    }
+    Some(packed_types::PackedChanges {
+        text,
+        changes: words,
+    })
+}
+
+impl From<packed_types::Reload> for Reload {
+    fn from(reload: packed_types::Reload) -> Self {
+        match reload {
+            packed_types::Reload::Hot => Reload::Hot,
+            packed_types::Reload::Cold(reason) => Reload::Cold(reason),
         }
     }
 }

@@ -152,6 +152,8 @@ impl bindings::classifier::molecule::plugin::log::Host for HostState {
 
 impl bindings::classifier::molecule::plugin::types::Host for HostState {}
 
+impl bindings::packed_types::Host for HostState {}
+
 /// Refuses memory growth past the cap and remembers that it did, so the resulting trap can be
 /// reported as what it is.
 struct MemoryCap {
@@ -206,6 +208,8 @@ impl HostMonotonicClock for FrozenClock {
 
 enum Pre {
     Classifier(bindings::classifier::ClassifierPre<HostState>),
+    /// A classifier of 0.1.1 that exports `classify-packed`.
+    PackedClassifier(bindings::packed_classifier::PackedClassifierPre<HostState>),
     RestartPolicy(bindings::restart_policy::RestartPolicyPre<HostState>),
     Resolver(bindings::resolver::ResolverPre<HostState>),
 }
@@ -298,23 +302,38 @@ fn check_api_version(export: &str) -> Result<(), LoadError> {
     })
 }
 
+/// What a classifier of 0.1.1 exports instead of [`SlotKind::export_interface`]'s `classify`.
+const PACKED_CLASSIFY: &str = "molecule:plugin/classify-packed";
+
 /// Checks the exported interface and its version, and every import, before instantiation.
+/// Returns whether a classifier exports `classify-packed` (which is then the one called).
 fn validate(
     engine: &ExtensionEngine,
     component: &Component,
     kind: SlotKind,
-) -> Result<(), LoadError> {
+) -> Result<bool, LoadError> {
     let ty = component.component_type();
     let expected = kind.export_interface();
-    let export = ty
+    let exports: Vec<String> = ty
         .exports(engine.engine())
         .map(|(name, _)| name.to_owned())
-        .find(|name| name.split('@').next() == Some(expected))
+        .collect();
+    let find = |interface: &str| {
+        exports
+            .iter()
+            .find(|name| name.split('@').next() == Some(interface))
+    };
+    let packed = match kind {
+        SlotKind::Classifier => find(PACKED_CLASSIFY),
+        SlotKind::Resolver | SlotKind::RestartPolicy => None,
+    };
+    let export = packed
+        .or_else(|| find(expected))
         .ok_or(LoadError::WrongWorld {
             kind: kind.as_str(),
             expected,
         })?;
-    check_api_version(&export)?;
+    check_api_version(export)?;
     for (name, item) in ty.imports(engine.engine()) {
         if !matches!(item.ty, ComponentItem::ComponentInstance(_)) || !import_allowed(kind, name) {
             return Err(LoadError::ForbiddenImport {
@@ -323,7 +342,7 @@ fn validate(
             });
         }
     }
-    Ok(())
+    Ok(packed.is_some())
 }
 
 impl Extension {
@@ -358,12 +377,23 @@ impl Extension {
         let (component, from_cache) = engine
             .load(&identity.digest, bytes)
             .map_err(|e| LoadError::Invalid(format!("{e:#}")))?;
-        validate(engine, &component, kind)?;
+        let packed = validate(engine, &component, kind)?;
         let mut linker: Linker<HostState> = Linker::new(engine.engine());
         wasmtime_wasi::p2::add_to_linker_sync(&mut linker)
             .map_err(|e| LoadError::Link(format!("{e:#}")))?;
         let link = |e: wasmtime::Error| LoadError::Link(format!("{e:#}"));
         let pre = match kind {
+            SlotKind::Classifier if packed => {
+                bindings::packed_classifier::PackedClassifier::add_to_linker::<_, HasSelf<_>>(
+                    &mut linker,
+                    |s| s,
+                )
+                .map_err(link)?;
+                let pre = linker.instantiate_pre(&component).map_err(link)?;
+                Pre::PackedClassifier(
+                    bindings::packed_classifier::PackedClassifierPre::new(pre).map_err(link)?,
+                )
+            }
             SlotKind::Classifier => {
                 bindings::classifier::Classifier::add_to_linker::<_, HasSelf<_>>(
                     &mut linker,
@@ -538,20 +568,36 @@ impl Extension {
 
     /// Runs the classifier on `changes`. Blocking: call from a blocking thread.
     pub fn classify(&self, changes: &[FileChange]) -> Result<Reload, CallError> {
-        let Pre::Classifier(pre) = &self.pre else {
-            return Err(CallError::Instantiate("not a classifier".into()));
-        };
-        let (mut store, stderr) = self.store();
-        let instance = match pre.instantiate(&mut store) {
-            Ok(instance) => instance,
-            Err(err) => return Err(self.instantiate_failure(&store, &stderr, err)),
-        };
-        let input: Vec<_> = changes.iter().map(Into::into).collect();
-        instance
-            .molecule_plugin_classify()
-            .call_classify(&mut store, &input)
-            .map(Reload::from)
-            .map_err(|err| self.failure(&store, &stderr, err))
+        match &self.pre {
+            Pre::PackedClassifier(pre) => {
+                // Packed before the store exists: an input no guest could hold costs nothing.
+                let input = bindings::pack(changes).ok_or(CallError::MemoryCap)?;
+                let (mut store, stderr) = self.store();
+                let instance = match pre.instantiate(&mut store) {
+                    Ok(instance) => instance,
+                    Err(err) => return Err(self.instantiate_failure(&store, &stderr, err)),
+                };
+                instance
+                    .molecule_plugin_classify_packed()
+                    .call_classify(&mut store, &input)
+                    .map(Reload::from)
+                    .map_err(|err| self.failure(&store, &stderr, err))
+            }
+            Pre::Classifier(pre) => {
+                let (mut store, stderr) = self.store();
+                let instance = match pre.instantiate(&mut store) {
+                    Ok(instance) => instance,
+                    Err(err) => return Err(self.instantiate_failure(&store, &stderr, err)),
+                };
+                let input: Vec<_> = changes.iter().map(Into::into).collect();
+                instance
+                    .molecule_plugin_classify()
+                    .call_classify(&mut store, &input)
+                    .map(Reload::from)
+                    .map_err(|err| self.failure(&store, &stderr, err))
+            }
+            _ => Err(CallError::Instantiate("not a classifier".into())),
+        }
     }
 
     /// Asks the restart policy. Blocking: call from a blocking thread.

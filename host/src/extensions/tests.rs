@@ -94,6 +94,65 @@ fn the_skill_classifier_is_hot_only_for_modified_skill_files() {
 }
 
 #[test]
+fn classifiers_of_0_1_0_and_of_0_1_1_packed_receive_the_same_changes() {
+    let classic = load(
+        "echo-classifier-0-1-0",
+        SlotKind::Classifier,
+        Limits::default(),
+    )
+    .unwrap();
+    let packed = load("echo-classifier", SlotKind::Classifier, Limits::default()).unwrap();
+    let unusual = FileChange {
+        path: "skills/ünï/SKILL.md".into(),
+        kind: ChangeKind::Modified,
+        old_digest: Some(String::new()),
+        new_digest: None,
+    };
+    let many: Vec<FileChange> = (0..500)
+        .map(|i| change(&format!("skills/s{i}/SKILL.md"), ChangeKind::Modified))
+        .collect();
+    for changes in [
+        vec![],
+        vec![
+            change("SKILL.md", ChangeKind::Modified),
+            change("hooks/pre.sh", ChangeKind::Added),
+            unusual,
+            change("plugin.yaml", ChangeKind::Removed),
+        ],
+        many,
+    ] {
+        let expected = std::iter::once("call 1".to_owned())
+            .chain(changes.iter().map(|c| {
+                let kind = match c.kind {
+                    ChangeKind::Added => "added",
+                    ChangeKind::Removed => "removed",
+                    ChangeKind::Modified => "modified",
+                };
+                format!(
+                    "{kind} {} {} {}",
+                    c.path,
+                    c.old_digest.as_deref().unwrap_or("-"),
+                    c.new_digest.as_deref().unwrap_or("-")
+                )
+            }))
+            .collect::<Vec<_>>()
+            .join("\n");
+        // Each call counts 1: a fresh instance starts from the initial memory, though the
+        // pool hands it the very slot the previous call wrote its count into.
+        for _ in 0..3 {
+            assert_eq!(
+                classic.classify(&changes),
+                Ok(Reload::Cold(expected.clone()))
+            );
+            assert_eq!(
+                packed.classify(&changes),
+                Ok(Reload::Cold(expected.clone()))
+            );
+        }
+    }
+}
+
+#[test]
 fn the_default_restart_policy_component_agrees_with_the_native_default() {
     let ext = load(
         "default-restart-policy",

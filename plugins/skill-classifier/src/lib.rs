@@ -2,8 +2,8 @@
 //! of an existing `SKILL.md`, because agents re-read skill files on their own; anything else
 //! (a file added or removed, `plugin.yaml`, hooks, scripts, rules) needs a restart.
 
-use molecule_guest::changes::{first_offending, is_skill_md};
-use molecule_guest::{ChangeKind, Classifier, FileChange, Reload};
+use molecule_guest::changes::is_skill_md;
+use molecule_guest::{ChangeKind, Changes, Classifier, FileChange, Reload};
 
 /// Exported as the component's `classify`.
 #[derive(Debug)]
@@ -11,6 +11,11 @@ pub struct SkillClassifier;
 
 impl Classifier for SkillClassifier {
     fn classify(changes: &[FileChange]) -> Reload {
+        classify(changes.into())
+    }
+
+    // Reads the host's packed changes in place: no copy of any path or digest.
+    fn classify_changes(changes: Changes<'_>) -> Reload {
         classify(changes)
     }
 }
@@ -19,10 +24,10 @@ molecule_guest::export_classifier!(SkillClassifier);
 
 /// Hot when every change modifies a `SKILL.md` (an empty list included); otherwise cold,
 /// naming the first change that is not.
-pub fn classify(changes: &[FileChange]) -> Reload {
-    let offending = first_offending(changes, |c| {
-        c.kind == ChangeKind::Modified && is_skill_md(&c.path)
-    });
+pub fn classify(changes: Changes<'_>) -> Reload {
+    let offending = changes
+        .iter()
+        .find(|c| !(c.kind == ChangeKind::Modified && is_skill_md(c.path)));
     match offending {
         None => Reload::Hot,
         Some(change) if change.kind == ChangeKind::Modified => {
@@ -38,6 +43,10 @@ mod tests {
 
     fn skill(path: &str) -> FileChange {
         FileChange::modified(path, "sha256:old", "sha256:new")
+    }
+
+    fn classify(changes: &[FileChange]) -> Reload {
+        <SkillClassifier as Classifier>::classify(changes)
     }
 
     #[test]
@@ -92,11 +101,12 @@ mod tests {
     }
 
     #[test]
-    fn the_exported_trait_uses_the_same_logic() {
-        let changes = [skill("rules/a.md")];
-        assert_eq!(
-            <SkillClassifier as Classifier>::classify(&changes),
-            classify(&changes)
-        );
+    fn both_entry_points_use_the_same_logic() {
+        for changes in [vec![skill("rules/a.md")], vec![skill("a/SKILL.md")]] {
+            assert_eq!(
+                SkillClassifier::classify_changes(changes[..].into()),
+                classify(&changes)
+            );
+        }
     }
 }
