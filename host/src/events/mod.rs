@@ -233,7 +233,9 @@ impl EventBus {
     }
 
     /// Makes every replica's caches forget `what`: this replica's before this returns, the
-    /// others' as soon as the relay delivers it (and everything, should the relay lose it).
+    /// others' as soon as the relay delivers it. Should the relay lose it, a replica whose
+    /// connection dropped forgets everything on reconnecting, and any other stops trusting what
+    /// it holds within `cache_revalidate_ms`.
     pub fn invalidate(&self, what: Invalidation) {
         self.forget_here(what);
         self.send_out(relay::Outgoing::Invalidate(what));
