@@ -88,78 +88,20 @@ pub struct SealedSecret {
 }
 
 /// Inserts the workspace, its canvas layout, its config row and its initial secrets in one
-/// transaction: either all of it exists afterwards or none of it.
+/// transaction: either all of it exists afterwards or none of it ([`insert_many`] of one).
 pub async fn insert(
     db: &Db,
     ws: &NewWorkspace,
     secrets: &[SealedSecret],
     config: &Value,
 ) -> StoreResult<()> {
-    insert_rows(db, ws, secrets, config)
-        .await
-        .map_err(parent_missing)
-}
-
-async fn insert_rows(
-    db: &Db,
-    ws: &NewWorkspace,
-    secrets: &[SealedSecret],
-    config: &Value,
-) -> StoreResult<()> {
-    let now = Utc::now();
-    let begin = db.begin_write_sql();
-    on_db!(db, pool => {
-        let mut tx = pool.begin_with(begin).await?;
-        sqlx::query(
-            "INSERT INTO workspaces (id, name, role, tier, status, runtime, url, parent_id, workspace_dir,
-                workspace_access, budget_limit, max_concurrent_tasks, awareness_namespace, created_at, updated_at)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $14)",
-        )
-        .bind(ws.id)
-        .bind(&ws.name)
-        .bind(&ws.role)
-        .bind(ws.tier)
-        .bind(ws.status)
-        .bind(&ws.runtime)
-        .bind(&ws.url)
-        .bind(ws.parent_id)
-        .bind(&ws.workspace_dir)
-        .bind(&ws.workspace_access)
-        .bind(ws.budget_limit)
-        .bind(ws.max_concurrent_tasks)
-        .bind(format!("workspace:{}", ws.id))
-        .bind(now)
-        .execute(&mut *tx)
-        .await?;
-        sqlx::query("INSERT INTO canvas_layouts (workspace_id, x, y, collapsed) VALUES ($1, $2, $3, FALSE)")
-            .bind(ws.id)
-            .bind(ws.x)
-            .bind(ws.y)
-            .execute(&mut *tx)
-            .await?;
-        sqlx::query("INSERT INTO workspace_config (workspace_id, data, updated_at) VALUES ($1, $2, $3)")
-            .bind(ws.id)
-            .bind(Json(config))
-            .bind(now)
-            .execute(&mut *tx)
-            .await?;
-        for secret in secrets {
-            sqlx::query(
-                "INSERT INTO workspace_secrets (id, workspace_id, key, encrypted_value, encryption_version, created_at, updated_at)
-                 VALUES ($1, $2, $3, $4, $5, $6, $6)",
-            )
-            .bind(Uuid::new_v4())
-            .bind(ws.id)
-            .bind(&secret.key)
-            .bind(&secret.ciphertext)
-            .bind(secret.version)
-            .bind(now)
-            .execute(&mut *tx)
-            .await?;
-        }
-        tx.commit().await?;
-        Ok(())
-    })
+    let item = BatchItem {
+        row: ws,
+        config,
+        secrets,
+        token: None,
+    };
+    insert_many(db, &[item]).await
 }
 
 /// The most values one batch statement binds: below SQLite's limit of 32,766 variables (the

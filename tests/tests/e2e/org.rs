@@ -261,6 +261,18 @@ async fn live_names(app: &TestApp) -> Vec<String> {
     names
 }
 
+/// The keys of a workspace's secrets (never their values).
+async fn secret_keys(app: &TestApp, id: &str) -> Vec<String> {
+    app.get(&format!("/workspaces/{id}/secrets"))
+        .await
+        .expect(200)
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["key"].as_str().unwrap().to_owned())
+        .collect()
+}
+
 fn by_name<'a>(outcome: &'a Value, name: &str) -> &'a Value {
     outcome["workspaces"]
         .as_array()
@@ -319,15 +331,7 @@ async fn merge_creates_the_tree_once_and_a_second_import_keeps_everything(backen
     assert_eq!(dev["tier"], 1);
     let eng_row = app.get(&format!("/workspaces/{eng}")).await.expect(200);
     assert_eq!(eng_row["parent_id"], ceo.as_str());
-    let keys: Vec<String> = app
-        .get(&format!("/workspaces/{ceo}/secrets"))
-        .await
-        .expect(200)
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|s| s["key"].as_str().unwrap().to_owned())
-        .collect();
+    let keys = secret_keys(&app, &ceo).await;
     assert!(
         keys.contains(&"CEO_KEY".to_owned()) && keys.contains(&"SHARED".to_owned()),
         "{keys:?}"
@@ -696,18 +700,7 @@ async fn a_large_import_lands_whole_with_its_secrets_layouts_and_events(backend:
         );
     }
     let hq = by_name(&outcome, "HQ")["id"].as_str().unwrap();
-    let keys: Vec<String> = app
-        .get(&format!(
-            "/workspaces/{}/secrets",
-            by_name(&outcome, "Team 7")["id"].as_str().unwrap()
-        ))
-        .await
-        .expect(200)
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|s| s["key"].as_str().unwrap().to_owned())
-        .collect();
+    let keys = secret_keys(&app, by_name(&outcome, "Team 7")["id"].as_str().unwrap()).await;
     assert!(
         keys.contains(&"SHARED".to_owned()) && keys.contains(&"TEAM_KEY".to_owned()),
         "{keys:?}"
