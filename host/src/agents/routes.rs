@@ -8,12 +8,12 @@
 //! for longer than the revalidation bound (`cache_revalidate_ms`), so even a change that no event
 //! announces is seen within it.
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::sync::Arc;
+use std::time::Duration;
 
 use uuid::Uuid;
 
+use crate::events::held::Held;
 use crate::events::{Cache, Invalidation};
 use crate::store::workspaces::WorkspaceRow;
 use crate::store::{self, Db, StoreError};
@@ -21,54 +21,29 @@ use crate::store::{self, Db, StoreError};
 /// Rows held at most; past it the table starts over (every row is read again once).
 const CAPACITY: usize = 65_536;
 
-/// Workspace rows by id, each with when it was read.
+/// Workspace rows by id.
 #[derive(Debug)]
 pub struct Routes {
-    revalidate: Duration,
-    inner: Mutex<Inner>,
-}
-
-#[derive(Debug, Default)]
-struct Inner {
-    rows: HashMap<Uuid, (Arc<WorkspaceRow>, Instant)>,
-    /// Bumped by every invalidation: a row read while one happened is not kept, since it may
-    /// predate the change the invalidation announced.
-    generation: u64,
+    rows: Held<Uuid, Arc<WorkspaceRow>>,
 }
 
 impl Routes {
     pub fn new(revalidate: Duration) -> Self {
         Routes {
-            revalidate,
-            inner: Mutex::default(),
+            rows: Held::new(revalidate, CAPACITY),
         }
-    }
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
-        self.inner.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// Workspace `id`'s row, removed or not (`None`: no such row), from memory when it is fresh.
     pub async fn row(&self, db: &Db, id: Uuid) -> Result<Option<Arc<WorkspaceRow>>, StoreError> {
-        let generation = {
-            let inner = self.lock();
-            if let Some((row, at)) = inner.rows.get(&id)
-                && at.elapsed() < self.revalidate
-            {
-                return Ok(Some(row.clone()));
-            }
-            inner.generation
-        };
+        if let Some(row) = self.rows.get(&id) {
+            return Ok(Some(row));
+        }
+        let generation = self.rows.generation();
         let Some(row) = store::workspaces::get(db, id).await?.map(Arc::new) else {
             return Ok(None);
         };
-        let mut inner = self.lock();
-        if inner.generation == generation {
-            if inner.rows.len() >= CAPACITY {
-                inner.rows.clear();
-            }
-            inner.rows.insert(id, (row.clone(), Instant::now()));
-        }
+        self.rows.keep(id, row.clone(), generation);
         Ok(Some(row))
     }
 
@@ -95,13 +70,10 @@ impl Routes {
 
 impl Cache for Routes {
     fn forget(&self, what: Invalidation) {
-        let mut inner = self.lock();
-        inner.generation = inner.generation.wrapping_add(1);
         match what {
-            Invalidation::Workspace(id) => {
-                inner.rows.remove(&id);
-            }
-            Invalidation::All => inner.rows.clear(),
+            Invalidation::Workspace(id) => self.rows.forget(&id),
+            Invalidation::All => self.rows.clear(),
+            // A token is no route.
             Invalidation::Token(_) => {}
         }
     }
@@ -183,6 +155,6 @@ mod tests {
         assert_eq!(reread.url.as_deref(), Some("http://127.0.0.1:11/"));
 
         routes.forget(Invalidation::All);
-        assert!(routes.lock().rows.is_empty());
+        assert!(routes.rows.is_empty());
     }
 }

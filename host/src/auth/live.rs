@@ -7,13 +7,12 @@
 //! when the relay lost its connection; an expired token is refused from its expiry time; and no
 //! entry is trusted past the revalidation bound without reading the database again.
 
-use std::collections::HashMap;
-use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
+use crate::events::held::Held;
 use crate::events::{Cache, Invalidation};
 
 /// Entries held at most; past it, stale ones go first, then all of them.
@@ -38,49 +37,33 @@ impl Holder {
 struct Entry {
     holder: Holder,
     expires_at: Option<DateTime<Utc>>,
-    read_at: Instant,
 }
 
 /// The live tokens, by SHA-256.
 #[derive(Debug)]
 pub struct LiveTokens {
-    revalidate: Duration,
-    inner: Mutex<Inner>,
-}
-
-#[derive(Debug, Default)]
-struct Inner {
-    entries: HashMap<[u8; 32], Entry>,
-    /// Bumped by every invalidation: a token read while one happened is not kept, since the
-    /// read may predate the revocation.
-    generation: u64,
+    entries: Held<[u8; 32], Entry>,
 }
 
 impl LiveTokens {
     pub fn new(revalidate: Duration) -> Self {
         LiveTokens {
-            revalidate,
-            inner: Mutex::default(),
+            entries: Held::new(revalidate, CAPACITY),
         }
-    }
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
-        self.inner.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// The holder of `hash` when it is held, fresh and not expired.
     pub fn get(&self, hash: &[u8; 32]) -> Option<Holder> {
-        let inner = self.lock();
-        let entry = inner.entries.get(hash)?;
-        let fresh = entry.read_at.elapsed() < self.revalidate
-            && entry.expires_at.is_none_or(|at| at > Utc::now());
-        fresh.then_some(entry.holder)
+        self.entries
+            .get(hash)
+            .filter(|e| e.expires_at.is_none_or(|at| at > Utc::now()))
+            .map(|e| e.holder)
     }
 
-    /// Where an invalidation count stands: read it before reading the database, and hand it to
+    /// Where the invalidation count stands: read it before reading the database, and hand it to
     /// [`LiveTokens::keep`] with what was read.
     pub fn generation(&self) -> u64 {
-        self.lock().generation
+        self.entries.generation()
     }
 
     /// Keeps a token read from the database as live, unless an invalidation came in between.
@@ -91,40 +74,19 @@ impl LiveTokens {
         expires_at: Option<DateTime<Utc>>,
         generation: u64,
     ) {
-        let mut inner = self.lock();
-        if inner.generation != generation {
-            return;
-        }
-        if inner.entries.len() >= CAPACITY {
-            let revalidate = self.revalidate;
-            inner
-                .entries
-                .retain(|_, e| e.read_at.elapsed() < revalidate);
-            if inner.entries.len() >= CAPACITY {
-                inner.entries.clear();
-            }
-        }
-        inner.entries.insert(
-            hash,
-            Entry {
-                holder,
-                expires_at,
-                read_at: Instant::now(),
-            },
-        );
+        let entry = Entry { holder, expires_at };
+        self.entries.keep(hash, entry, generation);
     }
 }
 
 impl Cache for LiveTokens {
     fn forget(&self, what: Invalidation) {
-        let mut inner = self.lock();
-        inner.generation = inner.generation.wrapping_add(1);
         match what {
-            Invalidation::Token(id) => inner.entries.retain(|_, e| e.holder.token() != id),
-            Invalidation::Workspace(id) => inner.entries.retain(
-                |_, e| !matches!(e.holder, Holder::Workspace { workspace, .. } if workspace == id),
+            Invalidation::Token(id) => self.entries.forget_where(|e| e.holder.token() == id),
+            Invalidation::Workspace(id) => self.entries.forget_where(
+                |e| matches!(e.holder, Holder::Workspace { workspace, .. } if workspace == id),
             ),
-            Invalidation::All => inner.entries.clear(),
+            Invalidation::All => self.entries.clear(),
         }
     }
 }

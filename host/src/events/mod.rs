@@ -23,6 +23,7 @@
 //! unknown.
 
 pub mod activity;
+pub mod held;
 mod relay;
 
 use std::collections::HashMap;
