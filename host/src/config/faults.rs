@@ -18,6 +18,17 @@ pub struct Faults {
     pub org_import_refused_secret_at: Option<usize>,
     /// Answer 503 for this console file (`pages/tree.js`), as a dropped fetch would fail it.
     pub console_file_unavailable: Option<String>,
+    /// Fail this step of every workspace template import (`POST /templates/import`).
+    pub template_import: Option<TemplateImportStep>,
+}
+
+/// A step of a workspace template import, for fault injection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TemplateImportStep {
+    /// After the new files were written into the staging directory, before anything moved.
+    Stage,
+    /// After the old template was moved aside, before the new one was moved into its place.
+    Swap,
 }
 
 /// A step of a plugin delivery (`plugins::deliver`), for fault injection and error reports.

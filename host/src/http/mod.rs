@@ -21,6 +21,7 @@ mod plugins;
 mod ratelimit;
 mod registry;
 mod secrets;
+mod templates;
 mod tokens;
 mod workspaces;
 
@@ -118,6 +119,7 @@ fn api() -> OpenApiRouter<AppState> {
         .merge(events::router())
         .merge(extensions::router())
         .merge(org::router())
+        .merge(templates::router())
         .merge(plugins::router())
         .merge(a2a::router())
         .merge(mcp::router())

@@ -98,6 +98,7 @@ pub fn base() -> utoipa::openapi::OpenApi {
             tag("events", "Event history, live streams, the canvas viewport"),
             tag("extensions", "WASM extension versions per slot"),
             tag("org", "Org templates and import"),
+            tag("templates", "The workspace template catalogue and import"),
             tag("plugins", "Plugin registry, installs, allow-lists, updates"),
             tag("a2a", "The A2A proxy, its queue, delegations"),
             tag("mcp", "MCP over HTTP for agents"),

@@ -19,7 +19,7 @@ use std::path::Path;
 use sha2::{Digest as _, Sha256};
 
 pub use archive::{TarEntry, read_tar, reroot};
-pub use root::{Owner, RootDir};
+pub use root::{EntryKind, Owner, RootDir};
 pub use template::collect_template;
 
 /// Names a listing never shows (tool caches and VCS metadata).

@@ -13,6 +13,16 @@ use super::{
     TarEntry, escape_or,
 };
 
+/// What an entry of a [`RootDir`] is, its final symlink not followed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EntryKind {
+    Dir,
+    File,
+    Symlink,
+    /// A device, FIFO or socket.
+    Other,
+}
+
 /// Who the host makes the owner of what it creates under a [`RootDir`]: the process runtime's
 /// agents run under uids of their own and must be able to read (and replace) their files.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -234,6 +244,44 @@ impl RootDir {
             tree.insert(RelPath::parse(rel)?, file.data, file.mode);
         }
         Ok(tree)
+    }
+
+    /// What `path` itself is, without following a final symlink; `None` when nothing is there.
+    pub fn entry_kind(&self, path: &RelPath) -> Result<Option<EntryKind>, SafeFsError> {
+        match self.dir.symlink_metadata(path.as_str()) {
+            Ok(meta) => {
+                let kind = meta.file_type();
+                Ok(Some(if kind.is_symlink() {
+                    EntryKind::Symlink
+                } else if kind.is_dir() {
+                    EntryKind::Dir
+                } else if kind.is_file() {
+                    EntryKind::File
+                } else {
+                    EntryKind::Other
+                }))
+            }
+            Err(err) if err.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(err) => Err(escape_or(err, path)),
+        }
+    }
+
+    /// The whole tree of this root, collected like [`collect_template`](super::collect_template):
+    /// a symlink is followed only while it stays inside this root.
+    pub fn collect_all(&self) -> Result<FileTree, SafeFsError> {
+        let mut tree = FileTree::new();
+        let mut total = 0u64;
+        walk_template(&self.dir, None, 0, &mut tree, &mut total)?;
+        Ok(tree)
+    }
+
+    /// Creates the directory `path`; fails when anything already exists there.
+    pub fn create_dir(&self, path: &RelPath) -> Result<(), SafeFsError> {
+        self.dir
+            .create_dir(path.as_str())
+            .map_err(|e| escape_or(e, path))?;
+        self.give_path(Path::new(path.as_str()))?;
+        Ok(())
     }
 
     /// Creates `path` and its parents; a symlink on the way must stay inside the root.

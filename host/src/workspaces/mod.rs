@@ -6,6 +6,7 @@ pub mod files;
 pub mod lifecycle;
 pub mod registry;
 pub mod restart_context;
+pub mod templates;
 
 use serde_json::{Value, json};
 use uuid::Uuid;
@@ -348,7 +349,10 @@ fn gets_token_at_creation(svc: &Services, prepared: &Prepared) -> bool {
 
 /// Creates a workspace with its layout, config row and initial secrets in one transaction, then
 /// announces it. A name already used by a live sibling gets a numbered suffix.
-pub async fn create(svc: &Services, req: CreateRequest) -> Result<Created, WorkspaceError> {
+pub async fn create(svc: &Services, mut req: CreateRequest) -> Result<Created, WorkspaceError> {
+    if let Some(template) = req.template.clone() {
+        apply_template_defaults(svc, &template, &mut req).await?;
+    }
     let mut prepared = prepare(svc, &req).await?;
     let base_name = prepared.row.name.clone();
     let mut attempt = 1;
@@ -385,6 +389,36 @@ pub async fn create(svc: &Services, req: CreateRequest) -> Result<Created, Works
     };
     announce(svc, vec![(prepared, req.seed_files)]).await;
     Ok(created)
+}
+
+/// Checks the template a creation names against the catalogue and, as the original did, takes
+/// the runtime and model the request left empty from its `config.yaml` (`runtime`, then
+/// `runtime_config.model` or the legacy `model`). Without a templates directory nothing is
+/// checked (provisioning then delivers no template files).
+async fn apply_template_defaults(
+    svc: &Services,
+    template: &str,
+    req: &mut CreateRequest,
+) -> Result<(), WorkspaceError> {
+    use templates::TemplateError;
+    let defaults = match templates::defaults(svc, template).await {
+        Ok(Some(defaults)) => defaults,
+        Ok(None) => return Ok(()),
+        Err(TemplateError::NotFound) => return Err(WorkspaceError::Invalid("template not found")),
+        Err(TemplateError::Invalid(_)) => return Err(WorkspaceError::Invalid("invalid template")),
+        Err(err) => {
+            tracing::warn!(%err, "reading a workspace template failed");
+            return Err(WorkspaceError::Invalid("invalid template"));
+        }
+    };
+    let empty = |value: &Option<String>| value.as_deref().is_none_or(|v| v.trim().is_empty());
+    if empty(&req.runtime) && !req.external {
+        req.runtime = defaults.runtime;
+    }
+    if empty(&req.model) {
+        req.model = defaults.model;
+    }
+    Ok(())
 }
 
 /// Stores many prepared workspaces (parents before children) with their layouts, config rows,

@@ -254,13 +254,18 @@ pub(super) async fn template_files(
 }
 
 /// A workspace template's files: `<templates>/<named>`, else `<templates>/<runtime>-default`,
-/// else `None`. A template is one directory name (no separators, no `..`). The error names the
-/// template that could not be read.
+/// else `None`. A template is one directory name (no separators, no `..`, not hidden: the
+/// catalogue's half-written imports are hidden). The templates directory is opened as a
+/// [`safefs::RootDir`], so a template that is a symlink leaving it, or holds one, is refused
+/// rather than followed. The error names the template that could not be read.
 pub fn find_template(
     templates: &std::path::Path,
     named: Option<&str>,
     runtime: &str,
 ) -> Result<Option<FileTree>, (String, safefs::SafeFsError)> {
+    let Ok(root) = safefs::RootDir::open(templates) else {
+        return Ok(None);
+    };
     let candidates = named
         .map(str::to_owned)
         .into_iter()
@@ -269,16 +274,14 @@ pub fn find_template(
         let Ok(rel) = RelPath::parse(&name) else {
             continue;
         };
-        if rel.as_str().contains('/') {
+        if rel.as_str().contains('/') || rel.as_str().starts_with('.') {
             continue;
         }
-        let dir = templates.join(rel.as_str());
-        if !dir.is_dir() {
-            continue;
+        match root.open_dir(&rel) {
+            Ok(dir) => return dir.collect_all().map(Some).map_err(|e| (name, e)),
+            Err(safefs::SafeFsError::NotFound) => continue,
+            Err(err) => return Err((name, err)),
         }
-        return safefs::collect_template(&dir)
-            .map(Some)
-            .map_err(|e| (name, e));
     }
     Ok(None)
 }
