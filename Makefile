@@ -147,6 +147,8 @@ ui-tools:
 # ADMIN_TOKEN an admin token is generated once into data/admin-token (0600) and printed: the
 # demo's agents hold tokens from the first second, which closes a fresh install's open mode.
 # The operator console's URL is printed too (and logged by the host as `console=`).
+# MOLECULE_RUNTIME__TEMPLATES_DIR defaults to workspace-templates/ (the catalogue the console's
+# Create form offers, and the templates the demo org's developers and researcher use).
 run: deps
 	mkdir -p data
 	if [[ -z "$${MOLECULE_ADMIN_TOKEN:-$${ADMIN_TOKEN:-}}" ]]; then \
@@ -160,6 +162,7 @@ run: deps
 	MOLECULE_BIND_ADDR="$${MOLECULE_BIND_ADDR:-127.0.0.1:8080}" \
 	MOLECULE_RUNTIME__AGENT_BINARY="$${MOLECULE_RUNTIME__AGENT_BINARY:-$(CURDIR)/$(AGENT_BINARY)}" \
 	MOLECULE_ORG__IMPORT_ON_START="$${MOLECULE_ORG__IMPORT_ON_START-demo}" \
+	MOLECULE_RUNTIME__TEMPLATES_DIR="$${MOLECULE_RUNTIME__TEMPLATES_DIR:-$(CURDIR)/workspace-templates}" \
 		cargo run --release -p molecule-host --bin molecule -- serve
 
 # bench: the store benchmarks (host/benches/store.rs) on SQLite and on the private

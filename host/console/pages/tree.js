@@ -28,10 +28,16 @@ function render(main) {
   const createOut = h('p', { class: 'note', hidden: true });
   const nameInput = h('input', { id: 'create-name', placeholder: 'name', required: true });
   const parentSelect = h('select', { id: 'create-parent' });
+  // The workspace template catalogue (GET /templates): the new workspace's files, runtime and
+  // model come from the chosen one. Templates that cannot be read are not offered.
+  const templateSelect = h('select', { id: 'create-template' }, h('option', { value: '', text: '(no template)' }));
+  const templateInfo = h('p', { class: 'muted small', id: 'create-template-info', hidden: true });
   const createButton = h('button', { type: 'submit', text: 'Create' });
   const form = h('form', { class: 'inline', id: 'create-form' },
     h('label', { for: 'create-name', text: 'New workspace' }), nameInput,
-    h('label', { for: 'create-parent', text: 'under' }), parentSelect, createButton);
+    h('label', { for: 'create-parent', text: 'under' }), parentSelect,
+    h('label', { for: 'create-template', text: 'from' }), templateSelect, createButton);
+  let catalogue = new Map();
 
   let rows = [];
   let byId = new Map();
@@ -87,7 +93,7 @@ function render(main) {
     loadOut,
     out,
     h('div', { class: 'org-layout' }, workspaces, panel.el),
-    section('Create', form, createOut),
+    section('Create', form, templateInfo, createOut),
   );
 
   function selectNode(id) {
@@ -220,10 +226,48 @@ function render(main) {
   }
   const reload = debounce(load, 500);
 
+  /** Says what the chosen template is: its description, runtime and skills. */
+  function describeTemplate() {
+    const t = catalogue.get(templateSelect.value);
+    if (!t) {
+      templateInfo.hidden = true;
+      templateInfo.textContent = '';
+      return;
+    }
+    const skills = t.skill_count ? `${t.skill_count} skill${t.skill_count === 1 ? '' : 's'}` : null;
+    templateInfo.textContent = [`${t.name}: ${t.description || 'no description'}`,
+      t.runtime ? `runtime ${t.runtime}` : null, t.model ? `model ${t.model}` : null, skills]
+      .filter(Boolean).join(' · ');
+    templateInfo.hidden = false;
+  }
+
+  async function loadTemplates() {
+    let list;
+    try {
+      list = await get('/templates');
+    } catch (err) {
+      if (alive) note(createOut, 'error', `The template catalogue could not be read: ${err.message}`);
+      return;
+    }
+    if (!alive) return;
+    catalogue = new Map(list.filter((t) => !t.error).map((t) => [t.id, t]));
+    const chosen = templateSelect.value;
+    fill(templateSelect, h('option', { value: '', text: '(no template)' }),
+      [...catalogue.values()].map((t) => h('option', {
+        value: t.id,
+        text: t.runtime ? `${t.name} (${t.runtime})` : t.name,
+        title: t.description || '',
+      })));
+    if (catalogue.has(chosen)) templateSelect.value = chosen;
+    describeTemplate();
+  }
+  templateSelect.addEventListener('change', describeTemplate);
+
   form.addEventListener('submit', async (e) => {
     e.preventDefault();
     const body = { name: nameInput.value.trim() };
     if (parentSelect.value) body.parent_id = parentSelect.value;
+    if (templateSelect.value) body.template = templateSelect.value;
     const created = await busy(createButton, 'Creating…', createOut, () => post('/workspaces', body));
     if (created) {
       nameInput.value = '';
@@ -281,6 +325,7 @@ function render(main) {
   });
 
   load();
+  loadTemplates();
   return () => {
     alive = false;
     unsubscribe();

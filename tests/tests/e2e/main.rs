@@ -22,4 +22,5 @@ mod security_secrets;
 mod security_templates;
 mod security_urls;
 mod streams;
+mod templates;
 mod workspaces;

@@ -35,6 +35,11 @@ fn repository_templates() -> std::path::PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../org-templates")
 }
 
+/// The repository's workspace templates (`make run` sets `runtime.templates_dir` there).
+fn repository_workspace_templates() -> std::path::PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../workspace-templates")
+}
+
 /// `make run`'s first minute on a fresh host: the demo org imported at start, on a port other
 /// than 8080 (every test host listens on a random one). Agents provisioned before the host knew
 /// where they reach it were told `127.0.0.1:8080` and never registered.
@@ -46,6 +51,7 @@ async fn the_demo_org_imported_at_start_comes_online_whatever_port_the_host_list
         runtime.configure(c);
         c.org.templates_dir = repository_templates();
         c.org.import_on_start = Some("demo".to_owned());
+        c.runtime.templates_dir = Some(repository_workspace_templates());
     })
     .await;
     assert_ne!(app.addr.port(), 8080);
@@ -67,6 +73,32 @@ async fn the_demo_org_imported_at_start_comes_online_whatever_port_the_host_list
     for workspace in listed.as_array().unwrap() {
         assert_eq!(workspace["status"], "online", "{workspace}");
     }
+    // The developers and the researcher run the shipped workspace templates (`make run` points
+    // runtime.templates_dir at workspace-templates/), which the catalogue lists.
+    for (name, skill) in [
+        ("Backend Developer", "write-tests"),
+        ("Frontend Developer", "write-tests"),
+        ("Research Analyst", "summarise"),
+    ] {
+        let id = listed
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|w| w["name"] == name)
+            .and_then(|w| w["id"].as_str())
+            .unwrap();
+        app.get(&format!("/workspaces/{id}/files/skills/{skill}/SKILL.md"))
+            .await
+            .expect(200);
+    }
+    let catalogue = app.get("/templates").await.expect(200);
+    let ids: Vec<&str> = catalogue
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, ["developer", "researcher"]);
 }
 
 /// `molecule org import --wait` against a live host: one line per workspace as it is created
