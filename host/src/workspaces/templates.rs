@@ -377,8 +377,9 @@ pub async fn defaults(
 
 /// Imports a template: checks the request, then writes it atomically (see the module comment).
 pub async fn import(svc: &Services, req: ImportRequest) -> Result<Imported, TemplateError> {
-    let dir = catalogue(svc).ok_or(TemplateError::NoCatalogue)?;
+    // The request is checked first: a bad one is the caller's to fix whatever the host's setup.
     let checked = check_import(&req)?;
+    let dir = catalogue(svc).ok_or(TemplateError::NoCatalogue)?;
     let fault = svc.config.faults.template_import;
     // One import at a time in this host: the existence check and the renames form one step.
     let lock = Arc::clone(&IMPORTS);
