@@ -382,6 +382,8 @@ pub async fn import(svc: &Services, req: ImportRequest) -> Result<Imported, Temp
     let dir = catalogue(svc).ok_or(TemplateError::NoCatalogue)?;
     let fault = svc.config.faults.template_import;
     // One import at a time in this host: the existence check and the renames form one step.
+    // Replicas sharing the directory are kept apart by the renames themselves: a rename onto a
+    // template another replica just wrote fails, and is answered as the conflict it is.
     let lock = Arc::clone(&IMPORTS);
     blocking(move || {
         let _guard = lock.lock().unwrap_or_else(|p| p.into_inner());
@@ -574,6 +576,10 @@ fn write_template(
     if !replaced {
         if let Err(err) = root.rename(&staging, &target) {
             discard_staging(&root);
+            // Another replica's import of the same name got there first.
+            if matches!(root.entry_kind(&target), Ok(Some(_))) {
+                return Err(TemplateError::Exists(checked.id.clone()));
+            }
             return Err(io("moving the template into place")(err));
         }
     } else {
