@@ -18,6 +18,9 @@ pub struct Faults {
     pub org_import_refused_secret_at: Option<usize>,
     /// Answer 503 for this console file (`pages/tree.js`), as a dropped fetch would fail it.
     pub console_file_unavailable: Option<String>,
+    /// The unit of `hibernation_idle_minutes` in place of a minute, so a spec sees the idle
+    /// monitor fire in seconds.
+    pub hibernation_minute: Option<std::time::Duration>,
 }
 
 /// A step of a plugin delivery (`plugins::deliver`), for fault injection and error reports.
