@@ -68,7 +68,7 @@ async fn hibernate_row(
     {
         tracing::warn!(workspace_id = %id, error = %err, "stopping a hibernating agent failed");
     }
-    transition(
+    if !transition(
         svc,
         id,
         Some(Status::Hibernating),
@@ -76,7 +76,12 @@ async fn hibernate_row(
         Cause::Hibernate,
         None,
     )
-    .await?;
+    .await?
+    {
+        // Paused or deleted while the agent stopped: that move has the last word.
+        tracing::info!(workspace_id = %id, "hibernation overtaken by another status change");
+        return Ok(true);
+    }
     record_activity(
         svc,
         id,
