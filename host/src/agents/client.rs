@@ -1,6 +1,7 @@
 //! [`send`]: the one way a message reaches an agent. It resolves and checks the target's URL,
-//! forwards the JSON-RPC call, queues it when the agent is busy, has an agent that died checked
-//! (and restarted) through [`super::Supervision`], and records the exchange. Whether the caller
+//! forwards the JSON-RPC call, queues it when the agent is busy or hibernated (and has a
+//! hibernated one woken), has an agent that died checked (and restarted) through
+//! [`super::Supervision`], and records the exchange. Whether the caller
 //! may reach the target is the caller's to check first (`delegation::proxy::send` does).
 
 use std::time::Duration;
