@@ -67,6 +67,7 @@ fn node(name: String, parent: Option<Uuid>) -> NewWorkspace {
         workspace_access: "none".to_owned(),
         budget_limit: None,
         max_concurrent_tasks: 1,
+        hibernation_idle_minutes: None,
         x: 0.0,
         y: 0.0,
     }

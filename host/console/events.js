@@ -112,6 +112,7 @@ export function statusFromEvent(name) {
     case 'WORKSPACE_DEGRADED': return 'degraded';
     case 'WORKSPACE_PROVISION_FAILED': return 'failed';
     case 'WORKSPACE_PAUSED': return 'paused';
+    case 'WORKSPACE_HIBERNATED': return 'hibernated';
     case 'WORKSPACE_REMOVED': return 'removed';
     case 'WORKSPACE_AWAITING_AGENT': return 'awaiting_agent';
     default: return null;

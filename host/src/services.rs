@@ -171,4 +171,13 @@ impl agents::Supervision for Supervision {
     ) {
         delegation::queue::after_heartbeat(svc, id, report, max_concurrent_tasks);
     }
+
+    fn wake(&self, svc: &Services, id: Uuid) {
+        let task_svc = svc.clone();
+        svc.a2a.spawn(async move {
+            if let Err(err) = workspaces::lifecycle::wake(&task_svc, id).await {
+                tracing::warn!(workspace_id = %id, error = ?err, "waking a hibernated workspace failed");
+            }
+        });
+    }
 }

@@ -56,19 +56,26 @@ export function allowed(row, byId) {
   const no = (why) => ({ ok: false, why });
   if (!row || !row.status || row.status === 'unknown') {
     const loading = no('loading');
-    return { restart: loading, pause: loading, resume: loading, delete: loading };
+    return { restart: loading, pause: loading, resume: loading, hibernate: loading, delete: loading };
   }
   const paused = row.status === 'paused';
   const removed = row.status === 'removed';
+  // Resume (and restart) wake a hibernated workspace; only a running agent hibernates.
+  const hibernated = row.status === 'hibernated';
+  const running = row.status === 'online' || row.status === 'degraded';
+  const external = row.runtime === 'external';
   const above = pausedAncestor(byId, row);
   const yes = { ok: true, why: '' };
   return {
     restart: removed ? no('removed') : paused ? no('paused: resume it first')
       : above ? no(`${above.name} above it is paused`)
-        : row.runtime === 'external' ? no('its agent runs outside this host') : yes,
+        : external ? no('its agent runs outside this host') : yes,
     pause: removed ? no('removed') : paused ? no('already paused') : yes,
-    resume: removed ? no('removed') : !paused ? no('not paused')
+    resume: removed ? no('removed') : hibernated ? yes : !paused ? no('not paused')
       : above ? no(`${above.name} above it is paused: resume that first`) : yes,
+    hibernate: removed ? no('removed') : hibernated ? no('already hibernated')
+      : !running ? no('only a running agent hibernates')
+        : external ? no('its agent runs outside this host') : yes,
     delete: removed ? no('removed') : yes,
   };
 }

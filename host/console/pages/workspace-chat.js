@@ -108,7 +108,9 @@ export function chatPanel(base, id, agentName) {
       text = 'Waiting for the agent…';
     } else if (answer.queued) {
       state = 'queued';
-      text = 'The agent is busy: the message is queued and will be delivered when it has capacity'
+      text = (answer.waking
+        ? 'The workspace is waking from hibernation: the message is queued and will be delivered once its agent is online'
+        : 'The agent is busy: the message is queued and will be delivered when it has capacity')
         + (answer.depth ? ` (${answer.depth} waiting)` : '') + '. The answer shows here when it comes.';
     } else if (answer.error !== undefined) {
       state = 'error';
@@ -256,7 +258,10 @@ export function chatPanel(base, id, agentName) {
     load,
     setStatus(status) {
       const usable = status === 'online' || status === 'degraded';
-      note(hint, 'info', usable || !status || status === 'unknown' ? '' : `The agent is ${status}: a message now fails or waits in its queue.`);
+      const words = status === 'hibernated'
+        ? 'The agent is hibernated: a message wakes it and waits in its queue until it is online.'
+        : `The agent is ${status}: a message now fails or waits in its queue.`;
+      note(hint, 'info', usable || !status || status === 'unknown' ? '' : words);
     },
     stop() {
       alive = false;

@@ -102,7 +102,7 @@ export function metadata(body, key) {
 export function answerOf(body) {
   if (body === null || body === undefined) return { text: '' };
   if (typeof body !== 'object') return { text: String(body) };
-  if (body.queued) return { queued: true, queueId: body.queue_id, depth: body.queue_depth };
+  if (body.queued) return { queued: true, queueId: body.queue_id, depth: body.queue_depth, waking: body.waking === true };
   if (body.error) {
     const e = body.error;
     return { error: typeof e === 'string' ? e : (e.message || JSON.stringify(e)) };

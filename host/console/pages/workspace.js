@@ -53,7 +53,7 @@ function render(main, { id, tab }) {
   const facts = h('dl', { class: 'facts', id: 'ws-facts' });
   const lifeOut = h('p', { class: 'note', id: 'ws-lifecycle-note', hidden: true });
   const lifeButtons = {};
-  for (const action of ['restart', 'pause', 'resume']) {
+  for (const action of ['restart', 'pause', 'resume', 'hibernate']) {
     const button = h('button', { type: 'button', id: `ws-${action}`, class: 'secondary', text: action[0].toUpperCase() + action.slice(1), disabled: true });
     button.addEventListener('click', () => lifecycle(action, button));
     lifeButtons[action] = button;
@@ -191,6 +191,7 @@ function render(main, { id, tab }) {
         return reply.coalesced ? 'A restart was already under way; it picks up the current files.' : 'Restarting now.';
       case 'pause': return `Paused ${reply.paused_count} workspace${reply.paused_count === 1 ? '' : 's'}.`;
       case 'resume': return `Resuming ${reply.resumed_count} workspace${reply.resumed_count === 1 ? '' : 's'}.`;
+      case 'hibernate': return 'Hibernated: the agent is stopped until a message, a resume or a restart wakes it.';
       default: return 'Done.';
     }
   }

@@ -1,6 +1,7 @@
 //! [`send`]: the one way a message reaches an agent. It resolves and checks the target's URL,
-//! forwards the JSON-RPC call, queues it when the agent is busy, has an agent that died checked
-//! (and restarted) through [`super::Supervision`], and records the exchange. Whether the caller
+//! forwards the JSON-RPC call, queues it when the agent is busy or hibernated (and has a
+//! hibernated one woken), has an agent that died checked (and restarted) through
+//! [`super::Supervision`], and records the exchange. Whether the caller
 //! may reach the target is the caller's to check first (`delegation::proxy::send` does).
 
 use std::time::Duration;
@@ -286,8 +287,13 @@ fn error_text(json: &Value) -> Option<String> {
 pub enum Sent {
     /// The agent answered (perhaps only partly, perhaps with an error status).
     Delivered(Delivery),
-    /// The agent was busy; the message waits in the queue.
-    Queued { queue_id: Uuid, depth: i64 },
+    /// The agent was busy, or hibernated (`waking`: a wake was started); the message waits in
+    /// the queue.
+    Queued {
+        queue_id: Uuid,
+        depth: i64,
+        waking: bool,
+    },
 }
 
 /// Why a call did not reach the agent.
@@ -337,6 +343,23 @@ pub async fn send(svc: &Services, call: Call) -> Result<Sent, ProxyError> {
         .is_some_and(|limit| target.monthly_spend >= limit)
     {
         return Err(ProxyError::BudgetExceeded);
+    }
+    // Wake on demand: one comparison on the cached row, nothing more, for a running target.
+    if matches!(target.status, Status::Hibernated | Status::Hibernating)
+        && call.on_busy == OnBusy::Enqueue
+    {
+        let outcome = enqueue(svc, &call, &target, "hibernated")
+            .await
+            .map(|(queue_id, depth)| Sent::Queued {
+                queue_id,
+                depth,
+                waking: true,
+            });
+        if outcome.is_ok() {
+            svc.a2a.supervision().wake(svc, target.id);
+        }
+        record(svc, call, &target, &outcome).await;
+        return outcome;
     }
     let Some(url) = target.url.clone().filter(|u| !u.is_empty()) else {
         return Err(ProxyError::NoUrl {
@@ -390,6 +413,23 @@ async fn settle(
     if call.on_busy == OnBusy::Report {
         return Err(ProxyError::Busy);
     }
+    enqueue(svc, call, target, error.as_str())
+        .await
+        .map(|(queue_id, depth)| Sent::Queued {
+            queue_id,
+            depth,
+            waking: false,
+        })
+}
+
+/// Puts `call`'s message into `target`'s durable queue (delivered on a heartbeat with room):
+/// its id and the queue's depth.
+async fn enqueue(
+    svc: &Services,
+    call: &Call,
+    target: &WorkspaceRow,
+    reason: &str,
+) -> Result<(Uuid, i64), ProxyError> {
     let ttl = call.message.queue_ttl(svc.config.a2a.queue_ttl_secs);
     let item = a2a_queue::NewItem {
         workspace_id: target.id,
@@ -404,11 +444,11 @@ async fn settle(
     };
     match a2a_queue::enqueue(&svc.db, &item).await {
         Ok((queue_id, depth)) => {
-            tracing::info!(workspace_id = %target.id, %queue_id, depth, reason = error.as_str(), "agent busy; message queued");
-            Ok(Sent::Queued { queue_id, depth })
+            tracing::info!(workspace_id = %target.id, %queue_id, depth, reason, "message queued for the agent");
+            Ok((queue_id, depth))
         }
         Err(err) => {
-            tracing::error!(workspace_id = %target.id, error = ?err, "queueing a message for a busy agent failed");
+            tracing::error!(workspace_id = %target.id, error = ?err, "queueing a message failed");
             Err(ProxyError::Busy)
         }
     }
@@ -509,10 +549,15 @@ async fn record(
                 row.error_detail = Some(failure);
             }
         }
-        Ok(Sent::Queued { queue_id, depth }) => {
+        Ok(Sent::Queued {
+            queue_id,
+            depth,
+            waking,
+        }) => {
             row.status = "queued".into();
-            row.response_body =
-                Some(json!({ "queued": true, "queue_id": queue_id, "queue_depth": depth }));
+            row.response_body = Some(
+                json!({ "queued": true, "queue_id": queue_id, "queue_depth": depth, "waking": waking }),
+            );
         }
         Err(err) => {
             row.status = "error".into();

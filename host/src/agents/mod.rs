@@ -59,6 +59,9 @@ pub trait Supervision: Send + Sync + std::fmt::Debug {
         report: &HeartbeatReport,
         max_concurrent_tasks: i32,
     );
+    /// A message was queued for a hibernated workspace: starts waking it in the background (the
+    /// lifecycle); the queue delivers the message once the agent is back.
+    fn wake(&self, svc: &Services, id: Uuid);
 }
 
 /// What [`Supervision::check_agent`] found.

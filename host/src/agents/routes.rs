@@ -100,6 +100,7 @@ mod tests {
             workspace_access: "none".into(),
             budget_limit: None,
             max_concurrent_tasks: 1,
+            hibernation_idle_minutes: None,
             x: 0.0,
             y: 0.0,
         }

@@ -20,6 +20,9 @@ pub struct Faults {
     pub console_file_unavailable: Option<String>,
     /// Fail this step of every workspace template import (`POST /templates/import`).
     pub template_import: Option<TemplateImportStep>,
+    /// The unit of `hibernation_idle_minutes` in place of a minute, so a spec sees the idle
+    /// monitor fire in seconds.
+    pub hibernation_minute: Option<std::time::Duration>,
 }
 
 /// A step of a workspace template import, for fault injection.

@@ -306,6 +306,8 @@ pub struct RuntimeConfig {
     pub health_sweep_secs: u64,
     /// How often containers of removed or unknown workspaces are removed.
     pub orphan_sweep_secs: u64,
+    /// How often the hibernation monitor looks for idle agents to hibernate.
+    pub hibernation_sweep_secs: u64,
     /// The heartbeat interval agents are told to use.
     pub heartbeat_interval_secs: u64,
     /// How long a stop waits for the agent before killing it.
@@ -380,6 +382,7 @@ impl Default for RuntimeConfig {
             provision_timeout_secs: 600,
             health_sweep_secs: 15,
             orphan_sweep_secs: 60,
+            hibernation_sweep_secs: 120,
             heartbeat_interval_secs: 30,
             stop_timeout_secs: 10,
             restart_context: true,

@@ -141,6 +141,10 @@ struct Queued {
     queued: bool,
     queue_id: Uuid,
     queue_depth: i64,
+    /// Present (true) when the workspace was hibernated: it is being woken, and the message is
+    /// delivered once its agent is back online.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    waking: bool,
     message: &'static str,
 }
 
@@ -176,7 +180,8 @@ fn caller_timeout(headers: &HeaderMap) -> ApiResult<Option<Duration>> {
 }
 
 /// Sends an A2A message (JSON-RPC `message/send`, or a bare message) to the workspace's agent
-/// and answers what the agent answered; a busy agent's message is queued (202).
+/// and answers what the agent answered; a busy agent's message is queued (202), and so is a
+/// hibernated one's, which is woken (202 with `waking: true`).
 #[utoipa::path(
     post,
     path = "/workspaces/{id}/a2a",
@@ -185,7 +190,7 @@ fn caller_timeout(headers: &HeaderMap) -> ApiResult<Option<Duration>> {
     request_body(content = Object, description = "An A2A JSON-RPC request or message (free-form)"),
     responses(
         (status = 200, description = "The agent's answer, verbatim (free-form JSON)", body = Object),
-        (status = 202, description = "The agent is busy; the message is queued", body = Queued),
+        (status = 202, description = "The agent is busy, or hibernated and being woken; the message is queued", body = Queued),
         (status = 400, description = "Not an A2A message, an invalid X-Timeout or X-Workspace-ID", body = ErrorBody),
         (status = 402, description = "The workspace's budget is spent", body = ProxyFailure),
         (status = 403, description = "The caller may not talk to the target", body = ProxyFailure),
@@ -223,13 +228,22 @@ async fn proxy_a2a(
         .await
         .map_err(ApiError::internal)??;
     Ok(match sent {
-        Sent::Queued { queue_id, depth } => (
+        Sent::Queued {
+            queue_id,
+            depth,
+            waking,
+        } => (
             StatusCode::ACCEPTED,
             axum::Json(Queued {
                 queued: true,
                 queue_id,
                 queue_depth: depth,
-                message: "the agent is busy; the message is queued and will be delivered when it has capacity",
+                waking,
+                message: if waking {
+                    "the workspace is waking from hibernation; the message is queued and will be delivered once its agent is online"
+                } else {
+                    "the agent is busy; the message is queued and will be delivered when it has capacity"
+                },
             }),
         )
             .into_response(),

@@ -1,4 +1,5 @@
-//! `/workspaces/:id/restart`, `/pause`, `/resume` and `/admin/workspaces/:id/bootstrap-failed`.
+//! `/workspaces/:id/restart`, `/pause`, `/resume`, `/hibernate` and
+//! `/admin/workspaces/:id/bootstrap-failed`.
 
 use axum::extract::State;
 use axum::http::StatusCode;
@@ -11,7 +12,7 @@ use utoipa_axum::routes;
 use super::AppState;
 use super::error::{ApiError, ApiResult};
 use super::extract::WorkspaceIdParam;
-use super::extract::{AdminAuth, ApiJson, WorkspaceAuth, WorkspacePath};
+use super::extract::{AdminAuth, ApiJson, ApiQuery, WorkspaceAuth, WorkspacePath};
 use super::openapi::ErrorBody;
 use super::workspaces::WorkspaceGone;
 use crate::workspaces::lifecycle::{self, LifecycleError, RestartOutcome};
@@ -21,6 +22,7 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(restart))
         .routes(routes!(pause))
         .routes(routes!(resume))
+        .routes(routes!(hibernate))
         .routes(routes!(bootstrap_failed))
 }
 
@@ -37,9 +39,65 @@ impl From<LifecycleError> for ApiError {
             LifecycleError::NoRuntime => {
                 ApiError::Status(StatusCode::SERVICE_UNAVAILABLE, "provisioner not available")
             }
+            LifecycleError::Busy { active_tasks } => ApiError::body(
+                StatusCode::CONFLICT,
+                Busy {
+                    error: "workspace is busy — pass ?force=true to hibernate anyway",
+                    active_tasks,
+                },
+            ),
             LifecycleError::Workspace(err) => err.into(),
         }
     }
+}
+
+/// A busy workspace's refusal to hibernate without `force`.
+#[derive(Debug, Serialize, ToSchema)]
+struct Busy {
+    error: &'static str,
+    active_tasks: i32,
+}
+
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+struct HibernateQuery {
+    /// Hibernate a busy agent too: it is told first (`signals/restart_pending`), then stopped.
+    #[serde(default)]
+    force: bool,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+struct Hibernated {
+    /// `hibernated`.
+    status: &'static str,
+}
+
+/// Hibernates the workspace: its agent is stopped until a message, a schedule, a resume or a
+/// restart wakes it. Only an online or degraded workspace the host runs; not cascading.
+#[utoipa::path(
+    post,
+    path = "/workspaces/{id}/hibernate",
+    tag = "lifecycle",
+    params(WorkspaceIdParam, HibernateQuery),
+    responses(
+        (status = 200, body = Hibernated),
+        (status = 400, description = "Invalid workspace id or query", body = ErrorBody),
+        (status = 404, description = "No such workspace", body = ErrorBody),
+        (status = 409, description = "Busy without force (with `active_tasks`), already hibernated, not running, or external", body = Busy),
+        (status = 410, description = "The workspace was removed", body = WorkspaceGone),
+        (status = 503, description = "No runtime", body = ErrorBody),
+    ),
+    security(("workspace_token" = [])),
+)]
+async fn hibernate(
+    State(state): State<AppState>,
+    WorkspaceAuth(id): WorkspaceAuth,
+    ApiQuery(q): ApiQuery<HibernateQuery>,
+) -> ApiResult<impl IntoResponse> {
+    lifecycle::hibernate(&state.svc, id, q.force).await?;
+    Ok(axum::Json(Hibernated {
+        status: "hibernated",
+    }))
 }
 
 #[derive(Debug, Serialize, ToSchema)]

@@ -56,6 +56,8 @@ struct WorkspaceFields {
     /// The agent's A2A card as it published it (free-form).
     agent_card: Option<Value>,
     update_tier: String,
+    /// Minutes of idleness after which the agent is hibernated (`null` or 0: never).
+    hibernation_idle_minutes: Option<i32>,
     created_at: DateTime<Utc>,
     updated_at: DateTime<Utc>,
 }
@@ -80,6 +82,7 @@ impl WorkspaceFields {
             collapsed: row.collapsed,
             agent_card: row.agent_card.clone(),
             update_tier: row.update_tier.clone(),
+            hibernation_idle_minutes: row.hibernation_idle_minutes,
             created_at: row.created_at,
             updated_at: row.updated_at,
         }
@@ -167,6 +170,9 @@ struct CreateBody {
     #[serde(default)]
     max_concurrent_tasks: i64,
     canvas: Option<CanvasPosition>,
+    /// Minutes of idleness (no activity) after which the agent is hibernated; 0 to 43200,
+    /// absent or 0: never.
+    hibernation_idle_minutes: Option<i64>,
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
@@ -236,6 +242,7 @@ async fn create(
         secrets: body.secrets.into_iter().collect(),
         max_concurrent_tasks: body.max_concurrent_tasks,
         canvas: body.canvas.map(|c| (c.x, c.y)),
+        hibernation_idle_minutes: body.hibernation_idle_minutes,
         ..CreateRequest::default()
     };
     let created = workspaces::create(&state.svc, request).await?;
@@ -391,6 +398,10 @@ struct PatchBody {
     #[serde(default, deserialize_with = "nullable")]
     #[schema(value_type = Option<String>)]
     workspace_dir: Option<Option<String>>,
+    /// Minutes of idleness before the agent is hibernated (0 to 43200); `null` or 0: never.
+    #[serde(default, deserialize_with = "nullable")]
+    #[schema(value_type = Option<i64>)]
+    hibernation_idle_minutes: Option<Option<i64>>,
     /// Ignored: only the admin's budget route changes the budget.
     #[serde(default, rename = "budget_limit")]
     _budget_limit: Option<Value>,
@@ -415,6 +426,7 @@ fn nullable<'de, D: serde::Deserializer<'de>, T: Deserialize<'de>>(
 enum PatchRefusal {
     Unsupported,
     InvalidParent,
+    InvalidIdleMinutes,
     Invalid,
 }
 
@@ -440,6 +452,9 @@ impl PatchRefusal {
         match self {
             PatchRefusal::Unsupported => "unsupported field in request body",
             PatchRefusal::InvalidParent => "invalid parent_id",
+            PatchRefusal::InvalidIdleMinutes => {
+                "hibernation_idle_minutes must be between 0 and 43200"
+            }
             PatchRefusal::Invalid => "invalid workspace fields",
         }
     }
@@ -476,6 +491,7 @@ impl<'de> serde::de::MapAccess<'de> for PatchFields {
         let (key, value) = self.value.take().ok_or(PatchRefusal::Invalid)?;
         seed.deserialize(value).map_err(|_| match key.as_str() {
             "parent_id" => PatchRefusal::InvalidParent,
+            "hibernation_idle_minutes" => PatchRefusal::InvalidIdleMinutes,
             _ => PatchRefusal::Invalid,
         })
     }
@@ -504,6 +520,7 @@ fn parse_patch(body: Map<String, Value>) -> ApiResult<PatchRequest> {
         collapsed: body.collapsed,
         workspace_dir: body.workspace_dir,
         update_tier: body.update_tier,
+        hibernation_idle_minutes: body.hibernation_idle_minutes,
     })
 }
 

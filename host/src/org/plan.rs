@@ -387,6 +387,9 @@ impl Planner<'_> {
             seed_files: None,
             config: serde_json::Map::new(),
             announce_xy: rel,
+            hibernation_idle_minutes: entry
+                .hibernation_idle_minutes
+                .or(defaults.hibernation_idle_minutes),
         };
         workspaces::check(&request).map_err(|err| fail(err.to_string()))?;
 

@@ -67,6 +67,8 @@ pub struct Defaults {
     pub idle_prompt: Option<String>,
     pub idle_prompt_file: Option<String>,
     pub idle_interval_seconds: Option<u64>,
+    /// Minutes of idleness before a workspace is hibernated (0: never).
+    pub hibernation_idle_minutes: Option<i64>,
     /// The `!external` cache entry these defaults came from (see [`ORIGIN_KEY`]).
     #[serde(rename = "__molecule_origin")]
     pub origin: Option<String>,
@@ -97,6 +99,9 @@ pub struct OrgWorkspace {
     pub url: Option<String>,
     pub canvas: Option<Canvas>,
     pub max_concurrent_tasks: Option<i64>,
+    /// Minutes of idleness before this workspace is hibernated (0: never); falls back to the
+    /// defaults'.
+    pub hibernation_idle_minutes: Option<i64>,
     pub required_env: Vec<EnvRequirement>,
     pub recommended_env: Vec<EnvRequirement>,
     pub children: Vec<OrgWorkspace>,
@@ -131,6 +136,7 @@ impl Default for OrgWorkspace {
             url: None,
             canvas: None,
             max_concurrent_tasks: None,
+            hibernation_idle_minutes: None,
             required_env: Vec::new(),
             recommended_env: Vec::new(),
             children: Vec::new(),

@@ -1020,3 +1020,29 @@ fn externals_count_on_the_budget_too() {
     let err = template::load(&root, &externals).unwrap_err().to_string();
     assert!(err.contains("budget") && err.contains("documents"), "{err}");
 }
+
+#[test]
+fn hibernation_idle_minutes_comes_from_the_entry_else_the_defaults_and_is_validated() {
+    let org = tempfile::tempdir().unwrap();
+    let root = RootDir::open(org.path()).unwrap();
+    let empty = tempfile::tempdir().unwrap();
+    let plan_of = |yaml: &str| {
+        let value: serde_yaml_ng::Value = serde_yaml_ng::from_str(yaml).unwrap();
+        let template = template::typed_inline(value).unwrap();
+        plan::build(&template, &root, &settings(empty.path(), empty.path()))
+    };
+    let plan = plan_of(
+        "defaults:\n  hibernation_idle_minutes: 30\nworkspaces:\n  - name: Lead\n    children:\n      - name: Night\n        hibernation_idle_minutes: 0\n",
+    )
+    .unwrap();
+    let minutes: Vec<_> = plan
+        .workspaces
+        .iter()
+        .map(|w| (w.request.name.as_str(), w.request.hibernation_idle_minutes))
+        .collect();
+    assert_eq!(minutes, [("Lead", Some(30)), ("Night", Some(0))]);
+    let err = plan_of("workspaces:\n  - name: Bad\n    hibernation_idle_minutes: -1\n")
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("hibernation_idle_minutes"), "{err}");
+}

@@ -306,6 +306,13 @@ pub async fn count_since(
     ).bind(workspace_id).bind(activity_type).bind(since).fetch_one(pool).await?))
 }
 
+/// When the newest activity row of `workspace_id` was written, if it has any.
+pub async fn newest_at(db: &Db, workspace_id: Uuid) -> StoreResult<Option<DateTime<Utc>>> {
+    on_db_read!(db, pool => Ok(sqlx::query_scalar(
+        "SELECT created_at FROM activity_logs WHERE workspace_id = $1 ORDER BY created_at DESC LIMIT 1",
+    ).bind(workspace_id).fetch_optional(pool).await?))
+}
+
 /// Delegations the host carries out itself (`"carrier": "host"` in the request) still `pending`
 /// or `dispatched` though created before `created_before`: the host carrying them stopped hard.
 /// Their `(workspace_id, id)`.

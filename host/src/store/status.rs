@@ -5,8 +5,7 @@
 use sqlx::encode::IsNull;
 use sqlx::error::BoxDynError;
 
-/// The ten statuses a workspace can be in (the original's ten values; `hibernating`,
-/// `hibernated` have no edges yet).
+/// The ten statuses a workspace can be in (the original's ten values).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Status {
     Provisioning,
@@ -143,6 +142,12 @@ pub enum Cause {
     Resume,
     /// The workspace was deleted (a tombstone).
     Delete,
+    /// An operator or the idle monitor hibernated it: `hibernating` while the agent stops, then
+    /// `hibernated`.
+    Hibernate,
+    /// A message, a schedule, a resume or a restart woke a hibernated workspace: provisioned
+    /// again.
+    Wake,
 }
 
 /// One edge of the table.
@@ -204,6 +209,12 @@ pub const TRANSITIONS: &[Transition] = &[
     edge(AwaitingAgent, Paused, Pause),
     edge(Hibernating, Paused, Pause),
     edge(Paused, Provisioning, Resume),
+    // Hibernation only from a running agent; the claim comes before the stop, so the health
+    // sweep never mistakes the stop for a crash. Waking provisions again.
+    edge(Online, Hibernating, Hibernate),
+    edge(Degraded, Hibernating, Hibernate),
+    edge(Hibernating, Hibernated, Hibernate),
+    edge(Hibernated, Provisioning, Wake),
     // Deletion from anything live; a tombstone never moves again.
     edge(Provisioning, Removed, Delete),
     edge(Online, Removed, Delete),
@@ -283,6 +294,22 @@ mod tests {
             assert!(matches!(t.to, Online | Degraded), "{t:?}");
             assert!(
                 matches!(t.from, Online | Degraded | Offline | AwaitingAgent),
+                "{t:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn only_a_running_agent_hibernates_and_only_a_hibernated_one_wakes() {
+        assert_eq!(Status::sources(Hibernating, Hibernate), [Online, Degraded]);
+        assert_eq!(Status::sources(Hibernated, Hibernate), [Hibernating]);
+        assert_eq!(Status::sources(Provisioning, Wake), [Hibernated]);
+        for t in TRANSITIONS
+            .iter()
+            .filter(|t| matches!(t.cause, Hibernate | Wake))
+        {
+            assert!(
+                matches!(t.to, Hibernating | Hibernated | Provisioning),
                 "{t:?}"
             );
         }

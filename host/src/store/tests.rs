@@ -24,6 +24,7 @@ crate::both_backends!(
     subtree_mark_removed_and_purge_cover_a_three_level_tree,
     workspace_config_merge_is_shallow_and_keeps_json_types,
     mark_stale_offline_only_touches_silent_online_and_degraded_rows,
+    idle_candidates_are_running_idle_host_run_rows_that_asked_and_newest_activity_is_the_latest_row,
     tokens_ignore_revoked_tokens_and_removed_workspaces,
     the_install_lock_is_stored_once_and_keeps_its_first_reason,
     the_busy_queue_keeps_one_active_copy_per_message_and_drains_by_priority,
@@ -53,6 +54,7 @@ fn workspace(name: &str, parent: Option<Uuid>) -> NewWorkspace {
         workspace_access: "none".to_owned(),
         budget_limit: None,
         max_concurrent_tasks: 1,
+        hibernation_idle_minutes: None,
         x: 0.0,
         y: 0.0,
     }
@@ -601,6 +603,64 @@ async fn age(
     .await
     .expect("ageing a row")
     .rows_affected());
+}
+
+async fn idle_candidates_are_running_idle_host_run_rows_that_asked_and_newest_activity_is_the_latest_row(
+    db: Db,
+) {
+    let mut expected = BTreeSet::new();
+    for (name, status, runtime, minutes, active, candidate) in [
+        ("online", "online", "langgraph", Some(5), 0, true),
+        ("degraded", "degraded", "langgraph", Some(1), 0, true),
+        ("never", "online", "langgraph", Some(0), 0, false),
+        ("unset", "online", "langgraph", None, 0, false),
+        ("busy", "online", "langgraph", Some(5), 2, false),
+        ("external", "online", "external", Some(5), 0, false),
+        ("paused", "paused", "langgraph", Some(5), 0, false),
+        ("hibernated", "hibernated", "langgraph", Some(5), 0, false),
+        (
+            "provisioning",
+            "provisioning",
+            "langgraph",
+            Some(5),
+            0,
+            false,
+        ),
+    ] {
+        let mut ws = workspace(name, None);
+        ws.runtime = runtime.to_owned();
+        ws.hibernation_idle_minutes = minutes;
+        super::workspaces::insert(&db, &ws, &[], &json!({}))
+            .await
+            .unwrap();
+        on_db!(&db, pool => sqlx::query("UPDATE workspaces SET status = $2, active_tasks = $3 WHERE id = $1")
+            .bind(ws.id).bind(status).bind(active).execute(pool).await.unwrap().rows_affected());
+        if candidate {
+            expected.insert((ws.id, minutes.unwrap()));
+        }
+    }
+    let found: BTreeSet<(Uuid, i32)> = super::workspaces::idle_candidates(&db)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|c| (c.id, c.hibernation_idle_minutes))
+        .collect();
+    assert_eq!(found, expected);
+
+    let (id, _) = *expected.first().unwrap();
+    assert_eq!(super::activity::newest_at(&db, id).await.unwrap(), None);
+    let now = Utc::now();
+    for (kind, at) in [
+        ("old", now - Duration::hours(2)),
+        ("new", now),
+        ("mid", now - Duration::hours(1)),
+    ] {
+        let mut row = ActivityRow::new(id, kind);
+        row.created_at = at;
+        super::activity::insert(&db, &row).await.unwrap();
+    }
+    let newest = super::activity::newest_at(&db, id).await.unwrap().unwrap();
+    assert_eq!(newest.timestamp_millis(), now.timestamp_millis());
 }
 
 async fn mark_stale_offline_only_touches_silent_online_and_degraded_rows(db: Db) {

@@ -49,6 +49,8 @@ pub struct WorkspaceRow {
     pub x: f64,
     pub y: f64,
     pub collapsed: bool,
+    /// Minutes of idleness after which the hibernation monitor stops the agent (`None`: never).
+    pub hibernation_idle_minutes: Option<i32>,
 }
 
 const SELECT_WORKSPACE: &str =
@@ -57,7 +59,8 @@ const SELECT_WORKSPACE: &str =
     w.uptime_seconds, w.current_task, w.awareness_namespace, w.runtime, w.workspace_dir,
     w.workspace_access, w.budget_limit, w.monthly_spend, w.last_outbound_at, w.max_concurrent_tasks,
     w.update_tier, w.removed_at, w.created_at, w.updated_at,
-    COALESCE(c.x, 0.0) AS x, COALESCE(c.y, 0.0) AS y, COALESCE(c.collapsed, FALSE) AS collapsed
+    COALESCE(c.x, 0.0) AS x, COALESCE(c.y, 0.0) AS y, COALESCE(c.collapsed, FALSE) AS collapsed,
+    w.hibernation_idle_minutes
     FROM workspaces w LEFT JOIN canvas_layouts c ON c.workspace_id = w.id";
 
 /// Everything needed to insert a workspace.
@@ -75,6 +78,7 @@ pub struct NewWorkspace {
     pub workspace_access: String,
     pub budget_limit: Option<i64>,
     pub max_concurrent_tasks: i32,
+    pub hibernation_idle_minutes: Option<i32>,
     pub x: f64,
     pub y: f64,
 }
@@ -151,10 +155,11 @@ async fn insert_many_rows(db: &Db, items: &[BatchItem<'_>]) -> StoreResult<()> {
     on_db!(db, pool => {
         let mut tx = pool.begin_with(begin).await?;
         // Statements differ in their row count, so none is kept in the statement cache.
-        for chunk in items.chunks(MAX_BINDS / 15) {
+        for chunk in items.chunks(MAX_BINDS / 16) {
             let mut q = QueryBuilder::new(
                 "INSERT INTO workspaces (id, name, role, tier, status, runtime, url, parent_id, workspace_dir,
-                    workspace_access, budget_limit, max_concurrent_tasks, awareness_namespace, created_at, updated_at) ",
+                    workspace_access, budget_limit, max_concurrent_tasks, hibernation_idle_minutes,
+                    awareness_namespace, created_at, updated_at) ",
             );
             q.push_values(chunk, |mut b, item| {
                 let ws = item.row;
@@ -170,6 +175,7 @@ async fn insert_many_rows(db: &Db, items: &[BatchItem<'_>]) -> StoreResult<()> {
                     .push_bind(&ws.workspace_access)
                     .push_bind(ws.budget_limit)
                     .push_bind(ws.max_concurrent_tasks)
+                    .push_bind(ws.hibernation_idle_minutes)
                     .push_bind(format!("workspace:{}", ws.id))
                     .push_bind(now)
                     .push_bind(now);
@@ -397,6 +403,7 @@ pub struct WorkspacePatch {
     pub position: Option<(f64, f64)>,
     pub collapsed: Option<bool>,
     pub update_tier: Option<String>,
+    pub hibernation_idle_minutes: Option<Option<i32>>,
 }
 
 /// Applies every field of `patch` in one transaction. Returns false when no live row matched.
@@ -418,6 +425,9 @@ async fn update_row(db: &Db, id: Uuid, patch: &WorkspacePatch) -> StoreResult<bo
         if let Some(parent) = patch.parent_id { q.push(", parent_id = ").push_bind(parent); }
         if let Some(dir) = &patch.workspace_dir { q.push(", workspace_dir = ").push_bind(dir.clone()); }
         if let Some(tier) = &patch.update_tier { q.push(", update_tier = ").push_bind(tier.clone()); }
+        if let Some(minutes) = patch.hibernation_idle_minutes {
+            q.push(", hibernation_idle_minutes = ").push_bind(minutes);
+        }
         q.push(" WHERE id = ").push_bind(id).push(" AND status <> 'removed'");
         let matched = q.build().execute(&mut *tx).await?.rows_affected() > 0;
         if matched && (patch.position.is_some() || patch.collapsed.is_some()) {
@@ -701,6 +711,28 @@ pub async fn in_status_since(
     )
     .bind(status)
     .bind(cutoff)
+    .fetch_all(pool)
+    .await?))
+}
+
+/// A workspace the hibernation monitor may stop: online or degraded, not external, no task
+/// running, with a positive `hibernation_idle_minutes`.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct IdleCandidate {
+    pub id: Uuid,
+    pub hibernation_idle_minutes: i32,
+    pub created_at: DateTime<Utc>,
+    pub last_outbound_at: Option<DateTime<Utc>>,
+}
+
+/// The workspaces the hibernation monitor looks at (see [`IdleCandidate`]).
+pub async fn idle_candidates(db: &Db) -> StoreResult<Vec<IdleCandidate>> {
+    on_db_read!(db, pool => Ok(sqlx::query_as(
+        "SELECT id, hibernation_idle_minutes, created_at, last_outbound_at FROM workspaces
+         WHERE status IN ('online', 'degraded') AND runtime <> 'external' AND active_tasks = 0
+           AND hibernation_idle_minutes > 0
+         ORDER BY created_at, id",
+    )
     .fetch_all(pool)
     .await?))
 }

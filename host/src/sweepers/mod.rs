@@ -94,6 +94,14 @@ pub fn spawn_all(svc: &Services, tracker: &TaskTracker, shutdown: &CancellationT
         RuntimeConfig::sweep(settings.orphan_sweep_secs),
         |svc| async move { lifecycle::sweep_orphans(&svc).await.map(|_| ()) },
     );
+    spawn_sweep(
+        svc,
+        tracker,
+        shutdown,
+        "hibernation",
+        RuntimeConfig::sweep(settings.hibernation_sweep_secs),
+        |svc| async move { lifecycle::sweep_idle(&svc).await.map(|_| ()) },
+    );
 }
 
 /// How often a replica re-reads the extension slots even when no event said they changed (an

@@ -144,6 +144,20 @@ fn check_workspace_dir_against_host(
     Ok(())
 }
 
+/// The longest `hibernation_idle_minutes` accepted: thirty days.
+pub const MAX_HIBERNATION_IDLE_MINUTES: i64 = 30 * 24 * 60;
+
+/// `hibernation_idle_minutes` as stored: 0 (never) up to [`MAX_HIBERNATION_IDLE_MINUTES`].
+pub fn check_hibernation_idle_minutes(minutes: Option<i64>) -> Result<Option<i32>, WorkspaceError> {
+    match minutes {
+        None => Ok(None),
+        Some(m) if (0..=MAX_HIBERNATION_IDLE_MINUTES).contains(&m) => Ok(i32::try_from(m).ok()),
+        Some(_) => Err(WorkspaceError::Invalid(
+            "hibernation_idle_minutes must be between 0 and 43200",
+        )),
+    }
+}
+
 /// A validated request to create a workspace.
 #[derive(Debug, Clone, Default)]
 pub struct CreateRequest {
@@ -171,6 +185,8 @@ pub struct CreateRequest {
     /// The position announced in `WORKSPACE_PROVISIONING` when it differs from the stored one
     /// (an org import announces children relative to their parent).
     pub announce_xy: Option<(f64, f64)>,
+    /// Minutes of idleness before the hibernation monitor stops the agent (0 or `None`: never).
+    pub hibernation_idle_minutes: Option<i64>,
 }
 
 /// What creation produced.
@@ -226,6 +242,7 @@ pub fn check(req: &CreateRequest) -> Result<String, WorkspaceError> {
     if req.budget_limit.is_some_and(|b| b < 0) {
         return Err(WorkspaceError::Invalid("budget_limit must not be negative"));
     }
+    check_hibernation_idle_minutes(req.hibernation_idle_minutes)?;
     for (key, value) in &req.secrets {
         if SecretKey::parse(key).is_none() {
             return Err(WorkspaceError::Invalid(
@@ -328,6 +345,7 @@ pub async fn prepare(svc: &Services, req: &CreateRequest) -> Result<Prepared, Wo
             workspace_access: access.clone(),
             budget_limit: req.budget_limit,
             max_concurrent_tasks: req.max_concurrent_tasks.clamp(1, i32::MAX as i64) as i32,
+            hibernation_idle_minutes: check_hibernation_idle_minutes(req.hibernation_idle_minutes)?,
             x,
             y,
         },
@@ -539,6 +557,8 @@ pub struct PatchRequest {
     pub workspace_dir: Option<Option<String>>,
     /// `canary` (updated first in a plugin rollout) or `production`.
     pub update_tier: Option<String>,
+    /// `Some(None)` clears it (never hibernate).
+    pub hibernation_idle_minutes: Option<Option<i64>>,
 }
 
 /// What a PATCH changed that the caller should know.
@@ -563,6 +583,10 @@ pub async fn patch(svc: &Services, id: Uuid, req: PatchRequest) -> Result<Patche
         }
     }
     let tier = req.tier.map(check_tier).transpose()?;
+    let hibernation_idle_minutes = req
+        .hibernation_idle_minutes
+        .map(check_hibernation_idle_minutes)
+        .transpose()?;
     if req
         .update_tier
         .as_deref()
@@ -600,6 +624,7 @@ pub async fn patch(svc: &Services, id: Uuid, req: PatchRequest) -> Result<Patche
         position: req.position,
         collapsed: req.collapsed,
         update_tier: req.update_tier.clone(),
+        hibernation_idle_minutes,
     };
     if !store::workspaces::update(&svc.db, id, &store_patch)
         .await
@@ -620,6 +645,9 @@ pub async fn patch(svc: &Services, id: Uuid, req: PatchRequest) -> Result<Patche
     }
     if let Some(update_tier) = &store_patch.update_tier {
         changed.insert("update_tier".into(), json!(update_tier));
+    }
+    if let Some(minutes) = store_patch.hibernation_idle_minutes {
+        changed.insert("hibernation_idle_minutes".into(), json!(minutes));
     }
     if let Some(runtime) = &store_patch.runtime {
         changed.insert("runtime".into(), json!(runtime));

@@ -7,6 +7,7 @@ mod delegation;
 mod durability;
 mod edges;
 mod extensions;
+mod hibernation;
 mod lifecycle;
 mod logs;
 mod openapi;

@@ -679,3 +679,54 @@ async fn saves_say_in_words_what_they_restart_and_the_activity_log_groups_each_r
     browser.close().await;
     report_time(started, "ws-restart");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_hibernate_button_stops_a_running_agent_and_a_chat_message_wakes_it() {
+    let started = Instant::now();
+    let app = host().await;
+    let id = app.create_workspace("Sleeper", None).await;
+    app.wait_settled(&id, ONLINE).await;
+    let browser = Browser::start(&app.base, "ws-hibernate").await;
+    browser.sign_in(ADMIN_TOKEN).await;
+    browser.open(&format!("#/workspaces/{id}")).await;
+    // Running: hibernate is offered, resume is not.
+    browser
+        .until(
+            "the running agent's buttons",
+            "return document.querySelector('#ws-status').dataset.status === 'online' \
+               && !document.querySelector('#ws-hibernate').disabled \
+               && document.querySelector('#ws-resume').disabled ? true : null;",
+        )
+        .await;
+    browser.click("#ws-hibernate").await;
+    browser
+        .until_text("#ws-lifecycle-note", "Hibernated: the agent is stopped")
+        .await;
+    let buttons = browser
+        .until(
+            "the hibernated agent's buttons",
+            "if (document.querySelector('#ws-status').dataset.status !== 'hibernated') return null; \
+             const d = ['hibernate', 'resume'].map((a) => document.querySelector('#ws-' + a).disabled); \
+             return d[0] && !d[1] ? d : null;",
+        )
+        .await;
+    assert_eq!(buttons, json!([true, false]));
+    let stored = app.get(&format!("/workspaces/{id}")).await.expect(200);
+    assert_eq!(stored["status"], "hibernated");
+    browser.screenshot("1-hibernated").await;
+
+    // A chat message wakes it: the console says so, then shows the woken agent's answer.
+    browser.click("#tab-chat").await;
+    browser.type_into("#chat-input", "good morning").await;
+    browser.click("#chat-send").await;
+    browser
+        .until_text("#chat-log", "waking from hibernation")
+        .await;
+    browser.screenshot("2-waking").await;
+    browser
+        .until_text("#chat-log", "Sleeper: good morning")
+        .await;
+    browser.screenshot("3-answered-after-waking").await;
+    browser.close().await;
+    report_time(started, "ws-hibernate");
+}

@@ -9,6 +9,8 @@
 //! provisioning ─(start error | timeout | bootstrap-failed)─► failed  │
 //! online/degraded ─(agent gone | heartbeat lost)─► offline ─(policy: restart)─► provisioning
 //! any live ─(pause, cascades)─► paused ─(resume)─► provisioning
+//! online/degraded ─(hibernate: manual or idle)─► hibernating ─(agent stopped)─► hibernated
+//! hibernated ─(wake: A2A message, schedule, resume, restart)─► provisioning
 //! ```
 //!
 //! Every step is idempotent: a stop of a stopped agent succeeds, a transition whose source status
@@ -221,9 +223,16 @@ async fn transition(
             .await?
             .map(|row| row.status),
     };
+    // `hibernating` too: nothing is proxied to an agent that is being stopped (a message then
+    // waits in the queue for the wake).
     let clears_url = matches!(
         to,
-        Status::Offline | Status::Paused | Status::Failed | Status::Provisioning
+        Status::Offline
+            | Status::Paused
+            | Status::Failed
+            | Status::Provisioning
+            | Status::Hibernating
+            | Status::Hibernated
     );
     let moved = if clears_url {
         store::workspaces::transition_stopped(&svc.db, id, from, to, cause, sample_error).await?
@@ -301,6 +310,8 @@ pub enum LifecycleError {
     Conflict(&'static str),
     #[error("provisioner not available")]
     NoRuntime,
+    #[error("workspace is busy — pass ?force=true to hibernate anyway")]
+    Busy { active_tasks: i32 },
     #[error(transparent)]
     Workspace(#[from] WorkspaceError),
 }
@@ -311,11 +322,13 @@ impl From<StoreError> for LifecycleError {
     }
 }
 
+mod hibernate;
 mod pause;
 mod provision;
 mod restart;
 mod sweeps;
 
+pub use hibernate::*;
 pub use pause::*;
 pub use provision::*;
 pub use restart::*;
@@ -352,12 +365,24 @@ mod tests {
             TestDatabase,
             tempfile::TempDir,
         ) {
+            services_with(crate::config::Faults::default()).await
+        }
+
+        async fn services_with(
+            faults: crate::config::Faults,
+        ) -> (
+            Services,
+            Arc<RecordingRuntime>,
+            TestDatabase,
+            tempfile::TempDir,
+        ) {
             let db = TestDatabase::create(Backend::Sqlite).await;
             let data = tempfile::tempdir().expect("a data dir");
             let mut config = Config {
                 database_url: Some(db.url.clone().into()),
                 data_dir: data.path().to_path_buf(),
                 builtin_extensions_dir: None,
+                faults,
                 ..Config::default()
             };
             config.runtime.kind = RuntimeKind::None;
@@ -552,6 +577,181 @@ mod tests {
                 ),
                 "{second:?}"
             );
+            registering.abort();
+        }
+
+        async fn busy(svc: &Services, id: Uuid, active_tasks: i32) {
+            let report = store::workspaces::HeartbeatReport {
+                active_tasks,
+                ..Default::default()
+            };
+            store::workspaces::record_heartbeat(&svc.db, id, &report)
+                .await
+                .unwrap();
+        }
+
+        #[tokio::test]
+        async fn a_hibernate_stops_only_the_agent_and_a_wake_starts_it_again() {
+            let (svc, runtime, _db, _data) = services().await;
+            let root = create(&svc, "Root", None).await;
+            let child = create(&svc, "Child", Some(root)).await;
+            let registering = agents_register(&svc, &runtime, vec![root, child]);
+            until("online", async || {
+                status(&svc, root).await == Status::Online
+                    && status(&svc, child).await == Status::Online
+            })
+            .await;
+            store::workspaces::set_url(&svc.db, root, Some("http://127.0.0.1:9"))
+                .await
+                .unwrap();
+
+            super::super::hibernate(&svc, root, false).await.unwrap();
+            let row = store::workspaces::get(&svc.db, root)
+                .await
+                .unwrap()
+                .unwrap();
+            assert_eq!(row.status, Status::Hibernated);
+            assert_eq!(row.url, None, "a hibernated workspace keeps no URL");
+            assert!(!runtime.is_running(root));
+            // Not cascading: a hibernated parent leaves its children running, and they restart.
+            assert!(runtime.is_running(child));
+            assert_eq!(status(&svc, child).await, Status::Online);
+            assert!(matches!(
+                super::super::manual_restart(&svc, child).await,
+                Ok(super::super::RestartOutcome::Started)
+            ));
+            // Hibernating again is refused; the sweeps and automatic restarts leave it alone.
+            assert!(matches!(
+                super::super::hibernate(&svc, root, false).await,
+                Err(super::super::LifecycleError::Conflict(_))
+            ));
+            assert!(
+                !store::workspaces::restartable_ids(&svc.db)
+                    .await
+                    .unwrap()
+                    .contains(&root)
+            );
+            assert!(super::super::sweep_health(&svc).await.unwrap().is_empty());
+            assert_eq!(status(&svc, root).await, Status::Hibernated);
+            let skipped =
+                super::super::request_restart(&svc, root, super::super::Trigger::AgentExited(1))
+                    .await
+                    .unwrap();
+            assert_eq!(skipped, super::super::RestartOutcome::Skipped("hibernated"));
+
+            let starts = runtime.starts();
+            assert!(super::super::wake(&svc, root).await.unwrap());
+            assert!(
+                !super::super::wake(&svc, root).await.unwrap(),
+                "woken twice"
+            );
+            until("the agent started again", async || {
+                runtime.starts() > starts && runtime.is_running(root)
+            })
+            .await;
+            until("online again", async || {
+                status(&svc, root).await == Status::Online
+            })
+            .await;
+            registering.abort();
+        }
+
+        #[tokio::test]
+        async fn a_busy_agent_hibernates_only_when_forced_and_resume_or_restart_wake_it() {
+            let (svc, runtime, _db, _data) = services().await;
+            let id = create(&svc, "Busy", None).await;
+            let registering = agents_register(&svc, &runtime, vec![id]);
+            until("online", async || status(&svc, id).await == Status::Online).await;
+            busy(&svc, id, 2).await;
+            let refused = super::super::hibernate(&svc, id, false).await;
+            assert!(
+                matches!(
+                    refused,
+                    Err(super::super::LifecycleError::Busy { active_tasks: 2 })
+                ),
+                "{refused:?}"
+            );
+            assert!(runtime.is_running(id));
+            super::super::hibernate(&svc, id, true).await.unwrap();
+            assert_eq!(status(&svc, id).await, Status::Hibernated);
+            assert!(!runtime.is_running(id));
+
+            // Resume wakes it.
+            assert_eq!(super::super::resume(&svc, id).await.unwrap(), 1);
+            until("online", async || status(&svc, id).await == Status::Online).await;
+            busy(&svc, id, 0).await;
+            // So does a restart.
+            super::super::hibernate(&svc, id, false).await.unwrap();
+            let starts = runtime.starts();
+            assert!(matches!(
+                super::super::manual_restart(&svc, id).await,
+                Ok(super::super::RestartOutcome::Started)
+            ));
+            until("started again", async || runtime.starts() > starts).await;
+            until("online", async || status(&svc, id).await == Status::Online).await;
+            registering.abort();
+        }
+
+        #[tokio::test]
+        async fn only_a_running_workspace_hibernates() {
+            let (svc, runtime, _db, _data) = services().await;
+            let id = create(&svc, "Starting", None).await;
+            until("started", async || runtime.starts() == 1).await;
+            // Still provisioning: nothing to hibernate.
+            assert!(matches!(
+                super::super::hibernate(&svc, id, true).await,
+                Err(super::super::LifecycleError::Conflict(_))
+            ));
+            assert!(!super::super::wake(&svc, id).await.unwrap());
+            assert_eq!(status(&svc, id).await, Status::Provisioning);
+        }
+
+        #[tokio::test]
+        async fn the_idle_monitor_hibernates_only_idle_agents_that_asked_for_it() {
+            let faults = crate::config::Faults {
+                hibernation_minute: Some(std::time::Duration::from_secs(2)),
+                ..Default::default()
+            };
+            let (svc, runtime, _db, _data) = services_with(faults).await;
+            let idle = create(&svc, "Idle", None).await;
+            let working = create(&svc, "Working", None).await;
+            let never = create(&svc, "Never", None).await;
+            let patch = |minutes| workspaces::PatchRequest {
+                hibernation_idle_minutes: Some(minutes),
+                ..Default::default()
+            };
+            workspaces::patch(&svc, idle, patch(Some(1))).await.unwrap();
+            workspaces::patch(&svc, working, patch(Some(1)))
+                .await
+                .unwrap();
+            workspaces::patch(&svc, never, patch(Some(0)))
+                .await
+                .unwrap();
+            let registering = agents_register(&svc, &runtime, vec![idle, working, never]);
+            until("online", async || {
+                for id in [idle, working, never] {
+                    if status(&svc, id).await != Status::Online {
+                        return false;
+                    }
+                }
+                true
+            })
+            .await;
+            busy(&svc, working, 1).await;
+            // A fresh activity row keeps the idle one awake for one (two-second) minute.
+            let mut row = crate::store::activity::ActivityRow::new(idle, "agent_log");
+            row.summary = Some("working".into());
+            store::activity::insert(&svc.db, &row).await.unwrap();
+            assert!(super::super::sweep_idle(&svc).await.unwrap().is_empty());
+
+            until("the idle one hibernated", async || {
+                super::super::sweep_idle(&svc).await.unwrap() == vec![idle]
+            })
+            .await;
+            assert_eq!(status(&svc, idle).await, Status::Hibernated);
+            assert!(!runtime.is_running(idle));
+            assert_eq!(status(&svc, working).await, Status::Online);
+            assert_eq!(status(&svc, never).await, Status::Online);
             registering.abort();
         }
 

@@ -53,9 +53,13 @@ pub async fn pause(svc: &Services, id: Uuid) -> Result<usize, LifecycleError> {
 }
 
 /// Resumes a paused workspace and its paused descendants: each goes back to `provisioning` and
-/// starts from its existing files. Refused while an ancestor is paused.
+/// starts from its existing files. Refused while an ancestor is paused. A hibernated workspace
+/// is woken instead (only itself: hibernation does not cascade).
 pub async fn resume(svc: &Services, id: Uuid) -> Result<usize, LifecycleError> {
     let row = get_live(svc, id).await?;
+    if row.status == Status::Hibernated {
+        return Ok(usize::from(super::wake(svc, id).await?));
+    }
     if row.status != Status::Paused {
         return Err(LifecycleError::Conflict("workspace is not paused"));
     }

@@ -365,6 +365,12 @@ pub async fn manual_restart(svc: &Services, id: Uuid) -> Result<RestartOutcome, 
             "workspace is paused — resume it instead",
         ));
     }
+    // A restart of a hibernated workspace wakes it (the stopped agent starts again); the
+    // restart cycle itself skips hibernated workspaces.
+    if row.status == Status::Hibernated {
+        super::wake(svc, id).await?;
+        return Ok(RestartOutcome::Started);
+    }
     Ok(restart_now(svc, id).await)
 }
 
