@@ -326,6 +326,7 @@ mod tests {
             "provision-timeout",
             "health",
             "orphans",
+            "scheduler",
         ];
         let keys: BTreeSet<i32> = names.iter().map(|n| lease_key(n)).collect();
         assert_eq!(keys.len(), names.len());

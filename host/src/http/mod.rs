@@ -20,6 +20,7 @@ mod org;
 mod plugins;
 mod ratelimit;
 mod registry;
+mod schedules;
 mod secrets;
 mod tokens;
 mod workspaces;
@@ -121,6 +122,7 @@ fn api() -> OpenApiRouter<AppState> {
         .merge(plugins::router())
         .merge(a2a::router())
         .merge(mcp::router())
+        .merge(schedules::router())
         .merge(console::router())
 }
 
