@@ -435,3 +435,63 @@ async fn missed_ticks_fire_once_after_a_downtime(backend: DbBackend) {
     assert_eq!(history[0]["status"], "ok", "{history}");
     assert_eq!(time(&history[0]["tick_at"]).timestamp(), missed.timestamp());
 }
+
+/// Two replicas on one PostgreSQL database: an every-second schedule fires each of 20 ticks
+/// exactly once (the lease picks the firing replica; the claim on `next_run_at` would stop a
+/// second one even if both held it).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_replicas_fire_each_tick_of_a_schedule_exactly_once() {
+    use molecule_e2e::replicas::{Agents, ReplicaSet};
+    let agent = FaultAgent::start(|_| Fault::Answer).await;
+    let templates = tempfile::tempdir().expect("a templates dir");
+    let mut hosts = ReplicaSet::new(
+        molecule_host::store::Backend::Postgres,
+        Agents::None,
+        templates.path(),
+    )
+    .await;
+    hosts.settings = "schedules.poll_interval_ms = 100".into();
+    let (a, b) = (hosts.spawn().await, hosts.spawn().await);
+    let (on_a, on_b) = (hosts[a].api.clone(), hosts[b].api.clone());
+    let (id, _) = on_a.workspace_at("metronome", None, &agent.url).await;
+    let created = on_b
+        .post(
+            &schedules(&id),
+            json!({ "name": "beat", "cron_expr": "* * * * * *", "prompt": "beat" }),
+        )
+        .await
+        .expect(201);
+    let one = format!("{}/{}", schedules(&id), created["id"].as_str().unwrap());
+    eventually(Duration::from_secs(60), || async {
+        (scheduled(&agent).len() >= 20).then_some(())
+    })
+    .await;
+    on_a.patch(&one, json!({ "enabled": false }))
+        .await
+        .expect(200);
+
+    // Fires in flight when it was disabled finish; then the agent's count and the history agree.
+    let (received, history) = eventually(Duration::from_secs(10), || async {
+        let received = scheduled(&agent);
+        let history = on_b.get(&format!("{one}/history")).await.expect(200);
+        let history = history.as_array().unwrap().clone();
+        (received.len() == history.len()).then_some((received, history))
+    })
+    .await;
+    let ticks: std::collections::BTreeSet<String> = received
+        .iter()
+        .map(|(tick, _)| tick.clone().expect("a tick"))
+        .collect();
+    assert_eq!(
+        ticks.len(),
+        received.len(),
+        "a tick was fired twice: {received:?}"
+    );
+    assert!(received.len() >= 20);
+    let recorded: std::collections::BTreeSet<String> = history
+        .iter()
+        .map(|h| h["tick_at"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(recorded.len(), history.len(), "a tick was recorded twice");
+    assert!(history.iter().all(|h| h["status"] == "ok"), "{history:?}");
+}
