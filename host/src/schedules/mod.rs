@@ -156,6 +156,62 @@ pub async fn create(
     }
 }
 
+/// Writes a workspace's template schedules (`source: template`): each is created, or its
+/// definition rewritten when a template schedule of that name exists; a schedule of that name
+/// created through the API is left alone. With `prune` (reconcile), template schedules the
+/// template no longer names are deleted. Returns `(written, removed)`.
+pub async fn seed_template(
+    svc: &Services,
+    workspace_id: Uuid,
+    definitions: &[Definition],
+    prune: bool,
+) -> Result<(usize, usize), StoreError> {
+    let now = Utc::now();
+    let mut written = 0;
+    for definition in definitions {
+        // Checked when the plan was built; a definition that no longer parses is skipped.
+        let Ok(schedule) = CronSchedule::parse(&definition.cron_expr, &definition.timezone) else {
+            continue;
+        };
+        let row = ScheduleRow {
+            id: Uuid::new_v4(),
+            workspace_id,
+            name: definition.name.clone(),
+            cron_expr: definition.cron_expr.clone(),
+            timezone: definition.timezone.clone(),
+            prompt: definition.prompt.clone(),
+            enabled: definition.enabled,
+            source: Source::Template.as_str().to_owned(),
+            last_run_at: None,
+            next_run_at: definition
+                .enabled
+                .then(|| schedule.next_after(now))
+                .flatten(),
+            run_count: 0,
+            last_status: None,
+            last_error: None,
+            consecutive_empty_runs: 0,
+            consecutive_failures: 0,
+            created_at: now,
+            updated_at: now,
+        };
+        if store::schedules::upsert_template(&svc.db, &row).await? {
+            written += 1;
+        } else {
+            tracing::info!(%workspace_id, name = row.name, "a template schedule is shadowed by one created through the API");
+        }
+    }
+    let mut removed = 0;
+    if prune {
+        for (id, name) in store::schedules::template_names(&svc.db, workspace_id).await? {
+            if !definitions.iter().any(|d| d.name == name) {
+                removed += usize::from(store::schedules::delete(&svc.db, workspace_id, id).await?);
+            }
+        }
+    }
+    Ok((written, removed))
+}
+
 /// The fields a patch may change; `None` keeps the stored value.
 #[derive(Debug, Clone, Default)]
 pub struct Patch {

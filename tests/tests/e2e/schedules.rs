@@ -6,13 +6,16 @@
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use molecule_e2e::{Api, DbBackend, Fault, FaultAgent, TestApp, eventually, on_both_backends};
+use molecule_e2e::{
+    Api, DbBackend, Fault, FaultAgent, TestApp, eventually, on_both_backends, write_file,
+};
 use serde_json::{Value, json};
 
 on_both_backends!(
     schedules_are_created_listed_changed_and_deleted_with_field_errors,
     a_schedule_fires_within_a_second_of_its_tick_and_is_recorded,
     missed_ticks_fire_once_after_a_downtime,
+    an_import_seeds_template_schedules_and_reconcile_keeps_runtime_ones,
 );
 
 fn schedules(id: &str) -> String {
@@ -494,4 +497,111 @@ async fn two_replicas_fire_each_tick_of_a_schedule_exactly_once() {
         .collect();
     assert_eq!(recorded.len(), history.len(), "a tick was recorded twice");
     assert!(history.iter().all(|h| h["status"] == "ok"), "{history:?}");
+}
+
+fn by_name<'a>(rows: &'a Value, name: &str) -> Option<&'a Value> {
+    rows.as_array().unwrap().iter().find(|r| r["name"] == name)
+}
+
+async fn an_import_seeds_template_schedules_and_reconcile_keeps_runtime_ones(backend: DbBackend) {
+    let templates = tempfile::tempdir().unwrap();
+    let root = templates.path();
+    write_file(
+        root,
+        "ops/org.yaml",
+        "name: Ops\nworkspaces:\n  - name: Watch\n    files_dir: watch\n    schedules:\n      - name: nightly\n        cron_expr: \"0 2 * * *\"\n        timezone: Europe/Berlin\n        prompt_file: nightly.md\n      - name: hourly\n        cron_expr: \"@hourly\"\n        prompt: check in\n",
+    );
+    write_file(
+        root,
+        "ops/watch/nightly.md",
+        "Run the nightly review.\r\nReport back.\r\n",
+    );
+    let dir = root.to_path_buf();
+    let app = TestApp::spawn_with(backend, move |c| c.org.templates_dir = dir).await;
+    let imported = app
+        .post("/org/import", json!({ "dir": "ops" }))
+        .await
+        .expect(201);
+    let id = imported["workspaces"][0]["id"].as_str().unwrap().to_owned();
+    let rows = app.get(&schedules(&id)).await.expect(200);
+    let nightly = by_name(&rows, "nightly").expect("nightly is seeded");
+    assert_eq!(nightly["source"], "template");
+    assert_eq!(nightly["timezone"], "Europe/Berlin");
+    assert_eq!(nightly["prompt"], "Run the nightly review.\nReport back.\n");
+    assert!(nightly["next_run_at"].is_string());
+    assert_eq!(by_name(&rows, "hourly").unwrap()["timezone"], "UTC");
+
+    // One made through the API, and one that shares a template schedule's future name.
+    app.post(
+        &schedules(&id),
+        json!({ "name": "mine", "cron_expr": "@daily", "prompt": "mine" }),
+    )
+    .await
+    .expect(201);
+    app.post(
+        &schedules(&id),
+        json!({ "name": "weekly", "cron_expr": "@daily", "prompt": "by hand" }),
+    )
+    .await
+    .expect(201);
+
+    // The template drops `hourly`, changes `nightly` and adds `weekly`.
+    write_file(
+        root,
+        "ops/org.yaml",
+        "name: Ops\nworkspaces:\n  - name: Watch\n    files_dir: watch\n    schedules:\n      - name: nightly\n        cron_expr: \"0 3 * * *\"\n        prompt: shorter review\n      - name: weekly\n        cron_expr: \"@weekly\"\n        prompt: from the template\n",
+    );
+    let merged = app
+        .post("/org/import", json!({ "dir": "ops" }))
+        .await
+        .expect(201);
+    assert_eq!(merged["created_count"], 0);
+    let rows = app.get(&schedules(&id)).await.expect(200);
+    assert!(by_name(&rows, "hourly").is_some(), "merge removes nothing");
+    assert_eq!(by_name(&rows, "nightly").unwrap()["cron_expr"], "0 3 * * *");
+    app.post("/org/import", json!({ "dir": "ops", "mode": "reconcile" }))
+        .await
+        .expect(201);
+    let rows = app.get(&schedules(&id)).await.expect(200);
+    let names: Vec<&str> = rows
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, vec!["mine", "nightly", "weekly"], "{rows}");
+    let nightly = by_name(&rows, "nightly").unwrap();
+    assert_eq!(
+        (nightly["prompt"].as_str(), nightly["timezone"].as_str()),
+        (Some("shorter review"), Some("UTC"))
+    );
+    let weekly = by_name(&rows, "weekly").unwrap();
+    assert_eq!(
+        (weekly["source"].as_str(), weekly["prompt"].as_str()),
+        (Some("runtime"), Some("by hand")),
+        "a runtime schedule is never overwritten"
+    );
+    assert_eq!(by_name(&rows, "mine").unwrap()["source"], "runtime");
+
+    // A bad expression or a prompt_file outside the template refuses the import, naming it.
+    write_file(
+        root,
+        "bad/org.yaml",
+        "name: Bad\nworkspaces:\n  - name: Broken\n    schedules:\n      - name: oops\n        cron_expr: \"99 * * * *\"\n        prompt: hi\n",
+    );
+    let refused = app.post("/org/import", json!({ "dir": "bad" })).await;
+    assert_eq!(refused.status, 400, "{}", refused.text);
+    assert!(
+        refused.text.contains("oops") && refused.text.contains("cron_expr"),
+        "{}",
+        refused.text
+    );
+    write_file(
+        root,
+        "escape/org.yaml",
+        "name: Escape\nworkspaces:\n  - name: Sneaky\n    schedules:\n      - name: leak\n        cron_expr: \"@daily\"\n        prompt_file: ../ops/watch/nightly.md\n",
+    );
+    let refused = app.post("/org/import", json!({ "dir": "escape" })).await;
+    assert_eq!(refused.status, 400, "{}", refused.text);
+    assert!(refused.text.contains("prompt_file"), "{}", refused.text);
 }
