@@ -11,6 +11,7 @@
 
 pub mod cron;
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -523,6 +524,8 @@ impl Scheduler {
         let settings = &svc.config.schedules;
         let batch = settings.batch.max(1);
         let mut started = 0;
+        // Many schedules share an expression and zone: each is parsed once per pass.
+        let mut parsed: HashMap<(String, String), Result<CronSchedule, CronError>> = HashMap::new();
         loop {
             let now = Utc::now();
             let due = store::schedules::due(&svc.db, now, batch).await?;
@@ -540,7 +543,11 @@ impl Scheduler {
                 let Some(seen) = row.next_run_at else {
                     continue;
                 };
-                let next = match CronSchedule::parse(&row.cron_expr, &row.timezone) {
+                let key = (row.cron_expr.clone(), row.timezone.clone());
+                let schedule = parsed
+                    .entry(key)
+                    .or_insert_with(|| CronSchedule::parse(&row.cron_expr, &row.timezone));
+                let next = match schedule {
                     Ok(schedule) => schedule.next_after(Utc::now().max(seen)),
                     Err(err) => {
                         // A row an older version stored: it is disabled, never retried each pass.
