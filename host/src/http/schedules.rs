@@ -25,6 +25,7 @@ pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
         .routes(routes!(list, create))
         .routes(routes!(workspace_health))
+        .routes(routes!(preview))
         .routes(routes!(update, delete))
         .routes(routes!(run))
         .routes(routes!(history))
@@ -254,6 +255,52 @@ async fn create(
             next_run_at: row.next_run_at,
         }),
     ))
+}
+
+/// The body of `POST /workspaces/{id}/schedules/preview`.
+#[derive(Debug, Deserialize, ToSchema)]
+#[allow(dead_code)]
+struct PreviewBody {
+    cron_expr: String,
+    /// IANA zone (default `UTC`).
+    timezone: Option<String>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+struct Preview {
+    /// The next three ticks from now.
+    next_runs: Vec<DateTime<Utc>>,
+}
+
+/// Checks an expression and zone without storing anything, and answers their next three ticks
+/// (the console's create form validates and previews as the operator types).
+#[utoipa::path(
+    post,
+    path = "/workspaces/{id}/schedules/preview",
+    tag = "schedules",
+    params(WorkspaceIdParam),
+    request_body = PreviewBody,
+    responses(
+        (status = 200, body = Preview),
+        (status = 400, description = "A field is invalid; `field` names it", body = FieldErrorBody),
+    ),
+    security(("workspace_token" = [])),
+)]
+async fn preview(
+    WorkspaceAuth(_): WorkspaceAuth,
+    ApiJson(body): ApiJson<Value>,
+) -> ApiResult<impl IntoResponse> {
+    let body = object(body)?;
+    let cron_expr = text(&body, "cron_expr", "cron_expr must be a string")?
+        .ok_or_else(|| field_error("cron_expr", "cron_expr is required"))?;
+    let timezone = text(&body, "timezone", "timezone must be a string")?
+        .filter(|z| !z.trim().is_empty())
+        .unwrap_or_else(|| "UTC".to_owned());
+    let schedule = schedules::cron::CronSchedule::parse(&cron_expr, &timezone)
+        .map_err(|err| ApiError::from(ScheduleError::from(err)))?;
+    Ok(axum::Json(Preview {
+        next_runs: schedule.upcoming(Utc::now(), 3),
+    }))
 }
 
 /// The body of `PATCH .../schedules/{schedule_id}`: any subset.

@@ -96,6 +96,49 @@ async fn schedules_are_created_listed_changed_and_deleted_with_field_errors(back
     )
     .await;
 
+    // The preview checks without storing: the next three ticks, or the field at fault.
+    let preview = app
+        .post(
+            &format!("{path}/preview"),
+            json!({ "cron_expr": "*/15 * * * *" }),
+        )
+        .await
+        .expect(200);
+    let runs: Vec<DateTime<Utc>> = preview["next_runs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(time)
+        .collect();
+    assert_eq!(runs.len(), 3);
+    assert!(
+        runs.windows(2)
+            .all(|w| w[1] - w[0] == chrono::Duration::minutes(15)),
+        "{preview}"
+    );
+    refused(
+        &app,
+        &format!("{path}/preview"),
+        json!({ "cron_expr": "*/15 * * *" }),
+        "cron_expr",
+    )
+    .await;
+    refused(
+        &app,
+        &format!("{path}/preview"),
+        json!({ "cron_expr": "@daily", "timezone": "Moon/Base" }),
+        "timezone",
+    )
+    .await;
+    assert!(
+        app.get(&path)
+            .await
+            .expect(200)
+            .as_array()
+            .unwrap()
+            .is_empty()
+    );
+
     let created = app
         .post(&path, json!({ "name": "standup", "cron_expr": "30 9 * * 1-5", "timezone": "Europe/Berlin", "prompt": "Plan the day.\r\nBe brief.\r\n" }))
         .await
