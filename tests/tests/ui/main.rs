@@ -10,4 +10,5 @@ mod admin;
 mod browser;
 mod console;
 mod graph;
+mod schedules;
 mod workspace;
