@@ -15,6 +15,7 @@ on_both_backends!(
     schedules_are_created_listed_changed_and_deleted_with_field_errors,
     a_schedule_fires_within_a_second_of_its_tick_and_is_recorded,
     missed_ticks_fire_once_after_a_downtime,
+    a_slow_agent_never_delays_another_schedules_fires,
     an_import_seeds_template_schedules_and_reconcile_keeps_runtime_ones,
 );
 
@@ -454,6 +455,37 @@ async fn missed_ticks_fire_once_after_a_downtime(backend: DbBackend) {
             .await
             .unwrap()
     );
+    // Rows an older version could have left: an expression this one refuses, and enabled
+    // schedules without a next run. None may stall the scheduler.
+    let broken = molecule_host::store::schedules::ScheduleRow {
+        id: uuid::Uuid::new_v4(),
+        name: "broken".into(),
+        cron_expr: "every tuesday".into(),
+        next_run_at: Some(missed),
+        ..row.clone()
+    };
+    molecule_host::store::schedules::insert(&db, &broken)
+        .await
+        .unwrap();
+    let unscheduled = molecule_host::store::schedules::ScheduleRow {
+        id: uuid::Uuid::new_v4(),
+        name: "unscheduled".into(),
+        next_run_at: None,
+        ..row.clone()
+    };
+    molecule_host::store::schedules::insert(&db, &unscheduled)
+        .await
+        .unwrap();
+    let zone_gone = molecule_host::store::schedules::ScheduleRow {
+        id: uuid::Uuid::new_v4(),
+        name: "zone-gone".into(),
+        timezone: "Atlantis/Capital".into(),
+        next_run_at: None,
+        ..row.clone()
+    };
+    molecule_host::store::schedules::insert(&db, &zone_gone)
+        .await
+        .unwrap();
     db.close().await;
 
     app.restart_with(|_| {})
@@ -480,6 +512,86 @@ async fn missed_ticks_fire_once_after_a_downtime(backend: DbBackend) {
     }
     assert_eq!(history[0]["status"], "ok", "{history}");
     assert_eq!(time(&history[0]["tick_at"]).timestamp(), missed.timestamp());
+
+    let broken = eventually(Duration::from_secs(10), || async {
+        let row = listed(&app, &id, &broken.id.to_string()).await;
+        (row["enabled"] == false).then_some(row)
+    })
+    .await;
+    assert!(
+        broken["last_error"].as_str().unwrap().contains("cron_expr"),
+        "{broken}"
+    );
+    assert!(broken["next_run_at"].is_null());
+    let repaired = listed(&app, &id, &unscheduled.id.to_string()).await;
+    assert!(repaired["next_run_at"].is_string(), "{repaired}");
+    let gone = eventually(Duration::from_secs(10), || async {
+        let row = listed(&app, &id, &zone_gone.id.to_string()).await;
+        (row["enabled"] == false).then_some(row)
+    })
+    .await;
+    assert!(
+        gone["last_error"].as_str().unwrap().contains("timezone"),
+        "{gone}"
+    );
+}
+
+/// One agent takes far longer than the fire timeout; another schedule's every-second fires go
+/// on meanwhile, and the slow fire ends when its timeout says.
+async fn a_slow_agent_never_delays_another_schedules_fires(backend: DbBackend) {
+    let app = TestApp::spawn_with(backend, |c| {
+        c.schedules.fire_timeout_secs = 1;
+        c.schedules.max_concurrent_fires = 4;
+    })
+    .await;
+    let slow = FaultAgent::start(|_| Fault::Slow(Duration::from_secs(30))).await;
+    let fast = FaultAgent::start(|_| Fault::Answer).await;
+    let (slow_id, _) = app.workspace_at("slow", None, &slow.url).await;
+    let (fast_id, _) = app.workspace_at("fast", None, &fast.url).await;
+    let created = app
+        .post(
+            &schedules(&slow_id),
+            json!({ "name": "slow", "cron_expr": "@yearly", "prompt": "take your time" }),
+        )
+        .await
+        .expect(201);
+    let slow_one = format!(
+        "{}/{}",
+        schedules(&slow_id),
+        created["id"].as_str().unwrap()
+    );
+    // The slow fire starts first, and is still waiting for its agent while the fast ones run.
+    let run = {
+        let api = app.api.clone();
+        let path = format!("{slow_one}/run");
+        tokio::spawn(async move { api.post(&path, json!({})).await })
+    };
+    eventually(Duration::from_secs(10), || async {
+        (!slow.requests().is_empty()).then_some(())
+    })
+    .await;
+    let started = std::time::Instant::now();
+    app.post(
+        &schedules(&fast_id),
+        json!({ "name": "fast", "cron_expr": "* * * * * *", "prompt": "quick" }),
+    )
+    .await
+    .expect(201);
+    eventually(Duration::from_secs(10), || async {
+        (scheduled(&fast).len() >= 3).then_some(())
+    })
+    .await;
+    println!(
+        "3 fast fires {:?} after the slow one began",
+        started.elapsed()
+    );
+    let answered = run.await.expect("the run returns");
+    let outcome = answered.body["run"].clone();
+    assert_ne!(outcome["status"], "ok", "{outcome}");
+    assert!(
+        outcome["duration_ms"].as_i64().unwrap() < 15_000,
+        "bounded by the fire timeout: {outcome}"
+    );
 }
 
 /// Two replicas on one PostgreSQL database: an every-second schedule fires each of 20 ticks
