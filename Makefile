@@ -175,8 +175,10 @@ run: deps
 # against the native fallbacks), the A2A proxy bench (tests/benches/a2a_proxy.rs: wrk
 # against the echo agent directly, through nginx and through the host's
 # POST /workspaces/{id}/a2a; p50/p90/p99, req/s and the host/direct and host/nginx ratios),
-# and the replica bench (tests/benches/replicas.rs: req/s through 1, 2 and 3 replicas of the
-# release binary behind nginx, and event fan-out latency to another replica's /ws).
+# the replica bench (tests/benches/replicas.rs: req/s through 1, 2 and 3 replicas of the
+# release binary behind nginx, and event fan-out latency to another replica's /ws), and the
+# scheduler bench (tests/benches/schedules.rs: 10,000 schedules due in the same second, fired
+# to a loopback agent, on SQLite and PostgreSQL).
 bench: deps bench-tools
 	url="$$(bash $(PG_SCRIPT) start)"; \
 	export MOLECULE_TEST_PG_URL="$$url"; \
@@ -188,7 +190,8 @@ bench: deps bench-tools
 	cargo bench -p molecule-e2e --bench plugin_install && \
 	cargo bench -p molecule-e2e --bench a2a_proxy && \
 	cargo build --release -p molecule-host --bin molecule && \
-	cargo bench -p molecule-e2e --bench replicas
+	cargo bench -p molecule-e2e --bench replicas && \
+	cargo bench -p molecule-e2e --bench schedules
 
 # bench-tools: what the A2A proxy bench drives, from Debian's packages (idempotent): nginx
 # (nginx-light, else nginx) and the wrk load generator. apt-get update runs only when an

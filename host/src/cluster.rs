@@ -327,6 +327,7 @@ mod tests {
             "health",
             "orphans",
             "hibernation",
+            "scheduler",
         ];
         let keys: BTreeSet<i32> = names.iter().map(|n| lease_key(n)).collect();
         assert_eq!(keys.len(), names.len());

@@ -17,6 +17,7 @@ pub mod org;
 pub mod plugins;
 pub mod runtime;
 pub mod safefs;
+pub mod schedules;
 pub mod secrets;
 pub mod services;
 pub mod store;

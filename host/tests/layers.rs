@@ -19,7 +19,7 @@ const LAYERS: &[&[&str]] = &[
     &["runtime", "extensions", "auth"],
     &["agents"],
     &["workspaces"],
-    &["delegation", "plugins"],
+    &["delegation", "plugins", "schedules"],
     &["org"],
     &["sweepers"],
     &["http", "cli"],

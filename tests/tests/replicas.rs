@@ -18,8 +18,8 @@ use molecule_e2e::replicas::{Agents, ReplicaSet};
 use molecule_e2e::{Api, eventually, restart_claimed};
 use serde_json::json;
 
-/// Every sweeper that takes a lease, and whether its interval (1 s here) is short enough to
-/// count passes in a few seconds (`provision-timeout` sweeps every 30 s).
+/// Every sweeper that takes a lease, and whether its interval (1 s here, the scheduler's 500 ms)
+/// is short enough to count passes in a few seconds (`provision-timeout` sweeps every 30 s).
 const SWEEPERS: &[(&str, bool)] = &[
     ("liveness", true),
     ("plugin-drift", true),
@@ -28,6 +28,7 @@ const SWEEPERS: &[(&str, bool)] = &[
     ("provision-timeout", false),
     ("health", true),
     ("orphans", true),
+    ("scheduler", true),
 ];
 /// The sweep interval every replica is configured with.
 const INTERVAL: Duration = Duration::from_secs(1);

@@ -14,12 +14,14 @@ import { activityPanel } from './workspace-activity.js';
 import { chatPanel } from './workspace-chat.js';
 import { delegationsPanel } from './workspace-delegations.js';
 import { filesPanel } from './workspace-files.js';
+import { schedulesPanel } from './workspace-schedules.js';
 import { restartWords } from './workspace-words.js';
 
 const TABS = [
   ['overview', 'Overview'],
   ['chat', 'Chat'],
   ['delegations', 'Delegations'],
+  ['schedules', 'Schedules'],
   ['activity', 'Activity'],
 ];
 
@@ -63,6 +65,7 @@ function render(main, { id, tab }) {
   const chat = chatPanel(base, id, () => (detail ? detail.name : ''));
   const delegations = delegationsPanel(base, id, () => detail, nameOf);
   const activity = activityPanel(base, id, nameOf);
+  const schedules = schedulesPanel(base, id);
 
   // Secrets.
   const secretList = h('div', { id: 'secret-list' });
@@ -87,6 +90,7 @@ function render(main, { id, tab }) {
       section('Plugins', pluginList, pluginForm, pluginsOut)),
     chat: h('div', { class: 'tab-panel', id: 'panel-chat' }, section('Chat with the agent', chat.element)),
     delegations: h('div', { class: 'tab-panel', id: 'panel-delegations' }, section('Delegations', delegations.element)),
+    schedules: h('div', { class: 'tab-panel', id: 'panel-schedules' }, section('Schedules', schedules.element)),
     activity: h('div', { class: 'tab-panel', id: 'panel-activity' }, section('Activity', activity.element)),
   };
   const tabButtons = TABS.map(([key, label]) => h('button', {
@@ -331,6 +335,7 @@ function render(main, { id, tab }) {
     if (!alive) return;
     chat.load();
     delegations.load();
+    schedules.load();
     activity.load();
   });
   return () => {
@@ -341,6 +346,7 @@ function render(main, { id, tab }) {
     files.stop();
     chat.stop();
     delegations.stop();
+    schedules.stop();
     activity.stop();
   };
 }

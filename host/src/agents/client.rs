@@ -238,6 +238,21 @@ impl Delivery {
         texts.join("\n")
     }
 
+    /// Whether a delivered answer carries no text at all: no non-blank text part in `result`
+    /// or its artifacts. A scheduled prompt answered like this counts as an empty run.
+    pub fn is_empty_answer(&self) -> bool {
+        let Some(result) = self.json().and_then(|j| j.get("result")) else {
+            return self.body.iter().all(u8::is_ascii_whitespace);
+        };
+        let mut texts = text_parts(result.get("parts"));
+        if let Some(artifacts) = result.get("artifacts").and_then(Value::as_array) {
+            for artifact in artifacts {
+                texts.extend(text_parts(artifact.get("parts")));
+            }
+        }
+        texts.iter().all(|t| t.trim().is_empty())
+    }
+
     /// The body as stored in the activity log: the JSON as sent, or the text when it is not JSON.
     ///
     /// An answer over [`STORED_BODY_MAX`] bytes is kept as a preview of its first bytes

@@ -153,6 +153,8 @@ pub struct Config {
     pub plugins: PluginsConfig,
     /// The A2A proxy, delegations, the busy queue and MCP for agents (`MOLECULE_A2A__*`).
     pub a2a: A2aConfig,
+    /// The scheduler that fires workspace schedules (`MOLECULE_SCHEDULES__*`).
+    pub schedules: SchedulesConfig,
     /// Faults injected on purpose, for tests; never read from a file or the environment.
     #[serde(skip)]
     pub faults: Faults,
@@ -227,6 +229,51 @@ impl Default for A2aConfig {
             queue_expiry_sweep_secs: 60,
             private_agent_networks: Vec::new(),
         }
+    }
+}
+
+/// The scheduler: how often it looks for due schedules, how many fires run at once, and what
+/// the health routes call unhealthy.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct SchedulesConfig {
+    /// Milliseconds between looks for due schedules (one indexed query when nothing is due); a
+    /// tick fires at most this long after its time.
+    pub poll_interval_ms: u64,
+    /// Due schedules read per query; a full batch is followed by another at once.
+    pub batch: i64,
+    /// Fires in flight at once; a due schedule waits for a free one.
+    pub max_concurrent_fires: usize,
+    /// Seconds one fire may take (the agent's answer included) before it is recorded as failed.
+    pub fire_timeout_secs: u64,
+    /// Failures in a row after which the health routes list a schedule as failing.
+    pub health_failures: i32,
+    /// Empty answers in a row after which the health routes list a schedule as empty.
+    pub health_empty_runs: i32,
+    /// Seconds past its tick after which an unfired schedule is listed as overdue.
+    pub overdue_grace_secs: u64,
+}
+
+impl Default for SchedulesConfig {
+    fn default() -> Self {
+        Self {
+            poll_interval_ms: 500,
+            batch: 500,
+            max_concurrent_fires: 16,
+            fire_timeout_secs: 300,
+            health_failures: 3,
+            health_empty_runs: 3,
+            overdue_grace_secs: 60,
+        }
+    }
+}
+
+impl SchedulesConfig {
+    pub fn poll_interval(&self) -> Duration {
+        Duration::from_millis(self.poll_interval_ms.clamp(50, 60_000))
+    }
+    pub fn fire_timeout(&self) -> Duration {
+        Duration::from_secs(self.fire_timeout_secs.max(1))
     }
 }
 
@@ -460,6 +507,7 @@ impl Default for Config {
             org: OrgConfig::default(),
             plugins: PluginsConfig::default(),
             a2a: A2aConfig::default(),
+            schedules: SchedulesConfig::default(),
             faults: Faults::default(),
         }
     }

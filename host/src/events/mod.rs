@@ -74,6 +74,9 @@ pub mod names {
     pub const DELEGATION_STATUS: &str = "DELEGATION_STATUS";
     pub const DELEGATION_COMPLETE: &str = "DELEGATION_COMPLETE";
     pub const DELEGATION_FAILED: &str = "DELEGATION_FAILED";
+    pub const CRON_STARTED: &str = "CRON_STARTED";
+    pub const CRON_COMPLETED: &str = "CRON_COMPLETED";
+    pub const CRON_FAILED: &str = "CRON_FAILED";
 }
 
 /// Events that change nothing a cache holds: the per-call traffic of agents talking (their
@@ -91,6 +94,9 @@ pub fn changes_nothing_cached(event: &str) -> bool {
         DELEGATION_STATUS,
         DELEGATION_COMPLETE,
         DELEGATION_FAILED,
+        CRON_STARTED,
+        CRON_COMPLETED,
+        CRON_FAILED,
     ]
     .contains(&event)
 }

@@ -64,6 +64,7 @@ const FILES: &[(&str, &[u8], &str)] = assets![
     "pages/workspace-files.js" => JS,
     "pages/workspace-chat.js" => JS,
     "pages/workspace-delegations.js" => JS,
+    "pages/workspace-schedules.js" => JS,
     "pages/workspace-activity.js" => JS,
     "pages/import.js" => JS,
     "pages/extensions.js" => JS,

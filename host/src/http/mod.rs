@@ -20,6 +20,7 @@ mod org;
 mod plugins;
 mod ratelimit;
 mod registry;
+mod schedules;
 mod secrets;
 mod templates;
 mod tokens;
@@ -123,6 +124,7 @@ fn api() -> OpenApiRouter<AppState> {
         .merge(plugins::router())
         .merge(a2a::router())
         .merge(mcp::router())
+        .merge(schedules::router())
         .merge(console::router())
 }
 

@@ -102,6 +102,10 @@ pub fn base() -> utoipa::openapi::OpenApi {
             tag("plugins", "Plugin registry, installs, allow-lists, updates"),
             tag("a2a", "The A2A proxy, its queue, delegations"),
             tag("mcp", "MCP over HTTP for agents"),
+            tag(
+                "schedules",
+                "Cron schedules that prompt a workspace's agent",
+            ),
         ]))
         .build()
 }

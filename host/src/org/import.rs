@@ -277,8 +277,10 @@ async fn execute(
         duration_ms: 0,
     };
     let mut created = Vec::new();
+    let mut schedules = Vec::new();
     for (planned, placement) in plan.workspaces.into_iter().zip(placements) {
         let request = planned.request;
+        schedules.push((placement.id(), planned.schedules));
         match placement {
             Placement::Kept { id, status } => {
                 outcome.skipped_count += 1;
@@ -309,6 +311,14 @@ async fn execute(
     outcome.count = outcome.workspaces.len();
     // Everything is stored: announce it in creation order, then start the provisions.
     workspaces::announce(svc, created).await;
+    // Template schedules of every placed workspace, kept or new; reconcile also drops the
+    // template schedules the template no longer names. Schedules made through the API stay.
+    for (id, definitions) in schedules {
+        if definitions.is_empty() && mode != Mode::Reconcile {
+            continue;
+        }
+        crate::schedules::seed_template(svc, id, &definitions, mode == Mode::Reconcile).await?;
+    }
 
     if mode == Mode::Reconcile {
         let (removed, errors) = reconcile(svc, template, origin, &outcome).await?;

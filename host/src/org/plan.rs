@@ -58,6 +58,8 @@ pub struct PlannedWorkspace {
     pub required_env: Vec<EnvRequirement>,
     /// Plugins named but not found in the registry.
     pub plugins_missing: Vec<String>,
+    /// Its template schedules, checked (expression, zone, prompt read).
+    pub schedules: Vec<crate::schedules::Definition>,
 }
 
 /// A whole import, ready to execute.
@@ -514,13 +516,60 @@ impl Planner<'_> {
         }
         let mut required_env = entry.required_env.clone();
         required_env.retain(|r| !matches!(r, EnvRequirement::Name(n) if n.is_empty()));
+        let schedules = self
+            .schedules(entry, origin.as_ref(), files_dir.as_ref())
+            .map_err(fail)?;
         Ok(PlannedWorkspace {
             parent,
             files_dir: files_dir.map(|d| d.shown()),
             request,
             required_env,
             plugins_missing,
+            schedules,
         })
+    }
+
+    /// The entry's `schedules:`, each checked like one created through the API; a bad one refuses
+    /// the import (naming it), an unreadable `prompt_file` too. Names are unique per workspace.
+    fn schedules(
+        &self,
+        entry: &OrgWorkspace,
+        origin: Option<&RelPath>,
+        files_dir: Option<&Located>,
+    ) -> Result<Vec<crate::schedules::Definition>, String> {
+        let mut out: Vec<crate::schedules::Definition> = Vec::new();
+        for (i, schedule) in entry.schedules.iter().enumerate() {
+            let label = match schedule.name.trim() {
+                "" => format!("schedules[{i}]"),
+                name => format!("schedule {name:?}"),
+            };
+            let prompt = self
+                .prompt(
+                    schedule.prompt.as_ref(),
+                    schedule.prompt_file.as_ref(),
+                    "prompt_file",
+                    origin,
+                    files_dir,
+                )
+                .transpose()
+                .map_err(|why| format!("{label}: {why}"))?
+                .unwrap_or_default();
+            let definition = crate::schedules::Definition {
+                name: schedule.name.clone(),
+                cron_expr: schedule.cron_expr.clone(),
+                timezone: schedule.timezone.clone().unwrap_or_default(),
+                prompt,
+                enabled: schedule.enabled.unwrap_or(true),
+            };
+            let (definition, _) = definition
+                .check()
+                .map_err(|why| format!("{label}: {why}"))?;
+            if out.iter().any(|d| d.name == definition.name) {
+                return Err(format!("{label} is named twice"));
+            }
+            out.push(definition);
+        }
+        Ok(out)
     }
 
     /// The root `origin`'s paths resolve in.

@@ -42,7 +42,7 @@ pub const MAX_EXTERNALS: usize = 64;
 pub const ORIGIN_KEY: &str = "__molecule_origin";
 
 /// An org template as written in `org.yaml`, after expansion. Fields this host does not act on
-/// (schedules, channels, memories) are accepted and ignored.
+/// (channels, memories) are accepted and ignored.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(default)]
 pub struct OrgTemplate {
@@ -105,6 +105,8 @@ pub struct OrgWorkspace {
     pub required_env: Vec<EnvRequirement>,
     pub recommended_env: Vec<EnvRequirement>,
     pub children: Vec<OrgWorkspace>,
+    /// Cron schedules created with `source: template` (see [`TemplateSchedule`]).
+    pub schedules: Vec<TemplateSchedule>,
     /// `false` skips this workspace and its whole subtree.
     pub spawning: bool,
     /// The `!external` cache entry this entry came from (see [`ORIGIN_KEY`]); `None` for the
@@ -140,10 +142,25 @@ impl Default for OrgWorkspace {
             required_env: Vec::new(),
             recommended_env: Vec::new(),
             children: Vec::new(),
+            schedules: Vec::new(),
             spawning: true,
             origin: None,
         }
     }
+}
+
+/// `schedules:` on a workspace entry: `{name, cron_expr, timezone (UTC), prompt | prompt_file,
+/// enabled (true)}`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default)]
+pub struct TemplateSchedule {
+    pub name: String,
+    pub cron_expr: String,
+    pub timezone: Option<String>,
+    pub prompt: Option<String>,
+    /// Read like `initial_prompt_file`: inside the content that named it, never out of it.
+    pub prompt_file: Option<String>,
+    pub enabled: Option<bool>,
 }
 
 /// An absolute canvas position.

@@ -13,6 +13,7 @@ pub mod extensions;
 mod migrate;
 pub mod plugins;
 pub mod restarts;
+pub mod schedules;
 pub mod secrets;
 pub mod settings;
 pub mod status;
@@ -244,6 +245,8 @@ pub enum Constraint {
     WorkspaceFieldInvalid,
     /// `activity_logs_idempotency_uniq`: this activity was already recorded.
     ActivityDuplicate,
+    /// `workspace_schedules_name_uniq`: the workspace already has a schedule of this name.
+    ScheduleNameTaken,
     /// Any other constraint; carries its name for the log (`"unknown"` for a name this build
     /// does not know).
     Other(&'static str),
@@ -294,6 +297,10 @@ const OTHER_CONSTRAINTS: &[&str] = &[
     "a2a_queue_status_check",
     "a2a_queue_active_uniq",
     "host_settings_pkey",
+    "workspace_schedules_pkey",
+    "workspace_schedules_source_check",
+    "workspace_schedule_runs_pkey",
+    "workspace_schedule_runs_schedule_fkey",
 ];
 
 impl Constraint {
@@ -307,6 +314,7 @@ impl Constraint {
             | "workspaces_max_concurrent_tasks_check"
             | "workspaces_update_tier_check" => Constraint::WorkspaceFieldInvalid,
             "activity_logs_idempotency_uniq" => Constraint::ActivityDuplicate,
+            "workspace_schedules_name_uniq" => Constraint::ScheduleNameTaken,
             SQLITE_FOREIGN_KEY => Constraint::WorkspaceMissing,
             _ if name.ends_with("_workspace_fkey") => Constraint::WorkspaceMissing,
             _ => Constraint::Other(
@@ -392,6 +400,12 @@ const SQLITE_UNIQUE_COLUMNS: &[(&str, &str)] = &[
         "workspace_auth_tokens_hash_uniq",
     ),
     ("org_api_tokens.token_hash", "org_api_tokens_hash_uniq"),
+    (
+        "workspace_schedules.workspace_id, workspace_schedules.name",
+        "workspace_schedules_name_uniq",
+    ),
+    ("workspace_schedules.id", "workspace_schedules_pkey"),
+    ("workspace_schedule_runs.id", "workspace_schedule_runs_pkey"),
     // Primary keys other than INTEGER ones are unique indexes too, reported the same way.
     ("workspaces.id", "workspaces_pkey"),
     ("canvas_layouts.workspace_id", "canvas_layouts_pkey"),

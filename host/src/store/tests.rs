@@ -38,6 +38,8 @@ crate::both_backends!(
     closing_the_writer_stores_what_is_queued_and_drops_later_writes,
     a_full_write_queue_makes_callers_wait_instead_of_growing,
     a_batch_larger_than_one_statement_lands_whole_or_not_at_all,
+    a_due_schedule_tick_is_claimed_by_exactly_one_of_many_concurrent_claims,
+    template_schedules_are_upserted_without_touching_runtime_ones,
 );
 
 fn workspace(name: &str, parent: Option<Uuid>) -> NewWorkspace {
@@ -1505,4 +1507,129 @@ async fn a_batch_larger_than_one_statement_lands_whole_or_not_at_all(db: Db) {
         assert_eq!(n, 2_501, "{table}");
     }
     assert_eq!(count(&db, "workspaces", "parent_id", root.id).await, 2_500);
+}
+
+fn schedule_row(
+    workspace_id: Uuid,
+    name: &str,
+    next: Option<DateTime<Utc>>,
+) -> super::schedules::ScheduleRow {
+    let now = Utc::now();
+    super::schedules::ScheduleRow {
+        id: Uuid::new_v4(),
+        workspace_id,
+        name: name.to_owned(),
+        cron_expr: "* * * * * *".to_owned(),
+        timezone: "UTC".to_owned(),
+        prompt: "go".to_owned(),
+        enabled: true,
+        source: "runtime".to_owned(),
+        last_run_at: None,
+        next_run_at: next,
+        run_count: 0,
+        last_status: None,
+        last_error: None,
+        consecutive_empty_runs: 0,
+        consecutive_failures: 0,
+        created_at: now,
+        updated_at: now,
+    }
+}
+
+/// Two replicas that both believe they hold the scheduler's lease read the same due row; the
+/// conditional update lets exactly one of them fire it.
+async fn a_due_schedule_tick_is_claimed_by_exactly_one_of_many_concurrent_claims(db: Db) {
+    use super::schedules;
+    let ws = add(&db, "timed", None).await;
+    // Whole milliseconds, as a tick read back from either backend compares equal.
+    let due = DateTime::from_timestamp(Utc::now().timestamp() - 2, 0).unwrap();
+    let row = schedule_row(ws, "every-second", Some(due));
+    schedules::insert(&db, &row).await.unwrap();
+    let seen = schedules::due(&db, Utc::now(), 10).await.unwrap();
+    assert_eq!(seen.len(), 1);
+    let read = seen[0].next_run_at.unwrap();
+    assert_eq!(read, due);
+    let next = Some(due + Duration::seconds(3));
+    let claims: Vec<bool> =
+        futures::future::join_all((0..8).map(|_| schedules::claim(&db, row.id, read, next)))
+            .await
+            .into_iter()
+            .map(Result::unwrap)
+            .collect();
+    assert_eq!(claims.iter().filter(|c| **c).count(), 1, "{claims:?}");
+    assert!(
+        schedules::due(&db, due + Duration::seconds(1), 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    // A disabled schedule is never claimed.
+    let off = schedule_row(ws, "off", Some(due));
+    schedules::insert(
+        &db,
+        &super::schedules::ScheduleRow {
+            enabled: false,
+            ..off.clone()
+        },
+    )
+    .await
+    .unwrap();
+    assert!(!schedules::claim(&db, off.id, due, next).await.unwrap());
+    // Removing the workspace disables its schedules.
+    super::workspaces::mark_removed(&db, &[ws]).await.unwrap();
+    assert!(
+        schedules::due(&db, due + Duration::days(1), 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert!(
+        schedules::list(&db, ws)
+            .await
+            .unwrap()
+            .iter()
+            .all(|s| !s.enabled && s.next_run_at.is_none())
+    );
+}
+
+async fn template_schedules_are_upserted_without_touching_runtime_ones(db: Db) {
+    use super::schedules;
+    let ws = add(&db, "seeded", None).await;
+    let runtime = schedule_row(ws, "mine", None);
+    schedules::insert(&db, &runtime).await.unwrap();
+    let mut template = schedule_row(ws, "nightly", None);
+    template.source = "template".into();
+    assert!(schedules::upsert_template(&db, &template).await.unwrap());
+    let changed = super::schedules::ScheduleRow {
+        id: Uuid::new_v4(),
+        prompt: "changed".into(),
+        ..template.clone()
+    };
+    assert!(schedules::upsert_template(&db, &changed).await.unwrap());
+    let clash = super::schedules::ScheduleRow {
+        id: Uuid::new_v4(),
+        name: "mine".into(),
+        prompt: "overwrite?".into(),
+        ..template.clone()
+    };
+    assert!(
+        !schedules::upsert_template(&db, &clash).await.unwrap(),
+        "a runtime schedule is left alone"
+    );
+    let rows = schedules::list(&db, ws).await.unwrap();
+    assert_eq!(rows.len(), 2);
+    let nightly = rows.iter().find(|r| r.name == "nightly").unwrap();
+    assert_eq!(
+        (nightly.id, nightly.prompt.as_str(), nightly.source.as_str()),
+        (template.id, "changed", "template")
+    );
+    let mine = rows.iter().find(|r| r.name == "mine").unwrap();
+    assert_eq!(
+        (mine.prompt.as_str(), mine.source.as_str()),
+        ("go", "runtime")
+    );
+    assert_eq!(
+        schedules::template_names(&db, ws).await.unwrap(),
+        vec![(template.id, "nightly".to_owned())]
+    );
 }

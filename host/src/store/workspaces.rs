@@ -324,7 +324,7 @@ pub async fn subtree(db: &Db, root: Uuid) -> StoreResult<Vec<Uuid>> {
 }
 
 /// Marks `ids` removed in one transaction: status, tombstone time, canvas layout dropped, every
-/// live token revoked. Returns the ids that were live before (those that changed).
+/// live token revoked, every schedule disabled. Returns the ids that were live before (those that changed).
 pub async fn mark_removed(db: &Db, ids: &[Uuid]) -> StoreResult<Vec<Uuid>> {
     let now = Utc::now();
     let begin = db.begin_write_sql();
@@ -353,6 +353,14 @@ pub async fn mark_removed(db: &Db, ids: &[Uuid]) -> StoreResult<Vec<Uuid>> {
 
             let mut q = QueryBuilder::new("UPDATE workspace_auth_tokens SET revoked_at = ");
             q.push_bind(now).push(" WHERE revoked_at IS NULL AND workspace_id IN (");
+            let mut list = q.separated(", ");
+            for id in chunk { list.push_bind(*id); }
+            q.push(")");
+            q.build().execute(&mut *tx).await?;
+
+            // A removed workspace's schedules stop with it (the scheduler never sees them due).
+            let mut q = QueryBuilder::new("UPDATE workspace_schedules SET enabled = FALSE, next_run_at = NULL, updated_at = ");
+            q.push_bind(now).push(" WHERE workspace_id IN (");
             let mut list = q.separated(", ");
             for id in chunk { list.push_bind(*id); }
             q.push(")");

@@ -53,6 +53,7 @@ pub fn spawn_all(svc: &Services, tracker: &TaskTracker, shutdown: &CancellationT
                 .map(|_| ())
         },
     );
+    spawn_scheduler(svc, tracker, shutdown);
     if svc.lifecycle.runtime().is_none() {
         // Without a runtime nothing is started, so nothing can be stuck, gone or orphaned.
         return;
@@ -102,6 +103,37 @@ pub fn spawn_all(svc: &Services, tracker: &TaskTracker, shutdown: &CancellationT
         RuntimeConfig::sweep(settings.hibernation_sweep_secs),
         |svc| async move { lifecycle::sweep_idle(&svc).await.map(|_| ()) },
     );
+}
+
+/// The scheduler: every `schedules.poll_interval_ms`, while this replica holds the `scheduler`
+/// lease, claims the due schedule ticks and starts their fires (beside the pass, bounded; see
+/// [`crate::schedules`]). The first pass under the lease repairs rows left unscheduled.
+fn spawn_scheduler(svc: &Services, tracker: &TaskTracker, shutdown: &CancellationToken) {
+    const NAME: &str = "scheduler";
+    let scheduler = crate::schedules::Scheduler::new(svc, tracker, shutdown);
+    let svc = svc.clone();
+    let repaired = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let interval = svc.config.schedules.poll_interval();
+    spawn_loop(tracker, shutdown, NAME, interval, move || {
+        let (svc, scheduler, repaired) = (svc.clone(), scheduler.clone(), repaired.clone());
+        async move {
+            if !svc.cluster.leases.hold(NAME).await {
+                return;
+            }
+            svc.cluster.leases.count_pass(NAME);
+            if !repaired.load(std::sync::atomic::Ordering::Relaxed) {
+                match scheduler.repair(&svc).await {
+                    Ok(_) => repaired.store(true, std::sync::atomic::Ordering::Relaxed),
+                    Err(err) => {
+                        tracing::warn!(error = ?err, "repairing schedules failed; retrying")
+                    }
+                }
+            }
+            if let Err(err) = scheduler.sweep(&svc).await {
+                tracing::warn!(sweeper = NAME, error = ?err, "sweep failed; retrying next interval");
+            }
+        }
+    });
 }
 
 /// How often a replica re-reads the extension slots even when no event said they changed (an

@@ -1,5 +1,6 @@
 //! Hibernation with real agents (the process runtime, on both backends): a manual hibernate, a
-//! message that wakes the workspace and reaches the woken agent, and the idle monitor.
+//! message and a schedule's fire that wake the workspace and reach the woken agent, and the idle
+//! monitor.
 
 use std::time::Duration;
 
@@ -142,6 +143,47 @@ async fn a_message_for_a_hibernated_workspace_wakes_it_and_reaches_the_woken_age
         .await
         .expect(200);
     assert_eq!(restarted["status"], "provisioning");
+    wait_status(&app, &lead, "online").await;
+
+    // A schedule that fires for a hibernated workspace wakes it too, and its prompt is queued
+    // and delivered to the woken agent rather than skipped.
+    let schedule = app
+        .post(
+            &format!("/workspaces/{lead}/schedules"),
+            json!({ "name": "standup", "cron_expr": "0 9 * * *", "prompt": "morning report" }),
+        )
+        .await
+        .expect(201);
+    let schedule_id = schedule["id"].as_str().expect("a schedule id");
+    app.post(&format!("/workspaces/{lead}/hibernate"), json!({}))
+        .await
+        .expect(200);
+    let fired = app
+        .post(
+            &format!("/workspaces/{lead}/schedules/{schedule_id}/run"),
+            json!({}),
+        )
+        .await
+        .expect(200);
+    assert_eq!(fired["run"]["status"], "woken", "{fired}");
+    eventually(ONLINE, || async {
+        let received = app
+            .get(&format!("/workspaces/{lead}/activity?type=a2a_receive"))
+            .await
+            .expect(200);
+        received
+            .as_array()
+            .expect("rows")
+            .iter()
+            .any(|r| {
+                r["status"] == "ok"
+                    && r["response_body"]
+                        .to_string()
+                        .contains("Lead: morning report")
+            })
+            .then_some(())
+    })
+    .await;
     wait_status(&app, &lead, "online").await;
 }
 

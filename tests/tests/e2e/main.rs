@@ -15,6 +15,7 @@ mod org;
 mod plugins;
 mod registry;
 mod runtimes;
+mod schedules;
 mod secrets;
 mod security_auth;
 mod security_routes;

@@ -10,5 +10,6 @@ mod admin;
 mod browser;
 mod console;
 mod graph;
+mod schedules;
 mod templates;
 mod workspace;
