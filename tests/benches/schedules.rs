@@ -80,6 +80,7 @@ async fn round(backend: Backend, count: usize) {
             max_concurrent_tasks: 1000,
             x: 0.0,
             y: 0.0,
+            hibernation_idle_minutes: None,
         };
         workspaces::insert(&svc.db, &ws, &[], &json!({}))
             .await
