@@ -690,6 +690,9 @@ pub enum Fault {
     Status(u16, String),
     /// Waits this long, then answers like [`Fault::Answer`].
     Slow(Duration),
+    /// Reads the request and closes the connection without an answer: what the host reads as
+    /// a busy agent.
+    Close,
 }
 
 /// An A2A agent on `127.0.0.1` that misbehaves on purpose, speaking raw HTTP/1.1 so it can break
@@ -771,6 +774,7 @@ impl FaultAgent {
                         )
                     };
                     let out = match script(n) {
+                        Fault::Close => return,
                         Fault::Answer => respond(200, &answer),
                         Fault::Slow(delay) => {
                             tokio::time::sleep(delay).await;

@@ -386,6 +386,32 @@ async fn a_schedule_fires_within_a_second_of_its_tick_and_is_recorded(backend: D
     let admin = app.get("/admin/schedules/health").await.expect(200);
     assert_eq!(admin["empty"].as_array().unwrap().len(), 1, "{admin}");
 
+    // A busy agent (it closes without answering): the prompt is queued like any message.
+    let busy = FaultAgent::start(|_| Fault::Close).await;
+    let (occupied, _) = app.workspace_at("occupied", None, &busy.url).await;
+    let created = app
+        .post(
+            &schedules(&occupied),
+            json!({ "name": "later", "cron_expr": "@weekly", "prompt": "when you can" }),
+        )
+        .await
+        .expect(201);
+    let later = format!(
+        "{}/{}",
+        schedules(&occupied),
+        created["id"].as_str().unwrap()
+    );
+    let run = app
+        .post(&format!("{later}/run"), json!({}))
+        .await
+        .expect(200);
+    assert_eq!(run["run"]["status"], "queued", "{run}");
+    assert_eq!(scheduled(&busy).len(), 1, "the agent was tried once");
+    assert_eq!(
+        listed(&app, &occupied, created["id"].as_str().unwrap()).await["last_status"],
+        "queued"
+    );
+
     // A workspace without a live agent: skipped, not sent.
     let absent = app.create_workspace("absent", None).await;
     let created = app
