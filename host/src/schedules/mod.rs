@@ -119,16 +119,15 @@ pub fn clean_prompt(prompt: &str) -> String {
     prompt.replace('\r', "")
 }
 
-/// Creates a schedule of `workspace_id`.
-pub async fn create(
-    svc: &Services,
+/// A schedule that has not run yet: due at its next tick after `now` when enabled.
+fn new_row(
     workspace_id: Uuid,
     definition: Definition,
     source: Source,
-) -> Result<ScheduleRow, ScheduleError> {
-    let (definition, schedule) = definition.check()?;
-    let now = Utc::now();
-    let row = ScheduleRow {
+    schedule: &CronSchedule,
+    now: DateTime<Utc>,
+) -> ScheduleRow {
+    ScheduleRow {
         id: Uuid::new_v4(),
         workspace_id,
         next_run_at: definition
@@ -149,7 +148,18 @@ pub async fn create(
         consecutive_failures: 0,
         created_at: now,
         updated_at: now,
-    };
+    }
+}
+
+/// Creates a schedule of `workspace_id`.
+pub async fn create(
+    svc: &Services,
+    workspace_id: Uuid,
+    definition: Definition,
+    source: Source,
+) -> Result<ScheduleRow, ScheduleError> {
+    let (definition, schedule) = definition.check()?;
+    let row = new_row(workspace_id, definition, source, &schedule, Utc::now());
     match store::schedules::insert(&svc.db, &row).await {
         Ok(()) => Ok(row),
         Err(StoreError::Constraint(Constraint::ScheduleNameTaken)) => Err(ScheduleError::NameTaken),
@@ -174,28 +184,13 @@ pub async fn seed_template(
         let Ok(schedule) = CronSchedule::parse(&definition.cron_expr, &definition.timezone) else {
             continue;
         };
-        let row = ScheduleRow {
-            id: Uuid::new_v4(),
+        let row = new_row(
             workspace_id,
-            name: definition.name.clone(),
-            cron_expr: definition.cron_expr.clone(),
-            timezone: definition.timezone.clone(),
-            prompt: definition.prompt.clone(),
-            enabled: definition.enabled,
-            source: Source::Template.as_str().to_owned(),
-            last_run_at: None,
-            next_run_at: definition
-                .enabled
-                .then(|| schedule.next_after(now))
-                .flatten(),
-            run_count: 0,
-            last_status: None,
-            last_error: None,
-            consecutive_empty_runs: 0,
-            consecutive_failures: 0,
-            created_at: now,
-            updated_at: now,
-        };
+            definition.clone(),
+            Source::Template,
+            &schedule,
+            now,
+        );
         if store::schedules::upsert_template(&svc.db, &row).await? {
             written += 1;
         } else {
