@@ -524,53 +524,81 @@ impl Scheduler {
             let due = store::schedules::due(&svc.db, now, batch).await?;
             let full = due.len() as i64 >= batch;
             let mut claimed_any = false;
-            for row in due {
-                let permit = tokio::select! {
+            let mut rows = due.into_iter();
+            loop {
+                // Wait for one free fire, then take every other free one: the ticks claimed
+                // together (one commit) are those that can start at once, so a crash never
+                // leaves more claimed but unfired ticks than there are fires in flight.
+                let mut permits = tokio::select! {
                     biased;
                     () = self.shutdown.cancelled() => return Ok(started),
                     permit = self.permits.clone().acquire_owned() => match permit {
-                        Ok(permit) => permit,
+                        Ok(permit) => vec![permit],
                         Err(_) => return Ok(started),
                     },
                 };
-                let Some(seen) = row.next_run_at else {
-                    continue;
-                };
-                let key = (row.cron_expr.clone(), row.timezone.clone());
-                let schedule = parsed
-                    .entry(key)
-                    .or_insert_with(|| CronSchedule::parse(&row.cron_expr, &row.timezone));
-                let next = match schedule {
-                    Ok(schedule) => schedule.next_after(Utc::now().max(seen)),
-                    Err(err) => {
-                        // A row an older version stored: it is disabled, never retried each pass.
-                        store::schedules::disable_broken(&svc.db, row.id, &err.to_string()).await?;
+                while let Ok(permit) = self.permits.clone().try_acquire_owned() {
+                    permits.push(permit);
+                }
+                let mut claims = Vec::with_capacity(permits.len());
+                while claims.len() < permits.len() {
+                    let Some(row) = rows.next() else { break };
+                    let Some(seen) = row.next_run_at else {
+                        continue;
+                    };
+                    let key = (row.cron_expr.clone(), row.timezone.clone());
+                    let schedule = parsed
+                        .entry(key)
+                        .or_insert_with(|| CronSchedule::parse(&row.cron_expr, &row.timezone));
+                    match schedule {
+                        Ok(schedule) => {
+                            let next = schedule.next_after(Utc::now().max(seen));
+                            let claim = store::schedules::Claim {
+                                id: row.id,
+                                seen,
+                                next,
+                            };
+                            claims.push((row, claim));
+                        }
+                        Err(err) => {
+                            // A row an older version stored: disabled, never retried each pass.
+                            store::schedules::disable_broken(&svc.db, row.id, &err.to_string())
+                                .await?;
+                        }
+                    }
+                }
+                if claims.is_empty() {
+                    break;
+                }
+                let ticks: Vec<_> = claims.iter().map(|(_, claim)| *claim).collect();
+                let won = store::schedules::claim_many(&svc.db, &ticks).await?;
+                for ((row, claim), won) in claims.into_iter().zip(won) {
+                    if !won {
                         continue;
                     }
-                };
-                if !store::schedules::claim(&svc.db, row.id, seen, next).await? {
-                    continue;
-                }
-                claimed_any = true;
-                if next.is_none() {
-                    store::schedules::disable_broken(
-                        &svc.db,
-                        row.id,
-                        "cron_expr never matches a future date",
-                    )
-                    .await?;
-                }
-                started += 1;
-                let (svc, shutdown) = (svc.clone(), self.shutdown.clone());
-                self.tracker.spawn(async move {
-                    let _permit = permit;
-                    tokio::select! {
-                        () = shutdown.cancelled() => {
-                            tracing::info!(schedule_id = %row.id, "a schedule fire was cut off by shutdown");
-                        }
-                        _ = fire(&svc, &row, Trigger::Tick(seen)) => {}
+                    claimed_any = true;
+                    if claim.next.is_none() {
+                        store::schedules::disable_broken(
+                            &svc.db,
+                            row.id,
+                            "cron_expr never matches a future date",
+                        )
+                        .await?;
                     }
-                });
+                    started += 1;
+                    let permit = permits.pop().expect("a permit for every claim");
+                    let (svc, shutdown) = (svc.clone(), self.shutdown.clone());
+                    let seen = claim.seen;
+                    self.tracker.spawn(async move {
+                        let _permit = permit;
+                        tokio::select! {
+                            () = shutdown.cancelled() => {
+                                tracing::info!(schedule_id = %row.id, "a schedule fire was cut off by shutdown");
+                            }
+                            _ = fire(&svc, &row, Trigger::Tick(seen)) => {}
+                        }
+                    });
+                }
             }
             if !full || !claimed_any {
                 return Ok(started);

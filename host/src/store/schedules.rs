@@ -145,10 +145,44 @@ pub async fn claim(
     seen: DateTime<Utc>,
     next: Option<DateTime<Utc>>,
 ) -> StoreResult<bool> {
-    on_db!(db, pool => Ok(sqlx::query(
-        "UPDATE workspace_schedules SET next_run_at = $3
-         WHERE id = $1 AND enabled AND next_run_at = $2",
-    ).bind(id).bind(seen).bind(next).execute(pool).await?.rows_affected() > 0))
+    Ok(claim_many(db, &[Claim { id, seen, next }]).await?[0])
+}
+
+/// One tick to claim: schedule `id`, due at `seen`, next due at `next`.
+#[derive(Debug, Clone, Copy)]
+pub struct Claim {
+    pub id: Uuid,
+    pub seen: DateTime<Utc>,
+    pub next: Option<DateTime<Utc>>,
+}
+
+/// [`claim`] for several ticks in one transaction (one commit for a scheduler pass's worth of
+/// fires); whether each was won, in the order given. The rows are updated in id order, so two
+/// replicas claiming overlapping sets take their row locks in the same order and never deadlock.
+pub async fn claim_many(db: &Db, claims: &[Claim]) -> StoreResult<Vec<bool>> {
+    let mut order: Vec<usize> = (0..claims.len()).collect();
+    order.sort_by_key(|&i| claims[i].id);
+    let mut won = vec![false; claims.len()];
+    let begin = db.begin_write_sql();
+    on_db!(db, pool => {
+        let mut tx = pool.begin_with(begin).await?;
+        for i in order {
+            let Claim { id, seen, next } = claims[i];
+            won[i] = sqlx::query(
+                "UPDATE workspace_schedules SET next_run_at = $3
+                 WHERE id = $1 AND enabled AND next_run_at = $2",
+            )
+            .bind(id)
+            .bind(seen)
+            .bind(next)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected()
+                > 0;
+        }
+        tx.commit().await?;
+    });
+    Ok(won)
 }
 
 /// Sets the next run of an unscheduled row (`next_run_at IS NULL`), as [`claim`] does for a due

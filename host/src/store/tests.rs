@@ -1575,6 +1575,22 @@ async fn a_due_schedule_tick_is_claimed_by_exactly_one_of_many_concurrent_claims
     .await
     .unwrap();
     assert!(!schedules::claim(&db, off.id, due, next).await.unwrap());
+    // Claimed together, each tick gets its own answer in the order given: the one already
+    // claimed above and the disabled one are lost, a fresh one is won.
+    let fresh = schedule_row(ws, "fresh", Some(due));
+    schedules::insert(&db, &fresh).await.unwrap();
+    let claim = |id, seen| schedules::Claim { id, seen, next };
+    let won = schedules::claim_many(
+        &db,
+        &[
+            claim(row.id, read),
+            claim(fresh.id, due),
+            claim(off.id, due),
+        ],
+    )
+    .await
+    .unwrap();
+    assert_eq!(won, [false, true, false]);
     // Removing the workspace disables its schedules.
     super::workspaces::mark_removed(&db, &[ws]).await.unwrap();
     assert!(
