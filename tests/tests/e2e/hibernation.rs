@@ -55,8 +55,8 @@ async fn a_message_for_a_hibernated_workspace_wakes_it_and_reaches_the_woken_age
     let app = spawn_with(backend, |_| {}).await;
     let lead = app.create_workspace("Lead", None).await;
     let dev = app.create_workspace("Dev", Some(&lead)).await;
-    wait_status(&app, &lead, "online").await;
-    wait_status(&app, &dev, "online").await;
+    app.wait_settled(&lead, ONLINE).await;
+    app.wait_settled(&dev, ONLINE).await;
     let mut events = app.events().await;
 
     let hibernated = app
@@ -143,7 +143,7 @@ async fn a_message_for_a_hibernated_workspace_wakes_it_and_reaches_the_woken_age
         .await
         .expect(200);
     assert_eq!(restarted["status"], "provisioning");
-    wait_status(&app, &lead, "online").await;
+    app.wait_settled(&lead, ONLINE).await;
 
     // A schedule that fires for a hibernated workspace wakes it too, and its prompt is queued
     // and delivered to the woken agent rather than skipped.

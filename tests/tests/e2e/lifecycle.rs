@@ -439,8 +439,9 @@ async fn pause_cascades_files_persist_while_stopped_and_resume_brings_agents_bac
     let app = spawn(runtime, backend).await;
     let root = app.create_workspace("Lead", None).await;
     let child = app.create_workspace("Dev", Some(&root)).await;
-    wait_online(&app, &root).await;
-    wait_online(&app, &child).await;
+    // Settled, not merely online: a pause or restart that lands between restart cycles races them.
+    app.wait_settled(&root, ONLINE).await;
+    app.wait_settled(&child, ONLINE).await;
 
     let paused = app
         .post(&format!("/workspaces/{root}/pause"), json!({}))
@@ -487,8 +488,8 @@ async fn pause_cascades_files_persist_while_stopped_and_resume_brings_agents_bac
         resumed,
         json!({ "status": "provisioning", "resumed_count": 2 })
     );
-    wait_online(&app, &root).await;
-    wait_online(&app, &child).await;
+    app.wait_settled(&root, ONLINE).await;
+    app.wait_settled(&child, ONLINE).await;
     let read = app
         .get(&format!("/workspaces/{child}/files/system-prompt.md"))
         .await
@@ -506,7 +507,7 @@ async fn pause_cascades_files_persist_while_stopped_and_resume_brings_agents_bac
         (restarts(&app, &child).await == 1).then_some(())
     })
     .await;
-    wait_online(&app, &child).await;
+    app.wait_settled(&child, ONLINE).await;
     // A manual restart goes through without asking the policy.
     let restarted = app
         .post(&format!("/workspaces/{root}/restart"), json!({}))
