@@ -288,7 +288,11 @@ pub struct Fired {
 
 /// Whether the workspace can take a prompt now, or why the fire is skipped.
 async fn target_ready(svc: &Services, workspace_id: Uuid) -> Result<(), String> {
-    let row = store::workspaces::get(&svc.db, workspace_id)
+    // The routing table the send path reads next: no second database read per fire.
+    let row = svc
+        .a2a
+        .routes()
+        .row(&svc.db, workspace_id)
         .await
         .map_err(|_| "could not read the workspace".to_owned())?;
     let Some(row) = row else {
