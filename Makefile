@@ -178,7 +178,9 @@ run: deps
 # the replica bench (tests/benches/replicas.rs: req/s through 1, 2 and 3 replicas of the
 # release binary behind nginx, and event fan-out latency to another replica's /ws), and the
 # scheduler bench (tests/benches/schedules.rs: 10,000 schedules due in the same second, fired
-# to a loopback agent, on SQLite and PostgreSQL).
+# to a loopback agent, on SQLite and PostgreSQL), and the memory search bench
+# (tests/benches/memories.rs: p50/p99 of ranked, substring and missing searches over 100,000
+# memories on SQLite and PostgreSQL).
 bench: deps bench-tools
 	url="$$(bash $(PG_SCRIPT) start)"; \
 	export MOLECULE_TEST_PG_URL="$$url"; \
@@ -191,7 +193,8 @@ bench: deps bench-tools
 	cargo bench -p molecule-e2e --bench a2a_proxy && \
 	cargo build --release -p molecule-host --bin molecule && \
 	cargo bench -p molecule-e2e --bench replicas && \
-	cargo bench -p molecule-e2e --bench schedules
+	cargo bench -p molecule-e2e --bench schedules && \
+	cargo bench -p molecule-e2e --bench memories
 
 # bench-tools: what the A2A proxy bench drives, from Debian's packages (idempotent): nginx
 # (nginx-light, else nginx) and the wrk load generator. apt-get update runs only when an

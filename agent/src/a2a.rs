@@ -10,8 +10,8 @@ use axum::{Json, Router};
 use serde_json::{Map, Value, json};
 use uuid::Uuid;
 
-use crate::brain::Prompt;
-use crate::delegate::Directive;
+use crate::brain::{Answer, Prompt};
+use crate::delegate::{Directive, ToolCall};
 use crate::server::AppState;
 
 /// The largest request body accepted.
@@ -168,8 +168,11 @@ fn is_text_part(part: &Value) -> bool {
 /// How long a delegation through the host may take.
 const DELEGATION_WAIT: std::time::Duration = std::time::Duration::from_secs(30 * 60);
 
+/// How long any other tool call through the host may take.
+const TOOL_WAIT: std::time::Duration = std::time::Duration::from_secs(60);
+
 /// The reply: the brain's, or for a delegation directive, the other agent's through the host.
-async fn think(state: &AppState, text: String, system: String) -> Result<String, String> {
+async fn think(state: &AppState, text: String, system: String) -> Result<Answer, String> {
     if let Some(platform) = state.delegator()
         && let Some(directive) = Directive::parse(&text)
     {
@@ -178,8 +181,19 @@ async fn think(state: &AppState, text: String, system: String) -> Result<String,
             .mcp_tool("delegate_task", arguments, DELEGATION_WAIT)
             .await
         {
-            Ok(answer) => Ok(format!("delegated to {}: {answer}", directive.target)),
+            Ok(answer) => Ok(format!("delegated to {}: {answer}", directive.target).into()),
             Err(e) => Err(format!("delegation to {} failed: {e}", directive.target)),
+        };
+    }
+    if let Some(platform) = state.delegator()
+        && let Some(call) = ToolCall::parse(&text)
+    {
+        return match platform
+            .mcp_tool(&call.name, call.arguments, TOOL_WAIT)
+            .await
+        {
+            Ok(answer) => Ok(format!("tool {}: {answer}", call.name).into()),
+            Err(e) => Err(format!("tool {} failed: {e}", call.name)),
         };
     }
     state
@@ -195,7 +209,7 @@ async fn message_send(state: &AppState, params: Value) -> Result<Value, RpcError
     let task = state.tasks().start(&incoming.text);
     let loadout = state.loadout().await;
     match think(state, incoming.text, loadout.system_prompt()).await {
-        Ok(text) => {
+        Ok(Answer { text, usage }) => {
             task.finish(Ok(()));
             let mut result = Map::new();
             result.insert("kind".into(), json!("message"));
@@ -213,6 +227,17 @@ async fn message_send(state: &AppState, params: Value) -> Result<Value, RpcError
                     "plugins": loadout.plugin_names(),
                 }),
             );
+            // What the model used, where the host reads it for the workspace's budget.
+            if let Some(usage) = usage {
+                result.insert(
+                    "usage".into(),
+                    json!({
+                        "input_tokens": usage.input_tokens,
+                        "output_tokens": usage.output_tokens,
+                        "model": usage.model,
+                    }),
+                );
+            }
             Ok(Value::Object(result))
         }
         Err(message) => {

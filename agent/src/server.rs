@@ -30,12 +30,12 @@ struct Inner {
     brain: Arc<dyn Brain>,
     tasks: Tasks,
     platform: Platform,
-    /// Whether messages may carry the delegation directive (the echo brain).
+    /// Whether messages may carry the delegation and tool directives (the echo brain).
     follows_directives: bool,
 }
 
 impl AppState {
-    /// `follows_directives`: whether messages may carry the delegation directive (the echo
+    /// `follows_directives`: whether messages may carry the delegation and tool directives (the echo
     /// brain).
     pub fn new(
         workspace_id: Uuid,

@@ -168,8 +168,15 @@ async fn the_openai_brain_sends_the_model_the_key_and_the_whole_system_prompt() 
 
     // Assert
     assert_eq!(reply, "from the model");
+    // The tokens the endpoint reported go back with the answer, where the host counts them.
+    let answer = agent.send("is this a bug?").await;
+    assert_eq!(
+        answer["result"]["usage"],
+        json!({ "input_tokens": 120, "output_tokens": 8, "model": "gpt-test-0613" }),
+        "{answer}"
+    );
     let requests = openai.requests();
-    assert_eq!(requests.len(), 1);
+    assert_eq!(requests.len(), 2);
     assert_eq!(requests[0].bearer.as_deref(), Some("sk-test-key"));
     let body = &requests[0].body;
     assert_eq!(body["model"], "gpt-test");

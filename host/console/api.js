@@ -67,15 +67,24 @@ function describe(status, statusText, data) {
 }
 
 export async function api(method, path, body) {
-  const headers = { accept: 'application/json' };
+  const init = { method, headers: { accept: 'application/json' } };
+  if (body !== undefined) {
+    init.headers['content-type'] = 'application/json';
+    init.body = JSON.stringify(body);
+  }
+  return request(path, init);
+}
+
+/** POSTs `form` (a FormData: files and fields) as multipart; the host's JSON answer. */
+export function upload(path, form) {
+  return request(path, { method: 'POST', headers: { accept: 'application/json' }, body: form });
+}
+
+/** Sends `init` with the bearer; the parsed answer, or an ApiError saying why not. */
+async function request(path, init) {
   const bearer = token();
   if (bearer) {
-    headers.authorization = `Bearer ${bearer}`;
-  }
-  const init = { method, headers };
-  if (body !== undefined) {
-    headers['content-type'] = 'application/json';
-    init.body = JSON.stringify(body);
+    init.headers.authorization = `Bearer ${bearer}`;
   }
   let response;
   try {

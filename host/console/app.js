@@ -3,6 +3,7 @@
 import { clearToken, onUnauthorized, signedIn } from './api.js';
 import { connect, disconnect, onState } from './events.js';
 import { flash } from './dom.js';
+import { refresh as refreshApprovals, startApprovals } from './approvals.js';
 import { current, go, route, start } from './router.js';
 import { page as signin } from './pages/signin.js';
 import { page as tree } from './pages/tree.js';
@@ -16,6 +17,7 @@ function signOut(message) {
   clearToken();
   disconnect();
   document.body.dataset.signedIn = 'false';
+  refreshApprovals();
   flash(message ? 'error' : 'info', message || 'Signed out.');
   go('/signin');
 }
@@ -62,4 +64,5 @@ route('/drift', signedInOnly(drift));
 document.body.dataset.signedIn = signedIn() ? 'true' : 'false';
 // The stream opens once there is a token (sign-in connects it); `connect` is a no-op before.
 connect();
+startApprovals();
 start(document.getElementById('main'));

@@ -81,7 +81,17 @@ impl Services {
             .await
             .context("re-sealing secrets written by an older host")?;
         let events = EventBus::new(db.clone(), cluster.replica);
-        let writes = store::batch::Writer::start(db.clone());
+        // A committed spend drops the workspace from every replica's routing table, so the
+        // next call's budget check reads the new spend.
+        let spent = events.clone();
+        let writes = store::batch::Writer::start_with_spend_hook(
+            db.clone(),
+            Arc::new(move |ids: &[Uuid]| {
+                for id in ids {
+                    spent.invalidate(crate::events::Invalidation::Workspace(*id));
+                }
+            }),
+        );
         let guard = auth::Guard::new(&config, db.clone(), writes.clone());
         events.register_cache(guard.live_tokens());
         let mut resolvers = extensions::registry::ResolverSettings {

@@ -19,6 +19,7 @@ const LAYERS: &[&[&str]] = &[
     &["runtime", "extensions", "auth"],
     &["agents"],
     &["workspaces"],
+    &["memories", "memory", "approvals"],
     &["delegation", "plugins", "schedules"],
     &["org"],
     &["sweepers"],

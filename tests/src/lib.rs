@@ -324,15 +324,45 @@ impl TestApp {
     /// host until its time, so the wait also covers the latest such time the `restart_decision`
     /// rows name (and a moment for its cycle to claim).
     pub async fn wait_settled(&self, id: &str, timeout: Duration) {
-        eventually(timeout, || async {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
             let row = self.get(&format!("/workspaces/{id}")).await.body;
             let up = row["status"] == "online" && !row["last_heartbeat_at"].is_null();
             let scheduled = self.last_scheduled_restart(id).await;
             let settled =
                 scheduled.is_none_or(|at| chrono::Utc::now() > at + Duration::from_millis(500));
-            (up && settled && !restart_claimed(self.database_url(), id).await).then_some(())
-        })
-        .await;
+            let claimed = restart_claimed(self.database_url(), id).await;
+            if up && settled && !claimed {
+                return;
+            }
+            if tokio::time::Instant::now() >= deadline {
+                // What the workspace showed, so a timeout in a loaded run explains itself.
+                let recent: Vec<String> = self
+                    .activity(id, "?limit=30")
+                    .await
+                    .iter()
+                    .map(|a| {
+                        format!(
+                            "{} {} {} {}",
+                            a["created_at"].as_str().unwrap_or_default(),
+                            a["activity_type"].as_str().unwrap_or_default(),
+                            a["status"].as_str().unwrap_or_default(),
+                            a["summary"].as_str().unwrap_or_default()
+                        )
+                    })
+                    .collect();
+                panic!(
+                    "workspace {id} not settled within {timeout:?}: status {}, last heartbeat {}, \
+                     last error {}, restart due {scheduled:?}, restart claimed {claimed}; \
+                     newest activity first:\n{}",
+                    row["status"],
+                    row["last_heartbeat_at"],
+                    row["last_sample_error"],
+                    recent.join("\n")
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
     }
 
     /// The latest time a delayed restart decision of `id` was due.

@@ -7,7 +7,7 @@ use std::time::Duration;
 use tokio::io::AsyncWriteExt as _;
 use tokio::process::Command;
 
-use super::{Brain, BrainError, Prompt};
+use super::{Answer, Brain, BrainError, Prompt};
 
 /// The environment variable that carries the system prompt to the program.
 pub const SYSTEM_PROMPT_ENV: &str = "MOLECULE_SYSTEM_PROMPT";
@@ -33,7 +33,7 @@ impl CommandBrain {
 
 #[async_trait::async_trait]
 impl Brain for CommandBrain {
-    async fn reply(&self, prompt: Prompt) -> Result<String, BrainError> {
+    async fn reply(&self, prompt: Prompt) -> Result<Answer, BrainError> {
         let mut child = Command::new(&self.program)
             .args(&self.args)
             .env(SYSTEM_PROMPT_ENV, &prompt.system)
@@ -86,7 +86,10 @@ impl Brain for CommandBrain {
                 stderr: first_line.chars().take(300).collect(),
             });
         }
-        Ok(String::from_utf8_lossy(&output.stdout).trim().to_owned())
+        Ok(String::from_utf8_lossy(&output.stdout)
+            .trim()
+            .to_owned()
+            .into())
     }
 
     fn describe(&self) -> String {

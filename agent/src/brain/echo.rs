@@ -1,6 +1,6 @@
 //! The deterministic brain: replies `"<name>: <text>"`. Tests and smoke checks rely on it.
 
-use super::{Brain, BrainError, Prompt};
+use super::{Answer, Brain, BrainError, Prompt};
 
 #[derive(Debug, Clone)]
 pub struct EchoBrain {
@@ -15,8 +15,8 @@ impl EchoBrain {
 
 #[async_trait::async_trait]
 impl Brain for EchoBrain {
-    async fn reply(&self, prompt: Prompt) -> Result<String, BrainError> {
-        Ok(format!("{}: {}", self.name, prompt.text))
+    async fn reply(&self, prompt: Prompt) -> Result<Answer, BrainError> {
+        Ok(format!("{}: {}", self.name, prompt.text).into())
     }
 
     fn describe(&self) -> String {

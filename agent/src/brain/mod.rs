@@ -25,6 +25,29 @@ pub struct Prompt {
     pub system: String,
 }
 
+/// A brain's reply: its text and, when the model endpoint said, the tokens it used.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Answer {
+    pub text: String,
+    pub usage: Option<Usage>,
+}
+
+impl From<String> for Answer {
+    fn from(text: String) -> Self {
+        Answer { text, usage: None }
+    }
+}
+
+/// Tokens a model endpoint reported for one reply; the agent passes them on in its answer
+/// (`result.usage`), where the host counts them against the workspace's budget.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Usage {
+    pub input_tokens: u64,
+    pub output_tokens: u64,
+    /// The model the endpoint says answered.
+    pub model: Option<String>,
+}
+
 /// Why a brain produced no reply. Messages are short and never contain credentials: they are
 /// returned to the caller and reported in the heartbeat.
 #[derive(Debug, thiserror::Error)]
@@ -55,7 +78,7 @@ fn stderr_suffix(stderr: &str) -> String {
 
 #[async_trait::async_trait]
 pub trait Brain: Send + Sync + std::fmt::Debug {
-    async fn reply(&self, prompt: Prompt) -> Result<String, BrainError>;
+    async fn reply(&self, prompt: Prompt) -> Result<Answer, BrainError>;
 
     /// A one-line description for the startup log; never includes credentials.
     fn describe(&self) -> String;

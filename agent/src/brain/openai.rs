@@ -5,7 +5,7 @@ use std::time::Duration;
 use secrecy::{ExposeSecret as _, SecretString};
 use serde_json::{Value, json};
 
-use super::{Brain, BrainError, Prompt};
+use super::{Answer, Brain, BrainError, Prompt, Usage};
 use crate::config::BaseUrl;
 
 #[derive(Debug, Clone)]
@@ -34,7 +34,7 @@ impl OpenAiBrain {
 
 #[async_trait::async_trait]
 impl Brain for OpenAiBrain {
-    async fn reply(&self, prompt: Prompt) -> Result<String, BrainError> {
+    async fn reply(&self, prompt: Prompt) -> Result<Answer, BrainError> {
         let body = json!({
             "model": self.model,
             "messages": [
@@ -64,16 +64,38 @@ impl Brain for OpenAiBrain {
             .json()
             .await
             .map_err(|e| BrainError::Request(classify(&e)))?;
-        reply
+        let text = reply
             .pointer("/choices/0/message/content")
             .and_then(Value::as_str)
             .map(str::to_owned)
-            .ok_or(BrainError::MalformedReply)
+            .ok_or(BrainError::MalformedReply)?;
+        Ok(Answer {
+            text,
+            usage: usage(&reply),
+        })
     }
 
     fn describe(&self) -> String {
         format!("openai model {} at {}", self.model, self.endpoint)
     }
+}
+
+/// The endpoint's `usage {prompt_tokens, completion_tokens}` and `model`, when it sent them.
+fn usage(reply: &Value) -> Option<Usage> {
+    let usage = reply.get("usage")?;
+    let tokens = |name: &str| usage.get(name).and_then(Value::as_u64);
+    let (input, output) = (tokens("prompt_tokens"), tokens("completion_tokens"));
+    if input.is_none() && output.is_none() {
+        return None;
+    }
+    Some(Usage {
+        input_tokens: input.unwrap_or(0),
+        output_tokens: output.unwrap_or(0),
+        model: reply
+            .get("model")
+            .and_then(Value::as_str)
+            .map(str::to_owned),
+    })
 }
 
 fn classify(e: &reqwest::Error) -> &'static str {

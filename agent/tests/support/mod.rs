@@ -229,7 +229,9 @@ impl FakeOpenAi {
                     at: tokio::time::Instant::now(),
                 });
                 let reply = if status.is_success() {
-                    json!({ "choices": [{ "message": { "role": "assistant", "content": "from the model" } }] })
+                    json!({ "model": "gpt-test-0613",
+                        "choices": [{ "message": { "role": "assistant", "content": "from the model" } }],
+                        "usage": { "prompt_tokens": 120, "completion_tokens": 8, "total_tokens": 128 } })
                 } else {
                     json!({ "error": { "message": "Incorrect API key provided: sk-***" } })
                 };

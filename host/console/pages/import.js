@@ -3,6 +3,7 @@
 // reason the host stored (`last_sample_error`).
 
 import { get, post } from '../api.js';
+import { importBundle, importedWords } from '../bundle.js';
 import { statusFromEvent, subscribe } from '../events.js';
 import { badge, busy, debounce, fill, h, note, section, setBadge, table } from '../dom.js';
 
@@ -22,10 +23,37 @@ function render(main) {
   const form = h('form', { id: 'import-form' }, list,
     h('div', { class: 'inline' }, h('label', { for: 'import-mode', text: 'Mode' }), mode, button), out);
 
+  // A bundle file (exported from a workspace page) imported as a new tree.
+  const bundleFile = h('input', { type: 'file', id: 'bundle-file', accept: '.json,application/json', 'aria-label': 'bundle file' });
+  const bundleButton = h('button', { type: 'submit', id: 'bundle-submit', text: 'Import bundle' });
+  const bundleOut = h('p', { class: 'note', id: 'bundle-import-note', hidden: true });
+  const bundleForm = h('form', { class: 'inline', id: 'bundle-form' }, bundleFile, bundleButton);
+  bundleForm.addEventListener('submit', async (e) => {
+    e.preventDefault();
+    const file = bundleFile.files && bundleFile.files[0];
+    if (!file) {
+      note(bundleOut, 'error', 'Choose a .bundle.json file first.');
+      return;
+    }
+    let bundle;
+    try {
+      bundle = JSON.parse(await file.text());
+    } catch {
+      note(bundleOut, 'error', `${file.name} is not JSON.`);
+      return;
+    }
+    const answer = await busy(bundleButton, 'Importing…', bundleOut, () => importBundle(bundle));
+    if (!answer || !alive) return;
+    fill(bundleOut, importedWords(answer), ' ', h('a', { href: `#/workspaces/${answer.root_id}`, id: 'bundle-root-link', text: 'Open it' }));
+    bundleOut.className = 'note ok';
+    bundleOut.hidden = false;
+  });
+
   main.append(
     h('div', { class: 'heading' }, h('h1', { text: 'Import an org' })),
     section('Template', form),
     section('Progress', progress, failures, results),
+    section('Bundle', h('p', { class: 'muted small', text: 'A .bundle.json exported from a workspace page, created as a new tree.' }), bundleForm, bundleOut),
   );
 
   // Workspace id -> its badge, for the import being watched; id -> name, and id -> the reason the

@@ -7,7 +7,7 @@
 // `/ws`: `A2A_RESPONSE` for any canvas call (this console's or another's) and `AGENT_MESSAGE`
 // when the agent speaks up on its own.
 
-import { get, post } from '../api.js';
+import { get, post, upload } from '../api.js';
 import { subscribe } from '../events.js';
 import { debounce, fill, h, note, time } from '../dom.js';
 import { answerOf, metadata, requestText } from './workspace-words.js';
@@ -68,6 +68,7 @@ function entryOf(row) {
     source,
     at: row.created_at,
     text: requestText(body),
+    files: attachmentsOf(body && body.params && body.params.message && body.params.message.parts),
     answer,
     ms: row.duration_ms,
   };
@@ -92,7 +93,9 @@ export function chatPanel(base, id, agentName) {
   const hint = h('p', { class: 'note info', id: 'chat-hint', hidden: true });
   const input = h('textarea', { id: 'chat-input', rows: 3, placeholder: 'Message the agent (Enter sends, Shift+Enter for a new line)', 'aria-label': 'message' });
   const send = h('button', { type: 'submit', id: 'chat-send', text: 'Send' });
-  const form = h('form', { class: 'chat-form', id: 'chat-form' }, input, send);
+  // Attachments go into the workspace's files first; the message then refers to them.
+  const attach = h('input', { type: 'file', id: 'chat-files', multiple: true, 'aria-label': 'attach files' });
+  const form = h('form', { class: 'chat-form', id: 'chat-form' }, input, h('div', { class: 'chat-actions' }, attach, send));
 
   const element = h('div', { class: 'chat' },
     h('p', { class: 'muted small', text: 'You write as the operator: the host delivers each message to the agent as A2A message/send and records it in the activity log.' }),
@@ -144,7 +147,8 @@ export function chatPanel(base, id, agentName) {
     return h('article', { class: 'chat-entry', dataset },
       h('div', { class: 'chat-msg from-operator' },
         h('div', { class: 'chat-meta', text: `Operator · ${time(entry.at)}` }),
-        h('p', { class: 'chat-text', text: entry.text })),
+        h('p', { class: 'chat-text', text: entry.text }),
+        entry.files && entry.files.length ? h('p', { class: 'muted small chat-files', text: `Attachments: ${entry.files.join(', ')}` }) : null),
       answerNode(entry));
   }
 
@@ -199,17 +203,32 @@ export function chatPanel(base, id, agentName) {
   }
   const loadSoon = debounce(load, 300);
 
-  async function sendMessage(text) {
+  async function sendMessage(text, chosen) {
     const rpcId = newId();
     const key = `rpc:${rpcId}`;
-    entries.set(key, { key, kind: 'operator', at: new Date().toISOString(), text, answer: { pending: true }, local: true });
+    const names = chosen.map((f) => f.name);
+    entries.set(key, { key, kind: 'operator', at: new Date().toISOString(), text, files: names, answer: { pending: true }, local: true });
     render();
     log.scrollTop = log.scrollHeight;
+    const parts = [{ kind: 'text', text }];
+    if (chosen.length) {
+      const form = new FormData();
+      for (const f of chosen) form.append('files', f, f.name);
+      try {
+        const stored = await upload(`${base}/chat/uploads`, form);
+        for (const f of stored.files) {
+          parts.push({ kind: 'file', file: { uri: f.uri, name: f.name, mimeType: f.mimeType, size: f.size } });
+        }
+      } catch (err) {
+        if (alive) answer(key, { error: `the attachments were not stored: ${failure(err)}` });
+        return;
+      }
+    }
     const body = {
       jsonrpc: '2.0',
       id: rpcId,
       method: 'message/send',
-      params: { message: { role: 'user', messageId: rpcId, parts: [{ kind: 'text', text }] } },
+      params: { message: { role: 'user', messageId: rpcId, parts } },
     };
     try {
       const data = await post(`${base}/a2a`, body);
@@ -223,8 +242,10 @@ export function chatPanel(base, id, agentName) {
     e.preventDefault();
     const text = input.value.trim();
     if (!text) return;
+    const chosen = [...(attach.files || [])];
     input.value = '';
-    sendMessage(text);
+    attach.value = '';
+    sendMessage(text, chosen);
   });
   input.addEventListener('keydown', (e) => {
     if (e.key === 'Enter' && !e.shiftKey && !e.isComposing) {

@@ -1,9 +1,10 @@
 // One workspace: its status (with why it failed) and lifecycle buttons that follow the state,
-// then four tabs — overview (files with an editor, secret keys never values, plugins), chat with
-// the agent, delegations sent and received, and the activity log. The tabs live in
+// then tabs — overview (files with an editor, secret keys never values, plugins), chat with
+// the agent, delegations sent and received, schedules, the budget and the activity log. The tabs live in
 // workspace-*.js; this module holds the header and wires them together.
 
 import { del, get, post } from '../api.js';
+import { bundleName, download, exportBundle, importBundle, importedWords } from '../bundle.js';
 import { confirmAction } from '../confirm.js';
 import { statusFromEvent, subscribe } from '../events.js';
 import { badge, busy, debounce, fill, h, note, section, setBadge, short, table, time } from '../dom.js';
@@ -11,10 +12,12 @@ import { allowed, buildTree, descendants } from './org-actions.js';
 import { trackControl } from './plugin-track.js';
 import { guardLeave, replacePath } from '../router.js';
 import { activityPanel } from './workspace-activity.js';
+import { budgetPanel } from './workspace-budget.js';
 import { chatPanel } from './workspace-chat.js';
 import { delegationsPanel } from './workspace-delegations.js';
 import { filesPanel } from './workspace-files.js';
 import { schedulesPanel } from './workspace-schedules.js';
+import { teamPanel } from './workspace-team.js';
 import { restartWords } from './workspace-words.js';
 
 const TABS = [
@@ -22,6 +25,7 @@ const TABS = [
   ['chat', 'Chat'],
   ['delegations', 'Delegations'],
   ['schedules', 'Schedules'],
+  ['budget', 'Budget'],
   ['activity', 'Activity'],
 ];
 
@@ -66,6 +70,8 @@ function render(main, { id, tab }) {
   const delegations = delegationsPanel(base, id, () => detail, nameOf);
   const activity = activityPanel(base, id, nameOf);
   const schedules = schedulesPanel(base, id);
+  const budget = budgetPanel(base, id);
+  const team = teamPanel(base);
 
   // Secrets.
   const secretList = h('div', { id: 'secret-list' });
@@ -83,14 +89,38 @@ function render(main, { id, tab }) {
   const track = trackControl();
   const pluginForm = h('form', { class: 'inline', id: 'plugin-form' }, sourceInput, track.element, installButton);
 
+  // Bundle: this workspace and everything under it, as a file or as a copy beside it.
+  const exportButton = h('button', { type: 'button', class: 'secondary', id: 'bundle-export', text: 'Export bundle' });
+  const duplicateButton = h('button', { type: 'button', class: 'secondary', id: 'bundle-duplicate', text: 'Duplicate' });
+  const bundleOut = h('p', { class: 'note', id: 'bundle-note', hidden: true });
+  exportButton.addEventListener('click', async () => {
+    const bundle = await busy(exportButton, 'Exporting…', bundleOut, () => exportBundle(id));
+    if (!bundle || !alive) return;
+    const file = bundleName(bundle.name);
+    download(file, bundle);
+    note(bundleOut, 'ok', `Saved ${file}. Secret values are not in it, only their names.`);
+  });
+  duplicateButton.addEventListener('click', async () => {
+    const copy = await busy(duplicateButton, 'Duplicating…', bundleOut, async () =>
+      importBundle(await exportBundle(id), detail && detail.parent_id));
+    if (!copy || !alive) return;
+    fill(bundleOut, importedWords(copy), ' ', h('a', { href: `#/workspaces/${copy.root_id}`, id: 'bundle-copy-link', text: 'Open the copy' }));
+    bundleOut.className = 'note ok';
+    bundleOut.hidden = false;
+  });
+
   const panels = {
     overview: h('div', { class: 'tab-panel', id: 'panel-overview' },
       section('Files', files.element),
       section('Secrets', h('p', { class: 'muted small', text: 'Values are write-only: the console never reads them back.' }), secretList, secretForm, secretsOut),
-      section('Plugins', pluginList, pluginForm, pluginsOut)),
+      section('Plugins', pluginList, pluginForm, pluginsOut),
+      section('Team and agent', team.element),
+      section('Bundle', h('p', { class: 'muted small', text: 'This workspace and everything under it: its files, skills, config and tree, never secret values.' }),
+        h('div', { class: 'buttons' }, exportButton, duplicateButton), bundleOut)),
     chat: h('div', { class: 'tab-panel', id: 'panel-chat' }, section('Chat with the agent', chat.element)),
     delegations: h('div', { class: 'tab-panel', id: 'panel-delegations' }, section('Delegations', delegations.element)),
     schedules: h('div', { class: 'tab-panel', id: 'panel-schedules' }, section('Schedules', schedules.element)),
+    budget: h('div', { class: 'tab-panel', id: 'panel-budget' }, section('Budget', budget.element)),
     activity: h('div', { class: 'tab-panel', id: 'panel-activity' }, section('Activity', activity.element)),
   };
   const tabButtons = TABS.map(([key, label]) => h('button', {
@@ -336,6 +366,8 @@ function render(main, { id, tab }) {
     chat.load();
     delegations.load();
     schedules.load();
+    budget.load();
+    team.load();
     activity.load();
   });
   return () => {
@@ -347,6 +379,8 @@ function render(main, { id, tab }) {
     chat.stop();
     delegations.stop();
     schedules.stop();
+    budget.stop();
+    team.stop();
     activity.stop();
   };
 }

@@ -11,6 +11,7 @@ use tokio::time::Instant;
 use uuid::Uuid;
 
 use super::addresses::url_owner;
+use super::budget;
 use super::forward::{self, Forwarded, Timeouts, TransportError};
 use super::{AgentCheck, Caller};
 use crate::events::{activity, names};
@@ -275,7 +276,7 @@ impl Delivery {
     }
 }
 
-fn text_parts(parts: Option<&Value>) -> Vec<&str> {
+pub(super) fn text_parts(parts: Option<&Value>) -> Vec<&str> {
     parts
         .and_then(Value::as_array)
         .into_iter()
@@ -289,7 +290,7 @@ fn text_parts(parts: Option<&Value>) -> Vec<&str> {
 }
 
 /// `error` as a string, or `error.message`.
-fn error_text(json: &Value) -> Option<String> {
+pub(super) fn error_text(json: &Value) -> Option<String> {
     let error = json.get("error")?;
     error
         .as_str()
@@ -353,10 +354,7 @@ pub async fn send(svc: &Services, call: Call) -> Result<Sent, ProxyError> {
         .await?
         .filter(|row| row.status != Status::Removed)
         .ok_or(ProxyError::NotFound)?;
-    if target
-        .budget_limit
-        .is_some_and(|limit| target.monthly_spend >= limit)
-    {
+    if budget::over_budget(&target) {
         return Err(ProxyError::BudgetExceeded);
     }
     // Wake on demand: one comparison on the cached row, nothing more, for a running target.
@@ -457,7 +455,7 @@ async fn enqueue(
             .ok()
             .map(|ttl| chrono::Utc::now() + ttl),
     };
-    match a2a_queue::enqueue(&svc.db, &item).await {
+    match svc.writes.enqueue(item).await {
         Ok((queue_id, depth)) => {
             tracing::info!(workspace_id = %target.id, %queue_id, depth, reason, "message queued for the agent");
             Ok((queue_id, depth))
@@ -554,6 +552,9 @@ async fn record(
     row.request_body = Some(call.message.body);
     match outcome {
         Ok(Sent::Delivered(delivery)) => {
+            if let Some(answer) = delivery.json() {
+                budget::count(svc, target.id, answer).await;
+            }
             row.response_body = delivery.stored_body();
             row.duration_ms = Some(delivery.duration_ms);
             row.tool_trace = delivery

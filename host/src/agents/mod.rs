@@ -6,6 +6,8 @@
 //! calls [`client::send`]) or changes a workspace's status (the [`Supervision`] hooks do).
 
 pub mod addresses;
+pub mod budget;
+pub mod chat;
 pub mod client;
 pub mod forward;
 pub mod routes;

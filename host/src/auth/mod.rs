@@ -203,6 +203,22 @@ pub async fn issue_workspace_token(
     Ok(Some(token))
 }
 
+/// A new credential for `workspace_id`'s agent, with every other token of the workspace revoked
+/// (API-minted ones too: a rotation answers a leak). The new token is stored before the old
+/// ones are revoked, so a failure between leaves the old ones working, never none. The caller
+/// makes the revocation reach every replica's token cache.
+pub async fn rotate_workspace_credential(
+    db: &Db,
+    workspace_id: Uuid,
+) -> Result<(MintedToken, u64), StoreError> {
+    let token = issue_workspace_token(db, workspace_id, Lifetime::Rotated)
+        .await?
+        .expect("a rotated token is never refused for the mint limit");
+    let revoked =
+        store::tokens::revoke_workspace_tokens_except(db, workspace_id, &token.hash).await?;
+    Ok((token, revoked))
+}
+
 /// Mints `count` rotated workspace tokens for new workspaces whose rows the caller stores
 /// together with them (an org import's batch), locking the install first as
 /// [`issue_workspace_token`] does. None when `count` is zero.

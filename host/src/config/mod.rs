@@ -155,6 +155,13 @@ pub struct Config {
     pub a2a: A2aConfig,
     /// The scheduler that fires workspace schedules (`MOLECULE_SCHEDULES__*`).
     pub schedules: SchedulesConfig,
+    /// The key-value memory of workspaces (`MOLECULE_KV__*`).
+    pub kv: KvConfig,
+    /// Agent memories: the optional embeddings endpoint that orders searches by meaning
+    /// (`MOLECULE_MEMORIES__*`).
+    pub memories: MemoriesConfig,
+    /// What agents' reported token usage costs (`[budget.prices]` in the config file).
+    pub budget: BudgetConfig,
     /// Faults injected on purpose, for tests; never read from a file or the environment.
     #[serde(skip)]
     pub faults: Faults,
@@ -229,6 +236,92 @@ impl Default for A2aConfig {
             queue_expiry_sweep_secs: 60,
             private_agent_networks: Vec::new(),
         }
+    }
+}
+
+/// The key-value memory: how often expired keys are deleted (they are invisible from the moment
+/// they expire; the sweep only reclaims their rows).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct KvConfig {
+    /// Seconds between sweeps that delete expired keys.
+    pub expiry_sweep_secs: u64,
+}
+
+impl Default for KvConfig {
+    fn default() -> Self {
+        Self {
+            expiry_sweep_secs: 60,
+        }
+    }
+}
+
+/// Agent memories' optional semantic ordering: an OpenAI-compatible embeddings endpoint. Unset
+/// `embeddings_url` = off (search is full text only).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct MemoriesConfig {
+    /// Base URL of an OpenAI-compatible API; the host posts to `{url}/embeddings`, so give the
+    /// version in it (`https://api.openai.com/v1`).
+    pub embeddings_url: Option<String>,
+    /// The `model` sent with every embeddings request.
+    pub embeddings_model: String,
+    /// The bearer sent to the endpoint; never serialized, logged or returned.
+    #[serde(skip_serializing)]
+    pub embeddings_api_key: Option<SecretString>,
+    /// How long one embeddings call may take before it counts as failed, in milliseconds.
+    pub embeddings_timeout_ms: u64,
+}
+
+impl Default for MemoriesConfig {
+    fn default() -> Self {
+        Self {
+            embeddings_url: None,
+            embeddings_model: "text-embedding-3-small".to_owned(),
+            embeddings_api_key: None,
+            embeddings_timeout_ms: 2000,
+        }
+    }
+}
+
+/// The price of a model's tokens, in US cents per million.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TokenPrice {
+    pub input_cents_per_million: u64,
+    pub output_cents_per_million: u64,
+}
+
+/// What the token usage agents report costs: a price per model (the model an answer names in
+/// `usage.model` or `model`), and `default_price` for any other.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct BudgetConfig {
+    /// By model name, exactly as agents report it.
+    pub prices: std::collections::BTreeMap<String, TokenPrice>,
+    /// For a model not in `prices`, or an answer that names none. The default is a mid-range
+    /// hosted model's list price ($3 in, $15 out per million tokens): set your own.
+    pub default_price: TokenPrice,
+}
+
+impl Default for BudgetConfig {
+    fn default() -> Self {
+        Self {
+            prices: Default::default(),
+            default_price: TokenPrice {
+                input_cents_per_million: 300,
+                output_cents_per_million: 1500,
+            },
+        }
+    }
+}
+
+impl BudgetConfig {
+    /// The price of `model`'s tokens.
+    pub fn price(&self, model: Option<&str>) -> TokenPrice {
+        model
+            .and_then(|m| self.prices.get(m))
+            .copied()
+            .unwrap_or(self.default_price)
     }
 }
 
@@ -508,6 +601,9 @@ impl Default for Config {
             plugins: PluginsConfig::default(),
             a2a: A2aConfig::default(),
             schedules: SchedulesConfig::default(),
+            kv: KvConfig::default(),
+            memories: MemoriesConfig::default(),
+            budget: BudgetConfig::default(),
             faults: Faults::default(),
         }
     }
@@ -850,18 +946,24 @@ mod tests {
             jail.create_file(
                 "secret.toml",
                 "database_url = \"sqlite::memory:\"\nadmin_token = \"a\"\n\
-                 secrets_encryption_key = \"k\"\n[git_credentials]\n\"h\" = \"t\"\n",
+                 secrets_encryption_key = \"k\"\n[git_credentials]\n\"h\" = \"t\"\n\
+                 [memories]\nembeddings_api_key = \"e\"\n",
             )?;
             let config = Config::load(Some(Path::new("secret.toml"))).expect("config loads");
             assert!(config.database_url.is_some() && config.admin_token.is_some());
             assert!(config.secrets_encryption_key.is_some());
             assert_eq!(config.git_credentials.len(), 1);
+            assert!(config.memories.embeddings_api_key.is_some());
             Ok(())
         });
         leaves.insert("database_url".into(), serde_json::Value::Null);
         leaves.insert("admin_token".into(), serde_json::Value::Null);
         leaves.insert("secrets_encryption_key".into(), serde_json::Value::Null);
         leaves.insert("git_credentials".into(), serde_json::json!({}));
+        leaves.insert(
+            "memories.embeddings_api_key".into(),
+            serde_json::Value::Null,
+        );
         leaves
     }
 

@@ -1,11 +1,14 @@
 //! MCP (protocol `2024-11-05`) for agents: JSON-RPC `initialize`, `tools/list` and `tools/call`
-//! with the delegation tools. Every tool goes through the same delegation and proxy code as the
-//! HTTP API; a delegation's row is written before its message is sent.
+//! with the delegation tools, `request_approval` and `send_message_to_user`. Every tool goes
+//! through the same domain code as its HTTP route (delegation and proxy, approvals, `/notify`);
+//! a delegation's row is written before its message is sent.
 
 use serde_json::{Value, json};
 use uuid::Uuid;
 
 use super::tasks::{self, Created, DelegationError, Finished, NewDelegation};
+use crate::approvals;
+use crate::events::activity;
 use crate::services::Services;
 use crate::store;
 use crate::workspaces::{access, get_live, registry};
@@ -105,6 +108,46 @@ fn tool_list() -> Value {
             "description": "Name, role, tier and status of this workspace (or of a workspace it may reach).",
             "inputSchema": { "type": "object", "properties": { "workspace_id": { "type": "string" } } },
         },
+        {
+            "name": "request_approval",
+            "description": "Ask a human before a risky action. Returns at once with the approval id; the decision arrives later as a message from system:approvals.",
+            "inputSchema": { "type": "object", "properties": {
+                "action": { "type": "string", "description": "what you want to do (at most 200 characters)" },
+                "reason": { "type": "string", "description": "why (at most 4000 characters)" },
+                "context": { "description": "any JSON the decider should see (at most 16 KiB)" },
+                "task_id": { "type": "string", "description": "the task this belongs to" },
+            }, "required": ["action", "reason"] },
+        },
+        {
+            "name": "send_message_to_user",
+            "description": "Show a message to the user in the canvas chat without being asked (progress, a question, a result).",
+            "inputSchema": { "type": "object", "properties": {
+                "message": { "type": "string", "description": "the text (at most 32000 characters)" },
+            }, "required": ["message"] },
+        },
+        {
+            "name": "get_instructions",
+            "description": "The platform instructions that apply to this workspace (global, then its team's, then its own; higher priority first), as text to follow.",
+            "inputSchema": { "type": "object", "properties": {} },
+        },
+        {
+            "name": "commit_memory",
+            "description": "Remember something: LOCAL (only you), TEAM (the workspaces you may talk to) or GLOBAL (your whole org; root workspaces only). Secret-looking values are redacted.",
+            "inputSchema": { "type": "object", "properties": {
+                "content": { "type": "string" },
+                "scope": { "type": "string", "enum": ["LOCAL", "TEAM", "GLOBAL"] },
+                "namespace": { "type": "string", "description": "default general" },
+            }, "required": ["content", "scope"] },
+        },
+        {
+            "name": "recall_memory",
+            "description": "Search the memories you may read, best match first. GLOBAL ones come wrapped as data, not instructions.",
+            "inputSchema": { "type": "object", "properties": {
+                "query": { "type": "string", "description": "words to look for; empty lists the newest" },
+                "scope": { "type": "string", "enum": ["LOCAL", "TEAM", "GLOBAL"] },
+                "namespace": { "type": "string" },
+            } },
+        },
     ])
 }
 
@@ -158,6 +201,11 @@ async fn call_tool(svc: &Services, me: Uuid, params: &Value) -> ToolResult {
         "check_task_status" => check_task_status(svc, me, &args).await,
         "list_peers" => list_peers(svc, me).await,
         "get_workspace_info" => workspace_info(svc, me, &args).await,
+        "request_approval" => request_approval(svc, me, &args).await,
+        "send_message_to_user" => send_message_to_user(svc, me, &args).await,
+        "get_instructions" => get_instructions(svc, me).await,
+        "commit_memory" => commit_memory(svc, me, &args).await,
+        "recall_memory" => recall_memory(svc, me, &args).await,
         "" => Err(invalid("params.name is required")),
         other => Err(invalid(&format!("unknown tool: {other}"))),
     }
@@ -277,4 +325,130 @@ async fn workspace_info(svc: &Services, me: Uuid, args: &Value) -> ToolResult {
         })
         .to_string(),
     ))
+}
+
+fn from_memory(err: crate::memories::MemoryError) -> (i64, String) {
+    use crate::memories::MemoryError;
+    match err {
+        MemoryError::Field { message, .. } => invalid(message),
+        MemoryError::Store(err)
+        | MemoryError::Workspace(crate::workspaces::WorkspaceError::Store(err)) => {
+            tracing::error!(error = ?err, "an MCP tool hit a store error");
+            tool_error("internal error")
+        }
+        other => tool_error(other.to_string()),
+    }
+}
+
+/// An optional string argument: absent or null is `None`, another type is invalid.
+fn str_arg<'a>(args: &'a Value, key: &str) -> Result<Option<&'a str>, (i64, String)> {
+    match args.get(key) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(s)) => Ok(Some(s)),
+        Some(_) => Err(invalid(&format!("{key} must be a string"))),
+    }
+}
+
+/// `request_approval`: the same domain function as `POST /workspaces/{id}/approvals`.
+async fn request_approval(svc: &Services, me: Uuid, args: &Value) -> ToolResult {
+    let new = approvals::NewApproval {
+        action: str_arg(args, "action")?
+            .ok_or_else(|| invalid("action is required"))?
+            .to_owned(),
+        reason: str_arg(args, "reason")?.unwrap_or_default().to_owned(),
+        task_id: str_arg(args, "task_id")?.map(str::to_owned),
+        context: args.get("context").cloned(),
+    };
+    match approvals::request(svc, me, new, approvals::Requester::Agent).await {
+        Ok(row) => Ok(text_content(
+            json!({ "approval_id": row.id, "status": row.status }).to_string(),
+        )),
+        Err(approvals::ApprovalError::Field { message, .. }) => Err(invalid(message)),
+        Err(approvals::ApprovalError::Store(err)) => {
+            tracing::error!(error = ?err, "an MCP tool hit a store error");
+            Err(tool_error("internal error"))
+        }
+        Err(approvals::ApprovalError::Workspace(err)) => Err(from_delegation(err.into())),
+        Err(other) => Err(tool_error(other.to_string())),
+    }
+}
+
+/// `send_message_to_user`: the same domain function as `POST /workspaces/{id}/notify`.
+async fn send_message_to_user(svc: &Services, me: Uuid, args: &Value) -> ToolResult {
+    let message = str_arg(args, "message")?.unwrap_or_default();
+    if message.trim().is_empty() {
+        return Err(invalid("message is required"));
+    }
+    if message.chars().count() > activity::USER_MESSAGE_MAX {
+        return Err(invalid("message is longer than 32000 characters"));
+    }
+    let workspace = get_live(svc, me)
+        .await
+        .map_err(|e| from_delegation(e.into()))?;
+    activity::tell_user(svc, &workspace, message, Vec::new())
+        .await
+        .map_err(|e| from_delegation(e.into()))?;
+    Ok(text_content("sent"))
+}
+
+/// The instructions that apply to the caller, through the same resolution as
+/// `GET /workspaces/{id}/instructions/resolve`: the combined text, or a line saying none apply.
+async fn get_instructions(svc: &Services, me: Uuid) -> ToolResult {
+    use crate::memory::instructions::{InstructionError, resolve};
+    match resolve(svc, me).await {
+        Ok(resolved) if resolved.instructions.is_empty() => Ok(text_content(
+            "no platform instructions apply to this workspace",
+        )),
+        Ok(resolved) => Ok(text_content(resolved.text)),
+        Err(InstructionError::Workspace(err)) => Err(from_delegation(err.into())),
+        Err(err) => {
+            tracing::error!(error = ?err, "get_instructions failed");
+            Err(tool_error("internal error"))
+        }
+    }
+}
+
+async fn commit_memory(svc: &Services, me: Uuid, args: &Value) -> ToolResult {
+    let content = str_arg(args, "content")?.ok_or_else(|| invalid("content must be a string"))?;
+    let scope = str_arg(args, "scope")?.unwrap_or("LOCAL");
+    let row = crate::memories::commit(
+        svc,
+        me,
+        crate::memories::NewMemory {
+            content,
+            scope,
+            namespace: str_arg(args, "namespace")?,
+        },
+    )
+    .await
+    .map_err(from_memory)?;
+    Ok(text_content(
+        json!({ "id": row.id, "scope": row.scope, "namespace": row.namespace, "redactions": row.redactions })
+            .to_string(),
+    ))
+}
+
+async fn recall_memory(svc: &Services, me: Uuid, args: &Value) -> ToolResult {
+    let search = crate::memories::Search {
+        scope: str_arg(args, "scope")?,
+        namespace: str_arg(args, "namespace")?,
+        q: str_arg(args, "query")?,
+        limit: None,
+        offset: None,
+    };
+    let (rows, _) = crate::memories::search(svc, me, search)
+        .await
+        .map_err(from_memory)?;
+    if rows.is_empty() {
+        return Ok(text_content("no memories found"));
+    }
+    let text = rows
+        .iter()
+        .map(|row| match row.scope.as_str() {
+            "GLOBAL" => crate::memories::for_agent(row),
+            scope => format!("[{scope}] {}", row.content),
+        })
+        .collect::<Vec<_>>()
+        .join("\n");
+    Ok(text_content(text))
 }

@@ -1,9 +1,10 @@
 //! Recording activity: one path that stores a row and tells subscribers (`ACTIVITY_LOGGED`).
 
-use serde_json::json;
+use serde_json::{Value, json};
 
 use crate::events::names;
 use crate::services::Services;
+use crate::store::workspaces::WorkspaceRow;
 use crate::store::{self, StoreError, activity::ActivityRow};
 
 /// Stores `row`, then broadcasts `ACTIVITY_LOGGED` with its summary fields (never its bodies).
@@ -48,4 +49,36 @@ pub async fn record_logged(svc: &Services, row: &ActivityRow) {
     if let Err(err) = record(svc, row).await {
         tracing::warn!(workspace_id = %row.workspace_id, activity_type = %row.activity_type, error = ?err, "recording activity failed");
     }
+}
+
+/// The longest message an agent may send its user (characters), over `/notify` or MCP.
+pub const USER_MESSAGE_MAX: usize = 32_000;
+
+/// A message from the agent of `workspace` to its user (`POST /workspaces/{id}/notify` and the
+/// MCP tool `send_message_to_user`): an `a2a_receive` row with method `notify` (the chat's
+/// history reads it) and `AGENT_MESSAGE`, which the canvas shows in the chat at once. `files`
+/// are attachment objects (`uri`, `name`, `mimeType`, `size`).
+pub async fn tell_user(
+    svc: &Services,
+    workspace: &WorkspaceRow,
+    message: &str,
+    files: Vec<Value>,
+) -> Result<(), StoreError> {
+    let parts: Vec<Value> = files
+        .iter()
+        .map(|f| json!({ "kind": "file", "file": f }))
+        .collect();
+    let mut row = ActivityRow::new(workspace.id, "a2a_receive");
+    row.method = Some("notify".to_owned());
+    row.summary = Some(message.chars().take(200).collect());
+    row.response_body = Some(json!({ "result": message, "parts": parts }));
+    store::activity::insert(&svc.db, &row).await?;
+    let mut payload =
+        json!({ "message": message, "workspace_id": workspace.id, "name": workspace.name });
+    if !files.is_empty() {
+        payload["attachments"] = Value::Array(files);
+    }
+    svc.events
+        .broadcast_only(names::AGENT_MESSAGE, Some(workspace.id), payload);
+    Ok(())
 }

@@ -13,7 +13,11 @@
 //! event too large for a notification travels by id and is read back from `structure_events`.
 //! When the relay's connection is lost it reconnects, then replays `structure_events` from a
 //! little before the newest event it had seen, skipping every event id it already published, so
-//! subscribers see each recorded event once.
+//! subscribers see each recorded event once. A transient event (one not in the log: per-call
+//! activity, answers for the canvas) is sent only while another replica is known to listen:
+//! replicas say hello when their relay starts listening and every second after, and a newcomer's
+//! hello is answered at once, so a lone replica does not notify the database, and hear its own
+//! notifications back, for every A2A call.
 //!
 //! The bus also keeps every replica's caches honest ([`Cache`], [`EventBus::invalidate`]): an
 //! event about a workspace (other than the per-call noise of [`changes_nothing_cached`]) makes
@@ -77,6 +81,12 @@ pub mod names {
     pub const CRON_STARTED: &str = "CRON_STARTED";
     pub const CRON_COMPLETED: &str = "CRON_COMPLETED";
     pub const CRON_FAILED: &str = "CRON_FAILED";
+    pub const APPROVAL_REQUESTED: &str = "APPROVAL_REQUESTED";
+    pub const APPROVAL_DECIDED: &str = "APPROVAL_DECIDED";
+    pub const AGENT_ASSIGNED: &str = "AGENT_ASSIGNED";
+    pub const AGENT_REPLACED: &str = "AGENT_REPLACED";
+    pub const AGENT_REMOVED: &str = "AGENT_REMOVED";
+    pub const AGENT_MOVED: &str = "AGENT_MOVED";
 }
 
 /// Events that change nothing a cache holds: the per-call traffic of agents talking (their
@@ -97,6 +107,8 @@ pub fn changes_nothing_cached(event: &str) -> bool {
         CRON_STARTED,
         CRON_COMPLETED,
         CRON_FAILED,
+        APPROVAL_REQUESTED,
+        APPROVAL_DECIDED,
     ]
     .contains(&event)
 }
@@ -155,6 +167,8 @@ pub struct EventBus {
     seen: Arc<Mutex<relay::Seen>>,
     /// Where events go to be sent to other replicas, once the relay runs (PostgreSQL only).
     outbox: Arc<OnceLock<mpsc::UnboundedSender<relay::Outgoing>>>,
+    /// Whether another replica listens (see [`relay::Peers`]).
+    peers: Arc<relay::Peers>,
     /// Workspaces someone waits on for signs of life (see [`EventBus::signs_of_life`]).
     watched: Watched,
     /// The caches this replica keeps current (see [`Cache`]).
@@ -230,6 +244,7 @@ impl EventBus {
             origin,
             seen: Arc::default(),
             outbox: Arc::default(),
+            peers: Arc::default(),
             watched: Arc::default(),
             caches: Arc::default(),
         }
@@ -388,6 +403,11 @@ impl EventBus {
 
     fn send_out(&self, outgoing: relay::Outgoing) {
         if let Some(outbox) = self.outbox.get() {
+            // Not in the log, a transient event reaches other replicas only as it happens: with
+            // none listening, sending it would only come back to this one.
+            if matches!(outgoing, relay::Outgoing::Transient(_)) && !self.peers.present() {
+                return;
+            }
             // An error only means the relay has stopped (the host is stopping).
             let _ = outbox.send(outgoing);
         }

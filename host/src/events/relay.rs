@@ -4,7 +4,8 @@
 
 use std::collections::{HashSet, VecDeque};
 use std::sync::Arc;
-use std::time::Duration;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -31,6 +32,10 @@ const CATCH_UP_MARGIN: chrono::Duration = chrono::Duration::seconds(30);
 const CATCH_UP_PAGE: i64 = 500;
 /// Pause before reconnecting after the database refused the relay.
 const RECONNECT_DELAY: Duration = Duration::from_secs(1);
+/// How often a listening replica says it is there.
+const HELLO_EVERY: Duration = Duration::from_secs(1);
+/// How long another replica counts as listening after it was last heard from.
+const PEER_TTL: Duration = Duration::from_secs(3);
 
 /// What this replica sends to the others.
 #[derive(Debug)]
@@ -39,6 +44,63 @@ pub(super) enum Outgoing {
     Transient(Arc<Event>),
     /// What the other replicas' caches must forget.
     Invalidate(Invalidation),
+    /// "This replica listens."
+    Hello(Hello),
+}
+
+/// A replica's hello: sent when its relay starts listening (`Joined`), every [`HELLO_EVERY`]
+/// after (`Here`), and at once in answer to another's `Joined` (`Welcome`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub(super) enum Hello {
+    Joined,
+    Here,
+    Welcome,
+}
+
+/// When another replica was last heard from: any notification of its own counts. Read on every
+/// transient event, so an atomic rather than a lock.
+#[derive(Debug)]
+pub(super) struct Peers {
+    epoch: Instant,
+    /// Milliseconds after `epoch` (at least 1) of the last notification from another replica;
+    /// 0 while none has been heard.
+    last_heard_ms: AtomicU64,
+}
+
+impl Default for Peers {
+    fn default() -> Self {
+        Peers {
+            epoch: Instant::now(),
+            last_heard_ms: AtomicU64::new(0),
+        }
+    }
+}
+
+impl Peers {
+    fn now_ms(&self) -> u64 {
+        u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX)
+    }
+
+    fn heard_at(&self, now_ms: u64) {
+        self.last_heard_ms
+            .fetch_max(now_ms.max(1), Ordering::Relaxed);
+    }
+
+    fn present_at(&self, now_ms: u64) -> bool {
+        let last = self.last_heard_ms.load(Ordering::Relaxed);
+        last != 0 && now_ms.saturating_sub(last) < PEER_TTL.as_millis() as u64
+    }
+
+    /// Another replica was heard from just now.
+    pub(super) fn heard(&self) {
+        self.heard_at(self.now_ms());
+    }
+
+    /// Whether another replica was heard from within [`PEER_TTL`].
+    pub(super) fn present(&self) -> bool {
+        self.present_at(self.now_ms())
+    }
 }
 
 /// Recorded events already published on this replica, oldest forgotten first.
@@ -87,6 +149,28 @@ struct Wire {
     /// An invalidation instead of an event.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     x: Option<Invalidation>,
+    /// A hello instead of an event.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    h: Option<Hello>,
+}
+
+/// How every notification of `origin` starts (`o` is [`Wire`]'s first field), so a replica skips
+/// its own notifications without parsing them.
+fn own_prefix(origin: Uuid) -> String {
+    format!("{{\"o\":\"{origin}\"")
+}
+
+impl Wire {
+    fn bare(origin: Uuid, seq: u64) -> Self {
+        Wire {
+            o: origin,
+            s: seq,
+            i: None,
+            e: None,
+            x: None,
+            h: None,
+        }
+    }
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -124,21 +208,23 @@ fn encode(origin: Uuid, seq: u64, outgoing: &Outgoing) -> Option<String> {
         Outgoing::Transient(event) => (None, event),
         Outgoing::Invalidate(what) => {
             let wire = Wire {
-                o: origin,
-                s: seq,
-                i: None,
-                e: None,
                 x: Some(*what),
+                ..Wire::bare(origin, seq)
+            };
+            return serde_json::to_string(&wire).ok();
+        }
+        Outgoing::Hello(hello) => {
+            let wire = Wire {
+                h: Some(*hello),
+                ..Wire::bare(origin, seq)
             };
             return serde_json::to_string(&wire).ok();
         }
     };
     let full = Wire {
-        o: origin,
-        s: seq,
         i: id,
         e: Some(WireEvent::of(event)),
-        x: None,
+        ..Wire::bare(origin, seq)
     };
     let text = serde_json::to_string(&full).ok()?;
     if text.len() <= MAX_NOTIFY_BYTES {
@@ -180,6 +266,7 @@ impl EventBus {
     }
 
     async fn listen_loop(&self, pool: &PgPool, stop: CancellationToken) {
+        let own = own_prefix(self.origin);
         let mut listener: Option<PgListener> = None;
         let mut behind = false;
         loop {
@@ -187,6 +274,9 @@ impl EventBus {
                 Some(listener) => listener,
                 None => match listen(pool).await {
                     Ok(connected) => {
+                        // Listening now: the replicas already there answer, so this one
+                        // knows within a round trip whether anyone else listens.
+                        self.send_out(Outgoing::Hello(Hello::Joined));
                         if behind {
                             self.catch_up().await;
                             behind = false;
@@ -208,13 +298,20 @@ impl EventBus {
                 next = current.try_recv() => next,
             };
             match next {
-                Ok(Some(notification)) => self.receive(notification.payload()).await,
+                Ok(Some(notification)) => {
+                    let payload = notification.payload();
+                    // Every notification comes back to its sender too.
+                    if !payload.starts_with(&own) {
+                        self.receive(payload).await;
+                    }
+                }
                 // The connection was lost and has been re-established (and is listening again):
                 // what was sent meanwhile is only in the log.
                 Ok(None) => {
                     tracing::warn!(
                         "the event relay lost its connection; reconnected, catching up from the event log"
                     );
+                    self.send_out(Outgoing::Hello(Hello::Joined));
                     self.catch_up().await;
                 }
                 Err(err) => {
@@ -236,6 +333,13 @@ impl EventBus {
             }
         };
         if wire.o == self.origin {
+            return;
+        }
+        self.peers.heard();
+        if let Some(hello) = wire.h {
+            if hello == Hello::Joined {
+                self.send_out(Outgoing::Hello(Hello::Welcome));
+            }
             return;
         }
         if let Some(what) = wire.x {
@@ -330,9 +434,15 @@ async fn notify_loop(
 ) {
     let mut seq = 0u64;
     let mut batch = Vec::new();
+    let mut hello = tokio::time::interval(HELLO_EVERY);
+    hello.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         let received = tokio::select! {
             received = rx.recv_many(&mut batch, 256) => received,
+            _ = hello.tick() => {
+                batch.push(Outgoing::Hello(Hello::Here));
+                1
+            }
             () = stop.cancelled() => 0,
         };
         if received == 0 {
@@ -415,6 +525,45 @@ mod tests {
                 .i
                 .is_none()
         );
+    }
+
+    #[test]
+    fn every_notification_starts_with_its_senders_prefix() {
+        let origin = Uuid::new_v4();
+        let outgoing = [
+            Outgoing::Recorded(Uuid::new_v4(), event(json!({"a": 1}))),
+            Outgoing::Transient(event(json!({}))),
+            Outgoing::Invalidate(Invalidation::All),
+            Outgoing::Hello(Hello::Joined),
+        ];
+        for (seq, out) in outgoing.iter().enumerate() {
+            let text = encode(origin, seq as u64, out).unwrap();
+            assert!(text.starts_with(&own_prefix(origin)), "{text}");
+            assert!(!text.starts_with(&own_prefix(Uuid::new_v4())), "{text}");
+        }
+        let hello: Wire =
+            serde_json::from_str(&encode(origin, 9, &Outgoing::Hello(Hello::Here)).unwrap())
+                .unwrap();
+        assert_eq!(
+            (hello.h, hello.e.is_none(), hello.x),
+            (Some(Hello::Here), true, None)
+        );
+    }
+
+    #[test]
+    fn a_peer_counts_from_its_last_notification_for_the_ttl() {
+        let peers = Peers::default();
+        let ttl = PEER_TTL.as_millis() as u64;
+        assert!(!peers.present_at(0), "nobody heard yet");
+        assert!(!peers.present_at(10 * ttl));
+        peers.heard_at(0);
+        assert!(peers.present_at(0), "heard at the very start counts");
+        assert!(peers.present_at(ttl - 1));
+        assert!(!peers.present_at(ttl + 1));
+        peers.heard_at(5 * ttl);
+        peers.heard_at(2 * ttl); // a late report never moves it back
+        assert!(peers.present_at(6 * ttl - 1));
+        assert!(!peers.present_at(6 * ttl + 1));
     }
 
     #[test]
@@ -531,5 +680,87 @@ mod tests {
         for relay in relays {
             relay.await.unwrap();
         }
+    }
+
+    /// A bare `LISTEN` connection on the channel: it reads every notification, and plays
+    /// another replica by sending a hello of its own.
+    struct Observer(PgListener);
+
+    impl Observer {
+        async fn next(&mut self) -> Wire {
+            let notification = tokio::time::timeout(Duration::from_secs(10), self.0.recv())
+                .await
+                .expect("a notification in time")
+                .unwrap();
+            serde_json::from_str(notification.payload()).unwrap()
+        }
+
+        /// Reads until a wire `matches`.
+        async fn until(&mut self, matches: impl Fn(&Wire) -> bool) {
+            while !matches(&self.next().await) {}
+        }
+
+        /// The names of the events sent before the event `mark`.
+        async fn events_before(&mut self, mark: &str) -> Vec<String> {
+            let mut names = Vec::new();
+            loop {
+                if let Some(event) = self.next().await.e {
+                    if event.n == mark {
+                        return names;
+                    }
+                    names.push(event.n);
+                }
+            }
+        }
+    }
+
+    /// What a lone replica sends: its recorded events and its hellos, never a transient event
+    /// (nobody else would hear it), until another replica says hello; a newcomer's hello is
+    /// answered at once.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn transient_events_are_relayed_only_while_another_replica_listens() {
+        let tdb = store::testing::TestDatabase::create(store::Backend::Postgres).await;
+        let db = tdb.connect().await;
+        let Db::Postgres(pool) = &db else {
+            unreachable!()
+        };
+        let mut observer = Observer(listen(pool).await.unwrap());
+        let origin = Uuid::new_v4();
+        let bus = EventBus::new(db.clone(), origin);
+        let stop = CancellationToken::new();
+        let relay = tokio::spawn({
+            let (bus, stop) = (bus.clone(), stop.clone());
+            async move { bus.relay(stop).await }
+        });
+        observer
+            .until(|w| w.o == origin && w.h == Some(Hello::Joined))
+            .await;
+
+        // The recorded marker follows the transient event through the same ordered outbox.
+        bus.broadcast_only("ALONE", None, json!({}));
+        bus.record_and_broadcast("MARK1", None, json!({}))
+            .await
+            .unwrap();
+        let alone = observer.events_before("MARK1").await;
+        assert!(alone.is_empty(), "a lone replica relayed {alone:?}");
+
+        // Another replica joins: its hello is answered, and transient events cross again.
+        let peer = Uuid::new_v4();
+        sqlx::query("SELECT pg_notify($1, $2)")
+            .bind(CHANNEL)
+            .bind(format!(r#"{{"o":"{peer}","s":1,"h":"joined"}}"#))
+            .execute(pool)
+            .await
+            .unwrap();
+        observer
+            .until(|w| w.o == origin && w.h == Some(Hello::Welcome))
+            .await;
+        bus.broadcast_only("SHARED", None, json!({}));
+        bus.record_and_broadcast("MARK2", None, json!({}))
+            .await
+            .unwrap();
+        assert_eq!(observer.events_before("MARK2").await, ["SHARED"]);
+        stop.cancel();
+        relay.await.unwrap();
     }
 }

@@ -17,7 +17,6 @@ use super::extract::{ApiJson, ApiQuery, WorkspaceAuth};
 use super::openapi::ErrorBody;
 use super::workspaces::WorkspaceGone;
 use crate::events::activity;
-use crate::events::names;
 use crate::store::activity::{ActivityRow, SourceFilter};
 use crate::store::{self, Constraint, StoreError};
 use crate::workspaces::get_live;
@@ -26,6 +25,7 @@ pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
         .routes(routes!(list, report))
         .routes(routes!(notify))
+        .routes(routes!(chat_history))
 }
 
 /// The activity types an agent may report; the host writes others (`delegation`, ...) itself.
@@ -130,6 +130,88 @@ async fn list(
     Ok(axum::Json(
         rows.into_iter().map(activity_of).collect::<Vec<_>>(),
     ))
+}
+
+/// `?limit=&before=` of the chat history.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+struct ChatQuery {
+    /// Calls and agent messages per page, 1-200 (default 50).
+    limit: Option<i64>,
+    /// The `next_before` of the previous page: only what was said before it.
+    before: Option<Uuid>,
+}
+
+/// One message of the conversation.
+#[derive(Debug, Serialize, ToSchema)]
+struct ChatMessage {
+    /// The activity row it comes from (a call gives the user's message and the agent's answer).
+    activity_id: Uuid,
+    /// `user` or `agent`.
+    role: &'static str,
+    text: String,
+    timestamp: DateTime<Utc>,
+    /// `ok`; for the agent's side of a call also `error` (`text` says why) or `queued`.
+    status: String,
+    /// Files sent with it (`{uri, name, mimeType, size}`).
+    #[schema(value_type = Vec<Object>)]
+    files: Vec<Value>,
+}
+
+/// A page of the conversation, oldest first.
+#[derive(Debug, Serialize, ToSchema)]
+struct ChatPage {
+    messages: Vec<ChatMessage>,
+    /// Pass as `before` for the page before this one; `null` when this is the first.
+    next_before: Option<Uuid>,
+}
+
+/// The conversation between the operator (the canvas) and the agent: each message the canvas
+/// sent with the agent's answer (or why there was none), and the messages the agent sent its
+/// user, oldest first, a page at a time going back.
+#[utoipa::path(
+    get,
+    path = "/workspaces/{id}/chat-history",
+    tag = "activity",
+    params(WorkspaceIdParam, ChatQuery),
+    responses(
+        (status = 200, body = ChatPage),
+        (status = 400, description = "Invalid limit or before", body = ErrorBody),
+        (status = 404, description = "No such workspace", body = ErrorBody),
+        (status = 410, description = "The workspace was removed", body = WorkspaceGone),
+    ),
+    security(("admin_token" = []), ("workspace_token" = [])),
+)]
+async fn chat_history(
+    State(state): State<AppState>,
+    WorkspaceAuth(id): WorkspaceAuth,
+    ApiQuery(q): ApiQuery<ChatQuery>,
+) -> ApiResult<impl IntoResponse> {
+    let limit = q.limit.unwrap_or(50);
+    if !(1..=200).contains(&limit) {
+        return Err(ApiError::bad_request("limit must be 1-200"));
+    }
+    get_live(&state.svc, id).await?;
+    state.svc.writes.flush().await;
+    let rows = store::activity::chat(&state.svc.db, id, q.before, limit).await?;
+    let next_before = (rows.len() as i64 == limit)
+        .then(|| rows.last().map(|r| r.id))
+        .flatten();
+    let messages = crate::agents::chat::conversation(&rows)
+        .into_iter()
+        .map(|m| ChatMessage {
+            activity_id: m.activity_id,
+            role: m.role.as_str(),
+            text: m.text,
+            timestamp: m.at,
+            status: m.status,
+            files: m.files,
+        })
+        .collect();
+    Ok(axum::Json(ChatPage {
+        messages,
+        next_before,
+    }))
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
@@ -274,6 +356,11 @@ async fn notify(
     if body.message.trim().is_empty() {
         return Err(ApiError::bad_request("message is required"));
     }
+    if body.message.chars().count() > activity::USER_MESSAGE_MAX {
+        return Err(ApiError::bad_request(
+            "message is longer than 32000 characters",
+        ));
+    }
     if body
         .attachments
         .iter()
@@ -289,23 +376,6 @@ async fn notify(
         .iter()
         .map(|a| json!({ "uri": a.uri, "name": a.name, "mimeType": a.mime_type, "size": a.size }))
         .collect();
-    let parts: Vec<Value> = files
-        .iter()
-        .map(|f| json!({ "kind": "file", "file": f }))
-        .collect();
-    let mut row = ActivityRow::new(id, "a2a_receive");
-    row.method = Some("notify".to_owned());
-    row.summary = Some(body.message.chars().take(200).collect());
-    row.response_body = Some(json!({ "result": body.message, "parts": parts }));
-    store::activity::insert(&state.svc.db, &row).await?;
-    let mut payload =
-        json!({ "message": body.message, "workspace_id": id, "name": workspace.name });
-    if !files.is_empty() {
-        payload["attachments"] = Value::Array(files);
-    }
-    state
-        .svc
-        .events
-        .broadcast_only(names::AGENT_MESSAGE, Some(id), payload);
+    activity::tell_user(&state.svc, &workspace, &body.message, files).await?;
     Ok(axum::Json(super::openapi::StatusBody { status: "sent" }))
 }

@@ -66,6 +66,16 @@ impl Metrics {
             "HTTP request latency by method and route",
             latency.clone(),
         );
+        registry.register(
+            "memory_redactions",
+            "Secret-looking values redacted from agent memories before they were stored",
+            crate::memories::REDACTIONS.clone(),
+        );
+        registry.register(
+            "memory_embedding_failures",
+            "Embedding calls for agent memories that failed (the memory or search went without)",
+            crate::memories::embed::FAILURES.clone(),
+        );
         Metrics {
             registry: Mutex::new(registry),
             requests,

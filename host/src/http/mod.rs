@@ -6,14 +6,24 @@
 
 mod a2a;
 mod activity;
+mod agent;
+mod approvals;
+mod budget;
+mod bundles;
+mod checkpoints;
 mod console;
 pub mod error;
 mod events;
 mod extensions;
+mod external;
 mod extract;
+mod fields;
 mod files;
+mod instructions;
+mod kv;
 mod lifecycle;
 mod mcp;
+mod memories;
 mod metrics;
 pub mod openapi;
 mod org;
@@ -22,8 +32,10 @@ mod ratelimit;
 mod registry;
 mod schedules;
 mod secrets;
+mod team;
 mod templates;
 mod tokens;
+mod uploads;
 mod workspaces;
 
 use std::sync::Arc;
@@ -125,6 +137,17 @@ fn api() -> OpenApiRouter<AppState> {
         .merge(a2a::router())
         .merge(mcp::router())
         .merge(schedules::router())
+        .merge(approvals::router())
+        .merge(kv::router())
+        .merge(instructions::router())
+        .merge(agent::router())
+        .merge(budget::router())
+        .merge(bundles::router())
+        .merge(external::router())
+        .merge(uploads::router())
+        .merge(team::router())
+        .merge(checkpoints::router())
+        .merge(memories::router())
         .merge(console::router())
 }
 

@@ -101,10 +101,15 @@ pub fn base() -> utoipa::openapi::OpenApi {
             tag("templates", "The workspace template catalogue and import"),
             tag("plugins", "Plugin registry, installs, allow-lists, updates"),
             tag("a2a", "The A2A proxy, its queue, delegations"),
+            tag("budget", "A workspace's monthly budget and token usage"),
             tag("mcp", "MCP over HTTP for agents"),
             tag(
                 "schedules",
                 "Cron schedules that prompt a workspace's agent",
+            ),
+            tag(
+                "memories",
+                "What agents remember: LOCAL, TEAM and GLOBAL memories",
             ),
         ]))
         .build()

@@ -5,7 +5,7 @@ use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
-use serde_json::{Map, Value};
+use serde_json::Value;
 use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
@@ -14,6 +14,7 @@ use uuid::Uuid;
 use super::AppState;
 use super::error::{ApiError, ApiResult};
 use super::extract::{AdminAuth, ApiJson, WorkspaceAuth, WorkspaceIdParam};
+use super::fields::{FieldErrorBody, field_error, flag, object, owned_text};
 use super::openapi::{ErrorBody, StatusBody};
 use super::workspaces::WorkspaceGone;
 use crate::schedules::{self, Definition, Patch, ScheduleError, Trigger};
@@ -45,18 +46,6 @@ impl ScheduleIdParam {
     fn id(&self) -> ApiResult<Uuid> {
         Uuid::parse_str(&self.schedule_id).map_err(|_| ApiError::not_found("schedule not found"))
     }
-}
-
-/// A 400 that names the field it is about.
-#[derive(Debug, Serialize, ToSchema)]
-struct FieldErrorBody {
-    error: &'static str,
-    /// The request field that was refused.
-    field: &'static str,
-}
-
-fn field_error(field: &'static str, error: &'static str) -> ApiError {
-    ApiError::body(StatusCode::BAD_REQUEST, FieldErrorBody { error, field })
 }
 
 impl From<ScheduleError> for ApiError {
@@ -178,34 +167,6 @@ struct CreateSchedule {
     enabled: Option<bool>,
 }
 
-/// A text field of `body`: absent (`None`) or a string; anything else is a 400 naming it.
-fn text(
-    body: &Map<String, Value>,
-    name: &'static str,
-    wrong: &'static str,
-) -> ApiResult<Option<String>> {
-    match body.get(name) {
-        None | Some(Value::Null) => Ok(None),
-        Some(Value::String(s)) => Ok(Some(s.clone())),
-        Some(_) => Err(field_error(name, wrong)),
-    }
-}
-
-fn flag(body: &Map<String, Value>) -> ApiResult<Option<bool>> {
-    match body.get("enabled") {
-        None | Some(Value::Null) => Ok(None),
-        Some(Value::Bool(b)) => Ok(Some(*b)),
-        Some(_) => Err(field_error("enabled", "enabled must be true or false")),
-    }
-}
-
-fn object(body: Value) -> ApiResult<Map<String, Value>> {
-    match body {
-        Value::Object(map) => Ok(map),
-        _ => Err(ApiError::bad_request("the body must be a JSON object")),
-    }
-}
-
 #[derive(Debug, Serialize, ToSchema)]
 struct Created {
     id: Uuid,
@@ -237,13 +198,13 @@ async fn create(
 ) -> ApiResult<impl IntoResponse> {
     let body = object(body)?;
     let definition = Definition {
-        name: text(&body, "name", "name must be a string")?.unwrap_or_default(),
-        cron_expr: text(&body, "cron_expr", "cron_expr must be a string")?
+        name: owned_text(&body, "name")?.unwrap_or_default(),
+        cron_expr: owned_text(&body, "cron_expr")?
             .ok_or_else(|| field_error("cron_expr", "cron_expr is required"))?,
-        timezone: text(&body, "timezone", "timezone must be a string")?.unwrap_or_default(),
-        prompt: text(&body, "prompt", "prompt must be a string")?
+        timezone: owned_text(&body, "timezone")?.unwrap_or_default(),
+        prompt: owned_text(&body, "prompt")?
             .ok_or_else(|| field_error("prompt", "prompt is required"))?,
-        enabled: flag(&body)?.unwrap_or(true),
+        enabled: flag(&body, "enabled")?.unwrap_or(true),
     };
     get_live(&state.svc, id).await?;
     let row = schedules::create(&state.svc, id, definition, Source::Runtime).await?;
@@ -291,9 +252,9 @@ async fn preview(
     ApiJson(body): ApiJson<Value>,
 ) -> ApiResult<impl IntoResponse> {
     let body = object(body)?;
-    let cron_expr = text(&body, "cron_expr", "cron_expr must be a string")?
+    let cron_expr = owned_text(&body, "cron_expr")?
         .ok_or_else(|| field_error("cron_expr", "cron_expr is required"))?;
-    let timezone = text(&body, "timezone", "timezone must be a string")?
+    let timezone = owned_text(&body, "timezone")?
         .filter(|z| !z.trim().is_empty())
         .unwrap_or_else(|| "UTC".to_owned());
     let schedule = schedules::cron::CronSchedule::parse(&cron_expr, &timezone)
@@ -345,11 +306,11 @@ async fn update(
     let schedule_id = segment.id()?;
     let body = object(body)?;
     let patch = Patch {
-        name: text(&body, "name", "name must be a string")?,
-        cron_expr: text(&body, "cron_expr", "cron_expr must be a string")?,
-        timezone: text(&body, "timezone", "timezone must be a string")?,
-        prompt: text(&body, "prompt", "prompt must be a string")?,
-        enabled: flag(&body)?,
+        name: owned_text(&body, "name")?,
+        cron_expr: owned_text(&body, "cron_expr")?,
+        timezone: owned_text(&body, "timezone")?,
+        prompt: owned_text(&body, "prompt")?,
+        enabled: flag(&body, "enabled")?,
     };
     let row = schedules::update(&state.svc, id, schedule_id, patch).await?;
     Ok(axum::Json(Updated {

@@ -107,7 +107,7 @@ fn summary(row: &WorkspaceRow) -> WorkspaceSummary {
         last_sample_error: row.last_sample_error.clone(),
         current_task: row.current_task.clone(),
         workspace_dir: row.workspace_dir.clone(),
-        monthly_spend: row.monthly_spend,
+        monthly_spend: row.spend_in(&crate::agents::budget::this_month()),
         budget_limit: row.budget_limit,
     }
 }
@@ -198,13 +198,35 @@ struct WorkspaceCreated {
     connection: Option<Connection>,
 }
 
+/// How a workspace's agent connects to this host.
 #[derive(Debug, Serialize, ToSchema)]
-struct Connection {
-    workspace_id: Uuid,
+pub(super) struct Connection {
+    pub(super) workspace_id: Uuid,
     platform_url: String,
-    auth_token: String,
-    registry_endpoint: String,
+    /// The agent's bearer: present only where it is issued (creation, rotation).
+    auth_token: Option<String>,
+    pub(super) registry_endpoint: String,
     heartbeat_endpoint: String,
+}
+
+impl Connection {
+    /// For workspace `id` as the client at `headers` reaches this host, with `token` when one
+    /// was just issued.
+    pub(super) fn new(
+        state: &AppState,
+        headers: &HeaderMap,
+        id: Uuid,
+        token: Option<&secrecy::SecretString>,
+    ) -> Connection {
+        let platform_url = platform_url(state, headers);
+        Connection {
+            workspace_id: id,
+            auth_token: token.map(|t| secrecy::ExposeSecret::expose_secret(t).to_owned()),
+            registry_endpoint: format!("{platform_url}/registry/register"),
+            heartbeat_endpoint: format!("{platform_url}/registry/heartbeat"),
+            platform_url,
+        }
+    }
 }
 
 /// Creates a workspace (and provisions its agent unless it is external).
@@ -246,16 +268,10 @@ async fn create(
         ..CreateRequest::default()
     };
     let created = workspaces::create(&state.svc, request).await?;
-    let connection = created.auth_token.as_ref().map(|token| {
-        let platform_url = platform_url(&state, &headers);
-        Connection {
-            workspace_id: created.id,
-            auth_token: secrecy::ExposeSecret::expose_secret(token).to_owned(),
-            registry_endpoint: format!("{platform_url}/registry/register"),
-            heartbeat_endpoint: format!("{platform_url}/registry/heartbeat"),
-            platform_url,
-        }
-    });
+    let connection = created
+        .auth_token
+        .as_ref()
+        .map(|token| Connection::new(&state, &headers, created.id, Some(token)));
     let response = WorkspaceCreated {
         id: created.id,
         status: created.status.as_str(),

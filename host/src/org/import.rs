@@ -278,6 +278,14 @@ async fn execute(
     };
     let mut created = Vec::new();
     let mut schedules = Vec::new();
+    // Memories are seeded only onto the workspaces this import creates: a re-import or a
+    // reconcile keeps the existing ones and adds none. `global_memories` go to the first root
+    // (the plan's first workspace), when it is created here.
+    let mut memories = Vec::new();
+    if let Some(Placement::Created(first)) = placements.first() {
+        let root = first.row.id;
+        memories.extend(plan.global_memories.drain(..).map(|seed| (root, seed)));
+    }
     for (planned, placement) in plan.workspaces.into_iter().zip(placements) {
         let request = planned.request;
         schedules.push((placement.id(), planned.schedules));
@@ -296,6 +304,8 @@ async fn execute(
             }
             Placement::Created(prepared) => {
                 outcome.created_count += 1;
+                let id = prepared.row.id;
+                memories.extend(planned.memories.into_iter().map(|seed| (id, seed)));
                 outcome.workspaces.push(ImportedWorkspace {
                     id: prepared.row.id,
                     name: request.name,
@@ -319,6 +329,13 @@ async fn execute(
         }
         crate::schedules::seed_template(svc, id, &definitions, mode == Mode::Reconcile).await?;
     }
+    // All of the import's memories in one transaction: all of them or none.
+    crate::memories::seed(svc, memories)
+        .await
+        .map_err(|err| match err {
+            crate::memories::MemoryError::Store(err) => OrgError::Store(err),
+            other => OrgError::Invalid(format!("seeding memories: {other}")),
+        })?;
 
     if mode == Mode::Reconcile {
         let (removed, errors) = reconcile(svc, template, origin, &outcome).await?;

@@ -60,6 +60,8 @@ pub struct PlannedWorkspace {
     pub plugins_missing: Vec<String>,
     /// Its template schedules, checked (expression, zone, prompt read).
     pub schedules: Vec<crate::schedules::Definition>,
+    /// Its `initial_memories` (or the defaults'), checked and redacted.
+    pub memories: Vec<crate::memories::Seed>,
 }
 
 /// A whole import, ready to execute.
@@ -70,6 +72,8 @@ pub struct Plan {
     pub required_env: Vec<EnvRequirement>,
     /// Keys of `<org>/.env` (they reach every workspace).
     pub org_env_keys: Vec<String>,
+    /// `global_memories`, checked and redacted, for the first root.
+    pub global_memories: Vec<crate::memories::Seed>,
 }
 
 impl Plan {
@@ -131,6 +135,11 @@ pub fn build(
             ..Plan::default()
         },
     };
+    for (i, memory) in template.global_memories.iter().enumerate() {
+        let seed = crate::memories::check_seed(&memory.content, Some("GLOBAL"), true)
+            .map_err(|why| OrgError::Invalid(format!("global_memories[{i}]: {why}")))?;
+        planner.plan.global_memories.push(seed);
+    }
     let mut next_x = 0.0;
     for entry in template.workspaces.iter().filter(|w| w.spawning) {
         let (width, _) = size(entry);
@@ -519,6 +528,7 @@ impl Planner<'_> {
         let schedules = self
             .schedules(entry, origin.as_ref(), files_dir.as_ref())
             .map_err(fail)?;
+        let memories = self.memories(entry, parent.is_none()).map_err(fail)?;
         Ok(PlannedWorkspace {
             parent,
             files_dir: files_dir.map(|d| d.shown()),
@@ -526,7 +536,32 @@ impl Planner<'_> {
             required_env,
             plugins_missing,
             schedules,
+            memories,
         })
+    }
+
+    /// The entry's `initial_memories` (absent: `defaults.initial_memories`), each checked like a
+    /// memory written through the API; a bad one (GLOBAL on a non-root among them) refuses the
+    /// import, naming the field.
+    fn memories(
+        &self,
+        entry: &OrgWorkspace,
+        root: bool,
+    ) -> Result<Vec<crate::memories::Seed>, String> {
+        let (label, list) = match &entry.initial_memories {
+            Some(own) => ("initial_memories", own),
+            None => (
+                "defaults.initial_memories",
+                &self.template.defaults.initial_memories,
+            ),
+        };
+        list.iter()
+            .enumerate()
+            .map(|(i, m)| {
+                crate::memories::check_seed(&m.content, m.scope.as_deref(), root)
+                    .map_err(|why| format!("{label}[{i}]: {why}"))
+            })
+            .collect()
     }
 
     /// The entry's `schedules:`, each checked like one created through the API; a bad one refuses

@@ -42,7 +42,7 @@ pub const MAX_EXTERNALS: usize = 64;
 pub const ORIGIN_KEY: &str = "__molecule_origin";
 
 /// An org template as written in `org.yaml`, after expansion. Fields this host does not act on
-/// (channels, memories) are accepted and ignored.
+/// (channels) are accepted and ignored.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(default)]
 pub struct OrgTemplate {
@@ -52,6 +52,9 @@ pub struct OrgTemplate {
     pub workspaces: Vec<OrgWorkspace>,
     pub required_env: Vec<EnvRequirement>,
     pub recommended_env: Vec<EnvRequirement>,
+    /// Memories seeded with scope GLOBAL onto the first root workspace, when this import creates
+    /// it (`scope` is ignored).
+    pub global_memories: Vec<TemplateMemory>,
 }
 
 /// Values a workspace entry falls back to when it leaves a field empty.
@@ -69,6 +72,8 @@ pub struct Defaults {
     pub idle_interval_seconds: Option<u64>,
     /// Minutes of idleness before a workspace is hibernated (0: never).
     pub hibernation_idle_minutes: Option<i64>,
+    /// Memories seeded onto every workspace without its own `initial_memories`.
+    pub initial_memories: Vec<TemplateMemory>,
     /// The `!external` cache entry these defaults came from (see [`ORIGIN_KEY`]).
     #[serde(rename = "__molecule_origin")]
     pub origin: Option<String>,
@@ -107,6 +112,9 @@ pub struct OrgWorkspace {
     pub children: Vec<OrgWorkspace>,
     /// Cron schedules created with `source: template` (see [`TemplateSchedule`]).
     pub schedules: Vec<TemplateSchedule>,
+    /// Memories seeded when this import creates the workspace; absent: the defaults', `[]`:
+    /// none.
+    pub initial_memories: Option<Vec<TemplateMemory>>,
     /// `false` skips this workspace and its whole subtree.
     pub spawning: bool,
     /// The `!external` cache entry this entry came from (see [`ORIGIN_KEY`]); `None` for the
@@ -143,6 +151,7 @@ impl Default for OrgWorkspace {
             recommended_env: Vec::new(),
             children: Vec::new(),
             schedules: Vec::new(),
+            initial_memories: None,
             spawning: true,
             origin: None,
         }
@@ -161,6 +170,14 @@ pub struct TemplateSchedule {
     /// Read like `initial_prompt_file`: inside the content that named it, never out of it.
     pub prompt_file: Option<String>,
     pub enabled: Option<bool>,
+}
+
+/// `initial_memories:` / `global_memories:` entries: `{content, scope (LOCAL)}`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default)]
+pub struct TemplateMemory {
+    pub content: String,
+    pub scope: Option<String>,
 }
 
 /// An absolute canvas position.

@@ -22,6 +22,7 @@ use bollard::query_parameters::{
     UploadToContainerOptionsBuilder,
 };
 use futures::StreamExt as _;
+use tokio::sync::{OwnedRwLockReadGuard, OwnedRwLockWriteGuard, RwLock};
 use uuid::Uuid;
 
 use super::{
@@ -30,6 +31,7 @@ use super::{
     managed_selectors, rooted, workspace_labels,
 };
 use crate::config::RuntimeConfig;
+use crate::locks::KeyedLocks;
 use crate::safefs::{self, FileTree, RelPath};
 
 /// The agent's A2A port inside the container.
@@ -41,6 +43,10 @@ pub struct DockerRuntime {
     docker: Docker,
     settings: RuntimeConfig,
     gateway: IpAddr,
+    /// Per workspace: file work (writes, reads, renames) holds it shared; replacing or
+    /// stopping the container holds it exclusively, so a file operation never chooses a
+    /// container that a restart cycle removes or stops before the operation reaches it.
+    containers: KeyedLocks<Uuid, RwLock<()>>,
 }
 
 /// The agent's URL on the shared network: what other containers (and the agent's card) use.
@@ -93,7 +99,18 @@ impl DockerRuntime {
             docker,
             settings: settings.clone(),
             gateway,
+            containers: KeyedLocks::default(),
         })
+    }
+
+    /// Held while file work runs on the workspace's volume (see `containers`).
+    async fn files_guard(&self, id: Uuid) -> OwnedRwLockReadGuard<()> {
+        self.containers.get(id).read_owned().await
+    }
+
+    /// Held while the workspace's container is replaced, stopped or removed.
+    async fn container_guard(&self, id: Uuid) -> OwnedRwLockWriteGuard<()> {
+        self.containers.get(id).write_owned().await
     }
 
     fn labels(&self, id: Uuid) -> HashMap<String, String> {
@@ -404,6 +421,7 @@ impl ContainerRuntime for DockerRuntime {
     }
 
     async fn start(&self, spec: &StartSpec) -> Result<Started, RuntimeError> {
+        let _replacing = self.container_guard(spec.workspace_id).await;
         let id = spec.workspace_id;
         let image = self.settings.image_for(&spec.runtime).to_owned();
         self.image_present(&image).await?;
@@ -477,6 +495,7 @@ impl ContainerRuntime for DockerRuntime {
     }
 
     async fn stop(&self, id: Uuid) -> Result<(), RuntimeError> {
+        let _stopping = self.container_guard(id).await;
         let timeout = i32::try_from(self.settings.stop_timeout_secs).unwrap_or(10);
         let options = StopContainerOptionsBuilder::default().t(timeout).build();
         let stopped = self
@@ -487,6 +506,7 @@ impl ContainerRuntime for DockerRuntime {
     }
 
     async fn remove(&self, id: Uuid) -> Result<(), RuntimeError> {
+        let _removing = self.container_guard(id).await;
         self.remove_container(id).await?;
         // A concurrent removal (the orphan sweep, a retried delete) may still hold the volume
         // for a moment: "in use" is retried briefly.
@@ -515,6 +535,7 @@ impl ContainerRuntime for DockerRuntime {
     }
 
     async fn write_files(&self, id: Uuid, files: &FileTree) -> Result<WriteTarget, RuntimeError> {
+        let _files = self.files_guard(id).await;
         let (_, target) = self
             .with_files_container(id, |container| async move {
                 self.upload(&container, files).await
@@ -529,6 +550,7 @@ impl ContainerRuntime for DockerRuntime {
         root: &str,
         path: Option<&RelPath>,
     ) -> Result<Vec<safefs::TarEntry>, RuntimeError> {
+        let _files = self.files_guard(id).await;
         let full = rooted(root, path)?;
         let (archive, _) = self
             .with_files_container(id, |container| async move {
@@ -543,20 +565,33 @@ impl ContainerRuntime for DockerRuntime {
         id: Uuid,
         change: FilesChange<'_>,
     ) -> Result<WriteTarget, RuntimeError> {
+        let _files = self.files_guard(id).await;
+        let mut commands = change.commands();
         if self.container_state(id).await?.is_some_and(|s| s.running) {
             let container = container_name(id);
-            for argv in change.commands() {
-                let out = self.run_exec(&container, &argv).await?;
-                exited_ok(&argv[0], &out)?;
+            while let Some(argv) = commands.first() {
+                match self.run_exec(&container, argv).await {
+                    Ok(out) => exited_ok(&argv[0], &out)?,
+                    // The agent exited on its own (a crash, a kill) after the check: the
+                    // command did not run, and the helpers below run it on the volume.
+                    Err(err) if !self.container_state(id).await?.is_some_and(|s| s.running) => {
+                        tracing::debug!(workspace_id = %id, error = %err, "the agent stopped under a file change; finishing it through a files helper");
+                        break;
+                    }
+                    Err(err) => return Err(err),
+                }
+                commands.remove(0);
             }
-            return Ok(WriteTarget::Running);
+            if commands.is_empty() {
+                return Ok(WriteTarget::Running);
+            }
         }
         // Stopped, or between two restart cycles: change the volume through one-shot helpers,
         // as file writes already do.
         if !self.volume_exists(id).await? {
             return Err(RuntimeError::Offline);
         }
-        for argv in change.commands() {
+        for argv in commands {
             let code = self.run_helper_once(id, argv.clone()).await?;
             if code != 0 {
                 return Err(RuntimeError::Failed(format!(

@@ -42,12 +42,12 @@ const COLUMNS: &str =
     "id, workspace_id, caller_id, priority, body, method, idempotency_key, enqueued_at,
      dispatched_at, completed_at, expires_at, attempts, status, last_error";
 
-/// Queues `item` and returns its id with the number of messages now waiting for the workspace.
-/// A message whose id is already queued or being delivered is not added again: the id of the
-/// row that holds it is returned.
-pub async fn enqueue(db: &Db, item: &NewItem) -> StoreResult<(Uuid, i64)> {
-    let now = Utc::now();
-    let id = on_db!(db, pool => {
+/// The statements of [`enqueue`] on one connection or transaction `$conn` (an expression that
+/// may be written more than once, such as `&mut *tx`): the new row's id, or that of the row
+/// already holding the message.
+macro_rules! insert_or_existing {
+    ($conn:expr, $item:expr, $now:expr) => {{
+        let item: &$crate::store::a2a_queue::NewItem = $item;
         let inserted: Option<Uuid> = sqlx::query_scalar(
             "INSERT INTO a2a_queue
                  (id, workspace_id, caller_id, priority, body, method, idempotency_key, enqueued_at, expires_at, status)
@@ -61,14 +61,14 @@ pub async fn enqueue(db: &Db, item: &NewItem) -> StoreResult<(Uuid, i64)> {
         .bind(item.workspace_id)
         .bind(item.caller_id)
         .bind(item.priority)
-        .bind(Json(&item.body))
+        .bind(sqlx::types::Json(&item.body))
         .bind(&item.method)
         .bind(&item.idempotency_key)
-        .bind(now)
+        .bind($now)
         .bind(item.expires_at)
-        .fetch_optional(pool)
+        .fetch_optional($conn)
         .await?;
-        let id = match inserted {
+        match inserted {
             Some(id) => id,
             None => sqlx::query_scalar(
                 "SELECT id FROM a2a_queue
@@ -76,22 +76,42 @@ pub async fn enqueue(db: &Db, item: &NewItem) -> StoreResult<(Uuid, i64)> {
             )
             .bind(item.workspace_id)
             .bind(&item.idempotency_key)
-            .fetch_one(pool)
+            .fetch_one($conn)
             .await?,
-        };
-        Ok::<_, super::StoreError>(id)
-    })?;
-    Ok((id, waiting(db, item.workspace_id).await?))
+        }
+    }};
+}
+pub(super) use insert_or_existing;
+
+/// How many messages wait for a workspace, read on `$conn`.
+macro_rules! waiting_in {
+    ($conn:expr, $workspace:expr) => {{
+        let count: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM a2a_queue WHERE workspace_id = $1 AND status = 'queued'",
+        )
+        .bind($workspace)
+        .fetch_one($conn)
+        .await?;
+        count
+    }};
+}
+pub(super) use waiting_in;
+
+/// Queues `item` and returns its id with the number of messages now waiting for the workspace.
+/// A message whose id is already queued or being delivered is not added again: the id of the
+/// row that holds it is returned. (The A2A path queues through the group-commit writer,
+/// [`super::batch::Writer::enqueue`], which runs the same statements.)
+pub async fn enqueue(db: &Db, item: &NewItem) -> StoreResult<(Uuid, i64)> {
+    let now = Utc::now();
+    on_db!(db, pool => {
+        let id = insert_or_existing!(pool, item, now);
+        Ok((id, waiting_in!(pool, item.workspace_id)))
+    })
 }
 
 /// How many messages wait for `workspace_id`.
 pub async fn waiting(db: &Db, workspace_id: Uuid) -> StoreResult<i64> {
-    on_db_read!(db, pool => {
-        Ok(sqlx::query_scalar("SELECT COUNT(*) FROM a2a_queue WHERE workspace_id = $1 AND status = 'queued'")
-            .bind(workspace_id)
-            .fetch_one(pool)
-            .await?)
-    })
+    on_db_read!(db, pool => Ok(waiting_in!(pool, workspace_id)))
 }
 
 /// Takes the next deliverable message for `workspace_id` (highest priority, then oldest; expired

@@ -50,46 +50,58 @@ impl ActivityRow {
     }
 }
 
-pub async fn insert(db: &Db, row: &ActivityRow) -> StoreResult<()> {
-    on_db!(db, pool => {
-        insert_row(row).execute(pool).await?;
-        Ok(())
-    })
+/// The head of an activity row `INSERT`, up to `VALUES`: [`INSERT_COLUMNS`] columns, bound in
+/// this order by [`bind_row!`].
+macro_rules! insert_into {
+    () => {
+        "INSERT INTO activity_logs (id, workspace_id, activity_type, source_id, target_id, method, summary,
+             request_body, response_body, tool_trace, duration_ms, status, error_detail, idempotency_key, created_at) "
+    };
+}
+pub(super) use insert_into;
+
+/// How many values one activity row binds.
+pub(super) const INSERT_COLUMNS: usize = 15;
+
+/// Binds `row` as one `VALUES` tuple of a multi-row `INSERT` headed by [`insert_into!`] (the
+/// separated builder `push_values` hands over).
+macro_rules! bind_row {
+    ($b:expr, $row:expr) => {{
+        let row: &$crate::store::activity::ActivityRow = $row;
+        $b.push_bind(row.id)
+            .push_bind(row.workspace_id)
+            .push_bind(&row.activity_type)
+            .push_bind(row.source_id)
+            .push_bind(row.target_id)
+            .push_bind(&row.method)
+            .push_bind(&row.summary)
+            .push_bind(row.request_body.as_ref().map(sqlx::types::Json))
+            .push_bind(row.response_body.as_ref().map(sqlx::types::Json))
+            .push_bind(row.tool_trace.as_ref().map(sqlx::types::Json))
+            .push_bind(row.duration_ms)
+            .push_bind(&row.status)
+            .push_bind(&row.error_detail)
+            .push_bind(&row.idempotency_key)
+            .push_bind(row.created_at);
+    }};
+}
+pub(super) use bind_row;
+
+/// Inserts one activity row on `$conn` (a pool, or `&mut *tx`).
+macro_rules! insert_one {
+    ($conn:expr, $row:expr) => {{
+        let mut q = sqlx::QueryBuilder::new(insert_into!());
+        q.push_values(std::iter::once($row), |mut b, row| bind_row!(b, row));
+        q.build().execute($conn).await?;
+    }};
 }
 
-/// The `INSERT` of [`insert`].
-pub(super) fn insert_row<'q, DB: sqlx::Database>(
-    row: &'q ActivityRow,
-) -> sqlx::query::Query<'q, DB, <DB as sqlx::Database>::Arguments<'q>>
-where
-    Uuid: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
-    Option<Uuid>: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
-    &'q String: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
-    &'q Option<String>: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
-    Option<Json<&'q Value>>: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
-    Option<i32>: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
-    DateTime<Utc>: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
-{
-    sqlx::query(
-        "INSERT INTO activity_logs (id, workspace_id, activity_type, source_id, target_id, method, summary,
-             request_body, response_body, tool_trace, duration_ms, status, error_detail, idempotency_key, created_at)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)",
-    )
-    .bind(row.id)
-    .bind(row.workspace_id)
-    .bind(&row.activity_type)
-    .bind(row.source_id)
-    .bind(row.target_id)
-    .bind(&row.method)
-    .bind(&row.summary)
-    .bind(row.request_body.as_ref().map(Json))
-    .bind(row.response_body.as_ref().map(Json))
-    .bind(row.tool_trace.as_ref().map(Json))
-    .bind(row.duration_ms)
-    .bind(&row.status)
-    .bind(&row.error_detail)
-    .bind(&row.idempotency_key)
-    .bind(row.created_at)
+/// Inserts one activity row.
+pub async fn insert(db: &Db, row: &ActivityRow) -> StoreResult<()> {
+    on_db!(db, pool => {
+        insert_one!(pool, row);
+        Ok(())
+    })
 }
 
 /// Who reported an activity: the canvas (no source) or an agent (a source workspace).
@@ -121,6 +133,33 @@ pub async fn list(
             None => {}
         }
         q.push(" ORDER BY created_at DESC, id DESC LIMIT ").push_bind(limit);
+        Ok(q.build_query_as().fetch_all(pool).await?)
+    })
+}
+
+/// The conversation between the canvas and the workspace's agent (`a2a_receive` rows without a
+/// source workspace: the operator's messages and the agent's own `notify` messages), newest
+/// first, from the row before `before` (exclusive) when given; at most `limit`.
+pub async fn chat(
+    db: &Db,
+    workspace_id: Uuid,
+    before: Option<Uuid>,
+    limit: i64,
+) -> StoreResult<Vec<ActivityRow>> {
+    on_db_read!(db, pool => {
+        let mut q = QueryBuilder::new(format!(
+            "SELECT {ROW_COLUMNS} FROM activity_logs a WHERE a.workspace_id = "
+        ));
+        q.push_bind(workspace_id);
+        q.push(" AND a.activity_type = 'a2a_receive' AND a.source_id IS NULL");
+        if let Some(before) = before {
+            q.push(
+                " AND EXISTS (SELECT 1 FROM activity_logs b WHERE b.workspace_id = a.workspace_id AND b.id = ",
+            )
+            .push_bind(before)
+            .push(" AND (a.created_at < b.created_at OR (a.created_at = b.created_at AND a.id < b.id)))");
+        }
+        q.push(" ORDER BY a.created_at DESC, a.id DESC LIMIT ").push_bind(limit);
         Ok(q.build_query_as().fetch_all(pool).await?)
     })
 }
@@ -284,7 +323,7 @@ pub async fn finish_delegation(
                 None
             }
             None => {
-                insert_row(result).execute(&mut *tx).await?;
+                insert_one!(&mut *tx, result);
                 Some(Box::new(result.clone()))
             }
         };

@@ -14,6 +14,15 @@
 //! transaction holding its row commits and gets that row's own result, so under load they share
 //! commits too, and a row that fails (a duplicate idempotency key) fails only its own caller.
 //!
+//! Messages queued for a busy agent ([`Writer::enqueue`]) share the batches the same way: the
+//! caller waits for the commit holding its row, and the queue's depth is counted once per
+//! workspace and batch, inside the transaction, instead of once per message.
+//!
+//! Token usage agents report ([`Write::Usage`]) is summed per workspace and month within a
+//! batch, added to `workspace_token_usage` and raises `monthly_spend`; after the commit the
+//! writer's spend hook hears which workspaces' spend changed (the host drops them from its
+//! routing table on every replica, so a budget check sees the new spend at once).
+//!
 //! What a crash can lose: a host killed with SIGKILL loses the deferred writes still queued or
 //! in the transaction being committed, i.e. those of the last moments before the kill (one
 //! commit's worth under load, milliseconds). Nothing [`Writer::store`] answered for is lost,
@@ -24,12 +33,15 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
+use sqlx::QueryBuilder;
 use tokio::sync::{Mutex, mpsc, oneshot};
 use tokio::task::JoinHandle;
 use uuid::Uuid;
 
+use super::a2a_queue::{self, NewItem, insert_or_existing, waiting_in};
 use super::activity::{self, ActivityRow};
-use super::{Db, StoreError, StoreResult, on_db};
+use super::usage::{self, Tally};
+use super::{Db, MAX_BINDS, StoreError, StoreResult, on_db};
 
 /// The most writes one transaction stores.
 pub const MAX_BATCH: usize = 512;
@@ -47,12 +59,26 @@ pub enum Write {
     WorkspaceTokenUsed { token: Uuid, at: DateTime<Utc> },
     /// `org_api_tokens.last_used_at`.
     OrgTokenUsed { token: Uuid, at: DateTime<Utc> },
+    /// Tokens an agent reported using, with their cost, for `period` (`YYYY-MM`).
+    Usage {
+        workspace: Uuid,
+        period: String,
+        tally: Tally,
+    },
 }
+
+/// Hears, after a commit, the workspaces whose spend it changed.
+pub type SpendHook = Arc<dyn Fn(&[Uuid]) + Send + Sync>;
+
+/// Where a queued message's id and its queue's depth go.
+type QueuedReply = oneshot::Sender<StoreResult<(Uuid, i64)>>;
 
 enum Command {
     Write(Write),
     /// An activity row whose caller waits for it to be stored, with where its result goes.
     Store(Box<ActivityRow>, oneshot::Sender<StoreResult<()>>),
+    /// A message for a busy agent's queue, with where its id and the queue's depth go.
+    Enqueue(Box<NewItem>, QueuedReply),
     Flush(oneshot::Sender<()>),
     Close(oneshot::Sender<()>),
 }
@@ -68,8 +94,13 @@ pub struct Writer {
 impl Writer {
     /// Starts the task that stores writes into `db`.
     pub fn start(db: Db) -> Writer {
+        Writer::start_with_spend_hook(db, Arc::new(|_: &[Uuid]| {}))
+    }
+
+    /// Starts the task, which calls `on_spend` after each commit that changed a spend.
+    pub fn start_with_spend_hook(db: Db, on_spend: SpendHook) -> Writer {
         let (queue, receiver) = mpsc::channel(QUEUE);
-        let task = tokio::spawn(run(db.clone(), receiver));
+        let task = tokio::spawn(run(db.clone(), receiver, on_spend));
         Writer {
             db,
             queue,
@@ -102,6 +133,26 @@ impl Writer {
         }
     }
 
+    /// Queues `item` for its workspace's agent in the next batch (see [`a2a_queue::enqueue`])
+    /// and returns once that batch committed: the row's id and how many messages wait for the
+    /// workspace. After [`Writer::close`] it is stored on its own, still before this returns.
+    pub async fn enqueue(&self, item: NewItem) -> StoreResult<(Uuid, i64)> {
+        let (done, stored) = oneshot::channel();
+        match self
+            .queue
+            .send(Command::Enqueue(Box::new(item), done))
+            .await
+        {
+            Ok(()) => stored
+                .await
+                .unwrap_or(Err(StoreError::Database(sqlx::Error::PoolClosed))),
+            Err(mpsc::error::SendError(Command::Enqueue(item, _))) => {
+                a2a_queue::enqueue(&self.db, &item).await
+            }
+            Err(_) => unreachable!("an Enqueue command comes back as sent"),
+        }
+    }
+
     /// Returns once every write queued before this call is stored (or failed and was logged).
     pub async fn flush(&self) {
         let (done, stored) = oneshot::channel();
@@ -128,9 +179,12 @@ struct Batch {
     activity: Vec<ActivityRow>,
     /// Callers waiting for rows of `activity` (by index) to be stored.
     waiting: Vec<(usize, oneshot::Sender<StoreResult<()>>)>,
+    /// Messages for busy agents' queues, each with its waiting caller.
+    queued: Vec<(NewItem, QueuedReply)>,
     outbound: HashMap<Uuid, DateTime<Utc>>,
     workspace_tokens: HashMap<Uuid, DateTime<Utc>>,
     org_tokens: HashMap<Uuid, DateTime<Utc>>,
+    usage: HashMap<(Uuid, String), Tally>,
     len: usize,
 }
 
@@ -148,6 +202,15 @@ impl Batch {
                 latest(&mut self.workspace_tokens, token, at)
             }
             Write::OrgTokenUsed { token, at } => latest(&mut self.org_tokens, token, at),
+            Write::Usage {
+                workspace,
+                period,
+                tally,
+            } => self
+                .usage
+                .entry((workspace, period))
+                .or_default()
+                .add(tally),
         }
     }
 
@@ -167,7 +230,30 @@ impl Batch {
     }
 }
 
-async fn run(db: Db, mut receiver: mpsc::Receiver<Command>) {
+/// Adds `$tally` to `$workspace`'s `$period` and raises its spend to the month's total, inside
+/// the transaction `$tx`.
+macro_rules! add_usage {
+    ($tx:expr, $workspace:expr, $period:expr, $tally:expr, $now:expr) => {{
+        let total: i64 = sqlx::query_scalar(usage::ADD_USAGE)
+            .bind($workspace)
+            .bind($period)
+            .bind($tally.input_tokens)
+            .bind($tally.output_tokens)
+            .bind($tally.calls)
+            .bind($tally.cost_microcents)
+            .bind($now)
+            .fetch_one($tx)
+            .await?;
+        sqlx::query(usage::RAISE_SPEND)
+            .bind($workspace)
+            .bind($period)
+            .bind(total / usage::MICROCENTS_PER_CENT)
+            .execute($tx)
+            .await?;
+    }};
+}
+
+async fn run(db: Db, mut receiver: mpsc::Receiver<Command>, on_spend: SpendHook) {
     let mut closing = None;
     while let Some(first) = receiver.recv().await {
         let mut batch = Batch::default();
@@ -181,6 +267,10 @@ async fn run(db: Db, mut receiver: mpsc::Receiver<Command>) {
                 Command::Store(row, done) => {
                     batch.waiting.push((batch.activity.len(), done));
                     batch.push(Write::Activity(row));
+                }
+                Command::Enqueue(item, done) => {
+                    batch.queued.push((*item, done));
+                    batch.len += 1;
                 }
                 Command::Flush(done) => {
                     answered.push(done);
@@ -199,6 +289,10 @@ async fn run(db: Db, mut receiver: mpsc::Receiver<Command>) {
         }
         if !batch.is_empty() {
             store(&db, &mut batch).await;
+            if !batch.usage.is_empty() {
+                let spent: Vec<Uuid> = batch.usage.keys().map(|(id, _)| *id).collect();
+                on_spend(&spent);
+            }
         }
         for done in answered {
             let _ = done.send(());
@@ -215,11 +309,19 @@ async fn run(db: Db, mut receiver: mpsc::Receiver<Command>) {
 async fn store(db: &Db, batch: &mut Batch) {
     let mut waiting: HashMap<usize, oneshot::Sender<StoreResult<()>>> =
         batch.waiting.drain(..).collect();
-    let Err(err) = store_together(db, batch).await else {
-        for (_, done) in waiting {
-            let _ = done.send(Ok(()));
+    let queued = std::mem::take(&mut batch.queued);
+    let items: Vec<&NewItem> = queued.iter().map(|(item, _)| item).collect();
+    let err = match store_together(db, batch, &items).await {
+        Ok(results) => {
+            for (_, done) in waiting {
+                let _ = done.send(Ok(()));
+            }
+            for ((_, done), result) in queued.into_iter().zip(results) {
+                let _ = done.send(Ok(result));
+            }
+            return;
         }
-        return;
+        Err(err) => err,
     };
     tracing::debug!(error = ?err, writes = batch.len, "a batch of deferred writes failed together; storing them one by one");
     for (index, row) in batch.activity.iter().enumerate() {
@@ -247,6 +349,25 @@ async fn store(db: &Db, batch: &mut Batch) {
             tracing::warn!(%id, error = ?err, "storing a last-use stamp failed");
         }
     }
+    for ((workspace, period), tally) in &batch.usage {
+        if let Err(err) = add_usage_alone(db, *workspace, period, tally).await {
+            tracing::warn!(workspace_id = %workspace, error = ?err, "storing token usage failed");
+        }
+    }
+    for (item, done) in queued {
+        let _ = done.send(a2a_queue::enqueue(db, &item).await);
+    }
+}
+
+/// One workspace's usage of a batch, in a transaction of its own.
+async fn add_usage_alone(db: &Db, workspace: Uuid, period: &str, tally: &Tally) -> StoreResult<()> {
+    let begin = db.begin_write_sql();
+    on_db!(db, pool => {
+        let mut tx = pool.begin_with(begin).await?;
+        add_usage!(&mut *tx, workspace, period, tally, Utc::now());
+        tx.commit().await?;
+        Ok(())
+    })
 }
 
 // Batches are stored in the order they were queued, so the latest stamp always lands last.
@@ -255,17 +376,46 @@ const STAMP_WORKSPACE_TOKEN: &str =
     "UPDATE workspace_auth_tokens SET last_used_at = $2 WHERE id = $1";
 const STAMP_ORG_TOKEN: &str = "UPDATE org_api_tokens SET last_used_at = $2 WHERE id = $1";
 
-async fn store_together(db: &Db, batch: &Batch) -> StoreResult<()> {
+/// Stores `batch` and queues `items` in one transaction: each item's id and its workspace's
+/// queue depth at the end of the batch.
+async fn store_together(
+    db: &Db,
+    batch: &Batch,
+    items: &[&NewItem],
+) -> StoreResult<Vec<(Uuid, i64)>> {
     let begin = db.begin_write_sql();
+    let now = Utc::now();
     on_db!(db, pool => {
         let mut tx = pool.begin_with(begin).await?;
-        for row in &batch.activity {
-            activity::insert_row(row).execute(&mut *tx).await?;
+        // One multi-row INSERT per chunk, not a statement per row: one round trip to
+        // PostgreSQL, or one hand-off to SQLite's thread, for a whole batch. Row counts vary,
+        // so no such statement is kept in the statement cache.
+        for chunk in batch.activity.chunks(MAX_BINDS / activity::INSERT_COLUMNS) {
+            let mut q = QueryBuilder::new(activity::insert_into!());
+            q.push_values(chunk, |mut b, row| activity::bind_row!(b, row));
+            q.build().persistent(false).execute(&mut *tx).await?;
         }
         for (sql, id, at) in batch.stamps() {
             sqlx::query(sql).bind(id).bind(at).execute(&mut *tx).await?;
         }
+        for ((workspace, period), tally) in &batch.usage {
+            add_usage!(&mut *tx, workspace, period, tally, now);
+        }
+        let mut ids = Vec::with_capacity(items.len());
+        for item in items {
+            ids.push(insert_or_existing!(&mut *tx, item, now));
+        }
+        let mut depths: HashMap<Uuid, i64> = HashMap::new();
+        for item in items {
+            if let std::collections::hash_map::Entry::Vacant(slot) = depths.entry(item.workspace_id) {
+                slot.insert(waiting_in!(&mut *tx, item.workspace_id));
+            }
+        }
         tx.commit().await?;
-        Ok(())
+        Ok(ids
+            .into_iter()
+            .zip(items)
+            .map(|(id, item)| (id, depths[&item.workspace_id]))
+            .collect())
     })
 }

@@ -4,6 +4,12 @@
 //! column type names are rewritten word by word through [`SQLITE_TYPES`]; everything else in the
 //! files is syntax both engines accept. Applied versions and their checksums are recorded in
 //! `schema_migrations`, so editing a released migration is caught at the next start.
+//!
+//! Where the engines truly differ (full-text search: a `tsvector` column on PostgreSQL, an FTS5
+//! table and its triggers on SQLite), a file may hold backend-only blocks, each opened by a line
+//! `-- @postgres-only` or `-- @sqlite-only` and closed by `-- @end`; [`translate`] drops the
+//! blocks of the other engine before anything else. The markers are comments, so the checksum
+//! is still that of the file as written, and files without markers are unchanged.
 
 use anyhow::Context as _;
 use sqlx::migrate::Migrator;
@@ -87,12 +93,35 @@ pub async fn run(db: &Db) -> anyhow::Result<()> {
 /// Rewrites PostgreSQL column type names for `backend`; whole words only, so identifiers such as
 /// `uuid_col` or `gen_random_uuid` are never touched.
 pub fn translate(backend: super::Backend, sql: &str) -> String {
+    let sql = backend_blocks(backend, sql);
     if backend == super::Backend::Postgres {
-        return sql.to_owned();
+        return sql;
     }
-    let mut out = sql.to_owned();
+    let mut out = sql;
     for (pg, sqlite) in SQLITE_TYPES {
         out = replace_word(&out, pg, sqlite);
+    }
+    out
+}
+
+/// Keeps the lines of `sql` meant for `backend`: drops every `-- @postgres-only` ... `-- @end`
+/// block on SQLite and every `-- @sqlite-only` ... `-- @end` block on PostgreSQL (markers and
+/// all). Text without markers comes back as it was.
+pub(super) fn backend_blocks(backend: super::Backend, sql: &str) -> String {
+    if !sql.contains("-- @") {
+        return sql.to_owned();
+    }
+    let mut out = String::with_capacity(sql.len());
+    // `Some(keep)` inside a block.
+    let mut block: Option<bool> = None;
+    for line in sql.split_inclusive('\n') {
+        match line.trim() {
+            "-- @postgres-only" => block = Some(backend == super::Backend::Postgres),
+            "-- @sqlite-only" => block = Some(backend == super::Backend::Sqlite),
+            "-- @end" => block = None,
+            _ if block != Some(false) => out.push_str(line),
+            _ => {}
+        }
     }
     out
 }
@@ -130,6 +159,21 @@ mod tests {
             "id BLOB, t TEXT, p TEXT, uuid_col TEXT, f REAL, x gen_random_uuid()"
         );
         assert_eq!(translate(Backend::Postgres, sql), sql);
+    }
+
+    #[test]
+    fn backend_only_blocks_are_kept_for_their_engine_only() {
+        let sql = "CREATE TABLE a (x UUID);\n-- @postgres-only\nCREATE INDEX pg ON a USING GIN (x);\n-- @end\n  -- @sqlite-only\nCREATE VIRTUAL TABLE f USING fts5(x);\n-- @end\nCREATE TABLE b (y TEXT);\n";
+        assert_eq!(
+            translate(Backend::Postgres, sql),
+            "CREATE TABLE a (x UUID);\nCREATE INDEX pg ON a USING GIN (x);\nCREATE TABLE b (y TEXT);\n"
+        );
+        assert_eq!(
+            translate(Backend::Sqlite, sql),
+            "CREATE TABLE a (x BLOB);\nCREATE VIRTUAL TABLE f USING fts5(x);\nCREATE TABLE b (y TEXT);\n"
+        );
+        let plain = "CREATE TABLE c (z TEXT); -- @end of nothing\n";
+        assert_eq!(translate(Backend::Postgres, plain), plain);
     }
 
     #[test]

@@ -6,10 +6,16 @@
 
 pub mod a2a_queue;
 pub mod activity;
+pub mod agents;
+pub mod approvals;
 pub mod batch;
 pub mod canvas;
+pub mod checkpoints;
 pub mod events;
 pub mod extensions;
+pub mod instructions;
+pub mod kv;
+pub mod memories;
 mod migrate;
 pub mod plugins;
 pub mod restarts;
@@ -21,6 +27,7 @@ pub mod testing;
 #[cfg(test)]
 mod tests;
 pub mod tokens;
+pub mod usage;
 pub mod workspace_config;
 pub mod workspaces;
 
@@ -31,6 +38,10 @@ use anyhow::Context as _;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{PgPool, SqlitePool};
+
+/// The most values one batch statement binds: below SQLite's limit of 32,766 variables (the
+/// bundled SQLite is 3.46) and PostgreSQL's 65,535 parameters.
+pub(crate) const MAX_BINDS: usize = 32_000;
 
 /// Runs `$body` with `$pool` bound to the concrete pool of whichever backend `$db` is: on
 /// SQLite the one writer connection, so every write is serialised in the host instead of in
@@ -301,6 +312,21 @@ const OTHER_CONSTRAINTS: &[&str] = &[
     "workspace_schedules_source_check",
     "workspace_schedule_runs_pkey",
     "workspace_schedule_runs_schedule_fkey",
+    "approval_requests_pkey",
+    "approval_requests_status_check",
+    "workspace_memory_pkey",
+    "platform_instructions_pkey",
+    "platform_instructions_scope_check",
+    "platform_instructions_target_check",
+    "workflow_checkpoints_pkey",
+    "workflow_checkpoints_step_uniq",
+    "agent_memories_pkey",
+    "agent_memories_id_uniq",
+    "agent_memories_scope_check",
+    "workspace_token_usage_pkey",
+    "agents_pkey",
+    "agents_status_check",
+    "agents_active_uniq",
 ];
 
 impl Constraint {
@@ -406,6 +432,9 @@ const SQLITE_UNIQUE_COLUMNS: &[(&str, &str)] = &[
     ),
     ("workspace_schedules.id", "workspace_schedules_pkey"),
     ("workspace_schedule_runs.id", "workspace_schedule_runs_pkey"),
+    ("approval_requests.id", "approval_requests_pkey"),
+    ("agents.workspace_id", "agents_active_uniq"),
+    ("agents.id", "agents_pkey"),
     // Primary keys other than INTEGER ones are unique indexes too, reported the same way.
     ("workspaces.id", "workspaces_pkey"),
     ("canvas_layouts.workspace_id", "canvas_layouts_pkey"),

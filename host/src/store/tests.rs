@@ -35,6 +35,7 @@ crate::both_backends!(
     deferred_writes_are_stored_in_order_with_stamps_coalesced_and_flush_waits_for_them,
     stored_rows_are_durable_on_return_share_commits_and_fail_alone,
     a_bad_deferred_row_loses_only_itself,
+    queued_messages_share_commits_keep_one_copy_each_and_fail_alone,
     closing_the_writer_stores_what_is_queued_and_drops_later_writes,
     a_full_write_queue_makes_callers_wait_instead_of_growing,
     a_batch_larger_than_one_statement_lands_whole_or_not_at_all,
@@ -95,12 +96,20 @@ fn assert_constraint(result: Result<impl std::fmt::Debug, StoreError>, expected:
 }
 
 /// Names declared in the migrations: `(tables, indexes, constraints)`.
-fn declared_names() -> (BTreeSet<String>, BTreeSet<String>, BTreeSet<String>) {
+/// The tables, indexes and constraints the migrations declare: those one backend creates, or,
+/// with `None`, every one either backend does.
+fn declared_names(
+    backend: Option<Backend>,
+) -> (BTreeSet<String>, BTreeSet<String>, BTreeSet<String>) {
     let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../migrations");
     let (mut tables, mut indexes, mut constraints) =
         (BTreeSet::new(), BTreeSet::new(), BTreeSet::new());
     for entry in std::fs::read_dir(dir).expect("the migrations directory") {
         let sql = std::fs::read_to_string(entry.expect("an entry").path()).expect("a migration");
+        let sql = match backend {
+            Some(backend) => super::migrate::backend_blocks(backend, &sql),
+            None => sql,
+        };
         let words: Vec<&str> = sql
             .lines()
             .filter(|l| !l.trim_start().starts_with("--"))
@@ -130,7 +139,7 @@ fn declared_names() -> (BTreeSet<String>, BTreeSet<String>, BTreeSet<String>) {
 
 #[test]
 fn every_constraint_in_the_migrations_has_a_name_the_store_knows() {
-    let (_, indexes, constraints) = declared_names();
+    let (_, indexes, constraints) = declared_names(None);
     let unique_indexes = indexes.iter().filter(|i| i.ends_with("_uniq"));
     for name in constraints.iter().chain(unique_indexes) {
         assert_ne!(
@@ -151,12 +160,15 @@ async fn migrating_twice_is_harmless_and_creates_every_table_and_index(db: Db) {
     // `TestDatabase::connect` migrated once already.
     db.migrate().await.expect("a second migration run");
     db.migrate().await.expect("a third migration run");
-    let (tables, indexes, _) = declared_names();
+    let (tables, indexes, _) = declared_names(Some(db.backend()));
     assert!(tables.contains("workspaces") && tables.contains("workspace_config"));
 
     let (table_sql, index_sql) = match db.backend() {
         Backend::Sqlite => (
-            "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%'",
+            // `pragma_table_list` tells ordinary tables from FTS5's virtual table and the
+            // shadow tables SQLite keeps for it (`agent_memories_fts_data`, ...).
+            "SELECT name FROM pragma_table_list WHERE schema = 'main' AND type = 'table' \
+             AND name NOT LIKE 'sqlite_%'",
             "SELECT name FROM sqlite_master WHERE type = 'index' AND name NOT LIKE 'sqlite_%'",
         ),
         Backend::Postgres => (
@@ -171,6 +183,16 @@ async fn migrating_twice_is_harmless_and_creates_every_table_and_index(db: Db) {
     let mut expected = tables.clone();
     expected.insert("schema_migrations".to_owned());
     assert_eq!(found_tables.into_iter().collect::<BTreeSet<_>>(), expected);
+    if db.backend() == Backend::Sqlite {
+        let virtual_tables: Vec<String> = on_db!(&db, pool => sqlx::query_scalar(
+            "SELECT name FROM pragma_table_list WHERE schema = 'main' AND type = 'virtual'"
+        ).fetch_all(pool).await.expect("listing virtual tables"));
+        assert_eq!(
+            virtual_tables,
+            ["agent_memories_fts"],
+            "the memory search index"
+        );
+    }
     let found_indexes: BTreeSet<String> = found_indexes.into_iter().collect();
     for index in &indexes {
         assert!(found_indexes.contains(index), "index {index} missing");
@@ -1353,6 +1375,70 @@ async fn stored_rows_are_durable_on_return_share_commits_and_fail_alone(db: Db) 
         .await
         .expect("after close a row is stored on its own");
     assert_eq!(count(&db, "activity_logs", "workspace_id", id).await, 351);
+}
+
+async fn queued_messages_share_commits_keep_one_copy_each_and_fail_alone(db: Db) {
+    use super::a2a_queue::NewItem;
+    use super::batch::{Write, Writer};
+    let (busy, other) = (add(&db, "busy", None).await, add(&db, "other", None).await);
+    let writer = Writer::start(db.clone());
+    let item = |workspace: Uuid, key: &str| NewItem {
+        workspace_id: workspace,
+        caller_id: None,
+        priority: 50,
+        body: json!({ "key": key }),
+        method: "message/send".into(),
+        idempotency_key: Some(key.into()),
+        expires_at: None,
+    };
+    // Deferred rows ahead of them, so the messages land in shared batches.
+    for _ in 0..100 {
+        writer
+            .write(Write::Activity(Box::new(activity(busy, None))))
+            .await;
+    }
+    // 60 messages for `busy` (each id twice: one copy each), 10 for `other`, and one for a
+    // workspace that does not exist (removed meanwhile): only that one fails.
+    let mut items: Vec<NewItem> = (0..120)
+        .map(|n| item(busy, &format!("m-{}", n % 60)))
+        .collect();
+    items.extend((0..10).map(|n| item(other, &format!("o-{n}"))));
+    items.push(item(Uuid::new_v4(), "gone"));
+    let results = futures::future::join_all(items.into_iter().map(|i| writer.enqueue(i))).await;
+    let (busy_results, rest) = results.split_at(120);
+    let ids: Vec<Uuid> = busy_results.iter().map(|r| r.as_ref().unwrap().0).collect();
+    for n in 0..60 {
+        assert_eq!(ids[n], ids[n + 60], "message m-{n} is queued once");
+    }
+    assert_eq!(ids.iter().collect::<BTreeSet<_>>().len(), 60);
+    let depths: Vec<i64> = busy_results.iter().map(|r| r.as_ref().unwrap().1).collect();
+    assert!(
+        depths.iter().all(|d| (1..=60).contains(d)) && depths.contains(&60),
+        "each depth counts what waits once its batch committed: {depths:?}"
+    );
+    assert!(
+        rest[..10]
+            .iter()
+            .all(|r| matches!(r, Ok((_, d)) if (1..=10).contains(d)))
+    );
+    assert!(
+        rest[10].is_err(),
+        "the removed workspace's message fails alone"
+    );
+    assert_eq!(
+        super::a2a_queue::waiting(&db, busy).await.unwrap(),
+        60,
+        "stored before enqueue returned"
+    );
+    assert_eq!(super::a2a_queue::waiting(&db, other).await.unwrap(), 10);
+    writer.flush().await;
+    assert_eq!(count(&db, "activity_logs", "workspace_id", busy).await, 100);
+    writer.close().await;
+    let (_, depth) = writer
+        .enqueue(item(other, "after-close"))
+        .await
+        .expect("after close a message is queued on its own");
+    assert_eq!(depth, 11);
 }
 
 async fn closing_the_writer_stores_what_is_queued_and_drops_later_writes(db: Db) {

@@ -159,6 +159,25 @@ pub async fn revoke_rotated_workspace_tokens(db: &Db, workspace_id: Uuid) -> Sto
     .rows_affected()))
 }
 
+/// Revokes every live token of the workspace but the one whose hash is `keep`: what a
+/// credential rotation leaves. How many were revoked.
+pub async fn revoke_workspace_tokens_except(
+    db: &Db,
+    workspace_id: Uuid,
+    keep: &[u8],
+) -> StoreResult<u64> {
+    on_db!(db, pool => Ok(sqlx::query(
+        "UPDATE workspace_auth_tokens SET revoked_at = $3
+         WHERE workspace_id = $1 AND revoked_at IS NULL AND token_hash <> $2",
+    )
+    .bind(workspace_id)
+    .bind(keep)
+    .bind(Utc::now())
+    .execute(pool)
+    .await?
+    .rows_affected()))
+}
+
 pub async fn insert_org_token(
     db: &Db,
     id: Uuid,

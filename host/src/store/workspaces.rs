@@ -39,7 +39,10 @@ pub struct WorkspaceRow {
     pub workspace_dir: Option<String>,
     pub workspace_access: String,
     pub budget_limit: Option<i64>,
+    /// Cents spent in `spend_period`: see [`WorkspaceRow::spend_in`].
     pub monthly_spend: i64,
+    /// The month `monthly_spend` counts (`YYYY-MM`), `None` before any spend.
+    pub spend_period: Option<String>,
     pub last_outbound_at: Option<DateTime<Utc>>,
     pub max_concurrent_tasks: i32,
     pub update_tier: String,
@@ -53,11 +56,22 @@ pub struct WorkspaceRow {
     pub hibernation_idle_minutes: Option<i32>,
 }
 
+impl WorkspaceRow {
+    /// Cents spent in `period` (`YYYY-MM`): a spend counted in another month is none of it.
+    pub fn spend_in(&self, period: &str) -> i64 {
+        if self.spend_period.as_deref() == Some(period) {
+            self.monthly_spend
+        } else {
+            0
+        }
+    }
+}
+
 const SELECT_WORKSPACE: &str =
     "SELECT w.id, w.name, w.role, w.tier, w.status, w.agent_card, w.url, w.parent_id,
     w.forwarded_to, w.last_heartbeat_at, w.last_error_rate, w.last_sample_error, w.active_tasks,
     w.uptime_seconds, w.current_task, w.awareness_namespace, w.runtime, w.workspace_dir,
-    w.workspace_access, w.budget_limit, w.monthly_spend, w.last_outbound_at, w.max_concurrent_tasks,
+    w.workspace_access, w.budget_limit, w.monthly_spend, w.spend_period, w.last_outbound_at, w.max_concurrent_tasks,
     w.update_tier, w.removed_at, w.created_at, w.updated_at,
     COALESCE(c.x, 0.0) AS x, COALESCE(c.y, 0.0) AS y, COALESCE(c.collapsed, FALSE) AS collapsed,
     w.hibernation_idle_minutes
@@ -108,10 +122,6 @@ pub async fn insert(
     insert_many(db, &[item]).await
 }
 
-/// The most values one batch statement binds: below SQLite's limit of 32,766 variables (the
-/// bundled SQLite is 3.46) and PostgreSQL's 65,535 parameters.
-const MAX_BINDS: usize = 32_000;
-
 /// A workspace token stored with a batch (the hash and prefix of a freshly minted token).
 #[derive(Debug, Clone)]
 pub struct NewToken {
@@ -155,7 +165,7 @@ async fn insert_many_rows(db: &Db, items: &[BatchItem<'_>]) -> StoreResult<()> {
     on_db!(db, pool => {
         let mut tx = pool.begin_with(begin).await?;
         // Statements differ in their row count, so none is kept in the statement cache.
-        for chunk in items.chunks(MAX_BINDS / 16) {
+        for chunk in items.chunks(super::MAX_BINDS / 16) {
             let mut q = QueryBuilder::new(
                 "INSERT INTO workspaces (id, name, role, tier, status, runtime, url, parent_id, workspace_dir,
                     workspace_access, budget_limit, max_concurrent_tasks, hibernation_idle_minutes,
@@ -182,21 +192,21 @@ async fn insert_many_rows(db: &Db, items: &[BatchItem<'_>]) -> StoreResult<()> {
             });
             q.build().persistent(false).execute(&mut *tx).await?;
         }
-        for chunk in items.chunks(MAX_BINDS / 3) {
+        for chunk in items.chunks(super::MAX_BINDS / 3) {
             let mut q = QueryBuilder::new("INSERT INTO canvas_layouts (workspace_id, x, y, collapsed) ");
             q.push_values(chunk, |mut b, item| {
                 b.push_bind(item.row.id).push_bind(item.row.x).push_bind(item.row.y).push("FALSE");
             });
             q.build().persistent(false).execute(&mut *tx).await?;
         }
-        for chunk in items.chunks(MAX_BINDS / 3) {
+        for chunk in items.chunks(super::MAX_BINDS / 3) {
             let mut q = QueryBuilder::new("INSERT INTO workspace_config (workspace_id, data, updated_at) ");
             q.push_values(chunk, |mut b, item| {
                 b.push_bind(item.row.id).push_bind(Json(item.config)).push_bind(now);
             });
             q.build().persistent(false).execute(&mut *tx).await?;
         }
-        for chunk in secrets.chunks(MAX_BINDS / 7) {
+        for chunk in secrets.chunks(super::MAX_BINDS / 7) {
             let mut q = QueryBuilder::new(
                 "INSERT INTO workspace_secrets (id, workspace_id, key, encrypted_value, encryption_version, created_at, updated_at) ",
             );
@@ -211,7 +221,7 @@ async fn insert_many_rows(db: &Db, items: &[BatchItem<'_>]) -> StoreResult<()> {
             });
             q.build().persistent(false).execute(&mut *tx).await?;
         }
-        for chunk in tokens.chunks(MAX_BINDS / 5) {
+        for chunk in tokens.chunks(super::MAX_BINDS / 5) {
             let mut q = QueryBuilder::new(
                 "INSERT INTO workspace_auth_tokens (id, workspace_id, token_hash, prefix, created_at) ",
             );
@@ -532,7 +542,7 @@ pub async fn record_heartbeat(
         sqlx::query(
             "UPDATE workspaces SET last_heartbeat_at = $2, last_error_rate = $3, last_sample_error = $4,
                  active_tasks = $5, current_task = $6, uptime_seconds = $7,
-                 monthly_spend = COALESCE($8, monthly_spend), updated_at = $2
+                 updated_at = $2
              WHERE id = $1",
         )
         .bind(id)
@@ -542,9 +552,17 @@ pub async fn record_heartbeat(
         .bind(report.active_tasks)
         .bind(&report.current_task)
         .bind(report.uptime_seconds)
-        .bind(report.monthly_spend)
         .execute(&mut *tx)
         .await?;
+        // The agent's own estimate of this month's spend raises the host's, never lowers it.
+        if let Some(cents) = report.monthly_spend {
+            sqlx::query(super::usage::RAISE_SPEND)
+                .bind(id)
+                .bind(super::usage::period_of(now))
+                .bind(cents)
+                .execute(&mut *tx)
+                .await?;
+        }
         tx.commit().await?;
         Ok(Some(HeartbeatOutcome { status_before, task_before, max_concurrent_tasks }))
     })

@@ -53,6 +53,14 @@ pub fn spawn_all(svc: &Services, tracker: &TaskTracker, shutdown: &CancellationT
                 .map(|_| ())
         },
     );
+    spawn_sweep(
+        svc,
+        tracker,
+        shutdown,
+        "kv-expiry",
+        RuntimeConfig::sweep(svc.config.kv.expiry_sweep_secs),
+        |svc| async move { crate::memory::kv::sweep_expired(&svc).await.map(|_| ()) },
+    );
     spawn_scheduler(svc, tracker, shutdown);
     if svc.lifecycle.runtime().is_none() {
         // Without a runtime nothing is started, so nothing can be stuck, gone or orphaned.

@@ -1,12 +1,16 @@
 //! Workspaces: the org tree's nodes, their lifecycle statuses, creation, edits and cascade delete.
 
 pub mod access;
+pub mod assignment;
 
+pub mod bundles;
 pub mod files;
 pub mod lifecycle;
 pub mod registry;
 pub mod restart_context;
+pub mod team;
 pub mod templates;
+pub mod uploads;
 
 use serde_json::{Value, json};
 use uuid::Uuid;
@@ -365,6 +369,12 @@ fn gets_token_at_creation(svc: &Services, prepared: &Prepared) -> bool {
     prepared.external || svc.lifecycle.runtime().is_none()
 }
 
+/// Whether `row`'s agent connects by itself with a credential the operator hands it (external,
+/// or no runtime here) rather than being started by the host with one.
+pub fn agent_connects_itself(svc: &Services, row: &WorkspaceRow) -> bool {
+    row.runtime == EXTERNAL_RUNTIME || svc.lifecycle.runtime().is_none()
+}
+
 /// Creates a workspace with its layout, config row and initial secrets in one transaction, then
 /// announces it. A name already used by a live sibling gets a numbered suffix.
 pub async fn create(svc: &Services, mut req: CreateRequest) -> Result<Created, WorkspaceError> {
@@ -699,6 +709,10 @@ pub async fn cascade_delete(
     }
     let subtree = store::workspaces::subtree(&svc.db, root).await?;
     let changed = store::workspaces::mark_removed(&svc.db, &subtree).await?;
+    // A removed workspace's key-value memory and checkpoints go at once (nothing can read them
+    // any more); a purge would take them with the rows anyway.
+    store::kv::delete_for_workspaces(&svc.db, &subtree).await?;
+    store::checkpoints::delete_for_workspaces(&svc.db, &subtree).await?;
     // At once: the announcements wait until the agents are stopped, and until then no call
     // may be routed to them (nor any of their tokens accepted) from memory.
     for id in &changed {

@@ -109,6 +109,17 @@ impl TemplateInfo {
 pub struct TemplateDefaults {
     pub runtime: Option<String>,
     pub model: Option<String>,
+    /// The team it declares (`sub_workspaces`), which `POST /workspaces/:id/expand` creates.
+    pub sub_workspaces: Vec<SubWorkspace>,
+}
+
+/// A child a template declares: `sub_workspaces: [name, or {name, role, template}]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SubWorkspace {
+    pub name: String,
+    pub role: Option<String>,
+    /// The child's own template, when it names one.
+    pub template: Option<String>,
 }
 
 /// `POST /templates/import`.
@@ -270,10 +281,30 @@ fn push_unique(out: &mut Vec<String>, items: impl IntoIterator<Item = String>) {
 /// else the legacy top-level `model`.
 fn defaults_of(config: &Mapping) -> TemplateDefaults {
     let runtime_config = config.get("runtime_config");
+    let sub_workspaces = match config.get("sub_workspaces") {
+        Some(Value::Sequence(items)) => items
+            .iter()
+            .filter_map(|item| match item {
+                Value::Mapping(_) => Some(SubWorkspace {
+                    name: text(item.get("name"))?,
+                    role: text(item.get("role")),
+                    template: text(item.get("template")),
+                }),
+                other => Some(SubWorkspace {
+                    name: text(Some(other))?,
+                    role: None,
+                    template: None,
+                }),
+            })
+            .filter(|sub| !sub.name.is_empty())
+            .collect(),
+        _ => Vec::new(),
+    };
     TemplateDefaults {
         runtime: text(config.get("runtime")),
         model: text(runtime_config.and_then(|r| r.get("model")))
             .or_else(|| text(config.get("model"))),
+        sub_workspaces,
     }
 }
 

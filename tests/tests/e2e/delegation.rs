@@ -591,7 +591,12 @@ async fn mcp_speaks_json_rpc_and_lists_the_tools(backend: DbBackend) {
             "delegate_task_async",
             "check_task_status",
             "list_peers",
-            "get_workspace_info"
+            "get_workspace_info",
+            "request_approval",
+            "send_message_to_user",
+            "get_instructions",
+            "commit_memory",
+            "recall_memory",
         ]
     );
     let notification = json!({ "jsonrpc": "2.0", "method": "notifications/initialized" });

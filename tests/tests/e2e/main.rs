@@ -1,15 +1,25 @@
 //! End-to-end specs: the real host over HTTP, on SQLite and on PostgreSQL.
 
+mod agent_assignment;
+mod approvals;
 mod auth;
+mod budget;
+mod bundles;
 mod caches;
+mod chat;
 mod console;
 mod delegation;
 mod durability;
 mod edges;
 mod extensions;
+mod external;
 mod hibernation;
+mod instructions;
+mod kv;
 mod lifecycle;
 mod logs;
+mod memories;
+mod memory_embeddings;
 mod openapi;
 mod org;
 mod plugins;
@@ -24,5 +34,7 @@ mod security_secrets;
 mod security_templates;
 mod security_urls;
 mod streams;
+mod team;
 mod templates;
+mod uploads;
 mod workspaces;

@@ -11,6 +11,8 @@ use fantoccini::{Client, ClientBuilder, Locator};
 use hyper_util::client::legacy::connect::HttpConnector;
 use serde_json::{Value, json};
 
+use crate::netns::Netns;
+
 /// How long one DOM condition may take (agents coming online included).
 pub const DEADLINE: Duration = Duration::from_secs(90);
 
@@ -77,12 +79,26 @@ pub struct Browser {
     driver_url: String,
     _profile: tempfile::TempDir,
     _driver: Driver,
+    /// Declared after the driver: the browser is gone before its forwarders stop.
+    netns: Netns,
 }
 
 impl std::fmt::Debug for Browser {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Browser").field("base", &self.base).finish()
     }
+}
+
+/// Makes the host at `base` (`http://127.0.0.1:port`) reachable from the browser's namespace.
+fn expose(netns: &mut Netns, base: &str) {
+    let port = base
+        .rsplit(':')
+        .next()
+        .and_then(|p| p.trim_end_matches('/').parse::<u16>().ok())
+        .unwrap_or_else(|| panic!("no port in the host's address {base}"));
+    netns
+        .expose_host_port(port)
+        .unwrap_or_else(|e| panic!("exposing {base} to the browser's network namespace: {e}"));
 }
 
 fn free_port() -> u16 {
@@ -97,18 +113,26 @@ impl Browser {
     pub async fn start(base: &str, test: &'static str) -> Browser {
         let chromedriver = binary("CHROMEDRIVER", "/usr/bin/chromedriver");
         let chromium = binary("CHROMIUM", "/usr/bin/chromium");
-        let port = free_port();
-        let child = {
-            use std::os::unix::process::CommandExt as _;
-            Command::new(&chromedriver)
-                .arg(format!("--port={port}"))
-                .process_group(0)
-                .stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()
-                .unwrap_or_else(|e| panic!("starting {}: {e}", chromedriver.display()))
-        };
+        // Chromedriver and the browser it starts live in a network namespace of their own
+        // (see netns.rs), where the host's port is reachable under its own number.
+        let mut netns = Netns::new();
+        expose(&mut netns, base);
+        let inside = free_port();
+        let child = netns
+            .enter(|| {
+                use std::os::unix::process::CommandExt as _;
+                Command::new(&chromedriver)
+                    .arg(format!("--port={inside}"))
+                    .process_group(0)
+                    .stdin(Stdio::null())
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::null())
+                    .spawn()
+            })
+            .unwrap_or_else(|e| panic!("starting {}: {e}", chromedriver.display()));
+        let port = netns
+            .reach_inside_port(inside)
+            .expect("a port that leads to chromedriver");
         let driver = Driver { child };
         let url = format!("http://127.0.0.1:{port}");
         let http = reqwest::Client::new();
@@ -158,7 +182,13 @@ impl Browser {
             driver_url: url,
             _profile: profile,
             _driver: driver,
+            netns,
         }
+    }
+
+    /// Lets the browser reach a second host at `base` (it reaches the one it started for).
+    pub fn reach(&mut self, base: &str) {
+        expose(&mut self.netns, base);
     }
 
     /// Loads the console at `hash` (e.g. `#/import`) as a fresh document and waits for its
@@ -330,12 +360,21 @@ impl Browser {
             .unwrap_or_else(|e| panic!("no {css}: {e}"))
     }
 
+    /// Clicks the element matching `css`, as a person would: the console re-renders lists when
+    /// an event arrives, so the element found can be replaced before the click reaches it. A
+    /// person's click lands on whatever is under the pointer then, so a click WebDriver refuses
+    /// as stale (it dispatches nothing) is retried on the element that now matches.
     pub async fn click(&self, css: &str) {
-        self.element(css)
-            .await
-            .click()
-            .await
-            .unwrap_or_else(|e| panic!("clicking {css}: {e}"));
+        const ATTEMPTS: usize = 5;
+        for attempt in 1..=ATTEMPTS {
+            match self.element(css).await.click().await {
+                Ok(()) => return,
+                Err(e) if e.is_stale_element_reference() && attempt < ATTEMPTS => {
+                    eprintln!("clicking {css}: the element was re-rendered, clicking again");
+                }
+                Err(e) => panic!("clicking {css}: {e}"),
+            }
+        }
     }
 
     /// Replaces the value of the input matching `css` by typing `text`.

@@ -275,7 +275,8 @@ async fn going_on_without_a_token_works_on_an_open_development_host_and_is_refus
     })
     .await;
     open.create_workspace("Open", None).await;
-    let browser = Browser::start(&guarded.base, "graph-open-host").await;
+    let mut browser = Browser::start(&guarded.base, "graph-open-host").await;
+    browser.reach(&open.base);
 
     // A host with an admin token: one message, nothing remembered.
     browser.open("#/signin").await;

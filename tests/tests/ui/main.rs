@@ -7,9 +7,14 @@
 //! run `make test-ui`, which installs both; nothing is ever skipped.
 
 mod admin;
+mod approvals;
 mod browser;
+mod budget;
+mod bundles;
 mod console;
 mod graph;
+mod netns;
 mod schedules;
+mod team;
 mod templates;
 mod workspace;

@@ -397,6 +397,56 @@ async fn the_operator_chats_with_an_agent_and_delegates_to_its_report() {
     browser.until("the agent's answer", exchange).await;
     browser.screenshot("1-chat-answer").await;
 
+    // An attachment: stored in the workspace's files first, then referred to by the message.
+    let dir = tempfile::tempdir().expect("a temp dir");
+    let notes = dir.path().join("notes.txt");
+    std::fs::write(&notes, "the plan, in short\n").unwrap();
+    browser
+        .client
+        .find(fantoccini::Locator::Css("#chat-files"))
+        .await
+        .expect("the attach input")
+        .send_keys(notes.to_str().unwrap())
+        .await
+        .expect("choosing the file");
+    browser.type_into("#chat-input", "see attached").await;
+    browser.click("#chat-send").await;
+    browser
+        .until(
+            "the answer to the message with an attachment",
+            "const e = [...document.querySelectorAll('#chat-log .chat-entry[data-kind=operator]')] \
+               .find((x) => x.querySelector('.from-operator .chat-text').textContent === 'see attached'); \
+             const a = e && e.querySelector('.from-agent'); \
+             return a && a.dataset.state === 'answered' \
+               && e.querySelector('.chat-files').textContent === 'Attachments: notes.txt';",
+        )
+        .await;
+    let sent = app
+        .activity(&boss, "?type=a2a_receive&source=canvas&limit=5")
+        .await;
+    let file = sent
+        .iter()
+        .find_map(|row| {
+            row.pointer("/request_body/params/message/parts")?
+                .as_array()?
+                .iter()
+                .find(|p| p["kind"] == "file")
+                .cloned()
+        })
+        .expect("the message refers to its attachment");
+    let uri = file["file"]["uri"].as_str().unwrap();
+    assert!(
+        uri.starts_with("workspace:/configs/chat-uploads/"),
+        "{file}"
+    );
+    assert_eq!(file["file"]["mimeType"], "text/plain");
+    let path = uri.trim_start_matches("workspace:/configs/");
+    let stored = app
+        .get(&format!("/workspaces/{boss}/chat/download?path={path}"))
+        .await;
+    assert_eq!(stored.text, "the plan, in short\n");
+    browser.screenshot("1b-chat-attachment").await;
+
     // What others say to the agent, and what it says on its own, arrives live.
     browser
         .js("window.__sameDocument = 'kept'; return true;")
