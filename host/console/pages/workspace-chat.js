@@ -111,9 +111,11 @@ export function chatPanel(base, id, agentName) {
       text = 'Waiting for the agent…';
     } else if (answer.queued) {
       state = 'queued';
-      text = (answer.waking
-        ? 'The workspace is waking from hibernation: the message is queued and will be delivered once its agent is online'
-        : 'The agent is busy: the message is queued and will be delivered when it has capacity')
+      text = (answer.polled
+        ? 'The agent fetches its messages itself (poll mode): the message waits in its inbox until it does'
+        : answer.waking
+          ? 'The workspace is waking from hibernation: the message is queued and will be delivered once its agent is online'
+          : 'The agent is busy: the message is queued and will be delivered when it has capacity')
         + (answer.depth ? ` (${answer.depth} waiting)` : '') + '. The answer shows here when it comes.';
     } else if (answer.error !== undefined) {
       state = 'error';

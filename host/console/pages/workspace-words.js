@@ -103,6 +103,10 @@ export function answerOf(body) {
   if (body === null || body === undefined) return { text: '' };
   if (typeof body !== 'object') return { text: String(body) };
   if (body.queued) return { queued: true, queueId: body.queue_id, depth: body.queue_depth, waking: body.waking === true };
+  // A poll-mode agent's message waits in its inbox until the agent fetches it.
+  if (body.delivery_mode === 'poll' && body.status === 'queued') {
+    return { queued: true, queueId: body.queue_id, depth: body.queue_depth, polled: true };
+  }
   if (body.error) {
     const e = body.error;
     return { error: typeof e === 'string' ? e : (e.message || JSON.stringify(e)) };

@@ -253,6 +253,7 @@ mod tests {
             y: 0.0,
             collapsed: false,
             hibernation_idle_minutes: None,
+            delivery_mode: "push".to_owned(),
         };
         row.budget_limit = Some(100);
         row.monthly_spend = 150;

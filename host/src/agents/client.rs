@@ -303,12 +303,13 @@ pub(super) fn error_text(json: &Value) -> Option<String> {
 pub enum Sent {
     /// The agent answered (perhaps only partly, perhaps with an error status).
     Delivered(Delivery),
-    /// The agent was busy, or hibernated (`waking`: a wake was started); the message waits in
-    /// the queue.
+    /// The agent was busy, or hibernated (`waking`: a wake was started), or fetches its
+    /// messages itself (`polled`: a poll-mode agent); the message waits in the queue.
     Queued {
         queue_id: Uuid,
         depth: i64,
         waking: bool,
+        polled: bool,
     },
 }
 
@@ -357,6 +358,21 @@ pub async fn send(svc: &Services, call: Call) -> Result<Sent, ProxyError> {
     if budget::over_budget(&target) {
         return Err(ProxyError::BudgetExceeded);
     }
+    // A poll-mode agent is never called: the message waits in its inbox (the queue) until it
+    // fetches it. Durable before the answer, since the caller is told it is queued.
+    if target.polls() {
+        let outcome =
+            enqueue(svc, &call, &target, "poll-mode agent")
+                .await
+                .map(|(queue_id, depth)| Sent::Queued {
+                    queue_id,
+                    depth,
+                    waking: false,
+                    polled: true,
+                });
+        record(svc, call, &target, &outcome).await;
+        return outcome;
+    }
     // Wake on demand: one comparison on the cached row, nothing more, for a running target.
     if matches!(target.status, Status::Hibernated | Status::Hibernating)
         && call.on_busy == OnBusy::Enqueue
@@ -367,6 +383,7 @@ pub async fn send(svc: &Services, call: Call) -> Result<Sent, ProxyError> {
                 queue_id,
                 depth,
                 waking: true,
+                polled: false,
             });
         if outcome.is_ok() {
             svc.a2a.supervision().wake(svc, target.id);
@@ -432,6 +449,7 @@ async fn settle(
             queue_id,
             depth,
             waking: false,
+            polled: false,
         })
 }
 
@@ -569,11 +587,14 @@ async fn record(
             queue_id,
             depth,
             waking,
+            polled,
         }) => {
             row.status = "queued".into();
-            row.response_body = Some(
-                json!({ "queued": true, "queue_id": queue_id, "queue_depth": depth, "waking": waking }),
-            );
+            row.response_body = Some(if *polled {
+                json!({ "status": "queued", "delivery_mode": "poll", "queue_id": queue_id, "queue_depth": depth })
+            } else {
+                json!({ "queued": true, "queue_id": queue_id, "queue_depth": depth, "waking": waking })
+            });
         }
         Err(err) => {
             row.status = "error".into();

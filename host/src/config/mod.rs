@@ -214,7 +214,8 @@ pub struct A2aConfig {
     pub queue_ttl_secs: u64,
     /// MCP requests per minute per workspace (0: unlimited).
     pub mcp_per_minute: u32,
-    /// Seconds between sweeps that drop expired queued messages (failing their delegations).
+    /// Seconds between sweeps that drop expired queued messages (failing their delegations) and
+    /// delete acknowledged and expired pending uploads.
     pub queue_expiry_sweep_secs: u64,
     /// Private networks (CIDRs inside 10/8, 172.16/12, 192.168/16, fc00::/7) where agents may
     /// live in production; every other private or loopback agent URL is refused there.

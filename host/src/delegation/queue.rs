@@ -25,6 +25,11 @@ pub fn drain_soon(svc: &Services, workspace_id: Uuid) {
 /// agent that answered settles it either way. A message that carries a delegation finishes that
 /// delegation. Returns how the message was settled, or `None` when nothing was waiting.
 pub async fn drain_one(svc: &Services, workspace_id: Uuid) -> Result<Option<Settled>, StoreError> {
+    // A poll-mode agent fetches its messages itself (`GET /workspaces/{id}/inbox`).
+    let target = svc.a2a.routes().row(&svc.db, workspace_id).await?;
+    if target.is_some_and(|row| row.polls()) {
+        return Ok(None);
+    }
     // A read first: most heartbeats find nothing waiting, and need not take the write lock.
     if a2a_queue::waiting(&svc.db, workspace_id).await? == 0 {
         return Ok(None);

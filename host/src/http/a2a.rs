@@ -148,6 +148,19 @@ struct Queued {
     message: &'static str,
 }
 
+/// A message for a poll-mode agent: stored in its inbox until it fetches it (the original's
+/// `{status, delivery_mode, method}`, with the queue id to follow it by).
+#[derive(Debug, Serialize, ToSchema)]
+struct Polled {
+    /// `queued`.
+    status: &'static str,
+    /// `poll`.
+    delivery_mode: &'static str,
+    method: String,
+    queue_id: Uuid,
+    queue_depth: i64,
+}
+
 /// The caller of an A2A request: `X-Workspace-ID` (with its own token, or the operator's; a
 /// removed workspace is never a caller), else the workspace whose token is the bearer, else the
 /// canvas, which must hold the operator's token (an `Origin` is no credential outside
@@ -181,7 +194,8 @@ fn caller_timeout(headers: &HeaderMap) -> ApiResult<Option<Duration>> {
 
 /// Sends an A2A message (JSON-RPC `message/send`, or a bare message) to the workspace's agent
 /// and answers what the agent answered; a busy agent's message is queued (202), and so is a
-/// hibernated one's, which is woken (202 with `waking: true`).
+/// hibernated one's, which is woken (202 with `waking: true`). A poll-mode agent's message is
+/// stored in its inbox (200 `{status: "queued", delivery_mode: "poll", method, queue_id}`).
 #[utoipa::path(
     post,
     path = "/workspaces/{id}/a2a",
@@ -189,7 +203,7 @@ fn caller_timeout(headers: &HeaderMap) -> ApiResult<Option<Duration>> {
     params(WorkspaceIdParam, A2aHeaders),
     request_body(content = Object, description = "An A2A JSON-RPC request or message (free-form)"),
     responses(
-        (status = 200, description = "The agent's answer, verbatim (free-form JSON)", body = Object),
+        (status = 200, description = "The agent's answer, verbatim (free-form JSON); for a poll-mode agent, that the message waits in its inbox", body = Object),
         (status = 202, description = "The agent is busy, or hibernated and being woken; the message is queued", body = Queued),
         (status = 400, description = "Not an A2A message, an invalid X-Timeout or X-Workspace-ID", body = ErrorBody),
         (status = 402, description = "The workspace's budget is spent", body = ProxyFailure),
@@ -211,6 +225,7 @@ async fn proxy_a2a(
     let caller = a2a_caller(&state, caller, &creds).await?;
     let timeout = timeout?;
     let message = Message::normalize(body).map_err(ApiError::bad_request)?;
+    let method = message.method.clone();
     let call = Call {
         caller,
         target,
@@ -231,7 +246,21 @@ async fn proxy_a2a(
         Sent::Queued {
             queue_id,
             depth,
+            polled: true,
+            ..
+        } => axum::Json(Polled {
+            status: "queued",
+            delivery_mode: "poll",
+            method,
+            queue_id,
+            queue_depth: depth,
+        })
+        .into_response(),
+        Sent::Queued {
+            queue_id,
+            depth,
             waking,
+            polled: false,
         } => (
             StatusCode::ACCEPTED,
             axum::Json(Queued {

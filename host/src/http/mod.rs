@@ -19,6 +19,7 @@ mod external;
 mod extract;
 mod fields;
 mod files;
+mod inbox;
 mod instructions;
 mod kv;
 mod lifecycle;
@@ -145,6 +146,7 @@ fn api() -> OpenApiRouter<AppState> {
         .merge(bundles::router())
         .merge(external::router())
         .merge(uploads::router())
+        .merge(inbox::router())
         .merge(team::router())
         .merge(checkpoints::router())
         .merge(memories::router())

@@ -37,20 +37,26 @@ pub fn router() -> OpenApiRouter<AppState> {
 #[derive(Debug, Deserialize, ToSchema)]
 struct RegisterBody {
     id: Uuid,
-    /// Where the agent serves A2A (http or https).
-    url: String,
+    /// Where the agent serves A2A (http or https); optional for `delivery_mode: poll`.
+    url: Option<String>,
     /// The agent's A2A card (a free-form object).
     agent_card: Option<Value>,
+    /// `push` (the host sends messages to `url`) or `poll` (the agent fetches them from
+    /// `GET /workspaces/{id}/inbox`); absent keeps the mode the workspace has (at first `push`).
+    delivery_mode: Option<String>,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
 struct Registered {
     status: &'static str,
+    /// The delivery mode now in force.
+    delivery_mode: String,
 }
 
 /// An agent announces where it serves, with its workspace's own token (written to
 /// `/configs/.auth_token` for managed agents, returned at creation for others). Registration
-/// never mints a token.
+/// never mints a token. An agent that cannot be reached registers with `delivery_mode: poll`
+/// and no URL, and fetches its messages instead.
 #[utoipa::path(
     post,
     path = "/registry/register",
@@ -58,7 +64,7 @@ struct Registered {
     request_body = RegisterBody,
     responses(
         (status = 200, body = Registered),
-        (status = 400, description = "Invalid URL or card", body = ErrorBody),
+        (status = 400, description = "Invalid URL, card or delivery mode, or no URL for push delivery", body = ErrorBody),
         (status = 404, description = "No such workspace", body = ErrorBody),
         (status = 410, description = "The workspace was removed", body = WorkspaceGone),
     ),
@@ -71,15 +77,37 @@ async fn register(
 ) -> ApiResult<impl IntoResponse> {
     state.svc.guard.agent(&creds, body.id).await?;
     let row = store::workspaces::get(&state.svc.db, body.id).await?;
-    let url = registry::check_url(&state.svc, row.as_ref(), &body.url)
-        .await
-        .map_err(ApiError::bad_request)?;
+    let mode = match body.delivery_mode.as_deref() {
+        None => None,
+        Some(store::workspaces::PUSH) => Some(store::workspaces::PUSH),
+        Some(store::workspaces::POLL) => Some(store::workspaces::POLL),
+        Some(_) => return Err(ApiError::bad_request("delivery_mode must be push or poll")),
+    };
+    let polls = mode.map_or_else(
+        || row.as_ref().is_some_and(|r| r.polls()),
+        |m| m == store::workspaces::POLL,
+    );
+    let url = match body.url.as_deref().filter(|u| !u.is_empty()) {
+        Some(raw) => Some(
+            registry::check_url(&state.svc, row.as_ref(), raw)
+                .await
+                .map_err(ApiError::bad_request)?,
+        ),
+        None if polls => None,
+        None => {
+            return Err(ApiError::bad_request(
+                "url is required unless delivery_mode is poll",
+            ));
+        }
+    };
     if body.agent_card.as_ref().is_some_and(|c| !c.is_object()) {
         return Err(ApiError::bad_request("agent_card must be an object"));
     }
-    registry::register(&state.svc, body.id, &url, body.agent_card).await?;
+    let delivery_mode =
+        registry::register(&state.svc, body.id, url.as_ref(), body.agent_card, mode).await?;
     Ok(axum::Json(Registered {
         status: "registered",
+        delivery_mode,
     }))
 }
 

@@ -9,14 +9,16 @@ use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::{OpenApiRouter, UtoipaMethodRouterExt as _};
 use utoipa_axum::routes;
+use uuid::Uuid;
 
 use super::AppState;
 use super::error::{ApiError, ApiResult};
 use super::extract::{ApiQuery, WorkspaceAuth, WorkspaceIdParam};
 use super::openapi::ErrorBody;
 use super::workspaces::WorkspaceGone;
+use crate::store::pending_uploads;
 use crate::workspaces::files;
-use crate::workspaces::uploads::{self, MAX_UPLOAD_BYTES, UploadError};
+use crate::workspaces::uploads::{self, MAX_UPLOAD_BYTES, Stored, UploadError};
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
@@ -41,10 +43,15 @@ impl From<UploadError> for ApiError {
 /// A stored attachment, as a chat message's file part refers to it.
 #[derive(Debug, Serialize, ToSchema)]
 struct Attachment {
-    /// `workspace:/configs/chat-uploads/…`: what a chat message's file part carries.
+    /// `workspace:/configs/chat-uploads/…`, or `pending-upload:<file_id>` for an agent the host
+    /// does not run: what a chat message's file part carries.
     uri: String,
-    /// Relative to `/configs`; `GET …/chat/download?path=` takes it.
+    /// Relative to `/configs` (or the `pending-upload:` URI); `GET …/chat/download?path=` takes it.
     path: String,
+    /// For an agent the host does not run: the file waits in the database, and the agent
+    /// downloads it from `GET …/pending-uploads/{file_id}/content`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    file_id: Option<Uuid>,
     /// The stored name (a safe base name of the one sent).
     name: String,
     /// Read from the bytes, not taken from the client.
@@ -59,7 +66,9 @@ struct Uploaded {
 }
 
 /// Stores the files of a chat message (multipart fields named `files`; at most 20, 25 MiB each,
-/// 50 MiB in all) in the workspace's files under `chat-uploads/`, where its agent reads them.
+/// 50 MiB in all) in the workspace's files under `chat-uploads/`, where its agent reads them; for
+/// an agent the host does not run (external or poll mode), in the database until the agent
+/// downloads and acknowledges them (`pending-uploads`; unacknowledged ones expire after 24 h).
 #[utoipa::path(
     post,
     path = "/workspaces/{id}/chat/uploads",
@@ -115,7 +124,14 @@ async fn upload(
                 .into_iter()
                 .map(|u| Attachment {
                     uri: u.uri(),
-                    path: u.path,
+                    path: match &u.stored {
+                        Stored::File(path) => path.clone(),
+                        Stored::Pending(_) => u.uri(),
+                    },
+                    file_id: match u.stored {
+                        Stored::Pending(file_id) => Some(file_id),
+                        Stored::File(_) => None,
+                    },
                     name: u.name,
                     mime_type: u.mime_type,
                     size: u.size,
@@ -129,8 +145,8 @@ async fn upload(
 #[derive(Debug, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
 struct DownloadQuery {
-    /// Relative to `/configs` (as an upload answers it), or `workspace:/<root>/<path>` with a
-    /// root of `/configs`, `/workspace`, `/home` or `/plugins`.
+    /// Relative to `/configs` (as an upload answers it), `workspace:/<root>/<path>` with a
+    /// root of `/configs`, `/workspace`, `/home` or `/plugins`, or `pending-upload:<file_id>`.
     path: String,
 }
 
@@ -156,6 +172,16 @@ async fn download(
     WorkspaceAuth(id): WorkspaceAuth,
     ApiQuery(query): ApiQuery<DownloadQuery>,
 ) -> ApiResult<impl IntoResponse> {
+    if let Some(file_id) = query.path.strip_prefix(uploads::PENDING_SCHEME) {
+        // An attachment waiting for an agent the host does not run; looking does not count as
+        // the agent's download.
+        let not_found = || ApiError::not_found("file not found");
+        let file_id = Uuid::parse_str(file_id).map_err(|_| not_found())?;
+        let (row, content) = pending_uploads::content(&state.svc.db, id, file_id, false)
+            .await?
+            .ok_or_else(not_found)?;
+        return Ok(super::inbox::pending_download(&row, content).into_response());
+    }
     let (root, path) = uploads::parse_target(&query.path)?;
     let data = files::read(&state.svc, id, Some(root), &path).await?;
     Ok((
@@ -167,7 +193,8 @@ async fn download(
             (header::CONTENT_DISPOSITION, attachment(path.as_str())),
         ],
         data,
-    ))
+    )
+        .into_response())
 }
 
 /// `Content-Disposition` of a download named after `name` (reduced to a safe base name).

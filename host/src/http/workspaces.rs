@@ -58,6 +58,9 @@ struct WorkspaceFields {
     update_tier: String,
     /// Minutes of idleness after which the agent is hibernated (`null` or 0: never).
     hibernation_idle_minutes: Option<i32>,
+    /// `push` (the host sends messages to `url`) or `poll` (the agent fetches them from its
+    /// inbox), as its agent registered.
+    delivery_mode: String,
     created_at: DateTime<Utc>,
     updated_at: DateTime<Utc>,
 }
@@ -83,6 +86,7 @@ impl WorkspaceFields {
             agent_card: row.agent_card.clone(),
             update_tier: row.update_tier.clone(),
             hibernation_idle_minutes: row.hibernation_idle_minutes,
+            delivery_mode: row.delivery_mode.clone(),
             created_at: row.created_at,
             updated_at: row.updated_at,
         }

@@ -232,3 +232,89 @@ pub async fn drop_stale(
         Ok(done.rows_affected())
     })
 }
+
+/// Takes up to `limit` deliverable messages of `workspace_id` for its agent to fetch (a
+/// poll-mode inbox): highest priority, then oldest, expired ones skipped, each marked dispatched.
+/// A message fetched and never acknowledged is queued again by [`requeue_interrupted`], so it is
+/// offered again: delivery is at least once.
+pub async fn claim_batch(db: &Db, workspace_id: Uuid, limit: i64) -> StoreResult<Vec<QueueRow>> {
+    let now = Utc::now();
+    let lock = match db.backend() {
+        super::Backend::Postgres => " FOR UPDATE SKIP LOCKED",
+        super::Backend::Sqlite => "",
+    };
+    let sql = format!(
+        "UPDATE a2a_queue SET status = 'dispatched', dispatched_at = $2, attempts = attempts + 1
+         WHERE id IN (
+             SELECT id FROM a2a_queue
+             WHERE workspace_id = $1 AND status = 'queued' AND (expires_at IS NULL OR expires_at > $2)
+             ORDER BY priority DESC, enqueued_at ASC
+             LIMIT $3{lock})
+         RETURNING {COLUMNS}"
+    );
+    let mut rows: Vec<QueueRow> = on_db!(db, pool => {
+        sqlx::query_as(&sql)
+            .bind(workspace_id)
+            .bind(now)
+            .bind(limit)
+            .fetch_all(pool)
+            .await?
+    });
+    // RETURNING keeps no order.
+    rows.sort_by(|a, b| {
+        b.priority
+            .cmp(&a.priority)
+            .then(a.enqueued_at.cmp(&b.enqueued_at))
+    });
+    Ok(rows)
+}
+
+/// How an agent's acknowledgement of an inbox message went.
+#[derive(Debug, Clone)]
+pub enum Acked {
+    /// This call settled it; the row as it was before.
+    Now(Box<QueueRow>),
+    /// It had been settled already (a retried ack, or it expired or was dropped first): its status.
+    Already(String),
+}
+
+/// Settles a message of `workspace_id`'s inbox as its agent says (`Completed` or `Failed`),
+/// whether or not it was fetched first. `None` for a message that does not exist (or is another
+/// workspace's).
+pub async fn ack(
+    db: &Db,
+    workspace_id: Uuid,
+    id: Uuid,
+    outcome: Settled,
+    error: Option<&str>,
+) -> StoreResult<Option<Acked>> {
+    let now = Utc::now();
+    let status = match outcome {
+        Settled::Failed => "failed",
+        Settled::Completed | Settled::Retry => "completed",
+    };
+    let Some(row) = get(db, workspace_id, id).await? else {
+        return Ok(None);
+    };
+    let settled = on_db!(db, pool => {
+        sqlx::query(
+            "UPDATE a2a_queue SET status = $3, completed_at = $4, last_error = COALESCE($5, last_error)
+             WHERE id = $1 AND workspace_id = $2 AND status IN ('queued', 'dispatched')",
+        )
+        .bind(id)
+        .bind(workspace_id)
+        .bind(status)
+        .bind(now)
+        .bind(error)
+        .execute(pool)
+        .await?
+        .rows_affected()
+    });
+    if settled > 0 {
+        return Ok(Some(Acked::Now(Box::new(row))));
+    }
+    let current = get(db, workspace_id, id)
+        .await?
+        .map_or(row.status, |r| r.status);
+    Ok(Some(Acked::Already(current)))
+}

@@ -17,6 +17,7 @@ pub mod instructions;
 pub mod kv;
 pub mod memories;
 mod migrate;
+pub mod pending_uploads;
 pub mod plugins;
 pub mod restarts;
 pub mod schedules;

@@ -54,9 +54,22 @@ pub struct WorkspaceRow {
     pub collapsed: bool,
     /// Minutes of idleness after which the hibernation monitor stops the agent (`None`: never).
     pub hibernation_idle_minutes: Option<i32>,
+    /// `push` (the host sends A2A messages to `url`) or `poll` (they wait in the queue for the
+    /// agent to fetch): what the agent chose when it registered.
+    pub delivery_mode: String,
 }
 
+/// [`WorkspaceRow::delivery_mode`] of an agent that fetches its messages.
+pub const POLL: &str = "poll";
+/// [`WorkspaceRow::delivery_mode`] of an agent the host sends messages to.
+pub const PUSH: &str = "push";
+
 impl WorkspaceRow {
+    /// Whether the agent fetches its messages instead of being sent them.
+    pub fn polls(&self) -> bool {
+        self.delivery_mode == POLL
+    }
+
     /// Cents spent in `period` (`YYYY-MM`): a spend counted in another month is none of it.
     pub fn spend_in(&self, period: &str) -> i64 {
         if self.spend_period.as_deref() == Some(period) {
@@ -74,7 +87,7 @@ const SELECT_WORKSPACE: &str =
     w.workspace_access, w.budget_limit, w.monthly_spend, w.spend_period, w.last_outbound_at, w.max_concurrent_tasks,
     w.update_tier, w.removed_at, w.created_at, w.updated_at,
     COALESCE(c.x, 0.0) AS x, COALESCE(c.y, 0.0) AS y, COALESCE(c.collapsed, FALSE) AS collapsed,
-    w.hibernation_idle_minutes
+    w.hibernation_idle_minutes, w.delivery_mode
     FROM workspaces w LEFT JOIN canvas_layouts c ON c.workspace_id = w.id";
 
 /// Everything needed to insert a workspace.
@@ -474,29 +487,37 @@ async fn update_row(db: &Db, id: Uuid, patch: &WorkspacePatch) -> StoreResult<bo
 /// A registration: the agent's URL and card, and the moment it registered.
 #[derive(Debug, Clone)]
 pub struct Registration {
-    pub url: String,
+    /// `None` for a poll-mode agent that serves no URL.
+    pub url: Option<String>,
     pub agent_card: Option<Value>,
+    /// [`PUSH`] or [`POLL`]; `None` keeps what the row holds.
+    pub delivery_mode: Option<&'static str>,
 }
 
 /// Records a registration on a live row: URL (unless the host already stored the runtime's own
 /// loopback URL for it), card, `online`, heartbeat time, and an uptime of zero (a new session:
 /// the last one's uptime would otherwise stand until the first heartbeat). Returns the stored
-/// URL, or `None` when the row is missing or removed.
-pub async fn register(db: &Db, id: Uuid, reg: &Registration) -> StoreResult<Option<String>> {
+/// URL (empty when none) and delivery mode, or `None` when the row is missing or removed.
+pub async fn register(
+    db: &Db,
+    id: Uuid,
+    reg: &Registration,
+) -> StoreResult<Option<(String, String)>> {
     let now = Utc::now();
     on_db!(db, pool => {
         let mut q = QueryBuilder::new(
             "UPDATE workspaces SET url = CASE WHEN url LIKE 'http://127.0.0.1:%' THEN url ELSE ",
         );
         q.push_bind(&reg.url).push(" END, agent_card = ").push_bind(reg.agent_card.as_ref().map(Json));
+        q.push(", delivery_mode = COALESCE(").push_bind(reg.delivery_mode).push(", delivery_mode)");
         q.push(", status = ").push_bind(Status::Online);
         q.push(", last_heartbeat_at = ").push_bind(now).push(", uptime_seconds = 0, updated_at = ").push_bind(now);
         q.push(" WHERE id = ").push_bind(id).push(" AND status IN (");
         let mut list = q.separated(", ");
         for status in Status::sources(Status::Online, Cause::Registration) { list.push_bind(status); }
-        q.push(") RETURNING url");
-        let url: Option<Option<String>> = q.build_query_scalar().fetch_optional(pool).await?;
-        Ok(url.map(|u| u.unwrap_or_default()))
+        q.push(") RETURNING url, delivery_mode");
+        let stored: Option<(Option<String>, String)> = q.build_query_as().fetch_optional(pool).await?;
+        Ok(stored.map(|(url, mode)| (url.unwrap_or_default(), mode)))
     })
 }
 

@@ -57,6 +57,18 @@ pub fn spawn_all(svc: &Services, tracker: &TaskTracker, shutdown: &CancellationT
         svc,
         tracker,
         shutdown,
+        "pending-uploads",
+        RuntimeConfig::sweep(svc.config.a2a.queue_expiry_sweep_secs),
+        |svc| async move {
+            crate::workspaces::uploads::sweep_pending(&svc)
+                .await
+                .map(|_| ())
+        },
+    );
+    spawn_sweep(
+        svc,
+        tracker,
+        shutdown,
         "kv-expiry",
         RuntimeConfig::sweep(svc.config.kv.expiry_sweep_secs),
         |svc| async move { crate::memory::kv::sweep_expired(&svc).await.map(|_| ()) },

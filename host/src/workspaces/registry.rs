@@ -20,30 +20,33 @@ pub use crate::agents::url::AgentUrl;
 
 /// Registers an agent for an existing, live workspace (unknown ids are refused, unlike the
 /// original, which created a row for any id). Registration never mints a token: the agent
-/// already holds its workspace's token, and the caller was checked against it.
+/// already holds its workspace's token, and the caller was checked against it. A poll-mode
+/// agent (`delivery_mode: poll`) may serve no URL. Returns the delivery mode now in force.
 pub async fn register(
     svc: &Services,
     id: Uuid,
-    url: &AgentUrl,
+    url: Option<&AgentUrl>,
     agent_card: Option<Value>,
-) -> Result<(), WorkspaceError> {
+    delivery_mode: Option<&'static str>,
+) -> Result<String, WorkspaceError> {
     let before = get_live(svc, id).await?;
     let reg = store::workspaces::Registration {
-        url: url.as_str().to_owned(),
+        url: url.map(|u| u.as_str().to_owned()),
         agent_card: agent_card.clone(),
+        delivery_mode,
     };
-    let Some(stored_url) = store::workspaces::register(&svc.db, id, &reg).await? else {
+    let Some((stored_url, mode)) = store::workspaces::register(&svc.db, id, &reg).await? else {
         return Err(WorkspaceError::NotFound);
     };
-    tracing::info!(workspace_id = %id, from = %before.status, to = "online", "workspace registered");
+    tracing::info!(workspace_id = %id, from = %before.status, to = "online", delivery_mode = %mode, "workspace registered");
     svc.events
         .emit(
             names::WORKSPACE_ONLINE,
             Some(id),
-            json!({ "url": stored_url, "agent_card": agent_card }),
+            json!({ "url": stored_url, "agent_card": agent_card, "delivery_mode": mode }),
         )
         .await;
-    Ok(())
+    Ok(mode)
 }
 
 /// A heartbeat as the agent sent it, already range-checked.

@@ -5,15 +5,21 @@
 //! Names are reduced to a safe base name, the type is read from the bytes (the client's word is
 //! ignored), sizes are capped per file and per request, and a download reaches only the
 //! workspace's file roots, never the host's token file.
+//!
+//! An agent the host does not run (external, or in poll mode) has no files the host can write:
+//! its attachments wait in the database (`pending_uploads`) until it downloads and acknowledges
+//! them, and its chat message names them `pending-upload:<file_id>`.
 
 use chrono::Utc;
 use uuid::Uuid;
 
+use super::EXTERNAL_RUNTIME;
 use super::files::FilesError;
 use super::get_live;
 use crate::runtime::{CONFIGS_ROOT, FILE_ROOTS, RuntimeError};
 use crate::safefs::{FileTree, RelPath};
 use crate::services::Services;
+use crate::store::pending_uploads::{self, NewUpload};
 
 /// The largest file one upload may carry.
 pub const MAX_UPLOAD_FILE_BYTES: usize = 25 * 1024 * 1024;
@@ -29,18 +35,33 @@ pub const UPLOADS_DIR: &str = "chat-uploads";
 /// A stored attachment.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Uploaded {
-    /// Relative to `/configs`.
-    pub path: String,
+    pub stored: Stored,
     pub name: String,
     /// Read from the bytes.
     pub mime_type: &'static str,
     pub size: usize,
 }
 
+/// Where an attachment was stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Stored {
+    /// In the workspace's files, at this path relative to `/configs`.
+    File(String),
+    /// In the database, for an agent the host does not run (external, or fetching its messages
+    /// itself): it downloads the file from `GET …/pending-uploads/{file_id}/content`.
+    Pending(Uuid),
+}
+
+/// How a chat message names an attachment waiting in the database.
+pub const PENDING_SCHEME: &str = "pending-upload:";
+
 impl Uploaded {
-    /// How a chat message refers to it (`workspace:/configs/…`).
+    /// How a chat message refers to it: `workspace:/configs/…`, or `pending-upload:<file_id>`.
     pub fn uri(&self) -> String {
-        format!("workspace:{CONFIGS_ROOT}/{}", self.path)
+        match &self.stored {
+            Stored::File(path) => format!("workspace:{CONFIGS_ROOT}/{path}"),
+            Stored::Pending(file_id) => format!("{PENDING_SCHEME}{file_id}"),
+        }
     }
 }
 
@@ -141,7 +162,10 @@ pub async fn store(
     files: Vec<(String, Vec<u8>)>,
 ) -> Result<Vec<Uploaded>, UploadError> {
     check_sizes(&files)?;
-    get_live(svc, id).await.map_err(FilesError::from)?;
+    let row = get_live(svc, id).await.map_err(FilesError::from)?;
+    if row.runtime == EXTERNAL_RUNTIME || row.polls() {
+        return store_pending(svc, id, files).await;
+    }
     let runtime = svc
         .lifecycle
         .runtime()
@@ -153,18 +177,11 @@ pub async fn store(
     );
     let mut tree = FileTree::new();
     let mut stored = Vec::with_capacity(files.len());
-    for (raw, data) in files {
-        let mut name = safe_name(&raw);
-        // Two files of one name in one upload keep both.
-        let mut n = 1;
-        while stored.iter().any(|u: &Uploaded| u.name == name) {
-            n += 1;
-            name = format!("{n}-{}", safe_name(&raw));
-        }
+    for (name, data) in distinct_names(files) {
         let path = format!("{dir}/{name}");
         let rel = RelPath::parse(&path).map_err(|_| FilesError::Invalid("invalid file name"))?;
         stored.push(Uploaded {
-            path,
+            stored: Stored::File(path),
             name,
             mime_type: sniff(&data),
             size: data.len(),
@@ -176,6 +193,62 @@ pub async fn store(
         .await
         .map_err(FilesError::from)?;
     Ok(stored)
+}
+
+/// The files with safe names, distinct within the upload (a second `a.txt` becomes `2-a.txt`).
+fn distinct_names(files: Vec<(String, Vec<u8>)>) -> Vec<(String, Vec<u8>)> {
+    let mut named: Vec<(String, Vec<u8>)> = Vec::with_capacity(files.len());
+    for (raw, data) in files {
+        let mut name = safe_name(&raw);
+        let mut n = 1;
+        while named.iter().any(|(taken, _)| *taken == name) {
+            n += 1;
+            name = format!("{n}-{}", safe_name(&raw));
+        }
+        named.push((name, data));
+    }
+    named
+}
+
+/// Stores the files in the database for an agent the host has no files of, in one transaction.
+async fn store_pending(
+    svc: &Services,
+    id: Uuid,
+    files: Vec<(String, Vec<u8>)>,
+) -> Result<Vec<Uploaded>, UploadError> {
+    let mut rows = Vec::with_capacity(files.len());
+    let mut stored = Vec::with_capacity(files.len());
+    for (name, data) in distinct_names(files) {
+        let file_id = Uuid::new_v4();
+        let mime_type = sniff(&data);
+        stored.push(Uploaded {
+            stored: Stored::Pending(file_id),
+            name: name.clone(),
+            mime_type,
+            size: data.len(),
+        });
+        rows.push(NewUpload {
+            file_id,
+            workspace_id: id,
+            filename: name,
+            mimetype: mime_type.to_owned(),
+            content: data,
+        });
+    }
+    pending_uploads::insert_many(&svc.db, &rows)
+        .await
+        .map_err(FilesError::from)?;
+    Ok(stored)
+}
+
+/// Deletes attachments acknowledged more than an hour ago and unacknowledged ones past their
+/// expiry (24 h after upload); how many went.
+pub async fn sweep_pending(svc: &Services) -> Result<u64, crate::store::StoreError> {
+    let swept = pending_uploads::sweep(&svc.db, Utc::now()).await?;
+    if swept > 0 {
+        tracing::info!(swept, "acknowledged and expired pending uploads deleted");
+    }
+    Ok(swept)
 }
 
 /// What `GET …/chat/download?path=` names: a path relative to `/configs`, or a

@@ -23,6 +23,7 @@ mod memory_embeddings;
 mod openapi;
 mod org;
 mod plugins;
+mod poll;
 mod registry;
 mod runtimes;
 mod schedules;
