@@ -327,6 +327,11 @@ const OTHER_CONSTRAINTS: &[&str] = &[
     "workspace_token_usage_pkey",
     "agents_pkey",
     "agents_status_check",
+    "workspaces_delivery_mode_check",
+    "pending_uploads_pkey",
+    "pending_uploads_workspace_fkey",
+    "pending_uploads_size_check",
+    "pending_uploads_filename_check",
     "agents_active_uniq",
 ];
 

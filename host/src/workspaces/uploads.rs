@@ -203,7 +203,10 @@ fn distinct_names(files: Vec<(String, Vec<u8>)>) -> Vec<(String, Vec<u8>)> {
         let mut n = 1;
         while named.iter().any(|(taken, _)| *taken == name) {
             n += 1;
-            name = format!("{n}-{}", safe_name(&raw));
+            name = format!("{n}-{}", safe_name(&raw))
+                .chars()
+                .take(MAX_NAME_CHARS)
+                .collect();
         }
         named.push((name, data));
     }
@@ -290,6 +293,21 @@ mod tests {
             assert_eq!(safe_name(raw), safe, "{raw}");
         }
         assert_eq!(safe_name(&"x".repeat(300)).len(), 100);
+    }
+
+    #[test]
+    fn names_in_one_upload_stay_distinct_and_short() {
+        let long = "x".repeat(300);
+        let named = distinct_names(vec![
+            ("a.txt".into(), vec![]),
+            ("dir/a.txt".into(), vec![]),
+            (long.clone(), vec![]),
+            (long, vec![]),
+        ]);
+        let names: Vec<&str> = named.iter().map(|(n, _)| n.as_str()).collect();
+        assert_eq!(names[..2], ["a.txt", "2-a.txt"]);
+        assert_ne!(names[2], names[3]);
+        assert!(names.iter().all(|n| n.chars().count() <= MAX_NAME_CHARS));
     }
 
     #[test]
