@@ -92,6 +92,7 @@ impl Services {
                 }
             }),
         );
+        events.record_through(writes.clone());
         let guard = auth::Guard::new(&config, db.clone(), writes.clone());
         events.register_cache(guard.live_tokens());
         let mut resolvers = extensions::registry::ResolverSettings {

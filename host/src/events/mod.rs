@@ -173,6 +173,9 @@ pub struct EventBus {
     watched: Watched,
     /// The caches this replica keeps current (see [`Cache`]).
     caches: Arc<RwLock<Vec<Arc<dyn Cache>>>>,
+    /// The group-commit writer events' log rows go through once the host has one (see
+    /// [`EventBus::record_through`]); before that, and without one, each is inserted alone.
+    writer: Arc<OnceLock<store::batch::Writer>>,
 }
 
 type Watched = Arc<Mutex<HashMap<Uuid, watch::Sender<u64>>>>;
@@ -247,7 +250,14 @@ impl EventBus {
             peers: Arc::default(),
             watched: Arc::default(),
             caches: Arc::default(),
+            writer: Arc::default(),
         }
+    }
+
+    /// Stores recorded events' log rows through `writer` from here on: under load many share
+    /// one commit, and each is still in the log before it is published.
+    pub fn record_through(&self, writer: store::batch::Writer) {
+        let _ = self.writer.set(writer);
     }
 
     /// Keeps `cache` current from here on: see [`Cache`].
@@ -308,7 +318,10 @@ impl EventBus {
             payload: Some(payload),
             created_at: Utc::now(),
         };
-        store::events::insert(&self.db, &row).await?;
+        match self.writer.get() {
+            Some(writer) => writer.record_event(row.clone()).await?,
+            None => store::events::insert(&self.db, &row).await?,
+        }
         self.publish_recorded(row);
         Ok(())
     }

@@ -18,6 +18,10 @@
 //! caller waits for the commit holding its row, and the queue's depth is counted once per
 //! workspace and batch, inside the transaction, instead of once per message.
 //!
+//! Recorded events ([`Writer::record_event`]: the `structure_events` row behind every event the
+//! bus announces) share the batches the same way: the caller waits for the commit holding its
+//! row before it publishes the event, so an event is never heard before it is in the log.
+//!
 //! Token usage agents report ([`Write::Usage`]) is summed per workspace and month within a
 //! batch, added to `workspace_token_usage` and raises `monthly_spend`; after the commit the
 //! writer's spend hook hears which workspaces' spend changed (the host drops them from its
@@ -25,7 +29,7 @@
 //!
 //! What a crash can lose: a host killed with SIGKILL loses the deferred writes still queued or
 //! in the transaction being committed, i.e. those of the last moments before the kill (one
-//! commit's worth under load, milliseconds). Nothing [`Writer::store`] answered for is lost,
+//! commit's worth under load, milliseconds). Nothing [`Writer::store`], [`Writer::enqueue`] or [`Writer::record_event`] answered for is lost,
 //! and everything else the host must not lose (delegation state changes, restarts, statuses) is
 //! written synchronously and never goes through here.
 
@@ -40,6 +44,7 @@ use uuid::Uuid;
 
 use super::a2a_queue::{self, NewItem, insert_or_existing, waiting_in};
 use super::activity::{self, ActivityRow};
+use super::events::{self, EventRow, insert_rows};
 use super::usage::{self, Tally};
 use super::{Db, MAX_BINDS, StoreError, StoreResult, on_db};
 
@@ -79,6 +84,8 @@ enum Command {
     Store(Box<ActivityRow>, oneshot::Sender<StoreResult<()>>),
     /// A message for a busy agent's queue, with where its id and the queue's depth go.
     Enqueue(Box<NewItem>, QueuedReply),
+    /// An event's log row whose caller waits for it to be stored, with where its result goes.
+    Event(Box<EventRow>, oneshot::Sender<StoreResult<()>>),
     Flush(oneshot::Sender<()>),
     Close(oneshot::Sender<()>),
 }
@@ -133,6 +140,22 @@ impl Writer {
         }
     }
 
+    /// Stores the log row of an event in the next batch and returns once that batch committed,
+    /// with this row's own result. After [`Writer::close`] it is stored on its own, still before
+    /// this returns.
+    pub async fn record_event(&self, row: EventRow) -> StoreResult<()> {
+        let (done, stored) = oneshot::channel();
+        match self.queue.send(Command::Event(Box::new(row), done)).await {
+            Ok(()) => stored
+                .await
+                .unwrap_or(Err(StoreError::Database(sqlx::Error::PoolClosed))),
+            Err(mpsc::error::SendError(Command::Event(row, _))) => {
+                events::insert(&self.db, &row).await
+            }
+            Err(_) => unreachable!("an Event command comes back as sent"),
+        }
+    }
+
     /// Queues `item` for its workspace's agent in the next batch (see [`a2a_queue::enqueue`])
     /// and returns once that batch committed: the row's id and how many messages wait for the
     /// workspace. After [`Writer::close`] it is stored on its own, still before this returns.
@@ -181,6 +204,9 @@ struct Batch {
     waiting: Vec<(usize, oneshot::Sender<StoreResult<()>>)>,
     /// Messages for busy agents' queues, each with its waiting caller.
     queued: Vec<(NewItem, QueuedReply)>,
+    /// Events' log rows, in order, each with its waiting caller.
+    events: Vec<EventRow>,
+    event_waiting: Vec<oneshot::Sender<StoreResult<()>>>,
     outbound: HashMap<Uuid, DateTime<Utc>>,
     workspace_tokens: HashMap<Uuid, DateTime<Utc>>,
     org_tokens: HashMap<Uuid, DateTime<Utc>>,
@@ -272,6 +298,11 @@ async fn run(db: Db, mut receiver: mpsc::Receiver<Command>, on_spend: SpendHook)
                     batch.queued.push((*item, done));
                     batch.len += 1;
                 }
+                Command::Event(row, done) => {
+                    batch.events.push(*row);
+                    batch.event_waiting.push(done);
+                    batch.len += 1;
+                }
                 Command::Flush(done) => {
                     answered.push(done);
                     break;
@@ -310,10 +341,14 @@ async fn store(db: &Db, batch: &mut Batch) {
     let mut waiting: HashMap<usize, oneshot::Sender<StoreResult<()>>> =
         batch.waiting.drain(..).collect();
     let queued = std::mem::take(&mut batch.queued);
+    let event_waiting = std::mem::take(&mut batch.event_waiting);
     let items: Vec<&NewItem> = queued.iter().map(|(item, _)| item).collect();
     let err = match store_together(db, batch, &items).await {
         Ok(results) => {
             for (_, done) in waiting {
+                let _ = done.send(Ok(()));
+            }
+            for done in event_waiting {
                 let _ = done.send(Ok(()));
             }
             for ((_, done), result) in queued.into_iter().zip(results) {
@@ -357,6 +392,9 @@ async fn store(db: &Db, batch: &mut Batch) {
     for (item, done) in queued {
         let _ = done.send(a2a_queue::enqueue(db, &item).await);
     }
+    for (row, done) in batch.events.iter().zip(event_waiting) {
+        let _ = done.send(events::insert(db, row).await);
+    }
 }
 
 /// One workspace's usage of a batch, in a transaction of its own.
@@ -395,6 +433,7 @@ async fn store_together(
             q.push_values(chunk, |mut b, row| activity::bind_row!(b, row));
             q.build().persistent(false).execute(&mut *tx).await?;
         }
+        insert_rows!(&mut *tx, &batch.events);
         for (sql, id, at) in batch.stamps() {
             sqlx::query(sql).bind(id).bind(at).execute(&mut *tx).await?;
         }

@@ -32,13 +32,14 @@ pub async fn insert(db: &Db, row: &EventRow) -> StoreResult<()> {
     })
 }
 
-/// Inserts many events in one transaction, in order.
-pub async fn insert_many(db: &Db, rows: &[EventRow]) -> StoreResult<()> {
-    // Five bound values a row; 100 rows a statement stays far below SQLite's variable limit.
-    const ROWS_PER_STATEMENT: usize = 100;
-    on_db!(db, pool => {
-        let mut tx = pool.begin().await?;
-        for chunk in rows.chunks(ROWS_PER_STATEMENT) {
+/// Five bound values a row; 100 rows a statement stays far below SQLite's variable limit.
+pub(super) const ROWS_PER_STATEMENT: usize = 100;
+
+/// Inserts `$rows` (`&[EventRow]`) on `$conn` (a transaction), in multi-row statements.
+macro_rules! insert_rows {
+    ($conn:expr, $rows:expr) => {{
+        let rows: &[$crate::store::events::EventRow] = $rows;
+        for chunk in rows.chunks($crate::store::events::ROWS_PER_STATEMENT) {
             let mut q = sqlx::QueryBuilder::new(
                 "INSERT INTO structure_events (id, event_type, workspace_id, payload, created_at) ",
             );
@@ -46,11 +47,21 @@ pub async fn insert_many(db: &Db, rows: &[EventRow]) -> StoreResult<()> {
                 b.push_bind(row.id)
                     .push_bind(row.event_type.clone())
                     .push_bind(row.workspace_id)
-                    .push_bind(row.payload.clone().map(Json))
+                    .push_bind(row.payload.clone().map(sqlx::types::Json))
                     .push_bind(row.created_at);
             });
-            q.build().execute(&mut *tx).await?;
+            // Row counts vary, so no such statement is kept in the statement cache.
+            q.build().persistent(false).execute($conn).await?;
         }
+    }};
+}
+pub(super) use insert_rows;
+
+/// Inserts many events in one transaction, in order.
+pub async fn insert_many(db: &Db, rows: &[EventRow]) -> StoreResult<()> {
+    on_db!(db, pool => {
+        let mut tx = pool.begin().await?;
+        insert_rows!(&mut *tx, rows);
         tx.commit().await?;
         Ok(())
     })

@@ -36,6 +36,7 @@ crate::both_backends!(
     stored_rows_are_durable_on_return_share_commits_and_fail_alone,
     a_bad_deferred_row_loses_only_itself,
     queued_messages_share_commits_keep_one_copy_each_and_fail_alone,
+    recorded_events_share_commits_are_in_the_log_on_return_and_fail_alone,
     closing_the_writer_stores_what_is_queued_and_drops_later_writes,
     a_full_write_queue_makes_callers_wait_instead_of_growing,
     a_batch_larger_than_one_statement_lands_whole_or_not_at_all,
@@ -1375,6 +1376,48 @@ async fn stored_rows_are_durable_on_return_share_commits_and_fail_alone(db: Db) 
         .await
         .expect("after close a row is stored on its own");
     assert_eq!(count(&db, "activity_logs", "workspace_id", id).await, 351);
+}
+
+async fn recorded_events_share_commits_are_in_the_log_on_return_and_fail_alone(db: Db) {
+    use super::batch::{Write, Writer};
+    use super::events::EventRow;
+    let id = add(&db, "Agent", None).await;
+    let writer = Writer::start(db.clone());
+    let event = |n: usize| EventRow {
+        id: Uuid::new_v4(),
+        event_type: "TEST_EVENT".to_owned(),
+        workspace_id: Some(id),
+        payload: Some(serde_json::json!({ "n": n })),
+        created_at: chrono::Utc::now(),
+    };
+    // Events among deferred rows, in the same batches; one event repeats another's id.
+    for _ in 0..100 {
+        writer
+            .write(Write::Activity(Box::new(activity(id, None))))
+            .await;
+    }
+    let mut rows: Vec<EventRow> = (0..200).map(event).collect();
+    rows[150].id = rows[10].id;
+    let results =
+        futures::future::join_all(rows.iter().cloned().map(|row| writer.record_event(row))).await;
+    let failed: Vec<usize> = (0..results.len())
+        .filter(|n| results[*n].is_err())
+        .collect();
+    assert_eq!(failed, [150], "only the repeated id fails: {results:?}");
+    assert_eq!(
+        count(&db, "structure_events", "workspace_id", id).await,
+        199,
+        "in the log before `record_event` returned"
+    );
+    writer.close().await;
+    writer
+        .record_event(event(999))
+        .await
+        .expect("after close an event is stored on its own");
+    assert_eq!(
+        count(&db, "structure_events", "workspace_id", id).await,
+        200
+    );
 }
 
 async fn queued_messages_share_commits_keep_one_copy_each_and_fail_alone(db: Db) {
