@@ -15,7 +15,7 @@ use super::proxy::{self, Call, Delivery, Message, OnBusy, ProxyError, Sent};
 use crate::events::activity;
 use crate::events::names;
 use crate::services::Services;
-use crate::store::activity::{ActivityRow, StatusUpdate};
+use crate::store::activity::{ActivityRow, OwnedStatus, StatusUpdate};
 use crate::store::{self, Constraint, StoreError};
 use crate::workspaces::{WorkspaceError, get_live, get_live_routed};
 
@@ -343,7 +343,12 @@ async fn update_row(
     id: Uuid,
     update: &StatusUpdate<'_>,
 ) -> bool {
-    match store::activity::update_status(&svc.db, delegation.source, id, update, FINAL).await {
+    // Through the group-commit writer, in order with the delegation's other changes.
+    let moved = svc
+        .writes
+        .move_delegation(delegation.source, id, OwnedStatus::of(update), FINAL)
+        .await;
+    match moved {
         Ok(moved) => moved,
         Err(err) => {
             tracing::error!(delegation_id = %delegation.id, error = ?err, "updating a delegation row failed");
@@ -378,18 +383,20 @@ pub async fn finish(svc: &Services, delegation: &Delegation, finished: Finished,
         response_body: Some(&result_body),
         duration_ms: None,
     };
-    // Both rows in one transaction: a reader never sees the delegation ended without its result.
+    // Both rows in one transaction (the writer's batch): a reader never sees the delegation ended
+    // without its result.
     let result = result_row(delegation, &update);
-    match store::activity::finish_delegation(
-        &svc.db,
-        delegation.source,
-        delegation.id,
-        &update,
-        FINAL,
-        &result,
-    )
-    .await
-    {
+    let stored = svc
+        .writes
+        .finish_delegation(
+            delegation.source,
+            delegation.id,
+            OwnedStatus::of(&update),
+            FINAL,
+            result,
+        )
+        .await;
+    match stored {
         Ok(store::activity::Finished::AlreadyFinal) => return false,
         Ok(store::activity::Finished::Written { inserted }) => {
             if let Some(row) = inserted {

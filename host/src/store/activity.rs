@@ -90,11 +90,14 @@ pub(super) use bind_row;
 /// Inserts one activity row on `$conn` (a pool, or `&mut *tx`).
 macro_rules! insert_one {
     ($conn:expr, $row:expr) => {{
-        let mut q = sqlx::QueryBuilder::new(insert_into!());
-        q.push_values(std::iter::once($row), |mut b, row| bind_row!(b, row));
+        let mut q = sqlx::QueryBuilder::new($crate::store::activity::insert_into!());
+        q.push_values(std::iter::once($row), |mut b, row| {
+            $crate::store::activity::bind_row!(b, row)
+        });
         q.build().execute($conn).await?;
     }};
 }
+pub(super) use insert_one;
 
 /// Inserts one activity row.
 pub async fn insert(db: &Db, row: &ActivityRow) -> StoreResult<()> {
@@ -218,6 +221,136 @@ pub struct StatusUpdate<'a> {
     pub duration_ms: Option<i32>,
 }
 
+/// A [`StatusUpdate`] that owns what it carries, for the group-commit writer's queue.
+#[derive(Debug, Clone, Default)]
+pub struct OwnedStatus {
+    pub status: String,
+    pub error_detail: Option<String>,
+    pub response_body: Option<Value>,
+    pub duration_ms: Option<i32>,
+}
+
+impl OwnedStatus {
+    pub fn of(update: &StatusUpdate<'_>) -> Self {
+        OwnedStatus {
+            status: update.status.to_owned(),
+            error_detail: update.error_detail.map(str::to_owned),
+            response_body: update.response_body.cloned(),
+            duration_ms: update.duration_ms,
+        }
+    }
+
+    pub fn as_update(&self) -> StatusUpdate<'_> {
+        StatusUpdate {
+            status: &self.status,
+            error_detail: self.error_detail.as_deref(),
+            response_body: self.response_body.as_ref(),
+            duration_ms: self.duration_ms,
+        }
+    }
+}
+
+/// A delegation's change the writer stores in its batches ([`super::batch::Writer`]): a status
+/// move of its row (see [`update_status`]), or its end (see [`finish_delegation`]).
+#[derive(Debug, Clone)]
+pub enum DelegationChange {
+    Status {
+        workspace_id: Uuid,
+        id: Uuid,
+        update: OwnedStatus,
+        final_states: &'static [&'static str],
+    },
+    Finish {
+        workspace_id: Uuid,
+        id: Uuid,
+        update: OwnedStatus,
+        final_states: &'static [&'static str],
+        result: Box<ActivityRow>,
+    },
+}
+
+/// How a [`DelegationChange`] went: whether a status moved, or how a finish went.
+#[derive(Debug, Clone)]
+pub enum Changed {
+    Moved(bool),
+    Finished(Finished),
+}
+
+impl DelegationChange {
+    /// Stores the change alone, in a transaction of its own.
+    pub async fn store_alone(&self, db: &Db) -> StoreResult<Changed> {
+        match self {
+            DelegationChange::Status {
+                workspace_id,
+                id,
+                update,
+                final_states,
+            } => update_status(db, *workspace_id, *id, &update.as_update(), final_states)
+                .await
+                .map(Changed::Moved),
+            DelegationChange::Finish {
+                workspace_id,
+                id,
+                update,
+                final_states,
+                result,
+            } => finish_delegation(
+                db,
+                *workspace_id,
+                *id,
+                &update.as_update(),
+                final_states,
+                result,
+            )
+            .await
+            .map(Changed::Finished),
+        }
+    }
+}
+
+/// Stores `$change` (a `&DelegationChange`) on `$conn`, inside a transaction the caller commits:
+/// a [`Changed`]. (The bodies of [`update_status`] and [`finish_delegation`].)
+macro_rules! change_in {
+    ($conn:expr, $change:expr) => {{
+        match $change {
+            $crate::store::activity::DelegationChange::Status {
+                workspace_id,
+                id,
+                update,
+                final_states,
+            } => {
+                let moved = $crate::store::activity::status_update(
+                    *workspace_id,
+                    *id,
+                    &update.as_update(),
+                    final_states,
+                )
+                .build()
+                .execute($conn)
+                .await?
+                .rows_affected()
+                    > 0;
+                $crate::store::activity::Changed::Moved(moved)
+            }
+            $crate::store::activity::DelegationChange::Finish {
+                workspace_id,
+                id,
+                update,
+                final_states,
+                result,
+            } => $crate::store::activity::Changed::Finished($crate::store::activity::finish_in!(
+                $conn,
+                *workspace_id,
+                *id,
+                &update.as_update(),
+                final_states,
+                result.as_ref()
+            )),
+        }
+    }};
+}
+pub(super) use change_in;
+
 /// Moves a row of `workspace_id` to a new status unless it is already in one of `final_states`;
 /// whether it moved.
 pub async fn update_status(
@@ -234,7 +367,7 @@ pub async fn update_status(
 }
 
 /// The `UPDATE` of [`update_status`].
-fn status_update<'a, DB: sqlx::Database>(
+pub(crate) fn status_update<'a, DB: sqlx::Database>(
     workspace_id: Uuid,
     id: Uuid,
     update: &StatusUpdate<'_>,
@@ -286,51 +419,75 @@ pub async fn finish_delegation(
     final_states: &[&str],
     result: &ActivityRow,
 ) -> StoreResult<Finished> {
-    let key = result.idempotency_key.clone().unwrap_or_default();
     let begin = db.begin_write_sql();
-    let select_status = "SELECT status FROM activity_logs WHERE id = $1 AND workspace_id = $2";
-    let select_key =
-        "SELECT id FROM activity_logs WHERE workspace_id = $1 AND idempotency_key = $2";
     on_db!(db, pool => {
         let mut tx = pool.begin_with(begin).await?;
-        let moved = status_update(workspace_id, id, update, final_states)
-            .build()
-            .execute(&mut *tx)
-            .await?
-            .rows_affected() > 0;
-        if !moved {
-            let status: Option<String> = sqlx::query_scalar(select_status)
-                .bind(id)
-                .bind(workspace_id)
-                .fetch_optional(&mut *tx)
-                .await?;
-            if status.is_some_and(|s| final_states.contains(&s.as_str())) {
-                tx.rollback().await?;
-                return Ok(Finished::AlreadyFinal);
-            }
-        }
-        let existing: Option<Uuid> = sqlx::query_scalar(select_key)
-            .bind(workspace_id)
-            .bind(&key)
-            .fetch_optional(&mut *tx)
-            .await?;
-        let inserted = match existing {
-            Some(existing) => {
-                status_update(workspace_id, existing, update, final_states)
-                    .build()
-                    .execute(&mut *tx)
-                    .await?;
-                None
-            }
-            None => {
-                insert_one!(&mut *tx, result);
-                Some(Box::new(result.clone()))
-            }
-        };
+        let finished = finish_in!(&mut *tx, workspace_id, id, update, final_states, result);
+        // Nothing was written when it was already final: the commit stores nothing.
         tx.commit().await?;
-        Ok(Finished::Written { inserted })
+        Ok(finished)
     })
 }
+
+/// The statements of [`finish_delegation`] on `$conn`, inside a transaction the caller commits:
+/// a [`Finished`]. When the delegation was already final, nothing is written.
+macro_rules! finish_in {
+    ($conn:expr, $workspace_id:expr, $id:expr, $update:expr, $final_states:expr, $result:expr) => {{
+        let (workspace_id, id): (Uuid, Uuid) = ($workspace_id, $id);
+        let update: &$crate::store::activity::StatusUpdate<'_> = $update;
+        let final_states: &[&str] = $final_states;
+        let result: &$crate::store::activity::ActivityRow = $result;
+        let key = result.idempotency_key.clone().unwrap_or_default();
+        let moved = $crate::store::activity::status_update(workspace_id, id, update, final_states)
+            .build()
+            .execute($conn)
+            .await?
+            .rows_affected()
+            > 0;
+        let status: Option<String> = if moved {
+            None
+        } else {
+            sqlx::query_scalar(
+                "SELECT status FROM activity_logs WHERE id = $1 AND workspace_id = $2",
+            )
+            .bind(id)
+            .bind(workspace_id)
+            .fetch_optional($conn)
+            .await?
+        };
+        if status.is_some_and(|s| final_states.contains(&s.as_str())) {
+            $crate::store::activity::Finished::AlreadyFinal
+        } else {
+            let existing: Option<Uuid> = sqlx::query_scalar(
+                "SELECT id FROM activity_logs WHERE workspace_id = $1 AND idempotency_key = $2",
+            )
+            .bind(workspace_id)
+            .bind(&key)
+            .fetch_optional($conn)
+            .await?;
+            let inserted = match existing {
+                Some(existing) => {
+                    $crate::store::activity::status_update(
+                        workspace_id,
+                        existing,
+                        update,
+                        final_states,
+                    )
+                    .build()
+                    .execute($conn)
+                    .await?;
+                    None
+                }
+                None => {
+                    $crate::store::activity::insert_one!($conn, result);
+                    Some(Box::new(result.clone()))
+                }
+            };
+            $crate::store::activity::Finished::Written { inserted }
+        }
+    }};
+}
+pub(super) use finish_in;
 
 /// How many `activity_type` rows a workspace has had since `since` (restarts a policy sees,
 /// whichever replica ran them).

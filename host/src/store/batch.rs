@@ -22,6 +22,11 @@
 //! bus announces) share the batches the same way: the caller waits for the commit holding its
 //! row before it publishes the event, so an event is never heard before it is in the log.
 //!
+//! A delegation's status moves and its end ([`Writer::move_delegation`],
+//! [`Writer::finish_delegation`]) share them too: the caller
+//! waits for the commit that holds its change and gets its own result, and a change queued after
+//! another is stored after it (a delegation's `dispatched` never lands after its end).
+//!
 //! Token usage agents report ([`Write::Usage`]) is summed per workspace and month within a
 //! batch, added to `workspace_token_usage` and raises `monthly_spend`; after the commit the
 //! writer's spend hook hears which workspaces' spend changed (the host drops them from its
@@ -43,7 +48,7 @@ use tokio::task::JoinHandle;
 use uuid::Uuid;
 
 use super::a2a_queue::{self, NewItem, insert_or_existing, waiting_in};
-use super::activity::{self, ActivityRow};
+use super::activity::{self, ActivityRow, Changed, DelegationChange, change_in};
 use super::events::{self, EventRow, insert_rows};
 use super::usage::{self, Tally};
 use super::{Db, MAX_BINDS, StoreError, StoreResult, on_db};
@@ -86,6 +91,8 @@ enum Command {
     Enqueue(Box<NewItem>, QueuedReply),
     /// An event's log row whose caller waits for it to be stored, with where its result goes.
     Event(Box<EventRow>, oneshot::Sender<StoreResult<()>>),
+    /// A delegation's change whose caller waits for it to be stored, with where its result goes.
+    Delegation(Box<DelegationChange>, oneshot::Sender<StoreResult<Changed>>),
     Flush(oneshot::Sender<()>),
     Close(oneshot::Sender<()>),
 }
@@ -156,6 +163,70 @@ impl Writer {
         }
     }
 
+    /// Moves a delegation row to a new status unless it is in one of `final_states` (see
+    /// [`activity::update_status`]), in the next batch: whether it moved.
+    pub async fn move_delegation(
+        &self,
+        workspace_id: Uuid,
+        id: Uuid,
+        update: activity::OwnedStatus,
+        final_states: &'static [&'static str],
+    ) -> StoreResult<bool> {
+        let change = DelegationChange::Status {
+            workspace_id,
+            id,
+            update,
+            final_states,
+        };
+        match self.delegation(change).await? {
+            Changed::Moved(moved) => Ok(moved),
+            Changed::Finished(_) => unreachable!("a status move is answered with Moved"),
+        }
+    }
+
+    /// Ends a delegation with its result row (see [`activity::finish_delegation`]), in the next
+    /// batch.
+    pub async fn finish_delegation(
+        &self,
+        workspace_id: Uuid,
+        id: Uuid,
+        update: activity::OwnedStatus,
+        final_states: &'static [&'static str],
+        result: ActivityRow,
+    ) -> StoreResult<activity::Finished> {
+        let change = DelegationChange::Finish {
+            workspace_id,
+            id,
+            update,
+            final_states,
+            result: Box::new(result),
+        };
+        match self.delegation(change).await? {
+            Changed::Finished(finished) => Ok(finished),
+            Changed::Moved(_) => unreachable!("a finish is answered with Finished"),
+        }
+    }
+
+    /// Stores a delegation's status move or end in the next batch and returns once that batch
+    /// committed, with this change's own result. After [`Writer::close`] it is stored on its
+    /// own, still before this returns.
+    async fn delegation(&self, change: DelegationChange) -> StoreResult<Changed> {
+        let (done, stored) = oneshot::channel();
+        match self
+            .queue
+            .send(Command::Delegation(Box::new(change), done))
+            .await
+        {
+            Ok(()) => stored
+                .await
+                .unwrap_or(Err(StoreError::Database(sqlx::Error::PoolClosed))),
+            Err(mpsc::error::SendError(Command::Delegation(change, _))) => {
+                change.store_alone(&self.db).await
+            }
+            Err(_) => unreachable!("a Delegation command comes back as sent"),
+        }
+    }
+
     /// Queues `item` for its workspace's agent in the next batch (see [`a2a_queue::enqueue`])
     /// and returns once that batch committed: the row's id and how many messages wait for the
     /// workspace. After [`Writer::close`] it is stored on its own, still before this returns.
@@ -207,6 +278,9 @@ struct Batch {
     /// Events' log rows, in order, each with its waiting caller.
     events: Vec<EventRow>,
     event_waiting: Vec<oneshot::Sender<StoreResult<()>>>,
+    /// Delegations' changes, in order, each with its waiting caller.
+    delegations: Vec<DelegationChange>,
+    delegation_waiting: Vec<oneshot::Sender<StoreResult<Changed>>>,
     outbound: HashMap<Uuid, DateTime<Utc>>,
     workspace_tokens: HashMap<Uuid, DateTime<Utc>>,
     org_tokens: HashMap<Uuid, DateTime<Utc>>,
@@ -303,6 +377,11 @@ async fn run(db: Db, mut receiver: mpsc::Receiver<Command>, on_spend: SpendHook)
                     batch.event_waiting.push(done);
                     batch.len += 1;
                 }
+                Command::Delegation(change, done) => {
+                    batch.delegations.push(*change);
+                    batch.delegation_waiting.push(done);
+                    batch.len += 1;
+                }
                 Command::Flush(done) => {
                     answered.push(done);
                     break;
@@ -342,9 +421,13 @@ async fn store(db: &Db, batch: &mut Batch) {
         batch.waiting.drain(..).collect();
     let queued = std::mem::take(&mut batch.queued);
     let event_waiting = std::mem::take(&mut batch.event_waiting);
+    let delegation_waiting = std::mem::take(&mut batch.delegation_waiting);
     let items: Vec<&NewItem> = queued.iter().map(|(item, _)| item).collect();
     let err = match store_together(db, batch, &items).await {
-        Ok(results) => {
+        Ok((results, changed)) => {
+            for (done, changed) in delegation_waiting.into_iter().zip(changed) {
+                let _ = done.send(Ok(changed));
+            }
             for (_, done) in waiting {
                 let _ = done.send(Ok(()));
             }
@@ -395,6 +478,9 @@ async fn store(db: &Db, batch: &mut Batch) {
     for (row, done) in batch.events.iter().zip(event_waiting) {
         let _ = done.send(events::insert(db, row).await);
     }
+    for (change, done) in batch.delegations.iter().zip(delegation_waiting) {
+        let _ = done.send(change.store_alone(db).await);
+    }
 }
 
 /// One workspace's usage of a batch, in a transaction of its own.
@@ -415,12 +501,12 @@ const STAMP_WORKSPACE_TOKEN: &str =
 const STAMP_ORG_TOKEN: &str = "UPDATE org_api_tokens SET last_used_at = $2 WHERE id = $1";
 
 /// Stores `batch` and queues `items` in one transaction: each item's id and its workspace's
-/// queue depth at the end of the batch.
+/// queue depth at the end of the batch, and how each delegation change went.
 async fn store_together(
     db: &Db,
     batch: &Batch,
     items: &[&NewItem],
-) -> StoreResult<Vec<(Uuid, i64)>> {
+) -> StoreResult<(Vec<(Uuid, i64)>, Vec<Changed>)> {
     let begin = db.begin_write_sql();
     let now = Utc::now();
     on_db!(db, pool => {
@@ -434,6 +520,11 @@ async fn store_together(
             q.build().persistent(false).execute(&mut *tx).await?;
         }
         insert_rows!(&mut *tx, &batch.events);
+        // After the activity rows: a delegation row stored in this batch is there to move.
+        let mut changed = Vec::with_capacity(batch.delegations.len());
+        for change in &batch.delegations {
+            changed.push(change_in!(&mut *tx, change));
+        }
         for (sql, id, at) in batch.stamps() {
             sqlx::query(sql).bind(id).bind(at).execute(&mut *tx).await?;
         }
@@ -451,10 +542,12 @@ async fn store_together(
             }
         }
         tx.commit().await?;
-        Ok(ids
-            .into_iter()
-            .zip(items)
-            .map(|(id, item)| (id, depths[&item.workspace_id]))
-            .collect())
+        Ok((
+            ids.into_iter()
+                .zip(items)
+                .map(|(id, item)| (id, depths[&item.workspace_id]))
+                .collect(),
+            changed,
+        ))
     })
 }

@@ -37,6 +37,7 @@ crate::both_backends!(
     a_bad_deferred_row_loses_only_itself,
     queued_messages_share_commits_keep_one_copy_each_and_fail_alone,
     recorded_events_share_commits_are_in_the_log_on_return_and_fail_alone,
+    delegation_changes_share_commits_in_the_order_queued_and_end_only_once,
     closing_the_writer_stores_what_is_queued_and_drops_later_writes,
     a_full_write_queue_makes_callers_wait_instead_of_growing,
     a_batch_larger_than_one_statement_lands_whole_or_not_at_all,
@@ -1417,6 +1418,90 @@ async fn recorded_events_share_commits_are_in_the_log_on_return_and_fail_alone(d
     assert_eq!(
         count(&db, "structure_events", "workspace_id", id).await,
         200
+    );
+}
+
+async fn delegation_changes_share_commits_in_the_order_queued_and_end_only_once(db: Db) {
+    use super::activity::{Finished, OwnedStatus};
+    use super::batch::Writer;
+    const FINAL: &[&str] = &["completed", "failed"];
+    let ws = add(&db, "source", None).await;
+    let writer = Writer::start(db.clone());
+    let status = |s: &str| OwnedStatus {
+        status: s.to_owned(),
+        ..OwnedStatus::default()
+    };
+    let result = |id: Uuid, s: &str| {
+        let mut row = ActivityRow::new(ws, "delegation");
+        row.method = Some("delegate_result".into());
+        row.status = s.to_owned();
+        row.idempotency_key = Some(format!("result:{id}"));
+        row
+    };
+    let mut ids = Vec::new();
+    for _ in 0..50 {
+        let mut row = ActivityRow::new(ws, "delegation");
+        row.method = Some("delegate".into());
+        row.status = "pending".into();
+        writer.store(row.clone()).await.unwrap();
+        ids.push(row.id);
+    }
+    // For every delegation, queued back to back: dispatched, its end, then a late dispatched
+    // and a second end. They land in the order queued, so each ends completed, once.
+    let changes = ids.iter().map(|id| {
+        let writer = writer.clone();
+        let (id, status, result) = (*id, &status, &result);
+        async move {
+            let dispatched = writer.move_delegation(ws, id, status("dispatched"), FINAL);
+            let ended = writer.finish_delegation(
+                ws,
+                id,
+                status("completed"),
+                FINAL,
+                result(id, "completed"),
+            );
+            let late = writer.move_delegation(ws, id, status("dispatched"), FINAL);
+            let again =
+                writer.finish_delegation(ws, id, status("failed"), FINAL, result(id, "failed"));
+            // Polled in order, so queued in order.
+            let (dispatched, ended, late, again) = futures::join!(dispatched, ended, late, again);
+            (
+                dispatched.unwrap(),
+                ended.unwrap(),
+                late.unwrap(),
+                again.unwrap(),
+            )
+        }
+    });
+    for (dispatched, ended, late, again) in futures::future::join_all(changes).await {
+        assert!(dispatched, "the dispatched mark moved the pending row");
+        assert!(
+            matches!(ended, Finished::Written { inserted: Some(_) }),
+            "{ended:?}"
+        );
+        assert!(!late, "a final row does not move back");
+        assert!(matches!(again, Finished::AlreadyFinal), "{again:?}");
+    }
+    for id in &ids {
+        let row = super::activity::get(&db, ws, *id).await.unwrap().unwrap();
+        assert_eq!(row.status, "completed");
+    }
+    assert_eq!(
+        count(&db, "activity_logs", "workspace_id", ws).await,
+        100,
+        "each delegation and one result row"
+    );
+    writer.close().await;
+    let id = ids[0];
+    assert!(
+        matches!(
+            writer
+                .finish_delegation(ws, id, status("failed"), FINAL, result(id, "failed"))
+                .await
+                .unwrap(),
+            Finished::AlreadyFinal
+        ),
+        "after close a change is stored on its own, by the same rules"
     );
 }
 
