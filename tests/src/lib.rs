@@ -471,6 +471,34 @@ impl Api {
         id
     }
 
+    /// Creates an external workspace (under `parent`, if given) and returns its id with the
+    /// credential its creation answer shows once.
+    pub async fn create_external(&self, name: &str, parent: Option<&str>) -> (String, String) {
+        let mut body = serde_json::json!({ "name": name, "external": true });
+        if let Some(parent) = parent {
+            body["parent_id"] = Value::String(parent.to_owned());
+        }
+        let created = self.post("/workspaces", body).await.expect(201);
+        let id = created["id"].as_str().expect("an id").to_owned();
+        let token = created["connection"]["auth_token"]
+            .as_str()
+            .unwrap_or_else(|| panic!("no credential at creation: {created}"))
+            .to_owned();
+        (id, token)
+    }
+
+    /// `POST /workspaces/{id}/chat/uploads` with a multipart `form`, with the app's bearer.
+    pub async fn upload_chat_files(&self, id: &str, form: reqwest::multipart::Form) -> Reply {
+        let mut request = self
+            .client
+            .post(self.url(&format!("/workspaces/{id}/chat/uploads")))
+            .multipart(form);
+        if let Some(token) = &self.token {
+            request = request.bearer_auth(token);
+        }
+        Reply::read(request.send().await.expect("the upload is sent")).await
+    }
+
     /// Remembers the workspace token a creation answer carries (`connection.auth_token`).
     pub fn remember_agent_token(&self, created: &Value) {
         if let (Some(id), Some(token)) = (

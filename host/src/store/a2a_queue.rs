@@ -118,27 +118,7 @@ pub async fn waiting(db: &Db, workspace_id: Uuid) -> StoreResult<i64> {
 /// ones are skipped) and marks it dispatched. Concurrent drains never take the same row: on
 /// PostgreSQL rows another drain holds are skipped, SQLite has a single writer.
 pub async fn claim_next(db: &Db, workspace_id: Uuid) -> StoreResult<Option<QueueRow>> {
-    let now = Utc::now();
-    let lock = match db.backend() {
-        super::Backend::Postgres => " FOR UPDATE SKIP LOCKED",
-        super::Backend::Sqlite => "",
-    };
-    let sql = format!(
-        "UPDATE a2a_queue SET status = 'dispatched', dispatched_at = $2, attempts = attempts + 1
-         WHERE id = (
-             SELECT id FROM a2a_queue
-             WHERE workspace_id = $1 AND status = 'queued' AND (expires_at IS NULL OR expires_at > $2)
-             ORDER BY priority DESC, enqueued_at ASC
-             LIMIT 1{lock})
-         RETURNING {COLUMNS}"
-    );
-    on_db!(db, pool => {
-        Ok(sqlx::query_as(&sql)
-            .bind(workspace_id)
-            .bind(now)
-            .fetch_optional(pool)
-            .await?)
-    })
+    Ok(claim_batch(db, workspace_id, 1).await?.pop())
 }
 
 /// How a delivery from the queue ended.
@@ -233,8 +213,10 @@ pub async fn drop_stale(
     })
 }
 
-/// Takes up to `limit` deliverable messages of `workspace_id` for its agent to fetch (a
-/// poll-mode inbox): highest priority, then oldest, expired ones skipped, each marked dispatched.
+/// Takes up to `limit` deliverable messages of `workspace_id` (for a drain, or for a poll-mode
+/// agent fetching its inbox): highest priority, then oldest, expired ones skipped, each marked
+/// dispatched. Concurrent claims never take the same row: on PostgreSQL rows another claim holds
+/// are skipped, SQLite has a single writer.
 /// A message fetched and never acknowledged is queued again by [`requeue_interrupted`], so it is
 /// offered again: delivery is at least once.
 pub async fn claim_batch(db: &Db, workspace_id: Uuid, limit: i64) -> StoreResult<Vec<QueueRow>> {

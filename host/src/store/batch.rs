@@ -34,9 +34,11 @@
 //!
 //! What a crash can lose: a host killed with SIGKILL loses the deferred writes still queued or
 //! in the transaction being committed, i.e. those of the last moments before the kill (one
-//! commit's worth under load, milliseconds). Nothing [`Writer::store`], [`Writer::enqueue`] or [`Writer::record_event`] answered for is lost,
-//! and everything else the host must not lose (delegation state changes, restarts, statuses) is
-//! written synchronously and never goes through here.
+//! commit's worth under load, milliseconds). Nothing the waiting calls ([`Writer::store`],
+//! [`Writer::enqueue`], [`Writer::record_event`], [`Writer::move_delegation`],
+//! [`Writer::finish_delegation`]) answered for is lost, and everything else the host must not
+//! lose (restarts, statuses, secrets, tokens) is written synchronously and never goes through
+//! here.
 
 use std::collections::HashMap;
 use std::sync::Arc;

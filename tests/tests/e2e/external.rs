@@ -10,19 +10,6 @@ on_both_backends!(
     only_the_operator_rotates_and_nobody_else_reads_the_connection,
 );
 
-async fn create_external(app: &TestApp, name: &str) -> (String, String) {
-    let created = app
-        .post("/workspaces", json!({ "name": name, "external": true }))
-        .await
-        .expect(201);
-    let id = created["id"].as_str().unwrap().to_owned();
-    let token = created["connection"]["auth_token"]
-        .as_str()
-        .unwrap_or_else(|| panic!("no credential at creation: {created}"))
-        .to_owned();
-    (id, token)
-}
-
 fn beat(id: &str) -> Value {
     json!({ "workspace_id": id })
 }
@@ -31,7 +18,7 @@ async fn an_external_agent_connects_with_its_credential_and_a_rotation_stops_the
     backend: DbBackend,
 ) {
     let app = TestApp::spawn(backend).await;
-    let (id, first) = create_external(&app, "Outside").await;
+    let (id, first) = app.create_external("Outside", None).await;
 
     // The snippet: where to register and beat, how to authenticate; never the credential.
     let connection = app
@@ -105,8 +92,8 @@ async fn an_external_agent_connects_with_its_credential_and_a_rotation_stops_the
 
 async fn only_the_operator_rotates_and_nobody_else_reads_the_connection(backend: DbBackend) {
     let app = TestApp::spawn(backend).await;
-    let (id, token) = create_external(&app, "Guarded").await;
-    let (_, other) = create_external(&app, "Stranger").await;
+    let (id, token) = app.create_external("Guarded", None).await;
+    let (_, other) = app.create_external("Stranger", None).await;
     let rotate = format!("/workspaces/{id}/external/rotate");
     let connection = format!("/workspaces/{id}/external/connection");
 

@@ -7,7 +7,7 @@
 
 use std::time::Duration;
 
-use molecule_e2e::{Api, DbBackend, Reply, TestApp, eventually, on_both_backends};
+use molecule_e2e::{Api, DbBackend, TestApp, eventually, on_both_backends};
 use reqwest::multipart::{Form, Part};
 use serde_json::{Value, json};
 
@@ -15,20 +15,6 @@ on_both_backends!(
     a_poll_mode_agent_fetches_and_acknowledges_its_messages_and_finishes_a_delegation,
     attachments_wait_for_an_agent_the_host_does_not_run_until_it_downloads_and_acknowledges_them,
 );
-
-async fn create_external(app: &TestApp, name: &str, parent: Option<&str>) -> (String, String) {
-    let mut body = json!({ "name": name, "external": true });
-    if let Some(parent) = parent {
-        body["parent_id"] = json!(parent);
-    }
-    let created = app.post("/workspaces", body).await.expect(201);
-    let id = created["id"].as_str().unwrap().to_owned();
-    let token = created["connection"]["auth_token"]
-        .as_str()
-        .unwrap_or_else(|| panic!("no credential at creation: {created}"))
-        .to_owned();
-    (id, token)
-}
 
 fn message(text: &str) -> Value {
     json!({
@@ -55,8 +41,8 @@ async fn a_poll_mode_agent_fetches_and_acknowledges_its_messages_and_finishes_a_
     backend: DbBackend,
 ) {
     let app = TestApp::spawn(backend).await;
-    let (lead, lead_token) = create_external(&app, "Lead", None).await;
-    let (id, token) = create_external(&app, "Behind NAT", Some(&lead)).await;
+    let (lead, lead_token) = app.create_external("Lead", None).await;
+    let (id, token) = app.create_external("Behind NAT", Some(&lead)).await;
     let agent = app.with_token(&token);
 
     // A push-mode agent must say where it serves; a poll-mode one need not.
@@ -227,16 +213,6 @@ async fn a_poll_mode_agent_fetches_and_acknowledges_its_messages_and_finishes_a_
     );
 }
 
-async fn upload(api: &Api, id: &str, form: Form) -> Reply {
-    let mut request = reqwest::Client::new()
-        .post(api.url(&format!("/workspaces/{id}/chat/uploads")))
-        .multipart(form);
-    if let Some(token) = &api.token {
-        request = request.bearer_auth(token);
-    }
-    Reply::read(request.send().await.expect("the upload is sent")).await
-}
-
 fn file(name: &str, bytes: &[u8]) -> Part {
     Part::bytes(bytes.to_vec())
         .file_name(name.to_owned())
@@ -258,8 +234,8 @@ async fn attachments_wait_for_an_agent_the_host_does_not_run_until_it_downloads_
 ) {
     // The sweeper runs every second: only what is acknowledged an hour ago or expired goes.
     let app = TestApp::spawn_with(backend, |c| c.a2a.queue_expiry_sweep_secs = 1).await;
-    let (id, token) = create_external(&app, "Remote", None).await;
-    let (_, stranger) = create_external(&app, "Stranger", None).await;
+    let (id, token) = app.create_external("Remote", None).await;
+    let (_, stranger) = app.create_external("Stranger", None).await;
     let agent = app.with_token(&token);
 
     let form = Form::new()
@@ -268,7 +244,7 @@ async fn attachments_wait_for_an_agent_the_host_does_not_run_until_it_downloads_
             "files",
             file("page.html", b"<html><script>x</script></html>"),
         );
-    let stored = upload(&app, &id, form).await.expect(201);
+    let stored = app.upload_chat_files(&id, form).await.expect(201);
     let files = stored["files"].as_array().unwrap();
     assert_eq!(files.len(), 2, "{stored}");
     let notes = files[0]["file_id"].as_str().unwrap().to_owned();
@@ -342,7 +318,7 @@ async fn attachments_wait_for_an_agent_the_host_does_not_run_until_it_downloads_
     let big = Form::new()
         .part("files", file("small.txt", b"fine"))
         .part("files", file("big.bin", &vec![b'a'; 25 * 1024 * 1024 + 1]));
-    upload(&app, &id, big).await.expect(413);
+    app.upload_chat_files(&id, big).await.expect(413);
     assert_eq!(waiting(&app, &id).await.len(), 1);
 
     // A sweep an hour after the ack, and a day after the upload of the unacknowledged one,

@@ -5,23 +5,13 @@
 
 use std::time::Duration;
 
-use molecule_e2e::{Api, DbBackend, Reply, TestApp, on_both_backends, process_runtime};
+use molecule_e2e::{DbBackend, TestApp, on_both_backends, process_runtime};
 use reqwest::multipart::{Form, Part};
 use serde_json::Value;
 
 on_both_backends!(attachments_are_stored_safely_and_downloaded_back_and_escapes_are_refused);
 
 const PNG: &[u8] = b"\x89PNG\r\n\x1a\n\0\0\0\rIHDR\0\0\0\x01\0\0\0\x01\x08\x06\0\0\0";
-
-async fn upload(api: &Api, id: &str, form: Form) -> Reply {
-    let mut request = reqwest::Client::new()
-        .post(api.url(&format!("/workspaces/{id}/chat/uploads")))
-        .multipart(form);
-    if let Some(token) = &api.token {
-        request = request.bearer_auth(token);
-    }
-    Reply::read(request.send().await.expect("the upload is sent")).await
-}
 
 fn file(name: &str, bytes: &[u8], claimed: &str) -> Part {
     Part::bytes(bytes.to_vec())
@@ -64,7 +54,7 @@ async fn attachments_are_stored_safely_and_downloaded_back_and_escapes_are_refus
             file("notes.txt", b"remember the milk\n", "text/html"),
         )
         .part("files", file("../../etc/evil.png", PNG, "text/plain"));
-    let stored = upload(&app, &id, form).await.expect(201);
+    let stored = app.upload_chat_files(&id, form).await.expect(201);
     let files = stored["files"].as_array().unwrap();
     assert_eq!(files.len(), 2, "{stored}");
     assert_eq!(files[0]["name"], "notes.txt");
@@ -125,7 +115,7 @@ async fn attachments_are_stored_safely_and_downloaded_back_and_escapes_are_refus
             "application/octet-stream",
         ),
     );
-    let refused = upload(&app, &id, big).await.expect(413);
+    let refused = app.upload_chat_files(&id, big).await.expect(413);
     assert!(
         refused["error"]
             .as_str()
@@ -134,16 +124,20 @@ async fn attachments_are_stored_safely_and_downloaded_back_and_escapes_are_refus
         "{refused}"
     );
     let other = Form::new().text("note", "hello");
-    upload(&app, &id, other).await.expect(400);
-    upload(&app, &id, Form::new()).await.expect(400);
+    app.upload_chat_files(&id, other).await.expect(400);
+    app.upload_chat_files(&id, Form::new()).await.expect(400);
     assert_eq!(stored_uploads(&app, &id).await, 2);
 
     // Strangers neither upload nor download.
     let stranger = app.create_workspace("Stranger", None).await;
     let token = app.agent_token(&stranger).await;
     let form = || Form::new().part("files", file("a.txt", b"a", "text/plain"));
-    upload(&app.anonymous(), &id, form()).await.expect(401);
-    upload(&app.with_token(&token), &id, form())
+    app.anonymous()
+        .upload_chat_files(&id, form())
+        .await
+        .expect(401);
+    app.with_token(&token)
+        .upload_chat_files(&id, form())
         .await
         .expect(401);
     app.with_token(&token)
@@ -155,7 +149,10 @@ async fn attachments_are_stored_safely_and_downloaded_back_and_escapes_are_refus
         .expect(401);
     // The agent itself uploads with its own token.
     let own = app.agent_token(&id).await;
-    upload(&app.with_token(&own), &id, form()).await.expect(201);
+    app.with_token(&own)
+        .upload_chat_files(&id, form())
+        .await
+        .expect(201);
 }
 
 /// Without a runtime a workspace has no files to hold attachments: 503, not a silent loss.
@@ -164,7 +161,7 @@ async fn a_host_without_a_runtime_says_attachments_cannot_be_stored() {
     let app = TestApp::spawn(DbBackend::Sqlite).await;
     let id = app.create_workspace("Bare", None).await;
     let form = Form::new().part("files", file("a.txt", b"a", "text/plain"));
-    let reply = upload(&app, &id, form).await;
+    let reply = app.upload_chat_files(&id, form).await;
     assert_eq!(reply.status, 503, "{}", reply.text);
     let _: Value = reply.body;
 }
