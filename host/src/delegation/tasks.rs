@@ -16,6 +16,7 @@ use crate::events::activity;
 use crate::events::names;
 use crate::services::Services;
 use crate::store::activity::{ActivityRow, OwnedStatus, StatusUpdate};
+use crate::store::events::EventRow;
 use crate::store::{self, Constraint, StoreError};
 use crate::workspaces::{WorkspaceError, get_live, get_live_routed};
 
@@ -132,8 +133,21 @@ pub async fn create(svc: &Services, req: NewDelegation) -> Result<Created, Deleg
     row.status = req.status.to_owned();
     row.idempotency_key = req.idempotency_key.clone();
     let mut warning = None;
-    match activity::record(svc, &row).await {
-        Ok(()) => {}
+    let sent = EventRow::new(
+        names::DELEGATION_SENT,
+        Some(req.source),
+        json!({
+            "delegation_id": id,
+            "target_id": req.target,
+            "task_preview": preview(&req.task, 100),
+        }),
+    );
+    // The row and the event announcing it in one commit: the answer waits for one, not two.
+    match svc.writes.store_with_event(row.clone(), sent.clone()).await {
+        Ok(()) => {
+            activity::announce(svc, &row);
+            svc.events.publish_stored(sent);
+        }
         Err(StoreError::Constraint(Constraint::ActivityDuplicate)) => {
             // Another request with the same key won the race: answer with its delegation.
             let key = req.idempotency_key.as_deref().unwrap_or_default();
@@ -151,19 +165,17 @@ pub async fn create(svc: &Services, req: NewDelegation) -> Result<Created, Deleg
         Err(err) => {
             tracing::error!(source = %req.source, error = ?err, "recording a delegation failed; it runs untracked");
             warning = Some("delegation dispatched but status tracking unavailable");
+            let EventRow {
+                event_type,
+                workspace_id,
+                payload,
+                ..
+            } = sent;
+            svc.events
+                .emit(&event_type, workspace_id, payload.unwrap_or_default())
+                .await;
         }
     }
-    svc.events
-        .emit(
-            names::DELEGATION_SENT,
-            Some(req.source),
-            json!({
-                "delegation_id": id,
-                "target_id": req.target,
-                "task_preview": preview(&req.task, 100),
-            }),
-        )
-        .await;
     Ok(Created::New {
         delegation: Delegation {
             id,

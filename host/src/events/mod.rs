@@ -311,13 +311,7 @@ impl EventBus {
         workspace_id: Option<Uuid>,
         payload: Value,
     ) -> Result<(), StoreError> {
-        let row = store::events::EventRow {
-            id: Uuid::new_v4(),
-            event_type: event.to_owned(),
-            workspace_id,
-            payload: Some(payload),
-            created_at: Utc::now(),
-        };
+        let row = store::events::EventRow::new(event, workspace_id, payload);
         match self.writer.get() {
             Some(writer) => writer.record_event(row.clone()).await?,
             None => store::events::insert(&self.db, &row).await?,
@@ -395,6 +389,12 @@ impl EventBus {
         });
         self.send_out(relay::Outgoing::Transient(event.clone()));
         self.publish(event);
+    }
+
+    /// Publishes an event whose log row the caller stored (with another write, in one commit:
+    /// [`store::batch::Writer::store_with_event`]) here and to the other replicas.
+    pub fn publish_stored(&self, row: store::events::EventRow) {
+        self.publish_recorded(row);
     }
 
     /// Publishes a recorded event here and sends it to the other replicas.

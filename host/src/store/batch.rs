@@ -93,6 +93,13 @@ enum Command {
     Enqueue(Box<NewItem>, QueuedReply),
     /// An event's log row whose caller waits for it to be stored, with where its result goes.
     Event(Box<EventRow>, oneshot::Sender<StoreResult<()>>),
+    /// An activity row and the event announcing it, stored together (the event only with the
+    /// row), with where the row's result goes.
+    StoreWithEvent(
+        Box<ActivityRow>,
+        Box<EventRow>,
+        oneshot::Sender<StoreResult<()>>,
+    ),
     /// A delegation's change whose caller waits for it to be stored, with where its result goes.
     Delegation(Box<DelegationChange>, oneshot::Sender<StoreResult<Changed>>),
     Flush(oneshot::Sender<()>),
@@ -146,6 +153,24 @@ impl Writer {
                 activity::insert(&self.db, &row).await
             }
             Err(_) => unreachable!("a Store command comes back as sent"),
+        }
+    }
+
+    /// [`Writer::store`] of `row` together with the log row of the event that announces it: both
+    /// in one commit, and the event never without the row (when the row fails, the event is not
+    /// stored and the row's error is returned). One commit to wait for instead of two in a row.
+    pub async fn store_with_event(&self, row: ActivityRow, event: EventRow) -> StoreResult<()> {
+        let (done, stored) = oneshot::channel();
+        let command = Command::StoreWithEvent(Box::new(row), Box::new(event), done);
+        match self.queue.send(command).await {
+            Ok(()) => stored
+                .await
+                .unwrap_or(Err(StoreError::Database(sqlx::Error::PoolClosed))),
+            Err(mpsc::error::SendError(Command::StoreWithEvent(row, event, _))) => {
+                activity::insert(&self.db, &row).await?;
+                events::insert(&self.db, &event).await
+            }
+            Err(_) => unreachable!("a StoreWithEvent command comes back as sent"),
         }
     }
 
@@ -269,6 +294,14 @@ impl Writer {
     }
 }
 
+/// Who waits for an event's log row.
+#[derive(Debug)]
+enum EventWaiter {
+    Caller(oneshot::Sender<StoreResult<()>>),
+    /// Stored with the activity row at this index of the batch: only if that row is.
+    Row(usize),
+}
+
 /// The writes one transaction stores: activity rows in order, stamps coalesced to the latest.
 #[derive(Debug, Default)]
 struct Batch {
@@ -279,7 +312,9 @@ struct Batch {
     queued: Vec<(NewItem, QueuedReply)>,
     /// Events' log rows, in order, each with its waiting caller.
     events: Vec<EventRow>,
-    event_waiting: Vec<oneshot::Sender<StoreResult<()>>>,
+    /// Per event: its waiting caller, or (for an event stored with an activity row) the index
+    /// of that row in `activity`, whose caller waits for both.
+    event_waiting: Vec<EventWaiter>,
     /// Delegations' changes, in order, each with its waiting caller.
     delegations: Vec<DelegationChange>,
     delegation_waiting: Vec<oneshot::Sender<StoreResult<Changed>>>,
@@ -376,7 +411,15 @@ async fn run(db: Db, mut receiver: mpsc::Receiver<Command>, on_spend: SpendHook)
                 }
                 Command::Event(row, done) => {
                     batch.events.push(*row);
-                    batch.event_waiting.push(done);
+                    batch.event_waiting.push(EventWaiter::Caller(done));
+                    batch.len += 1;
+                }
+                Command::StoreWithEvent(row, event, done) => {
+                    let index = batch.activity.len();
+                    batch.waiting.push((index, done));
+                    batch.push(Write::Activity(row));
+                    batch.events.push(*event);
+                    batch.event_waiting.push(EventWaiter::Row(index));
                     batch.len += 1;
                 }
                 Command::Delegation(change, done) => {
@@ -433,8 +476,10 @@ async fn store(db: &Db, batch: &mut Batch) {
             for (_, done) in waiting {
                 let _ = done.send(Ok(()));
             }
-            for done in event_waiting {
-                let _ = done.send(Ok(()));
+            for waiter in event_waiting {
+                if let EventWaiter::Caller(done) = waiter {
+                    let _ = done.send(Ok(()));
+                }
             }
             for ((_, done), result) in queued.into_iter().zip(results) {
                 let _ = done.send(Ok(result));
@@ -444,8 +489,32 @@ async fn store(db: &Db, batch: &mut Batch) {
         Err(err) => err,
     };
     tracing::debug!(error = ?err, writes = batch.len, "a batch of deferred writes failed together; storing them one by one");
+    // Rows stored alone, by index: an event that rides with a row is stored only after it.
+    let mut stored_rows = std::collections::HashSet::new();
+    // The callers of rows with an event wait for both: they are answered with the events.
+    let with_event: std::collections::HashSet<usize> = event_waiting
+        .iter()
+        .filter_map(|w| match w {
+            EventWaiter::Row(index) => Some(*index),
+            EventWaiter::Caller(_) => None,
+        })
+        .collect();
+    let mut row_waiting = HashMap::new();
     for (index, row) in batch.activity.iter().enumerate() {
         let stored = activity::insert(db, row).await;
+        if stored.is_ok() {
+            stored_rows.insert(index);
+        }
+        if with_event.contains(&index)
+            && let Some(done) = waiting.remove(&index)
+        {
+            if let Err(err) = stored {
+                let _ = done.send(Err(err));
+            } else {
+                row_waiting.insert(index, done);
+            }
+            continue;
+        }
         match waiting.remove(&index) {
             Some(done) => {
                 let _ = done.send(stored);
@@ -477,8 +546,20 @@ async fn store(db: &Db, batch: &mut Batch) {
     for (item, done) in queued {
         let _ = done.send(a2a_queue::enqueue(db, &item).await);
     }
-    for (row, done) in batch.events.iter().zip(event_waiting) {
-        let _ = done.send(events::insert(db, row).await);
+    for (row, waiter) in batch.events.iter().zip(event_waiting) {
+        match waiter {
+            EventWaiter::Caller(done) => {
+                let _ = done.send(events::insert(db, row).await);
+            }
+            EventWaiter::Row(index) if stored_rows.contains(&index) => {
+                let stored = events::insert(db, row).await;
+                if let Some(done) = row_waiting.remove(&index) {
+                    let _ = done.send(stored);
+                }
+            }
+            // Its row failed (its caller has the error): no event for it.
+            EventWaiter::Row(_) => {}
+        }
     }
     for (change, done) in batch.delegations.iter().zip(delegation_waiting) {
         let _ = done.send(change.store_alone(db).await);

@@ -16,6 +16,19 @@ pub struct EventRow {
     pub created_at: DateTime<Utc>,
 }
 
+impl EventRow {
+    /// A new event of `event_type` happening now, with an id of its own.
+    pub fn new(event_type: &str, workspace_id: Option<Uuid>, payload: Value) -> Self {
+        EventRow {
+            id: Uuid::new_v4(),
+            event_type: event_type.to_owned(),
+            workspace_id,
+            payload: Some(payload),
+            created_at: Utc::now(),
+        }
+    }
+}
+
 pub async fn insert(db: &Db, row: &EventRow) -> StoreResult<()> {
     on_db!(db, pool => {
         sqlx::query(

@@ -37,6 +37,7 @@ crate::both_backends!(
     a_bad_deferred_row_loses_only_itself,
     queued_messages_share_commits_keep_one_copy_each_and_fail_alone,
     recorded_events_share_commits_are_in_the_log_on_return_and_fail_alone,
+    a_row_and_its_event_are_stored_together_and_the_event_never_alone,
     delegation_changes_share_commits_in_the_order_queued_and_end_only_once,
     closing_the_writer_stores_what_is_queued_and_drops_later_writes,
     a_full_write_queue_makes_callers_wait_instead_of_growing,
@@ -1419,6 +1420,40 @@ async fn recorded_events_share_commits_are_in_the_log_on_return_and_fail_alone(d
         count(&db, "structure_events", "workspace_id", id).await,
         200
     );
+}
+
+async fn a_row_and_its_event_are_stored_together_and_the_event_never_alone(db: Db) {
+    use super::batch::Writer;
+    use super::events::EventRow;
+    let id = add(&db, "Agent", None).await;
+    let writer = Writer::start(db.clone());
+    // Ten keys, each used twice: the second row of each key fails, and so its event is not
+    // stored either; the batch they share is stored row by row for it.
+    let pairs = (0..20).map(|n| {
+        let row = activity(id, Some(&format!("key-{}", n % 10)));
+        let event = EventRow::new("TEST_SENT", Some(id), serde_json::json!({ "n": n }));
+        writer.store_with_event(row, event)
+    });
+    let results = futures::future::join_all(pairs).await;
+    let failed: Vec<usize> = (0..results.len())
+        .filter(|n| results[*n].is_err())
+        .collect();
+    assert_eq!(failed, (10..20).collect::<Vec<_>>(), "{results:?}");
+    assert_eq!(count(&db, "activity_logs", "workspace_id", id).await, 10);
+    assert_eq!(
+        count(&db, "structure_events", "workspace_id", id).await,
+        10,
+        "one event per stored row, none for a refused one"
+    );
+    writer.close().await;
+    let alone = writer
+        .store_with_event(
+            activity(id, Some("key-0")),
+            EventRow::new("TEST_SENT", Some(id), serde_json::json!({})),
+        )
+        .await;
+    assert!(alone.is_err(), "after close the same rules hold");
+    assert_eq!(count(&db, "structure_events", "workspace_id", id).await, 10);
 }
 
 async fn delegation_changes_share_commits_in_the_order_queued_and_end_only_once(db: Db) {
