@@ -24,7 +24,7 @@ use super::workspaces::WorkspaceGone;
 use crate::auth::Principal;
 use crate::delegation::proxy::Message;
 use crate::delegation::tasks::{self, Finished, Via};
-use crate::store::a2a_queue::{self, Acked, Settled};
+use crate::store::a2a_queue::{self, Acked};
 use crate::store::pending_uploads::{self, Ack, UploadRow};
 use crate::workspaces::get_live;
 
@@ -216,14 +216,10 @@ async fn ack_message(
             )
         })?
     };
-    let outcome = match (&result, &error) {
-        (Some(_), Some(_)) => {
-            return Err(ApiError::bad_request("give result or error, not both"));
-        }
-        (_, Some(_)) => Settled::Failed,
-        _ => Settled::Completed,
-    };
-    let acked = a2a_queue::ack(&state.svc.db, id, queue_id, outcome, error.as_deref())
+    if result.is_some() && error.is_some() {
+        return Err(ApiError::bad_request("give result or error, not both"));
+    }
+    let acked = a2a_queue::ack(&state.svc.db, id, queue_id, error.as_deref())
         .await?
         .ok_or_else(|| ApiError::not_found("message not found"))?;
     let row = match acked {
@@ -236,7 +232,7 @@ async fn ack_message(
         }
         Acked::Now(row) => *row,
     };
-    tracing::info!(workspace_id = %id, %queue_id, outcome = ?outcome, "poll-mode agent acknowledged a message");
+    tracing::info!(workspace_id = %id, %queue_id, status = %row.status, "poll-mode agent acknowledged a message");
     let delegation_id = Message::normalize(row.body.0)
         .ok()
         .and_then(|m| m.delegation_id());
@@ -254,13 +250,7 @@ async fn ack_message(
     Ok(axum::Json(AckBody {
         acked: true,
         raced: None,
-        status: Some(
-            match outcome {
-                Settled::Failed => "failed",
-                _ => "completed",
-            }
-            .to_owned(),
-        ),
+        status: Some(row.status),
     }))
 }
 

@@ -254,49 +254,45 @@ pub async fn claim_batch(db: &Db, workspace_id: Uuid, limit: i64) -> StoreResult
 /// How an agent's acknowledgement of an inbox message went.
 #[derive(Debug, Clone)]
 pub enum Acked {
-    /// This call settled it; the row as it was before.
+    /// This call settled it; the row as settled.
     Now(Box<QueueRow>),
     /// It had been settled already (a retried ack, or it expired or was dropped first): its status.
     Already(String),
 }
 
-/// Settles a message of `workspace_id`'s inbox as its agent says (`Completed` or `Failed`),
-/// whether or not it was fetched first. `None` for a message that does not exist (or is another
-/// workspace's).
+/// Settles a message of `workspace_id`'s inbox as its agent says: `failed` with `error`, else
+/// `completed`, whether or not it was fetched first. `None` for a message that does not exist
+/// (or is another workspace's).
 pub async fn ack(
     db: &Db,
     workspace_id: Uuid,
     id: Uuid,
-    outcome: Settled,
     error: Option<&str>,
 ) -> StoreResult<Option<Acked>> {
-    let now = Utc::now();
-    let status = match outcome {
-        Settled::Failed => "failed",
-        Settled::Completed | Settled::Retry => "completed",
+    let status = if error.is_some() {
+        "failed"
+    } else {
+        "completed"
     };
-    let Some(row) = get(db, workspace_id, id).await? else {
-        return Ok(None);
-    };
-    let settled = on_db!(db, pool => {
-        sqlx::query(
-            "UPDATE a2a_queue SET status = $3, completed_at = $4, last_error = COALESCE($5, last_error)
-             WHERE id = $1 AND workspace_id = $2 AND status IN ('queued', 'dispatched')",
-        )
-        .bind(id)
-        .bind(workspace_id)
-        .bind(status)
-        .bind(now)
-        .bind(error)
-        .execute(pool)
-        .await?
-        .rows_affected()
+    let sql = format!(
+        "UPDATE a2a_queue SET status = $3, completed_at = $4, last_error = COALESCE($5, last_error)
+         WHERE id = $1 AND workspace_id = $2 AND status IN ('queued', 'dispatched')
+         RETURNING {COLUMNS}"
+    );
+    let settled: Option<QueueRow> = on_db!(db, pool => {
+        sqlx::query_as(&sql)
+            .bind(id)
+            .bind(workspace_id)
+            .bind(status)
+            .bind(Utc::now())
+            .bind(error)
+            .fetch_optional(pool)
+            .await?
     });
-    if settled > 0 {
-        return Ok(Some(Acked::Now(Box::new(row))));
-    }
-    let current = get(db, workspace_id, id)
-        .await?
-        .map_or(row.status, |r| r.status);
-    Ok(Some(Acked::Already(current)))
+    Ok(match settled {
+        Some(row) => Some(Acked::Now(Box::new(row))),
+        None => get(db, workspace_id, id)
+            .await?
+            .map(|row| Acked::Already(row.status)),
+    })
 }

@@ -489,31 +489,21 @@ async fn store(db: &Db, batch: &mut Batch) {
         Err(err) => err,
     };
     tracing::debug!(error = ?err, writes = batch.len, "a batch of deferred writes failed together; storing them one by one");
-    // Rows stored alone, by index: an event that rides with a row is stored only after it.
-    let mut stored_rows = std::collections::HashSet::new();
-    // The callers of rows with an event wait for both: they are answered with the events.
-    let with_event: std::collections::HashSet<usize> = event_waiting
+    // An event that rides with a row is stored right after it, only if the row was.
+    let paired: HashMap<usize, &EventRow> = event_waiting
         .iter()
-        .filter_map(|w| match w {
-            EventWaiter::Row(index) => Some(*index),
+        .zip(&batch.events)
+        .filter_map(|(waiter, event)| match waiter {
+            EventWaiter::Row(index) => Some((*index, event)),
             EventWaiter::Caller(_) => None,
         })
         .collect();
-    let mut row_waiting = HashMap::new();
     for (index, row) in batch.activity.iter().enumerate() {
-        let stored = activity::insert(db, row).await;
-        if stored.is_ok() {
-            stored_rows.insert(index);
-        }
-        if with_event.contains(&index)
-            && let Some(done) = waiting.remove(&index)
+        let mut stored = activity::insert(db, row).await;
+        if stored.is_ok()
+            && let Some(event) = paired.get(&index)
         {
-            if let Err(err) = stored {
-                let _ = done.send(Err(err));
-            } else {
-                row_waiting.insert(index, done);
-            }
-            continue;
+            stored = events::insert(db, event).await;
         }
         match waiting.remove(&index) {
             Some(done) => {
@@ -547,18 +537,9 @@ async fn store(db: &Db, batch: &mut Batch) {
         let _ = done.send(a2a_queue::enqueue(db, &item).await);
     }
     for (row, waiter) in batch.events.iter().zip(event_waiting) {
-        match waiter {
-            EventWaiter::Caller(done) => {
-                let _ = done.send(events::insert(db, row).await);
-            }
-            EventWaiter::Row(index) if stored_rows.contains(&index) => {
-                let stored = events::insert(db, row).await;
-                if let Some(done) = row_waiting.remove(&index) {
-                    let _ = done.send(stored);
-                }
-            }
-            // Its row failed (its caller has the error): no event for it.
-            EventWaiter::Row(_) => {}
+        // An event with a row was stored (or not) with it, above.
+        if let EventWaiter::Caller(done) = waiter {
+            let _ = done.send(events::insert(db, row).await);
         }
     }
     for (change, done) in batch.delegations.iter().zip(delegation_waiting) {
