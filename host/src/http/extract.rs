@@ -2,7 +2,7 @@
 
 use std::net::SocketAddr;
 
-use axum::extract::rejection::JsonRejection;
+use axum::body::Bytes;
 use axum::extract::{ConnectInfo, FromRequest, FromRequestParts, Path, Query, Request};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, StatusCode};
@@ -29,18 +29,68 @@ pub struct ApiJson<T>(pub T);
 impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for ApiJson<T> {
     type Rejection = ApiError;
 
+    /// The body is parsed once, straight into `T` (not into a `Value` first and then into `T`,
+    /// which built every body twice); NUL is found in the raw text, where JSON can only carry it
+    /// escaped.
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
-        let value = match axum::Json::<Value>::from_request(req, state).await {
-            Ok(axum::Json(value)) => value,
-            Err(rejection) => return Err(json_rejection(&rejection)),
+        if !json_content_type(req.headers()) {
+            return Err(ApiError::Status(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "expected Content-Type: application/json",
+            ));
+        }
+        let bytes = match Bytes::from_request(req, state).await {
+            Ok(bytes) => bytes,
+            Err(rejection) if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE => {
+                return Err(ApiError::Status(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    "request body too large",
+                ));
+            }
+            Err(_) => return Err(ApiError::bad_request("invalid request body")),
         };
-        if contains_nul(&value) {
+        if escapes_nul(&bytes) {
             return Err(nul_rejection());
         }
-        T::deserialize(value)
+        serde_json::from_slice(&bytes)
             .map(ApiJson)
             .map_err(|_| ApiError::bad_request("invalid request body"))
     }
+}
+
+/// `Content-Type: application/json`, or any `application/…+json`, as axum's `Json` accepts.
+fn json_content_type(headers: &HeaderMap) -> bool {
+    let Some(mime) = headers
+        .get(axum::http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+    else {
+        return false;
+    };
+    let Some((kind, subtype)) = mime.trim().split_once('/') else {
+        return false;
+    };
+    kind.eq_ignore_ascii_case("application")
+        && (subtype.eq_ignore_ascii_case("json")
+            || subtype.len() > 5 && subtype[subtype.len() - 5..].eq_ignore_ascii_case("+json"))
+}
+
+/// Whether JSON text carries U+0000: in valid JSON it can only be the escape `\u0000` (a raw
+/// control character is a syntax error), and an escaped backslash (`\\u0000`) is not one.
+fn escapes_nul(json: &[u8]) -> bool {
+    let mut at = 0;
+    while let Some(found) = json[at..].iter().position(|b| *b == b'\\') {
+        let escape = at + found;
+        if json.get(escape + 1) == Some(&b'u') && json.get(escape + 2..escape + 6) == Some(b"0000")
+        {
+            return true;
+        }
+        at = escape + 2;
+        if at >= json.len() {
+            return false;
+        }
+    }
+    false
 }
 
 /// Whether any string (or object key) in `value` contains U+0000.
@@ -74,19 +124,6 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequestParts<S> for ApiQuery<T> {
             Ok(Query(value)) => Ok(ApiQuery(value)),
             Err(_) => Err(ApiError::bad_request("invalid query string")),
         }
-    }
-}
-
-pub fn json_rejection(rejection: &JsonRejection) -> ApiError {
-    match rejection {
-        JsonRejection::MissingJsonContentType(_) => ApiError::Status(
-            StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            "expected Content-Type: application/json",
-        ),
-        other if other.status() == StatusCode::PAYLOAD_TOO_LARGE => {
-            ApiError::Status(StatusCode::PAYLOAD_TOO_LARGE, "request body too large")
-        }
-        _ => ApiError::bad_request("invalid request body"),
     }
 }
 
@@ -315,5 +352,52 @@ pub async fn calling_workspace(
             Some(Principal::Workspace(id)) => Ok(Some(id)),
             Some(Principal::Admin) | None => Ok(None),
         },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn nul_is_found_only_as_an_escape_of_its_own() {
+        assert!(escapes_nul(br#"{"a":"x\u0000y"}"#));
+        assert!(escapes_nul(br#"{"a\u0000":1}"#));
+        assert!(escapes_nul(br#"["\\\u0000"]"#));
+        // An escaped backslash followed by text, other escapes, and a trailing backslash.
+        assert!(!escapes_nul(br#"{"a":"\\u0000"}"#));
+        assert!(!escapes_nul(br#"{"a":"\u0001\n\"u0000"}"#));
+        assert!(!escapes_nul(br"\"));
+        assert!(!escapes_nul(b""));
+    }
+
+    #[test]
+    fn json_content_types_are_recognised() {
+        let with = |value: &str| {
+            let mut headers = HeaderMap::new();
+            headers.insert(
+                axum::http::header::CONTENT_TYPE,
+                value.parse().expect("a header value"),
+            );
+            json_content_type(&headers)
+        };
+        for good in [
+            "application/json",
+            "application/json; charset=utf-8",
+            "Application/JSON",
+            "application/vnd.api+json",
+        ] {
+            assert!(with(good), "{good}");
+        }
+        for bad in [
+            "text/plain",
+            "application/jsonx",
+            "application/+jso",
+            "json",
+            "",
+        ] {
+            assert!(!with(bad), "{bad}");
+        }
+        assert!(!json_content_type(&HeaderMap::new()));
     }
 }
