@@ -13,6 +13,7 @@ pub mod delegation;
 pub mod events;
 pub mod extensions;
 pub mod http;
+pub mod liveness;
 pub mod locks;
 pub mod memories;
 pub mod memory;
@@ -110,8 +111,8 @@ pub async fn run(
     let state = http::AppState::new(svc.clone(), metrics, stop.clone())?;
     sweepers::spawn_all(&svc, &tracker, &stop);
     sweepers::spawn_extension_sync(&svc, &tracker, &stop);
-    let (relay, relay_stop) = (svc.events.clone(), stop.clone());
-    tracker.spawn(async move { relay.relay(relay_stop).await });
+    let (relay, relay_stop, liveness) = (svc.events.clone(), stop.clone(), svc.liveness.clone());
+    tracker.spawn(async move { relay.relay(relay_stop, liveness).await });
     if let Some(dir) = svc
         .config
         .org
@@ -124,6 +125,7 @@ pub async fn run(
     }
     let housekeeping = state.clone();
     sweepers::spawn_loop(
+        sweepers::supervision(&svc),
         &tracker,
         &stop,
         "rate-limit-housekeeping",

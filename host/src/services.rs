@@ -34,6 +34,8 @@ pub struct Services {
     pub a2a: agents::Hub,
     /// This replica among those sharing the database: its id and sweeper leases.
     pub cluster: Arc<cluster::Cluster>,
+    /// This replica's background loops and when each last started a pass.
+    pub liveness: Arc<crate::liveness::Liveness>,
 }
 
 impl Services {
@@ -140,8 +142,12 @@ impl Services {
         let a2a =
             agents::Hub::new(&config, Arc::new(Supervision)).context("building the A2A client")?;
         events.register_cache(a2a.routes().clone());
+        let liveness = Arc::new(crate::liveness::Liveness::new(
+            config.supervision.stale_floor(),
+        ));
         Ok(Services {
             a2a,
+            liveness,
             config: Arc::new(config),
             db,
             writes,

@@ -23,6 +23,9 @@ pub struct Faults {
     /// The unit of `hibernation_idle_minutes` in place of a minute, so a spec sees the idle
     /// monitor fire in seconds.
     pub hibernation_minute: Option<std::time::Duration>,
+    /// The background loop of this name (`kv-expiry`) hangs in its first pass, so liveness
+    /// reports it stale.
+    pub stalled_loop: Option<&'static str>,
 }
 
 /// A step of a workspace template import, for fault injection.

@@ -157,6 +157,8 @@ pub struct Config {
     pub schedules: SchedulesConfig,
     /// The key-value memory of workspaces (`MOLECULE_KV__*`).
     pub kv: KvConfig,
+    /// When a background loop counts as stalled (`MOLECULE_SUPERVISION__*`).
+    pub supervision: SupervisionConfig,
     /// Agent memories: the optional embeddings endpoint that orders searches by meaning
     /// (`MOLECULE_MEMORIES__*`).
     pub memories: MemoriesConfig,
@@ -237,6 +239,29 @@ impl Default for A2aConfig {
             queue_expiry_sweep_secs: 60,
             private_agent_networks: Vec::new(),
         }
+    }
+}
+
+/// The supervision of the host's own background loops (`/admin/liveness`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct SupervisionConfig {
+    /// The least time a periodic background loop may go without starting a pass before
+    /// `/admin/liveness` calls it stale (otherwise three of its intervals).
+    pub stale_floor_secs: u64,
+}
+
+impl Default for SupervisionConfig {
+    fn default() -> Self {
+        Self {
+            stale_floor_secs: 30,
+        }
+    }
+}
+
+impl SupervisionConfig {
+    pub fn stale_floor(&self) -> Duration {
+        Duration::from_secs(self.stale_floor_secs.max(1))
     }
 }
 
@@ -603,6 +628,7 @@ impl Default for Config {
             a2a: A2aConfig::default(),
             schedules: SchedulesConfig::default(),
             kv: KvConfig::default(),
+            supervision: SupervisionConfig::default(),
             memories: MemoriesConfig::default(),
             budget: BudgetConfig::default(),
             faults: Faults::default(),

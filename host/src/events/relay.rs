@@ -17,6 +17,7 @@ use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use super::{Event, EventBus, Invalidation};
+use crate::liveness::{Cadence, Liveness};
 use crate::store::{self, Db};
 
 /// The notification channel every replica listens on.
@@ -31,6 +32,9 @@ const SEEN_CAPACITY: usize = 16_384;
 const CATCH_UP_MARGIN: chrono::Duration = chrono::Duration::seconds(30);
 const CATCH_UP_PAGE: i64 = 500;
 /// Pause before reconnecting after the database refused the relay.
+/// The relay's name in `/admin/liveness`.
+const RELAY: &str = "event-relay";
+
 const RECONNECT_DELAY: Duration = Duration::from_secs(1);
 /// How often a listening replica says it is there.
 const HELLO_EVERY: Duration = Duration::from_secs(1);
@@ -251,21 +255,22 @@ fn row_event(row: store::events::EventRow) -> Event {
 impl EventBus {
     /// Relays events between this replica and the others until `stop` is cancelled. Returns at
     /// once on SQLite (one replica) or when a relay already runs.
-    pub async fn relay(&self, stop: CancellationToken) {
+    pub async fn relay(&self, stop: CancellationToken, liveness: Arc<Liveness>) {
         let Db::Postgres(pool) = &self.db else {
             return;
         };
+        liveness.register(RELAY, Cadence::OnEvents);
         let (tx, rx) = mpsc::unbounded_channel();
         if self.outbox.set(tx).is_err() {
             return;
         }
         tokio::join!(
             notify_loop(pool.clone(), self.origin, rx, stop.clone()),
-            self.listen_loop(pool, stop)
+            self.listen_loop(pool, stop, &liveness)
         );
     }
 
-    async fn listen_loop(&self, pool: &PgPool, stop: CancellationToken) {
+    async fn listen_loop(&self, pool: &PgPool, stop: CancellationToken, liveness: &Liveness) {
         let own = own_prefix(self.origin);
         let mut listener: Option<PgListener> = None;
         let mut behind = false;
@@ -274,6 +279,7 @@ impl EventBus {
                 Some(listener) => listener,
                 None => match listen(pool).await {
                     Ok(connected) => {
+                        liveness.tick(RELAY);
                         // Listening now: the replicas already there answer, so this one
                         // knows within a round trip whether anyone else listens.
                         self.send_out(Outgoing::Hello(Hello::Joined));
@@ -285,6 +291,7 @@ impl EventBus {
                     }
                     Err(err) => {
                         tracing::warn!(error = %err, "the event relay cannot listen; retrying");
+                        liveness.down(RELAY, "cannot listen for other replicas' events");
                         behind = true;
                         tokio::select! {
                             () = stop.cancelled() => return,
@@ -299,6 +306,7 @@ impl EventBus {
             };
             match next {
                 Ok(Some(notification)) => {
+                    liveness.tick(RELAY);
                     let payload = notification.payload();
                     // Every notification comes back to its sender too.
                     if !payload.starts_with(&own) {
@@ -313,9 +321,11 @@ impl EventBus {
                     );
                     self.send_out(Outgoing::Hello(Hello::Joined));
                     self.catch_up().await;
+                    liveness.tick(RELAY);
                 }
                 Err(err) => {
                     tracing::warn!(error = %err, "the event relay lost its connection; reconnecting");
+                    liveness.down(RELAY, "lost its connection; reconnecting");
                     listener = None;
                     behind = true;
                 }
@@ -490,6 +500,10 @@ async fn send(pool: &PgPool, payloads: &[String]) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn test_liveness() -> Arc<Liveness> {
+        Arc::new(Liveness::new(Duration::from_secs(30)))
+    }
     use serde_json::json;
 
     fn event(payload: Value) -> Arc<Event> {
@@ -602,7 +616,7 @@ mod tests {
         let stop = CancellationToken::new();
         let relays = [a.clone(), b.clone()].map(|bus| {
             let stop = stop.clone();
-            tokio::spawn(async move { bus.relay(stop).await })
+            tokio::spawn(async move { bus.relay(stop, test_liveness()).await })
         });
         let (mut on_a, mut on_b) = (a.subscribe(), b.subscribe());
         let listening = || async {
@@ -730,7 +744,7 @@ mod tests {
         let stop = CancellationToken::new();
         let relay = tokio::spawn({
             let (bus, stop) = (bus.clone(), stop.clone());
-            async move { bus.relay(stop).await }
+            async move { bus.relay(stop, test_liveness()).await }
         });
         observer
             .until(|w| w.o == origin && w.h == Some(Hello::Joined))

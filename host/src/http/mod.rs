@@ -121,6 +121,7 @@ impl AppState {
 fn api() -> OpenApiRouter<AppState> {
     OpenApiRouter::with_openapi(openapi::base())
         .routes(routes!(health))
+        .routes(routes!(liveness))
         .routes(routes!(metrics::render))
         .routes(routes!(openapi::serve))
         .merge(workspaces::router())
@@ -182,13 +183,86 @@ pub fn router(state: AppState) -> Router {
 
 #[derive(Debug, Serialize, ToSchema)]
 struct Health {
+    /// `ok`, or `degraded` while a background loop of this replica is stalled (which ones:
+    /// `GET /admin/liveness`).
     status: &'static str,
 }
 
-/// Liveness: answers as long as the process serves HTTP.
+/// Liveness: answers as long as the process serves HTTP; `degraded` (still 200: the host serves)
+/// while one of its background loops is stalled.
 #[utoipa::path(get, path = "/health", tag = "meta", responses((status = 200, body = Health)))]
-async fn health() -> axum::Json<Health> {
-    axum::Json(Health { status: "ok" })
+async fn health(State(state): State<AppState>) -> axum::Json<Health> {
+    let status = if state.svc.liveness.stale().is_empty() {
+        "ok"
+    } else {
+        "degraded"
+    };
+    axum::Json(Health { status })
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+struct LivenessReport {
+    /// `ok`, or `degraded` when any loop is stale.
+    status: &'static str,
+    /// Every background loop of this replica (sweepers, the scheduler, the extension sync, the
+    /// event relay on PostgreSQL), by name.
+    subsystems: std::collections::BTreeMap<&'static str, Subsystem>,
+}
+
+/// One background loop.
+#[derive(Debug, Serialize, ToSchema)]
+struct Subsystem {
+    /// When its last pass started (`null`: none yet).
+    last_tick_at: Option<chrono::DateTime<chrono::Utc>>,
+    /// Seconds since then (since the loop started, when it has not ticked yet).
+    seconds_ago: u64,
+    /// Its interval, for periodic loops; `null` for the event relay, driven by notifications.
+    interval_secs: Option<u64>,
+    /// Whether it is overdue, or reports itself down.
+    stale: bool,
+    /// Why it reports itself down.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    down: Option<String>,
+}
+
+impl From<crate::liveness::Subsystem> for Subsystem {
+    fn from(s: crate::liveness::Subsystem) -> Self {
+        Subsystem {
+            last_tick_at: s.last_tick_at,
+            seconds_ago: s.seconds_ago,
+            interval_secs: s.interval_secs,
+            stale: s.stale,
+            down: s.down,
+        }
+    }
+}
+
+/// This replica's background loops: when each last started a pass and whether it is overdue
+/// (more than three intervals, and at least `supervision.stale_floor_secs`) or down.
+#[utoipa::path(
+    get,
+    path = "/admin/liveness",
+    tag = "meta",
+    responses((status = 200, body = LivenessReport)),
+    security(("admin_token" = [])),
+)]
+async fn liveness(
+    State(state): State<AppState>,
+    _: extract::AdminAuth,
+) -> axum::Json<LivenessReport> {
+    let subsystems: std::collections::BTreeMap<_, Subsystem> = state
+        .svc
+        .liveness
+        .report()
+        .into_iter()
+        .map(|(name, s)| (name, s.into()))
+        .collect();
+    let status = if subsystems.values().any(|s| s.stale) {
+        "degraded"
+    } else {
+        "ok"
+    };
+    axum::Json(LivenessReport { status, subsystems })
 }
 
 async fn not_found() -> error::ApiError {

@@ -5,12 +5,14 @@
 //! time: a pass runs only while this replica holds the sweeper's lease (`cluster::Leases`).
 
 use std::future::Future;
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::config::RuntimeConfig;
+use crate::liveness::{Cadence, Liveness};
 use crate::services::Services;
 use crate::workspaces::lifecycle;
 
@@ -134,7 +136,8 @@ fn spawn_scheduler(svc: &Services, tracker: &TaskTracker, shutdown: &Cancellatio
     let svc = svc.clone();
     let repaired = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let interval = svc.config.schedules.poll_interval();
-    spawn_loop(tracker, shutdown, NAME, interval, move || {
+    let supervised = supervision(&svc);
+    spawn_loop(supervised, tracker, shutdown, NAME, interval, move || {
         let (svc, scheduler, repaired) = (svc.clone(), scheduler.clone(), repaired.clone());
         async move {
             if !svc.cluster.leases.hold(NAME).await {
@@ -164,8 +167,11 @@ const EXTENSION_SYNC_INTERVAL: Duration = Duration::from_secs(30);
 /// `EXTENSION_*` event (from this replica or another), and every [`EXTENSION_SYNC_INTERVAL`].
 /// Every replica runs it; it takes no lease.
 pub fn spawn_extension_sync(svc: &Services, tracker: &TaskTracker, shutdown: &CancellationToken) {
+    const NAME: &str = "extension-sync";
     let (svc, shutdown) = (svc.clone(), shutdown.clone());
     let mut events = svc.events.subscribe();
+    svc.liveness
+        .register(NAME, Cadence::Every(EXTENSION_SYNC_INTERVAL));
     tracker.spawn(async move {
         let mut ticker = ticker(EXTENSION_SYNC_INTERVAL);
         loop {
@@ -181,6 +187,7 @@ pub fn spawn_extension_sync(svc: &Services, tracker: &TaskTracker, shutdown: &Ca
                     Err(_) => events = svc.events.subscribe(),
                 },
             }
+            svc.liveness.tick(NAME);
             if let Err(err) = svc.extensions.sync().await {
                 tracing::warn!(error = %err, "syncing extension slots failed; retrying");
             }
@@ -202,8 +209,9 @@ fn spawn_sweep<F, Fut>(
     Fut: Future<Output = Result<(), crate::store::StoreError>> + Send + 'static,
 {
     let svc = svc.clone();
-    let pass = std::sync::Arc::new(pass);
-    spawn_loop(tracker, shutdown, name, interval, move || {
+    let pass = Arc::new(pass);
+    let supervised = supervision(&svc);
+    spawn_loop(supervised, tracker, shutdown, name, interval, move || {
         let (svc, pass) = (svc.clone(), pass.clone());
         async move {
             if !svc.cluster.leases.hold(name).await {
@@ -224,9 +232,14 @@ fn ticker(interval: Duration) -> tokio::time::Interval {
     ticker
 }
 
-/// Runs `pass` every `interval` until `shutdown` is cancelled. A pass in progress is finished,
-/// never cut off halfway, so a sweep's writes and events always arrive together.
+/// Runs `pass` every `interval` until `shutdown` is cancelled, telling `liveness` as each pass
+/// starts. A pass in progress is finished, never cut off halfway, so a sweep's writes and events
+/// always arrive together.
+///
+/// `stalled` is a fault hook: the loop of that name hangs in its first pass (as a sweep stuck on
+/// a lock or a call that never returns would), so a spec sees liveness report it.
 pub fn spawn_loop<F, Fut>(
+    (liveness, stalled): (Arc<Liveness>, Option<&'static str>),
     tracker: &TaskTracker,
     shutdown: &CancellationToken,
     name: &'static str,
@@ -237,6 +250,8 @@ pub fn spawn_loop<F, Fut>(
     Fut: Future<Output = ()> + Send + 'static,
 {
     let shutdown = shutdown.clone();
+    liveness.register(name, Cadence::Every(interval));
+    let stalls = stalled == Some(name);
     tracker.spawn(async move {
         let mut ticker = ticker(interval);
         loop {
@@ -245,16 +260,26 @@ pub fn spawn_loop<F, Fut>(
                 () = shutdown.cancelled() => break,
                 _ = ticker.tick() => {}
             }
+            liveness.tick(name);
+            if stalls {
+                tracing::warn!(sweeper = name, "fault hook: this loop's pass hangs");
+                shutdown.cancelled().await;
+                break;
+            }
             pass().await;
         }
         tracing::debug!(sweeper = name, "sweeper stopped");
     });
 }
 
+/// What [`spawn_loop`] needs from the services to supervise a loop.
+pub fn supervision(svc: &Services) -> (Arc<Liveness>, Option<&'static str>) {
+    (svc.liveness.clone(), svc.config.faults.stalled_loop)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::sync::Arc;
     use std::sync::atomic::{AtomicUsize, Ordering};
 
     #[tokio::test(start_paused = true)]
@@ -263,7 +288,9 @@ mod tests {
         let shutdown = CancellationToken::new();
         let passes = Arc::new(AtomicUsize::new(0));
         let counter = passes.clone();
+        let liveness = Arc::new(Liveness::new(Duration::from_secs(30)));
         spawn_loop(
+            (liveness.clone(), None),
             &tracker,
             &shutdown,
             "test",

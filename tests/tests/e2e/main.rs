@@ -35,6 +35,7 @@ mod security_secrets;
 mod security_templates;
 mod security_urls;
 mod streams;
+mod supervision;
 mod team;
 mod templates;
 mod uploads;
