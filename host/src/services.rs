@@ -36,6 +36,8 @@ pub struct Services {
     pub cluster: Arc<cluster::Cluster>,
     /// This replica's background loops and when each last started a pass.
     pub liveness: Arc<crate::liveness::Liveness>,
+    /// The key that seals the audit ledger (see [`crate::audit`]).
+    pub audit: Arc<crate::audit::Ledger>,
 }
 
 impl Services {
@@ -145,9 +147,13 @@ impl Services {
         let liveness = Arc::new(crate::liveness::Liveness::new(
             config.supervision.stale_floor(),
         ));
+        let audit = Arc::new(crate::audit::Ledger::new(
+            config.secrets_encryption_key.as_ref(),
+        ));
         Ok(Services {
             a2a,
             liveness,
+            audit,
             config: Arc::new(config),
             db,
             writes,

@@ -287,5 +287,10 @@ async fn decide(
         "operator",
     )
     .await?;
+    let entry = crate::audit::Entry::new("approval.decided", access.principal)
+        .workspace(access.id)
+        .target(approval_id.to_string())
+        .detail(serde_json::json!({ "decision": decision, "action": row.action }));
+    crate::audit::record(&state.svc, entry).await;
     Ok(axum::Json(Approval::of(row)))
 }

@@ -6,7 +6,7 @@ use axum::response::IntoResponse;
 use base64::Engine as _;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
+use serde_json::{Value, json};
 use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::{OpenApiRouter, UtoipaMethodRouterExt as _};
 use utoipa_axum::routes;
@@ -16,6 +16,8 @@ use super::AppState;
 use super::error::{ApiError, ApiResult};
 use super::extract::{AdminAuth, ApiJson};
 use super::openapi::{ErrorBody, StatusBody};
+use crate::audit;
+use crate::auth::Principal;
 use crate::extensions::reason;
 use crate::extensions::registry::{self, MAX_COMPONENT_BYTES, RegistryError, Slot};
 use crate::store;
@@ -301,6 +303,10 @@ async fn upload(
             false,
         )
         .await?;
+    let entry = audit::Entry::new("extension.installed", Principal::Admin)
+        .target(row.id.to_string())
+        .detail(json!({ "slot": row.slot, "name": row.name, "version": row.version, "digest": row.digest }));
+    audit::record(&state.svc, entry).await;
     Ok((StatusCode::CREATED, axum::Json(version(&row, false, false))))
 }
 
@@ -313,6 +319,19 @@ struct SlotChanged {
     /// On rollback: the version now active.
     #[serde(skip_serializing_if = "Option::is_none")]
     version: Option<String>,
+}
+
+/// `changed` as the answer, after recording it in the audit ledger as `event_type`.
+async fn audited(
+    state: &AppState,
+    event_type: &'static str,
+    changed: SlotChanged,
+) -> axum::Json<SlotChanged> {
+    let entry = audit::Entry::new(event_type, Principal::Admin)
+        .target(changed.id.to_string())
+        .detail(json!({ "slot": changed.slot, "version": changed.version }));
+    audit::record(&state.svc, entry).await;
+    axum::Json(changed)
 }
 
 /// Makes a version the active one of its slot.
@@ -335,12 +354,17 @@ async fn activate(
     Path(key): Path<IdKey>,
 ) -> ApiResult<impl IntoResponse> {
     let row = state.svc.extensions.activate(key.id()?).await?;
-    Ok(axum::Json(SlotChanged {
-        status: "activated",
-        slot: row.slot,
-        id: row.id,
-        version: None,
-    }))
+    Ok(audited(
+        &state,
+        "extension.activated",
+        SlotChanged {
+            status: "activated",
+            slot: row.slot,
+            id: row.id,
+            version: None,
+        },
+    )
+    .await)
 }
 
 /// Re-activates the slot's previous version.
@@ -363,12 +387,17 @@ async fn rollback(
     Path(key): Path<SlotKey>,
 ) -> ApiResult<impl IntoResponse> {
     let row = state.svc.extensions.rollback(&key.slot()?).await?;
-    Ok(axum::Json(SlotChanged {
-        status: "rolled_back",
-        slot: row.slot,
-        id: row.id,
-        version: Some(row.version),
-    }))
+    Ok(audited(
+        &state,
+        "extension.rolled_back",
+        SlotChanged {
+            status: "rolled_back",
+            slot: row.slot,
+            id: row.id,
+            version: Some(row.version),
+        },
+    )
+    .await)
 }
 
 /// Runs a version beside the active one, comparing their answers.
@@ -391,12 +420,17 @@ async fn shadow(
     Path(key): Path<IdKey>,
 ) -> ApiResult<impl IntoResponse> {
     let row = state.svc.extensions.shadow(key.id()?).await?;
-    Ok(axum::Json(SlotChanged {
-        status: "shadowing",
-        slot: row.slot,
-        id: row.id,
-        version: None,
-    }))
+    Ok(audited(
+        &state,
+        "extension.shadowed",
+        SlotChanged {
+            status: "shadowing",
+            slot: row.slot,
+            id: row.id,
+            version: None,
+        },
+    )
+    .await)
 }
 
 /// Stops a version running in shadow (the slot keeps its active version; the candidate's
@@ -420,12 +454,17 @@ async fn stop_shadow(
     Path(key): Path<IdKey>,
 ) -> ApiResult<impl IntoResponse> {
     let row = state.svc.extensions.stop_shadow(key.id()?).await?;
-    Ok(axum::Json(SlotChanged {
-        status: "shadow_stopped",
-        slot: row.slot,
-        id: row.id,
-        version: None,
-    }))
+    Ok(audited(
+        &state,
+        "extension.unshadowed",
+        SlotChanged {
+            status: "shadow_stopped",
+            slot: row.slot,
+            id: row.id,
+            version: None,
+        },
+    )
+    .await)
 }
 
 /// How the slot's shadow candidate compares with the active version.
@@ -531,6 +570,9 @@ async fn remove(
     _: AdminAuth,
     Path(key): Path<IdKey>,
 ) -> ApiResult<impl IntoResponse> {
-    state.svc.extensions.delete(key.id()?).await?;
+    let id = key.id()?;
+    state.svc.extensions.delete(id).await?;
+    let entry = audit::Entry::new("extension.deleted", Principal::Admin).target(id.to_string());
+    audit::record(&state.svc, entry).await;
     Ok(axum::Json(StatusBody { status: "deleted" }))
 }

@@ -156,6 +156,14 @@ async fn commit(
         },
     )
     .await?;
+    if row.scope == "GLOBAL" {
+        // What every agent of the org will read: who wrote it is kept, not the content.
+        let entry = crate::audit::Entry::new("memory.global_written", access.principal)
+            .workspace(access.id)
+            .target(row.id.to_string())
+            .detail(serde_json::json!({ "namespace": row.namespace, "bytes": row.content.len() }));
+        crate::audit::record(&state.svc, entry).await;
+    }
     Ok((
         StatusCode::CREATED,
         axum::Json(Memory::of(row, access.principal)),

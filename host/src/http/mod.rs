@@ -8,6 +8,7 @@ mod a2a;
 mod activity;
 mod agent;
 mod approvals;
+mod audit;
 mod budget;
 mod bundles;
 mod checkpoints;
@@ -140,6 +141,7 @@ fn api() -> OpenApiRouter<AppState> {
         .merge(mcp::router())
         .merge(schedules::router())
         .merge(approvals::router())
+        .merge(audit::router())
         .merge(kv::router())
         .merge(instructions::router())
         .merge(agent::router())

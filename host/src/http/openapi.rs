@@ -102,6 +102,10 @@ pub fn base() -> utoipa::openapi::OpenApi {
             tag("plugins", "Plugin registry, installs, allow-lists, updates"),
             tag("a2a", "The A2A proxy, its queue, delegations"),
             tag("budget", "A workspace's monthly budget and token usage"),
+            tag(
+                "audit",
+                "The HMAC-chained audit ledger of security-relevant actions",
+            ),
             tag("mcp", "MCP over HTTP for agents"),
             tag(
                 "schedules",

@@ -13,7 +13,9 @@ use uuid::Uuid;
 use super::AppState;
 use super::error::{ApiError, ApiResult};
 use super::extract::WorkspaceIdParam;
-use super::extract::{AdminAuth, AnyAuth, ApiJson, ApiQuery, WorkspaceAuth, WorkspacePath};
+use super::extract::{
+    AdminAuth, AnyAuth, ApiJson, ApiQuery, WorkspaceAccess, WorkspaceAuth, WorkspacePath,
+};
 use super::openapi::ErrorBody;
 use super::workspaces::WorkspaceGone;
 use chrono::{DateTime, Utc};
@@ -578,7 +580,7 @@ struct InstallBody {
 )]
 async fn install(
     State(state): State<AppState>,
-    WorkspaceAuth(id): WorkspaceAuth,
+    WorkspaceAccess { id, principal }: WorkspaceAccess,
     ApiJson(body): ApiJson<InstallBody>,
 ) -> ApiResult<impl IntoResponse> {
     let source = plugins::parse_source(&state.svc, &body.source)?;
@@ -602,7 +604,13 @@ async fn install(
         },
     )
     .await?;
-    Ok(axum::Json(Installed::from(&installed)))
+    let answer = Installed::from(&installed);
+    let entry = crate::audit::Entry::new("plugin.installed", principal)
+        .workspace(id)
+        .target(answer.plugin.clone())
+        .detail(serde_json::json!({ "source": answer.source, "sha": answer.installed_sha }));
+    crate::audit::record(&state.svc, entry).await;
+    Ok(axum::Json(answer))
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -629,10 +637,14 @@ struct Uninstalled {
 )]
 async fn uninstall(
     State(state): State<AppState>,
-    WorkspaceAuth(id): WorkspaceAuth,
+    WorkspaceAccess { id, principal }: WorkspaceAccess,
     Path(PluginNameParam { name }): Path<PluginNameParam>,
 ) -> ApiResult<impl IntoResponse> {
     let restarting = plugins::uninstall(&state.svc, id, &name).await?;
+    let entry = crate::audit::Entry::new("plugin.uninstalled", principal)
+        .workspace(id)
+        .target(name.clone());
+    crate::audit::record(&state.svc, entry).await;
     Ok(axum::Json(Uninstalled {
         status: "uninstalled",
         plugin: name,

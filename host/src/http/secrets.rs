@@ -18,10 +18,12 @@ use uuid::Uuid;
 use super::AppState;
 use super::error::{ApiError, ApiResult};
 use super::extract::WorkspaceIdParam;
-use super::extract::{AdminAuth, ApiJson, WorkspaceAuth};
+use super::extract::{AdminAuth, ApiJson, WorkspaceAccess, WorkspaceAuth};
 use super::files::{RestartReport, restart_report};
 use super::openapi::ErrorBody;
 use super::workspaces::WorkspaceGone;
+use crate::audit;
+use crate::auth::Principal;
 use crate::secrets::{self, Bundle, Scope, SecretInfo, SecretKey};
 use crate::workspaces::get_live;
 use crate::workspaces::lifecycle;
@@ -170,12 +172,16 @@ async fn list(
 )]
 async fn set(
     State(state): State<AppState>,
-    WorkspaceAuth(id): WorkspaceAuth,
+    WorkspaceAccess { id, principal }: WorkspaceAccess,
     ApiJson(body): ApiJson<SecretBody>,
 ) -> ApiResult<impl IntoResponse> {
     let key = parse_secret(&body)?;
     get_live(&state.svc, id).await?;
     secrets::set_workspace(&state.svc.db, &state.svc.cipher, id, &key, &body.value).await?;
+    let entry = audit::Entry::new("secret.set", principal)
+        .workspace(id)
+        .target(key.as_str());
+    audit::record(&state.svc, entry).await;
     let restart = request_restart(&state, id, "secret_changed", key.as_str()).await;
     Ok(axum::Json(SecretSaved {
         status: "saved",
@@ -201,7 +207,7 @@ async fn set(
 )]
 async fn remove(
     State(state): State<AppState>,
-    WorkspaceAuth(id): WorkspaceAuth,
+    WorkspaceAccess { id, principal }: WorkspaceAccess,
     Path(SecretKeyParam { key }): Path<SecretKeyParam>,
 ) -> ApiResult<impl IntoResponse> {
     let key = SecretKey::parse(&key).ok_or(ApiError::not_found("secret not found"))?;
@@ -209,6 +215,10 @@ async fn remove(
     if !crate::store::secrets::delete_workspace(&state.svc.db, id, key.as_str()).await? {
         return Err(ApiError::not_found("secret not found"));
     }
+    let entry = audit::Entry::new("secret.deleted", principal)
+        .workspace(id)
+        .target(key.as_str());
+    audit::record(&state.svc, entry).await;
     let restart = request_restart(&state, id, "secret_deleted", key.as_str()).await;
     Ok(axum::Json(SecretSaved {
         status: "deleted",
@@ -415,6 +425,8 @@ async fn set_global(
 ) -> ApiResult<impl IntoResponse> {
     let key = parse_secret(&body)?;
     secrets::set_global(&state.svc.db, &state.svc.cipher, &key, &body.value).await?;
+    let entry = audit::Entry::new("global_secret.set", Principal::Admin).target(key.as_str());
+    audit::record(&state.svc, entry).await;
     // Every workspace inheriting it restarts as the policy decides.
     lifecycle::global_secret_changed(&state.svc, "global_secret_changed", key.as_str()).await?;
     Ok(axum::Json(SecretSaved {
@@ -467,6 +479,8 @@ async fn remove_global(
     if !crate::store::secrets::delete_global(&state.svc.db, key.as_str()).await? {
         return Err(ApiError::not_found("secret not found"));
     }
+    let entry = audit::Entry::new("global_secret.deleted", Principal::Admin).target(key.as_str());
+    audit::record(&state.svc, entry).await;
     // Every workspace inheriting it restarts as the policy decides.
     lifecycle::global_secret_changed(&state.svc, "global_secret_deleted", key.as_str()).await?;
     Ok(axum::Json(SecretSaved {

@@ -6,6 +6,7 @@ use axum::response::IntoResponse;
 use chrono::{DateTime, Utc};
 use secrecy::ExposeSecret as _;
 use serde::{Deserialize, Serialize};
+use serde_json::json;
 use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
@@ -14,9 +15,13 @@ use uuid::Uuid;
 use super::AppState;
 use super::error::{ApiError, ApiResult};
 use super::extract::WorkspaceIdParam;
-use super::extract::{AdminAuth, ApiJson, ApiQuery, Creds, WorkspaceAuth, WorkspacePath};
+use super::extract::{
+    AdminAuth, ApiJson, ApiQuery, Creds, WorkspaceAccess, WorkspaceAuth, WorkspacePath,
+};
 use super::openapi::{ErrorBody, StatusBody};
 use super::workspaces::WorkspaceGone;
+use crate::audit;
+use crate::auth::Principal;
 use crate::events::Invalidation;
 use crate::workspaces::get_live;
 use crate::{auth, store};
@@ -140,7 +145,7 @@ fn too_many_tokens() -> ApiError {
 /// Mints a token for the workspace and answers it (shown once).
 async fn mint_for(
     state: &AppState,
-    id: Uuid,
+    (id, principal): (Uuid, Principal),
     message: Option<&'static str>,
 ) -> ApiResult<TokenMinted> {
     get_live(&state.svc, id).await?;
@@ -148,6 +153,11 @@ async fn mint_for(
     let Some(token) = auth::issue_workspace_token(&state.svc.db, id, lifetime).await? else {
         return Err(too_many_tokens());
     };
+    let entry = audit::Entry::new("token.minted", principal)
+        .workspace(id)
+        .target(token.prefix.clone())
+        .detail(json!({ "expires_at": token.expires_at }));
+    audit::record(&state.svc, entry).await;
     Ok(TokenMinted {
         auth_token: token.plaintext.expose_secret().to_owned(),
         workspace_id: id,
@@ -175,11 +185,11 @@ async fn mint_for(
 )]
 async fn create(
     State(state): State<AppState>,
-    WorkspaceAuth(id): WorkspaceAuth,
+    WorkspaceAccess { id, principal }: WorkspaceAccess,
 ) -> ApiResult<impl IntoResponse> {
     let minted = mint_for(
         &state,
-        id,
+        (id, principal),
         Some("store this token now; it cannot be shown again"),
     )
     .await?;
@@ -201,7 +211,7 @@ async fn create(
 )]
 async fn revoke(
     State(state): State<AppState>,
-    WorkspaceAuth(id): WorkspaceAuth,
+    WorkspaceAccess { id, principal }: WorkspaceAccess,
     Path(segment): Path<TokenIdParam>,
 ) -> ApiResult<impl IntoResponse> {
     let token_id = segment.id()?;
@@ -210,6 +220,10 @@ async fn revoke(
     }
     // It stops working on every replica within the relay's delivery time.
     state.svc.events.invalidate(Invalidation::Token(token_id));
+    let entry = audit::Entry::new("token.revoked", principal)
+        .workspace(id)
+        .target(token_id.to_string());
+    audit::record(&state.svc, entry).await;
     Ok(axum::Json(StatusBody { status: "revoked" }))
 }
 
@@ -313,6 +327,10 @@ async fn create_org(
         return Err(ApiError::RateLimited { retry_after_secs });
     }
     let (id, token) = auth::issue_org_token(&state.svc.db, name.as_deref(), Some("admin")).await?;
+    let entry = audit::Entry::new("org_token.minted", Principal::Admin)
+        .target(id.to_string())
+        .detail(json!({ "prefix": token.prefix, "name": name }));
+    audit::record(&state.svc, entry).await;
     Ok((
         StatusCode::CREATED,
         axum::Json(OrgTokenMinted {
@@ -348,6 +366,9 @@ async fn revoke_org(
     }
     // It stops working on every replica within the relay's delivery time.
     state.svc.events.invalidate(Invalidation::Token(token_id));
+    let entry =
+        audit::Entry::new("org_token.revoked", Principal::Admin).target(token_id.to_string());
+    audit::record(&state.svc, entry).await;
     Ok(axum::Json(StatusBody { status: "revoked" }))
 }
 
@@ -378,5 +399,7 @@ async fn test_token(
         return Err(ApiError::not_found("not found"));
     }
     state.svc.guard.admin(&creds).await?;
-    Ok(axum::Json(mint_for(&state, id, None).await?))
+    Ok(axum::Json(
+        mint_for(&state, (id, Principal::Admin), None).await?,
+    ))
 }

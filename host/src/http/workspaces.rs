@@ -591,7 +591,16 @@ async fn patch(
             "a workspace token may change only name, role, x, y and collapsed; parent_id, tier, runtime, update_tier and workspace_dir need an admin or org token",
         ));
     }
-    let patched = workspaces::patch(&state.svc, id, parse_patch(body)?).await?;
+    let patch = parse_patch(body)?;
+    let moved_to = patch.parent_id;
+    let patched = workspaces::patch(&state.svc, id, patch).await?;
+    if let Some(parent) = moved_to {
+        let entry = crate::audit::Entry::new("workspace.moved", access.principal)
+            .workspace(id)
+            .target(id.to_string())
+            .detail(serde_json::json!({ "parent_id": parent }));
+        crate::audit::record(&state.svc, entry).await;
+    }
     Ok(axum::Json(Updated {
         status: "updated",
         needs_restart: patched.needs_restart.then_some(true),

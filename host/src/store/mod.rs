@@ -8,6 +8,7 @@ pub mod a2a_queue;
 pub mod activity;
 pub mod agents;
 pub mod approvals;
+pub mod audit;
 pub mod batch;
 pub mod canvas;
 pub mod checkpoints;
@@ -267,6 +268,8 @@ pub enum Constraint {
 /// Constraints of the schema that callers do not match on, kept so [`Constraint::Other`] can
 /// name them. A store test checks that every constraint in `migrations/` is mapped or listed.
 const OTHER_CONSTRAINTS: &[&str] = &[
+    "audit_events_pkey",
+    "audit_events_id_uniq",
     "workspaces_pkey",
     "workspaces_forwarded_to_fkey",
     "canvas_layouts_pkey",

@@ -2,6 +2,7 @@
 
 mod agent_assignment;
 mod approvals;
+mod audit;
 mod auth;
 mod budget;
 mod bundles;
