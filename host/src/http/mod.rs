@@ -7,6 +7,7 @@
 mod a2a;
 mod activity;
 mod agent;
+mod agent_logs;
 mod approvals;
 mod audit;
 mod budget;
@@ -154,6 +155,7 @@ fn api() -> OpenApiRouter<AppState> {
         .merge(checkpoints::router())
         .merge(memories::router())
         .merge(console::router())
+        .merge(agent_logs::router())
 }
 
 /// The OpenAPI 3.1 document of [`router`], as served at `GET /openapi.json`.

@@ -26,7 +26,7 @@ use tokio::sync::{OwnedRwLockReadGuard, OwnedRwLockWriteGuard, RwLock};
 use uuid::Uuid;
 
 use super::{
-    CONFIGS_ROOT, ContainerRuntime, ExecOutput, FilesChange, Inspection, MANAGED_LABEL,
+    CONFIGS_ROOT, ContainerRuntime, ExecOutput, FilesChange, Inspection, LogStream, MANAGED_LABEL,
     RuntimeError, StartSpec, Started, WORKSPACE_LABEL, WriteTarget, exited_ok, extend_capped, id12,
     managed_selectors, rooted, workspace_labels,
 };
@@ -626,6 +626,27 @@ impl ContainerRuntime for DockerRuntime {
             }
         }
         Ok(String::from_utf8_lossy(&out).into_owned())
+    }
+
+    async fn follow_logs(&self, id: Uuid, tail: usize) -> Result<LogStream, RuntimeError> {
+        if self.container_state(id).await?.is_none() {
+            return Err(RuntimeError::NotFound);
+        }
+        let options = LogsOptionsBuilder::default()
+            .stdout(true)
+            .stderr(true)
+            .follow(true)
+            .tail(&tail.to_string())
+            .build();
+        let stream = self
+            .docker
+            .logs(&container_name(id), Some(options))
+            .map(|item| match item {
+                Ok(output) => Ok(output.into_bytes().to_vec()),
+                Err(err) if is_status(&err, &[404]) => Err(RuntimeError::NotFound),
+                Err(err) => Err(failed("following logs", err)),
+            });
+        Ok(Box::pin(stream))
     }
 
     async fn managed(&self) -> Result<Vec<Uuid>, RuntimeError> {

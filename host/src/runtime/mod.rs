@@ -258,6 +258,9 @@ pub struct ExecOutput {
     pub stderr: String,
 }
 
+/// An agent's output as it is written (see [`ContainerRuntime::follow_logs`]).
+pub type LogStream = futures::stream::BoxStream<'static, Result<Vec<u8>, RuntimeError>>;
+
 /// Failures of a runtime operation.
 #[derive(Debug, thiserror::Error)]
 pub enum RuntimeError {
@@ -386,6 +389,14 @@ pub trait ContainerRuntime: Send + Sync + std::fmt::Debug {
     async fn exec(&self, id: Uuid, argv: &[String]) -> Result<ExecOutput, RuntimeError>;
     /// The last `tail` lines of the agent's output.
     async fn logs(&self, id: Uuid, tail: usize) -> Result<String, RuntimeError>;
+    /// The last `tail` lines of the agent's output, then what it writes from then on, until the
+    /// stream is dropped. Runtimes that cannot follow answer [`RuntimeError::Unavailable`].
+    async fn follow_logs(&self, _id: Uuid, _tail: usize) -> Result<LogStream, RuntimeError> {
+        Err(RuntimeError::Unavailable(format!(
+            "the {} runtime cannot follow an agent's log",
+            self.name()
+        )))
+    }
     /// Workspaces this runtime (and this host's labels) has agents or files for.
     async fn managed(&self) -> Result<Vec<Uuid>, RuntimeError>;
     /// Called once on host shutdown: the process runtime stops its children; containers stay.

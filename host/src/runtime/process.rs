@@ -38,9 +38,11 @@ use tokio::process::{Child, Command};
 use tokio::sync::Mutex;
 use uuid::Uuid;
 
+use futures::StreamExt as _;
+
 use super::{
-    CONFIGS_ROOT, ContainerRuntime, ExecOutput, FilesChange, Inspection, RuntimeError, StartSpec,
-    Started, WriteTarget,
+    CONFIGS_ROOT, ContainerRuntime, ExecOutput, FilesChange, Inspection, LogStream, RuntimeError,
+    StartSpec, Started, WriteTarget,
 };
 use crate::config::{Config, RuntimeConfig};
 use crate::safefs::{FileTree, ListedFile, Owner, RelPath, RootDir, TarEntry};
@@ -476,6 +478,22 @@ fn stop_leftovers(root: &Path, uids: Option<&uids::UidPool>) {
     }
 }
 
+/// How often a followed log file is looked at for new output.
+const LOG_POLL: Duration = Duration::from_millis(250);
+
+/// The bytes of `path` from `from` to `to` (at most 1 MiB at a time, the rest on the next look).
+fn read_from(path: &std::path::Path, from: u64, to: u64) -> Result<Vec<u8>, RuntimeError> {
+    use std::io::{Read as _, Seek as _, SeekFrom};
+    let mut file = std::fs::File::open(path).map_err(|_| RuntimeError::NotFound)?;
+    file.seek(SeekFrom::Start(from))
+        .map_err(|e| RuntimeError::Failed(format!("reading the agent log: {e}")))?;
+    let mut out = Vec::new();
+    file.take((to - from).min(1024 * 1024))
+        .read_to_end(&mut out)
+        .map_err(|e| RuntimeError::Failed(format!("reading the agent log: {e}")))?;
+    Ok(out)
+}
+
 fn tail_lines(text: &str, n: usize) -> String {
     let lines: Vec<&str> = text.lines().collect();
     lines[lines.len().saturating_sub(n)..].join("\n")
@@ -674,6 +692,35 @@ impl ContainerRuntime for ProcessRuntime {
         let text =
             std::fs::read(self.dir(id).join(LOG_FILE)).map_err(|_| RuntimeError::NotFound)?;
         Ok(tail_lines(&String::from_utf8_lossy(&text), tail))
+    }
+
+    async fn follow_logs(&self, id: Uuid, tail: usize) -> Result<LogStream, RuntimeError> {
+        let path = self.dir(id).join(LOG_FILE);
+        let text = std::fs::read(&path).map_err(|_| RuntimeError::NotFound)?;
+        let mut first = tail_lines(&String::from_utf8_lossy(&text), tail).into_bytes();
+        if !first.is_empty() {
+            first.push(b'\n');
+        }
+        // Then what is appended, looked for every LOG_POLL; a file that shrank (replaced by a
+        // restart) is read again from its start.
+        let follow = futures::stream::unfold(text.len() as u64, move |offset| {
+            let path = path.clone();
+            async move {
+                loop {
+                    tokio::time::sleep(LOG_POLL).await;
+                    let Ok(len) = std::fs::metadata(&path).map(|m| m.len()) else {
+                        return Some((Err(RuntimeError::NotFound), u64::MAX));
+                    };
+                    let from = if len < offset { 0 } else { offset };
+                    if len == from {
+                        continue;
+                    }
+                    return Some((read_from(&path, from, len), len));
+                }
+            }
+        })
+        .take_while(|item| futures::future::ready(!matches!(item, Err(RuntimeError::NotFound))));
+        Ok(Box::pin(futures::stream::iter([Ok(first)]).chain(follow)))
     }
 
     async fn managed(&self) -> Result<Vec<Uuid>, RuntimeError> {

@@ -1,6 +1,7 @@
 //! End-to-end specs: the real host over HTTP, on SQLite and on PostgreSQL.
 
 mod agent_assignment;
+mod agent_logs;
 mod approvals;
 mod audit;
 mod auth;
