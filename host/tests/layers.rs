@@ -14,10 +14,10 @@ use std::path::{Path, PathBuf};
 /// The floors, lowest first. A module may import the modules of the floors below its own only.
 const LAYERS: &[&[&str]] = &[
     &["config"],
-    &["store"],
+    &["store", "liveness"],
     &["events", "secrets", "cluster", "locks", "safefs"],
     &["runtime", "extensions", "auth"],
-    &["agents"],
+    &["agents", "audit"],
     &["workspaces"],
     &["memories", "memory", "approvals"],
     &["delegation", "plugins", "schedules"],

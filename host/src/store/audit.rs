@@ -1,5 +1,5 @@
-//! `audit_events`: the HMAC-chained audit ledger (see `crate::audit` for what is sealed and
-//! how). Appends are serialised (SQLite's one writer; a transaction-scoped advisory lock on
+//! `audit_events`: the HMAC-chained audit ledger (the top-level `audit` module says what is
+//! sealed and how). Appends are serialised (SQLite's one writer; a transaction-scoped advisory lock on
 //! PostgreSQL, whichever replica appends), so each row reads the chain's head and extends it.
 
 use chrono::{DateTime, Utc};
