@@ -413,7 +413,7 @@ async fn commit_memory(svc: &Services, me: Uuid, args: &Value) -> ToolResult {
     let scope = str_arg(args, "scope")?.unwrap_or("LOCAL");
     let row = crate::memories::commit(
         svc,
-        me,
+        (me, crate::auth::Principal::Workspace(me)),
         crate::memories::NewMemory {
             content,
             scope,

@@ -192,12 +192,10 @@ fn masked_lines(
                 }
                 match stream.next().await {
                     Some(Ok(chunk)) => pending.extend_from_slice(&chunk),
-                    Some(Err(err)) => {
-                        tracing::debug!(error = %err, "following an agent's log ended");
-                        let rest = masker.mask(&String::from_utf8_lossy(&pending));
-                        return Some((Ok(rest), (stream, masker, Vec::new(), true)));
-                    }
-                    None => {
+                    end => {
+                        if let Some(Err(err)) = end {
+                            tracing::debug!(error = %err, "following an agent's log ended");
+                        }
                         let rest = masker.mask(&String::from_utf8_lossy(&pending));
                         return Some((Ok(rest), (stream, masker, Vec::new(), true)));
                     }

@@ -148,7 +148,7 @@ async fn commit(
     let namespace = text(&body, "namespace")?;
     let row = memories::commit(
         &state.svc,
-        access.id,
+        (access.id, access.principal),
         NewMemory {
             content,
             scope,
@@ -156,14 +156,6 @@ async fn commit(
         },
     )
     .await?;
-    if row.scope == "GLOBAL" {
-        // What every agent of the org will read: who wrote it is kept, not the content.
-        let entry = crate::audit::Entry::new("memory.global_written", access.principal)
-            .workspace(access.id)
-            .target(row.id.to_string())
-            .detail(serde_json::json!({ "namespace": row.namespace, "bytes": row.content.len() }));
-        crate::audit::record(&state.svc, entry).await;
-    }
     Ok((
         StatusCode::CREATED,
         axum::Json(Memory::of(row, access.principal)),

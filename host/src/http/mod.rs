@@ -196,12 +196,14 @@ struct Health {
 /// while one of its background loops is stalled.
 #[utoipa::path(get, path = "/health", tag = "meta", responses((status = 200, body = Health)))]
 async fn health(State(state): State<AppState>) -> axum::Json<Health> {
-    let status = if state.svc.liveness.stale().is_empty() {
-        "ok"
-    } else {
-        "degraded"
-    };
-    axum::Json(Health { status })
+    axum::Json(Health {
+        status: health_status(!state.svc.liveness.stale().is_empty()),
+    })
+}
+
+/// `degraded` while any background loop is stale, else `ok`.
+fn health_status(any_stale: bool) -> &'static str {
+    if any_stale { "degraded" } else { "ok" }
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -261,11 +263,7 @@ async fn liveness(
         .into_iter()
         .map(|(name, s)| (name, s.into()))
         .collect();
-    let status = if subsystems.values().any(|s| s.stale) {
-        "degraded"
-    } else {
-        "ok"
-    };
+    let status = health_status(subsystems.values().any(|s| s.stale));
     axum::Json(LivenessReport { status, subsystems })
 }
 

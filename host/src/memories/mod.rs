@@ -28,6 +28,8 @@ use uuid::Uuid;
 
 pub use redact::redact;
 
+use crate::audit;
+use crate::auth::Principal;
 use crate::services::Services;
 use crate::store::activity::ActivityRow;
 use crate::store::memories::{MemoryRow, Query, Visible};
@@ -147,7 +149,7 @@ pub struct NewMemory<'a> {
 /// Writes a memory for `writer` (a live workspace): checked, redacted, GLOBAL only from a root.
 pub async fn commit(
     svc: &Services,
-    writer: Uuid,
+    (writer, by): (Uuid, Principal),
     new: NewMemory<'_>,
 ) -> Result<MemoryRow, MemoryError> {
     let scope = parse_scope(new.scope)
@@ -171,6 +173,14 @@ pub async fn commit(
     };
     store::memories::insert(&svc.db, &row).await?;
     global_activity(svc, &row, "created").await?;
+    if row.scope == "GLOBAL" {
+        // What every agent of the org will read: who wrote it is kept, not the content.
+        let entry = audit::Entry::new("memory.global_written", by)
+            .workspace(writer)
+            .target(row.id.to_string())
+            .detail(json!({ "namespace": row.namespace, "bytes": row.content.len() }));
+        audit::record(svc, entry).await;
+    }
     embed_later(svc, &row);
     Ok(row)
 }
