@@ -115,6 +115,13 @@ pub async fn release_all(db: &Db, prefix: &str) -> StoreResult<u64> {
     ).bind(prefix).execute(pool).await?.rows_affected()))
 }
 
+/// Whether a live claim (its lease holding at `now`) runs `workspace_id`'s restart cycles.
+pub async fn cycle_running(db: &Db, workspace_id: Uuid, now: DateTime<Utc>) -> StoreResult<bool> {
+    on_db_read!(db, pool => Ok(sqlx::query_scalar::<_, i64>(
+        "SELECT COUNT(*) FROM workspace_restarts WHERE workspace_id = $1 AND lease_until >= $2",
+    ).bind(workspace_id).bind(now).fetch_one(pool).await? > 0))
+}
+
 /// Whether a claim on `workspace_id`'s restart cycles is open (cycles running or due).
 pub async fn claimed(db: &Db, workspace_id: Uuid) -> StoreResult<bool> {
     on_db_read!(db, pool => Ok(sqlx::query_scalar::<_, i64>(

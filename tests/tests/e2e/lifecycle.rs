@@ -21,6 +21,7 @@ on_both_runtimes!(
     agents_of_unknown_workspaces_are_removed_by_the_orphan_sweep,
     the_callers_model_wins_and_a_restart_keeps_the_operators_model,
     a_template_is_delivered_with_inner_symlinks_followed_and_scripts_normalised,
+    a_secret_set_during_the_first_start_restarts_once_into_the_new_secret,
 );
 
 on_both_backends!(
@@ -165,6 +166,40 @@ fn agent_env(app: &TestApp, runtime: Runtime, id: &str) -> Vec<String> {
                 .collect()
         }
     }
+}
+
+/// A secret set while the first start is still under way: the restart it asks for waits for that
+/// start, stops its agent (even one that registered meanwhile) and starts one with the secret;
+/// the stop is never taken for a crash (no `agent_exited` decision, no second cycle).
+async fn a_secret_set_during_the_first_start_restarts_once_into_the_new_secret(
+    runtime: Runtime,
+    backend: DbBackend,
+) {
+    let app = spawn(runtime, backend).await;
+    let id = app.create_workspace("Racer", None).await;
+    app.post(
+        &format!("/workspaces/{id}/secrets"),
+        json!({ "key": "RACE_KEY", "value": "race-value-1" }),
+    )
+    .await
+    .expect(200);
+    app.wait_settled(&id, ONLINE).await;
+    // Several health sweeps (one a second) later, the agent still runs and nothing followed.
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let row = app.get(&format!("/workspaces/{id}")).await.expect(200);
+    assert_eq!(row["status"], "online", "{row}");
+    let decisions = app.activity(&id, "?type=restart_decision&limit=50").await;
+    assert!(
+        !Value::Array(decisions.clone())
+            .to_string()
+            .contains("agent_exited"),
+        "a restart's stop was taken for a crash: {decisions:?}"
+    );
+    assert!(app.restart_count(&id).await <= 1);
+    assert!(
+        agent_env(&app, runtime, &id).contains(&"RACE_KEY=race-value-1".to_owned()),
+        "the agent runs without the secret"
+    );
 }
 
 async fn a_tree_provisions_and_every_agent_comes_online_by_its_own_heartbeat(

@@ -58,6 +58,10 @@ pub struct Lifecycle {
     replica: Uuid,
     runtime: Option<Arc<dyn ContainerRuntime>>,
     provision_slots: Semaphore,
+    /// Per workspace, held while its agent is being started and, by a restart cycle, from the
+    /// moment it marks the workspace until its new agent is started: a first provision and a
+    /// cycle never start two agents at once, nor one over the other's.
+    starting: crate::locks::KeyedLocks<Uuid>,
     /// The ticket of each workspace's delayed restart still waiting on this replica; requests
     /// meanwhile join it. A restart that starts sooner cancels it (its timer then finds another
     /// ticket, or none). Running cycles are claimed in the database (`workspace_restarts`).
@@ -95,6 +99,7 @@ impl Lifecycle {
             replica,
             runtime,
             provision_slots: Semaphore::new(concurrency.max(1)),
+            starting: crate::locks::KeyedLocks::default(),
             scheduled: Mutex::new(HashMap::new()),
             platform_url: tokio::sync::watch::Sender::new(None),
             tasks: TaskTracker::new(),

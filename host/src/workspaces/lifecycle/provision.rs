@@ -17,7 +17,10 @@ pub fn schedule_provision(svc: &Services, id: Uuid, model: Option<String>, seed:
     });
 }
 
-/// Starts the workspace's agent. Failures end in `failed` with a sanitised reason.
+/// Starts the agent of a workspace in `provisioning` (a first start). Failures end in `failed`
+/// with a sanitised reason. Nothing is started when the workspace left `provisioning`
+/// meanwhile, or when a restart cycle that ran first already started its agent: starting it again
+/// would replace an agent that may have registered, under the health sweep's eyes.
 pub(super) async fn provision(
     svc: &Services,
     id: Uuid,
@@ -27,11 +30,67 @@ pub(super) async fn provision(
     let Some(runtime) = svc.lifecycle.runtime.clone() else {
         return;
     };
+    let lock = svc.lifecycle.starting.get(id);
+    let _starting = lock.lock().await;
+    if runtime.inspect(id).await.is_ok_and(|agent| agent.running) {
+        tracing::info!(workspace_id = %id, "provision skipped: a restart cycle already started the agent");
+        return;
+    }
+    provision_locked(svc, id, model, seed, Start::First).await;
+}
+
+/// Which start [`provision_locked`] is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Start {
+    /// The first (only while the workspace is `provisioning`).
+    First,
+    /// A restart cycle's, after it stopped the old agent: also when that agent registered while
+    /// the cycle was stopping it, or was then seen gone (the workspace is marked `provisioning`
+    /// again), since the new agent must start with what the cycle was for.
+    Restart,
+}
+
+/// [`provision`] with the workspace's `starting` lock held by the caller.
+pub(super) async fn provision_locked(
+    svc: &Services,
+    id: Uuid,
+    model: Option<String>,
+    seed: Option<FileTree>,
+    start: Start,
+) {
+    let Some(runtime) = svc.lifecycle.runtime.clone() else {
+        return;
+    };
     let Ok(_slot) = svc.lifecycle.provision_slots.acquire().await else {
         return;
     };
     let row = match store::workspaces::get(&svc.db, id).await {
         Ok(Some(row)) if row.status == Status::Provisioning => row,
+        Ok(Some(row))
+            if start == Start::Restart
+                && matches!(
+                    row.status,
+                    Status::Online | Status::Degraded | Status::Offline
+                ) =>
+        {
+            match transition(
+                svc,
+                id,
+                Some(row.status),
+                Status::Provisioning,
+                Cause::Restart,
+                None,
+            )
+            .await
+            {
+                Ok(true) => row,
+                Ok(false) => return,
+                Err(err) => {
+                    tracing::error!(workspace_id = %id, error = ?err, "marking a restart again");
+                    return;
+                }
+            }
+        }
         Ok(_) => return,
         Err(err) => {
             tracing::error!(workspace_id = %id, error = ?err, "loading a workspace to provision");

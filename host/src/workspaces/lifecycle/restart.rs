@@ -238,6 +238,10 @@ pub(super) async fn renewing<T>(
 /// about it, when it came back online.
 pub(super) async fn restart_cycle(svc: &Services, id: Uuid) -> Option<Restart> {
     let runtime = svc.lifecycle.runtime.clone()?;
+    // Held until the new agent is started: a first provision still under way finishes first,
+    // and one that comes later finds the agent started.
+    let lock = svc.lifecycle.starting.get(id);
+    let starting = lock.lock().await;
     let row = match store::workspaces::get(&svc.db, id).await {
         Ok(Some(row)) => row,
         Ok(None) => return None,
@@ -297,7 +301,8 @@ pub(super) async fn restart_cycle(svc: &Services, id: Uuid) -> Option<Restart> {
         .await;
     // Listening before the agent starts, so its registration cannot slip past.
     let events = svc.events.subscribe();
-    provision(svc, id, None, None).await;
+    provision_locked(svc, id, None, None, Start::Restart).await;
+    drop(starting);
     wait_back(svc, id, events).await.then_some(restart)
 }
 

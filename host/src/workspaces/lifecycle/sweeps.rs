@@ -79,6 +79,12 @@ pub async fn check_agent(
     if inspection.running {
         return Ok(AgentCheck::Running);
     }
+    // A restart cycle stops the agent on purpose, and an agent that registered while the cycle
+    // was stopping it shows `online` until the cycle starts the next one: the cycle, not this
+    // check, decides what follows.
+    if store::restarts::cycle_running(&svc.db, id, Utc::now()).await? {
+        return Ok(AgentCheck::Unknown);
+    }
     let code = inspection.exit_code.unwrap_or(-1);
     let moved = transition(
         svc,
