@@ -32,6 +32,7 @@ const RECORDED_PARAMS: &[&str] = &[
     "fieldSelector",
     "labelSelector",
     "container",
+    "follow",
     "tailLines",
     "command",
 ];
@@ -44,12 +45,16 @@ struct Inner {
     /// Requests answered 500: (method, start of the path after the namespace).
     fail: Option<(String, String)>,
     fail_pods: bool,
+    /// Lines the agent of a Pod wrote after the canned ones (see [`FakeApi::write_log`]).
+    logs: BTreeMap<String, Vec<String>>,
 }
 
 struct Shared {
     inner: Mutex<Inner>,
     /// (kind, name, watch event).
     events: broadcast::Sender<(String, String, Value)>,
+    /// (Pod, line) as each is written, for followers.
+    log_lines: broadcast::Sender<(String, String)>,
     root: tempfile::TempDir,
 }
 
@@ -465,15 +470,35 @@ async fn logs(
     {
         return not_found("pods", &name);
     }
-    let tail: usize = params
-        .iter()
-        .find(|(k, _)| k == "tailLines")
-        .and_then(|(_, v)| v.parse().ok())
+    let param = |key: &str| params.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str());
+    let tail: usize = param("tailLines")
+        .and_then(|v| v.parse().ok())
         .unwrap_or(usize::MAX);
-    let lines: Vec<String> = (1..=5).map(|i| format!("agent line {i}\n")).collect();
-    lines[lines.len().saturating_sub(tail)..]
-        .concat()
-        .into_response()
+    // Subscribed before the lines are read, so a line written in between is not lost.
+    let later = shared.log_lines.subscribe();
+    let mut lines: Vec<String> = (1..=5).map(|i| format!("agent line {i}\n")).collect();
+    if let Some(written) = shared.lock().logs.get(&name) {
+        lines.extend(written.iter().map(|l| format!("{l}\n")));
+    }
+    let first = lines[lines.len().saturating_sub(tail)..].concat();
+    if param("follow") != Some("true") {
+        return first.into_response();
+    }
+    // Then each line written for this Pod as it comes, until the fake stops.
+    let rest = futures::stream::unfold((later, name), |(mut later, pod)| async move {
+        loop {
+            match later.recv().await {
+                Ok((for_pod, line)) if for_pod == pod => {
+                    let chunk = Bytes::from(format!("{line}\n"));
+                    return Some((Ok::<_, std::io::Error>(chunk), (later, pod)));
+                }
+                Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => {}
+                Err(broadcast::error::RecvError::Closed) => return None,
+            }
+        }
+    });
+    let stream = futures::stream::once(async move { Ok(Bytes::from(first)) }).chain(rest);
+    Body::from_stream(stream).into_response()
 }
 
 async fn exec(
@@ -592,9 +617,11 @@ pub(super) struct FakeApi {
 impl FakeApi {
     pub(super) async fn start() -> Self {
         let (events, _) = broadcast::channel(256);
+        let (log_lines, _) = broadcast::channel(256);
         let shared = Arc::new(Shared {
             inner: Mutex::new(Inner::default()),
             events,
+            log_lines,
             root: tempfile::tempdir().expect("a temporary directory"),
         });
         let app = Router::new()
@@ -647,6 +674,17 @@ impl FakeApi {
     /// Answers 500 to every `method` request whose path (after the namespace) starts so.
     pub(super) fn fail(&self, method: &str, path_prefix: &str) {
         self.shared.lock().fail = Some((method.into(), path_prefix.into()));
+    }
+
+    /// `line` written by the agent of Pod `pod`: in its log from now on, and sent to followers.
+    pub(super) fn write_log(&self, pod: &str, line: &str) {
+        self.shared
+            .lock()
+            .logs
+            .entry(pod.into())
+            .or_default()
+            .push(line.into());
+        let _ = self.shared.log_lines.send((pod.into(), line.into()));
     }
 
     /// Every Pod started from now on fails: its agent exits with 1.

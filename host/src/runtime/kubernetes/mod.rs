@@ -30,8 +30,8 @@ use tokio::time::Instant;
 use uuid::Uuid;
 
 use super::{
-    CONFIGS_ROOT, ContainerRuntime, ExecOutput, FilesChange, Inspection, MAX_OUTPUT, RuntimeError,
-    StartSpec, Started, WORKSPACE_LABEL, WriteTarget, exited_ok, id12, managed_selectors, rooted,
+    CONFIGS_ROOT, ContainerRuntime, ExecOutput, FilesChange, Inspection, LogStream, MAX_OUTPUT,
+    RuntimeError, StartSpec, Started, WORKSPACE_LABEL, WriteTarget, exited_ok, id12, managed_selectors, rooted,
     workspace_labels,
 };
 use crate::config::{Config, RuntimeConfig};
@@ -398,6 +398,39 @@ impl ContainerRuntime for KubernetesRuntime {
             Err(err) if is_status(&err, 404) => Err(RuntimeError::NotFound),
             Err(err) => Err(api_failed("reading logs", err)),
         }
+    }
+
+    /// The Pod's log subresource with `follow`: its last `tail` lines, then each new one until
+    /// the stream is dropped or the Pod goes away.
+    async fn follow_logs(&self, id: Uuid, tail: usize) -> Result<LogStream, RuntimeError> {
+        let params = LogParams {
+            container: Some(AGENT_CONTAINER.into()),
+            tail_lines: Some(i64::try_from(tail).unwrap_or(i64::MAX)),
+            follow: true,
+            ..LogParams::default()
+        };
+        let reader = match self.pods().log_stream(&pod_name(id), &params).await {
+            Ok(reader) => reader,
+            Err(err) if is_status(&err, 404) => return Err(RuntimeError::NotFound),
+            Err(err) => return Err(api_failed("following logs", err)),
+        };
+        let chunks = futures::stream::unfold(Box::pin(reader), |mut reader| async move {
+            use futures::AsyncReadExt as _;
+            let mut buf = vec![0u8; 8 * 1024];
+            match reader.read(&mut buf).await {
+                Ok(0) => None,
+                Ok(n) => {
+                    buf.truncate(n);
+                    Some((Ok(buf), reader))
+                }
+                Err(err) => {
+                    // The Pod went away or the API server closed the stream: the log ends.
+                    tracing::debug!(error = %err, "following a Pod's log ended");
+                    None
+                }
+            }
+        });
+        Ok(chunks.boxed())
     }
 
     async fn managed(&self) -> Result<Vec<Uuid>, RuntimeError> {

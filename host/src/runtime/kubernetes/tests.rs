@@ -473,6 +473,47 @@ async fn logs_come_from_the_log_subresource_with_tail_lines() {
     ));
 }
 
+/// Reads `stream` into `seen` until it holds `needle`.
+async fn read_until(stream: &mut crate::runtime::LogStream, seen: &mut String, needle: &str) {
+    while !seen.contains(needle) {
+        let chunk = tokio::time::timeout(Duration::from_secs(10), stream.next())
+            .await
+            .unwrap_or_else(|_| panic!("{needle:?} never came; seen {seen:?}"))
+            .expect("the stream stays open")
+            .expect("a chunk");
+        seen.push_str(&String::from_utf8_lossy(&chunk));
+    }
+}
+
+#[tokio::test]
+async fn a_followed_log_gives_the_tail_then_each_new_line() {
+    let h = Harness::new().await;
+    let Some(fake) = &h.fake else {
+        // A real cluster's agent writes what it writes; the fake lets the test write a line.
+        return;
+    };
+    let id = Uuid::new_v4();
+    let n = pod_name(id);
+    h.runtime.start(&spec(id, 2)).await.unwrap();
+    h.forget_requests();
+
+    let mut stream = h.runtime.follow_logs(id, 2).await.expect("a log stream");
+    let mut seen = String::new();
+    read_until(&mut stream, &mut seen, "agent line 5\n").await;
+    assert_eq!(seen, "agent line 4\nagent line 5\n");
+    h.expect_requests(&[format!(
+        "GET pods/{n}/log?container=agent&follow=true&tailLines=2"
+    )]);
+    fake.write_log(&n, "written later");
+    read_until(&mut stream, &mut seen, "written later\n").await;
+    drop(stream);
+    h.runtime.remove(id).await.unwrap();
+    assert!(matches!(
+        h.runtime.follow_logs(id, 2).await.err(),
+        Some(RuntimeError::NotFound)
+    ));
+}
+
 #[tokio::test]
 async fn managed_lists_workspaces_by_the_hosts_labels() {
     let h = Harness::new().await;
