@@ -18,7 +18,9 @@ image="${MOLECULE_AGENT_IMAGE:-molecule-agent:dev}"
 target="x86_64-unknown-linux-gnu"
 binary="target/${target}/release/molecule-agent"
 label="molecule.image.agent-sha256"
-tools=(sh cat ls rm mkdir tar find sha256sum mv cp chmod sleep kill wc env)
+# grep, kill: a terminal session's processes are found by their environment and killed when it
+# closes; ps, stty: what an operator reaches for first in a terminal.
+tools=(sh cat ls rm mkdir tar find sha256sum mv cp chmod sleep kill wc env grep ps stty)
 
 log() { printf 'build-agent-image: %s\n' "$*" >&2; }
 die() { log "error: $*"; exit 1; }
@@ -40,8 +42,10 @@ if ldd "${binary}" 2>&1 | grep -q '=>'; then
 fi
 sha="$(sha256sum "${binary}" | cut -d' ' -f1)"
 log "binary sha256 ${sha} ($(du -h "${binary}" | cut -f1))"
+# The label covers the tool list too, so adding a tool rebuilds the image.
+sha="$(printf '%s %s\n' "${sha}" "${tools[*]}" | sha256sum | cut -d' ' -f1)"
 
-# Nothing to do when the image was built from this very binary.
+# Nothing to do when the image was built from this very binary and tool list.
 current="$(docker image inspect --format "{{ index .Config.Labels \"${label}\" }}" "${image}" 2>/dev/null || true)"
 if [[ "${current}" == "${sha}" ]]; then
     echo "${image} is up to date"

@@ -12,12 +12,15 @@ import { allowed, buildTree, descendants } from './org-actions.js';
 import { trackControl } from './plugin-track.js';
 import { guardLeave, replacePath } from '../router.js';
 import { activityPanel } from './workspace-activity.js';
+import { auditPanel } from './workspace-audit.js';
 import { budgetPanel } from './workspace-budget.js';
 import { chatPanel } from './workspace-chat.js';
 import { delegationsPanel } from './workspace-delegations.js';
 import { filesPanel } from './workspace-files.js';
+import { logsPanel } from './workspace-logs.js';
 import { schedulesPanel } from './workspace-schedules.js';
 import { teamPanel } from './workspace-team.js';
+import { terminalPanel } from './workspace-terminal.js';
 import { restartWords } from './workspace-words.js';
 
 const TABS = [
@@ -27,6 +30,9 @@ const TABS = [
   ['schedules', 'Schedules'],
   ['budget', 'Budget'],
   ['activity', 'Activity'],
+  ['logs', 'Logs'],
+  ['terminal', 'Terminal'],
+  ['audit', 'Audit'],
 ];
 
 /** Statuses whose reason (`last_sample_error`) the page shows at the top. */
@@ -72,6 +78,9 @@ function render(main, { id, tab }) {
   const schedules = schedulesPanel(base, id);
   const budget = budgetPanel(base, id);
   const team = teamPanel(base);
+  const logs = logsPanel(base);
+  const terminal = terminalPanel(base);
+  const audit = auditPanel(base);
 
   // Secrets.
   const secretList = h('div', { id: 'secret-list' });
@@ -122,6 +131,9 @@ function render(main, { id, tab }) {
     schedules: h('div', { class: 'tab-panel', id: 'panel-schedules' }, section('Schedules', schedules.element)),
     budget: h('div', { class: 'tab-panel', id: 'panel-budget' }, section('Budget', budget.element)),
     activity: h('div', { class: 'tab-panel', id: 'panel-activity' }, section('Activity', activity.element)),
+    logs: h('div', { class: 'tab-panel', id: 'panel-logs' }, section('Agent log', logs.element)),
+    terminal: h('div', { class: 'tab-panel', id: 'panel-terminal' }, section('Terminal', terminal.element)),
+    audit: h('div', { class: 'tab-panel', id: 'panel-audit' }, section('Audit ledger', audit.element)),
   };
   const tabButtons = TABS.map(([key, label]) => h('button', {
     type: 'button', role: 'tab', class: 'tab', id: `tab-${key}`, dataset: { tab: key }, text: label,
@@ -370,6 +382,18 @@ function render(main, { id, tab }) {
     team.load();
     activity.load();
   });
+  // The operator's tabs load when first shown: each calls an operator-only route.
+  const operatorTabs = { logs, terminal, audit };
+  const loaded = new Set();
+  const loadShown = () => {
+    const key = main.dataset.tab;
+    if (operatorTabs[key] && !loaded.has(key)) {
+      loaded.add(key);
+      operatorTabs[key].load();
+    }
+  };
+  loadShown();
+  for (const button of tabButtons) button.addEventListener('click', loadShown);
   return () => {
     alive = false;
     unsubscribe();
@@ -382,6 +406,9 @@ function render(main, { id, tab }) {
     budget.stop();
     team.stop();
     activity.stop();
+    logs.stop();
+    terminal.stop();
+    audit.stop();
   };
 }
 

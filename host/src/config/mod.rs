@@ -159,6 +159,8 @@ pub struct Config {
     pub kv: KvConfig,
     /// When a background loop counts as stalled (`MOLECULE_SUPERVISION__*`).
     pub supervision: SupervisionConfig,
+    /// Operators' terminals into agents' environments (`MOLECULE_TERMINAL__*`).
+    pub terminal: TerminalConfig,
     /// Agent memories: the optional embeddings endpoint that orders searches by meaning
     /// (`MOLECULE_MEMORIES__*`).
     pub memories: MemoriesConfig,
@@ -262,6 +264,31 @@ impl Default for SupervisionConfig {
 impl SupervisionConfig {
     pub fn stale_floor(&self) -> Duration {
         Duration::from_secs(self.stale_floor_secs.max(1))
+    }
+}
+
+/// The operator's terminal (`GET /workspaces/{id}/terminal`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct TerminalConfig {
+    /// A session with neither a keystroke nor output for this long is closed.
+    pub idle_timeout_secs: u64,
+    /// Terminals open at once into one workspace, on this host.
+    pub max_per_workspace: usize,
+}
+
+impl Default for TerminalConfig {
+    fn default() -> Self {
+        Self {
+            idle_timeout_secs: 900,
+            max_per_workspace: 2,
+        }
+    }
+}
+
+impl TerminalConfig {
+    pub fn idle_timeout(&self) -> Duration {
+        Duration::from_secs(self.idle_timeout_secs.max(1))
     }
 }
 
@@ -629,6 +656,7 @@ impl Default for Config {
             schedules: SchedulesConfig::default(),
             kv: KvConfig::default(),
             supervision: SupervisionConfig::default(),
+            terminal: TerminalConfig::default(),
             memories: MemoriesConfig::default(),
             budget: BudgetConfig::default(),
             faults: Faults::default(),

@@ -139,21 +139,11 @@ async fn websocket(
     State(state): State<AppState>,
     CallerHeader { caller }: CallerHeader,
     headers: HeaderMap,
-    Creds(mut creds): Creds,
+    Creds(creds): Creds,
     Query(q): Query<WsQuery>,
     upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> ApiResult<Response> {
-    let cors = &state.svc.config.cors_origins;
-    if let Some(origin) = headers.get(header::ORIGIN).and_then(|o| o.to_str().ok())
-        && !cors.is_empty()
-        && !cors.iter().any(|allowed| allowed == origin)
-        && !same_origin(origin, &headers)
-    {
-        return Err(ApiError::forbidden("origin not allowed"));
-    }
-    if creds.bearer.is_none() {
-        creds.bearer = q.token.filter(|t| !t.is_empty()).map(Into::into);
-    }
+    let creds = socket_credentials(&state, &headers, creds, q.token)?;
     // Without `X-Workspace-ID` this is the canvas's stream of every event: the operator's
     // token only (a workspace token is not the canvas).
     let client = match caller {
@@ -168,6 +158,30 @@ async fn websocket(
         upgrade.map_err(|_| ApiError::bad_request("expected a WebSocket upgrade request"))?;
     let subscription = state.svc.events.subscribe();
     Ok(upgrade.on_upgrade(move |socket| serve_socket(state, client, subscription, socket)))
+}
+
+/// The credentials of a WebSocket upgrade. A browser page of another origin than `CORS_ORIGINS`
+/// lists (or the host's own) is refused: a page elsewhere must not open a socket with a token it
+/// was handed; a client without `Origin` is not a browser and passes. Browsers cannot set
+/// headers on a WebSocket, so the bearer may come as `?token=` (`token`) instead.
+pub(super) fn socket_credentials(
+    state: &AppState,
+    headers: &HeaderMap,
+    mut creds: crate::auth::Credentials,
+    token: Option<String>,
+) -> Result<crate::auth::Credentials, ApiError> {
+    let cors = &state.svc.config.cors_origins;
+    if let Some(origin) = headers.get(header::ORIGIN).and_then(|o| o.to_str().ok())
+        && !cors.is_empty()
+        && !cors.iter().any(|allowed| allowed == origin)
+        && !same_origin(origin, headers)
+    {
+        return Err(ApiError::forbidden("origin not allowed"));
+    }
+    if creds.bearer.is_none() {
+        creds.bearer = token.filter(|t| !t.is_empty()).map(Into::into);
+    }
+    Ok(creds)
 }
 
 /// Whether a browser's `Origin` names the host it is talking to: the console the host serves

@@ -37,6 +37,7 @@ mod schedules;
 mod secrets;
 mod team;
 mod templates;
+mod terminal;
 mod tokens;
 mod uploads;
 mod workspaces;
@@ -82,6 +83,8 @@ pub struct Shared {
     limiter: Arc<RateLimiter>,
     org_mints: Arc<KeyedLimiter>,
     mcp_calls: Arc<KeyedLimiter>,
+    /// Terminals open on this host, per workspace.
+    terminals: Arc<terminal::Sessions>,
     /// Cancelled when the host stops; long-lived streams end on it.
     pub shutdown: CancellationToken,
 }
@@ -106,6 +109,7 @@ impl AppState {
                 tokens::ORG_MINTS_PER_HOUR,
             )),
             mcp_calls,
+            terminals: Arc::default(),
             shutdown,
         })))
     }
@@ -156,6 +160,7 @@ fn api() -> OpenApiRouter<AppState> {
         .merge(memories::router())
         .merge(console::router())
         .merge(agent_logs::router())
+        .merge(terminal::router())
 }
 
 /// The OpenAPI 3.1 document of [`router`], as served at `GET /openapi.json`.

@@ -27,8 +27,9 @@ use uuid::Uuid;
 
 use super::{
     CONFIGS_ROOT, ContainerRuntime, ExecOutput, FilesChange, Inspection, LogStream, MANAGED_LABEL,
-    RuntimeError, StartSpec, Started, WORKSPACE_LABEL, WriteTarget, exited_ok, extend_capped, id12,
-    managed_selectors, rooted, workspace_labels,
+    RuntimeError, StartSpec, Started, TERMINAL_MARKER, TermSize, Terminal, TerminalControl,
+    WORKSPACE_LABEL, WriteTarget, exited_ok, extend_capped, id12, managed_selectors, rooted,
+    workspace_labels,
 };
 use crate::config::RuntimeConfig;
 use crate::locks::KeyedLocks;
@@ -361,6 +362,65 @@ impl DockerRuntime {
 
 /// Creates the network when missing (a concurrent creator winning is fine) and returns its
 /// gateway address.
+/// The shell a terminal runs in the agent's container.
+const TERMINAL_SHELL: &str = "/bin/sh";
+
+/// Kills, inside the container, every process whose environment carries the marker given as
+/// `$1` (`MOLECULE_TERMINAL=<session>`): the shell of a session and all it started. Docker
+/// itself leaves an exec's process running when the attached client goes away.
+const KILL_MARKED: &str = r#"for p in /proc/[0-9]*; do
+  if grep -q "$1" "$p/environ" 2>/dev/null; then kill -9 "${p#/proc/}" 2>/dev/null; fi
+done"#;
+
+/// The control side of a terminal exec.
+struct ExecTerminal {
+    docker: Docker,
+    container: String,
+    exec: String,
+    marker: String,
+}
+
+#[async_trait::async_trait]
+impl TerminalControl for ExecTerminal {
+    async fn resize(&self, size: TermSize) -> Result<(), RuntimeError> {
+        let options = bollard::exec::ResizeExecOptions {
+            height: size.rows,
+            width: size.cols,
+        };
+        self.docker
+            .resize_exec(&self.exec, options)
+            .await
+            .map_err(|e| failed("resizing the terminal", e))
+    }
+
+    async fn close(&self) {
+        let argv = ["sh", "-c", KILL_MARKED, "sh", self.marker.as_str()];
+        let options = CreateExecOptions {
+            cmd: Some(argv.iter().map(|a| (*a).to_owned()).collect()),
+            ..Default::default()
+        };
+        let killed = match self.docker.create_exec(&self.container, options).await {
+            Ok(exec) => {
+                let detached = StartExecOptions {
+                    detach: true,
+                    ..Default::default()
+                };
+                self.docker
+                    .start_exec(&exec.id, Some(detached))
+                    .await
+                    .map(drop)
+            }
+            Err(err) => Err(err),
+        };
+        // A container that is gone took the session's processes with it.
+        if let Err(err) = killed
+            && !is_status(&err, &[404, 409])
+        {
+            tracing::warn!(container = %self.container, error = %err, "ending a terminal session's processes");
+        }
+    }
+}
+
 async fn ensure_network(docker: &Docker, name: &str) -> anyhow::Result<IpAddr> {
     let gateway = |network: bollard::models::NetworkInspect| {
         network
@@ -608,6 +668,80 @@ impl ContainerRuntime for DockerRuntime {
             Some(state) if state.running => self.run_exec(&container_name(id), argv).await,
             _ => Err(RuntimeError::Offline),
         }
+    }
+
+    fn has_terminal(&self) -> bool {
+        true
+    }
+
+    async fn open_terminal(
+        &self,
+        id: Uuid,
+        session: Uuid,
+        size: TermSize,
+    ) -> Result<Terminal, RuntimeError> {
+        if !self.container_state(id).await?.is_some_and(|s| s.running) {
+            return Err(RuntimeError::Offline);
+        }
+        let container = container_name(id);
+        let marker = format!("{TERMINAL_MARKER}={session}");
+        let exec = self
+            .docker
+            .create_exec(
+                &container,
+                CreateExecOptions {
+                    cmd: Some(vec![TERMINAL_SHELL.to_owned()]),
+                    env: Some(vec!["TERM=xterm-256color".to_owned(), marker.clone()]),
+                    attach_stdin: Some(true),
+                    attach_stdout: Some(true),
+                    attach_stderr: Some(true),
+                    tty: Some(true),
+                    ..Default::default()
+                },
+            )
+            .await
+            .map_err(|e| match is_status(&e, &[404, 409]) {
+                true => RuntimeError::Offline,
+                false => failed("creating the terminal's exec", e),
+            })?;
+        let started = self
+            .docker
+            .start_exec(
+                &exec.id,
+                Some(StartExecOptions {
+                    tty: true,
+                    ..Default::default()
+                }),
+            )
+            .await
+            .map_err(|e| failed("starting the terminal's exec", e))?;
+        let StartExecResults::Attached { output, input } = started else {
+            return Err(RuntimeError::Failed(
+                "the terminal's exec did not attach".into(),
+            ));
+        };
+        let control = ExecTerminal {
+            docker: self.docker.clone(),
+            container,
+            exec: exec.id,
+            marker,
+        };
+        // The engine refuses a size before the process runs; the first resize the client sends
+        // corrects a size lost here.
+        if let Err(err) = control.resize(size).await {
+            tracing::debug!(workspace_id = %id, error = %err, "setting the terminal's first size");
+        }
+        let output = output
+            .map(|item| {
+                item.map(|chunk| chunk.into_bytes().to_vec())
+                    .map_err(|e| failed("reading the terminal", e))
+            })
+            .boxed();
+        Ok(Terminal {
+            output,
+            input,
+            control: Box::new(control),
+        })
     }
 
     async fn logs(&self, id: Uuid, tail: usize) -> Result<String, RuntimeError> {

@@ -261,6 +261,42 @@ pub struct ExecOutput {
 /// An agent's output as it is written (see [`ContainerRuntime::follow_logs`]).
 pub type LogStream = futures::stream::BoxStream<'static, Result<Vec<u8>, RuntimeError>>;
 
+/// The size of a terminal, in character cells.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TermSize {
+    pub cols: u16,
+    pub rows: u16,
+}
+
+/// The environment variable that marks every process of one terminal session (its value is the
+/// session's id): closing the session kills each process that carries it, whatever it became
+/// (a background job, a daemon that left the session), which a process group would not catch.
+pub const TERMINAL_MARKER: &str = "MOLECULE_TERMINAL";
+
+/// An interactive shell in a workspace's environment (see [`ContainerRuntime::open_terminal`]).
+pub struct Terminal {
+    /// What the shell writes to its terminal, as it writes it; ends when the shell exits.
+    pub output: LogStream,
+    /// The shell's keyboard.
+    pub input: std::pin::Pin<Box<dyn tokio::io::AsyncWrite + Send>>,
+    /// Resizes the terminal and ends the session.
+    pub control: Box<dyn TerminalControl>,
+}
+
+impl std::fmt::Debug for Terminal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Terminal").finish_non_exhaustive()
+    }
+}
+
+/// The side of a [`Terminal`] that is not a byte stream.
+#[async_trait::async_trait]
+pub trait TerminalControl: Send + Sync {
+    async fn resize(&self, size: TermSize) -> Result<(), RuntimeError>;
+    /// Ends the shell and every process the session started. Safe to call more than once.
+    async fn close(&self);
+}
+
 /// Failures of a runtime operation.
 #[derive(Debug, thiserror::Error)]
 pub enum RuntimeError {
@@ -394,6 +430,24 @@ pub trait ContainerRuntime: Send + Sync + std::fmt::Debug {
     async fn follow_logs(&self, _id: Uuid, _tail: usize) -> Result<LogStream, RuntimeError> {
         Err(RuntimeError::Unavailable(format!(
             "the {} runtime cannot follow an agent's log",
+            self.name()
+        )))
+    }
+    /// Whether [`ContainerRuntime::open_terminal`] can work here at all.
+    fn has_terminal(&self) -> bool {
+        false
+    }
+    /// Starts an interactive shell of `size` in the workspace's environment, as its agent runs
+    /// (the container's user, or the agent's uid and sandbox), its processes marked with
+    /// [`TERMINAL_MARKER`]` = session`. [`RuntimeError::Offline`] when the agent is not running.
+    async fn open_terminal(
+        &self,
+        _id: Uuid,
+        _session: Uuid,
+        _size: TermSize,
+    ) -> Result<Terminal, RuntimeError> {
+        Err(RuntimeError::Unavailable(format!(
+            "the {} runtime has no terminal",
             self.name()
         )))
     }

@@ -42,7 +42,7 @@ use futures::StreamExt as _;
 
 use super::{
     CONFIGS_ROOT, ContainerRuntime, ExecOutput, FilesChange, Inspection, LogStream, RuntimeError,
-    StartSpec, Started, WriteTarget,
+    StartSpec, Started, TERMINAL_MARKER, TermSize, Terminal, TerminalControl, WriteTarget,
 };
 use crate::config::{Config, RuntimeConfig};
 use crate::safefs::{FileTree, ListedFile, Owner, RelPath, RootDir, TarEntry};
@@ -56,6 +56,8 @@ const UIDS_DIR: &str = ".uids";
 const AGENT_BIN_DIR: &str = ".agent-bin";
 /// Longest an exec may run.
 const EXEC_TIMEOUT: Duration = Duration::from_secs(120);
+/// The shell a terminal runs in the agent's sandbox.
+const TERMINAL_SHELL: &str = "/bin/sh";
 /// How long a start watches a new agent for an early exit before it leaves it to register.
 const START_WATCH: Duration = Duration::from_secs(2);
 
@@ -243,25 +245,41 @@ impl ProcessRuntime {
         tmp: &RootDir,
         bind_port: Option<u16>,
     ) -> Result<Command, RuntimeError> {
-        use std::os::fd::AsFd as _;
-        let ruleset = sandbox::ruleset(&self.system, &[configs.as_fd(), tmp.as_fd()], bind_port)
-            .map_err(|e| RuntimeError::Failed(format!("building the agent's sandbox: {e}")))?;
+        let ruleset = self.sandbox(configs, tmp, bind_port)?;
         let mut command = Command::new(program);
         command
             .env_clear()
-            .env("TMPDIR", tmp.path())
+            .envs(self.base_env(tmp))
             .current_dir(configs.path())
             .stdin(Stdio::null())
             .kill_on_drop(true);
-        if let Some(path) = &self.path_env {
-            command.env("PATH", path);
-        }
         if let Some(owner) = owner {
             // std drops the supplementary groups when it switches the uid.
             command.uid(owner.uid).gid(owner.gid);
         }
         sandbox::confine(&mut command, ruleset);
         Ok(command)
+    }
+
+    /// The sandbox of a process of the workspace whose directories are `configs` and `tmp`.
+    fn sandbox(
+        &self,
+        configs: &RootDir,
+        tmp: &RootDir,
+        bind_port: Option<u16>,
+    ) -> Result<landlock::RulesetCreated, RuntimeError> {
+        use std::os::fd::AsFd as _;
+        sandbox::ruleset(&self.system, &[configs.as_fd(), tmp.as_fd()], bind_port)
+            .map_err(|e| RuntimeError::Failed(format!("building the agent's sandbox: {e}")))
+    }
+
+    /// The environment every confined process starts from: `TMPDIR`, and the host's `PATH`.
+    fn base_env(&self, tmp: &RootDir) -> Vec<(&'static str, std::ffi::OsString)> {
+        let mut env = vec![("TMPDIR", tmp.path().as_os_str().to_owned())];
+        if let Some(path) = &self.path_env {
+            env.push(("PATH", path.into()));
+        }
+        env
     }
 
     async fn target(&self, id: Uuid) -> WriteTarget {
@@ -318,6 +336,63 @@ impl ProcessRuntime {
     fn stop_timeout(&self) -> Duration {
         Duration::from_secs(self.settings.stop_timeout_secs.max(1))
     }
+}
+
+/// The control side of a process-runtime terminal: a second descriptor of its pty for resizes.
+struct PtyTerminal {
+    pty: std::os::fd::OwnedFd,
+    marker: String,
+}
+
+#[async_trait::async_trait]
+impl TerminalControl for PtyTerminal {
+    async fn resize(&self, size: TermSize) -> Result<(), RuntimeError> {
+        let winsize = rustix::termios::Winsize {
+            ws_row: size.rows,
+            ws_col: size.cols,
+            ws_xpixel: 0,
+            ws_ypixel: 0,
+        };
+        rustix::termios::tcsetwinsize(&self.pty, winsize)
+            .map_err(|e| failed("resizing the terminal", &std::io::Error::from(e)))
+    }
+
+    async fn close(&self) {
+        let marker = self.marker.clone();
+        let killed = tokio::task::spawn_blocking(move || kill_marked(&marker)).await;
+        if let Ok(0) | Err(_) = killed {
+            tracing::debug!("no process of the terminal session was left to end");
+        }
+    }
+}
+
+/// Kills every process whose environment holds `marker` (`NAME=value`, one whole entry), and
+/// returns how many. A process that exits meanwhile is simply skipped.
+fn kill_marked(marker: &str) -> usize {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return 0;
+    };
+    let mut killed = 0;
+    for entry in entries.flatten() {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|n| n.parse::<i32>().ok())
+        else {
+            continue;
+        };
+        let Ok(environ) = std::fs::read(entry.path().join("environ")) else {
+            continue;
+        };
+        if environ
+            .split(|b| *b == 0)
+            .any(|var| var == marker.as_bytes())
+            && kill(Pid::from_raw(pid), Signal::SIGKILL).is_ok()
+        {
+            killed += 1;
+        }
+    }
+    killed
 }
 
 /// `runtime.process_readonly_paths`, each of which must be absolute.
@@ -685,6 +760,67 @@ impl ContainerRuntime for ProcessRuntime {
             exit_code: output.status.code().map_or(-1, i64::from),
             stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
             stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+        })
+    }
+
+    fn has_terminal(&self) -> bool {
+        true
+    }
+
+    /// A shell on a pty, as the agent's uid and in its sandbox, in its `configs` (also `HOME`).
+    async fn open_terminal(
+        &self,
+        id: Uuid,
+        session: Uuid,
+        size: TermSize,
+    ) -> Result<Terminal, RuntimeError> {
+        if !self.inspect(id).await?.running {
+            return Err(RuntimeError::Offline);
+        }
+        let owner = self.owner(id)?;
+        let (configs, tmp) = self.prepare(id, owner, false)?;
+        let ruleset = self.sandbox(&configs, &tmp, None)?;
+        let pty_failed = |what: &str, e: pty_process::Error| {
+            RuntimeError::Failed(format!("{what} the terminal's pty: {e}"))
+        };
+        let (pty, pts) = pty_process::open().map_err(|e| pty_failed("opening", e))?;
+        let resizer = std::os::fd::AsFd::as_fd(&pty)
+            .try_clone_to_owned()
+            .map_err(|e| failed("keeping the terminal's pty", &e))?;
+        let control = PtyTerminal {
+            pty: resizer,
+            marker: format!("{TERMINAL_MARKER}={session}"),
+        };
+        control.resize(size).await?;
+        let mut command = pty_process::Command::new(TERMINAL_SHELL)
+            .env_clear()
+            .envs(self.base_env(&tmp))
+            .env("HOME", configs.path())
+            .env("TERM", "xterm-256color")
+            .env(TERMINAL_MARKER, session.to_string())
+            .current_dir(configs.path())
+            .kill_on_drop(true);
+        if let Some(owner) = owner {
+            command = command.uid(owner.uid).gid(owner.gid);
+        }
+        let mut child = sandbox::confine_pty(command, ruleset)
+            .spawn(pts)
+            .map_err(|e| pty_failed("starting a shell on", e))?;
+        // Reaped when it exits, so an ended session leaves no zombie behind.
+        tokio::spawn(async move {
+            let _ = child.wait().await;
+        });
+        let (read, write) = pty.into_split();
+        // Once the shell and everything on its terminal exit, reading the pty fails (EIO): the
+        // end of the session.
+        let output = tokio_util::io::ReaderStream::new(read)
+            .scan((), |(), chunk| futures::future::ready(chunk.ok()))
+            .map(|bytes| Ok(bytes.to_vec()))
+            .boxed();
+        Ok(Terminal {
+            output,
+            input: Box::pin(write),
+            control: Box::new(control),
         })
     }
 

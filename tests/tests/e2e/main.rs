@@ -40,5 +40,6 @@ mod streams;
 mod supervision;
 mod team;
 mod templates;
+mod terminal;
 mod uploads;
 mod workspaces;

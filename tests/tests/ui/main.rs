@@ -14,6 +14,7 @@ mod bundles;
 mod console;
 mod graph;
 mod netns;
+mod operate;
 mod schedules;
 mod team;
 mod templates;

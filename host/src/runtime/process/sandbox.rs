@@ -163,30 +163,45 @@ pub(super) fn ruleset(
     Ok(ruleset)
 }
 
-/// Makes the child of `command` enforce `ruleset` on itself between fork and exec, after the
-/// uid switch and `chdir` std performs there. A ruleset the kernel does not enforce fails the
-/// spawn: nothing runs unconfined.
+/// The hook that makes a forked child enforce `ruleset` on itself between fork and exec, after
+/// the uid switch and `chdir` std performs there. A ruleset the kernel does not enforce fails
+/// the spawn: nothing runs unconfined.
+///
+/// It runs in the forked child of a multithreaded parent, where only async-signal-safe work is
+/// sound: it moves the ruleset out of its `Option` (no allocation), and `restrict_self` makes
+/// two system calls (`prctl(PR_SET_NO_NEW_PRIVS)`, `landlock_restrict_self`) and closes the
+/// ruleset's descriptor; its status and errors are plain values (an `io::Error` from an errno
+/// holds no allocation), and the error returned is built from an `ErrorKind`, which allocates
+/// nothing either.
+fn enforcer(ruleset: RulesetCreated) -> impl FnMut() -> io::Result<()> + Send + Sync + 'static {
+    let mut ruleset = Some(ruleset);
+    move || match ruleset.take().map(RulesetCreated::restrict_self) {
+        Some(Ok(status)) if status.ruleset != RulesetStatus::NotEnforced && status.no_new_privs => {
+            Ok(())
+        }
+        _ => Err(io::ErrorKind::PermissionDenied.into()),
+    }
+}
+
+/// Makes the child of `command` enforce `ruleset` (see [`enforcer`]).
 #[allow(unsafe_code)]
 pub(super) fn confine(command: &mut tokio::process::Command, ruleset: RulesetCreated) {
-    let mut ruleset = Some(ruleset);
-    // SAFETY: the closure runs in the forked child of a multithreaded parent, where only
-    // async-signal-safe work is sound. It moves the ruleset out of its `Option` (no
-    // allocation), and `restrict_self` makes two system calls (`prctl(PR_SET_NO_NEW_PRIVS)`,
-    // `landlock_restrict_self`) and closes the ruleset's descriptor; its status and errors are
-    // plain values (an `io::Error` from an errno holds no allocation), and the error returned
-    // here is built from an `ErrorKind`, which allocates nothing either.
+    // SAFETY: the hook does only async-signal-safe work (see `enforcer`).
     unsafe {
-        command.pre_exec(
-            move || match ruleset.take().map(RulesetCreated::restrict_self) {
-                Some(Ok(status))
-                    if status.ruleset != RulesetStatus::NotEnforced && status.no_new_privs =>
-                {
-                    Ok(())
-                }
-                _ => Err(io::ErrorKind::PermissionDenied.into()),
-            },
-        );
+        command.pre_exec(enforcer(ruleset));
     }
+}
+
+/// Makes the child of a pty `command` enforce `ruleset` (see [`enforcer`]), after it became the
+/// leader of a new session with the pty as its controlling terminal.
+#[allow(unsafe_code)]
+pub(super) fn confine_pty(
+    command: pty_process::Command,
+    ruleset: RulesetCreated,
+) -> pty_process::Command {
+    // SAFETY: the hook does only async-signal-safe work (see `enforcer`); the crate's own
+    // (`setsid`, the `TIOCSCTTY` ioctl) runs before it and is async-signal-safe too.
+    unsafe { command.pre_exec(enforcer(ruleset)) }
 }
 
 /// Whether this kernel enforces the sandbox: the system part of it is built and enforced on a
