@@ -470,7 +470,12 @@ async fn logs(
     {
         return not_found("pods", &name);
     }
-    let param = |key: &str| params.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str());
+    let param = |key: &str| {
+        params
+            .iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.as_str())
+    };
     let tail: usize = param("tailLines")
         .and_then(|v| v.parse().ok())
         .unwrap_or(usize::MAX);

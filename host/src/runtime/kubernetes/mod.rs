@@ -31,8 +31,8 @@ use uuid::Uuid;
 
 use super::{
     CONFIGS_ROOT, ContainerRuntime, ExecOutput, FilesChange, Inspection, LogStream, MAX_OUTPUT,
-    RuntimeError, StartSpec, Started, WORKSPACE_LABEL, WriteTarget, exited_ok, id12, managed_selectors, rooted,
-    workspace_labels,
+    RuntimeError, StartSpec, Started, WORKSPACE_LABEL, WriteTarget, exited_ok, id12,
+    managed_selectors, rooted, workspace_labels,
 };
 use crate::config::{Config, RuntimeConfig};
 use crate::safefs::{self, FileTree, RelPath};
