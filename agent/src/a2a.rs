@@ -13,6 +13,7 @@ use uuid::Uuid;
 use crate::brain::{Answer, Prompt};
 use crate::delegate::{Directive, ToolCall};
 use crate::server::AppState;
+use crate::transcript::Role;
 
 /// The largest request body accepted.
 pub const MAX_BODY_BYTES: usize = 1024 * 1024;
@@ -203,19 +204,25 @@ async fn think(state: &AppState, text: String, system: String) -> Result<Answer,
         .map_err(|e| e.to_string())
 }
 
+/// Answers `message/send` through the brain; the message and the answer (or the error) go to
+/// the transcript.
 async fn message_send(state: &AppState, params: Value) -> Result<Value, RpcError> {
     let incoming = Incoming::parse(&params)?;
+    let transcript = state.transcript();
+    let context_id = incoming.context_id.as_deref();
+    transcript.record(Role::User, &incoming.text, context_id, false);
     // Dropped without `finish` if the caller disconnects: then it counts as neither outcome.
     let task = state.tasks().start(&incoming.text);
     let loadout = state.loadout().await;
     match think(state, incoming.text, loadout.system_prompt()).await {
         Ok(Answer { text, usage }) => {
             task.finish(Ok(()));
+            transcript.record(Role::Agent, &text, context_id, false);
             let mut result = Map::new();
             result.insert("kind".into(), json!("message"));
             result.insert("role".into(), json!("agent"));
             result.insert("messageId".into(), json!(Uuid::new_v4()));
-            if let Some(context_id) = incoming.context_id {
+            if let Some(context_id) = context_id {
                 result.insert("contextId".into(), json!(context_id));
             }
             result.insert("parts".into(), json!([{ "kind": "text", "text": text }]));
@@ -243,6 +250,7 @@ async fn message_send(state: &AppState, params: Value) -> Result<Value, RpcError
         Err(message) => {
             tracing::warn!(error = %message, "brain failed");
             task.finish(Err(message.clone()));
+            transcript.record(Role::Agent, &message, context_id, true);
             Err(RpcError::new(codes::INTERNAL_ERROR, message))
         }
     }

@@ -17,6 +17,7 @@ mod signals;
 mod skills;
 mod tasks;
 mod token;
+mod transcript;
 
 use std::future::IntoFuture as _;
 use std::time::Duration;

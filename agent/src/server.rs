@@ -15,6 +15,7 @@ use crate::loadout::Loadout;
 use crate::platform::Platform;
 use crate::signals;
 use crate::tasks::Tasks;
+use crate::transcript::{self, Transcript};
 
 /// What request handlers share. Nothing in it is locked across an `.await`.
 #[derive(Debug, Clone)]
@@ -32,6 +33,8 @@ struct Inner {
     platform: Platform,
     /// Whether messages may carry the delegation and tool directives (the echo brain).
     follows_directives: bool,
+    /// The recent conversation (`GET /transcript`).
+    transcript: Transcript,
 }
 
 impl AppState {
@@ -55,6 +58,7 @@ impl AppState {
                 tasks,
                 platform,
                 follows_directives,
+                transcript: Transcript::default(),
             }),
         }
     }
@@ -82,6 +86,10 @@ impl AppState {
         &self.inner.tasks
     }
 
+    pub fn transcript(&self) -> &Transcript {
+        &self.inner.transcript
+    }
+
     /// Reads skills, plugins and the system prompt afresh, off the async workers.
     pub async fn loadout(&self) -> Loadout {
         let dir = self.inner.config_dir.clone();
@@ -105,6 +113,7 @@ pub fn app(state: AppState) -> Router {
         .merge(card::router())
         .merge(a2a::router())
         .merge(signals::router())
+        .merge(transcript::router())
         .with_state(state)
 }
 

@@ -25,6 +25,7 @@ pub mod safefs;
 pub mod schedules;
 pub mod secrets;
 pub mod services;
+pub mod session_search;
 pub mod store;
 pub mod sweepers;
 pub mod workspaces;

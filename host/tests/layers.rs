@@ -19,7 +19,7 @@ const LAYERS: &[&[&str]] = &[
     &["runtime", "extensions", "auth"],
     &["agents", "audit"],
     &["workspaces"],
-    &["memories", "memory", "approvals"],
+    &["memories", "memory", "approvals", "session_search"],
     &["delegation", "plugins", "schedules"],
     &["org"],
     &["sweepers"],

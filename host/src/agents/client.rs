@@ -537,7 +537,7 @@ pub async fn signal_restart_pending(svc: &Services, target: &WorkspaceRow) -> bo
 /// its private network name in production; any other URL only public addresses (or the
 /// operator's listed private networks). The client's resolver applies the same policy again
 /// when it connects.
-async fn url_allowed(svc: &Services, target: &WorkspaceRow, url: &str) -> bool {
+pub(super) async fn url_allowed(svc: &Services, target: &WorkspaceRow, url: &str) -> bool {
     let owner = url_owner(svc, target, url);
     svc.a2a.policy().permits(url, owner).await.is_ok()
 }

@@ -2,8 +2,9 @@
 //! delegation, which call down into it. `url.rs` is the address policy for agent URLs,
 //! `addresses.rs` which URLs the host's own runtime gave an agent, `forward.rs` the streaming
 //! forwarder, and `client.rs` sending one JSON-RPC call to an agent (recorded, queued when busy)
-//! and the restart signal. Nothing here checks the org hierarchy (delegation does, before it
-//! calls [`client::send`]) or changes a workspace's status (the [`Supervision`] hooks do).
+//! and the restart signal; `transcript.rs` reads an agent's recent conversation. Nothing here
+//! checks the org hierarchy (delegation does, before it calls [`client::send`]) or changes a
+//! workspace's status (the [`Supervision`] hooks do).
 
 pub mod addresses;
 pub mod budget;
@@ -11,6 +12,7 @@ pub mod chat;
 pub mod client;
 pub mod forward;
 pub mod routes;
+pub mod transcript;
 pub mod url;
 
 use std::sync::Arc;

@@ -35,10 +35,12 @@ mod ratelimit;
 mod registry;
 mod schedules;
 mod secrets;
+mod session_search;
 mod team;
 mod templates;
 mod terminal;
 mod tokens;
+mod transcript;
 mod uploads;
 mod workspaces;
 
@@ -137,6 +139,8 @@ fn api() -> OpenApiRouter<AppState> {
         .merge(secrets::router())
         .merge(tokens::router())
         .merge(activity::router())
+        .merge(session_search::router())
+        .merge(transcript::router())
         .merge(events::router())
         .merge(extensions::router())
         .merge(org::router())

@@ -52,18 +52,140 @@ impl ActivityRow {
     }
 }
 
+/// The most of a row's text the session search index holds, in bytes: enough for the messages
+/// of a conversation, while the writer never tokenizes a whole body (see migration 0020).
+pub const SEARCH_TEXT_MAX: usize = 4096;
+
+/// The most a status update appends to a row's search text (its error and response), and the
+/// most the text may grow to through updates, in characters.
+const SEARCH_TEXT_UPDATE_MAX: usize = SEARCH_TEXT_MAX / 2;
+const SEARCH_TEXT_TOTAL_MAX: usize = 2 * SEARCH_TEXT_MAX;
+
+/// Keys whose string values are protocol structure, not something anyone said: an A2A body's
+/// `jsonrpc`, `method`, `kind`, `role` and ids would otherwise make every call match `user` or
+/// `text`. `bytes` is an encoded file.
+const STRUCTURAL_KEYS: &[&str] = &[
+    "jsonrpc",
+    "id",
+    "method",
+    "kind",
+    "type",
+    "role",
+    "messageId",
+    "contextId",
+    "taskId",
+    "mimeType",
+    "bytes",
+];
+
+/// What the session search indexes of `row`: its summary, its error and the string values of its
+/// request and response bodies (not those of [`STRUCTURAL_KEYS`]), in that order, at most
+/// [`SEARCH_TEXT_MAX`] bytes. `None` when it says nothing.
+pub fn search_text(row: &ActivityRow) -> Option<String> {
+    let mut text = BoundedText::new(SEARCH_TEXT_MAX);
+    text.push(row.summary.as_deref());
+    text.push(row.error_detail.as_deref());
+    for body in [&row.request_body, &row.response_body]
+        .into_iter()
+        .flatten()
+    {
+        text.push_strings(body);
+    }
+    text.finish()
+}
+
+/// What a status update adds to a row's search text: its error and its response's strings.
+fn update_search_text(update: &StatusUpdate<'_>) -> Option<String> {
+    let mut text = BoundedText::new(SEARCH_TEXT_UPDATE_MAX);
+    text.push(update.error_detail);
+    if let Some(body) = update.response_body {
+        text.push_strings(body);
+    }
+    text.finish()
+}
+
+/// Text gathered up to a byte budget, pieces separated by one space; once full, the rest is
+/// skipped without being looked at.
+struct BoundedText {
+    out: String,
+    max: usize,
+}
+
+impl BoundedText {
+    fn new(max: usize) -> Self {
+        BoundedText {
+            out: String::new(),
+            max,
+        }
+    }
+
+    fn full(&self) -> bool {
+        self.out.len() >= self.max
+    }
+
+    fn push(&mut self, piece: Option<&str>) {
+        let Some(piece) = piece.map(str::trim).filter(|p| !p.is_empty()) else {
+            return;
+        };
+        if self.full() {
+            return;
+        }
+        if !self.out.is_empty() {
+            self.out.push(' ');
+        }
+        let room = self.max.saturating_sub(self.out.len());
+        let mut end = piece.len().min(room);
+        while !piece.is_char_boundary(end) {
+            end -= 1;
+        }
+        self.out.push_str(&piece[..end]);
+    }
+
+    /// The string values of `value`, depth first (an object's members in key order), skipping
+    /// those of structural keys; an array's strings count as its key's.
+    fn push_strings(&mut self, value: &Value) {
+        match value {
+            Value::String(s) => self.push(Some(s)),
+            Value::Array(items) => {
+                for item in items {
+                    if self.full() {
+                        return;
+                    }
+                    self.push_strings(item);
+                }
+            }
+            Value::Object(members) => {
+                for (key, member) in members {
+                    if self.full() {
+                        return;
+                    }
+                    if !STRUCTURAL_KEYS.contains(&key.as_str()) {
+                        self.push_strings(member);
+                    }
+                }
+            }
+            Value::Null | Value::Bool(_) | Value::Number(_) => {}
+        }
+    }
+
+    fn finish(self) -> Option<String> {
+        (!self.out.is_empty()).then_some(self.out)
+    }
+}
+
 /// The head of an activity row `INSERT`, up to `VALUES`: [`INSERT_COLUMNS`] columns, bound in
 /// this order by [`bind_row!`].
 macro_rules! insert_into {
     () => {
         "INSERT INTO activity_logs (id, workspace_id, activity_type, source_id, target_id, method, summary,
-             request_body, response_body, tool_trace, duration_ms, status, error_detail, idempotency_key, created_at) "
+             request_body, response_body, tool_trace, duration_ms, status, error_detail, idempotency_key, created_at,
+             search_text) "
     };
 }
 pub(super) use insert_into;
 
 /// How many values one activity row binds.
-pub(super) const INSERT_COLUMNS: usize = 15;
+pub(super) const INSERT_COLUMNS: usize = 16;
 
 /// Binds `row` as one `VALUES` tuple of a multi-row `INSERT` headed by [`insert_into!`] (the
 /// separated builder `push_values` hands over).
@@ -84,7 +206,8 @@ macro_rules! bind_row {
             .push_bind(&row.status)
             .push_bind(&row.error_detail)
             .push_bind(&row.idempotency_key)
-            .push_bind(row.created_at);
+            .push_bind(row.created_at)
+            .push_bind($crate::store::activity::search_text(row));
     }};
 }
 pub(super) use bind_row;
@@ -172,6 +295,61 @@ pub async fn chat(
 const ROW_COLUMNS: &str =
     "id, workspace_id, activity_type, source_id, target_id, method, summary, request_body,
      response_body, tool_trace, duration_ms, status, error_detail, idempotency_key, created_at";
+
+/// An activity row a session search found.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct SearchHit {
+    pub id: Uuid,
+    pub activity_type: String,
+    /// What the index holds of the row (see [`search_text`]).
+    pub search_text: String,
+    pub created_at: DateTime<Utc>,
+}
+
+/// The rows of `workspace_id` whose search text holds every word of `q`, newest first, at most
+/// `limit`. SQLite matches whole words; PostgreSQL English stems and skips stop words (as the
+/// memory search does). Empty when `q` holds no word.
+pub async fn search(
+    db: &Db,
+    workspace_id: Uuid,
+    q: &str,
+    limit: i64,
+) -> StoreResult<Vec<SearchHit>> {
+    match db {
+        Db::Sqlite(sqlite) => {
+            let Some(words) = super::memories::fts5_query(q) else {
+                return Ok(Vec::new());
+            };
+            // The workspace's own word narrows the index to its entries; the join back by id
+            // and workspace is what guarantees only its live rows come out.
+            let matched = format!("ws : \"{}\" AND body : ({words})", workspace_id.simple());
+            Ok(sqlx::query_as(
+                "SELECT a.id, a.activity_type, a.search_text, a.created_at
+                 FROM activity_search_fts f
+                 JOIN activity_search_keys k ON k.seq = f.rowid
+                 JOIN activity_logs a ON a.id = k.activity_id
+                 WHERE activity_search_fts MATCH $1 AND a.workspace_id = $2
+                   AND a.search_text IS NOT NULL
+                 ORDER BY a.created_at DESC, a.id DESC LIMIT $3",
+            )
+            .bind(matched)
+            .bind(workspace_id)
+            .bind(limit)
+            .fetch_all(&sqlite.reader)
+            .await?)
+        }
+        Db::Postgres(pool) => Ok(sqlx::query_as(
+            "SELECT a.id, a.activity_type, a.search_text, a.created_at FROM activity_logs a
+             WHERE a.workspace_id = $1 AND a.search_tsv @@ plainto_tsquery('english', $2)
+             ORDER BY a.created_at DESC, a.id DESC LIMIT $3",
+        )
+        .bind(workspace_id)
+        .bind(q)
+        .bind(limit)
+        .fetch_all(pool)
+        .await?),
+    }
+}
 
 /// One row of `workspace_id`.
 pub async fn get(db: &Db, workspace_id: Uuid, id: Uuid) -> StoreResult<Option<ActivityRow>> {
@@ -390,7 +568,15 @@ where
         .push_bind(update.response_body.cloned().map(Json))
         .push(", response_body), duration_ms = COALESCE(")
         .push_bind(update.duration_ms)
-        .push(", duration_ms) WHERE id = ")
+        .push(", duration_ms)");
+    // What comes back is searchable too: appended to the row's text (which keeps what it had,
+    // bounded), so the index (a trigger on SQLite, a generated column on PostgreSQL) follows.
+    if let Some(text) = update_search_text(update) {
+        q.push(" , search_text = substr(COALESCE(search_text || ' ', '') || ")
+            .push_bind(text)
+            .push(format!(", 1, {SEARCH_TEXT_TOTAL_MAX})"));
+    }
+    q.push(" WHERE id = ")
         .push_bind(id)
         .push(" AND workspace_id = ")
         .push_bind(workspace_id);

@@ -216,7 +216,7 @@ pub async fn embeddings(db: &Db, ids: &[Uuid]) -> StoreResult<Vec<(Uuid, String)
 
 /// The words of `q` as an FTS5 query: each word quoted (so no operator syntax gets through),
 /// all required. `None` when `q` has no word.
-fn fts5_query(q: &str) -> Option<String> {
+pub(super) fn fts5_query(q: &str) -> Option<String> {
     let words: Vec<String> = q
         .split(|c: char| !c.is_alphanumeric())
         .filter(|w| !w.is_empty())
@@ -300,6 +300,49 @@ pub async fn search(db: &Db, visible: &Visible, query: &Query<'_>) -> StoreResul
         qb.push_bind(query.offset);
         Ok(qb.build_query_as().fetch_all(pool).await?)
     })
+}
+
+/// The memories `workspace_id` wrote itself (any scope) whose content holds every word of `q`,
+/// newest first, at most `limit`: the session search's memories. Through the same word index as
+/// [`search`], without its substring fallback. Empty when `q` holds no word.
+pub async fn search_own(
+    db: &Db,
+    workspace_id: Uuid,
+    q: &str,
+    limit: i64,
+) -> StoreResult<Vec<MemoryRow>> {
+    match db {
+        Db::Sqlite(sqlite) => {
+            let Some(fts) = fts5_query(q) else {
+                return Ok(Vec::new());
+            };
+            let sql = format!(
+                "SELECT {COLUMNS} FROM agent_memories_fts
+                 JOIN agent_memories m ON m.seq = agent_memories_fts.rowid
+                 WHERE agent_memories_fts MATCH $1 AND m.workspace_id = $2
+                 ORDER BY m.created_at DESC, m.id DESC LIMIT $3"
+            );
+            Ok(sqlx::query_as(&sql)
+                .bind(fts)
+                .bind(workspace_id)
+                .bind(limit)
+                .fetch_all(&sqlite.reader)
+                .await?)
+        }
+        Db::Postgres(pool) => {
+            let sql = format!(
+                "SELECT {COLUMNS} FROM agent_memories m
+                 WHERE m.workspace_id = $1 AND m.content_tsv @@ plainto_tsquery('english', $2)
+                 ORDER BY m.created_at DESC, m.id DESC LIMIT $3"
+            );
+            Ok(sqlx::query_as(&sql)
+                .bind(workspace_id)
+                .bind(q)
+                .bind(limit)
+                .fetch_all(pool)
+                .await?)
+        }
+    }
 }
 
 /// How many memories `visible` lets a reader see under the scope and namespace of `query` (its

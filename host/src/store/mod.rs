@@ -276,6 +276,7 @@ const OTHER_CONSTRAINTS: &[&str] = &[
     "canvas_viewport_pkey",
     "structure_events_pkey",
     "activity_logs_pkey",
+    "activity_search_keys_activity_uniq",
     "workspace_secrets_pkey",
     "workspace_secrets_encryption_version_check",
     "workspace_secrets_workspace_key_uniq",

@@ -44,6 +44,8 @@ crate::both_backends!(
     a_batch_larger_than_one_statement_lands_whole_or_not_at_all,
     a_due_schedule_tick_is_claimed_by_exactly_one_of_many_concurrent_claims,
     template_schedules_are_upserted_without_touching_runtime_ones,
+    the_activity_search_index_follows_inserts_updates_and_deletes_of_its_workspace_only,
+    migration_0020_indexes_the_activity_rows_already_stored,
 );
 
 fn workspace(name: &str, parent: Option<Uuid>) -> NewWorkspace {
@@ -191,9 +193,12 @@ async fn migrating_twice_is_harmless_and_creates_every_table_and_index(db: Db) {
             "SELECT name FROM pragma_table_list WHERE schema = 'main' AND type = 'virtual'"
         ).fetch_all(pool).await.expect("listing virtual tables"));
         assert_eq!(
-            virtual_tables,
-            ["agent_memories_fts"],
-            "the memory search index"
+            virtual_tables.into_iter().collect::<BTreeSet<_>>(),
+            BTreeSet::from([
+                "activity_search_fts".to_owned(),
+                "agent_memories_fts".to_owned()
+            ]),
+            "the memory and session search indexes"
         );
     }
     let found_indexes: BTreeSet<String> = found_indexes.into_iter().collect();
@@ -1897,4 +1902,172 @@ async fn template_schedules_are_upserted_without_touching_runtime_ones(db: Db) {
         schedules::template_names(&db, ws).await.unwrap(),
         vec![(template.id, "nightly".to_owned())]
     );
+}
+
+/// An A2A `message/send` request body carrying `text`, as the proxy stores it.
+fn a2a_request(text: &str) -> Value {
+    json!({
+        "jsonrpc": "2.0",
+        "id": "1",
+        "method": "message/send",
+        "params": { "message": {
+            "role": "user",
+            "messageId": "m-1",
+            "parts": [{ "kind": "text", "text": text }],
+        }},
+    })
+}
+
+/// The ids `search` finds in `workspace` for `q`, newest first.
+async fn searched(db: &Db, workspace: Uuid, q: &str) -> Vec<Uuid> {
+    super::activity::search(db, workspace, q, 50)
+        .await
+        .expect("searching")
+        .into_iter()
+        .map(|hit| hit.id)
+        .collect()
+}
+
+async fn the_activity_search_index_follows_inserts_updates_and_deletes_of_its_workspace_only(
+    db: Db,
+) {
+    let mine = add(&db, "Searched", None).await;
+    let other = add(&db, "Other", None).await;
+    let now = Utc::now();
+    let mut older = ActivityRow::new(mine, "a2a_receive");
+    older.summary = Some("message/send → Searched".to_owned());
+    older.request_body = Some(a2a_request("Plan the quokka migration for Tuesday"));
+    older.created_at = now - Duration::minutes(2);
+    let mut newer = ActivityRow::new(mine, "agent_log");
+    newer.error_detail = Some("the quokka pen is empty".to_owned());
+    newer.created_at = now - Duration::minutes(1);
+    let mut foreign = ActivityRow::new(other, "a2a_receive");
+    foreign.request_body = Some(a2a_request("Plan the quokka migration for Tuesday"));
+    let mut pending = ActivityRow::new(mine, "delegation");
+    pending.status = "pending".to_owned();
+    pending.summary = Some("Delegating to Worker".to_owned());
+    for row in [&older, &newer, &foreign, &pending] {
+        super::activity::insert(&db, row).await.unwrap();
+    }
+
+    // Every word, in any order and case, newest first, of this workspace only.
+    assert_eq!(searched(&db, mine, "QUOKKA").await, [newer.id, older.id]);
+    assert_eq!(searched(&db, mine, "tuesday quokka").await, [older.id]);
+    assert_eq!(searched(&db, other, "quokka").await, [foreign.id]);
+    assert_eq!(
+        searched(&db, mine, "quokka wombat").await,
+        Vec::<Uuid>::new()
+    );
+    // Protocol structure is not text: every A2A body has a `user` role and `text` parts.
+    assert_eq!(searched(&db, mine, "user").await, Vec::<Uuid>::new());
+    let hit = &super::activity::search(&db, mine, "tuesday", 1)
+        .await
+        .unwrap()[0];
+    assert_eq!(hit.activity_type, "a2a_receive");
+    assert_eq!(
+        hit.search_text,
+        "message/send → Searched Plan the quokka migration for Tuesday"
+    );
+
+    // What a status update brings back becomes searchable, and what the row said stays.
+    let answer =
+        json!({ "result": { "parts": [{ "kind": "text", "text": "wombat census done" }] } });
+    let update = super::activity::StatusUpdate {
+        status: "completed",
+        response_body: Some(&answer),
+        ..Default::default()
+    };
+    assert!(
+        super::activity::update_status(&db, mine, pending.id, &update, &[])
+            .await
+            .unwrap()
+    );
+    assert_eq!(searched(&db, mine, "wombat census").await, [pending.id]);
+    assert_eq!(searched(&db, mine, "delegating worker").await, [pending.id]);
+
+    // A deleted row is gone from the index, also after SQLite renumbers rowids (VACUUM).
+    assert!(
+        super::activity::delete_if_status(&db, mine, newer.id, "ok")
+            .await
+            .unwrap()
+    );
+    if db.backend() == Backend::Sqlite {
+        on_db!(&db, pool => { sqlx::query("VACUUM").execute(pool).await.unwrap(); });
+    }
+    assert_eq!(searched(&db, mine, "quokka").await, [older.id]);
+    assert_eq!(searched(&db, mine, "empty pen").await, Vec::<Uuid>::new());
+
+    // A purged workspace takes its rows and their index entries with it.
+    assert_eq!(super::workspaces::purge(&db, &[other]).await.unwrap(), 1);
+    assert_eq!(searched(&db, other, "quokka").await, Vec::<Uuid>::new());
+    if db.backend() == Backend::Sqlite {
+        let (keys, entries): (i64, i64) = on_db!(&db, pool => (
+            sqlx::query_scalar("SELECT COUNT(*) FROM activity_search_keys").fetch_one(pool).await.unwrap(),
+            sqlx::query_scalar("SELECT COUNT(*) FROM activity_search_fts WHERE activity_search_fts MATCH 'quokka OR wombat OR worker'").fetch_one(pool).await.unwrap(),
+        ));
+        assert_eq!(
+            (keys, entries),
+            (2, 2),
+            "only the two live rows are indexed"
+        );
+    }
+}
+
+async fn migration_0020_indexes_the_activity_rows_already_stored(db: Db) {
+    let id = add(&db, "Before", None).await;
+    // Arrange: the schema as it was before 0020, with a row written then.
+    let undo: &[&str] = match db.backend() {
+        Backend::Sqlite => &[
+            "DROP TRIGGER activity_search_insert",
+            "DROP TRIGGER activity_search_update",
+            "DROP TRIGGER activity_search_delete",
+            "DROP TABLE activity_search_fts",
+            "DROP TABLE activity_search_keys",
+            "ALTER TABLE activity_logs DROP COLUMN search_text",
+        ],
+        Backend::Postgres => &[
+            "DROP INDEX activity_logs_search_idx",
+            "ALTER TABLE activity_logs DROP COLUMN search_tsv",
+            "ALTER TABLE activity_logs DROP COLUMN search_text",
+        ],
+    };
+    let row = Uuid::now_v7();
+    let response = json!({ "result": { "kind": "message", "parts": [{ "kind": "text", "text": "the ibis answer" }] } });
+    on_db!(&db, pool => {
+        for sql in undo {
+            sqlx::query(sql).execute(pool).await.expect(sql);
+        }
+        sqlx::query(
+            "INSERT INTO activity_logs (id, workspace_id, activity_type, summary, request_body, response_body, status, created_at)
+             VALUES ($1, $2, 'a2a_receive', 'message/send → Before', $3, $4, 'ok', $5)",
+        )
+        .bind(row)
+        .bind(id)
+        .bind(sqlx::types::Json(a2a_request("where did the ibis go")))
+        .bind(sqlx::types::Json(&response))
+        .bind(Utc::now())
+        .execute(pool)
+        .await
+        .expect("a row of the old schema");
+        sqlx::query("DELETE FROM schema_migrations WHERE version = 20").execute(pool).await.unwrap();
+    });
+
+    // Act: the migrator applies 0020 over it.
+    db.migrate().await.expect("0020 applies over existing rows");
+
+    // Assert: its request and its answer are found; structure is not.
+    assert_eq!(searched(&db, id, "ibis").await, [row]);
+    assert_eq!(searched(&db, id, "ibis answer").await, [row]);
+    assert_eq!(searched(&db, id, "jsonrpc").await, Vec::<Uuid>::new());
+    let hit = &super::activity::search(&db, id, "ibis", 1).await.unwrap()[0];
+    assert!(
+        hit.search_text.starts_with("message/send → Before"),
+        "{}",
+        hit.search_text
+    );
+    // And rows written after it are indexed as they come.
+    let mut later = ActivityRow::new(id, "agent_log");
+    later.summary = Some("ibis sighted".to_owned());
+    super::activity::insert(&db, &later).await.unwrap();
+    assert_eq!(searched(&db, id, "ibis").await, [later.id, row]);
 }
