@@ -4,8 +4,8 @@
 -- `store::activity::search_text`), so the index never reads a whole body and the writer's cost
 -- per row stays bounded. A status update that brings an error or a response appends its text.
 --
--- PostgreSQL keeps a generated `tsvector` of that text with a GIN index, as `agent_memories`
--- does. SQLite keeps a contentless FTS5 index (the text is stored once, in the row) keyed by
+-- PostgreSQL keeps a GIN index on the `tsvector` of that text (an expression index; searches
+-- use the same expression). SQLite keeps a contentless FTS5 index (the text is stored once, in the row) keyed by
 -- `activity_search_keys.seq`: `activity_logs` has a UUID primary key, and its implicit rowid may
 -- be renumbered by a VACUUM, so it cannot be the index's key. Triggers keep the index in step
 -- with every insert, update of the text and delete (a workspace's purge cascades here too), and
@@ -43,9 +43,10 @@ UPDATE activity_logs SET search_text = NULLIF(LEFT(CONCAT_WS(' ',
                 'strict $.** ? (@.type() == "array")[*] ? (@.type() == "string")') AS v
         ) AS strings)
     ), 4096), '');
-ALTER TABLE activity_logs
-    ADD COLUMN search_tsv tsvector GENERATED ALWAYS AS (to_tsvector('english', COALESCE(search_text, ''))) STORED;
-CREATE INDEX activity_logs_search_idx ON activity_logs USING GIN (search_tsv);
+-- An index on the expression, not a stored generated column: PostgreSQL recomputes a stored
+-- column on every UPDATE of the row, and a delegation updates its row several times.
+CREATE INDEX activity_logs_search_idx ON activity_logs
+    USING GIN (to_tsvector('english', COALESCE(search_text, '')));
 -- @end
 
 -- @sqlite-only

@@ -340,7 +340,8 @@ pub async fn search(
         }
         Db::Postgres(pool) => Ok(sqlx::query_as(
             "SELECT a.id, a.activity_type, a.search_text, a.created_at FROM activity_logs a
-             WHERE a.workspace_id = $1 AND a.search_tsv @@ plainto_tsquery('english', $2)
+             WHERE a.workspace_id = $1
+               AND to_tsvector('english', COALESCE(a.search_text, '')) @@ plainto_tsquery('english', $2)
              ORDER BY a.created_at DESC, a.id DESC LIMIT $3",
         )
         .bind(workspace_id)

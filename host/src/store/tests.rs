@@ -2027,7 +2027,6 @@ async fn migration_0020_indexes_the_activity_rows_already_stored(db: Db) {
         ],
         Backend::Postgres => &[
             "DROP INDEX activity_logs_search_idx",
-            "ALTER TABLE activity_logs DROP COLUMN search_tsv",
             "ALTER TABLE activity_logs DROP COLUMN search_text",
         ],
     };
