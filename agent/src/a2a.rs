@@ -3,16 +3,19 @@
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{DefaultBodyLimit, State};
-use axum::http::StatusCode;
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::{Json, Router};
+use opentelemetry_proto::tonic::trace::v1::span;
 use serde_json::{Map, Value, json};
 use uuid::Uuid;
 
 use crate::brain::{Answer, Prompt};
 use crate::delegate::{Directive, ToolCall};
+use crate::platform::{Platform, ToolError};
 use crate::server::AppState;
+use crate::trace::SpanContext;
 use crate::transcript::Role;
 
 /// The largest request body accepted.
@@ -96,7 +99,11 @@ fn reply(status: StatusCode, id: Value, outcome: Result<Value, RpcError>) -> Res
     (status, Json(body)).into_response()
 }
 
-async fn rpc(State(state): State<AppState>, body: Result<Bytes, BytesRejection>) -> Response {
+async fn rpc(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
     let body = match body {
         Ok(body) => body,
         Err(rejection) => {
@@ -117,7 +124,24 @@ async fn rpc(State(state): State<AppState>, body: Result<Bytes, BytesRejection>)
         Err((id, error)) => return reply(StatusCode::OK, id, Err(error)),
     };
     let outcome = match call.method.as_str() {
-        "message/send" => message_send(&state, call.params).await,
+        "message/send" => {
+            let parent = headers
+                .get("traceparent")
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned)
+                .or_else(|| metadata_traceparent(&call.params))
+                .and_then(|t| SpanContext::parse(&t));
+            let mut span = state.spans().start(
+                "agent message/send",
+                span::SpanKind::Server,
+                parent.as_ref(),
+            );
+            span.attribute("molecule.workspace_id", state.workspace_id().to_string());
+            let outcome = message_send(&state, call.params, &span.context).await;
+            let error = outcome.as_ref().err().map(|e| e.message.clone());
+            state.spans().end(span, error.as_deref());
+            outcome
+        }
         other => Err(RpcError::new(
             codes::METHOD_NOT_FOUND,
             format!("method not found: {other}"),
@@ -161,6 +185,14 @@ impl Incoming {
     }
 }
 
+/// `traceparent` in the message's or the call's metadata, where the original platform put it.
+fn metadata_traceparent(params: &Value) -> Option<String> {
+    ["/message/metadata/traceparent", "/metadata/traceparent"]
+        .iter()
+        .find_map(|pointer| params.pointer(pointer).and_then(Value::as_str))
+        .map(str::to_owned)
+}
+
 fn is_text_part(part: &Value) -> bool {
     let tag = |key| part.get(key).and_then(Value::as_str);
     tag("kind").or_else(|| tag("type")) == Some("text")
@@ -173,14 +205,46 @@ const DELEGATION_WAIT: std::time::Duration = std::time::Duration::from_secs(30 *
 const TOOL_WAIT: std::time::Duration = std::time::Duration::from_secs(60);
 
 /// The reply: the brain's, or for a delegation directive, the other agent's through the host.
-async fn think(state: &AppState, text: String, system: String) -> Result<Answer, String> {
+/// One MCP tool call through the host, as a client span of `trace`.
+async fn traced_tool(
+    state: &AppState,
+    platform: &Platform,
+    trace: &SpanContext,
+    tool: &str,
+    arguments: Value,
+    wait: std::time::Duration,
+) -> Result<String, ToolError> {
+    let span = state.spans().start(
+        &format!("mcp tools/call {tool}"),
+        span::SpanKind::Client,
+        Some(trace),
+    );
+    let traceparent = Some(span.context.traceparent());
+    let outcome = platform.mcp_tool(tool, arguments, wait, traceparent).await;
+    let error = outcome.as_ref().err().map(ToString::to_string);
+    state.spans().end(span, error.as_deref());
+    outcome
+}
+
+async fn think(
+    state: &AppState,
+    text: String,
+    system: String,
+    trace: &SpanContext,
+) -> Result<Answer, String> {
     if let Some(platform) = state.delegator()
         && let Some(directive) = Directive::parse(&text)
     {
         let arguments = json!({ "workspace_id": directive.target, "task": directive.task });
-        return match platform
-            .mcp_tool("delegate_task", arguments, DELEGATION_WAIT)
-            .await
+        return match traced_tool(
+            state,
+            platform,
+            trace,
+            "delegate_task",
+            arguments,
+            DELEGATION_WAIT,
+        )
+        .await
         {
             Ok(answer) => Ok(format!("delegated to {}: {answer}", directive.target).into()),
             Err(e) => Err(format!("delegation to {} failed: {e}", directive.target)),
@@ -189,9 +253,15 @@ async fn think(state: &AppState, text: String, system: String) -> Result<Answer,
     if let Some(platform) = state.delegator()
         && let Some(call) = ToolCall::parse(&text)
     {
-        return match platform
-            .mcp_tool(&call.name, call.arguments, TOOL_WAIT)
-            .await
+        return match traced_tool(
+            state,
+            platform,
+            trace,
+            &call.name,
+            call.arguments,
+            TOOL_WAIT,
+        )
+        .await
         {
             Ok(answer) => Ok(format!("tool {}: {answer}", call.name).into()),
             Err(e) => Err(format!("tool {} failed: {e}", call.name)),
@@ -206,7 +276,11 @@ async fn think(state: &AppState, text: String, system: String) -> Result<Answer,
 
 /// Answers `message/send` through the brain; the message and the answer (or the error) go to
 /// the transcript.
-async fn message_send(state: &AppState, params: Value) -> Result<Value, RpcError> {
+async fn message_send(
+    state: &AppState,
+    params: Value,
+    trace: &SpanContext,
+) -> Result<Value, RpcError> {
     let incoming = Incoming::parse(&params)?;
     let transcript = state.transcript();
     let context_id = incoming.context_id.as_deref();
@@ -214,7 +288,7 @@ async fn message_send(state: &AppState, params: Value) -> Result<Value, RpcError
     // Dropped without `finish` if the caller disconnects: then it counts as neither outcome.
     let task = state.tasks().start(&incoming.text);
     let loadout = state.loadout().await;
-    match think(state, incoming.text, loadout.system_prompt()).await {
+    match think(state, incoming.text, loadout.system_prompt(), trace).await {
         Ok(Answer { text, usage }) => {
             task.finish(Ok(()));
             transcript.record(Role::Agent, &text, context_id, false);

@@ -17,6 +17,7 @@ mod signals;
 mod skills;
 mod tasks;
 mod token;
+mod trace;
 mod transcript;
 
 use std::future::IntoFuture as _;
@@ -84,6 +85,11 @@ pub async fn run(
         follows_directives,
     );
     let card = state.card().await;
+    let span_export = tokio::spawn(trace::export(
+        platform.clone(),
+        state.spans().clone(),
+        shutdown.child_token(),
+    ));
     let platform_loop = tokio::spawn(platform::run(
         platform,
         url,
@@ -115,6 +121,9 @@ pub async fn run(
     shutdown.cancel();
     if let Err(e) = platform_loop.await {
         tracing::error!(error = %e, "the platform loop panicked");
+    }
+    if let Err(e) = span_export.await {
+        tracing::error!(error = %e, "the span export panicked");
     }
     if let Some(result) = served {
         result

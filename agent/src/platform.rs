@@ -139,11 +139,26 @@ impl Platform {
 
     /// Calls one of the host's MCP tools for this workspace and returns its text. Delegation
     /// waits for the other agent, so this call has no timeout of its own beyond `wait`.
+    pub fn workspace_id(&self) -> Uuid {
+        self.workspace_id
+    }
+
+    /// Sends finished spans to the host (`POST /workspaces/{id}/traces`, OTLP JSON).
+    pub async fn export_spans(
+        &self,
+        request: &opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest,
+    ) -> Result<(), CallError> {
+        let path = format!("/workspaces/{}/traces", self.workspace_id);
+        self.post(&path, request).await.map(drop)
+    }
+
+    /// `traceparent`: the span the call is made in, so the host's work joins its trace.
     pub async fn mcp_tool(
         &self,
         tool: &str,
         arguments: Value,
         wait: Duration,
+        traceparent: Option<String>,
     ) -> Result<String, ToolError> {
         let path = format!("/workspaces/{}/mcp", self.workspace_id);
         let body = serde_json::json!({
@@ -159,6 +174,9 @@ impl Platform {
             .json(&body);
         if let Some(token) = self.tokens.read().await {
             request = request.bearer_auth(token.expose_secret());
+        }
+        if let Some(traceparent) = traceparent {
+            request = request.header("traceparent", traceparent);
         }
         let response = request
             .send()

@@ -15,6 +15,7 @@ use crate::loadout::Loadout;
 use crate::platform::Platform;
 use crate::signals;
 use crate::tasks::Tasks;
+use crate::trace::Spans;
 use crate::transcript::{self, Transcript};
 
 /// What request handlers share. Nothing in it is locked across an `.await`.
@@ -35,6 +36,8 @@ struct Inner {
     follows_directives: bool,
     /// The recent conversation (`GET /transcript`).
     transcript: Transcript,
+    /// Finished spans waiting to go to the host.
+    spans: Spans,
 }
 
 impl AppState {
@@ -59,6 +62,7 @@ impl AppState {
                 platform,
                 follows_directives,
                 transcript: Transcript::default(),
+                spans: Spans::default(),
             }),
         }
     }
@@ -88,6 +92,10 @@ impl AppState {
 
     pub fn transcript(&self) -> &Transcript {
         &self.inner.transcript
+    }
+
+    pub fn spans(&self) -> &Spans {
+        &self.inner.spans
     }
 
     /// Reads skills, plugins and the system prompt afresh, off the async workers.

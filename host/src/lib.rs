@@ -28,6 +28,7 @@ pub mod services;
 pub mod session_search;
 pub mod store;
 pub mod sweepers;
+pub mod traces;
 pub mod workspaces;
 
 use std::future::Future;
@@ -113,6 +114,7 @@ pub async fn run(
     let state = http::AppState::new(svc.clone(), metrics, stop.clone())?;
     sweepers::spawn_all(&svc, &tracker, &stop);
     sweepers::spawn_extension_sync(&svc, &tracker, &stop);
+    svc.traces.spawn_export(&tracker, &stop);
     let (relay, relay_stop, liveness) = (svc.events.clone(), stop.clone(), svc.liveness.clone());
     tracker.spawn(async move { relay.relay(relay_stop, liveness).await });
     if let Some(dir) = svc

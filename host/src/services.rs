@@ -38,6 +38,7 @@ pub struct Services {
     pub liveness: Arc<crate::liveness::Liveness>,
     /// The key that seals the audit ledger (see [`crate::audit`]).
     pub audit: Arc<crate::audit::Ledger>,
+    pub traces: Arc<crate::traces::Traces>,
 }
 
 impl Services {
@@ -150,7 +151,12 @@ impl Services {
         let audit = Arc::new(crate::audit::Ledger::new(
             config.secrets_encryption_key.as_ref(),
         ));
+        let traces = Arc::new(
+            crate::traces::Traces::new(&config.otel, cluster.replica)
+                .context("setting up traces (otel)")?,
+        );
         Ok(Services {
+            traces,
             a2a,
             liveness,
             audit,

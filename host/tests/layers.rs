@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 /// The floors, lowest first. A module may import the modules of the floors below its own only.
 const LAYERS: &[&[&str]] = &[
     &["config"],
-    &["store", "liveness"],
+    &["store", "liveness", "traces"],
     &["events", "secrets", "cluster", "locks", "safefs"],
     &["runtime", "extensions", "auth"],
     &["agents", "audit"],

@@ -81,6 +81,7 @@ pub fn builtin_extensions_dir() -> std::path::PathBuf {
 }
 
 pub mod load;
+pub mod otlp;
 pub mod replicas;
 
 /// A port on 127.0.0.1 that is free right now.
@@ -753,12 +754,15 @@ pub enum Fault {
     Close,
 }
 
+/// Each request a [`FaultAgent`] received: its JSON body and `traceparent` header.
+type Received = std::sync::Arc<std::sync::Mutex<Vec<(Value, Option<String>)>>>;
+
 /// An A2A agent on `127.0.0.1` that misbehaves on purpose, speaking raw HTTP/1.1 so it can break
 /// off a response halfway. `script(n)` says how to answer request `n`; every request body is kept.
 #[derive(Debug, Clone)]
 pub struct FaultAgent {
     pub url: String,
-    requests: std::sync::Arc<std::sync::Mutex<Vec<Value>>>,
+    requests: Received,
     stop: CancellationToken,
 }
 
@@ -769,7 +773,7 @@ impl FaultAgent {
             .await
             .expect("binding a fault agent");
         let url = format!("http://{}", listener.local_addr().expect("an address"));
-        let requests = std::sync::Arc::new(std::sync::Mutex::new(Vec::<Value>::new()));
+        let requests = Received::default();
         let stop = CancellationToken::new();
         let script = std::sync::Arc::new(script);
         let (seen, stopped) = (requests.clone(), stop.clone());
@@ -787,7 +791,7 @@ impl FaultAgent {
                     // One request per connection: read the head, then Content-Length bytes.
                     let mut buf = Vec::new();
                     let mut chunk = [0u8; 8192];
-                    let body = loop {
+                    let (body, traceparent) = loop {
                         let Ok(n) = stream.read(&mut chunk).await else {
                             return;
                         };
@@ -805,13 +809,17 @@ impl FaultAgent {
                             .and_then(|v| v.trim().parse().ok())
                             .unwrap_or(0);
                         if buf.len() >= end + 4 + length {
-                            break buf[end + 4..end + 4 + length].to_vec();
+                            let traceparent = head
+                                .lines()
+                                .find_map(|l| l.strip_prefix("traceparent:"))
+                                .map(|v| v.trim().to_owned());
+                            break (buf[end + 4..end + 4 + length].to_vec(), traceparent);
                         }
                     };
                     let request: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
                     let n = {
                         let mut seen = seen.lock().expect("requests");
-                        seen.push(request.clone());
+                        seen.push((request.clone(), traceparent));
                         seen.len() - 1
                     };
                     let text = request
@@ -869,7 +877,14 @@ impl FaultAgent {
 
     /// The JSON bodies received so far, in order.
     pub fn requests(&self) -> Vec<Value> {
-        self.requests.lock().expect("requests").clone()
+        let requests = self.requests.lock().expect("requests");
+        requests.iter().map(|(body, _)| body.clone()).collect()
+    }
+
+    /// The `traceparent` header of each request received so far, in order.
+    pub fn traceparents(&self) -> Vec<Option<String>> {
+        let requests = self.requests.lock().expect("requests");
+        requests.iter().map(|(_, t)| t.clone()).collect()
     }
 }
 

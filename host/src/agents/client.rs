@@ -409,10 +409,56 @@ pub async fn send(svc: &Services, call: Call) -> Result<Sent, ProxyError> {
     };
     let payload = serde_json::to_vec(&call.message.body).unwrap_or_default();
     let alive = svc.events.signs_of_life(target.id);
-    let forwarded = forward::forward(svc.a2a.client(), &url, payload, timeouts, alive).await;
+    let span = svc.traces.start(
+        "a2a.forward",
+        opentelemetry::trace::SpanKind::Client,
+        vec![
+            crate::traces::workspace(target.id),
+            opentelemetry::KeyValue::new(
+                "molecule.caller_id",
+                match call.caller {
+                    Caller::Canvas => "canvas".to_owned(),
+                    Caller::Workspace(id) => id.to_string(),
+                    Caller::System(name) => name.to_owned(),
+                },
+            ),
+            opentelemetry::KeyValue::new("rpc.method", call.message.method.clone()),
+        ],
+    );
+    let traceparent = crate::traces::propagation::traceparent(&span);
+    let forwarded = forward::forward(
+        svc.a2a.client(),
+        &url,
+        payload,
+        traceparent,
+        timeouts,
+        alive,
+    )
+    .await;
+    end_forward_span(&span, &forwarded);
     let outcome = settle(svc, &call, &target, forwarded).await;
     record(svc, call, &target, &outcome).await;
     outcome
+}
+
+/// Ends the `a2a.forward` span with what came back: an error status for a transport failure
+/// or an answer other than 2xx.
+fn end_forward_span(span: &opentelemetry::Context, forwarded: &Forwarded) {
+    use opentelemetry::trace::TraceContextExt as _;
+    if let Some(status) = forwarded.status {
+        span.span().set_attribute(opentelemetry::KeyValue::new(
+            "http.response.status_code",
+            i64::from(status),
+        ));
+    }
+    let error = match (forwarded.status, forwarded.error) {
+        (_, Some(error)) => Some(error.as_str().to_owned()),
+        (Some(status), None) if !(200..300).contains(&status) => {
+            Some(format!("the agent answered {status}"))
+        }
+        _ => None,
+    };
+    crate::traces::finish(span, error);
 }
 
 /// Turns what came back into the call's outcome: an answer, a queued message, or an error.

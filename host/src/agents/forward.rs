@@ -77,23 +77,26 @@ pub struct Forwarded {
     pub elapsed: Duration,
 }
 
-/// POSTs `body` as JSON to `url` and reads the answer within `timeouts`. Each of `alive`'s
-/// signs of life (the target's events: heartbeats, task updates, activity) restarts the header
-/// and idle timers; the deadline stays.
+/// POSTs `body` as JSON to `url` (with `traceparent`, when the call is part of a trace) and
+/// reads the answer within `timeouts`. Each of `alive`'s signs of life (the target's events:
+/// heartbeats, task updates, activity) restarts the header and idle timers; the deadline stays.
 pub async fn forward(
     client: &reqwest::Client,
     url: &str,
     body: Vec<u8>,
+    traceparent: Option<String>,
     timeouts: Timeouts,
     mut alive: SignsOfLife,
 ) -> Forwarded {
     let started = Instant::now();
     let mut out = Forwarded::default();
-    let request = client
+    let mut request = client
         .post(url)
-        .header(reqwest::header::CONTENT_TYPE, "application/json")
-        .body(body)
-        .send();
+        .header(reqwest::header::CONTENT_TYPE, "application/json");
+    if let Some(traceparent) = traceparent {
+        request = request.header("traceparent", traceparent);
+    }
+    let request = request.body(body).send();
     let header = (timeouts.header, TransportError::HeaderTimeout);
     let response = match bounded(request, header, timeouts.deadline, &mut alive).await {
         Err(kind) => {

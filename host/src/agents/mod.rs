@@ -139,13 +139,14 @@ impl Hub {
     }
 
     /// Runs `work` in the background, where a caller that goes away cannot cut it short; host
-    /// shutdown waits for it (work watches [`Hub::stopping`] to end early).
+    /// shutdown waits for it (work watches [`Hub::stopping`] to end early). It stays in the
+    /// caller's trace.
     pub fn spawn<F>(&self, work: F) -> tokio::task::JoinHandle<F::Output>
     where
         F: std::future::Future + Send + 'static,
         F::Output: Send + 'static,
     {
-        self.tasks.spawn(work)
+        self.tasks.spawn(crate::traces::in_current(work))
     }
 
     /// Cancelled when the host stops: background delegations record that they were cut short.

@@ -161,6 +161,9 @@ pub struct Config {
     pub supervision: SupervisionConfig,
     /// Operators' terminals into agents' environments (`MOLECULE_TERMINAL__*`).
     pub terminal: TerminalConfig,
+    /// Traces: the OTLP collector spans are exported to, and how many the host keeps
+    /// (`MOLECULE_OTEL__*`).
+    pub otel: OtelConfig,
     /// Agent memories: the optional embeddings endpoint that orders searches by meaning
     /// (`MOLECULE_MEMORIES__*`).
     pub memories: MemoriesConfig,
@@ -289,6 +292,30 @@ impl Default for TerminalConfig {
 impl TerminalConfig {
     pub fn idle_timeout(&self) -> Duration {
         Duration::from_secs(self.idle_timeout_secs.max(1))
+    }
+}
+
+/// Traces (`GET /workspaces/{id}/traces`) and their export over OTLP/HTTP.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct OtelConfig {
+    /// An OTLP/HTTP collector (`http://collector:4318`): spans are POSTed as protobuf to
+    /// `<endpoint>/v1/traces`. Unset: nothing is exported; the host keeps its recent traces.
+    pub endpoint: Option<String>,
+    /// Headers sent with every export (a collector's API key); never logged.
+    #[serde(skip_serializing)]
+    pub headers: std::collections::BTreeMap<String, SecretString>,
+    /// Traces kept in memory per workspace for `GET /workspaces/{id}/traces`.
+    pub traces_per_workspace: usize,
+}
+
+impl Default for OtelConfig {
+    fn default() -> Self {
+        Self {
+            endpoint: None,
+            headers: std::collections::BTreeMap::new(),
+            traces_per_workspace: 50,
+        }
     }
 }
 
@@ -657,6 +684,7 @@ impl Default for Config {
             kv: KvConfig::default(),
             supervision: SupervisionConfig::default(),
             terminal: TerminalConfig::default(),
+            otel: OtelConfig::default(),
             memories: MemoriesConfig::default(),
             budget: BudgetConfig::default(),
             faults: Faults::default(),

@@ -263,9 +263,29 @@ pub fn spawn(svc: &Services, delegation: Delegation) -> tokio::task::JoinHandle<
 
 /// Carries out `delegation`: dispatched → `message/send` through the proxy with the delegation
 /// id as message id → one retry after a pause when the failure was transient and nothing came
-/// back → completed, failed or queued.
+/// back → completed, failed or queued. One `delegation` span, in the caller's trace.
 pub async fn run(svc: &Services, delegation: &Delegation) -> Finished {
+    let span = svc.traces.start(
+        "delegation",
+        opentelemetry::trace::SpanKind::Internal,
+        vec![
+            crate::traces::workspace(delegation.source),
+            opentelemetry::KeyValue::new("molecule.delegation_id", delegation.id.to_string()),
+            opentelemetry::KeyValue::new("molecule.target_id", delegation.target.to_string()),
+        ],
+    );
+    let finished = crate::traces::within(span.clone(), run_traced(svc, delegation)).await;
+    let error = match &finished {
+        Finished::Failed { error } => Some(error.clone()),
+        Finished::Completed { .. } | Finished::Queued => None,
+    };
+    crate::traces::finish(&span, error);
+    finished
+}
+
+async fn run_traced(svc: &Services, delegation: &Delegation) -> Finished {
     mark_dispatched(svc, delegation).await;
+    let traceparent = crate::traces::propagation::traceparent(&opentelemetry::Context::current());
     let message = Message::normalize(json!({
         "jsonrpc": "2.0",
         "id": delegation.id.to_string(),
@@ -277,6 +297,7 @@ pub async fn run(svc: &Services, delegation: &Delegation) -> Finished {
             "metadata": {
                 "delegation_id": delegation.id.to_string(),
                 "source_workspace_id": delegation.source.to_string(),
+                "traceparent": traceparent,
             },
         }},
     }))

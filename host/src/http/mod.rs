@@ -40,6 +40,7 @@ mod team;
 mod templates;
 mod terminal;
 mod tokens;
+mod traces;
 mod transcript;
 mod uploads;
 mod workspaces;
@@ -165,6 +166,7 @@ fn api() -> OpenApiRouter<AppState> {
         .merge(console::router())
         .merge(agent_logs::router())
         .merge(terminal::router())
+        .merge(traces::router())
 }
 
 /// The OpenAPI 3.1 document of [`router`], as served at `GET /openapi.json`.
@@ -180,15 +182,27 @@ pub fn router(state: AppState) -> Router {
         .method_not_allowed_fallback(method_not_allowed);
 
     api.layer(DefaultBodyLimit::max(state.svc.config.max_body_bytes))
-        .layer(middleware::from_fn_with_state(state.clone(), ratelimit::layer))
-        .layer(middleware::from_fn_with_state(state.clone(), record_metrics))
+        .layer(middleware::from_fn_with_state(state.clone(), trace_request))
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            ratelimit::layer,
+        ))
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            record_metrics,
+        ))
         .layer(cors(&state.svc.config.cors_origins))
         // Outside CORS, so the preflight answers the CORS layer writes itself carry them too.
         .layer(middleware::from_fn(security_headers))
         .layer(
             // The span carries the path only: query strings may hold tokens (`/ws?token=`).
             TraceLayer::new_for_http().make_span_with(|req: &Request| {
-                tracing::info_span!("request", method = %req.method(), path = %req.uri().path())
+                tracing::info_span!(
+                    "request",
+                    method = %req.method(),
+                    path = %req.uri().path(),
+                    trace_id = tracing::field::Empty,
+                )
             }),
         )
         .with_state(state)
@@ -314,7 +328,10 @@ fn cors(origins: &[String]) -> CorsLayer {
             header::AUTHORIZATION,
             HeaderName::from_static("x-workspace-id"),
             HeaderName::from_static("x-timeout"),
+            HeaderName::from_static("traceparent"),
+            HeaderName::from_static("tracestate"),
         ])
+        .expose_headers([HeaderName::from_static(TRACE_ID_HEADER)])
         .allow_credentials(true)
 }
 
@@ -374,6 +391,83 @@ async fn security_headers(req: Request, next: Next) -> Response {
     };
     set(headers, header::CONTENT_SECURITY_POLICY, csp);
     response
+}
+
+/// Routes never traced: probes, heartbeats, event streams and the agents' span uploads (tracing
+/// those would make spans about spans forever).
+const UNTRACED_ROUTES: &[&str] = &[
+    "/health",
+    "/metrics",
+    "/admin/liveness",
+    "/registry/heartbeat",
+    "/ws",
+    "/workspaces/{id}/traces",
+];
+
+/// The response header that names a traced request's trace (32 hex digits).
+const TRACE_ID_HEADER: &str = "x-trace-id";
+
+/// Makes a request a server span: a child of the caller's `traceparent` when it sent one, the
+/// root of a new trace otherwise. Reads (`GET`, `HEAD`) are traced only when the caller sent a
+/// `traceparent`: the canvas polls them, and a trace is about work done.
+async fn trace_request(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    let parent = crate::traces::propagation::extract(req.headers());
+    let reads = matches!(*req.method(), Method::GET | Method::HEAD | Method::OPTIONS);
+    let route = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|p| p.as_str().to_owned())
+        .filter(|route| !UNTRACED_ROUTES.contains(&route.as_str()))
+        .filter(|_| !reads || crate::traces::propagation::has_parent(&parent));
+    let Some(route) = route else {
+        return next.run(req).await;
+    };
+    let method = req.method().as_str().to_owned();
+    let mut attributes = vec![
+        opentelemetry::KeyValue::new("http.request.method", method.clone()),
+        opentelemetry::KeyValue::new("http.route", route.clone()),
+    ];
+    if let Some(id) = workspace_in_path(req.uri().path()) {
+        attributes.push(crate::traces::workspace(id));
+    }
+    if let Some(caller) = req
+        .headers()
+        .get("x-workspace-id")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| uuid::Uuid::parse_str(v.trim()).ok())
+    {
+        attributes.push(opentelemetry::KeyValue::new(
+            "molecule.caller_id",
+            caller.to_string(),
+        ));
+    }
+    let cx = state.svc.traces.start_with_parent(
+        format!("{method} {route}"),
+        opentelemetry::trace::SpanKind::Server,
+        &parent,
+        attributes,
+    );
+    let trace_id = crate::traces::propagation::trace_id(&cx);
+    if let Some(id) = &trace_id {
+        tracing::Span::current().record("trace_id", id.as_str());
+    }
+    let mut response = crate::traces::within(cx.clone(), next.run(req)).await;
+    let status = response.status();
+    opentelemetry::trace::TraceContextExt::span(&cx).set_attribute(opentelemetry::KeyValue::new(
+        "http.response.status_code",
+        i64::from(status.as_u16()),
+    ));
+    crate::traces::finish(&cx, status.is_server_error().then(|| status.to_string()));
+    if let Some(value) = trace_id.and_then(|id| HeaderValue::from_str(&id).ok()) {
+        response.headers_mut().insert(TRACE_ID_HEADER, value);
+    }
+    response
+}
+
+/// The `{id}` of a `/workspaces/{id}/…` path.
+fn workspace_in_path(path: &str) -> Option<uuid::Uuid> {
+    let rest = path.strip_prefix("/workspaces/")?;
+    uuid::Uuid::parse_str(rest.split('/').next()?).ok()
 }
 
 async fn record_metrics(State(state): State<AppState>, req: Request, next: Next) -> Response {

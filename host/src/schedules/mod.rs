@@ -337,7 +337,37 @@ fn message(row: &ScheduleRow, trigger: Trigger) -> Value {
 
 /// Fires `row` once: sends its prompt (unless the agent cannot take it), then records the run
 /// (history, `last_*`, counters), a `cron_run` activity row and `CRON_*` events.
+/// One `schedule.run` span: a root for a tick, in the caller's trace for a manual run.
 pub async fn fire(svc: &Services, row: &ScheduleRow, trigger: Trigger) -> Fired {
+    let span = svc.traces.start(
+        "schedule.run",
+        opentelemetry::trace::SpanKind::Internal,
+        vec![
+            crate::traces::workspace(row.workspace_id),
+            opentelemetry::KeyValue::new("molecule.schedule_id", row.id.to_string()),
+            opentelemetry::KeyValue::new(
+                "molecule.trigger",
+                if trigger == Trigger::Manual {
+                    "manual"
+                } else {
+                    "tick"
+                },
+            ),
+        ],
+    );
+    let fired = crate::traces::within(span.clone(), fire_traced(svc, row, trigger)).await;
+    opentelemetry::trace::TraceContextExt::span(&span).set_attribute(opentelemetry::KeyValue::new(
+        "molecule.status",
+        fired.status,
+    ));
+    crate::traces::finish(
+        &span,
+        fired.error.clone().filter(|_| fired.status == "error"),
+    );
+    fired
+}
+
+async fn fire_traced(svc: &Services, row: &ScheduleRow, trigger: Trigger) -> Fired {
     let started_at = Utc::now();
     let clock = Instant::now();
     let announce = json!({

@@ -42,6 +42,7 @@ mod supervision;
 mod team;
 mod templates;
 mod terminal;
+mod traces;
 mod transcript;
 mod uploads;
 mod workspaces;

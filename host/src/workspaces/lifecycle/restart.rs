@@ -176,12 +176,24 @@ pub(super) async fn restart_after(svc: &Services, id: Uuid, delay: Duration) {
 /// Runs cycles while this claim holds and one more is due, then releases it.
 pub(super) fn spawn_cycles(svc: &Services, id: Uuid, holder: String) {
     let task_svc = svc.clone();
+    // Each cycle is a span of the trace that asked for the restart, if any.
+    let parent = opentelemetry::Context::current();
     svc.lifecycle.spawn(async move {
         let mut back = None;
         loop {
-            back = renewing(&task_svc, id, &holder, restart_cycle(&task_svc, id))
-                .await
-                .or(back);
+            let span = task_svc.traces.start_with_parent(
+                "restart.cycle",
+                opentelemetry::trace::SpanKind::Internal,
+                &parent,
+                vec![crate::traces::workspace(id)],
+            );
+            let cycle = crate::traces::within(span.clone(), restart_cycle(&task_svc, id));
+            let restarted = renewing(&task_svc, id, &holder, cycle).await;
+            opentelemetry::trace::TraceContextExt::span(&span).set_attribute(
+                opentelemetry::KeyValue::new("molecule.restarted", restarted.is_some()),
+            );
+            crate::traces::finish(&span, None);
+            back = restarted.or(back);
             let lease_until = Utc::now() + claim_lease();
             match store::restarts::next_cycle(&task_svc.db, id, &holder, lease_until).await {
                 Ok(true) => continue,
