@@ -21,6 +21,7 @@ import { logsPanel } from './workspace-logs.js';
 import { schedulesPanel } from './workspace-schedules.js';
 import { teamPanel } from './workspace-team.js';
 import { terminalPanel } from './workspace-terminal.js';
+import { tracesPanel } from './workspace-traces.js';
 import { restartWords } from './workspace-words.js';
 
 const TABS = [
@@ -32,6 +33,7 @@ const TABS = [
   ['activity', 'Activity'],
   ['logs', 'Logs'],
   ['terminal', 'Terminal'],
+  ['traces', 'Traces'],
   ['audit', 'Audit'],
 ];
 
@@ -80,6 +82,7 @@ function render(main, { id, tab }) {
   const team = teamPanel(base);
   const logs = logsPanel(base);
   const terminal = terminalPanel(base);
+  const traces = tracesPanel(base, nameOf);
   const audit = auditPanel(base);
 
   // Secrets.
@@ -133,6 +136,7 @@ function render(main, { id, tab }) {
     activity: h('div', { class: 'tab-panel', id: 'panel-activity' }, section('Activity', activity.element)),
     logs: h('div', { class: 'tab-panel', id: 'panel-logs' }, section('Agent log', logs.element)),
     terminal: h('div', { class: 'tab-panel', id: 'panel-terminal' }, section('Terminal', terminal.element)),
+    traces: h('div', { class: 'tab-panel', id: 'panel-traces' }, section('Traces', traces.element)),
     audit: h('div', { class: 'tab-panel', id: 'panel-audit' }, section('Audit ledger', audit.element)),
   };
   const tabButtons = TABS.map(([key, label]) => h('button', {
@@ -383,7 +387,7 @@ function render(main, { id, tab }) {
     activity.load();
   });
   // The operator's tabs load when first shown: each calls an operator-only route.
-  const operatorTabs = { logs, terminal, audit };
+  const operatorTabs = { logs, terminal, traces, audit };
   const loaded = new Set();
   const loadShown = () => {
     const key = main.dataset.tab;
@@ -408,6 +412,7 @@ function render(main, { id, tab }) {
     activity.stop();
     logs.stop();
     terminal.stop();
+    traces.stop();
     audit.stop();
   };
 }

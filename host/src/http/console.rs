@@ -72,6 +72,7 @@ const FILES: &[(&str, &[u8], &str)] = assets![
     "pages/workspace-activity.js" => JS,
     "pages/workspace-logs.js" => JS,
     "pages/workspace-terminal.js" => JS,
+    "pages/workspace-traces.js" => JS,
     "pages/workspace-audit.js" => JS,
     "pages/import.js" => JS,
     "pages/extensions.js" => JS,
