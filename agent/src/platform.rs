@@ -221,7 +221,8 @@ impl Platform {
     }
 }
 
-/// Registers (retrying with backoff), then heartbeats every `interval`, until `shutdown`.
+/// Registers (retrying with backoff), then heartbeats every `interval`, until `shutdown`; a
+/// heartbeat the host answers 404 or 410 registers again first.
 pub async fn run(
     platform: Platform,
     url: String,
@@ -247,10 +248,17 @@ pub async fn run(
             () = shutdown.cancelled() => return,
             result = platform.heartbeat(&snapshot) => match result {
                 Ok(()) => tracing::debug!(active_tasks = snapshot.active_tasks, "heartbeat sent"),
-                Err(CallError::Status(status @ (StatusCode::NOT_FOUND | StatusCode::GONE))) => tracing::warn!(
-                    status = status.as_u16(),
-                    "heartbeat refused: the workspace is unknown or removed; still trying"
-                ),
+                Err(CallError::Status(status @ (StatusCode::NOT_FOUND | StatusCode::GONE))) => {
+                    // The host forgot this workspace (restored from a backup, the workspace
+                    // re-created): register again, with the same backoff as at start.
+                    tracing::warn!(
+                        status = status.as_u16(),
+                        "heartbeat refused: the host does not know this workspace; registering again"
+                    );
+                    if !register_until_accepted(&platform, &url, &card, &shutdown).await {
+                        return;
+                    }
+                }
                 Err(e) => tracing::warn!(error = %display_error(&e), "heartbeat failed"),
             },
         }

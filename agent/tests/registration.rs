@@ -176,22 +176,47 @@ async fn a_heartbeat_refused_with_401_is_retried_at_once_with_the_token_file_rer
 }
 
 #[tokio::test]
-async fn heartbeats_go_on_after_the_platform_forgets_the_workspace() {
-    // Arrange
+async fn the_agent_registers_again_when_the_platform_forgets_the_workspace() {
+    // Arrange: the platform answers heartbeats 404 until the agent registered a second time
+    // (a host restored from a backup), and refuses that second registration twice first.
+    let registered = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let (counted, asked) = (registered.clone(), registered.clone());
     let platform = FakePlatform::with(
-        |_| (StatusCode::OK, json!({ "status": "registered" })),
-        |_| StatusCode::NOT_FOUND,
+        move |attempt| match attempt {
+            1 | 2 => (
+                StatusCode::NOT_FOUND,
+                json!({ "error": "workspace not found" }),
+            ),
+            _ => {
+                counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                (StatusCode::OK, json!({ "status": "registered" }))
+            }
+        },
+        move |_| {
+            if asked.load(std::sync::atomic::Ordering::SeqCst) < 2 {
+                StatusCode::NOT_FOUND
+            } else {
+                StatusCode::OK
+            }
+        },
     )
     .await;
     let agent = agent().start(&platform).await;
 
     // Act
-    eventually("three refused heartbeats", || async {
-        (platform.heartbeats().len() >= 3).then_some(())
-    })
+    eventually(
+        "a registration after the refused heartbeat, then heartbeats",
+        || async {
+            let accepted = registered.load(std::sync::atomic::Ordering::SeqCst);
+            let after = platform.heartbeats().len();
+            (accepted == 2 && after >= 3).then_some(())
+        },
+    )
     .await;
 
-    // Assert
+    // Assert: one refused heartbeat led to registering again (retried with backoff through
+    // two refusals), and the agent kept serving.
+    assert_eq!(platform.registrations().len(), 4);
     let (status, body) = agent.get("/health").await;
     assert_eq!((status, body), (StatusCode::OK, json!({ "status": "ok" })));
     agent.stop().await.unwrap();
