@@ -215,6 +215,10 @@ pub struct A2aConfig {
     pub max_timeout_secs: u64,
     /// Milliseconds a delegation waits before its one retry after a transient failure.
     pub delegation_retry_delay_ms: u64,
+    /// The margin past its longest possible run (two deliveries and the retry pause) after which
+    /// a delegation still marked running counts as stranded by a host that stopped hard, and
+    /// another replica fails it.
+    pub stranded_margin_secs: u64,
     /// Attempts after which a queued message is given up (status `failed`).
     pub queue_max_attempts: i32,
     /// Seconds a queued message stays deliverable unless the sender set its own expiry.
@@ -238,6 +242,7 @@ impl Default for A2aConfig {
             idle_timeout_secs: 300,
             max_timeout_secs: 1800,
             delegation_retry_delay_ms: 8000,
+            stranded_margin_secs: 60,
             queue_max_attempts: 5,
             queue_ttl_secs: 24 * 3600,
             mcp_per_minute: 120,

@@ -565,7 +565,7 @@ pub async fn fail_stranded(
 }
 
 /// The longest a host can carry a delegation out: two deliveries (connect, then the overall
-/// deadline) with the retry pause between them, plus a margin.
+/// deadline) with the retry pause between them, plus `a2a.stranded_margin_secs`.
 pub fn longest_run(svc: &Services) -> chrono::Duration {
     let a2a = &svc.config.a2a;
     let delivery = a2a
@@ -575,7 +575,7 @@ pub fn longest_run(svc: &Services) -> chrono::Duration {
         + chrono::Duration::milliseconds(
             i64::try_from(a2a.delegation_retry_delay_ms).unwrap_or(i64::MAX / 4),
         )
-        + chrono::Duration::seconds(60)
+        + chrono::Duration::seconds(i64::try_from(a2a.stranded_margin_secs).unwrap_or(i64::MAX / 4))
 }
 
 /// An agent reports how a delegation it carried out itself ended.

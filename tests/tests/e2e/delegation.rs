@@ -850,9 +850,10 @@ async fn a_delegation_a_killed_host_was_carrying_fails_instead_of_hanging(backen
     let templates = tempfile::tempdir().expect("a templates dir");
     let mut hosts = ReplicaSet::new(backend, Agents::None, templates.path()).await;
     // A delivery lasts at most 1 + 10 s, so another replica may fail the delegation
-    // 2 × 11 s + the retry pause + a 60 s margin after it began.
-    hosts.a2a_settings =
-        "connect_timeout_secs = 1\nmax_timeout_secs = 10\ndelegation_retry_delay_ms = 100".into();
+    // 2 × 11 s + the retry pause + a 2 s margin after it began.
+    hosts.a2a_settings = "connect_timeout_secs = 1\nmax_timeout_secs = 10\n\
+        delegation_retry_delay_ms = 100\nstranded_margin_secs = 2"
+        .into();
     let first = hosts.spawn().await;
     // PostgreSQL: a second replica is up before the delegation starts, so the kill falls well
     // within the delivery (which would otherwise time out and fail on its own).
