@@ -322,6 +322,7 @@ mod tests {
             "liveness",
             "plugin-drift",
             "a2a-queue-expiry",
+            "delayed-restarts",
             "plugin-swap-dirs",
             "provision-timeout",
             "health",

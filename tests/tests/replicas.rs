@@ -24,6 +24,7 @@ const SWEEPERS: &[(&str, bool)] = &[
     ("liveness", true),
     ("plugin-drift", true),
     ("a2a-queue-expiry", true),
+    ("delayed-restarts", true),
     ("plugin-swap-dirs", true),
     ("provision-timeout", false),
     ("health", true),

@@ -268,6 +268,8 @@ pub enum Constraint {
 /// Constraints of the schema that callers do not match on, kept so [`Constraint::Other`] can
 /// name them. A store test checks that every constraint in `migrations/` is mapped or listed.
 const OTHER_CONSTRAINTS: &[&str] = &[
+    "workspace_restart_due_pkey",
+    "workspace_restart_due_workspace_fkey",
     "audit_events_pkey",
     "audit_events_id_uniq",
     "workspaces_pkey",

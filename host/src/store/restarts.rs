@@ -1,5 +1,6 @@
 //! `workspace_restarts`: the claim on a workspace's restart cycles, shared by every replica, so
-//! requests arriving at any of them coalesce into the cycles one replica runs.
+//! requests arriving at any of them coalesce into the cycles one replica runs; and
+//! `workspace_restart_due`: delayed restarts, so one survives the replica that decided it.
 
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
@@ -127,4 +128,51 @@ pub async fn claimed(db: &Db, workspace_id: Uuid) -> StoreResult<bool> {
     on_db_read!(db, pool => Ok(sqlx::query_scalar::<_, i64>(
         "SELECT COUNT(*) FROM workspace_restarts WHERE workspace_id = $1",
     ).bind(workspace_id).fetch_one(pool).await? > 0))
+}
+
+/// Records a restart of `workspace_id` due at `due_at` under `ticket`; false when one is already
+/// due (the first stands, as a cycle starting then picks up every change made before it).
+pub async fn schedule(
+    db: &Db,
+    workspace_id: Uuid,
+    ticket: Uuid,
+    due_at: DateTime<Utc>,
+) -> StoreResult<bool> {
+    on_db!(db, pool => Ok(sqlx::query(
+        "INSERT INTO workspace_restart_due (workspace_id, ticket, due_at) VALUES ($1, $2, $3)
+         ON CONFLICT (workspace_id) DO NOTHING",
+    ).bind(workspace_id).bind(ticket).bind(due_at).execute(pool).await?.rows_affected() > 0))
+}
+
+/// Takes the delayed restart `ticket` of `workspace_id`: true when it was still due (not taken
+/// by a sweep, nor superseded by a restart that started sooner).
+pub async fn take(db: &Db, workspace_id: Uuid, ticket: Uuid) -> StoreResult<bool> {
+    on_db!(db, pool => Ok(sqlx::query(
+        "DELETE FROM workspace_restart_due WHERE workspace_id = $1 AND ticket = $2",
+    ).bind(workspace_id).bind(ticket).execute(pool).await?.rows_affected() > 0))
+}
+
+/// Drops `workspace_id`'s delayed restart: one that starts now supersedes it.
+pub async fn cancel_due(db: &Db, workspace_id: Uuid) -> StoreResult<()> {
+    on_db!(db, pool => {
+        sqlx::query("DELETE FROM workspace_restart_due WHERE workspace_id = $1")
+            .bind(workspace_id)
+            .execute(pool)
+            .await?;
+        Ok(())
+    })
+}
+
+/// Takes every delayed restart due at `now` (for the replica that starts them). Reads first, so
+/// a sweep that finds nothing writes nothing.
+pub async fn take_due(db: &Db, now: DateTime<Utc>) -> StoreResult<Vec<Uuid>> {
+    let due: i64 = on_db_read!(db, pool => sqlx::query_scalar(
+        "SELECT COUNT(*) FROM workspace_restart_due WHERE due_at <= $1",
+    ).bind(now).fetch_one(pool).await?);
+    if due == 0 {
+        return Ok(Vec::new());
+    }
+    on_db!(db, pool => Ok(sqlx::query_scalar(
+        "DELETE FROM workspace_restart_due WHERE due_at <= $1 RETURNING workspace_id",
+    ).bind(now).fetch_all(pool).await?))
 }

@@ -17,6 +17,10 @@ use crate::services::Services;
 use crate::workspaces::lifecycle;
 
 /// Starts every sweeper on `tracker`.
+/// How often a replica looks for delayed restarts left by a replica that stopped: the most one
+/// can start late.
+const DELAYED_RESTART_SWEEP: std::time::Duration = std::time::Duration::from_secs(2);
+
 pub fn spawn_all(svc: &Services, tracker: &TaskTracker, shutdown: &CancellationToken) {
     spawn_sweep(
         svc,
@@ -29,6 +33,14 @@ pub fn spawn_all(svc: &Services, tracker: &TaskTracker, shutdown: &CancellationT
             lifecycle::after_heartbeat_loss(&svc, &stale).await;
             Ok(())
         },
+    );
+    spawn_sweep(
+        svc,
+        tracker,
+        shutdown,
+        "delayed-restarts",
+        DELAYED_RESTART_SWEEP,
+        |svc| async move { lifecycle::start_due(&svc).await.map(|_| ()) },
     );
     spawn_sweep(
         svc,

@@ -58,7 +58,7 @@ async fn hibernate_row(
         return Ok(false);
     }
     // A delayed restart still waiting would start the agent again.
-    svc.lifecycle.forget(id);
+    forget_delayed_restart(svc, id).await;
     if row.active_tasks > 0 {
         // The agent hears first, so it can wind down what it is doing before the stop.
         crate::agents::client::signal_restart_pending(svc, row).await;

@@ -16,9 +16,8 @@
 //! Every step is idempotent: a stop of a stopped agent succeeds, a transition whose source status
 //! no longer holds does nothing, and every change is logged as `old -> new`.
 
-use std::collections::HashMap;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use chrono::Utc;
@@ -62,10 +61,6 @@ pub struct Lifecycle {
     /// moment it marks the workspace until its new agent is started: a first provision and a
     /// cycle never start two agents at once, nor one over the other's.
     starting: crate::locks::KeyedLocks<Uuid>,
-    /// The ticket of each workspace's delayed restart still waiting on this replica; requests
-    /// meanwhile join it. A restart that starts sooner cancels it (its timer then finds another
-    /// ticket, or none). Running cycles are claimed in the database (`workspace_restarts`).
-    scheduled: Mutex<HashMap<Uuid, u64>>,
     /// The URL agents reach the host on, once the host knows its listeners. Provisions wait for
     /// it: an agent told a guessed address never registers.
     platform_url: tokio::sync::watch::Sender<Option<String>>,
@@ -100,7 +95,6 @@ impl Lifecycle {
             runtime,
             provision_slots: Semaphore::new(concurrency.max(1)),
             starting: crate::locks::KeyedLocks::default(),
-            scheduled: Mutex::new(HashMap::new()),
             platform_url: tokio::sync::watch::Sender::new(None),
             tasks: TaskTracker::new(),
             stop: CancellationToken::new(),
@@ -203,10 +197,13 @@ impl Lifecycle {
             }
         }
     }
+}
 
-    /// Forgets a removed workspace's delayed restart.
-    pub fn forget(&self, id: Uuid) {
-        self.scheduled.lock().expect("restart lock").remove(&id);
+/// Drops a workspace's delayed restart (it was removed, or its agent stops on purpose), so no
+/// replica starts it again.
+async fn forget_delayed_restart(svc: &Services, id: Uuid) {
+    if let Err(err) = store::restarts::cancel_due(&svc.db, id).await {
+        tracing::warn!(workspace_id = %id, error = ?err, "dropping a delayed restart failed");
     }
 }
 
@@ -582,6 +579,54 @@ mod tests {
                 ),
                 "{second:?}"
             );
+            registering.abort();
+        }
+
+        #[tokio::test]
+        async fn a_delayed_restart_left_by_a_replica_that_died_is_started_by_the_sweep() {
+            let (svc, runtime, _db, _data) = services().await;
+            let id = create(&svc, "Orphaned", None).await;
+            let registering = agents_register(&svc, &runtime, vec![id]);
+            until("online", async || status(&svc, id).await == Status::Online).await;
+            // What a replica killed while waiting leaves behind: a due time, and no timer.
+            let due = chrono::Utc::now() + chrono::Duration::milliseconds(300);
+            let ticket = Uuid::new_v4();
+            assert!(
+                store::restarts::schedule(&svc.db, id, ticket, due)
+                    .await
+                    .unwrap()
+            );
+            assert_eq!(
+                super::super::start_due(&svc).await.unwrap(),
+                0,
+                "not yet due"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(400)).await;
+            assert_eq!(super::super::start_due(&svc).await.unwrap(), 1);
+            until("the restart", async || stops(&runtime, id) == 1).await;
+            assert_eq!(
+                super::super::start_due(&svc).await.unwrap(),
+                0,
+                "taken once"
+            );
+            assert!(
+                !store::restarts::take(&svc.db, id, ticket).await.unwrap(),
+                "the timer of the replica that died would find it gone"
+            );
+            until("online again", async || {
+                status(&svc, id).await == Status::Online
+            })
+            .await;
+
+            // A restart that starts sooner supersedes a delayed one.
+            let later = chrono::Utc::now() - chrono::Duration::seconds(1);
+            assert!(
+                store::restarts::schedule(&svc.db, id, Uuid::new_v4(), later)
+                    .await
+                    .unwrap()
+            );
+            super::super::restart_now(&svc, id).await;
+            assert_eq!(super::super::start_due(&svc).await.unwrap(), 0);
             registering.abort();
         }
 

@@ -119,11 +119,7 @@ pub(super) fn claim_lease() -> chrono::Duration {
 /// into at most two cycles and the last change is always picked up. A delayed restart still
 /// waiting here is replaced by this one.
 pub async fn restart_now(svc: &Services, id: Uuid) -> RestartOutcome {
-    svc.lifecycle
-        .scheduled
-        .lock()
-        .expect("restart lock")
-        .remove(&id);
+    forget_delayed_restart(svc, id).await;
     let holder = svc.lifecycle.claimant();
     let now = Utc::now();
     match store::restarts::claim(&svc.db, id, &holder, now, now + claim_lease()).await {
@@ -140,8 +136,9 @@ pub async fn restart_now(svc: &Services, id: Uuid) -> RestartOutcome {
 }
 
 /// Requests a restart after `delay` (the policy's or the clamp's back-off). A cycle already
-/// running (anywhere) or scheduled here absorbs it: that cycle starts from the files as they are
-/// then.
+/// running (anywhere) or a delayed restart already due absorbs it: that cycle starts from the
+/// files as they are then. The due time is recorded (`workspace_restart_due`): this replica
+/// waits for it, and if this replica is gone by then, another's sweep ([`start_due`]) starts it.
 pub(super) async fn restart_after(svc: &Services, id: Uuid, delay: Duration) {
     match store::restarts::join_running(&svc.db, id, Utc::now()).await {
         Ok(true) => return,
@@ -150,27 +147,41 @@ pub(super) async fn restart_after(svc: &Services, id: Uuid, delay: Duration) {
             tracing::warn!(workspace_id = %id, error = ?err, "checking for a running restart failed")
         }
     }
-    let ticket = {
-        let mut scheduled = svc.lifecycle.scheduled.lock().expect("restart lock");
-        if scheduled.contains_key(&id) {
+    let ticket = Uuid::new_v4();
+    let due_at = Utc::now() + chrono::Duration::from_std(delay).unwrap_or(chrono::Duration::MAX);
+    match store::restarts::schedule(&svc.db, id, ticket, due_at).await {
+        Ok(true) => {}
+        Ok(false) => return,
+        Err(err) => {
+            tracing::error!(workspace_id = %id, error = ?err, "recording a delayed restart failed");
             return;
         }
-        let ticket = svc.lifecycle.tickets.fetch_add(1, Ordering::Relaxed);
-        scheduled.insert(id, ticket);
-        ticket
-    };
+    }
     let task_svc = svc.clone();
     svc.lifecycle.spawn(async move {
         tokio::time::sleep(delay).await;
-        let due = {
-            let mut scheduled = task_svc.lifecycle.scheduled.lock().expect("restart lock");
-            // Otherwise superseded by a restart that started sooner.
-            scheduled.get(&id) == Some(&ticket) && scheduled.remove(&id).is_some()
-        };
-        if due {
-            restart_now(&task_svc, id).await;
+        // Otherwise superseded by a restart that started sooner, or started by a sweep.
+        match store::restarts::take(&task_svc.db, id, ticket).await {
+            Ok(true) => {
+                restart_now(&task_svc, id).await;
+            }
+            Ok(false) => {}
+            Err(err) => {
+                tracing::warn!(workspace_id = %id, error = ?err, "taking a delayed restart failed; a sweep starts it")
+            }
         }
     });
+}
+
+/// Starts every delayed restart past due whose replica did not (it stopped, or was killed):
+/// the `delayed-restarts` sweep.
+pub async fn start_due(svc: &Services) -> Result<usize, StoreError> {
+    let due = store::restarts::take_due(&svc.db, Utc::now()).await?;
+    for id in &due {
+        tracing::info!(workspace_id = %id, "starting a delayed restart another replica left");
+        restart_now(svc, *id).await;
+    }
+    Ok(due.len())
 }
 
 /// Runs cycles while this claim holds and one more is due, then releases it.

@@ -11,7 +11,7 @@ pub async fn remove_agents(svc: &Services, ids: &[Uuid]) -> Vec<Uuid> {
     };
     let mut failures = Vec::new();
     for id in ids.iter().rev() {
-        svc.lifecycle.forget(*id);
+        forget_delayed_restart(svc, *id).await;
         if let Err(err) = runtime.remove(*id).await {
             tracing::warn!(workspace_id = %id, error = %err, "removing the agent of a removed workspace failed");
             failures.push(*id);
@@ -136,7 +136,7 @@ pub async fn sweep_orphans(svc: &Services) -> Result<Vec<Uuid>, StoreError> {
         match runtime.remove(id).await {
             Ok(()) => {
                 tracing::info!(workspace_id = %id, "orphaned agent removed");
-                svc.lifecycle.forget(id);
+                forget_delayed_restart(svc, id).await;
                 removed.push(id);
             }
             Err(err) => {
