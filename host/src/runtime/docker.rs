@@ -26,10 +26,10 @@ use tokio::sync::{OwnedRwLockReadGuard, OwnedRwLockWriteGuard, RwLock};
 use uuid::Uuid;
 
 use super::{
-    CONFIGS_ROOT, ContainerRuntime, ExecOutput, FilesChange, Inspection, LogStream, MANAGED_LABEL,
-    RuntimeError, StartSpec, Started, TERMINAL_MARKER, TermSize, Terminal, TerminalControl,
-    WORKSPACE_LABEL, WriteTarget, exited_ok, extend_capped, id12, managed_selectors, rooted,
-    workspace_labels,
+    CONFIGS_ROOT, ContainerRuntime, ExecOutput, FilesChange, Inspection, KILL_MARKED, LogStream,
+    MANAGED_LABEL, RuntimeError, StartSpec, Started, TERMINAL_MARKER, TERMINAL_SHELL, TermSize,
+    Terminal, TerminalControl, WORKSPACE_LABEL, WriteTarget, exited_ok, extend_capped, id12,
+    managed_selectors, rooted, workspace_labels,
 };
 use crate::config::RuntimeConfig;
 use crate::locks::KeyedLocks;
@@ -360,18 +360,6 @@ impl DockerRuntime {
     }
 }
 
-/// Creates the network when missing (a concurrent creator winning is fine) and returns its
-/// gateway address.
-/// The shell a terminal runs in the agent's container.
-const TERMINAL_SHELL: &str = "/bin/sh";
-
-/// Kills, inside the container, every process whose environment carries the marker given as
-/// `$1` (`MOLECULE_TERMINAL=<session>`): the shell of a session and all it started. Docker
-/// itself leaves an exec's process running when the attached client goes away.
-const KILL_MARKED: &str = r#"for p in /proc/[0-9]*; do
-  if grep -q "$1" "$p/environ" 2>/dev/null; then kill -9 "${p#/proc/}" 2>/dev/null; fi
-done"#;
-
 /// The control side of a terminal exec.
 struct ExecTerminal {
     docker: Docker,
@@ -421,6 +409,8 @@ impl TerminalControl for ExecTerminal {
     }
 }
 
+/// Creates the network when missing (a concurrent creator winning is fine) and returns its
+/// gateway address.
 async fn ensure_network(docker: &Docker, name: &str) -> anyhow::Result<IpAddr> {
     let gateway = |network: bollard::models::NetworkInspect| {
         network

@@ -273,6 +273,17 @@ pub struct TermSize {
 /// (a background job, a daemon that left the session), which a process group would not catch.
 pub const TERMINAL_MARKER: &str = "MOLECULE_TERMINAL";
 
+/// The shell a terminal runs in an agent's container (Docker, Kubernetes).
+pub const TERMINAL_SHELL: &str = "/bin/sh";
+
+/// Kills, inside an agent's container, every process whose environment carries the marker
+/// given as `$1` (`MOLECULE_TERMINAL=<session>`): the shell of a session and all it started.
+/// Neither Docker nor a Pod exec can signal an exec's process, and both leave it running when
+/// the attached client goes away.
+pub const KILL_MARKED: &str = r#"for p in /proc/[0-9]*; do
+  if grep -q "$1" "$p/environ" 2>/dev/null; then kill -9 "${p#/proc/}" 2>/dev/null; fi
+done"#;
+
 /// An interactive shell in a workspace's environment (see [`ContainerRuntime::open_terminal`]).
 pub struct Terminal {
     /// What the shell writes to its terminal, as it writes it; ends when the shell exits.

@@ -1,5 +1,5 @@
-//! Commands in a Pod through the exec subresource, and the short-lived helper Pods that reach a
-//! stopped agent's files.
+//! Commands in a Pod through the exec subresource (the operator's terminal among them), and the
+//! short-lived helper Pods that reach a stopped agent's files.
 
 use super::*;
 
@@ -96,7 +96,40 @@ pub(super) struct FilesPod {
     pub(super) container: &'static str,
 }
 
+impl FilesPod {
+    /// The agent's container in its own Pod.
+    pub(super) fn agent(id: Uuid) -> Self {
+        FilesPod {
+            pod: pod_name(id),
+            container: AGENT_CONTAINER,
+        }
+    }
+}
+
+/// What every exec here attaches: stdout, through 64 KiB pipes, in `at`'s container; each caller
+/// adds stdin, stderr or a TTY.
+fn attach_params(at: &FilesPod) -> AttachParams {
+    AttachParams::default()
+        .container(at.container)
+        .stdout(true)
+        .max_stdin_buf_size(64 * 1024)
+        .max_stdout_buf_size(64 * 1024)
+}
+
 impl KubernetesRuntime {
+    /// Starts `argv` in `at`'s container through the Pod's exec subresource.
+    async fn start_exec(
+        &self,
+        at: &FilesPod,
+        argv: Vec<String>,
+        params: &AttachParams,
+    ) -> Result<AttachedProcess, RuntimeError> {
+        self.pods()
+            .exec(&at.pod, argv, params)
+            .await
+            .map_err(|e| api_failed("starting an exec", e))
+    }
+
     /// Runs `argv` in a Pod's container, with `stdin` fed and closed when given; stdout is kept
     /// up to `cap` bytes.
     pub(super) async fn run(
@@ -106,18 +139,8 @@ impl KubernetesRuntime {
         stdin: Option<Vec<u8>>,
         cap: usize,
     ) -> Result<Ran, RuntimeError> {
-        let params = AttachParams::default()
-            .container(at.container)
-            .stdin(stdin.is_some())
-            .stdout(true)
-            .stderr(true)
-            .max_stdin_buf_size(64 * 1024)
-            .max_stdout_buf_size(64 * 1024);
-        let mut process = self
-            .pods()
-            .exec(&at.pod, argv.to_vec(), &params)
-            .await
-            .map_err(|e| api_failed("starting an exec", e))?;
+        let params = attach_params(at).stdin(stdin.is_some()).stderr(true);
+        let mut process = self.start_exec(at, argv.to_vec(), &params).await?;
         let stdout = process.stdout();
         let stderr = process.stderr();
         let status = process
@@ -164,11 +187,7 @@ impl KubernetesRuntime {
     {
         let agent = self.agent_pod_state(id).await?;
         if agent.as_ref().is_some_and(|p| inspection(p).running) {
-            let at = FilesPod {
-                pod: pod_name(id),
-                container: AGENT_CONTAINER,
-            };
-            return Ok((f(at).await?, WriteTarget::Running));
+            return Ok((f(FilesPod::agent(id)).await?, WriteTarget::Running));
         }
         let claim = self
             .api::<PersistentVolumeClaim>()
@@ -244,4 +263,136 @@ pub(super) fn script(code: &str, args: &[String]) -> Vec<String> {
     ];
     argv.extend(args.iter().cloned());
     argv
+}
+
+/// The command of a terminal exec: an exec cannot set environment variables, so a first shell
+/// exports the session's marker (given as `$1`) and the terminal type, then becomes
+/// [`TERMINAL_SHELL`].
+fn terminal_command(marker: &str) -> Vec<String> {
+    script(
+        &format!("export TERM=xterm-256color \"$1\"; exec {TERMINAL_SHELL}"),
+        &[marker.to_owned()],
+    )
+}
+
+/// The control side of a terminal exec in the agent's Pod.
+struct PodTerminal {
+    runtime: KubernetesRuntime,
+    id: Uuid,
+    at: FilesPod,
+    marker: String,
+    /// kube's resize channel (channel 4 of the exec's connection).
+    sizes: futures::channel::mpsc::Sender<TerminalSize>,
+    /// The exec's connection, open while this is held: dropping it aborts kube's message loop.
+    process: std::sync::Mutex<Option<AttachedProcess>>,
+}
+
+#[async_trait::async_trait]
+impl TerminalControl for PodTerminal {
+    async fn resize(&self, size: TermSize) -> Result<(), RuntimeError> {
+        let size = TerminalSize {
+            width: size.cols,
+            height: size.rows,
+        };
+        // A clone has a slot of its own in the channel, so the send never waits on another.
+        futures::SinkExt::send(&mut self.sizes.clone(), size)
+            .await
+            .map_err(|_| RuntimeError::Failed("resizing the terminal: the exec has ended".into()))
+    }
+
+    async fn close(&self) {
+        // The connection first, so a kill that fails or hangs cannot keep it open; the output
+        // then ends (see `terminal_output`).
+        let process = self
+            .process
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .take();
+        drop(process);
+        let argv = script(KILL_MARKED, std::slice::from_ref(&self.marker));
+        let Err(err) = self.runtime.run(&self.at, &argv, None, MAX_OUTPUT).await else {
+            return;
+        };
+        // A Pod that is gone took the session's processes with it.
+        if self.runtime.running(self.id).await.unwrap_or(true) {
+            tracing::warn!(pod = %self.at.pod, error = %err, "ending a terminal session's processes");
+        } else {
+            tracing::debug!(pod = %self.at.pod, error = %err, "the terminal's Pod is gone");
+        }
+    }
+}
+
+/// What a terminal exec writes, as it writes it, until the exec ends. kube's message loop shuts
+/// the pipe when the shell exits but, when the connection fails or is aborted, drops it unshut,
+/// which its reader cannot see; the status channel (`ended`) ends in both cases, and from then on
+/// what is already in the pipe is all there is.
+fn terminal_output(
+    reader: impl AsyncRead + Unpin + Send + 'static,
+    ended: impl Future + Send + 'static,
+) -> LogStream {
+    let state = (reader, Some(Box::pin(ended)));
+    futures::stream::unfold(state, |(mut reader, mut ended)| async move {
+        let mut chunk = vec![0u8; 8 * 1024];
+        let read = loop {
+            let Some(pending) = ended.as_mut() else {
+                break futures::FutureExt::now_or_never(reader.read(&mut chunk)).unwrap_or(Ok(0));
+            };
+            tokio::select! {
+                biased;
+                read = reader.read(&mut chunk) => break read,
+                _ = pending => {}
+            }
+            ended = None;
+        };
+        match read {
+            Ok(n) if n > 0 => {
+                chunk.truncate(n);
+                Some((Ok(chunk), (reader, ended)))
+            }
+            // The end, or a broken pipe: either way the shell is out of reach.
+            _ => None,
+        }
+    })
+    .boxed()
+}
+
+impl KubernetesRuntime {
+    /// [`TERMINAL_SHELL`] on a TTY of `size` in the agent's container, its processes marked
+    /// with `MOLECULE_TERMINAL=<session>`: keyboard on stdin, the terminal on stdout (a TTY has
+    /// no separate stderr), resizes on the exec's resize channel.
+    pub(super) async fn open_shell(
+        &self,
+        id: Uuid,
+        session: Uuid,
+        size: TermSize,
+    ) -> Result<Terminal, RuntimeError> {
+        let at = FilesPod::agent(id);
+        let marker = format!("{TERMINAL_MARKER}={session}");
+        let params = attach_params(&at).stdin(true).stderr(false).tty(true);
+        let mut process = self
+            .start_exec(&at, terminal_command(&marker), &params)
+            .await?;
+        let detached = || RuntimeError::Failed("the terminal's exec did not attach".into());
+        let input = process.stdin().ok_or_else(detached)?;
+        let output = process.stdout().ok_or_else(detached)?;
+        let ended = process.take_status().ok_or_else(detached)?;
+        let sizes = process.terminal_size().ok_or_else(detached)?;
+        let control = PodTerminal {
+            runtime: self.clone(),
+            id,
+            at,
+            marker,
+            sizes,
+            process: std::sync::Mutex::new(Some(process)),
+        };
+        // Queued before any keystroke; the client's next resize corrects a size lost here.
+        if let Err(err) = control.resize(size).await {
+            tracing::debug!(workspace_id = %id, error = %err, "setting the terminal's first size");
+        }
+        Ok(Terminal {
+            output: terminal_output(output, ended),
+            input: Box::pin(input),
+            control: Box::new(control),
+        })
+    }
 }

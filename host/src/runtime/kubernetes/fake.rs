@@ -2,12 +2,14 @@
 //! 127.0.0.1, objects in memory, a kubelet that acts when a Pod is watched (a Pending Pod runs
 //! its init containers and becomes Running, or Failed on request; a Pod being deleted
 //! disappears), exec over WebSocket with the v5/v4 channel protocol running the command for real
-//! with the Pod's mounts mapped onto temporary directories, logs, and a record of every request.
+//! with the Pod's mounts mapped onto temporary directories (with `tty`, on a pty that takes the
+//! resizes sent on channel 4), logs, and a record of every request and resize.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
 
 use axum::Router;
 use axum::body::{Body, Bytes};
@@ -20,7 +22,7 @@ use axum::routing::get;
 use base64::Engine as _;
 use futures::{SinkExt as _, StreamExt as _};
 use serde_json::{Value, json};
-use tokio::io::AsyncWriteExt as _;
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
 
@@ -34,6 +36,7 @@ const RECORDED_PARAMS: &[&str] = &[
     "container",
     "follow",
     "tailLines",
+    "tty",
     "command",
 ];
 
@@ -47,6 +50,8 @@ struct Inner {
     fail_pods: bool,
     /// Lines the agent of a Pod wrote after the canned ones (see [`FakeApi::write_log`]).
     logs: BTreeMap<String, Vec<String>>,
+    /// (Pod, columns, rows) of each resize a `tty` exec applied, in order.
+    resizes: Vec<(String, u16, u16)>,
 }
 
 struct Shared {
@@ -535,20 +540,53 @@ async fn exec(
         Err(why) => return status(StatusCode::INTERNAL_SERVER_ERROR, "InternalError", &why),
     };
     let stdin = values("stdin").iter().any(|v| v == "true");
+    let tty = values("tty").iter().any(|v| v == "true");
+    let recorder = shared.clone();
     upgrade
         .protocols(["v5.channel.k8s.io", "v4.channel.k8s.io"])
-        .on_upgrade(move |socket| run_exec(socket, argv, stdin))
+        .on_upgrade(move |socket| async move {
+            if tty {
+                run_tty(socket, argv, name, recorder).await;
+            } else {
+                run_exec(socket, argv, stdin).await;
+            }
+        })
+}
+
+/// A frame of the channel protocol: the channel's byte, then the data.
+fn frame(channel: u8, data: &[u8]) -> Message {
+    let mut bytes = vec![channel];
+    bytes.extend_from_slice(data);
+    Message::Binary(Bytes::from(bytes))
+}
+
+/// The final `Status` of a command that could not start.
+fn not_started(err: &dyn std::fmt::Display) -> Value {
+    json!({
+        "metadata": {}, "status": "Failure", "reason": "InternalError",
+        "message": format!("executable file not found: {err}"),
+    })
+}
+
+/// The final `Status` of a command that exited (`None`: killed by a signal).
+fn exited(code: Option<i32>) -> Value {
+    match code {
+        Some(0) => json!({ "metadata": {}, "status": "Success" }),
+        code => {
+            let code = code.unwrap_or(137);
+            json!({
+                "metadata": {}, "status": "Failure", "reason": "NonZeroExitCode",
+                "message": format!("command terminated with non-zero exit code: exit status {code}"),
+                "details": { "causes": [{ "reason": "ExitCode", "message": code.to_string() }] },
+            })
+        }
+    }
 }
 
 /// One command over the channel protocol: stdin from channel 0 (255/0 closes it), then its
 /// stdout on 1, stderr on 2 and the final `Status` on 3.
 async fn run_exec(socket: WebSocket, argv: Vec<String>, stdin: bool) {
     let (mut send, mut receive) = socket.split();
-    let frame = |channel: u8, data: &[u8]| {
-        let mut bytes = vec![channel];
-        bytes.extend_from_slice(data);
-        Message::Binary(Bytes::from(bytes))
-    };
     let spawned = tokio::process::Command::new(argv.first().map_or("", String::as_str))
         .args(argv.iter().skip(1))
         .stdin(if stdin {
@@ -561,10 +599,7 @@ async fn run_exec(socket: WebSocket, argv: Vec<String>, stdin: bool) {
         .kill_on_drop(true)
         .spawn();
     let final_status = match spawned {
-        Err(err) => json!({
-            "metadata": {}, "status": "Failure", "reason": "InternalError",
-            "message": format!("executable file not found: {err}"),
-        }),
+        Err(err) => not_started(&err),
         Ok(mut child) => {
             let mut writer = child.stdin.take();
             let feeder = tokio::spawn(async move {
@@ -593,19 +628,89 @@ async fn run_exec(socket: WebSocket, argv: Vec<String>, stdin: bool) {
                     }
                 }
             }
-            match output.status.code() {
-                Some(0) => json!({ "metadata": {}, "status": "Success" }),
-                code => {
-                    let code = code.unwrap_or(137);
-                    json!({
-                        "metadata": {}, "status": "Failure", "reason": "NonZeroExitCode",
-                        "message": format!("command terminated with non-zero exit code: exit status {code}"),
-                        "details": { "causes": [{ "reason": "ExitCode", "message": code.to_string() }] },
-                    })
-                }
-            }
+            exited(output.status.code())
         }
     };
+    let _ = send
+        .send(frame(3, final_status.to_string().as_bytes()))
+        .await;
+    let _ = send.close().await;
+}
+
+/// One command on a pty, as a kubelet runs an exec with `tty`: its keyboard from channel 0,
+/// resizes (`{"Width":cols,"Height":rows}`) from channel 4, applied to the pty and recorded, the
+/// terminal on channel 1 and the final `Status` on 3 once the command exits. Like a container
+/// runtime, it leaves the command running when the client goes away (the pty stays open, so no
+/// hangup either): only a kill ends it.
+async fn run_tty(socket: WebSocket, argv: Vec<String>, pod: String, shared: Arc<Shared>) {
+    let (mut send, mut receive) = socket.split();
+    let spawned = pty_process::open().and_then(|(pty, pts)| {
+        let child = pty_process::Command::new(argv.first().map_or("", String::as_str))
+            .args(argv.iter().skip(1))
+            .spawn(pts)?;
+        Ok((pty, child))
+    });
+    let (pty, mut child) = match spawned {
+        Ok(spawned) => spawned,
+        Err(err) => {
+            let _ = send
+                .send(frame(3, not_started(&err).to_string().as_bytes()))
+                .await;
+            let _ = send.close().await;
+            return;
+        }
+    };
+    let (mut screen, mut keyboard) = pty.into_split();
+    let typist = tokio::spawn(async move {
+        while let Some(Ok(message)) = receive.next().await {
+            let Message::Binary(bytes) = message else {
+                continue;
+            };
+            match bytes.first() {
+                Some(0) => {
+                    let _ = keyboard.write_all(&bytes[1..]).await;
+                }
+                Some(4) => {
+                    let size: Value = serde_json::from_slice(&bytes[1..]).unwrap_or_default();
+                    let cell = |key: &str| size[key].as_u64().and_then(|v| u16::try_from(v).ok());
+                    let (Some(cols), Some(rows)) = (cell("Width"), cell("Height")) else {
+                        continue;
+                    };
+                    // Recorded once applied, so a test that saw it can rely on the pty's size.
+                    if keyboard.resize(pty_process::Size::new(rows, cols)).is_ok() {
+                        shared.lock().resizes.push((pod.clone(), cols, rows));
+                    }
+                }
+                _ => {}
+            }
+        }
+    });
+    let mut chunk = vec![0u8; 32 * 1024];
+    let mut client = true;
+    let status = loop {
+        tokio::select! {
+            read = screen.read(&mut chunk) => match read {
+                Ok(n) if n > 0 => {
+                    // Once the client is gone, output is read and dropped; the command runs on.
+                    client = client && send.send(frame(1, &chunk[..n])).await.is_ok();
+                }
+                // Nothing holds the terminal any more.
+                _ => break child.wait().await,
+            },
+            status = child.wait() => break status,
+        }
+    };
+    // What the command wrote before it exited; a background job that keeps the terminal open
+    // keeps it from ever ending, so a pause ends it too.
+    while let Ok(Ok(n)) =
+        tokio::time::timeout(Duration::from_millis(100), screen.read(&mut chunk)).await
+        && n > 0
+        && client
+    {
+        client = send.send(frame(1, &chunk[..n])).await.is_ok();
+    }
+    typist.abort();
+    let final_status = exited(status.ok().and_then(|s| s.code()));
     let _ = send
         .send(frame(3, final_status.to_string().as_bytes()))
         .await;
@@ -690,6 +795,17 @@ impl FakeApi {
             .or_default()
             .push(line.into());
         let _ = self.shared.log_lines.send((pod.into(), line.into()));
+    }
+
+    /// (columns, rows) of each resize a `tty` exec in Pod `pod` applied, in order.
+    pub(super) fn resizes(&self, pod: &str) -> Vec<(u16, u16)> {
+        self.shared
+            .lock()
+            .resizes
+            .iter()
+            .filter(|(p, _, _)| p == pod)
+            .map(|&(_, cols, rows)| (cols, rows))
+            .collect()
     }
 
     /// Every Pod started from now on fails: its agent exits with 1.

@@ -8,9 +8,13 @@
 //! `seed`, the Pod `ws-<id12>` (restart policy `Never`: the host's restart policy decides) and
 //! the Service `ws-<id12>` in front of the agent port. Files of a running agent go in and out
 //! through the exec subresource (`tar`, `cat`, `rm`, `mv`); a stopped agent's files through a
-//! short-lived helper Pod that mounts the claim, so a restart can still see what is stored.//!
+//! short-lived helper Pod that mounts the claim, so a restart can still see what is stored. The
+//! operator's terminal is an exec of `/bin/sh` with a TTY in the agent's container; closing it
+//! runs a second exec that kills every process marked with the session.
+//!
 //! `pods.rs` holds the objects of a workspace and the Pod lifecycle (apply, watch, delete),
-//! `exec.rs` running commands in a Pod and the files helper Pods; the trait is implemented here.
+//! `exec.rs` running commands in a Pod, the terminal and the files helper Pods; the trait is
+//! implemented here.
 
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -19,8 +23,8 @@ use std::time::Duration;
 use futures::StreamExt as _;
 use k8s_openapi::api::core::v1::{ConfigMap, PersistentVolumeClaim, Pod, Secret, Service};
 use kube::api::{
-    Api, AttachParams, DeleteParams, ListParams, LogParams, Patch, PatchParams, PostParams,
-    WatchEvent, WatchParams,
+    Api, AttachParams, AttachedProcess, DeleteParams, ListParams, LogParams, Patch, PatchParams,
+    PostParams, TerminalSize, WatchEvent, WatchParams,
 };
 use kube::{Client, ResourceExt as _};
 use serde::de::DeserializeOwned;
@@ -30,9 +34,10 @@ use tokio::time::Instant;
 use uuid::Uuid;
 
 use super::{
-    CONFIGS_ROOT, ContainerRuntime, ExecOutput, FilesChange, Inspection, LogStream, MAX_OUTPUT,
-    RuntimeError, StartSpec, Started, WORKSPACE_LABEL, WriteTarget, exited_ok, id12,
-    managed_selectors, rooted, workspace_labels,
+    CONFIGS_ROOT, ContainerRuntime, ExecOutput, FilesChange, Inspection, KILL_MARKED, LogStream,
+    MAX_OUTPUT, RuntimeError, StartSpec, Started, TERMINAL_MARKER, TERMINAL_SHELL, TermSize,
+    Terminal, TerminalControl, WORKSPACE_LABEL, WriteTarget, exited_ok, id12, managed_selectors,
+    rooted, workspace_labels,
 };
 use crate::config::{Config, RuntimeConfig};
 use crate::safefs::{self, FileTree, RelPath};
@@ -379,11 +384,25 @@ impl ContainerRuntime for KubernetesRuntime {
         if !self.running(id).await? {
             return Err(RuntimeError::Offline);
         }
-        let at = FilesPod {
-            pod: pod_name(id),
-            container: AGENT_CONTAINER,
-        };
+        let at = FilesPod::agent(id);
         Ok(self.run(&at, argv, None, MAX_OUTPUT).await?.output())
+    }
+
+    fn has_terminal(&self) -> bool {
+        true
+    }
+
+    /// An exec of `/bin/sh` with a TTY in the agent's container (see `exec.rs`).
+    async fn open_terminal(
+        &self,
+        id: Uuid,
+        session: Uuid,
+        size: TermSize,
+    ) -> Result<Terminal, RuntimeError> {
+        if !self.running(id).await? {
+            return Err(RuntimeError::Offline);
+        }
+        self.open_shell(id, session, size).await
     }
 
     async fn logs(&self, id: Uuid, tail: usize) -> Result<String, RuntimeError> {

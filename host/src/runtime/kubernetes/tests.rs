@@ -5,6 +5,8 @@
 //! Running; a deleted Pod disappears), runs exec commands for real against per-claim
 //! directories, and records every request.
 
+use tokio::io::AsyncWriteExt as _;
+
 use super::fake::{self, FakeApi};
 use super::*;
 use crate::runtime::AgentEnv;
@@ -512,6 +514,214 @@ async fn a_followed_log_gives_the_tail_then_each_new_line() {
         h.runtime.follow_logs(id, 2).await.err(),
         Some(RuntimeError::NotFound)
     ));
+}
+
+/// The processes whose environment holds `marker` as one whole entry, as (pid, command name):
+/// on this machine with the fake (it runs execs here), else in the agent's container.
+async fn marked(h: &Harness, id: Uuid, marker: &str) -> Vec<(u32, String)> {
+    if h.fake.is_some() {
+        return marked_here(marker);
+    }
+    let find = r#"for p in /proc/[0-9]*; do
+  if tr '\0' '\n' < "$p/environ" 2>/dev/null | grep -qxF "$1"; then
+    echo "${p#/proc/} $(cat "$p/comm")"
+  fi
+done"#;
+    let out = h
+        .runtime
+        .exec(id, &script(find, &[marker.to_owned()]))
+        .await
+        .expect("listing the session's processes");
+    out.stdout
+        .lines()
+        .filter_map(|line| {
+            let (pid, comm) = line.split_once(' ')?;
+            Some((pid.parse().ok()?, comm.to_owned()))
+        })
+        .collect()
+}
+
+/// Waits until the session's processes are as `done` wants, reading them every 50 ms for at most
+/// 10 s: a process in the middle of an `execve` shows an empty environment for a moment, and
+/// SIGKILL is sent, not awaited.
+async fn wait_marked(
+    h: &Harness,
+    id: Uuid,
+    marker: &str,
+    what: &str,
+    done: impl Fn(&[(u32, String)]) -> bool,
+) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let found = marked(h, id, marker).await;
+        if done(&found) {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{what}; the session's processes: {found:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+fn marked_here(marker: &str) -> Vec<(u32, String)> {
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir("/proc").expect("/proc").flatten() {
+        let Some(pid) = entry.file_name().to_str().and_then(|n| n.parse().ok()) else {
+            continue;
+        };
+        // A process that exited meanwhile (or a zombie, whose environment is gone) is skipped.
+        let environ = std::fs::read(entry.path().join("environ")).unwrap_or_default();
+        if environ
+            .split(|b| *b == 0)
+            .any(|var| var == marker.as_bytes())
+        {
+            let comm = std::fs::read_to_string(entry.path().join("comm")).unwrap_or_default();
+            found.push((pid, comm.trim().to_owned()));
+        }
+    }
+    found
+}
+
+/// Kills, when dropped, what a failed terminal test left on this machine (`None`: nothing to
+/// do, the processes are in a real cluster's Pod).
+struct KillMarked(Option<String>);
+
+impl Drop for KillMarked {
+    fn drop(&mut self) {
+        for (pid, _) in self.0.as_deref().map(marked_here).unwrap_or_default() {
+            let pid = nix::unistd::Pid::from_raw(i32::try_from(pid).unwrap_or(i32::MAX));
+            let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL);
+        }
+    }
+}
+
+/// Has the shell wait until its terminal is `rows cols`, then say so; the resize travels apart
+/// from the keyboard, so the shell may see a keystroke sent after it first.
+async fn expect_size(terminal: &mut Terminal, seen: &mut String, rows: u16, cols: u16) {
+    let wait = format!(
+        "until [ \"$(stty size)\" = \"{rows} {cols}\" ]; do sleep 0.05; done; echo \"size:$(stty size).\"\n"
+    );
+    terminal.input.write_all(wait.as_bytes()).await.unwrap();
+    read_until(&mut terminal.output, seen, &format!("size:{rows} {cols}.")).await;
+}
+
+/// Reads the terminal until its output matches `pattern`; the first capture.
+async fn read_capture(terminal: &mut Terminal, seen: &mut String, pattern: &str) -> String {
+    let pattern = regex::Regex::new(pattern).unwrap();
+    loop {
+        if let Some(found) = pattern.captures(seen) {
+            return found[1].to_owned();
+        }
+        let chunk = tokio::time::timeout(Duration::from_secs(10), terminal.output.next())
+            .await
+            .unwrap_or_else(|_| panic!("{pattern} never matched; seen {seen:?}"))
+            .expect("the terminal stays open")
+            .expect("a chunk");
+        seen.push_str(&String::from_utf8_lossy(&chunk));
+    }
+}
+
+/// Reads the terminal to its end, which must come within 10 s.
+async fn expect_end(terminal: &mut Terminal, why: &str) {
+    let drained = tokio::time::timeout(Duration::from_secs(10), async {
+        while terminal.output.next().await.is_some() {}
+    });
+    drained
+        .await
+        .unwrap_or_else(|_| panic!("the terminal's output did not end {why}"));
+}
+
+#[tokio::test]
+async fn a_terminal_is_a_tty_shell_in_the_agent_container_and_close_ends_all_it_started() {
+    let h = Harness::new().await;
+    assert!(h.runtime.has_terminal());
+    let id = Uuid::new_v4();
+    let n = pod_name(id);
+    h.runtime.start(&spec(id, 2)).await.unwrap();
+    h.forget_requests();
+    let session = Uuid::new_v4();
+    let marker = format!("{TERMINAL_MARKER}={session}");
+    let _cleanup = KillMarked(h.fake.is_some().then(|| marker.clone()));
+
+    let size = TermSize { cols: 80, rows: 24 };
+    let mut terminal = h.runtime.open_terminal(id, session, size).await.unwrap();
+
+    h.expect_requests(&[
+        format!("GET pods/{n}"),
+        format!(
+            "GET pods/{n}/exec?container=agent&tty=true&command=sh -c \
+             export TERM=xterm-256color \"$1\"; exec /bin/sh sh {marker}"
+        ),
+    ]);
+    let mut seen = String::new();
+    terminal
+        .input
+        .write_all(b"echo hi-$((40+2))\n")
+        .await
+        .unwrap();
+    read_until(&mut terminal.output, &mut seen, "hi-42").await;
+    // The first size, then a resize, reach the shell's terminal.
+    expect_size(&mut terminal, &mut seen, 24, 80).await;
+    let resized = TermSize {
+        cols: 100,
+        rows: 30,
+    };
+    terminal.control.resize(resized).await.expect("resize");
+    expect_size(&mut terminal, &mut seen, 30, 100).await;
+    if let Some(fake) = &h.fake {
+        assert_eq!(fake.resizes(&n), [(80, 24), (100, 30)]);
+    }
+    // A job that outlives its shell unless the close finds it.
+    terminal
+        .input
+        .write_all(b"sleep 1000 & echo \"job=$!;\"\n")
+        .await
+        .unwrap();
+    let job: u32 = read_capture(&mut terminal, &mut seen, r"job=(\d+);")
+        .await
+        .parse()
+        .unwrap();
+    wait_marked(
+        &h,
+        id,
+        &marker,
+        "the shell and its job carry the marker",
+        |found| found.contains(&(job, "sleep".to_owned())) && found.len() >= 2,
+    )
+    .await;
+    h.forget_requests();
+
+    terminal.control.close().await;
+
+    if let Some(fake) = &h.fake {
+        let kill = format!("sh -c {KILL_MARKED} sh {marker}");
+        assert_eq!(
+            fake.take_requests(),
+            [format!("GET pods/{n}/exec?container=agent&command={kill}")]
+        );
+    }
+    let gone = |found: &[(u32, String)]| found.is_empty();
+    wait_marked(&h, id, &marker, "processes outlived the close", gone).await;
+    expect_end(&mut terminal, "after the close").await;
+    // A second close is harmless.
+    terminal.control.close().await;
+
+    // A shell that exits ends the output by itself.
+    let mut second = h
+        .runtime
+        .open_terminal(id, Uuid::new_v4(), size)
+        .await
+        .unwrap();
+    second.input.write_all(b"exit\n").await.unwrap();
+    expect_end(&mut second, "after the shell exited").await;
+    second.control.close().await;
+
+    h.runtime.stop(id).await.unwrap();
+    let offline = h.runtime.open_terminal(id, Uuid::new_v4(), size).await;
+    assert!(matches!(offline, Err(RuntimeError::Offline)), "{offline:?}");
+    h.runtime.remove(id).await.unwrap();
 }
 
 #[tokio::test]
