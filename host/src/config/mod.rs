@@ -1035,19 +1035,21 @@ mod tests {
                 "secret.toml",
                 "database_url = \"sqlite::memory:\"\nadmin_token = \"a\"\n\
                  secrets_encryption_key = \"k\"\n[git_credentials]\n\"h\" = \"t\"\n\
-                 [memories]\nembeddings_api_key = \"e\"\n",
+                 [memories]\nembeddings_api_key = \"e\"\n[otel.headers]\n\"x-api-key\" = \"v\"\n",
             )?;
             let config = Config::load(Some(Path::new("secret.toml"))).expect("config loads");
             assert!(config.database_url.is_some() && config.admin_token.is_some());
             assert!(config.secrets_encryption_key.is_some());
             assert_eq!(config.git_credentials.len(), 1);
             assert!(config.memories.embeddings_api_key.is_some());
+            assert_eq!(config.otel.headers.len(), 1);
             Ok(())
         });
         leaves.insert("database_url".into(), serde_json::Value::Null);
         leaves.insert("admin_token".into(), serde_json::Value::Null);
         leaves.insert("secrets_encryption_key".into(), serde_json::Value::Null);
         leaves.insert("git_credentials".into(), serde_json::json!({}));
+        leaves.insert("otel.headers".into(), serde_json::json!({}));
         leaves.insert(
             "memories.embeddings_api_key".into(),
             serde_json::Value::Null,
