@@ -56,10 +56,6 @@ fn string_attr(attributes: &[KeyValue], key: &str) -> Option<String> {
         })
 }
 
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
 async fn export(
     State(received): State<Arc<Mutex<Received>>>,
     headers: HeaderMap,
@@ -88,10 +84,10 @@ async fn export(
                 received.spans.push(ReceivedSpan {
                     service: service.clone(),
                     workspace_id: workspace_id.clone(),
-                    trace_id: hex(&span.trace_id),
-                    span_id: hex(&span.span_id),
+                    trace_id: hex::encode(&span.trace_id),
+                    span_id: hex::encode(&span.span_id),
                     parent_span_id: (!span.parent_span_id.is_empty())
-                        .then(|| hex(&span.parent_span_id)),
+                        .then(|| hex::encode(&span.parent_span_id)),
                     name: span.name,
                 });
             }

@@ -430,12 +430,7 @@ async fn trace_request(State(state): State<AppState>, req: Request, next: Next) 
     if let Some(id) = workspace_in_path(req.uri().path()) {
         attributes.push(crate::traces::workspace(id));
     }
-    if let Some(caller) = req
-        .headers()
-        .get("x-workspace-id")
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| uuid::Uuid::parse_str(v.trim()).ok())
-    {
+    if let Ok(extract::Caller::Workspace(caller)) = extract::Caller::from_headers(req.headers()) {
         attributes.push(opentelemetry::KeyValue::new(
             "molecule.caller_id",
             caller.to_string(),

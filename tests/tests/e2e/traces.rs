@@ -419,9 +419,7 @@ async fn an_agents_spans_are_taken_as_otlp_and_filed_under_its_own_workspace(bac
         resource_spans: vec![opentelemetry_proto::tonic::trace::v1::ResourceSpans {
             scope_spans: vec![opentelemetry_proto::tonic::trace::v1::ScopeSpans {
                 spans: vec![opentelemetry_proto::tonic::trace::v1::Span {
-                    trace_id: (0..16)
-                        .map(|i| u8::from_str_radix(&proto_trace[2 * i..2 * i + 2], 16).unwrap())
-                        .collect(),
+                    trace_id: hex::decode(&proto_trace).unwrap(),
                     span_id: vec![7; 8],
                     name: "tool call".into(),
                     start_time_unix_nano: 10,
