@@ -6,6 +6,8 @@
 #   make plugins  build the extension components (plugins/) for wasm32-wasip2
 #   make agent    build the reference agent as a static binary (the process runtime runs it)
 #   make image    build the agent image molecule-agent:dev (no registry: FROM nothing + busybox)
+#   make host-image  build the host image molecule-host:<version> and :dev (FROM scratch + busybox)
+#   make validate-manifests  check deploy/kubernetes against the Kubernetes schemas, offline
 #   make pg       start the private test PostgreSQL; make pg-stop stops it
 #   make fuzz-api schemathesis against a live host, from its own /openapi.json
 #
@@ -36,6 +38,7 @@ AGENT_TARGET := x86_64-unknown-linux-gnu
 AGENT_BINARY := target/$(AGENT_TARGET)/release/molecule-agent
 
 .PHONY: deps wasm-target plugins agent image pg pg-stop test lint-layers test-ui ui-tools run bench bench-tools fuzz-api clean
+.PHONY: host-image host-test-image validate-manifests
 
 # deps: idempotent machine setup that run, test and bench depend on.
 deps:
@@ -77,6 +80,35 @@ agent:
 image:
 	bash scripts/build-agent-image.sh
 
+# host-image: molecule-host:<version of host/Cargo.toml> and molecule-host:dev from the static
+# host, the default components, the org and workspace templates and busybox-static, built FROM
+# scratch (nothing pulled); runs as uid 10001 with a /health HEALTHCHECK. Idempotent: skips the
+# build when the image's label already carries the digest of these files. deploy/single-machine
+# runs it; the deploy spec (tests/tests/deploy.rs) brings that recipe up from host-test-image.
+host-image: plugins
+	bash scripts/build-host-image.sh
+
+# host-test-image: molecule-host:test, the same image from the debug `molecule` binary (and the
+# shared libraries it links) that `make test` has already built, for the deploy spec: a second,
+# static release build would add 15-20 minutes to CI.
+host-test-image: plugins
+	cargo build -p molecule-host --bin molecule
+	MOLECULE_HOST_BINARY=target/debug/molecule bash scripts/build-host-image.sh
+
+# validate-manifests: deploy/kubernetes (and its examples) against the Kubernetes API schemas
+# with kubernetes-validate --strict (pinned, installed once into target/k8s-venv; it ships the
+# schemas, so validating needs no network).
+KUBERNETES_VALIDATE_VERSION := 1.37.0
+K8S_VENV := target/k8s-venv
+validate-manifests:
+	@if ! "$(K8S_VENV)/bin/kubernetes-validate" --version 2>/dev/null | grep -qxF "$(KUBERNETES_VALIDATE_VERSION)"; then \
+		echo "validate-manifests: installing kubernetes-validate $(KUBERNETES_VALIDATE_VERSION) into $(K8S_VENV)"; \
+		python3 -m venv "$(K8S_VENV)"; \
+		"$(K8S_VENV)/bin/pip" install --quiet "kubernetes-validate==$(KUBERNETES_VALIDATE_VERSION)"; \
+	fi
+	"$(K8S_VENV)/bin/kubernetes-validate" --strict --quiet deploy/kubernetes/*.yaml deploy/kubernetes/examples/*.yaml
+	@echo "validate-manifests: deploy/kubernetes is valid"
+
 # pg: start (installing/initialising if needed) the private test PostgreSQL.
 pg:
 	bash $(PG_SCRIPT) start
@@ -87,7 +119,7 @@ pg-stop:
 
 # test: formatting, lints, the plugins' native unit tests, then the whole test suite
 # against the private PostgreSQL (its URL is exported as MOLECULE_TEST_PG_URL).
-test: deps ui-tools
+test: deps ui-tools validate-manifests
 	cargo fmt --all -- --check
 	cargo clippy --workspace --all-targets -- -D warnings
 	cargo clippy -p molecule-guest -p molecule-policy --target wasm32-wasip2 -- -D warnings
@@ -102,6 +134,7 @@ test: deps ui-tools
 	leftovers="$$(docker ps -aq --filter label=molecule.test.host 2>/dev/null || true)"; \
 	if [[ -n "$$leftovers" ]]; then docker rm -f -v $$leftovers >/dev/null; fi; \
 	cargo build -p molecule-host --bin molecule; \
+	if docker info >/dev/null 2>&1; then $(MAKE) --no-print-directory host-test-image; fi; \
 	if cargo nextest --version >/dev/null 2>&1; then \
 		cargo test --workspace --doc; \
 		cargo nextest run --workspace; \

@@ -521,6 +521,11 @@ pub struct RuntimeConfig {
     /// The host URL agents are given as `PLATFORM_URL`; default: the Docker network's gateway
     /// (where the host opens an agent listener) or this host's loopback listener.
     pub platform_url: Option<String>,
+    /// The host itself runs in a container attached to `network` (the single-machine recipe):
+    /// the Docker runtime publishes no agent port and opens no gateway listener; the host calls
+    /// agents by container name and agents call it at `platform_url`, which must then be set.
+    #[serde(deserialize_with = "loose_bool")]
+    pub host_on_network: bool,
     /// Where workspace templates (`<name>/config.yaml`, skills, prompts) are looked up.
     pub templates_dir: Option<PathBuf>,
     /// Provisions that may run at the same time.
@@ -602,6 +607,7 @@ impl Default for RuntimeConfig {
             images: std::collections::BTreeMap::new(),
             agent_binary: None,
             platform_url: None,
+            host_on_network: false,
             templates_dir: None,
             provision_concurrency: 4,
             provision_timeout_secs: 600,

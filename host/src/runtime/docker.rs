@@ -3,6 +3,10 @@
 //! Container `ws-<id12>` runs the agent image with volume `ws-<id12>-configs` at `/configs`, on
 //! a user-defined network, port 8000 published on 127.0.0.1 (ephemeral) and memory/CPU limits
 //! per tier. Docker never restarts a container by itself: the host's restart policy decides.
+//!
+//! A host that itself runs in a container on that network (`runtime.host_on_network`, the
+//! single-machine recipe in `deploy/`) publishes nothing: it calls agents by their container
+//! names, and agents call it at `runtime.platform_url` (its own name on the network).
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -91,11 +95,18 @@ impl DockerRuntime {
             Some(host) => Docker::connect_with_host(host)?,
             None => Docker::connect_with_local_defaults()?,
         };
+        // Checked before the engine is asked anything: without it the host would hand agents a
+        // loopback or gateway URL that leads nowhere from inside its own container.
+        anyhow::ensure!(
+            !settings.host_on_network || settings.platform_url.is_some(),
+            "runtime.host_on_network needs runtime.platform_url: agents reach a host running in \
+             a container by its name on runtime.network (for example http://molecule-host:8080)"
+        );
         tokio::time::timeout(Duration::from_secs(5), docker.ping())
             .await
             .map_err(|_| anyhow::anyhow!("the Docker engine did not answer within 5 s"))??;
         let gateway = ensure_network(&docker, &settings.network).await?;
-        tracing::info!(network = %settings.network, %gateway, "docker runtime ready");
+        tracing::info!(network = %settings.network, %gateway, host_on_network = settings.host_on_network, "docker runtime ready");
         Ok(DockerRuntime {
             docker,
             settings: settings.clone(),
@@ -466,8 +477,9 @@ impl ContainerRuntime for DockerRuntime {
         }
     }
 
+    /// On the network itself the host is reached at `platform_url` through its main listener.
     fn agent_listen_ip(&self) -> Option<IpAddr> {
-        Some(self.gateway)
+        (!self.settings.host_on_network).then_some(self.gateway)
     }
 
     async fn start(&self, spec: &StartSpec) -> Result<Started, RuntimeError> {
@@ -488,16 +500,22 @@ impl ContainerRuntime for DockerRuntime {
         let (memory, nano_cpus) = self.settings.tier_limits(spec.tier);
         let name = container_name(id);
         let read_only = spec.tier == 1;
-        let host_config = HostConfig {
-            binds: Some(vec![format!("{volume}:{CONFIGS_ROOT}")]),
-            network_mode: Some(self.settings.network.clone()),
-            port_bindings: Some(HashMap::from([(
+        // A host on the agents' network calls the container by name; publishing the port would
+        // open it on the machine's loopback for nobody.
+        let on_network = self.settings.host_on_network;
+        let port_bindings = (!on_network).then(|| {
+            HashMap::from([(
                 AGENT_PORT.to_owned(),
                 Some(vec![PortBinding {
                     host_ip: Some("127.0.0.1".into()),
                     host_port: Some(spec.port.to_string()),
                 }]),
-            )])),
+            )])
+        });
+        let host_config = HostConfig {
+            binds: Some(vec![format!("{volume}:{CONFIGS_ROOT}")]),
+            network_mode: Some(self.settings.network.clone()),
+            port_bindings,
             memory: Some(memory),
             nano_cpus: Some(nano_cpus),
             restart_policy: Some(RestartPolicy {
@@ -539,9 +557,12 @@ impl ContainerRuntime for DockerRuntime {
             self.remove_container(id).await?;
             return Err(failed("starting the container", err));
         }
-        Ok(Started {
-            url: format!("http://127.0.0.1:{}", spec.port),
-        })
+        let url = if on_network {
+            network_url(id)
+        } else {
+            format!("http://127.0.0.1:{}", spec.port)
+        };
+        Ok(Started { url })
     }
 
     async fn stop(&self, id: Uuid) -> Result<(), RuntimeError> {
@@ -811,4 +832,27 @@ impl ContainerRuntime for DockerRuntime {
     }
 
     async fn shutdown(&self) {}
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_host_on_the_agents_network_refuses_to_start_without_a_platform_url() {
+        let settings = RuntimeConfig {
+            kind: crate::config::RuntimeKind::Docker,
+            host_on_network: true,
+            // Never reached: the check comes before the engine is asked anything.
+            docker_host: Some("tcp://127.0.0.1:9".into()),
+            ..RuntimeConfig::default()
+        };
+        let err = DockerRuntime::connect(&settings)
+            .await
+            .expect_err("no platform_url");
+        assert!(
+            err.to_string().contains("runtime.platform_url"),
+            "unexpected error: {err:#}"
+        );
+    }
 }
