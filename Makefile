@@ -39,6 +39,7 @@ AGENT_BINARY := target/$(AGENT_TARGET)/release/molecule-agent
 
 .PHONY: deps wasm-target plugins agent image pg pg-stop test lint-layers test-ui ui-tools run bench bench-tools fuzz-api clean
 .PHONY: host-image host-test-image validate-manifests
+.PHONY: campaign-kill
 
 # deps: idempotent machine setup that run, test and bench depend on.
 deps:
@@ -249,6 +250,24 @@ bench-tools:
 # test cases per operation; FUZZ_SEED replays a run. See scripts/fuzz-api.sh.
 fuzz-api:
 	bash scripts/fuzz-api.sh
+
+# campaign-kill: the kill-anywhere campaign (tests/tests/kill_anywhere.rs) at length: a host
+# process under a real workload (org imports of 200 workspaces, plugin installs, delegations,
+# file writes, secrets, restarts) SIGKILLed at random moments KILL_CAMPAIGN_KILLS times (default
+# 50) per backend, restarted on the same data dir and database, its invariants checked after
+# each restart. Prints "N kills, M invariant violations" per backend with each violation's seed
+# and kill index; KILL_CAMPAIGN_SEED=<seed> KILL_CAMPAIGN_ONLY=<index> replays one kill.
+# make test runs it with 3 kills.
+campaign-kill: deps
+	cargo build -p molecule-host --bin molecule
+	url="$$(bash $(PG_SCRIPT) start)"; \
+	export MOLECULE_TEST_PG_URL="$$url"; \
+	log="$$(mktemp)"; \
+	status=0; KILL_CAMPAIGN_KILLS="$${KILL_CAMPAIGN_KILLS:-50}" \
+		cargo test -p molecule-e2e --test kill_anywhere killing_the_host_anywhere -- --nocapture 2>&1 | tee "$$log" || status=$$?; \
+	echo; echo "campaign-kill figures:"; \
+	grep -hE '^\[(sqlite|postgres)\] ([0-9]+ kills|  )' "$$log" | sed 's/^/  /'; \
+	rm -f "$$log"; exit $$status
 
 # clean: stop the test PostgreSQL, delete its data dir, and `cargo clean` (both workspaces).
 clean:

@@ -104,6 +104,17 @@ pub async fn run(
                 "delegations the previous run left unfinished are marked failed"
             );
         }
+        // Likewise an org import the previous run was killed in the middle of: its start has
+        // no end event (on PostgreSQL the queue-expiry sweep finds them once nobody runs them).
+        let abandoned = org::import::fail_abandoned(&svc, true)
+            .await
+            .context("failing the org imports the previous run left unfinished")?;
+        if abandoned > 0 {
+            tracing::info!(
+                abandoned,
+                "org imports the previous run left unfinished are marked failed"
+            );
+        }
     }
 
     let stop = CancellationToken::new();

@@ -36,6 +36,9 @@ pub enum Agents {
     Docker,
     /// None: the replicas only serve the API (the benchmark).
     None,
+    /// Local processes of the reference agent ([`crate::agent_binary`]): for one replica at a
+    /// time, whose agents' files live in its data directory (kept by [`ReplicaSet::restart`]).
+    Process,
 }
 
 /// One replica process.
@@ -51,6 +54,11 @@ impl Replica {
     /// The replica's log so far (stderr and stdout), for a failure message.
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.data_dir.path().join("host.log")).unwrap_or_default()
+    }
+
+    /// The replica's data directory (the process runtime keeps its agents' files there).
+    pub fn data_dir(&self) -> &Path {
+        self.data_dir.path()
     }
 
     pub fn is_running(&mut self) -> bool {
@@ -129,6 +137,8 @@ pub struct ReplicaSet {
     pub a2a_settings: String,
     /// Extra top-level lines of the config of replicas started from now on.
     pub settings: String,
+    /// `runtime.provision_timeout_secs` of replicas started from now on (120 unless changed).
+    pub provision_timeout_secs: u64,
     db: TestDatabase,
     agents: Agents,
     label: String,
@@ -160,6 +170,7 @@ impl ReplicaSet {
             replicas: Vec::new(),
             a2a_settings: String::new(),
             settings: String::new(),
+            provision_timeout_secs: 120,
             db: TestDatabase::create(backend).await,
             agents,
             label: uuid::Uuid::new_v4().to_string(),
@@ -177,11 +188,37 @@ impl ReplicaSet {
         let index = self.replicas.len();
         let name = format!("replica-{}", (b'A' + index as u8) as char);
         let data_dir = tempfile::tempdir().expect("a data dir");
-        let port = crate::free_port();
+        let replica = self.launch(name, data_dir, crate::free_port()).await;
+        self.replicas.push(replica);
+        index
+    }
+
+    /// Starts replica `index` again (killing it first if it still runs) on its own data
+    /// directory and port, with the configuration as it is now, and waits until it serves: a
+    /// host restarted on the machine it ran on. Its log is appended to.
+    pub async fn restart(&mut self, index: usize) {
+        self.replicas[index].kill();
+        let placeholder = tempfile::tempdir().expect("a placeholder dir");
+        let old = std::mem::replace(&mut self.replicas[index].data_dir, placeholder);
+        let name = self.replicas[index].name.clone();
+        let port = self.replicas[index].api.addr.port();
+        self.replicas[index] = self.launch(name, old, port).await;
+    }
+
+    /// The directory the replicas' `local://` plugin sources come from.
+    pub fn registry_dir(&self) -> &Path {
+        self.registry.path()
+    }
+
+    async fn launch(&self, name: String, data_dir: tempfile::TempDir, port: u16) -> Replica {
         let config = self.config(data_dir.path(), port);
         let config_path = data_dir.path().join("molecule.toml");
         std::fs::write(&config_path, config).expect("writing the replica's config");
-        let log = std::fs::File::create(data_dir.path().join("host.log")).expect("a log file");
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(data_dir.path().join("host.log"))
+            .expect("a log file");
         let child = Command::new(host_binary())
             .args(["serve", "--config"])
             .arg(&config_path)
@@ -235,14 +272,18 @@ impl ReplicaSet {
             );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
-        self.replicas.push(replica);
-        index
+        replica
     }
 
     fn config(&self, data_dir: &Path, port: u16) -> String {
         let runtime = match self.agents {
             Agents::Docker => "docker",
             Agents::None => "none",
+            Agents::Process => "process",
+        };
+        let agent_binary = match self.agents {
+            Agents::Process => format!("agent_binary = \"{}\"", crate::agent_binary().display()),
+            Agents::Docker | Agents::None => String::new(),
         };
         let builtins = crate::builtin_extensions_dir();
         format!(
@@ -266,7 +307,8 @@ heartbeat_interval_secs = 1
 health_sweep_secs = 1
 orphan_sweep_secs = 1
 stop_timeout_secs = 5
-provision_timeout_secs = 120
+provision_timeout_secs = {provision_timeout}
+{agent_binary}
 
 [runtime.labels]
 "{TEST_LABEL}" = "{label}"
@@ -290,6 +332,7 @@ queue_expiry_sweep_secs = 1
             templates = self.templates.display(),
             a2a = self.a2a_settings,
             settings = self.settings,
+            provision_timeout = self.provision_timeout_secs,
         )
     }
 }
@@ -311,7 +354,32 @@ impl Drop for ReplicaSet {
     fn drop(&mut self) {
         for replica in &mut self.replicas {
             replica.kill();
+            if self.agents == Agents::Process {
+                kill_agents(replica.data_dir());
+            }
         }
         remove_labelled(&self.label);
+    }
+}
+
+/// SIGKILLs the agents the process runtime started under `data_dir` (a killed host leaves them
+/// running; the next host would stop them, but a finished test has no next host).
+fn kill_agents(data_dir: &Path) {
+    let Ok(entries) = std::fs::read_dir(data_dir.join("workspaces")) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let Ok(pid) = std::fs::read_to_string(entry.path().join("agent.pid")) else {
+            continue;
+        };
+        let Ok(pid) = pid.trim().parse::<i32>() else {
+            continue;
+        };
+        if pid > 1 {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+        }
     }
 }

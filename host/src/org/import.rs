@@ -2,7 +2,13 @@
 //! ones prepared in memory and stored in one transaction) → announce and provision after the
 //! commit → in `reconcile` mode remove same-named workspaces the template no longer places →
 //! `org.import.started` paired with exactly one `org.import.completed` or `org.import.failed` in
-//! `structure_events`.
+//! `structure_events` (the end event names its start by `import_id`).
+//!
+//! An import whose host is killed records no end itself: [`fail_abandoned`] records its
+//! `org.import.failed` later, at the next start of a SQLite host (the only replica), and on
+//! PostgreSQL from the queue-expiry sweep once no replica runs it any more. A running import
+//! holds an advisory lock named after its id for as long as it runs, so "no replica runs it" is
+//! "its lock is free".
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -104,8 +110,14 @@ async fn run(svc: &Services, req: ImportRequest) -> Result<ImportOutcome, OrgErr
     };
     // Errors before the template is parsed record nothing.
     let (template, root, externals) = load(svc, req.source).await?;
-    let label = json!({ "name": template.name, "dir": dir, "mode": req.mode.as_str() });
-    record(svc, STARTED, label.clone()).await;
+    let import_id = Uuid::new_v4();
+    // Held until the end event is recorded: while it is, no sweep takes this import for one a
+    // dead host left (a database error here only costs that protection, not the import).
+    let _running = running_lock(svc, import_id, true).await;
+    let label = json!({
+        "name": template.name, "dir": dir, "mode": req.mode.as_str(), "import_id": import_id,
+    });
+    record(svc, import_id, STARTED, label.clone()).await;
 
     let origin = Origin {
         template: template.name.clone(),
@@ -136,7 +148,7 @@ async fn run(svc: &Services, req: ImportRequest) -> Result<ImportOutcome, OrgErr
                 "reconcile_errors".into(),
                 json!(outcome.reconcile_errors.clone().unwrap_or_default()),
             );
-            record(svc, COMPLETED, payload).await;
+            record(svc, Uuid::new_v4(), COMPLETED, payload).await;
             tracing::info!(template = %outcome.org, created = outcome.created_count, skipped = outcome.skipped_count, duration_ms, "org import finished");
             Ok(outcome)
         }
@@ -145,16 +157,82 @@ async fn run(svc: &Services, req: ImportRequest) -> Result<ImportOutcome, OrgErr
             fields.insert("skipped_count".into(), json!(0));
             fields.insert("reconcile_removed_count".into(), json!(0));
             fields.insert("errors".into(), json!([err.to_string()]));
-            record(svc, FAILED, payload).await;
+            record(svc, Uuid::new_v4(), FAILED, payload).await;
             Err(err)
         }
     }
 }
 
+/// The first key of the advisory locks running imports hold ("MOLI").
+const IMPORT_LOCK_CLASS: i32 = 0x4D4F_4C49;
+/// Why an import with no end event is marked failed.
+pub const ABANDONED: &str = "the host running the import stopped before it finished; the workspaces it had stored are kept, and importing again (merge) completes it";
+
+/// The lock a running import holds on its id (taken waiting, or `None` at once when `wait` is
+/// false and some replica holds it). `None` too when the database cannot be asked.
+async fn running_lock(
+    svc: &Services,
+    import_id: Uuid,
+    wait: bool,
+) -> Option<crate::cluster::KeyGuard> {
+    let local = std::sync::Arc::new(tokio::sync::Mutex::new(()));
+    let key = import_id.to_string();
+    match crate::cluster::lock_key(&svc.db, local, IMPORT_LOCK_CLASS, &key, wait).await {
+        Ok(guard) => guard,
+        Err(err) => {
+            tracing::warn!(%import_id, error = ?err, "taking an org import's lock failed");
+            None
+        }
+    }
+}
+
+/// Records `org.import.failed` for every import that started but has no end event and that no
+/// host is running any more: a host was killed in the middle of it. `exclusive` says this host
+/// is the only one on the database and runs no import yet (a SQLite host starting); otherwise
+/// (PostgreSQL) an import counts as abandoned only while nobody holds its lock. Returns how many
+/// were marked.
+pub async fn fail_abandoned(svc: &Services, exclusive: bool) -> Result<usize, store::StoreError> {
+    let mut marked = 0;
+    for (import_id, label) in store::events::unfinished_imports(&svc.db, STARTED).await? {
+        let guard = if exclusive {
+            None
+        } else {
+            match running_lock(svc, import_id, false).await {
+                Some(guard) => Some(guard),
+                // Still running somewhere (or the database did not answer): leave it.
+                None => continue,
+            }
+        };
+        // It may have ended between the listing and the lock.
+        if store::events::import_ended(&svc.db, import_id).await? {
+            continue;
+        }
+        let mut payload = label;
+        if let Some(fields) = payload.as_object_mut() {
+            fields.insert("created_count".into(), json!(0));
+            fields.insert("skipped_count".into(), json!(0));
+            fields.insert("reconcile_removed_count".into(), json!(0));
+            fields.insert("errors".into(), json!([ABANDONED]));
+        }
+        tracing::warn!(%import_id, "an org import was left unfinished by a host that stopped; marked failed");
+        let row = EventRow {
+            id: Uuid::new_v4(),
+            event_type: FAILED.to_owned(),
+            workspace_id: None,
+            payload: Some(payload),
+            created_at: chrono::Utc::now(),
+        };
+        store::events::insert(&svc.db, &row).await?;
+        drop(guard);
+        marked += 1;
+    }
+    Ok(marked)
+}
+
 /// Appends an import event to `structure_events` without broadcasting it.
-async fn record(svc: &Services, kind: &str, payload: Value) {
+async fn record(svc: &Services, id: Uuid, kind: &str, payload: Value) {
     let row = EventRow {
-        id: Uuid::new_v4(),
+        id,
         event_type: kind.to_owned(),
         workspace_id: None,
         payload: Some(payload),

@@ -414,6 +414,7 @@ pub async fn sweep_swap_dirs(svc: &Services) -> Result<usize, StoreError> {
     let now = Utc::now().naive_utc();
     let mut removed = 0;
     for id in store::workspaces::running_ids(&svc.db).await? {
+        recover_interrupted_swaps(svc, &runtime, id).await?;
         for dir in [deliver::STAGING, deliver::PREVIOUS] {
             let at = RelPath::parse(dir).expect("a static path");
             let Ok(entries) = runtime.list_files(id, CONFIGS_ROOT, Some(&at), 1).await else {
@@ -445,6 +446,107 @@ pub async fn sweep_swap_dirs(svc: &Services) -> Result<usize, StoreError> {
         }
     }
     Ok(removed)
+}
+
+/// Puts back the previous version of every plugin whose swap a killed host left half-done, as
+/// the swap itself would have on an error: the live copy moved to `plugins/.previous` and then
+/// either nothing in its place (killed between the snapshot and the swap) or the new tree
+/// without its `.complete` marker (killed between the swap and the marker). The install was not
+/// recorded (that happens after the swap), so the previous version is what the database says
+/// is installed. Each plugin is handled under its install lock, skipped while an install holds
+/// it. A first install cut short (no previous copy) left an unmarked directory the agent never
+/// loads; it is removed when no install of that plugin is recorded for the workspace.
+async fn recover_interrupted_swaps(
+    svc: &Services,
+    runtime: &std::sync::Arc<dyn crate::runtime::ContainerRuntime>,
+    id: Uuid,
+) -> Result<(), StoreError> {
+    let list = |path: &'static str| async move {
+        let at = RelPath::parse(path).expect("a static path");
+        runtime
+            .list_files(id, CONFIGS_ROOT, Some(&at), 1)
+            .await
+            .unwrap_or_default()
+    };
+    // The newest snapshot of each plugin.
+    let mut previous: std::collections::BTreeMap<String, (NaiveDateTime, String)> =
+        std::collections::BTreeMap::new();
+    for entry in list(deliver::PREVIOUS).await.iter().filter(|e| e.dir) {
+        let Some(file) = entry.path.rsplit('/').next() else {
+            continue;
+        };
+        let Some((name, stamp)) = stamp_of(file) else {
+            continue;
+        };
+        if previous.get(name).is_none_or(|(at, _)| *at < stamp) {
+            previous.insert(name.to_owned(), (stamp, entry.path.clone()));
+        }
+    }
+    let live_dirs: Vec<String> = list("plugins")
+        .await
+        .iter()
+        .filter(|e| e.dir)
+        .filter_map(|e| e.path.rsplit('/').next().map(str::to_owned))
+        .filter(|name| !name.starts_with('.'))
+        .collect();
+    let mut names: std::collections::BTreeSet<String> = previous.keys().cloned().collect();
+    names.extend(live_dirs.iter().cloned());
+    for name in names {
+        let Ok(live) = RelPath::parse(&format!("plugins/{name}")) else {
+            continue;
+        };
+        let exists = live_dirs.contains(&name);
+        let is_marked = || async {
+            runtime
+                .list_files(id, CONFIGS_ROOT, Some(&live), 1)
+                .await
+                .is_ok_and(|files| {
+                    files
+                        .iter()
+                        .any(|f| f.path.rsplit('/').next() == Some(deliver::COMPLETE))
+                })
+        };
+        if exists && is_marked().await {
+            continue;
+        }
+        // The database says what is installed: a recorded plugin gets its snapshot back, an
+        // unrecorded one loses its unmarked directory (a snapshot of it is a stale one, left
+        // by an earlier swap before the plugin was uninstalled).
+        let recorded = store::plugins::get(&svc.db, id, &name).await?.is_some();
+        let snapshot = previous
+            .get(&name)
+            .filter(|_| recorded)
+            .map(|(_, path)| path.clone());
+        if snapshot.is_none() && (!exists || recorded) {
+            continue;
+        }
+        let Some(_held) = install_lock(svc, id, &name, false).await? else {
+            continue;
+        };
+        // An install may have finished between the listing and the lock.
+        if exists && is_marked().await {
+            continue;
+        }
+        if exists && let Err(err) = runtime.remove_path(id, &live).await {
+            tracing::warn!(workspace_id = %id, plugin = %name, error = %err, "removing a half-swapped plugin failed");
+            continue;
+        }
+        match snapshot.as_deref().map(RelPath::parse) {
+            Some(Ok(snapshot)) => match runtime.rename_path(id, &snapshot, &live).await {
+                Ok(()) => {
+                    tracing::warn!(workspace_id = %id, plugin = %name, "a plugin swap cut short by a stopped host was rolled back to the previous version")
+                }
+                Err(err) => {
+                    tracing::warn!(workspace_id = %id, plugin = %name, error = %err, "restoring a plugin's previous version failed")
+                }
+            },
+            Some(Err(_)) => {}
+            None => {
+                tracing::warn!(workspace_id = %id, plugin = %name, "an unrecorded plugin install cut short by a stopped host was removed")
+            }
+        }
+    }
+    Ok(())
 }
 
 /// `<name>.<yyyymmddThhmmss.ffffffZ>` → (name, time). Names may contain dots; the stamp has a

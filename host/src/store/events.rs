@@ -114,6 +114,34 @@ pub async fn latest_of_type(db: &Db, event_type: &str, limit: i64) -> StoreResul
     ).bind(event_type).bind(limit).fetch_all(pool).await?))
 }
 
+/// The `started` events of org imports that carry an `import_id` (every import since end events
+/// name their start) and have no end event naming it: their ids and payloads, oldest first.
+pub async fn unfinished_imports(db: &Db, started: &str) -> StoreResult<Vec<(Uuid, Value)>> {
+    let rows: Vec<(Uuid, Option<Json<Value>>)> = on_db_read!(db, pool => sqlx::query_as(
+        "SELECT s.id, s.payload FROM structure_events s
+         WHERE s.event_type = $1 AND s.payload ->> 'import_id' IS NOT NULL
+           AND NOT EXISTS (
+               SELECT 1 FROM structure_events e
+               WHERE e.event_type IN ('org.import.completed', 'org.import.failed')
+                 AND e.payload ->> 'import_id' = s.payload ->> 'import_id')
+         ORDER BY s.created_at",
+    ).bind(started).fetch_all(pool).await?);
+    Ok(rows
+        .into_iter()
+        .map(|(id, payload)| (id, payload.map_or(Value::Null, |p| p.0)))
+        .collect())
+}
+
+/// Whether an end event names the import `import_id`.
+pub async fn import_ended(db: &Db, import_id: Uuid) -> StoreResult<bool> {
+    let n: i64 = on_db!(db, pool => sqlx::query_scalar(
+        "SELECT COUNT(*) FROM structure_events
+         WHERE event_type IN ('org.import.completed', 'org.import.failed')
+           AND payload ->> 'import_id' = $1",
+    ).bind(import_id.to_string()).fetch_one(pool).await?);
+    Ok(n > 0)
+}
+
 /// One event by id (a notification too large to carry the event names only its id).
 pub async fn get(db: &Db, id: Uuid) -> StoreResult<Option<EventRow>> {
     on_db_read!(db, pool => Ok(sqlx::query_as(

@@ -62,9 +62,12 @@ pub fn spawn_all(svc: &Services, tracker: &TaskTracker, shutdown: &CancellationT
         "a2a-queue-expiry",
         RuntimeConfig::sweep(svc.config.a2a.queue_expiry_sweep_secs),
         |svc| async move {
-            crate::delegation::queue::sweep_expired(&svc)
-                .await
-                .map(|_| ())
+            crate::delegation::queue::sweep_expired(&svc).await?;
+            // A SQLite host did this at its start, and runs every import there is itself.
+            if svc.db.backend() == crate::store::Backend::Postgres {
+                crate::org::import::fail_abandoned(&svc, false).await?;
+            }
+            Ok(())
         },
     );
     spawn_sweep(
