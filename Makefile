@@ -40,6 +40,7 @@ AGENT_BINARY := target/$(AGENT_TARGET)/release/molecule-agent
 .PHONY: deps wasm-target plugins agent image pg pg-stop test lint-layers test-ui ui-tools run bench bench-tools fuzz-api clean
 .PHONY: host-image host-test-image validate-manifests
 .PHONY: campaign-kill
+.PHONY: campaign-faults campaign-replicas
 
 # deps: idempotent machine setup that run, test and bench depend on.
 deps:
@@ -120,7 +121,8 @@ pg-stop:
 
 # test: formatting, lints, the plugins' native unit tests, then the whole test suite
 # against the private PostgreSQL (its URL is exported as MOLECULE_TEST_PG_URL).
-test: deps ui-tools validate-manifests
+# (bench-tools for nginx: the replica campaign's short form puts its replicas behind it.)
+test: deps ui-tools bench-tools validate-manifests
 	cargo fmt --all -- --check
 	cargo clippy --workspace --all-targets -- -D warnings
 	cargo clippy -p molecule-guest -p molecule-policy --target wasm32-wasip2 -- -D warnings
@@ -267,6 +269,32 @@ campaign-kill: deps
 		cargo test -p molecule-e2e --test kill_anywhere killing_the_host_anywhere -- --nocapture 2>&1 | tee "$$log" || status=$$?; \
 	echo; echo "campaign-kill figures:"; \
 	grep -hE '^\[(sqlite|postgres)\] ([0-9]+ kills|  )' "$$log" | sed 's/^/  /'; \
+	rm -f "$$log"; exit $$status
+
+# campaign-faults: the runtime fault campaign (tests/tests/runtime_faults.rs): an agent container
+# killed from outside, the Docker engine cut off behind a socket proxy and restored, agents that
+# never answer or answer garbage, the data dir's disk full (a tmpfs; needs root). Prints the
+# figures (time to detect the kill, to recover after the engine returns, errors in the disk-full
+# window) as a table. make test runs the same file.
+campaign-faults: deps
+	log="$$(mktemp)"; \
+	status=0; cargo test -p molecule-e2e --test runtime_faults -- --nocapture 2>&1 | tee "$$log" || status=$$?; \
+	echo; echo "campaign-faults figures:"; \
+	grep -h '^figure: ' "$$log" | sed 's/^figure: //' | awk -F' = ' '{ printf "  %-48s %s\n", $$1, $$2 }'; \
+	rm -f "$$log"; exit $$status
+
+# campaign-replicas: the replica campaign (tests/tests/replica_campaign.rs) at length: three
+# replicas behind nginx on a throw-away PostgreSQL under a mixed load, one SIGKILLed and
+# restarted every few seconds (REPLICA_CAMPAIGN_KILLS, default 30; REPLICA_CAMPAIGN_KILL_EVERY_MS,
+# default 4000), then PostgreSQL restarted; prints failed requests, missed events, lease
+# handovers and recovery times. make test runs it with 3 kills.
+campaign-replicas: deps bench-tools
+	cargo build -p molecule-host --bin molecule
+	log="$$(mktemp)"; \
+	status=0; REPLICA_CAMPAIGN_KILLS="$${REPLICA_CAMPAIGN_KILLS:-30}" \
+		cargo test -p molecule-e2e --test replica_campaign -- --nocapture 2>&1 | tee "$$log" || status=$$?; \
+	echo; echo "campaign-replicas figures:"; \
+	grep -h '^figure: ' "$$log" | sed 's/^figure: //' | awk -F' = ' '{ printf "  %-56s %s\n", $$1, $$2 }'; \
 	rm -f "$$log"; exit $$status
 
 # clean: stop the test PostgreSQL, delete its data dir, and `cargo clean` (both workspaces).

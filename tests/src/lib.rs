@@ -80,6 +80,7 @@ pub fn builtin_extensions_dir() -> std::path::PathBuf {
     std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../plugins/target/wasm32-wasip2/release")
 }
 
+pub mod faults;
 pub mod load;
 pub mod otlp;
 pub mod replicas;
@@ -752,6 +753,8 @@ pub enum Fault {
     /// Reads the request and closes the connection without an answer: what the host reads as
     /// a busy agent.
     Close,
+    /// `200` with a JSON content type and a body that is not JSON at all.
+    Garbage,
 }
 
 /// Each request a [`FaultAgent`] received: its JSON body and `traceparent` header.
@@ -847,6 +850,7 @@ impl FaultAgent {
                             respond(200, &answer)
                         }
                         Fault::Status(status, body) => respond(status, &body),
+                        Fault::Garbage => respond(200, "<html>\u{0}\u{7f} not an answer"),
                         Fault::PartialThenReset => {
                             let head = format!(
                                 "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",

@@ -338,3 +338,68 @@ pub fn run_wrk(
     );
     parse_wrk(&guard.finish())
 }
+
+/// nginx as in [`start_nginx`], set up to fail over: a request that cannot reach an upstream
+/// (connection refused or reset before the request went out, or a connect timeout) goes to the
+/// next one (`proxy_next_upstream error timeout`, at most 3 tries), and an upstream that failed
+/// is left alone for a second. nginx re-sends an idempotent request (GET) whose upstream died
+/// mid-answer; a POST or PATCH already sent is answered 502, as it may have taken effect.
+pub fn start_failover_nginx(
+    nginx: &Path,
+    dir: &Path,
+    port: u16,
+    upstreams: &[String],
+) -> ChildGuard {
+    let d = dir.display();
+    let servers: String = upstreams
+        .iter()
+        .map(|u| format!("        server {u} max_fails=1 fail_timeout=1s;\n"))
+        .collect();
+    let config = format!(
+        r#"worker_processes 1;
+error_log {d}/error.log warn;
+pid {d}/nginx.pid;
+
+events {{
+    worker_connections 1024;
+}}
+
+http {{
+    access_log off;
+    client_body_temp_path {d}/client_body;
+    proxy_temp_path {d}/proxy;
+    fastcgi_temp_path {d}/fastcgi;
+    uwsgi_temp_path {d}/uwsgi;
+    scgi_temp_path {d}/scgi;
+
+    upstream hosts {{
+{servers}        keepalive 32;
+    }}
+
+    server {{
+        listen 127.0.0.1:{port};
+        location / {{
+            proxy_pass http://hosts;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+            proxy_next_upstream error timeout;
+            proxy_next_upstream_tries 3;
+            proxy_connect_timeout 1s;
+            proxy_read_timeout 60s;
+        }}
+    }}
+}}
+"#
+    );
+    std::fs::write(dir.join("nginx.conf"), config).expect("writing nginx.conf");
+    ChildGuard::spawn(
+        "nginx",
+        Command::new(nginx)
+            .arg("-p")
+            .arg(dir)
+            .arg("-c")
+            .arg(dir.join("nginx.conf"))
+            .args(["-g", "daemon off;"])
+            .stdin(Stdio::null()),
+    )
+}

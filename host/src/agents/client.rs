@@ -190,6 +190,11 @@ impl Delivery {
         delivered(self.status, &self.body, self.error)
     }
 
+    /// Whether the body parses as JSON.
+    pub fn is_json(&self) -> bool {
+        self.json().is_some()
+    }
+
     fn json(&self) -> Option<&Value> {
         self.parsed
             .get_or_init(|| serde_json::from_slice(&self.body).ok())
@@ -211,7 +216,16 @@ impl Delivery {
                 },
             });
         }
-        let json = self.json()?;
+        let Some(json) = self.json() else {
+            // A complete 2xx answer that is not JSON is no A2A answer at all (one that broke off
+            // or was cut at the size limit is judged by its transport error instead).
+            return self.error.is_none().then(|| {
+                format!(
+                    "agent answered {} with a body that is not JSON",
+                    self.status.unwrap_or_default()
+                )
+            });
+        };
         json.get("error")
             .filter(|e| !e.is_null())
             .map(|_| format!("agent error: {}", error_text(json).unwrap_or_default()))
@@ -790,6 +804,11 @@ mod tests {
         assert_eq!(
             server_error.failure().as_deref(),
             Some("agent answered 500: boom")
+        );
+        let garbage = delivery(Some(200), "<html>not an answer", None);
+        assert_eq!(
+            garbage.failure().as_deref(),
+            Some("agent answered 200 with a body that is not JSON")
         );
         let empty = delivery(Some(200), "", None);
         assert_eq!(

@@ -1,6 +1,8 @@
 //! Events across replicas: the notifier sends this replica's events to [`CHANNEL`] in order; the
 //! listener publishes what the other replicas sent, and catches up from `structure_events` after
-//! its connection was lost.
+//! its connection was lost. A replica killed between an event's commit and its notification
+//! never sends it: every [`LOG_SWEEP_EVERY`] each replica also reads the last
+//! [`LOG_SWEEP_WINDOW`] of the log and publishes what it has not seen, late but not lost.
 
 use std::collections::{HashSet, VecDeque};
 use std::sync::Arc;
@@ -36,6 +38,12 @@ const CATCH_UP_PAGE: i64 = 500;
 const RELAY: &str = "event-relay";
 
 const RECONNECT_DELAY: Duration = Duration::from_secs(1);
+/// How often the log sweep reads the newest events for ones no notification brought.
+const LOG_SWEEP_EVERY: Duration = Duration::from_secs(2);
+/// How far back the log sweep reads.
+const LOG_SWEEP_WINDOW: chrono::Duration = chrono::Duration::seconds(10);
+/// Events younger than this are left to their notification (which is usually on its way).
+const LOG_SWEEP_GRACE: chrono::Duration = chrono::Duration::seconds(1);
 /// How often a listening replica says it is there.
 const HELLO_EVERY: Duration = Duration::from_secs(1);
 /// How long another replica counts as listening after it was last heard from.
@@ -113,6 +121,9 @@ pub(super) struct Seen {
     order: VecDeque<Uuid>,
     ids: HashSet<Uuid>,
     newest: Option<DateTime<Utc>>,
+    /// When an id was last forgotten to make room: until the log sweep's window has passed
+    /// since, an event it finds may be one published here and forgotten, so it does not sweep.
+    last_eviction: Option<Instant>,
 }
 
 impl Seen {
@@ -127,8 +138,17 @@ impl Seen {
             && let Some(old) = self.order.pop_front()
         {
             self.ids.remove(&old);
+            self.last_eviction = Some(Instant::now());
         }
         true
+    }
+
+    /// Whether every event of the log sweep's window that was published here is still known.
+    fn covers_sweep_window(&self) -> bool {
+        let window = (LOG_SWEEP_WINDOW + LOG_SWEEP_GRACE)
+            .to_std()
+            .unwrap_or_default();
+        self.last_eviction.is_none_or(|at| at.elapsed() > window)
     }
 
     fn contains(&self, id: Uuid) -> bool {
@@ -266,8 +286,51 @@ impl EventBus {
         }
         tokio::join!(
             notify_loop(pool.clone(), self.origin, rx, stop.clone()),
-            self.listen_loop(pool, stop, &liveness)
+            self.listen_loop(pool, stop.clone(), &liveness),
+            self.log_sweep_loop(stop)
         );
+    }
+
+    /// Every [`LOG_SWEEP_EVERY`], publishes the events of the last [`LOG_SWEEP_WINDOW`] (but the
+    /// last [`LOG_SWEEP_GRACE`]) that no notification brought: those of a replica that died
+    /// after its commit and before its notification. Out of order by a few seconds, but there.
+    async fn log_sweep_loop(&self, stop: CancellationToken) {
+        let mut tick = tokio::time::interval(LOG_SWEEP_EVERY);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                () = stop.cancelled() => return,
+                _ = tick.tick() => {}
+            }
+            self.sweep_log(Utc::now()).await;
+        }
+    }
+
+    /// One pass of the log sweep at `now`; returns how many events it published.
+    async fn sweep_log(&self, now: DateTime<Utc>) -> usize {
+        if !self.seen.lock().expect("seen lock").covers_sweep_window() {
+            return 0;
+        }
+        let rows = match store::events::since(&self.db, now - LOG_SWEEP_WINDOW, CATCH_UP_PAGE).await
+        {
+            Ok(rows) => rows,
+            Err(err) => {
+                tracing::warn!(error = ?err, "reading the newest events for the log sweep failed");
+                return 0;
+            }
+        };
+        let mut published = 0;
+        for row in rows {
+            if row.created_at > now - LOG_SWEEP_GRACE {
+                break;
+            }
+            let id = row.id;
+            if self.publish_remote(id, row_event(row)) {
+                tracing::info!(%id, "an event no notification brought was published from the log");
+                published += 1;
+            }
+        }
+        published
     }
 
     async fn listen_loop(&self, pool: &PgPool, stop: CancellationToken, liveness: &Liveness) {
@@ -593,6 +656,54 @@ mod tests {
         }
         assert!(!seen.contains(first));
         assert_eq!(seen.ids.len(), SEEN_CAPACITY);
+    }
+
+    #[test]
+    fn the_log_sweep_pauses_while_forgotten_ids_may_still_be_in_its_window() {
+        let mut seen = Seen::default();
+        assert!(seen.covers_sweep_window(), "nothing forgotten yet");
+        for _ in 0..=SEEN_CAPACITY {
+            seen.insert(Uuid::new_v4(), Utc::now());
+        }
+        assert!(
+            !seen.covers_sweep_window(),
+            "an id forgotten just now could be one of the window's"
+        );
+    }
+
+    /// A replica killed after its commit and before its notification: the event is only in the
+    /// log. The other replica's log sweep publishes it, once.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_event_whose_notification_never_came_is_published_from_the_log() {
+        let tdb = store::testing::TestDatabase::create(store::Backend::Postgres).await;
+        let db = tdb.connect().await;
+        let bus = EventBus::new(db.clone(), Uuid::new_v4());
+        let stop = CancellationToken::new();
+        let relay = {
+            let (bus, stop) = (bus.clone(), stop.clone());
+            tokio::spawn(async move { bus.relay(stop, test_liveness()).await })
+        };
+        let mut sub = bus.subscribe();
+        let row = store::events::EventRow {
+            id: Uuid::now_v7(),
+            event_type: "WORKSPACE_ONLINE".into(),
+            workspace_id: None,
+            payload: Some(json!({ "from": "a replica that died" })),
+            created_at: Utc::now(),
+        };
+        store::events::insert(&db, &row).await.unwrap();
+        let event = next(&mut sub).await;
+        assert_eq!(
+            (event.event.as_str(), &event.payload),
+            (
+                "WORKSPACE_ONLINE",
+                &json!({ "from": "a replica that died" })
+            )
+        );
+        // A later pass finds it again and publishes nothing.
+        assert_eq!(bus.sweep_log(Utc::now()).await, 0);
+        stop.cancel();
+        relay.await.unwrap();
     }
 
     async fn next(sub: &mut super::super::Subscription) -> Arc<Event> {

@@ -312,6 +312,18 @@ fn answer(delivery: proxy::Delivery) -> Response {
             )
             .into_response();
         }
+        // Passed on verbatim it would go out as `application/json` that is not JSON.
+        if !delivery.is_json() {
+            return ApiError::body(
+                StatusCode::BAD_GATEWAY,
+                ProxyFailure {
+                    error: "workspace agent answered with a body that is not JSON".to_owned(),
+                    delivery_confirmed: Some(true),
+                    ..ProxyFailure::default()
+                },
+            )
+            .into_response();
+        }
         let mut response = Response::new(Body::from(delivery.body));
         *response.status_mut() = status;
         response.headers_mut().insert(
@@ -438,10 +450,23 @@ async fn drop_stale(
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
-struct DelegateBody {
+pub struct DelegateBody {
     target_id: String,
     task: String,
     idempotency_key: Option<String>,
+}
+
+/// A delegation's `target_id`: a workspace id.
+pub fn parse_target(target_id: &str) -> ApiResult<Uuid> {
+    Uuid::parse_str(target_id.trim())
+        .map_err(|_| ApiError::bad_request("target_id must be a valid UUID"))
+}
+
+impl DelegateBody {
+    /// The target workspace.
+    pub fn target(&self) -> ApiResult<Uuid> {
+        parse_target(&self.target_id)
+    }
 }
 
 /// Starts (`id: None`, status `pending`) or records (`id` given, status `dispatched`) a
@@ -454,8 +479,7 @@ async fn create(
     idempotency_key: Option<String>,
     id: Option<Uuid>,
 ) -> ApiResult<Created> {
-    let target = Uuid::parse_str(target_id.trim())
-        .map_err(|_| ApiError::bad_request("target_id must be a valid UUID"))?;
+    let target = parse_target(target_id)?;
     let request = NewDelegation {
         source,
         target,

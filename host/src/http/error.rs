@@ -81,6 +81,17 @@ impl IntoResponse for ApiError {
                     .insert(header::RETRY_AFTER, HeaderValue::from(retry_after_secs));
                 response
             }
+            ApiError::Internal(err) if storage_full(&err) => {
+                tracing::error!(error = ?err, "request failed: the database's disk is full");
+                (
+                    StatusCode::INSUFFICIENT_STORAGE,
+                    axum::Json(Unavailable {
+                        error: "insufficient storage: the host's database volume is full",
+                        code: "storage_full",
+                    }),
+                )
+                    .into_response()
+            }
             ApiError::Internal(err) => {
                 tracing::error!(error = ?err, "request failed");
                 (
@@ -91,6 +102,19 @@ impl IntoResponse for ApiError {
             }
         }
     }
+}
+
+/// Whether the database refused a write for want of space: SQLite's `SQLITE_FULL` (13), which
+/// it also answers when a write to its file or log fails with ENOSPC, or PostgreSQL's
+/// `disk_full` (53100). The client is told (507), since nothing it retries helps until an
+/// operator frees space; reads keep working meanwhile.
+fn storage_full(err: &anyhow::Error) -> bool {
+    err.chain().any(|cause| {
+        matches!(
+            cause.downcast_ref::<sqlx::Error>(),
+            Some(sqlx::Error::Database(db)) if matches!(db.code().as_deref(), Some("13" | "53100"))
+        )
+    })
 }
 
 impl From<StoreError> for ApiError {
@@ -230,6 +254,44 @@ mod tests {
                 StatusCode::SERVICE_UNAVAILABLE,
                 json!({ "error": "platform datastore unavailable — retry shortly", "code": "platform_unavailable" })
             )
+        );
+    }
+
+    /// A write SQLite refuses for want of space (a database capped with `max_page_count` fails
+    /// exactly as one on a full disk: `SQLITE_FULL`) answers 507 with a message and a code, not
+    /// a bare 500; any other database error stays a 500.
+    #[tokio::test]
+    async fn a_full_database_answers_507_insufficient_storage() {
+        use axum::response::IntoResponse as _;
+        let pool = sqlx::SqlitePool::connect("sqlite::memory:")
+            .await
+            .expect("an in-memory database");
+        sqlx::query("PRAGMA max_page_count = 8")
+            .execute(&pool)
+            .await
+            .expect("capping the database");
+        sqlx::query("CREATE TABLE t (b BLOB)")
+            .execute(&pool)
+            .await
+            .expect("a table");
+        let full = sqlx::query("INSERT INTO t VALUES (zeroblob(1000000))")
+            .execute(&pool)
+            .await
+            .expect_err("the capped database is full");
+        let response = ApiError::from(StoreError::from(full)).into_response();
+        assert_eq!(response.status(), StatusCode::INSUFFICIENT_STORAGE);
+        let body = axum::body::to_bytes(response.into_body(), 1 << 16)
+            .await
+            .expect("a body");
+        let body: Value = serde_json::from_slice(&body).expect("a JSON body");
+        assert_eq!(
+            body,
+            json!({ "error": "insufficient storage: the host's database volume is full", "code": "storage_full" })
+        );
+        let other = ApiError::from(StoreError::Database(sqlx::Error::PoolTimedOut));
+        assert_eq!(
+            other.into_response().status(),
+            StatusCode::INTERNAL_SERVER_ERROR
         );
     }
 }

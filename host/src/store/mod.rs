@@ -171,6 +171,15 @@ impl Db {
             let writer = SqlitePoolOptions::new()
                 .max_connections(1)
                 .test_before_acquire(false)
+                // A write SQLite refuses part-way for want of space (SQLITE_FULL: a full disk)
+                // rolls its whole transaction back by itself; sqlx's own ROLLBACK then fails and
+                // it goes on counting the transaction as open, so every later BEGIN on this, the
+                // only writer connection, would fail until the host restarted. Such a connection
+                // is closed instead and the next write opens a fresh one. (Releasing a connection
+                // pings it, which runs the rollback a dropped transaction queued, first.)
+                .before_acquire(|conn, _| {
+                    Box::pin(async move { Ok(!sqlx::Connection::is_in_transaction(conn)) })
+                })
                 .acquire_timeout(Duration::from_secs(30))
                 .connect_with(options.clone())
                 .await
@@ -472,3 +481,60 @@ const SQLITE_UNIQUE_COLUMNS: &[(&str, &str)] = &[
 ];
 
 pub type StoreResult<T> = Result<T, StoreError>;
+
+#[cfg(test)]
+mod full_disk_tests {
+    use super::Db;
+
+    /// A write refused for want of space (`max_page_count` makes SQLite answer exactly as on a
+    /// full disk: SQLITE_FULL, rolling the transaction back) must not leave the one writer
+    /// connection counted as inside a transaction: the next write works, without a restart.
+    #[tokio::test]
+    async fn a_write_refused_for_want_of_space_leaves_the_writer_usable() {
+        let dir = tempfile::tempdir().expect("a directory");
+        let url = format!("sqlite://{}", dir.path().join("full.db").display());
+        let db = Db::connect(&url, 2).await.expect("a database");
+        let Db::Sqlite(sqlite) = &db else {
+            unreachable!("a sqlite url")
+        };
+        sqlx::query("CREATE TABLE t (b BLOB)")
+            .execute(&sqlite.writer)
+            .await
+            .expect("a table");
+        let pages: i64 = sqlx::query_scalar("PRAGMA page_count")
+            .fetch_one(&sqlite.writer)
+            .await
+            .expect("the page count");
+        // The cap is the writer connection's own; a fresh connection has none.
+        sqlx::query(&format!("PRAGMA max_page_count = {}", pages + 2))
+            .execute(&sqlite.writer)
+            .await
+            .expect("capping the database");
+        let mut tx = sqlite
+            .writer
+            .begin_with(db.begin_write_sql())
+            .await
+            .expect("a write transaction");
+        let full = sqlx::query("INSERT INTO t VALUES (zeroblob(1000000))")
+            .execute(&mut *tx)
+            .await
+            .expect_err("the capped database is full");
+        assert!(
+            matches!(&full, sqlx::Error::Database(e) if e.code().as_deref() == Some("13")),
+            "{full:?}"
+        );
+        let _ = tx.commit().await;
+        for _ in 0..2 {
+            let mut tx = sqlite
+                .writer
+                .begin_with(db.begin_write_sql())
+                .await
+                .expect("a write transaction after the refused one");
+            sqlx::query("INSERT INTO t VALUES (zeroblob(100))")
+                .execute(&mut *tx)
+                .await
+                .expect("a write after the refused one");
+            tx.commit().await.expect("its commit");
+        }
+    }
+}
