@@ -37,7 +37,7 @@ PLUGINS_OUT := plugins/target/wasm32-wasip2/release
 AGENT_TARGET := x86_64-unknown-linux-gnu
 AGENT_BINARY := target/$(AGENT_TARGET)/release/molecule-agent
 
-.PHONY: deps wasm-target plugins agent image pg pg-stop test lint-layers test-ui ui-tools run bench bench-tools fuzz-api clean
+.PHONY: campaign-soak deps wasm-target plugins agent image pg pg-stop test lint-layers test-ui ui-tools run bench bench-tools fuzz-api clean
 .PHONY: host-image host-test-image validate-manifests
 .PHONY: campaign-kill
 .PHONY: campaign-faults campaign-replicas
@@ -296,6 +296,17 @@ campaign-replicas: deps bench-tools
 	echo; echo "campaign-replicas figures:"; \
 	grep -h '^figure: ' "$$log" | sed 's/^figure: //' | awk -F' = ' '{ printf "  %-56s %s\n", $$1, $$2 }'; \
 	rm -f "$$log"; exit $$status
+
+# campaign-soak: the soak (tests/tests/soak.rs) at full size: one hour, 200 workspaces on the
+# process runtime heartbeating, delegating and having files written; the host's RSS, open
+# descriptors, tokio tasks and database size sampled each minute, printed as a table and drawn
+# in target/soak/soak.svg. make test runs the same file for 60 s with 20 workspaces.
+# SOAK_WORKSPACES, SOAK_SECONDS and SOAK_SAMPLE_SECS override the shape.
+campaign-soak: deps
+	cargo build -p molecule-host --bin molecule
+	SOAK_WORKSPACES="$${SOAK_WORKSPACES:-200}" SOAK_SECONDS="$${SOAK_SECONDS:-3600}" \
+	SOAK_SAMPLE_SECS="$${SOAK_SAMPLE_SECS:-60}" \
+		cargo test -p molecule-e2e --test soak -- --nocapture
 
 # clean: stop the test PostgreSQL, delete its data dir, and `cargo clean` (both workspaces).
 clean:
