@@ -37,10 +37,9 @@ PLUGINS_OUT := plugins/target/wasm32-wasip2/release
 AGENT_TARGET := x86_64-unknown-linux-gnu
 AGENT_BINARY := target/$(AGENT_TARGET)/release/molecule-agent
 
-.PHONY: campaign-soak deps wasm-target plugins agent image pg pg-stop test lint-layers test-ui ui-tools run bench bench-tools fuzz-api clean
-.PHONY: host-image host-test-image validate-manifests
-.PHONY: campaign-kill
-.PHONY: campaign-faults campaign-replicas
+.PHONY: campaign-soak deps wasm-target plugins agent image pg pg-stop test lint-layers test-ui \
+	ui-tools run bench bench-tools fuzz-api clean host-image host-test-image validate-manifests \
+	campaign-faults campaign-replicas campaign-kill fuzz
 
 # deps: idempotent machine setup that run, test and bench depend on.
 deps:
@@ -253,23 +252,16 @@ bench-tools:
 fuzz-api:
 	bash scripts/fuzz-api.sh
 
-# campaign-kill: the kill-anywhere campaign (tests/tests/kill_anywhere.rs) at length: a host
-# process under a real workload (org imports of 200 workspaces, plugin installs, delegations,
-# file writes, secrets, restarts) SIGKILLed at random moments KILL_CAMPAIGN_KILLS times (default
-# 50) per backend, restarted on the same data dir and database, its invariants checked after
-# each restart. Prints "N kills, M invariant violations" per backend with each violation's seed
-# and kill index; KILL_CAMPAIGN_SEED=<seed> KILL_CAMPAIGN_ONLY=<index> replays one kill.
-# make test runs it with 3 kills.
-campaign-kill: deps
+# campaign-soak: the soak (tests/tests/soak.rs) at full size: one hour, 200 workspaces on the
+# process runtime heartbeating, delegating and having files written; the host's RSS, open
+# descriptors, tokio tasks and database size sampled each minute, printed as a table and drawn
+# in target/soak/soak.svg. make test runs the same file for 60 s with 20 workspaces.
+# SOAK_WORKSPACES, SOAK_SECONDS and SOAK_SAMPLE_SECS override the shape.
+campaign-soak: deps
 	cargo build -p molecule-host --bin molecule
-	url="$$(bash $(PG_SCRIPT) start)"; \
-	export MOLECULE_TEST_PG_URL="$$url"; \
-	log="$$(mktemp)"; \
-	status=0; KILL_CAMPAIGN_KILLS="$${KILL_CAMPAIGN_KILLS:-50}" \
-		cargo test -p molecule-e2e --test kill_anywhere killing_the_host_anywhere -- --nocapture 2>&1 | tee "$$log" || status=$$?; \
-	echo; echo "campaign-kill figures:"; \
-	grep -hE '^\[(sqlite|postgres)\] ([0-9]+ kills|  )' "$$log" | sed 's/^/  /'; \
-	rm -f "$$log"; exit $$status
+	SOAK_WORKSPACES="$${SOAK_WORKSPACES:-200}" SOAK_SECONDS="$${SOAK_SECONDS:-3600}" \
+	SOAK_SAMPLE_SECS="$${SOAK_SAMPLE_SECS:-60}" \
+		cargo test -p molecule-e2e --test soak -- --nocapture
 
 # campaign-faults: the runtime fault campaign (tests/tests/runtime_faults.rs): an agent container
 # killed from outside, the Docker engine cut off behind a socket proxy and restored, agents that
@@ -297,16 +289,37 @@ campaign-replicas: deps bench-tools
 	grep -h '^figure: ' "$$log" | sed 's/^figure: //' | awk -F' = ' '{ printf "  %-56s %s\n", $$1, $$2 }'; \
 	rm -f "$$log"; exit $$status
 
-# campaign-soak: the soak (tests/tests/soak.rs) at full size: one hour, 200 workspaces on the
-# process runtime heartbeating, delegating and having files written; the host's RSS, open
-# descriptors, tokio tasks and database size sampled each minute, printed as a table and drawn
-# in target/soak/soak.svg. make test runs the same file for 60 s with 20 workspaces.
-# SOAK_WORKSPACES, SOAK_SECONDS and SOAK_SAMPLE_SECS override the shape.
-campaign-soak: deps
+# campaign-kill: the kill-anywhere campaign (tests/tests/kill_anywhere.rs) at length: a host
+# process under a real workload (org imports of 200 workspaces, plugin installs, delegations,
+# file writes, secrets, restarts) SIGKILLed at random moments KILL_CAMPAIGN_KILLS times (default
+# 50) per backend, restarted on the same data dir and database, its invariants checked after
+# each restart. Prints "N kills, M invariant violations" per backend with each violation's seed
+# and kill index; KILL_CAMPAIGN_SEED=<seed> KILL_CAMPAIGN_ONLY=<index> replays one kill.
+# make test runs it with 3 kills.
+campaign-kill: deps
 	cargo build -p molecule-host --bin molecule
-	SOAK_WORKSPACES="$${SOAK_WORKSPACES:-200}" SOAK_SECONDS="$${SOAK_SECONDS:-3600}" \
-	SOAK_SAMPLE_SECS="$${SOAK_SAMPLE_SECS:-60}" \
-		cargo test -p molecule-e2e --test soak -- --nocapture
+	url="$$(bash $(PG_SCRIPT) start)"; \
+	export MOLECULE_TEST_PG_URL="$$url"; \
+	log="$$(mktemp)"; \
+	status=0; KILL_CAMPAIGN_KILLS="$${KILL_CAMPAIGN_KILLS:-50}" \
+		cargo test -p molecule-e2e --test kill_anywhere killing_the_host_anywhere -- --nocapture 2>&1 | tee "$$log" || status=$$?; \
+	echo; echo "campaign-kill figures:"; \
+	grep -hE '^\[(sqlite|postgres)\] ([0-9]+ kills|  )' "$$log" | sed 's/^/  /'; \
+	rm -f "$$log"; exit $$status
+
+# fuzz: the coverage-guided campaign (cargo-fuzz and libFuzzer; needs `cargo +nightly`) over
+# the host's parsers and boundary checks (fuzz/fuzz_targets/): installs the pinned cargo-fuzz
+# once, runs each target for FUZZ_RUNS executions (default 1000000) on its checked-in corpus
+# (fuzz/corpus/<target>/), one after another, minimises the corpus with `cargo fuzz cmin`, and
+# prints executions, exec/s, corpus size and crashes per target. A crash's input lands in
+# fuzz/artifacts/<target>/; once fixed, save it under fuzz/regressions/<target>/ so make test
+# (host/tests/fuzz_corpora.rs) replays it. FUZZ_TARGETS picks targets; see fuzz/run.sh.
+CARGO_FUZZ_VERSION := 0.13.2
+FUZZ_RUNS ?= 1000000
+fuzz:
+	@cargo fuzz --version 2>/dev/null | grep -qx "cargo-fuzz $(CARGO_FUZZ_VERSION)" || \
+		cargo install cargo-fuzz --version $(CARGO_FUZZ_VERSION) --locked
+	FUZZ_RUNS=$(FUZZ_RUNS) bash fuzz/run.sh
 
 # clean: stop the test PostgreSQL, delete its data dir, and `cargo clean` (both workspaces).
 clean:

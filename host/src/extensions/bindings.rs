@@ -128,11 +128,13 @@ pub(super) fn pack(changes: &[FileChange]) -> Option<packed_types::PackedChanges
     })
 }
 
+/// A classifier's cold reason is kept like a guest's error: never longer than
+/// [`MAX_GUEST_MESSAGE`] (it travels on in the restart trigger, to the policy and the logs).
 impl From<packed_types::Reload> for Reload {
     fn from(reload: packed_types::Reload) -> Self {
         match reload {
             packed_types::Reload::Hot => Reload::Hot,
-            packed_types::Reload::Cold(reason) => Reload::Cold(reason),
+            packed_types::Reload::Cold(reason) => Reload::Cold(cut(reason)),
         }
     }
 }
@@ -141,7 +143,7 @@ impl From<wit::Reload> for Reload {
     fn from(reload: wit::Reload) -> Self {
         match reload {
             wit::Reload::Hot => Reload::Hot,
-            wit::Reload::Cold(reason) => Reload::Cold(reason),
+            wit::Reload::Cold(reason) => Reload::Cold(cut(reason)),
         }
     }
 }

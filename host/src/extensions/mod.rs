@@ -3,6 +3,7 @@
 //! extension fails. This module knows nothing of HTTP or of the domain modules; they call it.
 
 mod bindings;
+pub mod boundary;
 pub mod engine;
 pub mod metrics;
 pub mod policy;

@@ -45,6 +45,14 @@ mod transcript;
 mod uploads;
 mod workspaces;
 
+/// The request bodies of the busiest routes with their checks, usable without a running host
+/// (the fuzz targets in `fuzz/` and `host/tests/fuzz_corpora.rs` deserialize into them).
+pub mod bodies {
+    pub use super::a2a::{DelegateBody, parse_target};
+    pub use super::registry::{HeartbeatBody, RegisterBody};
+    pub use super::workspaces::CreateBody;
+}
+
 use std::sync::Arc;
 use std::time::Instant;
 

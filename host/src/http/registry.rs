@@ -35,7 +35,7 @@ pub fn router() -> OpenApiRouter<AppState> {
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
-struct RegisterBody {
+pub struct RegisterBody {
     id: Uuid,
     /// Where the agent serves A2A (http or https); optional for `delivery_mode: poll`.
     url: Option<String>,
@@ -77,12 +77,7 @@ async fn register(
 ) -> ApiResult<impl IntoResponse> {
     state.svc.guard.agent(&creds, body.id).await?;
     let row = store::workspaces::get(&state.svc.db, body.id).await?;
-    let mode = match body.delivery_mode.as_deref() {
-        None => None,
-        Some(store::workspaces::PUSH) => Some(store::workspaces::PUSH),
-        Some(store::workspaces::POLL) => Some(store::workspaces::POLL),
-        Some(_) => return Err(ApiError::bad_request("delivery_mode must be push or poll")),
-    };
+    let mode = body.delivery_mode()?;
     let polls = mode.map_or_else(
         || row.as_ref().is_some_and(|r| r.polls()),
         |m| m == store::workspaces::POLL,
@@ -100,9 +95,7 @@ async fn register(
             ));
         }
     };
-    if body.agent_card.as_ref().is_some_and(|c| !c.is_object()) {
-        return Err(ApiError::bad_request("agent_card must be an object"));
-    }
+    body.check_card()?;
     let delivery_mode =
         registry::register(&state.svc, body.id, url.as_ref(), body.agent_card, mode).await?;
     Ok(axum::Json(Registered {
@@ -112,7 +105,7 @@ async fn register(
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
-struct HeartbeatBody {
+pub struct HeartbeatBody {
     workspace_id: Uuid,
     #[serde(default)]
     error_rate: f64,
@@ -146,29 +139,60 @@ async fn heartbeat(
     ApiJson(body): ApiJson<HeartbeatBody>,
 ) -> ApiResult<impl IntoResponse> {
     state.svc.guard.agent(&creds, body.workspace_id).await?;
-    if !(0.0..=1.0).contains(&body.error_rate) {
-        return Err(ApiError::bad_request("error_rate must be between 0 and 1"));
-    }
-    if body.active_tasks < 0 || body.uptime_seconds < 0 || body.active_tasks > i64::from(i32::MAX) {
-        return Err(ApiError::bad_request("counters must not be negative"));
-    }
-    let cap = |s: Option<String>| s.map(|s| s.chars().take(4096).collect::<String>());
-    let hb = Heartbeat {
-        report: HeartbeatReport {
-            error_rate: body.error_rate,
-            sample_error: cap(body.sample_error),
-            active_tasks: body.active_tasks as i32,
-            current_task: cap(body.current_task).filter(|t| !t.is_empty()),
-            uptime_seconds: body.uptime_seconds,
-            monthly_spend: body
-                .monthly_spend
-                .filter(|s| *s > 0)
-                .map(|s| s.min(1_000_000_000_000)),
-        },
-        wedged: body.runtime_state.as_deref() == Some("wedged"),
-    };
-    registry::heartbeat(&state.svc, body.workspace_id, &hb).await?;
+    let workspace_id = body.workspace_id;
+    let hb = body.check()?;
+    registry::heartbeat(&state.svc, workspace_id, &hb).await?;
     Ok(axum::Json(StatusBody { status: "ok" }))
+}
+
+impl RegisterBody {
+    /// The delivery mode asked for (`None`: keep the workspace's).
+    pub fn delivery_mode(&self) -> ApiResult<Option<&'static str>> {
+        match self.delivery_mode.as_deref() {
+            None => Ok(None),
+            Some(store::workspaces::PUSH) => Ok(Some(store::workspaces::PUSH)),
+            Some(store::workspaces::POLL) => Ok(Some(store::workspaces::POLL)),
+            Some(_) => Err(ApiError::bad_request("delivery_mode must be push or poll")),
+        }
+    }
+
+    /// The card, when given, must be an object.
+    pub fn check_card(&self) -> ApiResult<()> {
+        if self.agent_card.as_ref().is_some_and(|c| !c.is_object()) {
+            return Err(ApiError::bad_request("agent_card must be an object"));
+        }
+        Ok(())
+    }
+}
+
+impl HeartbeatBody {
+    /// The heartbeat as the registry applies it: counters checked, texts capped.
+    pub fn check(self) -> ApiResult<Heartbeat> {
+        if !(0.0..=1.0).contains(&self.error_rate) {
+            return Err(ApiError::bad_request("error_rate must be between 0 and 1"));
+        }
+        if self.active_tasks < 0
+            || self.uptime_seconds < 0
+            || self.active_tasks > i64::from(i32::MAX)
+        {
+            return Err(ApiError::bad_request("counters must not be negative"));
+        }
+        let cap = |s: Option<String>| s.map(|s| s.chars().take(4096).collect::<String>());
+        Ok(Heartbeat {
+            report: HeartbeatReport {
+                error_rate: self.error_rate,
+                sample_error: cap(self.sample_error),
+                active_tasks: self.active_tasks as i32,
+                current_task: cap(self.current_task).filter(|t| !t.is_empty()),
+                uptime_seconds: self.uptime_seconds,
+                monthly_spend: self
+                    .monthly_spend
+                    .filter(|s| *s > 0)
+                    .map(|s| s.min(1_000_000_000_000)),
+            },
+            wedged: self.runtime_state.as_deref() == Some("wedged"),
+        })
+    }
 }
 
 #[derive(Debug, Deserialize, ToSchema)]

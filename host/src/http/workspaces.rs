@@ -153,7 +153,7 @@ async fn list(State(state): State<AppState>, _: AdminAuth) -> ApiResult<impl Int
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
-struct CreateBody {
+pub struct CreateBody {
     /// Required (1-255 characters); a taken name under the same parent gets a " (n)" suffix.
     name: Option<String>,
     role: Option<String>,
@@ -252,26 +252,7 @@ async fn create(
     headers: HeaderMap,
     ApiJson(body): ApiJson<CreateBody>,
 ) -> ApiResult<impl IntoResponse> {
-    let request = CreateRequest {
-        name: body.name.unwrap_or_default(),
-        role: body.role,
-        template: body.template.filter(|t| !t.is_empty()),
-        tier: body.tier,
-        model: body.model,
-        runtime: body.runtime,
-        external: body.external,
-        url: body.url.filter(|u| !u.is_empty()),
-        workspace_dir: body.workspace_dir.filter(|d| !d.is_empty()),
-        workspace_access: body.workspace_access.filter(|a| !a.is_empty()),
-        parent_id: body.parent_id,
-        budget_limit: body.budget_limit,
-        secrets: body.secrets.into_iter().collect(),
-        max_concurrent_tasks: body.max_concurrent_tasks,
-        canvas: body.canvas.map(|c| (c.x, c.y)),
-        hibernation_idle_minutes: body.hibernation_idle_minutes,
-        ..CreateRequest::default()
-    };
-    let created = workspaces::create(&state.svc, request).await?;
+    let created = workspaces::create(&state.svc, body.into_request()).await?;
     let connection = created
         .auth_token
         .as_ref()
@@ -285,6 +266,31 @@ async fn create(
         connection,
     };
     Ok((StatusCode::CREATED, axum::Json(response)))
+}
+
+impl CreateBody {
+    /// The creation request (checked by [`workspaces::check`] inside [`workspaces::create`]).
+    pub fn into_request(self) -> CreateRequest {
+        CreateRequest {
+            name: self.name.unwrap_or_default(),
+            role: self.role,
+            template: self.template.filter(|t| !t.is_empty()),
+            tier: self.tier,
+            model: self.model,
+            runtime: self.runtime,
+            external: self.external,
+            url: self.url.filter(|u| !u.is_empty()),
+            workspace_dir: self.workspace_dir.filter(|d| !d.is_empty()),
+            workspace_access: self.workspace_access.filter(|a| !a.is_empty()),
+            parent_id: self.parent_id,
+            budget_limit: self.budget_limit,
+            secrets: self.secrets.into_iter().collect(),
+            max_concurrent_tasks: self.max_concurrent_tasks,
+            canvas: self.canvas.map(|c| (c.x, c.y)),
+            hibernation_idle_minutes: self.hibernation_idle_minutes,
+            ..CreateRequest::default()
+        }
+    }
 }
 
 /// The URL agents should call this host on, as seen by the client that asked.

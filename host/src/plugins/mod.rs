@@ -211,12 +211,16 @@ pub fn schemes(svc: &Services) -> Vec<String> {
 
 /// Parses `source` (a bare name is `local://name`) against the active schemes.
 pub fn parse_source(svc: &Services, raw: &str) -> Result<Source, PluginError> {
+    parse_source_among(schemes(svc), raw)
+}
+
+/// [`parse_source`] against the schemes `available` (what the active resolvers serve).
+pub fn parse_source_among(available: Vec<String>, raw: &str) -> Result<Source, PluginError> {
     let raw = raw.trim();
     if raw.is_empty() {
         return Err(PluginError::InvalidSource);
     }
     let source = Source::parse(raw).ok_or(PluginError::InvalidSource)?;
-    let available = schemes(svc);
     if !available.contains(&source.scheme) {
         return Err(PluginError::UnknownScheme { available });
     }

@@ -67,6 +67,17 @@ impl CronSchedule {
                 "longer than {MAX_EXPR_LEN} characters"
             )));
         }
+        // croner reads an empty list item (`,` as the seconds field) as a field that matches
+        // nothing, and then searches for a tick that cannot come for minutes on end (found by
+        // the `cron` fuzz target): no cron accepts an empty item, so neither do we.
+        if expr
+            .split_whitespace()
+            .any(|field| field.split(',').any(str::is_empty))
+        {
+            return Err(CronError::Expression(
+                "a field has an empty list item".into(),
+            ));
+        }
         let cron = CronParser::builder()
             .seconds(Seconds::Optional)
             .year(Year::Disallowed)

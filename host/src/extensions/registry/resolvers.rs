@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
 
+use super::super::boundary::{check_fetched, check_revision, public_error};
 use super::super::remote::RemoteHost;
 use super::super::runtime::{CallError, Extension, ResolverAccess};
 use super::super::types::{FetchError, Fetched, Source};
@@ -93,14 +94,7 @@ impl ExtensionHost {
             .unwrap_or_else(|join| Err(CallError::Trap(format!("call aborted: {join}"))));
         self.metrics.observe(&ext, &result, started.elapsed());
         let fetched = self.answer(&ext, result, "fetch")?;
-        if !valid_plugin_name(&fetched.name) {
-            return Err(
-                self.malformed(&ext, "a plugin name that is not 1-128 of A-Z a-z 0-9 . _ -")
-            );
-        }
-        if !valid_revision(&fetched.revision) {
-            return Err(self.malformed(&ext, "a revision that is not 1-256 printable characters"));
-        }
+        check_fetched(&fetched).map_err(|reason| self.malformed(&ext, reason))?;
         Ok(fetched)
     }
 
@@ -121,9 +115,7 @@ impl ExtensionHost {
             .unwrap_or_else(|join| Err(CallError::Trap(format!("call aborted: {join}"))));
         self.metrics.observe(&ext, &result, started.elapsed());
         let revision = self.answer(&ext, result, "resolve-revision")?;
-        if !valid_revision(&revision) {
-            return Err(self.malformed(&ext, "a revision that is not 1-256 printable characters"));
-        }
+        check_revision(&revision).map_err(|reason| self.malformed(&ext, reason))?;
         Ok(revision)
     }
 
@@ -149,8 +141,7 @@ impl ExtensionHost {
             Ok(Err(error)) => {
                 // The message goes on to an error body: the guest's words and git's, made safe
                 // once here for every caller (plugin installs, drift checks, `!external`).
-                let error =
-                    error.map_message(|m| super::super::reason::public(&self.remote.redact(&m)));
+                let error = public_error(error, &|m| self.remote.redact(m));
                 tracing::info!(extension = %ext.identity, %error, "resolver {what} answered an error");
                 Err(FetchFailure::Fetch(error))
             }
@@ -173,21 +164,4 @@ impl ExtensionHost {
             reason,
         }
     }
-}
-
-/// A plugin name the host can use as a directory name: 1-128 of `A-Z a-z 0-9 . _ -`, starting
-/// with a letter or digit, no `..` (the rule the guest SDK's `validate_plugin_name` applies).
-fn valid_plugin_name(name: &str) -> bool {
-    !name.is_empty()
-        && name.len() <= 128
-        && name.as_bytes()[0].is_ascii_alphanumeric()
-        && !name.contains("..")
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
-}
-
-/// A revision the host can record: a commit id, a `sha256:` digest or another short token.
-fn valid_revision(revision: &str) -> bool {
-    !revision.is_empty() && revision.len() <= 256 && revision.bytes().all(|b| b.is_ascii_graphic())
 }
