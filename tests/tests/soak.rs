@@ -369,7 +369,7 @@ async fn a_busy_org_keeps_memory_descriptors_and_tasks_flat() {
             }
         }
         // Every fifth tick: a file write to the next writer that is online.
-        if tick % 5 == 0 {
+        if tick.is_multiple_of(5) {
             let writer = &org.writers[next_write % org.writers.len()];
             if is_online(api, writer).await {
                 match write(api, writer, tick).await {
@@ -421,6 +421,10 @@ fn out_dir() -> PathBuf {
         .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/soak"))
 }
 
+/// A resource's name, how to read it from a sample, and the growth allowed: a factor and a
+/// margin over the first half's peak.
+type Flatness = (&'static str, fn(&Sample) -> f64, f64, f64);
+
 /// What "flat" means: after the first sample (taken once every agent is online, before the
 /// workload's caches and pools have filled), the second half of the run never goes higher
 /// than the first half plus a margin. A leak of one descriptor or task per operation, or of a
@@ -432,7 +436,7 @@ fn assert_flat(samples: &[Sample]) {
     let max = |half: &[Sample], read: fn(&Sample) -> f64| -> f64 {
         half.iter().map(read).fold(f64::MIN, f64::max)
     };
-    let checks: [(&str, fn(&Sample) -> f64, f64, f64); 3] = [
+    let checks: [Flatness; 3] = [
         ("open descriptors", |s| s.open_fds, 1.05, 32.0),
         ("tokio tasks", |s| s.tasks, 1.10, 64.0),
         (
