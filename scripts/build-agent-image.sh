@@ -54,17 +54,8 @@ if [[ "${current}" == "${sha}" ]]; then
 fi
 
 # 2. busybox-static: a shell and basic tools for `docker exec` and the host's file operations.
-if ! dpkg -s busybox-static >/dev/null 2>&1; then
-    log "installing busybox-static"
-    export DEBIAN_FRONTEND=noninteractive
-    if ! apt-get install -y busybox-static; then
-        apt-get update
-        apt-get install -y busybox-static
-    fi
-fi
-busybox="$(dpkg -L busybox-static | grep -E '/bin/busybox$' | head -n1)"
-[[ -n "${busybox}" && -x "${busybox}" ]] || die "busybox-static is installed but its binary was not found"
-file -L "${busybox}" | grep -Eq 'statically linked|static-pie linked' || die "${busybox} is not static"
+# shellcheck source=scripts/busybox-static.sh
+source scripts/busybox-static.sh
 
 # 3. The rootfs.
 rootfs="$(mktemp -d)"

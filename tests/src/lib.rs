@@ -399,6 +399,21 @@ impl std::ops::Deref for TestApp {
 }
 
 impl Api {
+    /// A client of the host at `addr` calling with `token` as the bearer, each request given
+    /// `timeout`.
+    pub fn at(addr: std::net::SocketAddr, token: Option<&str>, timeout: Duration) -> Api {
+        Api {
+            base: format!("http://{addr}"),
+            addr,
+            client: reqwest::Client::builder()
+                .timeout(timeout)
+                .build()
+                .expect("a client"),
+            token: token.map(str::to_owned),
+            agent_tokens: Default::default(),
+        }
+    }
+
     /// The same host, calling without any bearer.
     pub fn anonymous(&self) -> Api {
         Api {

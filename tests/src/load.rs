@@ -93,13 +93,48 @@ pub fn tool(name: &str) -> PathBuf {
 /// nginx in the foreground with everything it writes under `dir`: one server on `port` passing
 /// every request to `upstreams` (`127.0.0.1:<port>` each, round robin) over kept-alive HTTP/1.1.
 pub fn start_nginx(nginx: &Path, dir: &Path, port: u16, upstreams: &[String]) -> ChildGuard {
+    run_nginx(nginx, dir, port, upstreams, &NginxShape::default())
+}
+
+/// What differs between the nginx of the benches and the fail-over one of the replica campaign.
+#[derive(Debug)]
+struct NginxShape {
+    workers: &'static str,
+    /// Appended to every `server` line of the upstream block.
+    server: &'static str,
+    /// Extra directives of the proxying `location`.
+    location: &'static str,
+}
+
+impl Default for NginxShape {
+    fn default() -> Self {
+        NginxShape {
+            workers: "auto",
+            server: "",
+            location: "",
+        }
+    }
+}
+
+fn run_nginx(
+    nginx: &Path,
+    dir: &Path,
+    port: u16,
+    upstreams: &[String],
+    shape: &NginxShape,
+) -> ChildGuard {
     let d = dir.display();
+    let NginxShape {
+        workers,
+        server,
+        location,
+    } = shape;
     let servers: String = upstreams
         .iter()
-        .map(|u| format!("        server {u};\n"))
+        .map(|u| format!("        server {u}{server};\n"))
         .collect();
     let config = format!(
-        r#"worker_processes auto;
+        r#"worker_processes {workers};
 error_log {d}/error.log warn;
 pid {d}/nginx.pid;
 
@@ -115,17 +150,17 @@ http {{
     uwsgi_temp_path {d}/uwsgi;
     scgi_temp_path {d}/scgi;
 
-    upstream agent {{
+    upstream upstreams {{
 {servers}        keepalive 32;
     }}
 
     server {{
         listen 127.0.0.1:{port};
         location / {{
-            proxy_pass http://agent;
+            proxy_pass http://upstreams;
             proxy_http_version 1.1;
             proxy_set_header Connection "";
-        }}
+{location}        }}
     }}
 }}
 "#
@@ -350,56 +385,14 @@ pub fn start_failover_nginx(
     port: u16,
     upstreams: &[String],
 ) -> ChildGuard {
-    let d = dir.display();
-    let servers: String = upstreams
-        .iter()
-        .map(|u| format!("        server {u} max_fails=1 fail_timeout=1s;\n"))
-        .collect();
-    let config = format!(
-        r#"worker_processes 1;
-error_log {d}/error.log warn;
-pid {d}/nginx.pid;
-
-events {{
-    worker_connections 1024;
-}}
-
-http {{
-    access_log off;
-    client_body_temp_path {d}/client_body;
-    proxy_temp_path {d}/proxy;
-    fastcgi_temp_path {d}/fastcgi;
-    uwsgi_temp_path {d}/uwsgi;
-    scgi_temp_path {d}/scgi;
-
-    upstream hosts {{
-{servers}        keepalive 32;
-    }}
-
-    server {{
-        listen 127.0.0.1:{port};
-        location / {{
-            proxy_pass http://hosts;
-            proxy_http_version 1.1;
-            proxy_set_header Connection "";
-            proxy_next_upstream error timeout;
+    let shape = NginxShape {
+        workers: "1",
+        server: " max_fails=1 fail_timeout=1s",
+        location: "            proxy_next_upstream error timeout;
             proxy_next_upstream_tries 3;
             proxy_connect_timeout 1s;
             proxy_read_timeout 60s;
-        }}
-    }}
-}}
-"#
-    );
-    std::fs::write(dir.join("nginx.conf"), config).expect("writing nginx.conf");
-    ChildGuard::spawn(
-        "nginx",
-        Command::new(nginx)
-            .arg("-p")
-            .arg(dir)
-            .arg("-c")
-            .arg(dir.join("nginx.conf"))
-            .args(["-g", "daemon off;"])
-            .stdin(Stdio::null()),
-    )
+",
+    };
+    run_nginx(nginx, dir, port, upstreams, &shape)
 }

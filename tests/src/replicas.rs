@@ -29,6 +29,27 @@ pub fn host_binary() -> PathBuf {
     path
 }
 
+/// Starts `molecule serve --config <config>` with a clean environment (`PATH` only) at log
+/// level `level`, its stdout and stderr appended to `log`.
+pub fn serve(config: &Path, log: &Path, level: &str) -> Child {
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log)
+        .expect("a log file");
+    Command::new(host_binary())
+        .args(["serve", "--config"])
+        .arg(config)
+        .env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .env("MOLECULE_LOG", level)
+        .stdin(Stdio::null())
+        .stdout(log.try_clone().expect("a log handle"))
+        .stderr(log)
+        .spawn()
+        .expect("starting molecule serve")
+}
+
 /// How the replicas run agents.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Agents {
@@ -214,32 +235,12 @@ impl ReplicaSet {
         let config = self.config(data_dir.path(), port);
         let config_path = data_dir.path().join("molecule.toml");
         std::fs::write(&config_path, config).expect("writing the replica's config");
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(data_dir.path().join("host.log"))
-            .expect("a log file");
-        let child = Command::new(host_binary())
-            .args(["serve", "--config"])
-            .arg(&config_path)
-            .env_clear()
-            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
-            .env("MOLECULE_LOG", "info")
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().expect("a log handle"))
-            .stderr(log)
-            .spawn()
-            .expect("starting a replica");
-        let api = Api {
-            base: format!("http://127.0.0.1:{port}"),
-            addr: ([127, 0, 0, 1], port).into(),
-            client: reqwest::Client::builder()
-                .timeout(Duration::from_secs(60))
-                .build()
-                .expect("a client"),
-            token: Some(ADMIN_TOKEN.to_owned()),
-            agent_tokens: Default::default(),
-        };
+        let child = serve(&config_path, &data_dir.path().join("host.log"), "info");
+        let api = Api::at(
+            ([127, 0, 0, 1], port).into(),
+            Some(ADMIN_TOKEN),
+            Duration::from_secs(60),
+        );
         let mut replica = Replica {
             name,
             api,

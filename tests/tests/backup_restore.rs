@@ -325,16 +325,7 @@ impl Host {
         let handle = tokio::spawn(async move {
             molecule_host::run(config, listener, shutdown.cancelled_owned()).await
         });
-        let api = Api {
-            base: format!("http://{addr}"),
-            addr,
-            client: reqwest::Client::builder()
-                .timeout(Duration::from_secs(30))
-                .build()
-                .expect("a client"),
-            token: Some(ADMIN_TOKEN.to_owned()),
-            agent_tokens: Default::default(),
-        };
+        let api = Api::at(addr, Some(ADMIN_TOKEN), Duration::from_secs(30));
         molecule_e2e::eventually(Duration::from_secs(30), || async {
             assert!(
                 !handle.is_finished(),

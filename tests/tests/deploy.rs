@@ -212,16 +212,11 @@ impl Recipe {
     }
 
     fn api(&self) -> Api {
-        Api {
-            base: format!("http://127.0.0.1:{}", self.port),
-            addr: ([127, 0, 0, 1], self.port).into(),
-            client: reqwest::Client::builder()
-                .timeout(Duration::from_secs(10))
-                .build()
-                .expect("a client"),
-            token: Some(self.admin_token.clone()),
-            agent_tokens: Default::default(),
-        }
+        Api::at(
+            ([127, 0, 0, 1], self.port).into(),
+            Some(&self.admin_token),
+            Duration::from_secs(10),
+        )
     }
 
     fn labelled(&self, kind: &[&str]) -> Vec<String> {

@@ -419,85 +419,50 @@ fn workload(
                 .push(Outcome::Import(index, ok));
         });
     }
-    // The base org again: a merge that creates nothing (or finishes what a kill cut short).
-    {
-        let (api, results, delay) = (api.clone(), results.clone(), offset(rng));
-        tasks.spawn(async move {
-            tokio::time::sleep(delay).await;
-            noted(
-                &results,
-                "base import",
-                &api,
-                Method::POST,
-                "/org/import",
-                Some(json!({ "dir": "base", "mode": "merge" })),
-            )
-            .await;
-        });
-    }
-    // A plugin install (a new version each cycle, so it swaps).
-    {
-        let (api, results, delay, target) = (api.clone(), results.clone(), offset(rng), pick(rng));
-        tasks.spawn(async move {
-            tokio::time::sleep(delay).await;
-            noted(
-                &results,
-                "plugin install",
-                &api,
-                Method::POST,
-                &format!("/workspaces/{target}/plugins"),
-                Some(json!({ "source": "kp" })),
-            )
-            .await;
-        });
-    }
-    // Delegations from the lead to its workers, carried out by the host.
+    // The plain calls: the base org again (a merge that creates nothing, or finishes what a
+    // kill cut short), a plugin install (a new version each cycle, so it swaps), delegations
+    // from the lead to its workers (carried out by the host), file writes and a restart.
+    let mut calls: Vec<(&'static str, Method, String, Value)> = vec![
+        (
+            "base import",
+            Method::POST,
+            "/org/import".into(),
+            json!({ "dir": "base", "mode": "merge" }),
+        ),
+        (
+            "plugin install",
+            Method::POST,
+            format!("/workspaces/{}/plugins", pick(rng)),
+            json!({ "source": "kp" }),
+        ),
+    ];
     for n in 0..3 {
-        let (api, results, delay) = (api.clone(), results.clone(), offset(rng));
-        let (lead, worker) = (real[0].clone(), real[1 + n % 2].clone());
-        tasks.spawn(async move {
-            tokio::time::sleep(delay).await;
-            noted(
-                &results,
-                "delegate",
-                &api,
-                Method::POST,
-                &format!("/workspaces/{lead}/delegate"),
-                Some(json!({ "target_id": worker, "task": format!("task {index}-{n}") })),
-            )
-            .await;
-        });
+        calls.push((
+            "delegate",
+            Method::POST,
+            format!("/workspaces/{}/delegate", real[0]),
+            json!({ "target_id": real[1 + n % 2], "task": format!("task {index}-{n}") }),
+        ));
     }
-    // File writes.
     for n in 0..2 {
-        let (api, results, delay, target) = (api.clone(), results.clone(), offset(rng), pick(rng));
-        tasks.spawn(async move {
-            tokio::time::sleep(delay).await;
-            noted(
-                &results,
-                "file write",
-                &api,
-                Method::PUT,
-                &format!("/workspaces/{target}/files/notes/k{index}-{n}.md"),
-                Some(json!({ "content": format!("note {index}-{n}\n") })),
-            )
-            .await;
-        });
+        calls.push((
+            "file write",
+            Method::PUT,
+            format!("/workspaces/{}/files/notes/k{index}-{n}.md", pick(rng)),
+            json!({ "content": format!("note {index}-{n}\n") }),
+        ));
     }
-    // A restart.
-    {
-        let (api, results, delay, target) = (api.clone(), results.clone(), offset(rng), pick(rng));
+    calls.push((
+        "restart",
+        Method::POST,
+        format!("/workspaces/{}/restart", pick(rng)),
+        json!({}),
+    ));
+    for (what, method, path, body) in calls {
+        let (api, results, delay) = (api.clone(), results.clone(), offset(rng));
         tasks.spawn(async move {
             tokio::time::sleep(delay).await;
-            noted(
-                &results,
-                "restart",
-                &api,
-                Method::POST,
-                &format!("/workspaces/{target}/restart"),
-                Some(json!({})),
-            )
-            .await;
+            noted(&results, what, &api, method, &path, Some(body)).await;
         });
     }
     // Secrets: on a real agent (whose restart policy then acts) and on an imported external.

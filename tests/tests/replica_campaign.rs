@@ -103,16 +103,11 @@ async fn replicas_survive_kills_and_a_postgres_restart_under_load() {
         .map(|r| r.api.addr.to_string())
         .collect();
     let _nginx = start_failover_nginx(&tool("nginx"), nginx_dir.path(), nginx_port, &upstreams);
-    let lb = Api {
-        base: format!("http://127.0.0.1:{nginx_port}"),
-        addr: ([127, 0, 0, 1], nginx_port).into(),
-        client: reqwest::Client::builder()
-            .timeout(Duration::from_secs(30))
-            .build()
-            .expect("a client"),
-        token: Some(ADMIN_TOKEN.to_owned()),
-        agent_tokens: Default::default(),
-    };
+    let lb = Api::at(
+        ([127, 0, 0, 1], nginx_port).into(),
+        Some(ADMIN_TOKEN),
+        Duration::from_secs(30),
+    );
     let deadline = Instant::now() + Duration::from_secs(10);
     while lb.client.get(lb.url("/health")).send().await.is_err() {
         assert!(Instant::now() < deadline, "nginx did not start");

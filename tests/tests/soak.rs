@@ -18,10 +18,10 @@
 
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
-use molecule_e2e::replicas::{host_binary, parse_metric};
+use molecule_e2e::replicas::{parse_metric, serve};
 use molecule_e2e::{ADMIN_TOKEN, Api, agent_binary, eventually, free_port};
 use serde_json::{Value, json};
 
@@ -109,28 +109,12 @@ stop_timeout_secs = 5
         );
         let config_path = data_dir.path().join("molecule.toml");
         std::fs::write(&config_path, config).expect("writing the config");
-        let log = std::fs::File::create(data_dir.path().join("host.log")).expect("a log file");
-        let child = Command::new(host_binary())
-            .args(["serve", "--config"])
-            .arg(&config_path)
-            .env_clear()
-            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
-            .env("MOLECULE_LOG", "warn")
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().expect("a log handle"))
-            .stderr(log)
-            .spawn()
-            .expect("starting the host");
-        let api = Api {
-            base: format!("http://127.0.0.1:{port}"),
-            addr: ([127, 0, 0, 1], port).into(),
-            client: reqwest::Client::builder()
-                .timeout(Duration::from_secs(60))
-                .build()
-                .expect("a client"),
-            token: Some(ADMIN_TOKEN.to_owned()),
-            agent_tokens: Default::default(),
-        };
+        let child = serve(&config_path, &data_dir.path().join("host.log"), "warn");
+        let api = Api::at(
+            ([127, 0, 0, 1], port).into(),
+            Some(ADMIN_TOKEN),
+            Duration::from_secs(60),
+        );
         let host = Host {
             api,
             child,

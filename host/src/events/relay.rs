@@ -294,7 +294,10 @@ impl EventBus {
     /// Every [`LOG_SWEEP_EVERY`], publishes the events of the last [`LOG_SWEEP_WINDOW`] (but the
     /// last [`LOG_SWEEP_GRACE`]) that no notification brought: those of a replica that died
     /// after its commit and before its notification. Out of order by a few seconds, but there.
+    /// Only events recorded since this relay started count: older ones are no business of a
+    /// replica that just joined (a reconnect's catch-up covers its own gaps).
     async fn log_sweep_loop(&self, stop: CancellationToken) {
+        let started = Utc::now();
         let mut tick = tokio::time::interval(LOG_SWEEP_EVERY);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
@@ -302,35 +305,46 @@ impl EventBus {
                 () = stop.cancelled() => return,
                 _ = tick.tick() => {}
             }
-            self.sweep_log(Utc::now()).await;
+            self.sweep_log(started, Utc::now()).await;
         }
     }
 
-    /// One pass of the log sweep at `now`; returns how many events it published.
-    async fn sweep_log(&self, now: DateTime<Utc>) -> usize {
+    /// One pass of the log sweep at `now`, over events recorded since `floor`; returns how many
+    /// it published. Reads page by page, so a burst larger than a page is read whole.
+    async fn sweep_log(&self, floor: DateTime<Utc>, now: DateTime<Utc>) -> usize {
         if !self.seen.lock().expect("seen lock").covers_sweep_window() {
             return 0;
         }
-        let rows = match store::events::since(&self.db, now - LOG_SWEEP_WINDOW, CATCH_UP_PAGE).await
-        {
-            Ok(rows) => rows,
-            Err(err) => {
-                tracing::warn!(error = ?err, "reading the newest events for the log sweep failed");
-                return 0;
-            }
-        };
+        let until = now - LOG_SWEEP_GRACE;
+        let mut cursor = floor.max(now - LOG_SWEEP_WINDOW);
         let mut published = 0;
-        for row in rows {
-            if row.created_at > now - LOG_SWEEP_GRACE {
-                break;
+        loop {
+            let rows = match store::events::since(&self.db, cursor, CATCH_UP_PAGE).await {
+                Ok(rows) => rows,
+                Err(err) => {
+                    tracing::warn!(error = ?err, "reading the newest events for the log sweep failed");
+                    return published;
+                }
+            };
+            let full = rows.len() as i64 == CATCH_UP_PAGE;
+            let mut last = None;
+            for row in rows {
+                if row.created_at > until {
+                    return published;
+                }
+                last = Some(row.created_at);
+                let id = row.id;
+                if self.publish_remote(id, row_event(row)) {
+                    tracing::info!(%id, "an event no notification brought was published from the log");
+                    published += 1;
+                }
             }
-            let id = row.id;
-            if self.publish_remote(id, row_event(row)) {
-                tracing::info!(%id, "an event no notification brought was published from the log");
-                published += 1;
+            match last {
+                // Rows sharing the page's last time are read again (and skipped as seen).
+                Some(last) if full && last > cursor => cursor = last,
+                _ => return published,
             }
         }
-        published
     }
 
     async fn listen_loop(&self, pool: &PgPool, stop: CancellationToken, liveness: &Liveness) {
@@ -684,6 +698,20 @@ mod tests {
             tokio::spawn(async move { bus.relay(stop, test_liveness()).await })
         };
         let mut sub = bus.subscribe();
+        // The sweep counts events from its relay's start: wait until it listens.
+        let Db::Postgres(pool) = &db else {
+            unreachable!()
+        };
+        while sqlx::query_scalar::<_, i64>(
+            "SELECT COUNT(*) FROM pg_stat_activity WHERE datname = current_database() AND query LIKE 'LISTEN%'",
+        )
+        .fetch_one(pool)
+        .await
+        .unwrap()
+            < 1
+        {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
         let row = store::events::EventRow {
             id: Uuid::now_v7(),
             event_type: "WORKSPACE_ONLINE".into(),
@@ -701,7 +729,27 @@ mod tests {
             )
         );
         // A later pass finds it again and publishes nothing.
-        assert_eq!(bus.sweep_log(Utc::now()).await, 0);
+        assert_eq!(bus.sweep_log(row.created_at, Utc::now()).await, 0);
+
+        // A burst larger than a page is read whole (by a bus whose own sweep is not running).
+        let quiet = EventBus::new(db.clone(), Uuid::new_v4());
+        let burst_at = Utc::now() - chrono::Duration::seconds(5);
+        let burst = CATCH_UP_PAGE as usize + 100;
+        for n in 0..burst {
+            let row = store::events::EventRow {
+                id: Uuid::now_v7(),
+                event_type: "WORKSPACE_UPDATED".into(),
+                workspace_id: None,
+                payload: Some(json!({ "n": n })),
+                created_at: burst_at + chrono::Duration::microseconds(n as i64),
+            };
+            store::events::insert(&db, &row).await.unwrap();
+        }
+        assert_eq!(
+            quiet.sweep_log(burst_at, Utc::now()).await,
+            burst + 1,
+            "the burst and the first event"
+        );
         stop.cancel();
         relay.await.unwrap();
     }
