@@ -262,12 +262,20 @@ impl Leases {
             .set(i64::from(held));
     }
 
-    /// Gives every lease up (the replica is stopping): closing the connection releases them.
+    /// Gives every lease up (the replica is stopping). The locks are released by a query before
+    /// the connection closes: a closed connection's locks go only when its server process has
+    /// noticed, a moment later, and another replica asking meanwhile would be refused.
     pub async fn release(&self) {
-        if let Some(conn) = self.conn.lock().await.take()
-            && let Err(err) = conn.close().await
-        {
-            tracing::debug!(error = %err, "closing the lease connection");
+        if let Some(mut conn) = self.conn.lock().await.take() {
+            if let Err(err) = sqlx::query("SELECT pg_advisory_unlock_all()")
+                .execute(&mut conn)
+                .await
+            {
+                tracing::debug!(error = %err, "releasing the leases");
+            }
+            if let Err(err) = conn.close().await {
+                tracing::debug!(error = %err, "closing the lease connection");
+            }
         }
         for name in self.held_names() {
             self.set_held(name, false);

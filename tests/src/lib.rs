@@ -353,14 +353,24 @@ impl TestApp {
                         )
                     })
                     .collect();
+                // A process agent's own output (none for other runtimes).
+                let log = std::fs::read_to_string(
+                    self.data_dir()
+                        .join("workspaces")
+                        .join(id)
+                        .join("agent.log"),
+                )
+                .unwrap_or_default();
+                let log_tail: Vec<&str> = log.lines().rev().take(20).collect();
                 panic!(
                     "workspace {id} not settled within {timeout:?}: status {}, last heartbeat {}, \
                      last error {}, restart due {scheduled:?}, restart claimed {claimed}; \
-                     newest activity first:\n{}",
+                     newest activity first:\n{}\nagent log, newest line first:\n{}",
                     row["status"],
                     row["last_heartbeat_at"],
                     row["last_sample_error"],
-                    recent.join("\n")
+                    recent.join("\n"),
+                    log_tail.join("\n")
                 );
             }
             tokio::time::sleep(Duration::from_millis(25)).await;
