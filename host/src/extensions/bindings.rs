@@ -206,7 +206,7 @@ impl From<wit::Decision> for Decision {
 /// Longest message the host keeps from a guest's error; the rest is cut.
 const MAX_GUEST_MESSAGE: usize = 2048;
 
-fn cut(message: String) -> String {
+pub(super) fn cut(message: String) -> String {
     if message.len() <= MAX_GUEST_MESSAGE {
         return message;
     }

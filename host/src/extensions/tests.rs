@@ -137,6 +137,9 @@ fn classifiers_of_0_1_0_and_of_0_1_1_packed_receive_the_same_changes() {
             }))
             .collect::<Vec<_>>()
             .join("\n");
+        // A cold reason is cut like a guest error (500 changes echoed are longer than that):
+        // both worlds cut it at the same place.
+        let expected = super::bindings::cut(expected);
         // Each call counts 1: a fresh instance starts from the initial memory, though the
         // pool hands it the very slot the previous call wrote its count into.
         for _ in 0..3 {
