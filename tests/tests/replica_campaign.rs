@@ -125,9 +125,10 @@ async fn replicas_survive_kills_and_a_postgres_restart_under_load() {
     let mut stream = set[WATCHED].api.events().await;
     let subscribed = chrono::Utc::now();
     let frames: Arc<Mutex<Vec<Value>>> = Arc::default();
-    let stop = CancellationToken::new();
+    // Its own token: it reads on after the load stops, until every event has had time to come.
+    let heard_enough = CancellationToken::new();
     let subscriber = {
-        let (frames, stop) = (frames.clone(), stop.clone());
+        let (frames, stop) = (frames.clone(), heard_enough.clone());
         tokio::spawn(async move {
             loop {
                 tokio::select! {
@@ -139,6 +140,7 @@ async fn replicas_survive_kills_and_a_postgres_restart_under_load() {
     };
 
     // The load: four clients through nginx, each a mix of writes and reads.
+    let stop = CancellationToken::new();
     let log: Log = Arc::default();
     let clients: Vec<_> = (0..4)
         .map(|client| {
@@ -232,8 +234,10 @@ async fn replicas_survive_kills_and_a_postgres_restart_under_load() {
         }
         tokio::time::sleep(Duration::from_millis(250)).await;
     };
-    subscriber.abort();
-    let _ = subscriber.await;
+    heard_enough.cancel();
+    subscriber
+        .await
+        .expect("the subscriber read every frame it was sent");
     for line in &missed.missed {
         println!("missed: {line}");
     }
@@ -339,9 +343,17 @@ async fn replicas_survive_kills_and_a_postgres_restart_under_load() {
     );
     assert!(
         missed_at_kills.is_empty() && missed_otherwise.is_empty(),
-        "the subscriber on {} missed events: {:?}",
+        "the subscriber on {} missed events: {:?}\nits relay's log:\n{}",
         set[WATCHED].name,
-        missed.missed
+        missed.missed,
+        set[WATCHED]
+            .log()
+            .lines()
+            .filter(|l| l.contains("relay")
+                || l.contains("notification")
+                || l.contains("WebSocket"))
+            .collect::<Vec<_>>()
+            .join("\n")
     );
     assert!(watch.doubles.is_empty(), "two holders: {:?}", watch.doubles);
     assert!(
