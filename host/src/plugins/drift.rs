@@ -403,7 +403,10 @@ async fn healthy_after(
 }
 
 /// Removes `.staging` and `.previous` entries older than the configured age from every running
-/// workspace (an install in progress holds its lock and is skipped). Returns how many went.
+/// workspace (an install in progress holds its lock and is skipped), after rolling back any
+/// swap a killed host left half-done. Returns how many went. One listing of each workspace's
+/// `plugins/` (two levels: the plugins with their markers, the swap dirs with their entries)
+/// serves both.
 pub async fn sweep_swap_dirs(svc: &Services) -> Result<usize, StoreError> {
     let Some(runtime) = svc.lifecycle.runtime().cloned() else {
         return Ok(0);
@@ -412,40 +415,55 @@ pub async fn sweep_swap_dirs(svc: &Services) -> Result<usize, StoreError> {
         i64::try_from(svc.config.plugins.swap_dir_max_age_secs).unwrap_or(i64::MAX),
     );
     let now = Utc::now().naive_utc();
+    let plugins = RelPath::parse(PLUGINS_DIR).expect("a static path");
     let mut removed = 0;
     for id in store::workspaces::running_ids(&svc.db).await? {
-        recover_interrupted_swaps(svc, &runtime, id).await?;
-        for dir in [deliver::STAGING, deliver::PREVIOUS] {
-            let at = RelPath::parse(dir).expect("a static path");
-            let Ok(entries) = runtime.list_files(id, CONFIGS_ROOT, Some(&at), 1).await else {
+        let Ok(entries) = runtime
+            .list_files(id, CONFIGS_ROOT, Some(&plugins), 2)
+            .await
+        else {
+            continue;
+        };
+        let restored = recover_interrupted_swaps(svc, &runtime, id, &entries).await?;
+        for entry in entries.iter().filter(|e| e.dir) {
+            let Some((parent, file)) = entry.path.rsplit_once('/') else {
                 continue;
             };
-            for entry in entries.iter().filter(|e| e.dir) {
-                let Some(file) = entry.path.rsplit('/').next() else {
-                    continue;
-                };
-                let Some((name, stamp)) = stamp_of(file) else {
-                    continue;
-                };
-                if now - stamp < max_age {
-                    continue;
-                }
-                let Some(_held) = install_lock(svc, id, name, false).await? else {
-                    continue;
-                };
-                let Ok(path) = RelPath::parse(&entry.path) else {
-                    continue;
-                };
-                match runtime.remove_path(id, &path).await {
-                    Ok(_) => removed += 1,
-                    Err(err) => {
-                        tracing::warn!(workspace_id = %id, path = %path, error = %err, "removing a stale swap directory failed")
-                    }
+            if ![deliver::STAGING, deliver::PREVIOUS].contains(&parent)
+                || restored.contains(&entry.path)
+            {
+                continue;
+            }
+            let Some((name, stamp)) = stamp_of(file) else {
+                continue;
+            };
+            if now - stamp < max_age {
+                continue;
+            }
+            let Some(_held) = install_lock(svc, id, name, false).await? else {
+                continue;
+            };
+            let Ok(path) = RelPath::parse(&entry.path) else {
+                continue;
+            };
+            match runtime.remove_path(id, &path).await {
+                Ok(_) => removed += 1,
+                Err(err) => {
+                    tracing::warn!(workspace_id = %id, path = %path, error = %err, "removing a stale swap directory failed")
                 }
             }
         }
     }
     Ok(removed)
+}
+
+/// Where a workspace's plugins live, below its configs root.
+const PLUGINS_DIR: &str = "plugins";
+
+/// Whether `listing` holds the `.complete` marker of `plugins/<name>`.
+fn is_marked(listing: &[crate::safefs::ListedFile], name: &str) -> bool {
+    let marker = format!("{PLUGINS_DIR}/{name}/{}", deliver::COMPLETE);
+    listing.iter().any(|f| f.path == marker)
 }
 
 /// Puts back the previous version of every plugin whose swap a killed host left half-done, as
@@ -456,97 +474,89 @@ pub async fn sweep_swap_dirs(svc: &Services) -> Result<usize, StoreError> {
 /// is installed. Each plugin is handled under its install lock, skipped while an install holds
 /// it. A first install cut short (no previous copy) left an unmarked directory the agent never
 /// loads; it is removed when no install of that plugin is recorded for the workspace.
+/// `entries` is the sweep's listing of `plugins/`; returns the snapshots it moved back.
 async fn recover_interrupted_swaps(
     svc: &Services,
     runtime: &std::sync::Arc<dyn crate::runtime::ContainerRuntime>,
     id: Uuid,
-) -> Result<(), StoreError> {
-    let list = |path: &'static str| async move {
-        let at = RelPath::parse(path).expect("a static path");
-        runtime
-            .list_files(id, CONFIGS_ROOT, Some(&at), 1)
-            .await
-            .unwrap_or_default()
+    entries: &[crate::safefs::ListedFile],
+) -> Result<Vec<String>, StoreError> {
+    let child_dirs = |parent: &'static str| {
+        entries.iter().filter(move |e| e.dir).filter_map(move |e| {
+            let (dir, name) = e.path.rsplit_once('/')?;
+            (dir == parent).then_some((name, e.path.as_str()))
+        })
     };
     // The newest snapshot of each plugin.
-    let mut previous: std::collections::BTreeMap<String, (NaiveDateTime, String)> =
+    let mut previous: std::collections::BTreeMap<&str, (NaiveDateTime, &str)> =
         std::collections::BTreeMap::new();
-    for entry in list(deliver::PREVIOUS).await.iter().filter(|e| e.dir) {
-        let Some(file) = entry.path.rsplit('/').next() else {
-            continue;
-        };
+    for (file, path) in child_dirs(deliver::PREVIOUS) {
         let Some((name, stamp)) = stamp_of(file) else {
             continue;
         };
         if previous.get(name).is_none_or(|(at, _)| *at < stamp) {
-            previous.insert(name.to_owned(), (stamp, entry.path.clone()));
+            previous.insert(name, (stamp, path));
         }
     }
-    let live_dirs: Vec<String> = list("plugins")
-        .await
-        .iter()
-        .filter(|e| e.dir)
-        .filter_map(|e| e.path.rsplit('/').next().map(str::to_owned))
+    let live_dirs: std::collections::BTreeSet<&str> = child_dirs(PLUGINS_DIR)
+        .map(|(name, _)| name)
         .filter(|name| !name.starts_with('.'))
         .collect();
-    let mut names: std::collections::BTreeSet<String> = previous.keys().cloned().collect();
-    names.extend(live_dirs.iter().cloned());
+    let mut names: std::collections::BTreeSet<&str> = previous.keys().copied().collect();
+    names.extend(live_dirs.iter().copied());
+    let mut restored = Vec::new();
     for name in names {
-        let Ok(live) = RelPath::parse(&format!("plugins/{name}")) else {
-            continue;
-        };
-        let exists = live_dirs.contains(&name);
-        let is_marked = || async {
-            runtime
-                .list_files(id, CONFIGS_ROOT, Some(&live), 1)
-                .await
-                .is_ok_and(|files| {
-                    files
-                        .iter()
-                        .any(|f| f.path.rsplit('/').next() == Some(deliver::COMPLETE))
-                })
-        };
-        if exists && is_marked().await {
+        let exists = live_dirs.contains(name);
+        if exists && is_marked(entries, name) {
             continue;
         }
+        let Ok(live) = RelPath::parse(&format!("{PLUGINS_DIR}/{name}")) else {
+            continue;
+        };
         // The database says what is installed: a recorded plugin gets its snapshot back, an
         // unrecorded one loses its unmarked directory (a snapshot of it is a stale one, left
         // by an earlier swap before the plugin was uninstalled).
-        let recorded = store::plugins::get(&svc.db, id, &name).await?.is_some();
+        let recorded = store::plugins::get(&svc.db, id, name).await?.is_some();
         let snapshot = previous
-            .get(&name)
+            .get(name)
             .filter(|_| recorded)
-            .map(|(_, path)| path.clone());
+            .map(|(_, path)| *path);
         if snapshot.is_none() && (!exists || recorded) {
             continue;
         }
-        let Some(_held) = install_lock(svc, id, &name, false).await? else {
+        let Some(_held) = install_lock(svc, id, name, false).await? else {
             continue;
         };
         // An install may have finished between the listing and the lock.
-        if exists && is_marked().await {
+        if exists
+            && runtime
+                .list_files(id, CONFIGS_ROOT, Some(&live), 1)
+                .await
+                .is_ok_and(|now| is_marked(&now, name))
+        {
             continue;
         }
         if exists && let Err(err) = runtime.remove_path(id, &live).await {
             tracing::warn!(workspace_id = %id, plugin = %name, error = %err, "removing a half-swapped plugin failed");
             continue;
         }
-        match snapshot.as_deref().map(RelPath::parse) {
-            Some(Ok(snapshot)) => match runtime.rename_path(id, &snapshot, &live).await {
+        match snapshot.map(|path| (path, RelPath::parse(path))) {
+            Some((path, Ok(snapshot))) => match runtime.rename_path(id, &snapshot, &live).await {
                 Ok(()) => {
+                    restored.push(path.to_owned());
                     tracing::warn!(workspace_id = %id, plugin = %name, "a plugin swap cut short by a stopped host was rolled back to the previous version")
                 }
                 Err(err) => {
                     tracing::warn!(workspace_id = %id, plugin = %name, error = %err, "restoring a plugin's previous version failed")
                 }
             },
-            Some(Err(_)) => {}
+            Some((_, Err(_))) => {}
             None => {
                 tracing::warn!(workspace_id = %id, plugin = %name, "an unrecorded plugin install cut short by a stopped host was removed")
             }
         }
     }
-    Ok(())
+    Ok(restored)
 }
 
 /// `<name>.<yyyymmddThhmmss.ffffffZ>` → (name, time). Names may contain dots; the stamp has a
