@@ -96,7 +96,9 @@ pub fn free_port() -> u16 {
 /// The admin token test hosts are configured with; [`TestApp`]'s client sends it by default.
 pub const ADMIN_TOKEN: &str = "test-admin-token-0123456789";
 
-fn base_config(db_url: &str, data_dir: &std::path::Path) -> Config {
+/// The configuration every test host starts from: the test admin token, the database at
+/// `db_url`, `data_dir`, no rate limit to speak of, no default components and runtime `none`.
+pub fn base_config(db_url: &str, data_dir: &std::path::Path) -> Config {
     Config {
         admin_token: Some(ADMIN_TOKEN.to_owned().into()),
         database_url: Some(db_url.to_owned().into()),

@@ -18,7 +18,6 @@ use std::time::Duration;
 
 use molecule_e2e::{ADMIN_TOKEN, Api, DbBackend, Fault, FaultAgent, TestApp};
 use molecule_host::Config;
-use molecule_host::config::{RuntimeConfig, RuntimeKind};
 use molecule_host::store::testing::TestDatabase;
 use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
@@ -304,17 +303,8 @@ struct Host {
 impl Host {
     async fn start(database_url: &str, data_dir: &Path) -> Host {
         let config = Config {
-            admin_token: Some(ADMIN_TOKEN.to_owned().into()),
-            database_url: Some(database_url.to_owned().into()),
-            data_dir: data_dir.to_path_buf(),
             secrets_encryption_key: Some(SECRETS_KEY.to_owned().into()),
-            rate_limit_per_minute: 1_000_000,
-            builtin_extensions_dir: None,
-            runtime: RuntimeConfig {
-                kind: RuntimeKind::None,
-                ..RuntimeConfig::default()
-            },
-            ..Config::default()
+            ..molecule_e2e::base_config(database_url, data_dir)
         };
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
