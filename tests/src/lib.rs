@@ -82,6 +82,7 @@ pub fn builtin_extensions_dir() -> std::path::PathBuf {
 
 pub mod faults;
 pub mod load;
+pub mod logs;
 pub mod otlp;
 pub mod replicas;
 
@@ -224,6 +225,8 @@ impl TestApp {
 
     /// Starts a host whose configuration `tweak` may change.
     pub async fn spawn_with(backend: Backend, tweak: impl FnOnce(&mut Config)) -> Self {
+        // What the host does, for a spec that times out to show (see `wait_settled`).
+        logs::diagnostics();
         let db = TestDatabase::create(backend).await;
         let data_dir = tempfile::tempdir().expect("creating a data dir");
         let mut config = base_config(&db.url, data_dir.path());
@@ -367,12 +370,15 @@ impl TestApp {
                 panic!(
                     "workspace {id} not settled within {timeout:?}: status {}, last heartbeat {}, \
                      last error {}, restart due {scheduled:?}, restart claimed {claimed}; \
-                     newest activity first:\n{}\nagent log, newest line first:\n{}",
+                     newest activity first:\n{}\nagent log, newest line first:\n{}\n\
+                     database sessions not idle:\n{}\nhost log about it, oldest first:\n{}",
                     row["status"],
                     row["last_heartbeat_at"],
                     row["last_sample_error"],
                     recent.join("\n"),
-                    log_tail.join("\n")
+                    log_tail.join("\n"),
+                    busy_sessions(self.database_url()).await.join("\n"),
+                    logs::diagnostics().mentioning(id, 60).join("\n")
                 );
             }
             tokio::time::sleep(Duration::from_millis(25)).await;
@@ -598,6 +604,51 @@ pub async fn restart_claimed(database_url: &str, id: &str) -> bool {
     db.close().await;
     claimed
 }
+
+/// On PostgreSQL, what every other session of the test database is doing unless idle (a
+/// statement waiting for a lock, a transaction left open), for a timeout's message; nothing on
+/// SQLite.
+pub async fn busy_sessions(database_url: &str) -> Vec<String> {
+    if !database_url.starts_with("postgres") {
+        return Vec::new();
+    }
+    let Ok(mut conn) = <sqlx::PgConnection as sqlx::Connection>::connect(database_url).await else {
+        return vec!["(could not connect to list them)".to_owned()];
+    };
+    let rows: Vec<SessionRow> = sqlx::query_as(
+        "SELECT pid, state, wait_event_type, wait_event,
+                    EXTRACT(EPOCH FROM now() - xact_start)::float8, left(query, 300)
+             FROM pg_stat_activity
+             WHERE datname = current_database() AND pid <> pg_backend_pid()
+               AND state IS DISTINCT FROM 'idle'",
+    )
+    .fetch_all(&mut conn)
+    .await
+    .unwrap_or_default();
+    rows.into_iter()
+        .map(|(pid, state, wait_type, wait, age, query)| {
+            format!(
+                "pid {pid} {} waiting on {}:{} for {:.1} s in its transaction: {}",
+                state.unwrap_or_default(),
+                wait_type.unwrap_or_default(),
+                wait.unwrap_or_default(),
+                age.unwrap_or_default(),
+                query.unwrap_or_default().replace('\n', " ")
+            )
+        })
+        .collect()
+}
+
+/// A row of `pg_stat_activity` as [`busy_sessions`] reads it: pid, state, wait event type and
+/// name, seconds in the transaction, the last statement.
+type SessionRow = (
+    i32,
+    Option<String>,
+    Option<String>,
+    Option<String>,
+    Option<f64>,
+    Option<String>,
+);
 
 /// Polls `check` until it returns `Some`, or panics after `timeout`.
 pub async fn eventually<T, F, Fut>(timeout: Duration, mut check: F) -> T

@@ -610,7 +610,7 @@ pub async fn finish_delegation(
 ) -> StoreResult<Finished> {
     let begin = db.begin_write_sql();
     on_db!(db, pool => {
-        let mut tx = pool.begin_with(begin).await?;
+        let mut tx = super::begin(pool, Some(begin)).await?;
         let finished = finish_in!(&mut *tx, workspace_id, id, update, final_states, result);
         // Nothing was written when it was already final: the commit stores nothing.
         tx.commit().await?;

@@ -61,7 +61,7 @@ pub async fn change(
          VALUES ($1, $2, $3, 'active', $4) RETURNING {COLUMNS}"
     );
     on_db!(db, pool => {
-        let mut tx = pool.begin_with(begin).await?;
+        let mut tx = super::begin(pool, Some(begin)).await?;
         let ended: Option<AgentRow> = match change.end {
             Some((workspace, reason)) => sqlx::query_as(&end_sql)
                 .bind(workspace)

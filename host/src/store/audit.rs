@@ -38,7 +38,7 @@ pub async fn append(
 ) -> StoreResult<AuditRow> {
     let begin = db.begin_write_sql();
     on_db!(db, pool => {
-        let mut tx = pool.begin_with(begin).await?;
+        let mut tx = super::begin(pool, Some(begin)).await?;
         if matches!(db, Db::Postgres(_)) {
             sqlx::query("SELECT pg_advisory_xact_lock($1)")
                 .bind(APPEND_LOCK)

@@ -551,7 +551,7 @@ async fn store(db: &Db, batch: &mut Batch) {
 async fn add_usage_alone(db: &Db, workspace: Uuid, period: &str, tally: &Tally) -> StoreResult<()> {
     let begin = db.begin_write_sql();
     on_db!(db, pool => {
-        let mut tx = pool.begin_with(begin).await?;
+        let mut tx = super::begin(pool, Some(begin)).await?;
         add_usage!(&mut *tx, workspace, period, tally, Utc::now());
         tx.commit().await?;
         Ok(())
@@ -574,7 +574,7 @@ async fn store_together(
     let begin = db.begin_write_sql();
     let now = Utc::now();
     on_db!(db, pool => {
-        let mut tx = pool.begin_with(begin).await?;
+        let mut tx = super::begin(pool, Some(begin)).await?;
         // One multi-row INSERT per chunk, not a statement per row: one round trip to
         // PostgreSQL, or one hand-off to SQLite's thread, for a whole batch. Row counts vary,
         // so no such statement is kept in the statement cache.

@@ -75,7 +75,7 @@ pub(super) use insert_rows;
 /// Inserts many events in one transaction, in order.
 pub async fn insert_many(db: &Db, rows: &[EventRow]) -> StoreResult<()> {
     on_db!(db, pool => {
-        let mut tx = pool.begin().await?;
+        let mut tx = super::begin(pool, None).await?;
         insert_rows!(&mut *tx, rows);
         tx.commit().await?;
         Ok(())

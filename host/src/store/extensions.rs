@@ -84,7 +84,7 @@ pub async fn activate(db: &Db, slot: &str, id: Uuid, action: &str) -> StoreResul
     let begin = db.begin_write_sql();
     let now = Utc::now();
     on_db!(db, pool => {
-        let mut tx = pool.begin_with(begin).await?;
+        let mut tx = super::begin(pool, Some(begin)).await?;
         sqlx::query(
             "INSERT INTO extension_slots (slot, active_id, shadow_id, updated_at) VALUES ($1, $2, NULL, $3)
              ON CONFLICT (slot) DO UPDATE SET active_id = excluded.active_id, updated_at = excluded.updated_at,

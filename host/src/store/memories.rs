@@ -95,7 +95,7 @@ pub async fn insert(db: &Db, row: &MemoryRow) -> StoreResult<()> {
 pub async fn insert_many(db: &Db, rows: &[MemoryRow], skip_existing: bool) -> StoreResult<u64> {
     let begin = db.begin_write_sql();
     on_db!(db, pool => {
-        let mut tx = pool.begin_with(begin).await?;
+        let mut tx = super::begin(pool, Some(begin)).await?;
         let mut written = 0;
         for chunk in rows.chunks(INSERT_CHUNK) {
             let mut q = QueryBuilder::new(

@@ -47,7 +47,7 @@ pub async fn run(db: &Db) -> anyhow::Result<()> {
     let backend = db.backend();
     let ledger = translate(backend, CREATE_LEDGER);
     on_db!(db, pool => {
-        let mut tx = pool.begin().await.context("starting the migration transaction")?;
+        let mut tx = super::begin(pool, None).await.context("starting the migration transaction")?;
         if backend == super::Backend::Postgres {
             sqlx::query("SELECT pg_advisory_xact_lock($1)")
                 .bind(PG_MIGRATION_LOCK)

@@ -63,6 +63,41 @@ macro_rules! on_db {
 }
 pub(crate) use on_db;
 
+/// Opens a transaction on `pool` (with `statement`, or a plain `BEGIN`) in a task of its own, so
+/// a caller cancelled meanwhile (an HTTP handler whose client went away, a timeout) cannot cut
+/// the `BEGIN` round trip short: it gets a fully begun transaction, dropped and so rolled back.
+///
+/// Every store transaction opens here (clippy refuses `Pool::begin` elsewhere). sqlx 0.8's
+/// PostgreSQL driver counts a transaction as open only once `BEGIN` has answered, so a future
+/// dropped while waiting for that answer left the session inside a transaction nothing would
+/// end, and the pool handed that connection on: the next callers' statements ran inside it,
+/// uncommitted, and their row locks held every later writer of those rows (a restart cycle
+/// waited a minute for an agent's registration that way). Upstream: launchbadge/sqlx#4393,
+/// fixed in sqlx-postgres 0.9.1. SQLite's driver rolls such a transaction back already; the
+/// writer's `before_acquire` check closes any connection left in one.
+pub(crate) async fn begin<DB>(
+    pool: &sqlx::Pool<DB>,
+    statement: Option<&'static str>,
+) -> Result<sqlx::Transaction<'static, DB>, sqlx::Error>
+where
+    DB: sqlx::Database,
+{
+    let pool = pool.clone();
+    #[allow(clippy::disallowed_methods)]
+    let begun = tokio::spawn(async move {
+        match statement {
+            Some(statement) => pool.begin_with(statement).await,
+            None => pool.begin().await,
+        }
+    });
+    match begun.await {
+        Ok(result) => result,
+        Err(err) if err.is_panic() => std::panic::resume_unwind(err.into_panic()),
+        // Only when the runtime itself is shutting down.
+        Err(_) => Err(sqlx::Error::PoolClosed),
+    }
+}
+
 /// [`on_db!`] for a body that only reads: on SQLite it runs on the read-only pool, beside the
 /// writer (WAL readers see every committed write and never wait for the writer).
 macro_rules! on_db_read {
@@ -510,9 +545,7 @@ mod full_disk_tests {
             .execute(&sqlite.writer)
             .await
             .expect("capping the database");
-        let mut tx = sqlite
-            .writer
-            .begin_with(db.begin_write_sql())
+        let mut tx = super::begin(&sqlite.writer, Some(db.begin_write_sql()))
             .await
             .expect("a write transaction");
         let full = sqlx::query("INSERT INTO t VALUES (zeroblob(1000000))")
@@ -525,9 +558,7 @@ mod full_disk_tests {
         );
         let _ = tx.commit().await;
         for _ in 0..2 {
-            let mut tx = sqlite
-                .writer
-                .begin_with(db.begin_write_sql())
+            let mut tx = super::begin(&sqlite.writer, Some(db.begin_write_sql()))
                 .await
                 .expect("a write transaction after the refused one");
             sqlx::query("INSERT INTO t VALUES (zeroblob(100))")
@@ -536,5 +567,60 @@ mod full_disk_tests {
                 .expect("a write after the refused one");
             tx.commit().await.expect("its commit");
         }
+    }
+}
+
+#[cfg(test)]
+mod cancelled_begin_tests {
+    use std::time::Duration;
+
+    use sqlx::Connection as _;
+    use sqlx::postgres::PgPoolOptions;
+
+    use super::Backend;
+    use super::testing::TestDatabase;
+
+    /// Callers cancelled at every point of `BEGIN` (timeouts from nothing to a few round trips)
+    /// leave no session inside a transaction: each write made through the pool after them is
+    /// committed and seen from another connection. With sqlx 0.8's own `Pool::begin`, one
+    /// cancelled while waiting for `BEGIN`'s answer left the pool's one connection inside a
+    /// transaction, and the writes after it ran uncommitted there.
+    #[tokio::test]
+    async fn transactions_cancelled_during_begin_leave_later_writes_committed() {
+        let database = TestDatabase::create(Backend::Postgres).await;
+        // One connection: every attempt and every write after it share it.
+        let pool = PgPoolOptions::new()
+            .max_connections(1)
+            .connect(&database.url)
+            .await
+            .expect("the test database");
+        sqlx::query("CREATE TABLE written (n INT)")
+            .execute(&pool)
+            .await
+            .expect("a table");
+        const ATTEMPTS: i32 = 300;
+        for n in 0..ATTEMPTS {
+            let cut = Duration::from_micros(u64::try_from(n).unwrap_or(0) * 3);
+            let _ = tokio::time::timeout(cut, super::begin(&pool, None)).await;
+            sqlx::query("INSERT INTO written (n) VALUES ($1)")
+                .bind(n)
+                .execute(&pool)
+                .await
+                .expect("a write after a cancelled begin");
+        }
+        let mut other = sqlx::PgConnection::connect(&database.url)
+            .await
+            .expect("a second connection");
+        let seen: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM written")
+            .fetch_one(&mut other)
+            .await
+            .expect("counting from outside");
+        assert_eq!(
+            seen,
+            i64::from(ATTEMPTS),
+            "writes made after a cancelled BEGIN ran inside a transaction nobody ended"
+        );
+        other.close().await.ok();
+        pool.close().await;
     }
 }

@@ -42,7 +42,7 @@ pub async fn insert_many(db: &Db, uploads: &[NewUpload]) -> StoreResult<()> {
     let now = Utc::now();
     let begin = db.begin_write_sql();
     on_db!(db, pool => {
-        let mut tx = pool.begin_with(begin).await?;
+        let mut tx = super::begin(pool, Some(begin)).await?;
         for (i, upload) in (0i64..).zip(uploads) {
             // One microsecond apart, so "oldest first" keeps the order they were sent in.
             let at = now + Duration::microseconds(i);

@@ -106,7 +106,7 @@ pub async fn set_allowlist(db: &Db, org_id: Uuid, names: &[String]) -> StoreResu
     let now = Utc::now();
     let begin = db.begin_write_sql();
     on_db!(db, pool => {
-        let mut tx = pool.begin_with(begin).await?;
+        let mut tx = super::begin(pool, Some(begin)).await?;
         sqlx::query("DELETE FROM org_plugin_allowlist WHERE org_id = $1")
             .bind(org_id)
             .execute(&mut *tx)

@@ -59,7 +59,7 @@ pub async fn next_cycle(
     lease_until: DateTime<Utc>,
 ) -> StoreResult<bool> {
     on_db!(db, pool => {
-        let mut tx = pool.begin().await?;
+        let mut tx = super::begin(pool, None).await?;
         let released = sqlx::query(
             "DELETE FROM workspace_restarts WHERE workspace_id = $1 AND holder = $2 AND pending = FALSE",
         )

@@ -165,7 +165,7 @@ pub async fn claim_many(db: &Db, claims: &[Claim]) -> StoreResult<Vec<bool>> {
     let mut won = vec![false; claims.len()];
     let begin = db.begin_write_sql();
     on_db!(db, pool => {
-        let mut tx = pool.begin_with(begin).await?;
+        let mut tx = super::begin(pool, Some(begin)).await?;
         for i in order {
             let Claim { id, seen, next } = claims[i];
             won[i] = sqlx::query(
@@ -233,7 +233,7 @@ pub async fn record_run(db: &Db, run: &Run) -> StoreResult<()> {
     let empty = i32::from(run.status == "empty");
     let failed = i32::from(run.status == "error");
     on_db!(db, pool => {
-        let mut tx = pool.begin_with(begin).await?;
+        let mut tx = super::begin(pool, Some(begin)).await?;
         sqlx::query(
             "INSERT INTO workspace_schedule_runs (id, schedule_id, workspace_id, tick_at, started_at,
                  duration_ms, status, error_detail, request)

@@ -173,7 +173,7 @@ pub async fn reseal_below(
     let begin = db.begin_write_sql();
     let postgres = db.backend() == Backend::Postgres;
     on_db!(db, pool => {
-        let mut tx = pool.begin_with(begin).await?;
+        let mut tx = super::begin(pool, Some(begin)).await?;
         if postgres {
             sqlx::query("SELECT pg_advisory_xact_lock($1)")
                 .bind(RESEAL_LOCK)

@@ -1638,7 +1638,7 @@ async fn a_full_write_queue_makes_callers_wait_instead_of_growing(db: Db) {
         let db = db.clone();
         tokio::spawn(async move {
             on_db!(&db, pool => {
-                let mut tx = pool.begin().await.unwrap();
+                let mut tx = super::begin(pool, None).await.unwrap();
                 sqlx::query("UPDATE workspaces SET name = name WHERE id = $1")
                     .bind(id)
                     .execute(&mut *tx)

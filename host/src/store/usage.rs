@@ -100,7 +100,7 @@ pub async fn backdate_spend(db: &Db, workspace_id: Uuid, period: &str) -> StoreR
     let this_month = period_of(Utc::now());
     let begin = db.begin_write_sql();
     on_db!(db, pool => {
-        let mut tx = pool.begin_with(begin).await?;
+        let mut tx = super::begin(pool, Some(begin)).await?;
         sqlx::query("UPDATE workspaces SET spend_period = $2 WHERE id = $1")
             .bind(workspace_id)
             .bind(period)

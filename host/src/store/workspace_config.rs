@@ -27,7 +27,7 @@ pub async fn merge(db: &Db, workspace_id: Uuid, patch: &Map<String, Value>) -> S
     let select = format!("SELECT data FROM workspace_config WHERE workspace_id = $1{lock}");
     let begin = db.begin_write_sql();
     on_db!(db, pool => {
-        let mut tx = pool.begin_with(begin).await?;
+        let mut tx = super::begin(pool, Some(begin)).await?;
         let current: Option<Value> = sqlx::query_scalar(&select).bind(workspace_id).fetch_optional(&mut *tx).await?;
         let mut merged = match current {
             Some(Value::Object(map)) => map,

@@ -176,7 +176,7 @@ async fn insert_many_rows(db: &Db, items: &[BatchItem<'_>]) -> StoreResult<()> {
         .collect();
     let begin = db.begin_write_sql();
     on_db!(db, pool => {
-        let mut tx = pool.begin_with(begin).await?;
+        let mut tx = super::begin(pool, Some(begin)).await?;
         // Statements differ in their row count, so none is kept in the statement cache.
         for chunk in items.chunks(super::MAX_BINDS / 16) {
             let mut q = QueryBuilder::new(
@@ -352,7 +352,7 @@ pub async fn mark_removed(db: &Db, ids: &[Uuid]) -> StoreResult<Vec<Uuid>> {
     let now = Utc::now();
     let begin = db.begin_write_sql();
     on_db!(db, pool => {
-        let mut tx = pool.begin_with(begin).await?;
+        let mut tx = super::begin(pool, Some(begin)).await?;
         let mut changed = Vec::new();
         for chunk in ids.chunks(ID_CHUNK) {
             let mut q = QueryBuilder::new("UPDATE workspaces SET status = ");
@@ -399,7 +399,7 @@ pub async fn mark_removed(db: &Db, ids: &[Uuid]) -> StoreResult<Vec<Uuid>> {
 pub async fn purge(db: &Db, ids: &[Uuid]) -> StoreResult<u64> {
     let begin = db.begin_write_sql();
     on_db!(db, pool => {
-        let mut tx = pool.begin_with(begin).await?;
+        let mut tx = super::begin(pool, Some(begin)).await?;
         let mut deleted = 0;
         for column in ["forwarded_to", "parent_id"] {
             for chunk in ids.chunks(ID_CHUNK) {
@@ -446,7 +446,7 @@ async fn update_row(db: &Db, id: Uuid, patch: &WorkspacePatch) -> StoreResult<bo
     let now = Utc::now();
     let begin = db.begin_write_sql();
     on_db!(db, pool => {
-        let mut tx = pool.begin_with(begin).await?;
+        let mut tx = super::begin(pool, Some(begin)).await?;
         let mut q = QueryBuilder::new("UPDATE workspaces SET updated_at = ");
         q.push_bind(now);
         if let Some(name) = &patch.name { q.push(", name = ").push_bind(name.clone()); }
@@ -551,7 +551,7 @@ pub async fn record_heartbeat(
     let now = Utc::now();
     let begin = db.begin_write_sql();
     on_db!(db, pool => {
-        let mut tx = pool.begin_with(begin).await?;
+        let mut tx = super::begin(pool, Some(begin)).await?;
         let before: Option<(String, Option<String>, i32)> =
             sqlx::query_as("SELECT status, current_task, max_concurrent_tasks FROM workspaces WHERE id = $1 AND status <> 'removed'")
                 .bind(id)

@@ -19,7 +19,6 @@ mod hibernation;
 mod instructions;
 mod kv;
 mod lifecycle;
-mod logs;
 mod memories;
 mod memory_embeddings;
 mod openapi;

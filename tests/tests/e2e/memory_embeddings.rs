@@ -16,7 +16,7 @@ use molecule_e2e::{DbBackend, TestApp, eventually, on_both_backends};
 use molecule_host::store::Db;
 use serde_json::{Value, json};
 
-use crate::logs;
+use molecule_e2e::logs;
 
 on_both_backends!(
     search_follows_similarity_and_the_key_stays_in_the_header,

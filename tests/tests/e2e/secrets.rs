@@ -6,7 +6,7 @@ use molecule_host::config::Environment;
 use molecule_host::store::Db;
 use serde_json::{Value, json};
 
-use crate::logs;
+use molecule_e2e::logs;
 
 on_both_backends!(
     workspace_secrets_round_trip_and_no_reply_ever_shows_a_value,
