@@ -253,11 +253,19 @@ async fn an_idle_agent_is_hibernated_by_the_monitor_and_one_set_to_never_is_not(
     // Heartbeats are not activity: the agent heartbeats every second and still hibernates.
     let hibernated = wait_status(&app, &sleepy, "hibernated").await;
     assert!(hibernated["url"].is_null(), "{hibernated}");
-    let rows = app
-        .get(&format!("/workspaces/{sleepy}/activity?type=hibernate"))
-        .await
-        .expect(200);
+    // The row is recorded once the status says `hibernated` (a pause overtaking the stop has
+    // the last word, and then no row is), just before `WORKSPACE_HIBERNATED` is announced: a
+    // poller that saw the status may read the log a moment too soon.
+    let rows = eventually(Duration::from_secs(10), || async {
+        let rows = app
+            .get(&format!("/workspaces/{sleepy}/activity?type=hibernate"))
+            .await
+            .expect(200);
+        (rows.as_array().is_some_and(|r| !r.is_empty())).then_some(rows)
+    })
+    .await;
     assert_eq!(rows[0]["summary"], "workspace hibernated (idle)", "{rows}");
+    assert_eq!(rows.as_array().map(Vec::len), Some(1), "{rows}");
     let heartbeats_since = row(&app, &awake).await;
     assert_eq!(
         heartbeats_since["status"], "online",
