@@ -317,6 +317,8 @@ campaign-kill: deps
 CARGO_FUZZ_VERSION := 0.13.2
 FUZZ_RUNS ?= 1000000
 fuzz:
+	@cargo +nightly --version >/dev/null 2>&1 || rustup toolchain install nightly --profile minimal || { \
+		echo "error: make fuzz needs a nightly toolchain (libFuzzer's coverage flags) and rustup could not install one" >&2; exit 1; }
 	@cargo fuzz --version 2>/dev/null | grep -qx "cargo-fuzz $(CARGO_FUZZ_VERSION)" || \
 		cargo install cargo-fuzz --version $(CARGO_FUZZ_VERSION) --locked
 	FUZZ_RUNS=$(FUZZ_RUNS) bash fuzz/run.sh

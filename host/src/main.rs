@@ -42,6 +42,10 @@ fn main() -> anyhow::Result<()> {
         .with_env_filter(
             EnvFilter::try_from_env("MOLECULE_LOG").unwrap_or_else(|_| EnvFilter::new("info")),
         )
+        // On stderr, so what `molecule ext`/`molecule org` print on stdout stays clean to pipe;
+        // colours for a terminal only: a container's log, a file or a pipe gets plain text.
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     let cli = Cli::parse();
     match cli.command {
