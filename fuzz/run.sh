@@ -43,8 +43,8 @@ for target in $FUZZ_TARGETS; do
         -timeout="$FUZZ_TIMEOUT" -rss_limit_mb="$FUZZ_RSS_MB" >"$log.run" 2>&1 || status=$?
     if [[ -f fuzz-0.log ]]; then mv fuzz-0.log "$log"; else mv "$log.run" "$log"; fi
     rm -f "$log.run"
-    execs="$(grep -o 'stat::number_of_executed_units: [0-9]*' "$log" | tail -n1 | awk '{print $2}')"
-    rate="$(grep -o 'stat::average_exec_per_sec: [0-9]*' "$log" | tail -n1 | awk '{print $2}')"
+    execs="$(grep -o 'stat::number_of_executed_units: *[0-9]*' "$log" | tail -n1 | awk '{print $2}')"
+    rate="$(grep -o 'stat::average_exec_per_sec: *[0-9]*' "$log" | tail -n1 | awk '{print $2}')"
     crashes=$(( $(find "$artifacts" -type f | wc -l) - crashes_before ))
     if [[ "$status" -ne 0 && "$crashes" -eq 0 ]]; then crashes="?"; fi
     if [[ "$status" -ne 0 ]]; then
