@@ -315,34 +315,57 @@ impl EventBus {
         if !self.seen.lock().expect("seen lock").covers_sweep_window() {
             return 0;
         }
-        let until = now - LOG_SWEEP_GRACE;
-        let mut cursor = floor.max(now - LOG_SWEEP_WINDOW);
+        let from = floor.max(now - LOG_SWEEP_WINDOW);
+        match self
+            .publish_from_log(from, Some(now - LOG_SWEEP_GRACE))
+            .await
+        {
+            Ok(published) => {
+                if published > 0 {
+                    tracing::info!(
+                        published,
+                        "events no notification brought were published from the log"
+                    );
+                }
+                published
+            }
+            Err((published, err)) => {
+                tracing::warn!(error = ?err, "reading the newest events for the log sweep failed");
+                published
+            }
+        }
+    }
+
+    /// Publishes what the log holds from `from` on (up to `until`, when given) and this replica
+    /// has not seen, page by page, so a burst larger than a page is read whole. How many it
+    /// published, also when a read failed part-way.
+    async fn publish_from_log(
+        &self,
+        from: DateTime<Utc>,
+        until: Option<DateTime<Utc>>,
+    ) -> Result<usize, (usize, store::StoreError)> {
+        let mut cursor = from;
         let mut published = 0;
         loop {
-            let rows = match store::events::since(&self.db, cursor, CATCH_UP_PAGE).await {
-                Ok(rows) => rows,
-                Err(err) => {
-                    tracing::warn!(error = ?err, "reading the newest events for the log sweep failed");
-                    return published;
-                }
-            };
+            let rows = store::events::since(&self.db, cursor, CATCH_UP_PAGE)
+                .await
+                .map_err(|err| (published, err))?;
             let full = rows.len() as i64 == CATCH_UP_PAGE;
             let mut last = None;
             for row in rows {
-                if row.created_at > until {
-                    return published;
+                if until.is_some_and(|until| row.created_at > until) {
+                    return Ok(published);
                 }
                 last = Some(row.created_at);
                 let id = row.id;
                 if self.publish_remote(id, row_event(row)) {
-                    tracing::info!(%id, "an event no notification brought was published from the log");
                     published += 1;
                 }
             }
             match last {
                 // Rows sharing the page's last time are read again (and skipped as seen).
                 Some(last) if full && last > cursor => cursor = last,
-                _ => return published,
+                _ => return Ok(published),
             }
         }
     }
@@ -478,29 +501,14 @@ impl EventBus {
         // Invalidations sent meanwhile are lost for good: nothing cached can be trusted.
         self.forget_here(Invalidation::All);
         let newest = self.seen.lock().expect("seen lock").newest;
-        let mut cursor = newest.unwrap_or_else(Utc::now) - CATCH_UP_MARGIN;
-        let mut published = 0usize;
-        loop {
-            let rows = match store::events::since(&self.db, cursor, CATCH_UP_PAGE).await {
-                Ok(rows) => rows,
-                Err(err) => {
-                    tracing::error!(error = ?err, "catching up from the event log failed; events may be missing");
-                    return;
-                }
-            };
-            let full = rows.len() as i64 == CATCH_UP_PAGE;
-            let last = rows.last().map(|r| r.created_at);
-            for row in rows {
-                let id = row.id;
-                if self.publish_remote(id, row_event(row)) {
-                    published += 1;
-                }
+        let from = newest.unwrap_or_else(Utc::now) - CATCH_UP_MARGIN;
+        let published = match self.publish_from_log(from, None).await {
+            Ok(published) => published,
+            Err((_, err)) => {
+                tracing::error!(error = ?err, "catching up from the event log failed; events may be missing");
+                return;
             }
-            match last {
-                Some(last) if full && last > cursor => cursor = last,
-                _ => break,
-            }
-        }
+        };
         tracing::info!(published, "event relay caught up");
     }
 }

@@ -153,10 +153,7 @@ async fn run(svc: &Services, req: ImportRequest) -> Result<ImportOutcome, OrgErr
             Ok(outcome)
         }
         Err(err) => {
-            fields.insert("created_count".into(), json!(0));
-            fields.insert("skipped_count".into(), json!(0));
-            fields.insert("reconcile_removed_count".into(), json!(0));
-            fields.insert("errors".into(), json!([err.to_string()]));
+            nothing_done(fields, &err.to_string());
             record(svc, Uuid::new_v4(), FAILED, payload).await;
             Err(err)
         }
@@ -209,20 +206,10 @@ pub async fn fail_abandoned(svc: &Services, exclusive: bool) -> Result<usize, st
         }
         let mut payload = label;
         if let Some(fields) = payload.as_object_mut() {
-            fields.insert("created_count".into(), json!(0));
-            fields.insert("skipped_count".into(), json!(0));
-            fields.insert("reconcile_removed_count".into(), json!(0));
-            fields.insert("errors".into(), json!([ABANDONED]));
+            nothing_done(fields, ABANDONED);
         }
         tracing::warn!(%import_id, "an org import was left unfinished by a host that stopped; marked failed");
-        let row = EventRow {
-            id: Uuid::new_v4(),
-            event_type: FAILED.to_owned(),
-            workspace_id: None,
-            payload: Some(payload),
-            created_at: chrono::Utc::now(),
-        };
-        store::events::insert(&svc.db, &row).await?;
+        store::events::insert(&svc.db, &event_row(Uuid::new_v4(), FAILED, payload)).await?;
         drop(guard);
         marked += 1;
     }
@@ -231,16 +218,29 @@ pub async fn fail_abandoned(svc: &Services, exclusive: bool) -> Result<usize, st
 
 /// Appends an import event to `structure_events` without broadcasting it.
 async fn record(svc: &Services, id: Uuid, kind: &str, payload: Value) {
-    let row = EventRow {
+    if let Err(err) = store::events::insert(&svc.db, &event_row(id, kind, payload)).await {
+        tracing::error!(event = kind, error = ?err, "recording an org import event failed");
+    }
+}
+
+/// An import event's log row, recorded now.
+fn event_row(id: Uuid, kind: &str, payload: Value) -> EventRow {
+    EventRow {
         id,
         event_type: kind.to_owned(),
         workspace_id: None,
         payload: Some(payload),
         created_at: chrono::Utc::now(),
-    };
-    if let Err(err) = store::events::insert(&svc.db, &row).await {
-        tracing::error!(event = kind, error = ?err, "recording an org import event failed");
     }
+}
+
+/// The counts and reason of an `org.import.failed` payload: nothing created, skipped or
+/// removed, and `error` why.
+fn nothing_done(fields: &mut serde_json::Map<String, Value>, error: &str) {
+    fields.insert("created_count".into(), json!(0));
+    fields.insert("skipped_count".into(), json!(0));
+    fields.insert("reconcile_removed_count".into(), json!(0));
+    fields.insert("errors".into(), json!([error]));
 }
 
 /// The parsed template, the root its files are read from, and what happened to its externals.

@@ -17,10 +17,19 @@ use uuid::Uuid;
 use crate::runtime::{ContainerRuntime, RuntimeError};
 use crate::safefs::{FileTree, RelPath};
 
+/// Where a workspace's plugins live, below its configs root.
+pub const PLUGINS_DIR: &str = "plugins";
 /// The marker the agent requires before it loads a plugin directory.
 pub const COMPLETE: &str = ".complete";
 pub const STAGING: &str = "plugins/.staging";
 pub const PREVIOUS: &str = "plugins/.previous";
+
+/// Whether `listing` (of `plugins/`, at least two levels deep) holds the `.complete` marker of
+/// the plugin `name`.
+pub fn is_marked(listing: &[crate::safefs::ListedFile], name: &str) -> bool {
+    let marker = format!("{PLUGINS_DIR}/{name}/{COMPLETE}");
+    listing.iter().any(|f| f.path == marker)
+}
 
 /// A delivery step, for fault injection in tests and for error reports.
 pub use crate::config::faults::DeliveryStep as Step;

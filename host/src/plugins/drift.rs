@@ -415,7 +415,7 @@ pub async fn sweep_swap_dirs(svc: &Services) -> Result<usize, StoreError> {
         i64::try_from(svc.config.plugins.swap_dir_max_age_secs).unwrap_or(i64::MAX),
     );
     let now = Utc::now().naive_utc();
-    let plugins = RelPath::parse(PLUGINS_DIR).expect("a static path");
+    let plugins = RelPath::parse(deliver::PLUGINS_DIR).expect("a static path");
     let mut removed = 0;
     for id in store::workspaces::running_ids(&svc.db).await? {
         let Ok(entries) = runtime
@@ -457,15 +457,6 @@ pub async fn sweep_swap_dirs(svc: &Services) -> Result<usize, StoreError> {
     Ok(removed)
 }
 
-/// Where a workspace's plugins live, below its configs root.
-const PLUGINS_DIR: &str = "plugins";
-
-/// Whether `listing` holds the `.complete` marker of `plugins/<name>`.
-fn is_marked(listing: &[crate::safefs::ListedFile], name: &str) -> bool {
-    let marker = format!("{PLUGINS_DIR}/{name}/{}", deliver::COMPLETE);
-    listing.iter().any(|f| f.path == marker)
-}
-
 /// Puts back the previous version of every plugin whose swap a killed host left half-done, as
 /// the swap itself would have on an error: the live copy moved to `plugins/.previous` and then
 /// either nothing in its place (killed between the snapshot and the swap) or the new tree
@@ -498,7 +489,7 @@ async fn recover_interrupted_swaps(
             previous.insert(name, (stamp, path));
         }
     }
-    let live_dirs: std::collections::BTreeSet<&str> = child_dirs(PLUGINS_DIR)
+    let live_dirs: std::collections::BTreeSet<&str> = child_dirs(deliver::PLUGINS_DIR)
         .map(|(name, _)| name)
         .filter(|name| !name.starts_with('.'))
         .collect();
@@ -507,10 +498,10 @@ async fn recover_interrupted_swaps(
     let mut restored = Vec::new();
     for name in names {
         let exists = live_dirs.contains(name);
-        if exists && is_marked(entries, name) {
+        if exists && deliver::is_marked(entries, name) {
             continue;
         }
-        let Ok(live) = RelPath::parse(&format!("{PLUGINS_DIR}/{name}")) else {
+        let Ok(live) = RelPath::parse(&format!("{}/{name}", deliver::PLUGINS_DIR)) else {
             continue;
         };
         // The database says what is installed: a recorded plugin gets its snapshot back, an
@@ -532,7 +523,7 @@ async fn recover_interrupted_swaps(
             && runtime
                 .list_files(id, CONFIGS_ROOT, Some(&live), 1)
                 .await
-                .is_ok_and(|now| is_marked(&now, name))
+                .is_ok_and(|now| deliver::is_marked(&now, name))
         {
             continue;
         }

@@ -464,11 +464,10 @@ pub async fn list_installed(svc: &Services, id: Uuid) -> Result<Vec<InstalledPlu
         if !valid_name(name) {
             continue;
         }
-        let marker = format!("plugins/{name}/{}", deliver::COMPLETE);
         let row = rows.get(name);
         out.push(InstalledPlugin {
             name: name.to_owned(),
-            complete: listed.iter().any(|e| e.path == marker),
+            complete: deliver::is_marked(&listed, name),
             source: row.map(|r| r.source_raw.clone()),
             tracked_ref: row.map(|r| r.tracked_ref.clone()),
             installed_sha: row.and_then(|r| r.installed_sha.clone()),
