@@ -341,17 +341,14 @@ async fn the_host_keeps_traces_without_a_collector_and_traces_reads_only_when_as
             &[("traceparent", "00-abc-def-01")],
         )
         .await;
-    assert_ne!(
-        malformed.headers["x-trace-id"].to_str().unwrap().len(),
-        0,
-        "traced"
-    );
+    // A trace id of its own: 32 hex digits (so not the caller's `abc`, which is none), not the
+    // previous call's. (A substring check for `abc` failed once: a fresh random id may hold it.)
+    let fresh = malformed.headers["x-trace-id"].to_str().unwrap();
     assert!(
-        !malformed.headers["x-trace-id"]
-            .to_str()
-            .unwrap()
-            .contains("abc")
+        fresh.len() == 32 && fresh.bytes().all(|b| b.is_ascii_hexdigit()),
+        "a new trace id, got {fresh:?}"
     );
+    assert_ne!(fresh, asked, "a new trace, not the previous call's");
 
     // Paging and bad queries.
     let one = app
