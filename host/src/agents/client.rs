@@ -410,10 +410,10 @@ pub async fn send(svc: &Services, call: Call) -> Result<Sent, ProxyError> {
             status: target.status.to_string(),
         });
     };
-    if !url_allowed(svc, &target, &url).await {
+    let Some(url) = permitted(svc, &target, &url).await else {
         tracing::warn!(workspace_id = %target.id, "refusing to proxy to an agent URL in a blocked range");
         return Err(ProxyError::UnsafeUrl);
-    }
+    };
     let settings = &svc.config.a2a;
     let ceiling = Duration::from_secs(settings.max_timeout_secs.max(1));
     let timeouts = Timeouts {
@@ -440,15 +440,8 @@ pub async fn send(svc: &Services, call: Call) -> Result<Sent, ProxyError> {
         ],
     );
     let traceparent = crate::traces::propagation::traceparent(&span);
-    let forwarded = forward::forward(
-        svc.a2a.client(),
-        &url,
-        payload,
-        traceparent,
-        timeouts,
-        alive,
-    )
-    .await;
+    let forwarded =
+        forward::forward(svc.a2a.client(), url, payload, traceparent, timeouts, alive).await;
     end_forward_span(&span, &forwarded);
     let outcome = settle(svc, &call, &target, forwarded).await;
     record(svc, call, &target, &outcome).await;
@@ -598,8 +591,13 @@ pub async fn signal_restart_pending(svc: &Services, target: &WorkspaceRow) -> bo
 /// operator's listed private networks). The client's resolver applies the same policy again
 /// when it connects.
 pub(super) async fn url_allowed(svc: &Services, target: &WorkspaceRow, url: &str) -> bool {
+    permitted(svc, target, url).await.is_some()
+}
+
+/// [`url_allowed`], with the URL as parsed when it is.
+async fn permitted(svc: &Services, target: &WorkspaceRow, url: &str) -> Option<reqwest::Url> {
     let owner = url_owner(svc, target, url);
-    svc.a2a.policy().permits(url, owner).await.is_ok()
+    svc.a2a.policy().permits(url, owner).await.ok()
 }
 
 /// Records the exchange on the target (`a2a_receive`), stamps the caller's last outbound call

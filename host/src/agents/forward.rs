@@ -82,7 +82,7 @@ pub struct Forwarded {
 /// heartbeats, task updates, activity) restarts the header and idle timers; the deadline stays.
 pub async fn forward(
     client: &reqwest::Client,
-    url: &str,
+    url: reqwest::Url,
     body: Vec<u8>,
     traceparent: Option<String>,
     timeouts: Timeouts,

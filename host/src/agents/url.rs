@@ -163,6 +163,11 @@ enum Host {
 
 impl Host {
     fn of(raw: &str) -> Result<Host, &'static str> {
+        Host::parsed(raw).map(|(_, host)| host)
+    }
+
+    /// The host of `raw` with the URL as parsed, for a caller that goes on to use it.
+    fn parsed(raw: &str) -> Result<(reqwest::Url, Host), &'static str> {
         if raw.len() > 2048
             || raw.chars().any(|c| c.is_control() || c.is_whitespace())
             || !(raw.starts_with("http://") || raw.starts_with("https://"))
@@ -180,13 +185,15 @@ impl Host {
         let host = url.host_str().filter(|h| !h.is_empty()).ok_or(INVALID)?;
         // The parser turns every IPv4 spelling into dotted decimal and brackets IPv6, so a
         // domain never reads as an address here.
-        if let Some(v6) = host.strip_prefix('[').and_then(|h| h.strip_suffix(']')) {
-            return v6.parse().map(Host::Ip).map_err(|_| INVALID);
-        }
-        Ok(match host.parse::<Ipv4Addr>() {
-            Ok(v4) => Host::Ip(IpAddr::V4(v4)),
-            Err(_) => Host::Name(host.to_owned()),
-        })
+        let host = if let Some(v6) = host.strip_prefix('[').and_then(|h| h.strip_suffix(']')) {
+            v6.parse().map(Host::Ip).map_err(|_| INVALID)?
+        } else {
+            match host.parse::<Ipv4Addr>() {
+                Ok(v4) => Host::Ip(IpAddr::V4(v4)),
+                Err(_) => Host::Name(host.to_owned()),
+            }
+        };
+        Ok((url, host))
     }
 }
 
@@ -362,10 +369,12 @@ impl Policy {
     /// The proxy's check before it calls `raw`: like [`Policy::check`], except that every name
     /// is resolved, the runtime's own too. A runtime name that passes is remembered, so the
     /// connect resolver lets it reach the private addresses it has inside the runtime's network.
-    pub async fn permits(&self, raw: &str, owner: Owner) -> Result<(), &'static str> {
+    /// The URL as parsed, which the proxy calls without parsing it again.
+    pub async fn permits(&self, raw: &str, owner: Owner) -> Result<reqwest::Url, &'static str> {
         let reach = self.reach(owner);
-        match Host::of(raw)? {
-            Host::Ip(ip) if self.allows(ip, reach) => Ok(()),
+        let (url, host) = Host::parsed(raw)?;
+        match host {
+            Host::Ip(ip) if self.allows(ip, reach) => Ok(url),
             Host::Ip(_) => Err(BLOCKED),
             Host::Name(name) if is_localhost(&name) && !reach.loopback => Err(BLOCKED),
             Host::Name(name) => {
@@ -377,7 +386,7 @@ impl Policy {
                         .unwrap_or_else(|e| e.into_inner())
                         .insert(key(&name));
                 }
-                Ok(())
+                Ok(url)
             }
         }
     }

@@ -3,7 +3,10 @@
 //!
 //! Callers hand a [`Write`] to the [`Writer`] and go on; one task per host stores whatever has
 //! queued meanwhile in one transaction (up to [`MAX_BATCH`] writes), so under load many rows
-//! share a commit and under no load a row is stored at once. The queue is bounded
+//! share a commit and under no load a row is stored at once. Under load a batch of deferred
+//! writes only is held until [`LINGER`] after the previous commit started, so commits come at
+//! most that often whatever the rate (each commit rewrites the pages it touched into the WAL,
+//! which costs the same for one row as for fifty); a batch somebody waits for is never held. The queue is bounded
 //! ([`QUEUE`]): when the database falls behind, callers wait for room instead of the host
 //! growing without bound. [`Writer::flush`] waits until everything queued before it is stored
 //! (a read of the activity log calls it first, so a caller always reads its own writes), and
@@ -33,8 +36,8 @@
 //! routing table on every replica, so a budget check sees the new spend at once).
 //!
 //! What a crash can lose: a host killed with SIGKILL loses the deferred writes still queued or
-//! in the transaction being committed, i.e. those of the last moments before the kill (one
-//! commit's worth under load, milliseconds). Nothing the waiting calls ([`Writer::store`],
+//! in the transaction being committed, i.e. those of the last moments before the kill (under
+//! load, at most the last [`LINGER`] and one commit's worth: milliseconds). Nothing the waiting calls ([`Writer::store`],
 //! [`Writer::enqueue`], [`Writer::record_event`], [`Writer::move_delegation`],
 //! [`Writer::finish_delegation`]) answered for is lost, and everything else the host must not
 //! lose (restarts, statuses, secrets, tokens) is written synchronously and never goes through
@@ -42,6 +45,8 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 use sqlx::QueryBuilder;
@@ -59,6 +64,11 @@ use super::{Db, MAX_BINDS, StoreError, StoreResult, on_db};
 pub const MAX_BATCH: usize = 512;
 /// The most writes waiting to be stored before callers wait for room.
 pub const QUEUE: usize = 8192;
+/// Under load (a commit started less than this ago), how long a batch of deferred writes only
+/// waits for more before it is stored: commits come at most this often, each with many rows,
+/// instead of one per row. An idle writer stores a write at once, and a batch somebody waits
+/// for (a durable row, a queued message, an event, a delegation's move, a flush) never waits.
+pub const LINGER: Duration = Duration::from_millis(5);
 
 /// One deferred write.
 #[derive(Debug, Clone)]
@@ -112,6 +122,8 @@ pub struct Writer {
     db: Db,
     queue: mpsc::Sender<Command>,
     task: Arc<Mutex<Option<JoinHandle<()>>>>,
+    /// Transactions stored so far.
+    commits: Arc<AtomicU64>,
 }
 
 impl Writer {
@@ -123,11 +135,13 @@ impl Writer {
     /// Starts the task, which calls `on_spend` after each commit that changed a spend.
     pub fn start_with_spend_hook(db: Db, on_spend: SpendHook) -> Writer {
         let (queue, receiver) = mpsc::channel(QUEUE);
-        let task = tokio::spawn(run(db.clone(), receiver, on_spend));
+        let commits = Arc::new(AtomicU64::new(0));
+        let task = tokio::spawn(run(db.clone(), receiver, on_spend, commits.clone()));
         Writer {
             db,
             queue,
             task: Arc::new(Mutex::new(Some(task))),
+            commits,
         }
     }
 
@@ -274,6 +288,12 @@ impl Writer {
         }
     }
 
+    /// How many batches the writer has stored (each one transaction, or write by write when
+    /// the transaction failed).
+    pub fn commits(&self) -> u64 {
+        self.commits.load(Ordering::Relaxed)
+    }
+
     /// Returns once every write queued before this call is stored (or failed and was logged).
     pub async fn flush(&self) {
         let (done, stored) = oneshot::channel();
@@ -355,6 +375,14 @@ impl Batch {
         self.len == 0
     }
 
+    /// Whether a caller waits for this batch's commit.
+    fn has_waiters(&self) -> bool {
+        !(self.waiting.is_empty()
+            && self.queued.is_empty()
+            && self.event_waiting.is_empty()
+            && self.delegation_waiting.is_empty())
+    }
+
     /// Every coalesced stamp with the `UPDATE` that stores it (`$1` the id, `$2` the time).
     fn stamps(&self) -> impl Iterator<Item = (&'static str, &Uuid, &DateTime<Utc>)> {
         [
@@ -390,29 +418,46 @@ macro_rules! add_usage {
     }};
 }
 
-async fn run(db: Db, mut receiver: mpsc::Receiver<Command>, on_spend: SpendHook) {
+async fn run(
+    db: Db,
+    mut receiver: mpsc::Receiver<Command>,
+    on_spend: SpendHook,
+    commits: Arc<AtomicU64>,
+) {
     let mut closing = None;
+    // When the last commit started: under load, a batch nobody waits for is held until
+    // LINGER after it, so rows share commits instead of each paying for one.
+    let mut last_commit: Option<Instant> = None;
     while let Some(first) = receiver.recv().await {
         let mut batch = Batch::default();
         let mut answered = Vec::new();
+        let linger_until = last_commit
+            .map(|at| at + LINGER)
+            .filter(|until| *until > Instant::now());
         let mut next = Some(first);
         // Everything already waiting joins this transaction, up to MAX_BATCH writes; a flush
         // closes the batch so its caller is answered as soon as what preceded it is stored.
         while let Some(command) = next.take() {
-            match command {
-                Command::Write(write) => batch.push(write),
+            let close = match command {
+                Command::Write(write) => {
+                    batch.push(write);
+                    false
+                }
                 Command::Store(row, done) => {
                     batch.waiting.push((batch.activity.len(), done));
                     batch.push(Write::Activity(row));
+                    false
                 }
                 Command::Enqueue(item, done) => {
                     batch.queued.push((*item, done));
                     batch.len += 1;
+                    false
                 }
                 Command::Event(row, done) => {
                     batch.events.push(*row);
                     batch.event_waiting.push(EventWaiter::Caller(done));
                     batch.len += 1;
+                    false
                 }
                 Command::StoreWithEvent(row, event, done) => {
                     let index = batch.activity.len();
@@ -421,29 +466,47 @@ async fn run(db: Db, mut receiver: mpsc::Receiver<Command>, on_spend: SpendHook)
                     batch.events.push(*event);
                     batch.event_waiting.push(EventWaiter::Row(index));
                     batch.len += 1;
+                    false
                 }
                 Command::Delegation(change, done) => {
                     batch.delegations.push(*change);
                     batch.delegation_waiting.push(done);
                     batch.len += 1;
+                    false
                 }
                 Command::Flush(done) => {
                     answered.push(done);
-                    break;
+                    true
                 }
                 Command::Close(done) => {
                     // Nothing new gets in; what is already queued is still stored below.
                     receiver.close();
                     closing = Some(done);
+                    false
                 }
-            }
-            if batch.len >= MAX_BATCH {
+            };
+            if close || batch.len >= MAX_BATCH {
                 break;
             }
-            next = receiver.try_recv().ok();
+            next = match receiver.try_recv() {
+                Ok(command) => Some(command),
+                // Nothing more is queued: a batch somebody waits for (or the last one) is
+                // stored now; one of deferred writes only waits out the linger for company.
+                Err(_) => match linger_until {
+                    Some(until) if !batch.has_waiters() && closing.is_none() => {
+                        tokio::time::timeout_at(until.into(), receiver.recv())
+                            .await
+                            .ok()
+                            .flatten()
+                    }
+                    _ => None,
+                },
+            };
         }
         if !batch.is_empty() {
+            last_commit = Some(Instant::now());
             store(&db, &mut batch).await;
+            commits.fetch_add(1, Ordering::Relaxed);
             if !batch.usage.is_empty() {
                 let spent: Vec<Uuid> = batch.usage.keys().map(|(id, _)| *id).collect();
                 on_spend(&spent);

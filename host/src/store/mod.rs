@@ -191,6 +191,10 @@ impl Db {
                     "wal_autocheckpoint",
                     checkpoint::AUTOCHECKPOINT_PAGES.to_string(),
                 )
+                // Statement journals (a multi-row INSERT with triggers inside a transaction keeps
+                // one) and temporary tables stay in memory: on disk each spilled journal was a
+                // file created, written, unlinked and closed within a commit.
+                .pragma("temp_store", "memory")
                 .busy_timeout(Duration::from_secs(10));
             if let Some(dir) = options
                 .get_filename()

@@ -33,6 +33,7 @@ crate::both_backends!(
     a_restart_claim_coalesces_is_renewed_and_passes_on_only_once_expired,
     the_secret_tables_rebuild_keeps_every_row_constraint_and_cascade,
     deferred_writes_are_stored_in_order_with_stamps_coalesced_and_flush_waits_for_them,
+    under_load_deferred_writes_share_commits_at_most_one_per_linger,
     stored_rows_are_durable_on_return_share_commits_and_fail_alone,
     a_bad_deferred_row_loses_only_itself,
     queued_messages_share_commits_keep_one_copy_each_and_fail_alone,
@@ -1319,6 +1320,37 @@ async fn deferred_writes_are_stored_in_order_with_stamps_coalesced_and_flush_wai
         row.last_outbound_at.map(|t| t.timestamp_millis()),
         Some((start + Duration::milliseconds(1199)).timestamp_millis()),
         "the latest stamp wins"
+    );
+    writer.close().await;
+}
+
+async fn under_load_deferred_writes_share_commits_at_most_one_per_linger(db: Db) {
+    use super::batch::{LINGER, Write, Writer};
+    const WRITES: u64 = 60;
+    let id = add(&db, "Agent", None).await;
+    let writer = Writer::start(db.clone());
+    let started = std::time::Instant::now();
+    // A steady trickle, a write every millisecond or so: without the linger nearly every write
+    // would find the writer idle and pay for a commit of its own.
+    for n in 0..WRITES {
+        let mut row = activity(id, None);
+        row.summary = Some(format!("call {n}"));
+        writer.write(Write::Activity(Box::new(row))).await;
+        tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+    }
+    writer.flush().await;
+    let elapsed = started.elapsed();
+    assert_eq!(
+        count(&db, "activity_logs", "workspace_id", id).await,
+        WRITES as i64
+    );
+    // Batches of deferred writes only start at least LINGER apart, whatever the machine's
+    // speed; the flush may close one early.
+    let bound = (elapsed.as_micros() / LINGER.as_micros()) as u64 + 2;
+    let commits = writer.commits();
+    assert!(
+        commits <= bound,
+        "{commits} commits for {WRITES} writes over {elapsed:?}: more than one per {LINGER:?}"
     );
     writer.close().await;
 }
