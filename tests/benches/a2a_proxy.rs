@@ -8,7 +8,10 @@
 //! and `POST /workspaces/{id}/delegate` (a delegation row, answered 202, then carried out to the
 //! echo agent in the background while the load goes on). Each target gets a warm-up run, then a
 //! measured one; the tables give p50/p90/p99 and req/s per target, and each host path's ratios
-//! to nginx against the goals (p50 ≤ 1.2×, p99 ≤ 2×, throughput ≥ 0.8×).
+//! to nginx against the goals (p50 ≤ 1.2×, p99 ≤ 2×, throughput ≥ 0.8×). A last table gives
+//! each path's CPU per call, of the proxy (nginx's processes, or the host's: this process) and of
+//! the agent, which moves little with how busy the machine is where throughput moves ±20 %. On
+//! PostgreSQL the database server's CPU is not counted.
 //!
 //! Every answer must be 2xx (a fast error is not a result): the bench fails otherwise, after
 //! printing its tables. `wrk` and `nginx` come from `make bench-tools` and the PostgreSQL from
@@ -17,7 +20,10 @@
 
 use std::time::{Duration, Instant};
 
-use molecule_e2e::load::{EACH_REQUEST, Stats, run_wrk, start_nginx, tool, wrk_script};
+use molecule_e2e::load::{
+    EACH_REQUEST, Stats, descendants, process_cpu, run_wrk, start_nginx, tool, total_cpu,
+    wrk_script,
+};
 use molecule_e2e::{ADMIN_TOKEN, DbBackend, Runtime, TestApp, eventually, free_port};
 use serde_json::{Value, json};
 
@@ -88,6 +94,11 @@ async fn busy_agent() -> String {
 struct Row {
     name: &'static str,
     stats: Stats,
+    /// CPU per call (µs) of what stands between wrk and the agent: nginx's processes, or the
+    /// host's (the bench's own process, idle meanwhile); none for the agent direct.
+    proxy_cpu: Option<f64>,
+    /// CPU per call (µs) of the agent's process.
+    agent_cpu: f64,
 }
 
 fn main() {
@@ -114,7 +125,7 @@ fn main() {
             "{:<24} {:>10} {:>10} {:>10} {:>10} {:>10} {:>9} {:>8}",
             "target", "p50", "p75", "p90", "p99", "req/s", "requests", "non-2xx"
         );
-        for Row { name, stats: s } in rows {
+        for Row { name, stats: s, .. } in rows {
             println!(
                 "{:<24} {:>10} {:>10} {:>10} {:>10} {:>10.0} {:>9} {:>8}",
                 name,
@@ -141,7 +152,10 @@ fn main() {
             format!("p99 (≤{GOAL_P99})"),
             format!("req/s (≥{GOAL_RPS})")
         );
-        for Row { name, stats: host } in &rows[2..] {
+        for Row {
+            name, stats: host, ..
+        } in &rows[2..]
+        {
             let verdict = |ratio: f64, met: bool| {
                 format!("x{ratio:.2} {}", if met { "met" } else { "MISSED" })
             };
@@ -156,6 +170,22 @@ fn main() {
                 verdict(p50, p50 <= GOAL_P50),
                 verdict(p99, p99 <= GOAL_P99),
                 verdict(rps, rps >= GOAL_RPS)
+            );
+        }
+        // CPU per call moves little with the machine's speed, unlike throughput.
+        let nginx_cpu = rows[1].proxy_cpu.unwrap_or(f64::NAN);
+        println!(
+            "{:<24} {:>16} {:>16} {:>18}",
+            "CPU per call", "proxy", "agent", "proxy / nginx"
+        );
+        for row in rows {
+            let proxy = row.proxy_cpu;
+            println!(
+                "{:<24} {:>16} {:>16} {:>18}",
+                row.name,
+                proxy.map_or("-".to_owned(), |us| format!("{us:.0} us")),
+                format!("{:.0} us", row.agent_cpu),
+                proxy.map_or("-".to_owned(), |us| format!("x{:.2}", us / nginx_cpu)),
             );
         }
     }
@@ -258,16 +288,48 @@ fn measure(wrk: &std::path::Path, nginx: &std::path::Path, backend: DbBackend) -
         ("host /a2a, busy: queued", &busy_url, &busy),
         ("host /delegate", &delegate_url, &delegate),
     ];
+    // Whose CPU each row counts: nginx's master and workers; the agent (every other child of
+    // this process: the host runs in it and starts the agent); the host is this process.
+    let me = std::process::id();
+    let nginx_pids: Vec<u32> = nginx_guard
+        .id()
+        .into_iter()
+        .flat_map(|pid| std::iter::once(pid).chain(descendants(pid)))
+        .collect();
+    let agent_pids: Vec<u32> = descendants(me)
+        .into_iter()
+        .filter(|pid| !nginx_pids.contains(pid))
+        .collect();
+    assert!(!agent_pids.is_empty(), "the agent's process was not found");
+    let cpu = || {
+        (
+            process_cpu(me).unwrap_or_default(),
+            total_cpu(&nginx_pids),
+            total_cpu(&agent_pids),
+        )
+    };
     let mut rows = Vec::new();
-    for (name, url, script) in targets {
+    for (index, (name, url, script)) in targets.into_iter().enumerate() {
         eprintln!(
             "a2a_proxy ({}): {name} ({url}): {WARMUP:?} warm-up, then {MEASURED:?}",
             backend.name()
         );
         run_wrk(wrk, script, url, WARMUP, CONNECTIONS);
+        let (host_before, nginx_before, agent_before) = cpu();
+        let stats = run_wrk(wrk, script, url, MEASURED, CONNECTIONS);
+        let (host_after, nginx_after, agent_after) = cpu();
+        let per_call = |used: Duration| used.as_secs_f64() * 1e6 / stats.requests.max(1) as f64;
+        let proxy_cpu = match index {
+            0 => None,
+            1 => Some(per_call(nginx_after.saturating_sub(nginx_before))),
+            _ => Some(per_call(host_after.saturating_sub(host_before))),
+        };
+        let agent_cpu = per_call(agent_after.saturating_sub(agent_before));
         rows.push(Row {
             name,
-            stats: run_wrk(wrk, script, url, MEASURED, CONNECTIONS),
+            stats,
+            proxy_cpu,
+            agent_cpu,
         });
     }
     drop(nginx_guard);

@@ -29,6 +29,11 @@ impl ChildGuard {
         }
     }
 
+    /// The child's process id, while it runs.
+    pub fn id(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
     /// Whether the child has already exited (then it is reaped).
     pub fn exited(&mut self) -> Option<std::process::ExitStatus> {
         self.child.as_mut()?.try_wait().ok().flatten()
@@ -395,4 +400,46 @@ pub fn start_failover_nginx(
 ",
     };
     run_nginx(nginx, dir, port, upstreams, &shape)
+}
+
+/// The CPU time (user and system, all threads) process `pid` has used so far; `None` once it is
+/// gone. Unlike throughput, CPU per request hardly moves with how busy the machine is.
+pub fn process_cpu(pid: u32) -> Option<Duration> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name may hold spaces and parentheses: the fields follow its last `)`, the
+    // first of them being field 3 (the state); utime and stime are fields 14 and 15.
+    let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+    let ticks = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
+    // In clock ticks of USER_HZ, which Linux fixes at 100 for user space on every architecture
+    // we run on (the kernel's own HZ may differ; /proc converts).
+    const USER_HZ: u64 = 100;
+    Some(Duration::from_micros(ticks * 1_000_000 / USER_HZ))
+}
+
+/// Every process descending from `pid` (its children, theirs, and so on).
+pub fn descendants(pid: u32) -> Vec<u32> {
+    let mut found = Vec::new();
+    let mut next = vec![pid];
+    while let Some(parent) = next.pop() {
+        let Ok(tasks) = std::fs::read_dir(format!("/proc/{parent}/task")) else {
+            continue;
+        };
+        for task in tasks.flatten() {
+            let children =
+                std::fs::read_to_string(task.path().join("children")).unwrap_or_default();
+            for child in children
+                .split_whitespace()
+                .filter_map(|c| c.parse::<u32>().ok())
+            {
+                found.push(child);
+                next.push(child);
+            }
+        }
+    }
+    found
+}
+
+/// The CPU time `pids` have used together so far (those gone count for nothing).
+pub fn total_cpu(pids: &[u32]) -> Duration {
+    pids.iter().filter_map(|pid| process_cpu(*pid)).sum()
 }
