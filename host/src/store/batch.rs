@@ -6,11 +6,11 @@
 //! share a commit and under no load a row is stored at once. Under load a batch of deferred
 //! writes only is held until [`LINGER`] after the previous commit started, so commits come at
 //! most that often whatever the rate (each commit rewrites the pages it touched into the WAL,
-//! which costs the same for one row as for fifty); a batch somebody waits for is never held. The queue is bounded
-//! ([`QUEUE`]): when the database falls behind, callers wait for room instead of the host
-//! growing without bound. [`Writer::flush`] waits until everything queued before it is stored
-//! (a read of the activity log calls it first, so a caller always reads its own writes), and
-//! [`Writer::close`] stores the rest when the host stops.
+//! which costs the same for one row as for fifty); a batch somebody waits for is never held.
+//! The queue is bounded ([`QUEUE`]): when the database falls behind, callers wait for room
+//! instead of the host growing without bound. [`Writer::flush`] waits until everything queued
+//! before it is stored (a read of the activity log calls it first, so a caller always reads its
+//! own writes), and [`Writer::close`] stores the rest when the host stops.
 //!
 //! Activity rows that must be durable before an answer (a delegation's row, which its answer
 //! names) go through the same batches with [`Writer::store`]: the caller waits until the
@@ -37,11 +37,11 @@
 //!
 //! What a crash can lose: a host killed with SIGKILL loses the deferred writes still queued or
 //! in the transaction being committed, i.e. those of the last moments before the kill (under
-//! load, at most the last [`LINGER`] and one commit's worth: milliseconds). Nothing the waiting calls ([`Writer::store`],
-//! [`Writer::enqueue`], [`Writer::record_event`], [`Writer::move_delegation`],
-//! [`Writer::finish_delegation`]) answered for is lost, and everything else the host must not
-//! lose (restarts, statuses, secrets, tokens) is written synchronously and never goes through
-//! here.
+//! load, at most the last [`LINGER`] and one commit's worth: milliseconds). Nothing the waiting
+//! calls ([`Writer::store`], [`Writer::enqueue`], [`Writer::record_event`],
+//! [`Writer::move_delegation`], [`Writer::finish_delegation`]) answered for is lost, and
+//! everything else the host must not lose (restarts, statuses, secrets, tokens) is written
+//! synchronously and never goes through here.
 
 use std::collections::HashMap;
 use std::sync::Arc;
