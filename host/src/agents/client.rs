@@ -410,7 +410,7 @@ pub async fn send(svc: &Services, call: Call) -> Result<Sent, ProxyError> {
             status: target.status.to_string(),
         });
     };
-    let Some(url) = permitted(svc, &target, &url).await else {
+    let Some(url) = url_allowed(svc, &target, &url).await else {
         tracing::warn!(workspace_id = %target.id, "refusing to proxy to an agent URL in a blocked range");
         return Err(ProxyError::UnsafeUrl);
     };
@@ -552,7 +552,7 @@ pub async fn signal_restart_pending(svc: &Services, target: &WorkspaceRow) -> bo
     let Some(url) = target.url.as_deref().filter(|u| !u.is_empty()) else {
         return false;
     };
-    if !url_allowed(svc, target, url).await {
+    if url_allowed(svc, target, url).await.is_none() {
         return false;
     }
     let notification = json!({
@@ -585,17 +585,16 @@ pub async fn signal_restart_pending(svc: &Services, target: &WorkspaceRow) -> bo
     }
 }
 
-/// Whether the host may call `url` for `target`, under the address policy (see
+/// `url` as parsed when the host may call it for `target`, under the address policy (see
 /// [`super::url`]): the runtime's own URLs for the target may reach its loopback port or
 /// its private network name in production; any other URL only public addresses (or the
 /// operator's listed private networks). The client's resolver applies the same policy again
 /// when it connects.
-pub(super) async fn url_allowed(svc: &Services, target: &WorkspaceRow, url: &str) -> bool {
-    permitted(svc, target, url).await.is_some()
-}
-
-/// [`url_allowed`], with the URL as parsed when it is.
-async fn permitted(svc: &Services, target: &WorkspaceRow, url: &str) -> Option<reqwest::Url> {
+pub(super) async fn url_allowed(
+    svc: &Services,
+    target: &WorkspaceRow,
+    url: &str,
+) -> Option<reqwest::Url> {
     let owner = url_owner(svc, target, url);
     svc.a2a.policy().permits(url, owner).await.ok()
 }

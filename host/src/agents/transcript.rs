@@ -106,7 +106,7 @@ pub async fn fetch(
             status: target.status,
         });
     }
-    if !url_allowed(svc, &target, url).await {
+    if url_allowed(svc, &target, url).await.is_none() {
         tracing::warn!(workspace_id = %id, "refusing to read a transcript from an agent URL in a blocked range");
         return Err(TranscriptError::UnsafeUrl);
     }

@@ -438,26 +438,20 @@ async fn run(
         // Everything already waiting joins this transaction, up to MAX_BATCH writes; a flush
         // closes the batch so its caller is answered as soon as what preceded it is stored.
         while let Some(command) = next.take() {
-            let close = match command {
-                Command::Write(write) => {
-                    batch.push(write);
-                    false
-                }
+            match command {
+                Command::Write(write) => batch.push(write),
                 Command::Store(row, done) => {
                     batch.waiting.push((batch.activity.len(), done));
                     batch.push(Write::Activity(row));
-                    false
                 }
                 Command::Enqueue(item, done) => {
                     batch.queued.push((*item, done));
                     batch.len += 1;
-                    false
                 }
                 Command::Event(row, done) => {
                     batch.events.push(*row);
                     batch.event_waiting.push(EventWaiter::Caller(done));
                     batch.len += 1;
-                    false
                 }
                 Command::StoreWithEvent(row, event, done) => {
                     let index = batch.activity.len();
@@ -466,26 +460,23 @@ async fn run(
                     batch.events.push(*event);
                     batch.event_waiting.push(EventWaiter::Row(index));
                     batch.len += 1;
-                    false
                 }
                 Command::Delegation(change, done) => {
                     batch.delegations.push(*change);
                     batch.delegation_waiting.push(done);
                     batch.len += 1;
-                    false
                 }
                 Command::Flush(done) => {
                     answered.push(done);
-                    true
+                    break;
                 }
                 Command::Close(done) => {
                     // Nothing new gets in; what is already queued is still stored below.
                     receiver.close();
                     closing = Some(done);
-                    false
                 }
-            };
-            if close || batch.len >= MAX_BATCH {
+            }
+            if batch.len >= MAX_BATCH {
                 break;
             }
             next = match receiver.try_recv() {
