@@ -1066,18 +1066,41 @@ pub fn agent_pid(app: &TestApp, id: &str) -> String {
         .to_owned()
 }
 
-/// Kills the agent the hard way (SIGKILL), as a crash would.
+/// Kills the agent the hard way (SIGKILL), as a crash would, and returns once it is dead: a
+/// signal is delivered asynchronously, and a process closes its sockets before its exit can be
+/// observed, so a spec acting at once could find the agent refusing connections while its
+/// runtime still reports it running (a dying agent, not the dead one the spec means).
 pub fn kill_agent(app: &TestApp, runtime: Runtime, id: &str) {
-    match runtime {
+    let dead: Box<dyn Fn() -> bool> = match runtime {
         Runtime::Docker => {
-            docker(&["kill", &format!("ws-{}", id12(id))]);
+            let name = format!("ws-{}", id12(id));
+            // By id: a restart may remove the container and create another of the same name.
+            let container = docker(&["inspect", "-f", "{{.Id}}", &name]);
+            docker(&["kill", &name]);
+            Box::new(move || docker(&["inspect", "-f", "{{.State.Running}}", &container]) != "true")
         }
         Runtime::Process => {
+            let pid = agent_pid(app, id);
             let status = std::process::Command::new("kill")
-                .args(["-9", &agent_pid(app, id)])
+                .args(["-9", &pid])
                 .status()
                 .expect("kill runs");
             assert!(status.success());
+            // Gone, or a zombie waiting for the host to reap it (state `Z`, after the name).
+            Box::new(move || {
+                std::fs::read_to_string(format!("/proc/{pid}/stat")).map_or(true, |stat| {
+                    stat.rsplit_once(')')
+                        .is_some_and(|(_, rest)| rest.trim_start().starts_with('Z'))
+                })
+            })
         }
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while !dead() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the killed agent of {id} is still running after 30 s"
+        );
+        std::thread::sleep(Duration::from_millis(10));
     }
 }

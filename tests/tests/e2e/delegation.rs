@@ -224,7 +224,9 @@ async fn a_dead_agent_is_marked_offline_and_restarted_through_the_policy(
     })
     .await;
     let id = app.create_workspace("solo", None).await;
-    wait_online(&app, &id).await;
+    // Settled, not just online: a restart cycle still running would make the host leave the
+    // dead agent to the cycle instead of reporting it.
+    app.wait_settled(&id, ONLINE).await;
     kill_agent(&app, runtime, &id);
 
     let reply = app
@@ -239,7 +241,7 @@ async fn a_dead_agent_is_marked_offline_and_restarted_through_the_policy(
         decisions[0]["request_body"]["trigger"]["kind"], "agent_exited",
         "{decisions:?}"
     );
-    wait_online(&app, &id).await;
+    app.wait_settled(&id, ONLINE).await;
     let again = app
         .post(&format!("/workspaces/{id}/a2a"), message("back?"))
         .await
